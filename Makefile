@@ -1,0 +1,54 @@
+# Atlas: two commands matter.
+#   make lab   - set up .venv (first time only) and start JupyterLab on notebooks/, on 127.0.0.1
+#   make test  - the same set-up, then lint, unit tests and nbval over every notebook
+# Everything else here is a helper for maintainers.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.atlas-installed
+LAB_PORT ?= 8888
+LAB_ARGS ?=
+# Jupyter refuses to start as root unless told; containers and CI machines often run as root.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+
+.PHONY: lab test lint unit nbval notebooks bench clean
+
+# The virtual environment: created once, reinstalled when pyproject.toml changes.
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 10) else f"Atlas needs Python 3.10 or newer, found {v.major}.{v.minor}: run make with PYTHON=python3.1x")'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lab,test]'
+	@touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		--ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+
+test: lint unit nbval
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests --no-skips
+
+# Every notebook, executed cell by cell and compared with its committed outputs.
+nbval: $(STAMP)
+	$(BIN)/python -m pytest --nbval-lax --no-skips -v -p no:cacheprovider $(NOTEBOOKS)
+
+# Rebuild every notebook from its source in notebooks/src/ and execute it top to bottom,
+# so that the committed outputs are the ones a reader gets.
+notebooks: $(STAMP)
+	$(BIN)/python tools/build_notebooks.py
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_sim.py
+	$(BIN)/python benchmarks/bench_service.py
+	$(BIN)/python benchmarks/bench_widgets.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,65 @@
+"""Atlas: reliability, scalability and maintainability (DDIA chapter 1), by experiment.
+
+One implementation of each reliability policy (``atlas_sim.policies``) drives both a SimPy
+simulation (``atlas_sim.sim``) and a live FastAPI service (``atlas_sim.service``); both return
+the same ``RunResult`` tables, which ``atlas_sim.analysis`` summarises and plots.
+
+The heavier layers are imported on first use, so ``import atlas_sim`` stays quick and the pure
+policy core never drags in a web server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import Settings
+from .policies import (
+    JITTER_STRATEGIES,
+    Backoff,
+    BreakerConfig,
+    BreakerState,
+    BreakerTransition,
+    BudgetConfig,
+    CircuitBreaker,
+    ConcurrencyLimiter,
+    RetryBudget,
+    RetryPolicy,
+    Status,
+)
+from .results import RunResult
+
+__version__ = "0.1.0"
+
+# Names served lazily from the heavier layers: name -> module that defines it.
+_LAZY: dict[str, str] = {}
+
+__all__ = [
+    "JITTER_STRATEGIES",
+    "Backoff",
+    "BreakerConfig",
+    "BreakerState",
+    "BreakerTransition",
+    "BudgetConfig",
+    "CircuitBreaker",
+    "ConcurrencyLimiter",
+    "RetryBudget",
+    "RetryPolicy",
+    "RunResult",
+    "Settings",
+    "Status",
+    *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'atlas_sim' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,134 @@
+"""Retries: when to try again (``RetryPolicy``) and when to stop trying for everybody's sake
+(``RetryBudget``).
+
+A retry turns a transient fault into a success, but every retry is extra load. When a server is
+down because it is overloaded, retries make it worse: with three attempts per call, a failing
+system receives up to three times its normal load. The budget caps that amplification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._validate import check_int, check_real
+from .backoff import Backoff
+from .status import DEFAULT_RETRYABLE
+
+__all__ = ["BudgetConfig", "RetryBudget", "RetryPolicy"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Whether to retry a failed attempt, and how long to wait first.
+
+    Args:
+        max_attempts: attempts in all, the first call included (>= 1; 1 means never retry).
+            This is how gRPC (``maxAttempts``), Resilience4j (``maxAttempts``) and tenacity
+            (``stop_after_attempt``) count. Polly counts differently: its ``MaxRetryAttempts``
+            excludes the first call, so Polly's 3 is ``max_attempts=4`` here.
+        backoff: the waits between attempts.
+        retry_on: the outcome codes worth retrying (see ``Status``). The default retries 429,
+            5xx server faults, timeouts and broken connections, and never other 4xx: a request
+            the server found wrong stays wrong however often it is sent.
+    """
+
+    max_attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    retry_on: frozenset[int] = DEFAULT_RETRYABLE
+
+    def __post_init__(self) -> None:
+        check_int("max_attempts", self.max_attempts, low=1, high=100)
+        if not isinstance(self.backoff, Backoff):
+            raise ValueError(f"backoff must be a Backoff, got {self.backoff!r}")
+        codes = self.retry_on
+        if isinstance(codes, (str, bytes)) or not isinstance(codes, Iterable):
+            raise ValueError(f"retry_on must be a set of status codes, got {codes!r}")
+        codes = frozenset(check_int("retry_on", c, low=100, high=599) for c in codes)
+        object.__setattr__(self, "retry_on", codes)
+
+    def is_retryable(self, status: int) -> bool:
+        """True if an attempt that ended with ``status`` is worth trying again."""
+        return status in self.retry_on
+
+    def should_retry(self, attempts_made: int, status: int) -> bool:
+        """True if, after ``attempts_made`` attempts, the last ending with ``status``, one more
+        attempt is allowed by this policy (a budget or breaker may still refuse it)."""
+        return attempts_made < self.max_attempts and status in self.retry_on
+
+    def delays(self, rng: np.random.Generator | None = None) -> Iterator[float]:
+        """The waits before the second, third, ... attempt (see ``Backoff.delays``)."""
+        return self.backoff.delays(rng)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetConfig:
+    """Settings of a retry budget (gRPC retry throttling); ``build()`` makes a fresh budget.
+
+    As in gRPC, ``token_ratio`` is kept to three decimals (0.001 <= token_ratio <= max_tokens)
+    and ``max_tokens`` is at most 1000.
+    """
+
+    max_tokens: float = 10.0
+    token_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        max_tokens = check_real("max_tokens", self.max_tokens, low=0.001, high=1000)
+        ratio = check_real("token_ratio", self.token_ratio, low=0.001, high=max_tokens)
+        object.__setattr__(self, "max_tokens", max_tokens)
+        object.__setattr__(self, "token_ratio", ratio)
+
+    def build(self) -> RetryBudget:
+        """A new budget with full tokens."""
+        return RetryBudget(max_tokens=self.max_tokens, token_ratio=self.token_ratio)
+
+
+class RetryBudget:
+    """gRPC-style retry throttling: retries are allowed only while recent calls mostly succeed.
+
+    Tokens start at ``max_tokens``. Each failed attempt costs one token, each success earns
+    ``token_ratio`` back (never above ``max_tokens``). Retries are allowed only while
+    ``tokens > max_tokens / 2``. First attempts are never throttled: the budget limits the
+    *extra* load that retries add, so that in a sustained outage the retry traffic falls to
+    about ``token_ratio`` retries per success instead of multiplying the load.
+
+    Tokens are counted in thousandths, as gRPC does, so that many small refunds add up exactly
+    and the threshold is never missed by a rounding error.
+
+    Not thread-safe: one event loop or one simulation owns it.
+    """
+
+    __slots__ = ("_max", "_milli", "_ratio", "_threshold", "config")
+
+    def __init__(self, *, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
+        self.config = BudgetConfig(max_tokens=max_tokens, token_ratio=token_ratio)
+        self._max = round(self.config.max_tokens * 1000)
+        self._ratio = round(self.config.token_ratio * 1000)
+        self._threshold = self._max / 2
+        self._milli = self._max
+
+    @property
+    def tokens(self) -> float:
+        """Tokens left, between 0 and ``max_tokens``."""
+        return self._milli / 1000
+
+    def record_success(self) -> None:
+        """An attempt succeeded: earn ``token_ratio`` tokens back."""
+        self._milli = min(self._max, self._milli + self._ratio)
+
+    def record_failure(self) -> None:
+        """An attempt failed: spend one token (never below zero)."""
+        self._milli = max(0, self._milli - 1000)
+
+    def can_retry(self) -> bool:
+        """True while more than half the tokens are left."""
+        return self._milli > self._threshold
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f"RetryBudget(max_tokens={c.max_tokens:g}, token_ratio={c.token_ratio:g}, "
+            f"tokens={self.tokens:g})"
+        )

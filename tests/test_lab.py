@@ -1,0 +1,47 @@
+"""``make lab`` really serves JupyterLab, on loopback only."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import free_port, non_loopback_addresses, refuses_connection
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_make_lab_serves_jupyterlab_on_loopback(tmp_path):
+    port, token = free_port(), "atlas-test-token"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
+    lab = subprocess.Popen(
+        ["make", "-s", "lab", f"LAB_PORT={port}",
+         f"LAB_ARGS=--no-browser --IdentityProvider.token={token}"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        status = None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and lab.poll() is None:
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/api/status",
+                                   headers={"Authorization": f"token {token}"}, timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.5)
+        assert status is not None, "JupyterLab did not answer: " + lab.stdout.read1().decode()
+        assert status.status_code == 200 and "started" in status.json()
+        tree = httpx.get(f"http://127.0.0.1:{port}/api/contents",
+                         headers={"Authorization": f"token {token}"}, timeout=5).json()
+        names = {item["name"] for item in tree["content"]}
+        assert "00_welcome.ipynb" in names  # rooted at notebooks/
+        for address in non_loopback_addresses():
+            assert refuses_connection(address, port), f"JupyterLab is reachable on {address}"
+    finally:
+        os.killpg(lab.pid, signal.SIGTERM)
+        lab.wait(timeout=30)

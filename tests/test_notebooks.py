@@ -1,0 +1,40 @@
+"""The notebooks as files: built from their sources, committed executed, and well-formed.
+(nbval, in ``make nbval``, executes them and compares outputs.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
+
+
+def test_every_source_has_a_notebook_and_every_notebook_a_source():
+    built = {p.stem for p in (ROOT / "notebooks").glob("*.ipynb")}
+    assert built == {s.stem for s in SOURCES} and built
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_committed_notebook_is_its_source_executed_top_to_bottom(source):
+    expected = [(c.cell_type, c.source) for c in jupytext.read(source).cells]
+    notebook = nbformat.read(ROOT / "notebooks" / f"{source.stem}.ipynb", as_version=4)
+    assert [(c.cell_type, c.source) for c in notebook.cells] == expected, (
+        "notebook differs from its source: run `make notebooks`")
+    counts = [c.execution_count for c in notebook.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "not executed top to bottom in one go"
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_each_notebook_has_goals_a_prediction_exercises_a_recap_and_one_seed(source):
+    cells = jupytext.read(source).cells
+    prose = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    code = [c.source for c in cells if c.cell_type == "code"]
+    assert "you will" in prose.lower()  # learning goals
+    assert "predict" in prose.lower()
+    assert prose.count("**Exercise") >= 3 and sum("check(" in c for c in code) >= 3
+    assert "## Recap" in prose and "## References" in prose
+    assert sum(c.lstrip().startswith("SEED =") for c in code) == 1

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atlas_sim.workload import STREAM_NAMES, Distribution, arrival_times, rng_streams
+
+
+@pytest.mark.parametrize("kind", ["exponential", "constant", "lognormal"])
+def test_draws_have_the_requested_mean(kind):
+    d = Distribution(mean=0.02, kind=kind, shape=0.8)
+    x = d.sample(np.random.default_rng(1), 200_000)
+    assert (x >= 0).all()
+    se = x.std() / np.sqrt(x.size)
+    assert abs(x.mean() - 0.02) <= 4 * se + 1e-12
+
+
+def test_lognormal_shape_sets_the_tail_not_the_mean():
+    rng = np.random.default_rng(2)
+    mild = Distribution(mean=1, kind="lognormal", shape=0.3).sample(rng, 100_000)
+    heavy = Distribution(mean=1, kind="lognormal", shape=1.5).sample(rng, 100_000)
+    assert np.percentile(heavy, 99.9) > 3 * np.percentile(mild, 99.9)
+
+
+def test_sampler_hands_out_the_same_sequence_as_sample():
+    d = Distribution(mean=3.0)
+    draw = d.sampler(np.random.default_rng(5), block=7)
+    assert [draw() for _ in range(20)] == d.sample(np.random.default_rng(5), 20).tolist()
+
+
+@pytest.mark.parametrize("kind", ["exponential", "lognormal"])
+def test_quantile_matches_the_draws(kind):
+    d = Distribution(mean=0.1, kind=kind, shape=1.0)
+    x = d.sample(np.random.default_rng(3), 400_000)
+    for q in (0.5, 0.95, 0.99):
+        assert np.quantile(x, q) == pytest.approx(d.quantile(q), rel=0.03)
+    assert Distribution(mean=0.1, kind="constant").quantile(0.99) == 0.1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"mean": -1}, "mean must be a number >= 0"),
+     ({"mean": 1, "kind": "pareto"}, "kind must be one of 'exponential', 'constant', 'lognormal'"),
+     ({"mean": 1, "shape": 0}, "shape must be a number > 0 and <= 5")],
+)
+def test_bad_distributions_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Distribution(**kwargs)
+
+
+def test_poisson_arrivals_have_the_rate_and_are_sorted():
+    t = arrival_times(200.0, 50.0, np.random.default_rng(0))
+    assert np.all(np.diff(t) >= 0) and t.min() >= 0 and t.max() < 50
+    assert abs(t.size - 10_000) < 4 * np.sqrt(10_000)
+    gaps = np.diff(t)
+    assert gaps.std() / gaps.mean() == pytest.approx(1.0, abs=0.05)  # exponential gaps
+
+
+def test_constant_arrivals_are_evenly_spaced():
+    t = arrival_times(4.0, 2.0, np.random.default_rng(0), process="constant")
+    assert t.tolist() == [0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+
+
+def test_steps_change_the_rate():
+    t = arrival_times(100.0, 20.0, np.random.default_rng(9), steps=[(10.0, 400.0)])
+    before, after = (t < 10).sum(), (t >= 10).sum()
+    assert abs(before - 1000) < 150 and abs(after - 4000) < 300
+    t0 = arrival_times(100.0, 20.0, np.random.default_rng(9), steps=[(5.0, 0.0), (15.0, 100.0)])
+    assert not ((t0 >= 5) & (t0 < 15)).any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"rate": -1, "duration": 1}, "rate must be a number >= 0"),
+     ({"rate": 1, "duration": 0}, "duration must be a number > 0"),
+     ({"rate": 1, "duration": 10, "steps": [(5, 1), (4, 2)]}, r"steps\[1\] time must be"),
+     ({"rate": 1, "duration": 10, "steps": [(5,)]}, r"steps\[0\] must be a \(time, rate\) pair")],
+)
+def test_bad_arrival_schedules_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        arrival_times(rng=np.random.default_rng(0), **kwargs)
+
+
+def test_streams_are_reproducible_and_independent():
+    a, b = rng_streams(7), rng_streams(7)
+    assert set(a) == set(STREAM_NAMES)
+    draws = {name: a[name].random(3).tolist() for name in STREAM_NAMES}
+    assert draws == {name: b[name].random(3).tolist() for name in STREAM_NAMES}
+    assert len({tuple(v) for v in draws.values()}) == len(STREAM_NAMES)
+    assert rng_streams(8)["service"].random() != rng_streams(7)["service"].random()
+    with pytest.raises(ValueError, match="seed must be an integer >= 0 or None"):
+        rng_streams(-1)

@@ -1,0 +1,533 @@
+"""The simulation engine: a scenario in, a ``RunResult`` out.
+
+The model is the Atlas request path: clients send attempts to a server with ``servers`` workers
+behind one FIFO queue; the server may shed (429), time out (504) or be down (503); a handler may
+call a dependency through its own retry, budget and breaker; clients time out, retry with
+backoff, and may be stopped by their budget or their breaker. Every decision a policy makes is
+made by the very objects of ``atlas_sim.policies``, reading the simulated clock ``env.now``.
+
+How it runs. The clock and the event queue are SimPy's. Arrivals, fault windows and closed-loop
+clients are SimPy processes. A request, though, is not a process: it is a small state machine
+(``_Call``, ``_Attempt``, ``_Handler``) whose steps are callbacks on SimPy events. A plain request
+costs two events (its arrival and its completion) instead of the six or so of a process per
+request with a ``Resource``, and that is what lets a slider answer in a blink (BENCHMARKS.md).
+
+Randomness comes from named streams of one seed (``atlas_sim.workload.rng_streams``): arrivals,
+service times (drawn in order of service start), client jitter, dependency latencies and errors,
+server-side jitter and think times each have their own, so changing one knob does not reshuffle
+the dice of the others, and a live run with the same seed sees the same arrivals and work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.events import Timeout
+
+from ..policies import BreakerTransition, CircuitBreaker, RetryBudget, RetryPolicy, Status
+from ..results import RunResult
+from ..workload import arrival_times, rng_streams
+from .scenario import Fault, Scenario
+
+__all__ = ["simulate"]
+
+_OK = int(Status.OK)
+_SHED = int(Status.TOO_MANY_REQUESTS)
+_UNAVAILABLE = int(Status.SERVICE_UNAVAILABLE)
+_SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
+_CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
+_BREAKER_OPEN = int(Status.BREAKER_OPEN)
+_BUDGET_EXHAUSTED = int(Status.BUDGET_EXHAUSTED)
+_NAN = math.nan
+_EPS = 1e-12
+
+
+def simulate(scenario: Scenario) -> RunResult:
+    """Run ``scenario`` to completion: arrivals stop at ``duration``, then the system drains.
+
+    Same scenario (seed included), same tables, in any process on any machine.
+    """
+    if not isinstance(scenario, Scenario):
+        raise ValueError(f"scenario must be a Scenario, got {scenario!r}")
+    return _Run(scenario).execute()
+
+
+def _uniforms(rng: np.random.Generator, block: int = 4096) -> Callable[[], float]:
+    """Uniform(0, 1) draws one at a time, made in blocks (numpy is fast in bulk)."""
+    buffer: list[float] = []
+
+    def draw() -> float:
+        if not buffer:
+            buffer.extend(reversed(rng.random(block).tolist()))
+        return buffer.pop()
+
+    return draw
+
+
+class _Conditions:
+    """What the active faults do right now (updated at every fault boundary)."""
+
+    __slots__ = ("added_latency", "capacity", "dependency_added_latency",
+                 "dependency_error_rate")
+
+    def __init__(self) -> None:
+        self.capacity = 1.0
+        self.added_latency = 0.0
+        self.dependency_error_rate: float | None = None
+        self.dependency_added_latency = 0.0
+
+    def apply(self, active: list[Fault]) -> None:
+        self.capacity = math.prod(f.capacity for f in active)
+        self.added_latency = sum(f.added_latency for f in active)
+        rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
+        self.dependency_error_rate = max(rates) if rates else None
+        self.dependency_added_latency = sum(f.dependency_added_latency for f in active)
+
+
+class _Run:
+    """Everything one ``simulate`` call needs: the environment, the parts, the records."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        self.scenario = s = scenario
+        self.env = simpy.Environment()
+        self.streams = rng_streams(s.seed)
+        self.request_rows: list[tuple] = []
+        self.attempt_rows: list[tuple] = []
+        self.event_rows: list[tuple] = []
+        self.next_request_id = 0
+        self.conditions = _Conditions()
+        self.retry: RetryPolicy | None = s.retry
+        self.client_timeout = s.client_timeout
+        self.client_rng = self.streams["client"]
+        self.client_budget: RetryBudget | None = s.budget.build() if s.budget else None
+        self.client_breaker = self._breaker(s.breaker, "client")
+        self.server = _Server(self)
+
+    def _breaker(self, config: Any, name: str) -> CircuitBreaker | None:
+        if config is None:
+            return None
+        env = self.env
+        breaker = config.build(lambda: env.now)
+
+        def record(t: BreakerTransition) -> None:
+            self.event_rows.append((t.time, "breaker", name, t.new.value, t.reason))
+
+        breaker.add_listener(record)
+        return breaker
+
+    def later(self, delay: float, callback: Callable[[Any], None], value: Any = None) -> None:
+        """Call ``callback(event)`` after ``delay`` seconds; ``event.value`` is ``value``."""
+        Timeout(self.env, delay, value).callbacks.append(callback)
+
+    # -- load ---------------------------------------------------------------------------
+
+    def _open_loop(self) -> Iterator[simpy.Event]:
+        s, env = self.scenario, self.env
+        times = arrival_times(s.arrival_rate, s.duration, self.streams["arrivals"],  # type: ignore[arg-type]
+                              process=s.arrival_process, steps=s.load_steps)
+        for t in times.tolist():
+            yield env.timeout(max(0.0, t - env.now))
+            _Call(self).start()
+
+    def _closed_loop(self) -> None:
+        s = self.scenario
+        rng = self.streams["think"]
+        think = (lambda: 0.0) if s.think_time == 0 else (
+            lambda: float(rng.exponential(s.think_time)))
+        for _ in range(s.clients):  # type: ignore[arg-type]
+            _Client(self, think).start(s.synchronized)
+
+    def _fault_windows(self) -> Iterator[simpy.Event]:
+        env, faults, server = self.env, self.scenario.faults, self.server
+        for t in sorted({f.start for f in faults} | {f.end for f in faults}):
+            yield env.timeout(t - env.now)
+            was_down = self.conditions.capacity == 0
+            self.conditions.apply([f for f in faults if f.start <= t < f.end])
+            if was_down and self.conditions.capacity > 0:
+                server.resume()
+
+    # -- running ------------------------------------------------------------------------
+
+    def execute(self) -> RunResult:
+        s, env = self.scenario, self.env
+        for f in s.faults:
+            self.event_rows.append((f.start, "fault", f.name, "start", _describe(f)))
+            self.event_rows.append((f.end, "fault", f.name, "end", ""))
+        for t, rate in s.load_steps:
+            self.event_rows.append((t, "load", "arrival_rate", f"{rate:g}", "load step"))
+        if s.faults:
+            env.process(self._fault_windows())
+        if s.arrival_rate is not None:
+            env.process(self._open_loop())
+        else:
+            self._closed_loop()
+        env.run()
+        return self._result()
+
+    def _result(self) -> RunResult:
+        requests = _columns(self.request_rows, 7)
+        order = np.argsort(requests[0], kind="stable")
+        attempts = _columns(self.attempt_rows, 7)
+        by_time = np.lexsort((attempts[1], attempts[0], attempts[2]))
+        return RunResult.from_columns(
+            requests={name: col[order] for name, col in zip(
+                ("request_id", "t_start", "t_end", "latency", "status", "attempts", "ok"),
+                requests, strict=True)},
+            attempts={name: col[by_time] for name, col in zip(
+                ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait"),
+                attempts, strict=True)},
+            events=self.event_rows,
+            duration=self.scenario.duration,
+            source="sim",
+            meta={"scenario": self.scenario, "seed": self.scenario.seed},
+        )
+
+
+def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
+    if not rows:
+        return [np.empty(0) for _ in range(width)]
+    return [np.asarray(col) for col in zip(*rows, strict=True)]
+
+
+def _describe(f: Fault) -> str:
+    parts = []
+    if f.capacity != 1:
+        parts.append("server down" if f.capacity == 0 else f"capacity x{f.capacity:g}")
+    if f.added_latency:
+        parts.append(f"+{f.added_latency:g}s handling")
+    if f.dependency_error_rate is not None:
+        parts.append(f"dependency errors {f.dependency_error_rate:.0%}")
+    if f.dependency_added_latency:
+        parts.append(f"+{f.dependency_added_latency:g}s dependency latency")
+    return ", ".join(parts)
+
+
+class _Client:
+    """A closed-loop client: request, wait for its end, think, request again."""
+
+    __slots__ = ("run", "think")
+
+    def __init__(self, run: _Run, think: Callable[[], float]) -> None:
+        self.run, self.think = run, think
+
+    def start(self, synchronized: bool) -> None:
+        if synchronized:
+            self.send()
+        else:
+            self.run.later(self.think(), self.send)
+
+    def send(self, _event: Any = None) -> None:
+        run = self.run
+        if run.env.now < run.scenario.duration:
+            _Call(run, self.after).start()
+
+    def after(self) -> None:
+        self.run.later(self.think(), self.send)
+
+
+class _Call:
+    """One logical request: its attempts, its retries and its end."""
+
+    __slots__ = ("attempts", "delays", "on_end", "request_id", "run", "t_start")
+
+    def __init__(self, run: _Run, on_end: Callable[[], None] | None = None) -> None:
+        self.run = run
+        self.on_end = on_end
+        self.request_id = run.next_request_id
+        run.next_request_id += 1
+        self.attempts = 0
+        self.delays: Iterator[float] | None = None
+        self.t_start = 0.0
+
+    def start(self) -> None:
+        self.t_start = self.run.env.now
+        self.send()
+
+    def send(self, _event: Any = None) -> None:
+        run = self.run
+        now = run.env.now
+        breaker = run.client_breaker
+        generation = 0
+        if breaker is not None:
+            if not breaker.allow():
+                self.end(_BREAKER_OPEN)
+                return
+            generation = breaker.generation
+        self.attempts += 1
+        attempt = _Attempt(self, self.attempts, now, generation)
+        if run.client_timeout is not None:
+            attempt.deadline = now + run.client_timeout
+            run.later(run.client_timeout, attempt.give_up)
+        run.server.submit(attempt)
+
+    def attempt_done(self, attempt: _Attempt, status: int) -> None:
+        """Called once per attempt: with the server's answer, or 599 if the client gave up."""
+        run = self.run
+        now = run.env.now
+        run.attempt_rows.append((self.request_id, attempt.number, attempt.t_send, now,
+                                 now - attempt.t_send, status, attempt.queue_wait))
+        ok = status == _OK
+        breaker, budget = run.client_breaker, run.client_budget
+        if breaker is not None:
+            if ok:
+                breaker.record_success(attempt.generation)
+            else:
+                breaker.record_failure(attempt.generation)
+        if budget is not None:
+            if ok:
+                budget.record_success()
+            else:
+                budget.record_failure()
+        retry = run.retry
+        if ok or retry is None or not retry.should_retry(attempt.number, status):
+            self.end(status)
+        elif budget is not None and not budget.can_retry():
+            self.end(_BUDGET_EXHAUSTED)
+        else:
+            if self.delays is None:
+                self.delays = retry.delays(run.client_rng)
+            run.later(next(self.delays), self.send)
+
+    def end(self, status: int) -> None:
+        run = self.run
+        now = run.env.now
+        run.request_rows.append((self.request_id, self.t_start, now, now - self.t_start, status,
+                                 self.attempts, status == _OK))
+        if self.on_end is not None:
+            self.on_end()
+
+
+class _Attempt:
+    """One attempt on the wire. Answered once: by the server, or by the client giving up."""
+
+    __slots__ = ("answered", "call", "deadline", "generation", "number", "queue_wait", "status",
+                 "t_arrive", "t_send")
+
+    def __init__(self, call: _Call, number: int, t_send: float, generation: int) -> None:
+        self.call = call
+        self.number = number
+        self.t_send = t_send
+        self.generation = generation
+        self.deadline = math.inf  # when the client gives up (deadline propagation)
+        self.queue_wait = _NAN
+        self.answered = False
+        self.status = _OK
+        self.t_arrive = t_send
+
+    def answer(self, status: int) -> None:
+        if not self.answered:
+            self.answered = True
+            self.call.attempt_done(self, status)
+
+    def give_up(self, _event: Any) -> None:
+        self.answer(_CLIENT_TIMEOUT)
+
+
+class _Server:
+    """``servers`` workers behind one FIFO queue, with shedding, a timeout and faults."""
+
+    def __init__(self, run: _Run) -> None:
+        s = run.scenario
+        self.run = run
+        self.env = run.env
+        self.conditions = run.conditions
+        self.free = s.servers
+        self.queue: deque[_Attempt] = deque()
+        self.in_system = 0
+        self.max_concurrent = s.max_concurrent
+        self.timeout = s.server_timeout
+        self.drop_expired = s.drop_expired
+        self.draw_work = s.service_time.sampler(run.streams["service"])
+        self.reaper_armed = False
+        self.dependency = _DependencyClient(run) if s.dependency is not None else None
+
+    def submit(self, attempt: _Attempt) -> None:
+        """An attempt arrives: refuse it (503 down, 429 shed), start it, or queue it."""
+        if self.conditions.capacity == 0:
+            attempt.answer(_UNAVAILABLE)
+            return
+        if self.max_concurrent is not None and self.in_system >= self.max_concurrent:
+            attempt.answer(_SHED)
+            return
+        self.in_system += 1
+        attempt.t_arrive = self.env.now
+        if self.free:
+            self.free -= 1
+            self.start(attempt)
+        else:
+            self.queue.append(attempt)
+            if self.timeout is not None and not self.reaper_armed:
+                self.arm_reaper()
+
+    def start(self, attempt: _Attempt) -> None:
+        """A worker takes ``attempt``: local work, then the dependency call if any."""
+        now = self.env.now
+        attempt.queue_wait = now - attempt.t_arrive
+        conditions = self.conditions
+        work = self.draw_work() / conditions.capacity + conditions.added_latency
+        if self.dependency is not None:
+            _Handler(self, attempt).start(work)
+            return
+        timeout = self.timeout
+        if timeout is not None and attempt.queue_wait + work > timeout:
+            attempt.status = _SERVER_TIMEOUT  # cut off at the deadline; the work is dropped
+            work = attempt.t_arrive + timeout - now
+        self.run.later(work, self.done, attempt)
+
+    def done(self, event: Any) -> None:
+        attempt = event._value
+        self.release()
+        attempt.answer(attempt.status)
+
+    def release(self) -> None:
+        """A worker finished its attempt."""
+        self.in_system -= 1
+        self.take_next()
+
+    def take_next(self) -> None:
+        """A worker is available: start the next queued attempt, or idle."""
+        if self.conditions.capacity == 0:
+            self.free += 1  # the server is down: workers stall until it resumes
+            return
+        queue, now = self.queue, self.env.now
+        while queue:
+            attempt = queue.popleft()
+            if self.drop_expired and now >= attempt.deadline:
+                self.in_system -= 1  # nobody is waiting for it any more: skip the work
+                continue
+            self.start(attempt)
+            return
+        self.free += 1
+
+    def resume(self) -> None:
+        """The server is back up: idle workers take queued attempts."""
+        while self.free and self.queue:
+            self.free -= 1
+            self.take_next()
+
+    def arm_reaper(self) -> None:
+        head = self.queue[0]
+        self.reaper_armed = True
+        self.run.later(max(0.0, head.t_arrive + self.timeout - self.env.now), self.reap)
+
+    def reap(self, _event: Any) -> None:
+        """Answer 504 to queued attempts that reached the server timeout before a worker."""
+        self.reaper_armed = False
+        queue, deadline = self.queue, self.env.now - self.timeout + _EPS
+        while queue and queue[0].t_arrive <= deadline:
+            attempt = queue.popleft()
+            self.in_system -= 1
+            attempt.answer(_SERVER_TIMEOUT)
+        if queue:
+            self.arm_reaper()
+
+
+class _DependencyClient:
+    """The handler's view of the dependency: latency and error draws, retry, budget, breaker."""
+
+    def __init__(self, run: _Run) -> None:
+        dep = run.scenario.dependency
+        assert dep is not None
+        self.run = run
+        self.timeout = dep.timeout
+        self.error_rate = dep.error_rate
+        self.retry = dep.retry
+        self.draw_latency = dep.latency.sampler(run.streams["dependency"])
+        self.draw_uniform = _uniforms(run.streams["dependency"])
+        self.jitter_rng = run.streams["server"]
+        self.budget = dep.budget.build() if dep.budget else None
+        self.breaker = run._breaker(dep.breaker, "dependency")
+
+
+class _Handler:
+    """One attempt's handling when there is a dependency: work, calls, retries, deadline."""
+
+    __slots__ = ("attempt", "calls", "delays", "finished", "generation", "in_call", "server")
+
+    def __init__(self, server: _Server, attempt: _Attempt) -> None:
+        self.server = server
+        self.attempt = attempt
+        self.calls = 0
+        self.delays: Iterator[float] | None = None
+        self.finished = False
+        self.in_call = False
+        self.generation = 0
+
+    def start(self, work: float) -> None:
+        server = self.server
+        if server.timeout is not None:
+            remaining = self.attempt.t_arrive + server.timeout - server.env.now
+            server.run.later(max(0.0, remaining), self.time_out)
+        server.run.later(work, self.call)
+
+    def call(self, _event: Any = None) -> None:
+        if self.finished:
+            return
+        dep = self.server.dependency
+        conditions = self.server.conditions
+        breaker = dep.breaker
+        if breaker is not None:
+            if not breaker.allow():
+                self.finish(_UNAVAILABLE)  # fail fast: the circuit is open
+                return
+            self.generation = breaker.generation
+        latency = dep.draw_latency() + conditions.dependency_added_latency
+        error_rate = conditions.dependency_error_rate
+        if error_rate is None:
+            error_rate = dep.error_rate
+        failed = dep.draw_uniform() < error_rate
+        if latency >= dep.timeout:
+            latency, failed = dep.timeout, True
+        self.in_call = True
+        self.server.run.later(latency, self.call_done, failed)
+
+    def call_done(self, event: Any) -> None:
+        if self.finished:
+            return  # the attempt already timed out; its outcome was recorded then
+        self.in_call = False
+        self.calls += 1
+        failed = event._value
+        dep = self.server.dependency
+        self.record(dep, failed)
+        if not failed:
+            self.finish(_OK)
+            return
+        retry = dep.retry
+        budget = dep.budget
+        if (retry is None or not retry.should_retry(self.calls, _UNAVAILABLE)
+                or (budget is not None and not budget.can_retry())):
+            self.finish(_UNAVAILABLE)
+            return
+        if self.delays is None:
+            self.delays = retry.delays(dep.jitter_rng)
+        self.server.run.later(next(self.delays), self.call)
+
+    def record(self, dep: _DependencyClient, failed: bool) -> None:
+        if dep.breaker is not None:
+            if failed:
+                dep.breaker.record_failure(self.generation)
+            else:
+                dep.breaker.record_success(self.generation)
+        if dep.budget is not None:
+            if failed:
+                dep.budget.record_failure()
+            else:
+                dep.budget.record_success()
+
+    def time_out(self, _event: Any) -> None:
+        """The server timeout fires mid-handling: 504, and the work stops."""
+        if self.finished:
+            return
+        if self.in_call:  # the abandoned call never answered in time: a failure
+            self.record(self.server.dependency, True)
+        self.finish(_SERVER_TIMEOUT)
+
+    def finish(self, status: int) -> None:
+        self.finished = True
+        self.server.release()
+        self.attempt.answer(status)

@@ -114,3 +114,8 @@ def test_full_stack_run_exercises_every_mechanism():
     assert (run.requests["attempts"] <= 4).all()  # and stopped at max_attempts
     rejected = run.requests[run.requests["status"] == 597]
     assert (rejected["attempts"] == 0).any()  # the breaker refused to send at all
+
+
+def test_dependency_share_is_a_fraction():
+    with pytest.raises(ValueError, match="share must be a number >= 0 and <= 1"):
+        Dependency(share=1.5)

@@ -343,6 +343,8 @@ class _Server:
         self.timeout = s.server_timeout
         self.drop_expired = s.drop_expired
         self.draw_work = s.service_time.sampler(run.streams["service"])
+        dep = s.dependency
+        self.mean_work = s.service_time_mean + (dep.share * dep.latency_mean if dep else 0.0)
         self.reaper_armed = False
         self.dependency = _DependencyClient(run) if s.dependency is not None else None
 
@@ -370,7 +372,9 @@ class _Server:
         attempt.queue_wait = now - attempt.t_arrive
         conditions = self.conditions
         work = self.draw_work() / conditions.capacity + conditions.added_latency
-        if self.dependency is not None:
+        dependency = self.dependency
+        if dependency is not None and (dependency.share == 1.0
+                                       or dependency.draw_uniform() < dependency.share):
             _Handler(self, attempt).start(work)
             return
         timeout = self.timeout
@@ -394,11 +398,16 @@ class _Server:
         if self.conditions.capacity == 0:
             self.free += 1  # the server is down: workers stall until it resumes
             return
-        queue, now = self.queue, self.env.now
+        queue = self.queue
+        done_by = -math.inf  # when a queued attempt started now would be done, if we care
+        if self.drop_expired:
+            conditions = self.conditions
+            done_by = (self.env.now + self.mean_work / conditions.capacity
+                       + conditions.added_latency)
         while queue:
             attempt = queue.popleft()
-            if self.drop_expired and now >= attempt.deadline:
-                self.in_system -= 1  # nobody is waiting for it any more: skip the work
+            if done_by > attempt.deadline:
+                self.in_system -= 1  # its client will have given up before it is done: skip
                 continue
             self.start(attempt)
             return
@@ -436,6 +445,7 @@ class _DependencyClient:
         self.run = run
         self.timeout = dep.timeout
         self.error_rate = dep.error_rate
+        self.share = dep.share
         self.retry = dep.retry
         self.draw_latency = dep.latency.sampler(run.streams["dependency"])
         self.draw_uniform = _uniforms(run.streams["dependency"])

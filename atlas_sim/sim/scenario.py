@@ -77,13 +77,14 @@ class Fault:
 
 @dataclass(frozen=True, kw_only=True)
 class Dependency:
-    """A downstream service the handler calls once per request, after its own work.
+    """A downstream service the handler calls after its own work, for a ``share`` of requests.
 
     Each call takes a latency drawn from ``latency_mean``/``latency_dist``/``latency_shape``
     and fails with probability ``error_rate``; a call slower than ``timeout`` fails at the
     timeout. The handler keeps its worker busy while it calls, retries (``retry``, with
     ``budget``) and waits. ``breaker`` guards the calls: when it is open the handler answers 503
-    at once. Any failure left after retries becomes a 503 to the client.
+    at once. Any failure left after retries becomes a 503 to the client. Requests outside the
+    ``share`` (0..1) never touch the dependency: they show whether its trouble spreads.
     """
 
     latency_mean: float = 0.01
@@ -94,9 +95,11 @@ class Dependency:
     retry: RetryPolicy | None = None
     budget: BudgetConfig | None = None
     breaker: BreakerConfig | None = None
+    share: float = 1.0
 
     def __post_init__(self) -> None:
         Distribution(mean=self.latency_mean, kind=self.latency_dist, shape=self.latency_shape)
+        check_real("share", self.share, low=0, high=1)
         check_real("error_rate", self.error_rate, low=0, high=1)
         check_real("timeout", self.timeout, low=0, low_open=True)
         _instance("retry", self.retry, RetryPolicy)
@@ -130,8 +133,12 @@ class Scenario:
             queued gets 429 at once. None: no shedding.
         server_timeout: HTTP_TIMEOUT: an attempt not answered within it gets 504 and its work
             is dropped (queued or in service). None: no timeout.
-        drop_expired: the server skips queued attempts whose client has already given up
-            (deadline propagation). False: it does the work nobody is waiting for.
+        drop_expired: deadline propagation: the server knows when each client will give up
+            and skips a queued attempt that cannot be done by then (its remaining time is
+            less than the expected work). False: it does work nobody will wait for. (Skipping
+            only attempts that have *already* expired is not enough in a FIFO queue under
+            overload: the oldest attempt still valid is always about to expire, so its work is
+            wasted too. See the retry-storm scenario.)
     Client:
         client_timeout: seconds a client waits for each attempt before giving up (599).
         retry, budget, breaker: the client's retry policy, retry budget and circuit breaker.

@@ -6,11 +6,24 @@ from __future__ import annotations
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.patches import Patch
 
-__all__ = ["STATE_COLORS", "plot_breaker_trace", "shade_breaker_states"]
+__all__ = [
+    "STATE_COLORS",
+    "mark_faults",
+    "plot_breaker_trace",
+    "plot_call_timeline",
+    "plot_comparison",
+    "plot_in_flight",
+    "plot_latency_cdf",
+    "plot_latency_histogram",
+    "plot_sim_vs_live",
+    "plot_timeseries",
+    "shade_breaker_states",
+]
 
 #: Background colours of the three breaker states: calm, cautious, alarmed.
 STATE_COLORS = {"closed": "#dcefd6", "half_open": "#fbe7a6", "open": "#f5c0c0"}
@@ -72,3 +85,199 @@ def plot_breaker_trace(trace: Any, ax: Axes | None = None) -> Axes:
     ax.set_title("Circuit breaker: each call, and the state it met")
     ax.legend(handles=handles, loc="upper right", fontsize="small", title="state")
     return ax
+
+
+# -- latency distributions ------------------------------------------------------------------
+
+_PERCENTILES = (("p50", 50.0), ("p95", 95.0), ("p99", 99.0), ("p99.9", 99.9))
+_LINESTYLES = {"p50": ":", "p95": "--", "p99": "-.", "p99.9": (0, (1, 4))}
+
+
+def _runs(runs: Any) -> dict[str, Any]:
+    from .tables import name_runs
+
+    return name_runs(runs)
+
+
+def plot_latency_cdf(runs: Any, ax: Axes | None = None, *, log: bool = True,
+                     markers: bool = True) -> Axes:
+    """Latency CDF of one or more runs, with p50/p95/p99/p99.9 marked on each curve.
+
+    ``runs``: a ``RunResult``, a list, or a ``{name: RunResult}`` dict. The y axis is the share
+    of requests answered within x seconds; ``log`` spreads out the tail.
+    """
+    ax = _axes(ax, figsize=(8, 4))
+    for (name, run), color in zip(_runs(runs).items(), plt.rcParams["axes.prop_cycle"](),
+                                  strict=False):
+        latency = np.sort(run.requests["latency"].to_numpy())
+        if latency.size == 0:
+            continue
+        shown = np.maximum(latency, 1e-4) if log else latency
+        share = np.arange(1, latency.size + 1) / latency.size
+        ax.step(shown, share, where="post", label=name, **color)
+        if markers:
+            for label, q in _PERCENTILES:
+                x = max(float(np.percentile(latency, q)), 1e-4 if log else 0.0)
+                ax.plot([x], [q / 100], "o", ms=4, **color)
+                ax.annotate(label, (x, q / 100), textcoords="offset points", xytext=(4, -10),
+                            fontsize="x-small", color=color["color"])
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("share of requests")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title("Latency distribution")
+    return ax
+
+
+def plot_latency_histogram(run: Any, ax: Axes | None = None, *, bins: int = 60,
+                           log: bool = True) -> Axes:
+    """Histogram of one run's latencies with the percentiles as vertical lines."""
+    ax = _axes(ax, figsize=(8, 3.5))
+    latency = run.requests["latency"].to_numpy()
+    if latency.size:
+        positive = np.maximum(latency, 1e-4)
+        edges = (np.geomspace(positive.min(), positive.max() * 1.001 + 1e-9, bins + 1) if log
+                 else bins)
+        ax.hist(positive if log else latency, bins=edges, color="#90a4ae")
+        for label, q in _PERCENTILES:
+            x = float(np.percentile(latency, q))
+            ax.axvline(max(x, 1e-4) if log else x, color="#37474f", ls=_LINESTYLES[label],
+                       label=f"{label} = {_seconds(x)}")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("latency (s)")
+    ax.set_ylabel("requests")
+    ax.legend(fontsize="small")
+    ax.set_title("Latency histogram")
+    return ax
+
+
+def _seconds(x: float) -> str:
+    return f"{1000 * x:.0f} ms" if x < 1 else f"{x:.2f} s"
+
+
+# -- a run over time -----------------------------------------------------------------------
+
+def mark_faults(ax: Axes, events: pd.DataFrame, *, label: bool = True) -> None:
+    """Hatch the fault windows of ``events`` along the top of ``ax``."""
+    faults = events[events["kind"] == "fault"]
+    starts = faults[faults["detail"] == "start"]
+    ends = faults[faults["detail"] == "end"]
+    for (_, start), (_, end) in zip(starts.iterrows(), ends.iterrows(), strict=False):
+        ax.axvspan(start["time"], end["time"], ymin=0.93, ymax=1.0, color="#616161",
+                   alpha=0.6, lw=0, zorder=2)
+        if label:
+            ax.annotate(start["name"], (start["time"], 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(2, -9), textcoords="offset points", fontsize="x-small",
+                        color="white", zorder=3)
+
+
+def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None,
+                    title: str | None = None) -> Any:
+    """A run over time, as an operator's dashboard would show it, in three panels.
+
+    Top: offered load, attempts and goodput per second. Middle: error rate. Bottom: p99
+    latency. Underneath every panel, the state of a circuit breaker (``breaker`` names one,
+    default: the first in the run), and fault windows hatched along the top.
+    """
+    ts = run.timeseries(window)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True,
+                             gridspec_kw={"height_ratios": [1.4, 1, 1]})
+    until = float(ts["t"].iloc[-1] + window)
+    handles: list[Patch] = []
+    for ax in axes:
+        if (run.events["kind"] == "breaker").any():
+            handles = shade_breaker_states(ax, run.events, until=until, name=breaker)
+        mark_faults(ax, run.events, label=ax is axes[0])
+    x = ts["t"] + window / 2
+    rates, errors, tail = axes
+    rates.plot(x, ts["offered"], label="offered", color="#1565c0")
+    rates.plot(x, ts["attempts"], label="attempts", color="#ef6c00", ls="--")
+    rates.plot(x, ts["goodput"], label="goodput", color="#2e7d32")
+    rates.set_ylabel("per second")
+    rates.legend(handles=[*rates.get_legend_handles_labels()[0], *handles], fontsize="small",
+                 loc="upper left", ncol=2)
+    errors.plot(x, ts["error_rate"], color="#c62828")
+    errors.set_ylabel("error rate")
+    errors.set_ylim(-0.02, 1.02)
+    tail.plot(x, ts["p99"], color="#6a1b9a")
+    tail.set_ylabel("p99 latency (s)")
+    tail.set_xlabel("time (s)")
+    tail.set_xlim(0, until)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or f"{run.source} run, {window:g} s windows", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def plot_in_flight(runs: Any, ax: Axes | None = None, *, step: float = 0.1) -> Axes:
+    """Attempts in flight over time (sent, not yet answered): queues and held workers."""
+    ax = _axes(ax, figsize=(9, 3))
+    for name, run in _runs(runs).items():
+        a = run.attempts
+        end = float(a["t_end"].max()) if len(a) else run.duration
+        grid = np.arange(0.0, end + step, step)
+        started = np.searchsorted(np.sort(a["t_start"].to_numpy()), grid, side="right")
+        ended = np.searchsorted(np.sort(a["t_end"].to_numpy()), grid, side="right")
+        ax.plot(grid, started - ended, label=name)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("in flight")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return ax
+
+
+# -- comparisons ---------------------------------------------------------------------------
+
+def plot_comparison(table: pd.DataFrame, columns: Any = None, *, title: str = "",
+                    axes: Any = None) -> Any:
+    """Bars for each row of ``table`` (strategies, fixes, runs), one panel per column."""
+    columns = list(table.columns if columns is None else columns)
+    if axes is None:
+        fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4),
+                                 squeeze=False)
+        axes = axes[0]
+    else:
+        fig = axes[0].figure
+    for ax, column in zip(axes, columns, strict=True):
+        values = table[column]
+        ax.bar([str(i) for i in table.index], values, color="#5c6bc0")
+        ax.set_title(column.replace("_", " "), fontsize="medium")
+        ax.tick_params(axis="x", rotation=30)
+        for i, v in enumerate(values):
+            ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize="x-small")
+        ax.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def plot_sim_vs_live(sim: Any, live: Any, ax: Axes | None = None) -> Axes:
+    """The simulated and the live latency CDFs on one axis, with their percentiles."""
+    ax = plot_latency_cdf({"simulated": sim, "live": live}, ax)
+    ax.set_title("Simulated versus live")
+    return ax
+
+
+def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | None = None) -> Any:
+    """When attempts were sent, one panel per run: clustered waves versus a smooth spread."""
+    named = _runs(runs)
+    fig, axes = plt.subplots(len(named), 1, figsize=(9, 1.5 * len(named) + 0.6), sharex=True,
+                             squeeze=False)
+    end = until if until is not None else max(float(r.attempts["t_start"].max())
+                                              for r in named.values())
+    edges = np.arange(0.0, end + bin_width, bin_width)
+    for ax, (name, run) in zip(axes[:, 0], named.items(), strict=True):
+        ax.hist(run.attempts["t_start"], bins=edges, color="#5c6bc0")
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
+        ax.set_yticks([])
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlim(0, end)
+    fig.suptitle(f"Calls over time ({1000 * bin_width:.0f} ms bins)", fontsize="medium")
+    fig.tight_layout()
+    return fig

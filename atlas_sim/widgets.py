@@ -1,0 +1,256 @@
+"""Slider panels: a pure experiment function wrapped in ipywidgets.
+
+A ``Panel`` is built from
+
+* ``run(**params)``: a pure function from parameter values to results (a ``RunResult`` or a
+  ``{name: RunResult}`` dict), for example "build a scenario, simulate it";
+* a list of ``Control`` specs, one per parameter (a slider, a dropdown or a checkbox);
+* ``plot(results)``: a function that draws the results and returns a matplotlib ``Figure``;
+* optionally ``table(results)``: the numbers shown under the figure (default: the runs'
+  ``summary_table``).
+
+``panel.update(**values)`` runs exactly what a slider release does, without a browser, and
+returns a ``PanelView`` (parameters, results, table, figure): tests and benchmarks drive it.
+Results for parameter values seen before come from a small cache, so moving a slider back is
+instant. Sliders use ``continuous_update=False``: the experiment runs when a slider is released,
+not on every pixel of a drag. A Reset button restores the defaults.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from .analysis.tables import summary_table
+from .policies._validate import check_choice, check_int, check_real
+
+__all__ = ["Control", "Panel", "PanelView"]
+
+ControlKind = Literal["int", "float", "choice", "bool"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Control:
+    """One parameter's control: ``Control.slider("clients", 10, 500, 200)`` and friends.
+
+    ``kind`` is ``"int"`` or ``"float"`` (a slider from ``low`` to ``high`` by ``step``),
+    ``"choice"`` (a dropdown of ``options``) or ``"bool"`` (a checkbox).
+    """
+
+    name: str
+    kind: ControlKind
+    default: Any
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    options: tuple[Any, ...] = ()
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ValueError(f"name must be a Python identifier, got {self.name!r}")
+        check_choice("kind", self.kind, ("int", "float", "choice", "bool"))
+        if self.kind in ("int", "float"):
+            if self.low is None or self.high is None or not self.low < self.high:
+                raise ValueError(f"{self.name}: low < high needed, got {self.low!r}, "
+                                 f"{self.high!r}")
+        if self.kind == "choice" and not self.options:
+            raise ValueError(f"{self.name}: a choice needs options")
+        self.check(self.default)
+
+    @classmethod
+    def slider(cls, name: str, low: float, high: float, default: float, *,
+               step: float | None = None, label: str = "") -> Control:
+        """An integer slider if ``low``, ``high``, ``default`` and ``step`` are all integers,
+        else a float slider (``step`` then defaults to a hundredth of the range)."""
+        numbers = (low, high, default, 1 if step is None else step)
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in numbers):
+            return cls(name=name, kind="int", low=low, high=high, step=step or 1,
+                       default=default, label=label)
+        return cls(name=name, kind="float", low=low, high=high, default=default, label=label,
+                   step=step if step is not None else (high - low) / 100)
+
+    @classmethod
+    def dropdown(cls, name: str, options: Sequence[Any], default: Any, *,
+                 label: str = "") -> Control:
+        return cls(name=name, kind="choice", options=tuple(options), default=default,
+                   label=label)
+
+    @classmethod
+    def checkbox(cls, name: str, default: bool, *, label: str = "") -> Control:
+        return cls(name=name, kind="bool", default=default, label=label)
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it is allowed for this control, else ValueError naming the range."""
+        if self.kind == "int":
+            return check_int(self.name, value, low=int(self.low), high=int(self.high))
+        if self.kind == "float":
+            return check_real(self.name, value, low=self.low, high=self.high)
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise ValueError(f"{self.name} must be True or False, got {value!r}")
+            return value
+        if value not in self.options:
+            listed = ", ".join(repr(o) for o in self.options)
+            raise ValueError(f"{self.name} must be one of {listed}, got {value!r}")
+        return value
+
+    def widget(self) -> Any:
+        """The ipywidgets control, released-not-dragged (``continuous_update=False``)."""
+        import ipywidgets as w
+
+        description = self.label or self.name.replace("_", " ")
+        style = {"description_width": "initial"}
+        if self.kind == "int":
+            return w.IntSlider(value=self.default, min=self.low, max=self.high, step=self.step,
+                               description=description, continuous_update=False, style=style)
+        if self.kind == "float":
+            return w.FloatSlider(value=self.default, min=self.low, max=self.high,
+                                 step=self.step, description=description,
+                                 continuous_update=False, style=style, readout_format=".3g")
+        if self.kind == "bool":
+            return w.Checkbox(value=self.default, description=description, style=style)
+        return w.Dropdown(options=list(self.options), value=self.default,
+                          description=description, style=style)
+
+
+@dataclass(frozen=True, eq=False)
+class PanelView:
+    """What one update produced."""
+
+    params: dict[str, Any]
+    results: Any
+    table: pd.DataFrame
+    figure: Any = field(repr=False)
+    cached: bool = False
+
+
+class Panel:
+    """Sliders around a pure experiment; see the module docstring."""
+
+    def __init__(
+        self,
+        run: Callable[..., Any],
+        controls: Sequence[Control],
+        plot: Callable[[Any], Any],
+        *,
+        table: Callable[[Any], pd.DataFrame] | None = None,
+        title: str = "",
+        cache_size: int = 32,
+    ) -> None:
+        names = [c.name for c in controls]
+        if len(set(names)) != len(names):
+            raise ValueError(f"control names must be unique, got {names}")
+        self.run_fn = run
+        self.controls = {c.name: c for c in controls}
+        self.plot_fn = plot
+        self.table_fn = table or (lambda results: summary_table(results, digits=4))
+        self.title = title
+        self.cache_size = check_int("cache_size", cache_size, low=1)
+        self._cache: OrderedDict[tuple, Any] = OrderedDict()
+        self._values = self.defaults
+        self._box: Any = None
+        self._widgets: dict[str, Any] = {}
+        self._output: Any = None
+        self.last: PanelView | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return {name: c.default for name, c in self.controls.items()}
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The parameter values of the last update (the defaults before the first)."""
+        return dict(self._values)
+
+    def results(self, **values: Any) -> tuple[Any, bool]:
+        """Results for the current values changed by ``values`` (cached), and whether cached."""
+        params = self._merge(values)
+        key = tuple(sorted(params.items()))
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key], True
+        results = self.run_fn(**params)
+        self._cache[key] = results
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return results, False
+
+    def update(self, **values: Any) -> PanelView:
+        """Run the experiment for these values (the others unchanged), draw, tabulate."""
+        params = self._merge(values)
+        results, cached = self.results(**params)
+        figure = self.plot_fn(results)
+        view = PanelView(params=params, results=results, table=self.table_fn(results),
+                         figure=figure, cached=cached)
+        self._values = params
+        if self.last is not None and self.last.figure is not figure:
+            plt.close(self.last.figure)
+        self.last = view
+        return view
+
+    def reset(self) -> PanelView:
+        """Back to the defaults (the Reset button)."""
+        self._values = self.defaults
+        for name, widget in self._widgets.items():
+            widget.value = self.controls[name].default
+        return self.update()
+
+    def _merge(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(values) - set(self.controls))
+        if unknown:
+            raise ValueError(f"unknown parameter(s) {unknown}; this panel has "
+                             f"{sorted(self.controls)}")
+        merged = {**self._values, **values}
+        return {name: self.controls[name].check(merged[name]) for name in self.controls}
+
+    # -- in a notebook -------------------------------------------------------------------
+
+    def widget(self) -> Any:
+        """The ipywidgets box: controls, a Reset button, and the figure with its table."""
+        if self._box is not None:
+            return self._box
+        import ipywidgets as w
+
+        self._widgets = {name: c.widget() for name, c in self.controls.items()}
+        for widget in self._widgets.values():
+            widget.value = self._values[self._name_of(widget)]
+            widget.observe(self._on_change, names="value")
+        reset = w.Button(description="Reset", icon="undo", tooltip="restore the defaults")
+        reset.on_click(lambda _: self._show(self.reset))
+        self._output = w.Output()
+        header = [w.HTML(f"<b>{self.title}</b>")] if self.title else []
+        controls = w.VBox([*self._widgets.values(), reset])
+        self._box = w.VBox([*header, controls, self._output])
+        self._show(self.update)
+        return self._box
+
+    def _name_of(self, widget: Any) -> str:
+        return next(n for n, wdg in self._widgets.items() if wdg is widget)
+
+    def _on_change(self, change: Mapping[str, Any]) -> None:
+        name = self._name_of(change["owner"])
+        self._show(lambda: self.update(**{name: change["new"]}))
+
+    def _show(self, produce: Callable[[], PanelView]) -> None:
+        from IPython.display import display
+
+        with self._output:
+            self._output.clear_output(wait=True)
+            try:
+                view = produce()
+            except ValueError as err:  # a bad combination: say so, keep the kernel alive
+                print(f"Cannot run this combination: {err}")
+                return
+            display(view.figure)
+            display(view.table)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget())

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from atlas_sim.analysis import plot_latency_cdf
+from atlas_sim.sim import Scenario, simulate
+from atlas_sim.widgets import Control, Panel
+
+CALLS: list[dict] = []
+
+
+def run(servers: int, utilisation: float, dist: str, seed_twice: bool):
+    CALLS.append({"servers": servers})
+    scenario = Scenario(arrival_rate=utilisation * servers / 0.05, service_time_mean=0.05,
+                        service_time_dist=dist, servers=servers, duration=30.0)
+    return {"queue": simulate(scenario)}
+
+
+def make_panel() -> Panel:
+    return Panel(
+        run,
+        [Control.slider("servers", 1, 8, 2),
+         Control.slider("utilisation", 0.1, 0.95, 0.7, step=0.05),
+         Control.dropdown("dist", ["exponential", "constant"], "exponential"),
+         Control.checkbox("seed_twice", False)],
+        lambda results: plot_latency_cdf(results).figure,
+        title="A queue",
+    )
+
+
+def test_update_with_new_values_changes_the_summary():
+    panel = make_panel()
+    calm = panel.update()
+    busy = panel.update(utilisation=0.95)
+    assert busy.table.loc["queue", "p99"] > 2 * calm.table.loc["queue", "p99"]
+    assert busy.params["servers"] == 2 and panel.values["utilisation"] == 0.95
+    assert busy.figure.axes and not busy.cached
+    plt.close("all")
+
+
+def test_values_seen_before_come_from_the_cache():
+    panel = make_panel()
+    CALLS.clear()
+    first = panel.update(servers=3)
+    panel.update(servers=4)
+    again = panel.update(servers=3)
+    assert again.cached and again.results is first.results
+    assert len(CALLS) == 2
+    plt.close("all")
+
+
+def test_reset_restores_the_defaults():
+    panel = make_panel()
+    panel.update(servers=5, dist="constant")
+    view = panel.reset()
+    assert view.params == panel.defaults == {"servers": 2, "utilisation": 0.7,
+                                             "dist": "exponential", "seed_twice": False}
+    plt.close("all")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"servers": 9}, "servers must be an integer >= 1 and <= 8, got 9"),
+     ({"utilisation": 1.5}, "utilisation must be a number >= 0.1 and <= 0.95"),
+     ({"dist": "gamma"}, "dist must be one of 'exponential', 'constant'"),
+     ({"seed_twice": "yes"}, "seed_twice must be True or False"),
+     ({"speed": 1}, r"unknown parameter\(s\) \['speed'\]")],
+)
+def test_bad_values_are_refused_with_the_allowed_range(values, message):
+    with pytest.raises(ValueError, match=message):
+        make_panel().update(**values)
+
+
+def test_controls_make_released_not_dragged_widgets():
+    panel = make_panel()
+    box = panel.widget()
+    sliders = [w for w in panel._widgets.values() if hasattr(w, "continuous_update")]
+    assert len(sliders) == 2 and all(not s.continuous_update for s in sliders)
+    assert panel.widget() is box  # built once
+    panel._widgets["servers"].value = 4  # what a slider release does
+    assert panel.values["servers"] == 4 and panel.last.params["servers"] == 4
+    plt.close("all")
+
+
+def test_control_specs_are_validated():
+    assert Control.slider("n", 1, 10, 5).kind == "int"
+    assert Control.slider("x", 0.0, 1.0, 0.5).step == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="n must be an integer >= 1 and <= 10, got 11"):
+        Control.slider("n", 1, 10, 11)
+    with pytest.raises(ValueError, match="low < high needed"):
+        Control.slider("n", 5, 5, 5)
+    with pytest.raises(ValueError, match="a choice needs options"):
+        Control.dropdown("j", [], None)
+    with pytest.raises(ValueError, match="control names must be unique"):
+        Panel(run, [Control.checkbox("a", True), Control.checkbox("a", False)], lambda r: None)

@@ -55,10 +55,9 @@ class Control:
         if not self.name.isidentifier():
             raise ValueError(f"name must be a Python identifier, got {self.name!r}")
         check_choice("kind", self.kind, ("int", "float", "choice", "bool"))
-        if self.kind in ("int", "float"):
-            if self.low is None or self.high is None or not self.low < self.high:
-                raise ValueError(f"{self.name}: low < high needed, got {self.low!r}, "
-                                 f"{self.high!r}")
+        numeric = self.kind in ("int", "float")
+        if numeric and (self.low is None or self.high is None or not self.low < self.high):
+            raise ValueError(f"{self.name}: low < high needed, got {self.low!r}, {self.high!r}")
         if self.kind == "choice" and not self.options:
             raise ValueError(f"{self.name}: a choice needs options")
         self.check(self.default)

@@ -94,6 +94,22 @@ class Distribution:
 
         return draw
 
+    def cdf(self, t: float) -> float:
+        """P(draw <= t): e.g. ``1 - cdf(timeout)`` is the share a timeout would cut off."""
+        t = check_real("t", t)
+        if t < 0:
+            return 0.0
+        if self.kind == "constant" or self.mean == 0:
+            return 1.0 if t >= self.mean else 0.0
+        if self.kind == "exponential":
+            return float(-np.expm1(-t / self.mean))
+        if t == 0:
+            return 0.0
+        from statistics import NormalDist
+
+        sigma = self.shape
+        return NormalDist().cdf((np.log(t) - np.log(self.mean) + sigma * sigma / 2) / sigma)
+
     def quantile(self, q: float) -> float:
         """The ``q``-quantile (0 < q < 1) of this distribution, for choosing timeouts."""
         q = check_real("q", q, low=0, high=1, low_open=True, high_open=True)

@@ -47,8 +47,8 @@ def test_contention_returns_the_usual_tables():
 @pytest.mark.parametrize("fix", RETRY_STORM_FIXES)
 def test_retry_storm_stays_down_unless_something_reduces_the_work(fix):
     run = simulate(retry_storm(fix))
-    before, after = window(run, 0, 20), window(run, 60, 90)
-    assert before["ok"].mean() > 0.99  # healthy before the capacity drop
+    before, after = window(run, 0, 15), window(run, 40, 60)
+    assert before["ok"].mean() > 0.95  # healthy before the capacity drop
     if fix in ("none", "backoff"):
         assert after["ok"].mean() < 0.05  # metastable: still failing long after recovery
     else:

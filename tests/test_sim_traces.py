@@ -131,3 +131,13 @@ def test_closed_loop_clients_think_between_requests():
     # Each client sends back to back: at 0, 0.1, ..., 0.9: 10 requests each.
     assert len(run.requests) == 30
     assert run.requests["t_start"].round(9).value_counts().iloc[0] == 3  # in step
+
+
+def test_the_server_log_shows_work_done_for_clients_who_gave_up():
+    # Client timeout 0.05 s, service 0.1 s, one retry: both attempts time out at the client, yet
+    # the server completes both: a non-idempotent operation would have been applied twice.
+    run = simulate(one_request(client_timeout=0.05,
+                               retry=RetryPolicy(max_attempts=2, backoff=NO_JITTER)))
+    assert [r[5] for r in rows(run.attempts)] == [599, 599]
+    log = run.meta["server_log"]
+    assert list(zip(log["attempt"], log["time"].round(9), strict=True)) == [(1, 0.1), (2, 0.25)]

@@ -37,6 +37,17 @@ def test_quantile_matches_the_draws(kind):
     assert Distribution(mean=0.1, kind="constant").quantile(0.99) == 0.1
 
 
+@pytest.mark.parametrize("kind", ["exponential", "lognormal", "constant"])
+def test_cdf_matches_the_draws_and_inverts_the_quantile(kind):
+    d = Distribution(mean=0.1, kind=kind, shape=0.7)
+    x = d.sample(np.random.default_rng(4), 200_000)
+    for t in (0.01, 0.1, 0.3):
+        assert d.cdf(t) == pytest.approx((x <= t).mean(), abs=0.005)
+    if kind != "constant":
+        assert d.cdf(d.quantile(0.99)) == pytest.approx(0.99)
+    assert d.cdf(-1) == 0.0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"mean": -1}, "mean must be a number >= 0"),

@@ -37,7 +37,7 @@ _OUTCOME_STYLE = {
 def _axes(ax: Axes | None, **figure: Any) -> Axes:
     if ax is not None:
         return ax
-    _, new = plt.subplots(**({"figsize": (9, 3.2)} | figure))
+    _, new = plt.subplots(**({"figsize": (9, 3.2), "layout": "constrained"} | figure))
     return new
 
 
@@ -141,7 +141,8 @@ def plot_latency_histogram(run: Any, ax: Axes | None = None, *, bins: int = 60,
         positive = np.maximum(latency, 1e-4)
         edges = (np.geomspace(positive.min(), positive.max() * 1.001 + 1e-9, bins + 1) if log
                  else bins)
-        ax.hist(positive if log else latency, bins=edges, color="#90a4ae")
+        counts, edges = np.histogram(positive if log else latency, bins=edges)
+        ax.stairs(counts, edges, fill=True, color="#90a4ae")
         for label, q in _PERCENTILES:
             x = float(np.percentile(latency, q))
             ax.axvline(max(x, 1e-4) if log else x, color="#37474f", ls=_LINESTYLES[label],
@@ -184,7 +185,7 @@ def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None
     default: the first in the run), and fault windows hatched along the top.
     """
     ts = run.timeseries(window)
-    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True,
+    fig, axes = plt.subplots(3, 1, figsize=(9, 6.5), sharex=True, layout="constrained",
                              gridspec_kw={"height_ratios": [1.4, 1, 1]})
     until = float(ts["t"].iloc[-1] + window)
     handles: list[Patch] = []
@@ -210,7 +211,6 @@ def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title or f"{run.source} run, {window:g} s windows", fontsize="medium")
-    fig.tight_layout()
     return fig
 
 
@@ -239,6 +239,7 @@ def plot_comparison(table: pd.DataFrame, columns: Any = None, *, title: str = ""
     columns = list(table.columns if columns is None else columns)
     if axes is None:
         fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.4),
+                                 layout="constrained",
                                  squeeze=False)
         axes = axes[0]
     else:
@@ -253,7 +254,6 @@ def plot_comparison(table: pd.DataFrame, columns: Any = None, *, title: str = ""
         ax.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title, fontsize="medium")
-    fig.tight_layout()
     return fig
 
 
@@ -268,16 +268,17 @@ def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | Non
     """When attempts were sent, one panel per run: clustered waves versus a smooth spread."""
     named = _runs(runs)
     fig, axes = plt.subplots(len(named), 1, figsize=(9, 1.5 * len(named) + 0.6), sharex=True,
+                             layout="constrained",
                              squeeze=False)
     end = until if until is not None else max(float(r.attempts["t_start"].max())
                                               for r in named.values())
     edges = np.arange(0.0, end + bin_width, bin_width)
     for ax, (name, run) in zip(axes[:, 0], named.items(), strict=True):
-        ax.hist(run.attempts["t_start"], bins=edges, color="#5c6bc0")
+        counts, _ = np.histogram(run.attempts["t_start"], bins=edges)
+        ax.stairs(counts, edges, fill=True, color="#5c6bc0")
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
         ax.set_yticks([])
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, end)
     fig.suptitle(f"Calls over time ({1000 * bin_width:.0f} ms bins)", fontsize="medium")
-    fig.tight_layout()
     return fig

@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import simpy
 from simpy.events import Timeout
 
@@ -99,6 +100,7 @@ class _Run:
         self.request_rows: list[tuple] = []
         self.attempt_rows: list[tuple] = []
         self.event_rows: list[tuple] = []
+        self.server_rows: list[tuple] = []  # work the server completed, waited for or not
         self.next_request_id = 0
         self.conditions = _Conditions()
         self.retry: RetryPolicy | None = s.retry
@@ -119,6 +121,10 @@ class _Run:
 
         breaker.add_listener(record)
         return breaker
+
+    def log_completion(self, attempt: _Attempt) -> None:
+        """The server finished ``attempt``'s work (whether or not its client still waits)."""
+        self.server_rows.append((attempt.call.request_id, attempt.number, self.env.now))
 
     def later(self, delay: float, callback: Callable[[Any], None], value: Any = None) -> None:
         """Call ``callback(event)`` after ``delay`` seconds; ``event.value`` is ``value``."""
@@ -184,7 +190,9 @@ class _Run:
             events=self.event_rows,
             duration=self.scenario.duration,
             source="sim",
-            meta={"scenario": self.scenario, "seed": self.scenario.seed},
+            meta={"scenario": self.scenario, "seed": self.scenario.seed,
+                  "server_log": pd.DataFrame(self.server_rows,
+                                             columns=["request_id", "attempt", "time"])},
         )
 
 
@@ -386,6 +394,8 @@ class _Server:
     def done(self, event: Any) -> None:
         attempt = event._value
         self.release()
+        if attempt.status == _OK:
+            self.run.log_completion(attempt)
         attempt.answer(attempt.status)
 
     def release(self) -> None:
@@ -540,4 +550,6 @@ class _Handler:
     def finish(self, status: int) -> None:
         self.finished = True
         self.server.release()
+        if status == _OK:
+            self.server.run.log_completion(self.attempt)
         self.attempt.answer(status)

@@ -126,28 +126,28 @@ RETRY_STORM_FIXES: tuple[str, ...] = get_args(RetryStormFix)
 def retry_storm(fix: RetryStormFix = "none", *, seed: int = 0) -> Scenario:
     """A metastable failure: a short capacity drop leaves the system failing long after.
 
-    Open-loop load at 70% utilisation (10 workers, 100 ms a request, 70 requests/s), clients
+    Open-loop load at 70% utilisation (5 workers, 100 ms a request, 35 requests/s), clients
     time out after 1 s and retry up to 3 times (4 attempts) with a short jittered backoff; the
-    server does not cancel work whose client has given up. From 20 s to 30 s capacity drops to
+    server does not cancel work whose client has given up. From 15 s to 25 s capacity drops to
     30%. Queues grow, waits pass 1 s, clients time out and retry, and every retry is more work:
     with up to four attempts per request the offered work reaches several times capacity, so
-    when capacity returns at 30 s the server is still busy with work nobody waits for. The
+    when capacity returns at 25 s the server is still busy with work nobody waits for. The
     system stays down until the load stops (the "metastable" state of Bronson et al.).
 
     ``fix`` applies one remedy: ``"backoff"`` (waits of 1 s up to 10 s instead of 50 ms: it
     only delays the same amount of work, so it does not help an open-loop system),
     ``"budget"`` (gRPC retry throttling), ``"breaker"`` (a client circuit breaker),
-    ``"shedding"`` (``max_concurrent=20``: a short queue, excess refused with a fast 429),
-    ``"drop_expired"`` (the server skips work whose client has given up).
+    ``"shedding"`` (``max_concurrent=10``: a short queue, excess refused with a fast 429),
+    ``"drop_expired"`` (the server skips work that cannot be done before its client gives up).
 
     Teaches: what breaks a retry storm is less work, not more patience.
     """
     check_choice("fix", fix, RETRY_STORM_FIXES)
     retry = RetryPolicy(max_attempts=4, backoff=Backoff(base=0.05, cap=1.0, jitter="full"))
     scenario = Scenario(
-        arrival_rate=70.0, duration=90.0, servers=10, service_time_mean=0.1,
+        arrival_rate=35.0, duration=60.0, servers=5, service_time_mean=0.1,
         client_timeout=1.0, retry=retry,
-        faults=(Fault(start=20.0, end=30.0, capacity=0.3, name="capacity drop"),),
+        faults=(Fault(start=15.0, end=25.0, capacity=0.3, name="capacity drop"),),
         seed=seed,
     )
     if fix == "backoff":
@@ -157,7 +157,7 @@ def retry_storm(fix: RetryStormFix = "none", *, seed: int = 0) -> Scenario:
     if fix == "breaker":
         return scenario.replace(breaker=BreakerConfig(failure_threshold=10, recovery_timeout=2.0))
     if fix == "shedding":
-        return scenario.replace(max_concurrent=20)
+        return scenario.replace(max_concurrent=10)
     if fix == "drop_expired":
         return scenario.replace(drop_expired=True)
     return scenario

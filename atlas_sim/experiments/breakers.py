@@ -1,0 +1,258 @@
+"""The experiments of notebook 02 (circuit breakers, timeouts, overload, retry storms), and their
+panels. See ``retries.py`` for the pattern."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..analysis.plots import plot_in_flight, plot_timeseries
+from ..analysis.slo import slo_check
+from ..analysis.tables import summary_table
+from ..policies import BreakerConfig, Status
+from ..policies._validate import check_real
+from ..results import RunResult
+from ..sim import Scenario, simulate
+from ..sim.scenarios import RETRY_STORM_FIXES, dependency_outage, overload_spike, retry_storm
+from ..widgets import Control, Panel
+from ..workload import Distribution
+
+__all__ = [
+    "breaker_panel",
+    "false_timeout_rate",
+    "outage_comparison",
+    "overload_panel",
+    "status_breakdown",
+    "storm_comparison",
+    "storm_panel",
+    "timeout_panel",
+    "timeouts",
+]
+
+
+# -- the breaker under load -------------------------------------------------------------------
+
+def _outage_table(results: dict[str, RunResult]) -> pd.DataFrame:
+    table = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
+                                              "goodput"]]
+    table["within 200 ms"] = [
+        round(float(((r.requests["latency"] <= 0.2) & r.requests["ok"]).mean()), 3)
+        for r in results.values()]
+    table["SLO non-critical"] = [slo_check(r, "non_critical").met for r in results.values()]
+    return table
+
+
+def breaker_panel(*, seed: int = 0) -> Panel:
+    """A hanging dependency, with the breaker's settings on sliders (mode, threshold,
+    recovery timeout, half-open probes, successes to close, failure-rate window)."""
+
+    def run(breaker: bool, mode: str, failure_threshold: int, recovery_timeout: float,
+            half_open_max_calls: int, success_threshold: int, window_size: int,
+            outage: float) -> dict[str, RunResult]:
+        scenario = dependency_outage(breaker, outage=(10.0, 10.0 + outage), seed=seed)
+        if breaker:
+            config = BreakerConfig(
+                mode=mode, failure_threshold=failure_threshold,
+                recovery_timeout=recovery_timeout, half_open_max_calls=half_open_max_calls,
+                success_threshold=success_threshold, window_size=window_size,
+                minimum_calls=min(10, window_size))
+            scenario = scenario.replace({"dependency.breaker": config})
+        return {"breaker" if breaker else "no breaker": simulate(scenario)}
+
+    def plot(results: dict[str, RunResult]) -> Any:
+        (name, result), = results.items()
+        return plot_timeseries(result, 0.5, breaker="dependency",
+                               title=f"Dependency hangs from t = 10 s ({name})")
+
+    return Panel(
+        run,
+        [Control.checkbox("breaker", True, label="circuit breaker"),
+         Control.dropdown("mode", ["consecutive", "failure_rate"], "consecutive"),
+         Control.slider("failure_threshold", 1, 50, 5),
+         Control.slider("recovery_timeout", 0.5, 10.0, 2.0, step=0.5,
+                        label="recovery timeout (s)"),
+         Control.slider("half_open_max_calls", 1, 10, 1, label="half-open probes"),
+         Control.slider("success_threshold", 1, 10, 1, label="successes to close"),
+         Control.slider("window_size", 5, 100, 20, step=5, label="failure-rate window"),
+         Control.slider("outage", 2.0, 25.0, 15.0, step=1.0, label="outage (s)")],
+        plot, table=_outage_table, title="Circuit breaker: fail fast during an outage",
+    )
+
+
+def outage_comparison(*, seed: int = 0) -> dict[str, RunResult]:
+    """The dependency outage without and with a breaker."""
+    return {name: simulate(dependency_outage(flag, seed=seed))
+            for name, flag in (("no breaker", False), ("breaker", True))}
+
+
+def plot_outage_pile_up(results: dict[str, RunResult]) -> Any:
+    """Attempts in flight (queued or holding a worker) over time, per run."""
+    ax = plot_in_flight(results)
+    ax.axvspan(10, 25, color="#9e9e9e", alpha=0.2, lw=0)
+    ax.set_title("Requests inside the server: the pile-up", fontsize="medium")
+    return ax.figure
+
+
+# -- choosing a timeout ----------------------------------------------------------------------
+
+def false_timeout_rate(timeout: float, latency: Distribution) -> float:
+    """The share of healthy requests a timeout would cut off: ``P(latency > timeout)``."""
+    check_real("timeout", timeout, low=0, low_open=True)
+    return 1.0 - latency.cdf(timeout)
+
+
+def timeouts(timeout: float, *, shape: float = 1.0, mean: float = 0.05,
+             seed: int = 0) -> RunResult:
+    """A lightly loaded server (30% utilisation) with lognormal work; clients give up after
+    ``timeout`` and do not retry: every 599 is a false timeout of a healthy request."""
+    return simulate(Scenario(
+        arrival_rate=0.3 * 8 / mean, duration=60.0, servers=8, service_time_mean=mean,
+        service_time_dist="lognormal", service_time_shape=shape, client_timeout=timeout,
+        seed=seed))
+
+
+def timeout_panel(*, seed: int = 0) -> Panel:
+    """Set a timeout against a latency distribution and see how many healthy requests it
+    cuts off, measured and predicted."""
+
+    untimed = functools.lru_cache(maxsize=16)(
+        lambda shape: timeouts(60.0, shape=shape, seed=seed))  # depends on the shape only
+
+    def run(timeout: float, shape: float) -> dict[str, Any]:
+        return {"run": timeouts(timeout, shape=shape, seed=seed), "untimed": untimed(shape),
+                "timeout": timeout, "shape": shape}
+
+    def plot(results: dict[str, Any]) -> Any:
+        fig, ax = plt.subplots(figsize=(9, 3.4), layout="constrained")
+        latency = results["untimed"].requests["latency"].to_numpy()
+        edges = np.geomspace(max(latency.min(), 1e-4), latency.max() * 1.01, 70)
+        counts, edges = np.histogram(latency, bins=edges)
+        ax.stairs(counts, edges, fill=True, color="#90a4ae")
+        ax.set_xscale("log")
+        for q, style in ((50, ":"), (99, "-."), (99.9, "--")):
+            ax.axvline(np.percentile(latency, q), color="#37474f", ls=style, label=f"p{q:g}")
+        ax.axvline(results["timeout"], color="#c62828", lw=2, label="timeout")
+        ax.set_xlabel("latency without a timeout (s)")
+        ax.set_ylabel("requests")
+        ax.legend(fontsize="small")
+        ax.set_title("Where the timeout falls in the latency distribution", fontsize="medium")
+        return fig
+
+    def table(results: dict[str, Any]) -> pd.DataFrame:
+        run, untimed = results["run"], results["untimed"]
+        latency = untimed.requests["latency"].to_numpy()
+        measured = float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean())
+        return pd.DataFrame({
+            "timeout (s)": [results["timeout"]],
+            "percentile it sits at": [round(float((latency <= results["timeout"]).mean()) * 100,
+                                            2)],
+            "false timeouts (measured)": [round(measured, 4)],
+            "false timeouts (service time alone)": [round(false_timeout_rate(
+                results["timeout"], Distribution(mean=0.05, kind="lognormal",
+                                                 shape=results["shape"])), 4)],
+        })
+
+    return Panel(
+        run,
+        [Control.slider("timeout", 0.02, 2.0, 0.3, step=0.01, label="timeout (s)"),
+         Control.slider("shape", 0.2, 2.0, 1.0, step=0.1, label="tail (lognormal sigma)")],
+        plot, table=table, title="Choosing a timeout",
+    )
+
+
+# -- 429, 503, 504 -------------------------------------------------------------------------
+
+def status_breakdown(run: RunResult) -> pd.DataFrame:
+    """How attempts and requests ended, by status, with each code's name."""
+    def counts(table: pd.DataFrame) -> pd.Series:
+        return table["status"].value_counts()
+
+    out = pd.DataFrame({"attempts": counts(run.attempts), "requests": counts(run.requests)})
+    out = out.fillna(0).astype(int).sort_index()
+    out.index = [Status(code).label if code in Status._value2member_map_ else str(code)
+                 for code in out.index]
+    out.index.name = "status"
+    return out
+
+
+def overload_panel(*, seed: int = 0) -> Panel:
+    """An overload spike with the concurrency limit (load shedding) on a slider; 0 means no
+    limit."""
+
+    def run(max_concurrent: int, spike: float) -> dict[str, RunResult]:
+        scenario = overload_spike(max_concurrent > 0, spike=spike, seed=seed)
+        if max_concurrent > 0:
+            scenario = scenario.replace(max_concurrent=max_concurrent)
+        name = f"limit {max_concurrent}" if max_concurrent else "no limit"
+        return {name: simulate(scenario)}
+
+    def plot(results: dict[str, RunResult]) -> Any:
+        (name, result), = results.items()
+        return plot_timeseries(result, 1.0, title=f"Overload spike from 10 s to 20 s ({name})")
+
+    return Panel(
+        run,
+        [Control.slider("max_concurrent", 0, 200, 20, step=4, label="concurrency limit"),
+         Control.slider("spike", 1.0, 4.0, 2.0, step=0.25, label="spike (x capacity)")],
+        plot, title="Load shedding under an overload spike",
+    )
+
+
+# -- the retry storm -----------------------------------------------------------------------
+
+#: The storm's capacity drop ends at 25 s; by 40 s a system that can recover has recovered.
+RECOVERED_BY = 40.0
+
+def _recovery(run: RunResult, after: float) -> float:
+    late = run.requests[run.requests["t_start"] >= after]
+    return float(late["ok"].mean()) if len(late) else float("nan")
+
+
+def storm_comparison(*, seed: int = 0) -> pd.DataFrame:
+    """Every fix of the retry storm: amplification, and the share of requests served once
+    the system had 15 s to recover (sent at t >= 40 s)."""
+    rows = {}
+    for fix in RETRY_STORM_FIXES:
+        run = simulate(retry_storm(fix, seed=seed))
+        s = run.summary()
+        rows[fix] = {"amplification": round(s["amplification"], 2),
+                     "ok after 40 s": round(_recovery(run, RECOVERED_BY), 3),
+                     "p99 after 40 s": round(float(np.percentile(
+                         run.requests.loc[run.requests["t_start"] >= RECOVERED_BY, "latency"],
+                         99)), 3)}
+    return pd.DataFrame(rows).T.rename_axis("fix")
+
+
+def storm_panel(*, seed: int = 0) -> Panel:
+    """The retry storm with a fix on a dropdown and the capacity drop's depth and length on
+    sliders."""
+
+    def run(fix: str, drop_to: float, drop_for: float) -> dict[str, RunResult]:
+        scenario = retry_storm(fix, seed=seed)
+        fault = scenario.faults[0]
+        scenario = scenario.replace(faults=(fault.__class__(
+            start=fault.start, end=fault.start + drop_for, capacity=drop_to,
+            name=fault.name),))
+        return {f"fix={fix}": simulate(scenario)}
+
+    def plot(results: dict[str, RunResult]) -> Any:
+        (name, result), = results.items()
+        return plot_timeseries(result, 1.0, title=f"Retry storm ({name})")
+
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        out = summary_table(results, digits=3)[["requests", "p99", "error_rate",
+                                                "amplification"]]
+        out["ok after 40 s"] = [round(_recovery(r, RECOVERED_BY), 3) for r in results.values()]
+        return out
+
+    return Panel(
+        run,
+        [Control.dropdown("fix", RETRY_STORM_FIXES, "none"),
+         Control.slider("drop_to", 0.0, 1.0, 0.3, step=0.05, label="capacity during drop"),
+         Control.slider("drop_for", 1.0, 30.0, 10.0, step=1.0, label="drop length (s)")],
+        plot, table=table, title="Retry storm: a metastable failure",
+    )

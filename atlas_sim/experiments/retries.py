@@ -1,0 +1,267 @@
+"""The experiments of notebook 01 (faults, retries, backoff and jitter), and their panels.
+
+Each ``*_panel`` returns a ``Panel`` whose ``run`` is a pure function of its sliders; the
+notebook shows it, the tests and benchmarks drive it with ``panel.update(**values)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..analysis.plots import plot_call_timeline, plot_comparison, plot_timeseries
+from ..analysis.tables import summary_table
+from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, RetryPolicy
+from ..policies._validate import check_int
+from ..results import RunResult
+from ..sim import Dependency, Fault, Scenario, simulate
+from ..sim.contention import CONTENTION_STRATEGIES, compare_contention, contention
+from ..sim.scenarios import thundering_herd
+from ..widgets import Control, Panel
+
+__all__ = [
+    "backoff_panel",
+    "backoff_waits",
+    "budget_panel",
+    "contention_panel",
+    "error_burst",
+    "executions_per_request",
+    "herd_panel",
+    "peak_after_faults",
+    "plot_backoff_waits",
+    "retry_amplification",
+    "transient_errors",
+]
+
+
+# -- why retry -------------------------------------------------------------------------------
+
+def transient_errors(error_rate: float = 0.1, max_attempts: int = 3, *, seed: int = 0,
+                     duration: float = 60.0) -> RunResult:
+    """A healthy server whose handler fails ``error_rate`` of the time, transiently (a flaky
+    network, a dependency hiccup); clients retry up to ``max_attempts`` with 10 ms backoff.
+
+    With independent faults, a request fails only if every attempt does: ``error_rate **
+    max_attempts``. The price is extra attempts: about ``1 + p + p**2 + ...`` per request.
+    """
+    return simulate(Scenario(
+        arrival_rate=50.0, duration=duration, servers=4, service_time_mean=0.01,
+        dependency=Dependency(latency_mean=0.005, error_rate=error_rate),
+        retry=RetryPolicy(max_attempts=max_attempts,
+                          backoff=Backoff(base=0.01, cap=0.1, jitter="full")),
+        seed=seed,
+    ))
+
+
+# -- backoff and jitter ----------------------------------------------------------------------
+
+def backoff_waits(backoff: Backoff, *, retries: int = 6, clients: int = 200,
+                  seed: int = 0) -> pd.DataFrame:
+    """The waits ``clients`` clients draw before each of ``retries`` retries.
+
+    Columns: ``client, retry, wait, ceiling, start`` where ``start`` is when the retry goes
+    out if every client failed at t = 0 and each attempt fails at once.
+    """
+    check_int("retries", retries, low=1, high=30)
+    check_int("clients", clients, low=1, high=10_000)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for client in range(clients):
+        waits = backoff.delays(rng)
+        start = 0.0
+        for n in range(retries):
+            wait = float(next(waits))
+            start += wait
+            rows.append((client, n + 1, wait, backoff.ceiling(n), start))
+    return pd.DataFrame(rows, columns=["client", "retry", "wait", "ceiling", "start"])
+
+
+def plot_backoff_waits(waits: pd.DataFrame) -> Any:
+    """Left: each retry's waits across clients (dots) under the exponential ceiling.
+    Right: when the retries of all clients go out, as a histogram over time."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    jitter = np.random.default_rng(1).uniform(-0.25, 0.25, len(waits))
+    left.scatter(waits["retry"] + jitter, waits["wait"], s=4, alpha=0.35, color="#5c6bc0")
+    ceilings = waits.groupby("retry")["ceiling"].first()
+    left.step(ceilings.index, ceilings.values, where="mid", color="#c62828", label="ceiling")
+    left.set_xlabel("retry number")
+    left.set_ylabel("wait before it (s)")
+    left.legend(fontsize="small")
+    left.set_title("Waits per retry", fontsize="medium")
+    end = float(waits["start"].max()) or 1.0
+    counts, edges = np.histogram(waits["start"], bins=np.linspace(0, end * 1.01, 80))
+    right.stairs(counts, edges, fill=True, color="#5c6bc0")
+    right.set_xlabel("time the retry is sent (s)")
+    right.set_ylabel("retries")
+    right.set_title("All clients' retries over time", fontsize="medium")
+    return fig
+
+
+def _waits_table(waits: pd.DataFrame) -> pd.DataFrame:
+    per_retry = waits.groupby("retry")["wait"].agg(["mean", "min", "max"])
+    per_retry["ceiling"] = waits.groupby("retry")["ceiling"].first()
+    return per_retry.round(4)
+
+
+def backoff_panel(*, seed: int = 0) -> Panel:
+    """Sliders for base, multiplier, cap, retries and jitter; the waits they produce."""
+
+    def run(base: float, multiplier: float, cap: float, retries: int, jitter: str) -> Any:
+        backoff = Backoff(base=base, multiplier=multiplier, cap=max(cap, base), jitter=jitter)
+        return backoff_waits(backoff, retries=retries, seed=seed)
+
+    return Panel(
+        run,
+        [Control.slider("base", 0.01, 1.0, 0.1, step=0.01, label="base (s)"),
+         Control.slider("multiplier", 1.0, 4.0, 2.0, step=0.25),
+         Control.slider("cap", 0.1, 20.0, 10.0, step=0.1, label="cap (s)"),
+         Control.slider("retries", 1, 10, 6),
+         Control.dropdown("jitter", JITTER_STRATEGIES, "full")],
+        plot_backoff_waits, table=_waits_table, title="Backoff and jitter: 200 clients",
+    )
+
+
+# -- the thundering herd ---------------------------------------------------------------------
+
+def herd_panel(*, seed: int = 0) -> Panel:
+    """The thundering herd after an outage (``scenarios.thundering_herd``), with sliders for
+    clients, outage length, jitter, base delay, multiplier, cap and max attempts."""
+
+    def run(clients: int, outage: float, jitter: str, base: float, multiplier: float,
+            cap: float, max_attempts: int) -> dict[str, RunResult]:
+        scenario = thundering_herd(clients, jitter, outage, seed=seed).replace({
+            "retry": RetryPolicy(max_attempts=max_attempts, backoff=Backoff(
+                base=base, multiplier=multiplier, cap=max(cap, base), jitter=jitter)),
+        })
+        return {f"jitter={jitter}": simulate(scenario)}
+
+    def plot(results: dict[str, RunResult]) -> Any:
+        return plot_call_timeline(results, bin_width=0.05, until=15.0)
+
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        out = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
+                                                "amplification"]]
+        out["peak attempts/s after"] = [int(peak_after_faults(r)) for r in results.values()]
+        out["shed (429)"] = [int((r.attempts["status"] == 429).sum()) for r in results.values()]
+        return out
+
+    return Panel(
+        run,
+        [Control.slider("clients", 10, 500, 200, step=10),
+         Control.slider("outage", 0.5, 8.0, 2.0, step=0.5, label="outage (s)"),
+         Control.dropdown("jitter", JITTER_STRATEGIES, "none"),
+         Control.slider("base", 0.02, 1.0, 0.1, step=0.02, label="base (s)"),
+         Control.slider("multiplier", 1.0, 4.0, 2.0, step=0.25),
+         Control.slider("cap", 0.5, 10.0, 5.0, step=0.5, label="cap (s)"),
+         Control.slider("max_attempts", 1, 10, 8)],
+        plot, table=table, title="Thundering herd after an outage",
+    )
+
+
+def peak_after_faults(run: RunResult, window: float = 0.1) -> float:
+    """The highest attempt rate (per second, in ``window``-second bins) once every fault
+    window of the run has ended: the herd arriving at a server that is back."""
+    ends = run.events.loc[(run.events["kind"] == "fault") & (run.events["detail"] == "end"),
+                          "time"]
+    after = float(ends.max()) if len(ends) else 0.0
+    series = run.timeseries(window)
+    return float(series.loc[series["t"] >= after, "attempts"].max())
+
+
+# -- the AWS contention experiment -----------------------------------------------------------
+
+def contention_panel(*, seed: int = 0) -> Panel:
+    """Work and completion time per strategy in the AWS contention experiment."""
+
+    def run(clients: int, repeats: int) -> pd.DataFrame:
+        return compare_contention(clients, seeds=range(seed, seed + repeats))
+
+    def plot(table: pd.DataFrame) -> Any:
+        return plot_comparison(table, ["work", "completion_time"],
+                               title="Optimistic concurrency: calls and time to finish")
+
+    return Panel(run,
+                 [Control.slider("clients", 10, 200, 100, step=10),
+                  Control.slider("repeats", 1, 10, 3)],
+                 plot, table=lambda t: t.round(2),
+                 title="AWS contention experiment (mean over repeats)")
+
+
+def contention_timelines(clients: int = 100, *, seed: int = 0,
+                         strategies: tuple[str, ...] = ("none", "full")) -> dict[str, RunResult]:
+    """One contention run per strategy, for comparing their call timelines."""
+    for s in strategies:
+        if s not in CONTENTION_STRATEGIES:
+            raise ValueError(f"strategies must be among {CONTENTION_STRATEGIES}, got {s!r}")
+    return {s: contention(clients, s, seed) for s in strategies}  # type: ignore[arg-type]
+
+
+# -- amplification and budgets ---------------------------------------------------------------
+
+def retry_amplification(attempts_per_layer: int, layers: int) -> int:
+    """Worst-case calls reaching the bottom layer when every layer retries:
+    ``attempts_per_layer ** layers`` (the SRE book: 4 attempts over 3 layers = 64)."""
+    check_int("attempts_per_layer", attempts_per_layer, low=1, high=100)
+    check_int("layers", layers, low=1, high=20)
+    return attempts_per_layer ** layers
+
+
+def error_burst(*, budget: bool, max_attempts: int = 4, max_tokens: float = 10.0,
+                token_ratio: float = 0.1, burst: float = 10.0, error_rate: float = 0.9,
+                seed: int = 0) -> RunResult:
+    """60% utilisation; for ``burst`` seconds from t = 10 s the handler's dependency fails
+    ``error_rate`` of calls. Clients retry up to ``max_attempts``, with or without a budget."""
+    scenario = Scenario(
+        arrival_rate=60.0, duration=40.0, servers=4, service_time_mean=0.04,
+        dependency=Dependency(latency_mean=0.005),
+        retry=RetryPolicy(max_attempts=max_attempts,
+                          backoff=Backoff(base=0.05, cap=1.0, jitter="full")),
+        budget=BudgetConfig(max_tokens=max_tokens, token_ratio=token_ratio) if budget else None,
+        faults=(Fault(start=10.0, end=10.0 + burst, dependency_error_rate=error_rate,
+                      name="dependency errors"),),
+        seed=seed,
+    )
+    return simulate(scenario)
+
+
+def budget_panel(*, seed: int = 0) -> Panel:
+    """Retries during an error burst, with and without a gRPC-style retry budget."""
+
+    def run(budget: bool, max_attempts: int, max_tokens: float, token_ratio: float,
+            burst: float) -> dict[str, RunResult]:
+        name = "with budget" if budget else "no budget"
+        return {name: error_burst(budget=budget, max_attempts=max_attempts,
+                                  max_tokens=max_tokens, token_ratio=token_ratio, burst=burst,
+                                  seed=seed)}
+
+    def plot(results: dict[str, RunResult]) -> Any:
+        (name, run), = results.items()
+        return plot_timeseries(run, 0.5, title=f"Error burst, {name}")
+
+    return Panel(
+        run,
+        [Control.checkbox("budget", True, label="retry budget"),
+         Control.slider("max_attempts", 1, 8, 4),
+         Control.slider("max_tokens", 1.0, 50.0, 10.0, step=1.0),
+         Control.slider("token_ratio", 0.01, 1.0, 0.1, step=0.01),
+         Control.slider("burst", 1.0, 20.0, 10.0, step=1.0, label="burst (s)")],
+        plot, title="Retry budget during an error burst",
+    )
+
+
+# -- idempotency -----------------------------------------------------------------------------
+
+def executions_per_request(run: RunResult) -> pd.Series:
+    """How many times the server completed each request's work (from ``meta["server_log"]``).
+
+    More than once means a retry re-did work whose first answer never reached the client: for
+    a non-idempotent operation (charge a card, append a row) that is a duplicate effect.
+    """
+    log = run.meta.get("server_log")
+    if log is None:
+        raise ValueError("executions_per_request needs a simulated run (meta['server_log'])")
+    counts = log.groupby("request_id").size()
+    return counts.reindex(run.requests["request_id"], fill_value=0).rename("executions")

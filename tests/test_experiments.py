@@ -1,0 +1,112 @@
+"""The notebooks' experiments: every panel runs at its defaults and answers its sliders."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from atlas_sim.experiments import breakers, retries
+from atlas_sim.policies import Backoff
+from atlas_sim.sim import simulate
+from atlas_sim.sim.scenarios import full_stack, retry_storm
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_transient_errors_fall_geometrically_with_attempts():
+    once = retries.transient_errors(0.2, 1).summary()
+    thrice = retries.transient_errors(0.2, 3).summary()
+    assert once["error_rate"] == pytest.approx(0.2, abs=0.02)
+    assert thrice["error_rate"] == pytest.approx(0.008, abs=0.004)
+    assert thrice["amplification"] == pytest.approx(1 + 0.2 + 0.04, abs=0.03)
+
+
+def test_backoff_waits_respect_the_ceiling_and_jitter_spreads_them():
+    none = retries.backoff_waits(Backoff(jitter="none"), retries=4, clients=50)
+    full = retries.backoff_waits(Backoff(jitter="full"), retries=4, clients=50)
+    assert (none.groupby("retry")["wait"].nunique() == 1).all()  # everyone in step
+    assert (full["wait"] <= full["ceiling"]).all() and full["wait"].nunique() == len(full)
+
+
+def test_backoff_panel_follows_its_sliders():
+    panel = retries.backoff_panel()
+    assert panel.update().table.loc[1, "ceiling"] == pytest.approx(0.1)
+    assert panel.update(base=0.5, jitter="none").table.loc[2, "min"] == pytest.approx(1.0)
+
+
+def test_herd_panel_shows_jitter_cutting_the_peak():
+    panel = retries.herd_panel()
+    in_step = panel.update(jitter="none").table.iloc[0]
+    spread = panel.update(jitter="full").table.iloc[0]
+    assert in_step["peak attempts/s after"] > 3 * spread["peak attempts/s after"]
+    assert in_step["shed (429)"] > spread["shed (429)"]
+
+
+def test_contention_panel_ranks_full_jitter_cheapest():
+    table = retries.contention_panel().update(clients=50, repeats=2).table
+    assert table["work"].idxmin() == "full" and table["work"].idxmax() == "no_backoff"
+
+
+def test_retry_amplification_is_attempts_to_the_power_of_layers():
+    assert retries.retry_amplification(4, 3) == 64
+    with pytest.raises(ValueError, match="layers must be an integer >= 1"):
+        retries.retry_amplification(3, 0)
+
+
+def test_a_budget_caps_retry_load_in_an_error_burst():
+    panel = retries.budget_panel()
+    capped = panel.update(budget=True).table.iloc[0]
+    free = panel.update(budget=False).table.iloc[0]
+    assert capped["amplification"] < 1.05 < 1.2 < free["amplification"]
+    assert free["p99"] > 5 * capped["p99"]  # the extra load queued everyone
+
+
+def test_retries_without_idempotency_execute_work_more_than_once():
+    executions = retries.executions_per_request(simulate(retry_storm("none")))
+    assert executions.max() == 4 and (executions > 1).mean() > 0.5
+    with pytest.raises(ValueError, match="needs a simulated run"):
+        retries.executions_per_request(retries.contention_timelines(10)["full"])
+
+
+def test_breaker_panel_fails_fast_and_keeps_the_healthy_half():
+    panel = breakers.breaker_panel()
+    with_breaker = panel.update(breaker=True).table.iloc[0]
+    without = panel.update(breaker=False).table.iloc[0]
+    assert with_breaker["within 200 ms"] > without["within 200 ms"] + 0.15
+    rate_mode = panel.update(breaker=True, mode="failure_rate").results
+    events = next(iter(rate_mode.values())).events
+    assert (events["reason"].str.startswith("failure rate")).any()
+
+
+def test_timeout_panel_measures_what_the_distribution_predicts():
+    table = breakers.timeout_panel().update(timeout=0.2).table.iloc[0]
+    assert table["false timeouts (measured)"] == pytest.approx(
+        table["false timeouts (service time alone)"], abs=0.01)
+    assert 0 < table["false timeouts (measured)"] < 0.1
+
+
+def test_status_breakdown_names_429_503_504_and_client_codes():
+    run = simulate(full_stack(3000))
+    table = breakers.status_breakdown(run)
+    assert {"200 ok", "429 too many requests", "503 service unavailable"} <= set(table.index)
+    assert table["requests"].sum() == len(run.requests)
+    assert table["attempts"].sum() == len(run.attempts)
+
+
+def test_overload_and_storm_panels_answer_their_sliders():
+    overload = breakers.overload_panel()
+    assert overload.update(max_concurrent=0).table.iloc[0]["p99"] > 2.0
+    assert overload.update(max_concurrent=20).table.iloc[0]["p99"] < 1.0
+    storm = breakers.storm_panel()
+    assert storm.update(fix="none").table.iloc[0]["ok after 40 s"] < 0.05
+    assert storm.update(fix="budget").table.iloc[0]["ok after 40 s"] > 0.95
+    assert storm.update(fix="none", drop_to=0.9).table.iloc[0]["ok after 40 s"] > 0.95
+
+
+def test_storm_comparison_covers_every_fix():
+    table = breakers.storm_comparison()
+    assert table.loc["none", "ok after 40 s"] < 0.05 and table.loc["budget", "ok after 40 s"] > 0.95

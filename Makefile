@@ -38,7 +38,8 @@ unit: $(STAMP)
 
 # Every notebook, executed cell by cell and compared with its committed outputs.
 nbval: $(STAMP)
-	$(BIN)/python -m pytest --nbval-lax --no-skips -v -p no:cacheprovider $(NOTEBOOKS)
+	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=120 --no-skips -v -p no:cacheprovider \
+		$(NOTEBOOKS)
 
 # Rebuild every notebook from its source in notebooks/src/ and execute it top to bottom,
 # so that the committed outputs are the ones a reader gets.

@@ -134,6 +134,24 @@ class RunResult:
 
     # -- the run over time ---------------------------------------------------------------
 
+    def window(self, start: float, end: float) -> RunResult:
+        """The requests sent in ``[start, end)``, with their attempts, and the events of that
+        span; rates in ``summary()`` are then per second of the window."""
+        if not end > start:
+            raise ValueError(f"end must be a number > start ({start:g}), got {end!r}")
+        t = self.requests["t_start"]
+        requests = self.requests[(t >= start) & (t < end)].reset_index(drop=True)
+        keep = self.attempts["request_id"].isin(requests["request_id"])
+        times = self.events["time"]
+        return RunResult(
+            requests=requests,
+            attempts=self.attempts[keep].reset_index(drop=True),
+            events=self.events[(times >= start) & (times < end)].reset_index(drop=True),
+            duration=float(end - start),
+            source=self.source,
+            meta={**self.meta, "window": (float(start), float(end))},
+        )
+
     def timeseries(self, window: float = 1.0) -> pd.DataFrame:
         """The run in windows of ``window`` seconds, as a dashboard would show it.
 

@@ -185,11 +185,13 @@ class Panel:
         params = self._merge(values)
         results, cached = self.results(**params)
         figure = self.plot_fn(results)
+        # Take the figure off pyplot's books: it is shown only where the panel displays it
+        # (a notebook's inline backend would otherwise also show every open figure at the end
+        # of the cell), and it cannot pile up in memory as sliders move.
+        plt.close(figure)
         view = PanelView(params=params, results=results, table=self.table_fn(results),
                          figure=figure, cached=cached)
         self._values = params
-        if self.last is not None and self.last.figure is not figure:
-            plt.close(self.last.figure)
         self.last = view
         return view
 

@@ -110,3 +110,14 @@ def test_plots_build_from_a_live_shaped_run_too(outage_run):
     fig = plot_timeseries(live, 1.0)  # no breaker, no faults: still draws
     assert fig.axes[0].lines
     plt.close("all")
+
+
+def test_a_window_of_a_run_keeps_its_requests_attempts_and_events(outage_run):
+    during = outage_run.window(10.0, 25.0)
+    assert during.duration == 15.0
+    assert during.requests["t_start"].between(10.0, 25.0, inclusive="left").all()
+    assert set(during.attempts["request_id"]) == set(during.requests["request_id"])
+    assert during.events["time"].between(10.0, 25.0, inclusive="left").all()
+    assert during.summary()["throughput"] == pytest.approx(len(during.requests) / 15.0)
+    with pytest.raises(ValueError, match="end must be a number > start"):
+        outage_run.window(5.0, 5.0)

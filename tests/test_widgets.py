@@ -94,3 +94,11 @@ def test_control_specs_are_validated():
         Control.dropdown("j", [], None)
     with pytest.raises(ValueError, match="control names must be unique"):
         Panel(run, [Control.checkbox("a", True), Control.checkbox("a", False)], lambda r: None)
+
+
+def test_update_leaves_no_figure_open_in_pyplot():
+    plt.close("all")
+    panel = make_panel()
+    for utilisation in (0.3, 0.5, 0.7):
+        view = panel.update(utilisation=utilisation)
+    assert plt.get_fignums() == [] and view.figure.axes  # built, not left open

@@ -21,6 +21,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "notebooks" / "src"
 OUT = ROOT / "notebooks"
+CELL_TIMEOUT = 120  # seconds: a cell that takes longer is a bug, not a slow machine
 
 
 def build(source: Path) -> Path:
@@ -29,7 +30,7 @@ def build(source: Path) -> Path:
                                        "language": "python"}
     notebook.metadata.pop("jupytext", None)
     started = time.perf_counter()
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
+    NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=60, kernel_name="python3",
                    resources={"metadata": {"path": str(OUT)}}).execute()
     for cell in notebook.cells:  # keep diffs to what matters
         cell.metadata.pop("execution", None)

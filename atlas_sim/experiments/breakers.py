@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.plots import plot_in_flight, plot_timeseries
-from ..analysis.slo import slo_check
 from ..analysis.tables import summary_table
 from ..policies import BreakerConfig, Status
 from ..policies._validate import check_real
@@ -25,24 +24,27 @@ __all__ = [
     "breaker_panel",
     "false_timeout_rate",
     "outage_comparison",
+    "outage_table",
+    "plot_outage_pile_up",
     "overload_panel",
     "status_breakdown",
     "storm_comparison",
     "storm_panel",
     "timeout_panel",
+    "timeout_table",
     "timeouts",
 ]
 
 
 # -- the breaker under load -------------------------------------------------------------------
 
-def _outage_table(results: dict[str, RunResult]) -> pd.DataFrame:
+def outage_table(results: dict[str, RunResult]) -> pd.DataFrame:
+    """Latency, errors, goodput and the share answered well (ok within 200 ms), per run."""
     table = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
                                               "goodput"]]
     table["within 200 ms"] = [
         round(float(((r.requests["latency"] <= 0.2) & r.requests["ok"]).mean()), 3)
         for r in results.values()]
-    table["SLO non-critical"] = [slo_check(r, "non_critical").met for r in results.values()]
     return table
 
 
@@ -79,7 +81,7 @@ def breaker_panel(*, seed: int = 0) -> Panel:
          Control.slider("success_threshold", 1, 10, 1, label="successes to close"),
          Control.slider("window_size", 5, 100, 20, step=5, label="failure-rate window"),
          Control.slider("outage", 2.0, 25.0, 15.0, step=1.0, label="outage (s)")],
-        plot, table=_outage_table, title="Circuit breaker: fail fast during an outage",
+        plot, table=outage_table, title="Circuit breaker: fail fast during an outage",
     )
 
 
@@ -113,6 +115,24 @@ def timeouts(timeout: float, *, shape: float = 1.0, mean: float = 0.05,
         arrival_rate=0.3 * 8 / mean, duration=60.0, servers=8, service_time_mean=mean,
         service_time_dist="lognormal", service_time_shape=shape, client_timeout=timeout,
         seed=seed))
+
+
+def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
+                  shape: float = 1.0, seed: int = 0) -> pd.DataFrame:
+    """A timeout set at each percentile of the work's latency distribution, the false-timeout
+    rate the distribution predicts, and the rate measured on a lightly loaded server."""
+    latency = Distribution(mean=0.05, kind="lognormal", shape=shape)
+    rows = {}
+    for q in percentiles:
+        timeout = latency.quantile(q)
+        run = timeouts(timeout, shape=shape, seed=seed)
+        rows[f"p{100 * q:g}"] = {
+            "timeout (s)": round(timeout, 4),
+            "predicted": round(false_timeout_rate(timeout, latency), 4),
+            "measured": round(float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean()),
+                              4),
+        }
+    return pd.DataFrame(rows).T.rename_axis("timeout at")
 
 
 def timeout_panel(*, seed: int = 0) -> Panel:

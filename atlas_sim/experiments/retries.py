@@ -26,10 +26,12 @@ __all__ = [
     "backoff_panel",
     "backoff_waits",
     "budget_panel",
+    "contention_timelines",
     "contention_panel",
     "error_burst",
     "executions_per_request",
     "herd_panel",
+    "herd_table",
     "peak_after_faults",
     "plot_backoff_waits",
     "retry_amplification",
@@ -141,13 +143,6 @@ def herd_panel(*, seed: int = 0) -> Panel:
     def plot(results: dict[str, RunResult]) -> Any:
         return plot_call_timeline(results, bin_width=0.05, until=15.0)
 
-    def table(results: dict[str, RunResult]) -> pd.DataFrame:
-        out = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
-                                                "amplification"]]
-        out["peak attempts/s after"] = [int(peak_after_faults(r)) for r in results.values()]
-        out["shed (429)"] = [int((r.attempts["status"] == 429).sum()) for r in results.values()]
-        return out
-
     return Panel(
         run,
         [Control.slider("clients", 10, 500, 200, step=10),
@@ -157,8 +152,18 @@ def herd_panel(*, seed: int = 0) -> Panel:
          Control.slider("multiplier", 1.0, 4.0, 2.0, step=0.25),
          Control.slider("cap", 0.5, 10.0, 5.0, step=0.5, label="cap (s)"),
          Control.slider("max_attempts", 1, 10, 8)],
-        plot, table=table, title="Thundering herd after an outage",
+        plot, table=herd_table, title="Thundering herd after an outage",
     )
+
+
+def herd_table(results: dict[str, RunResult]) -> pd.DataFrame:
+    """Requests, p50, p99, error rate, amplification, the peak attempt rate once the server is
+    back, and how many attempts were shed."""
+    out = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
+                                            "amplification"]]
+    out["peak attempts/s after"] = [int(peak_after_faults(r)) for r in results.values()]
+    out["shed (429)"] = [int((r.attempts["status"] == 429).sum()) for r in results.values()]
+    return out
 
 
 def peak_after_faults(run: RunResult, window: float = 0.1) -> float:

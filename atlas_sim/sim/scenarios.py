@@ -167,7 +167,7 @@ def full_stack(requests: int = 10_000, *, seed: int = 0) -> Scenario:
     """Every mechanism at once, about ``requests`` requests: the benchmarks' workload.
 
     Open-loop load near capacity on 8 workers with lognormal work, shedding above 64 in the
-    system, a 2 s server timeout, clients with a 0.5 s timeout, 4 attempts with full jitter, a
+    system, a 0.5 s server timeout inside the clients' 1 s timeout, 4 attempts with full jitter, a
     retry budget and a circuit breaker, and a dependency (called by 60% of requests) with its own
     retry and breaker; a capacity drop and a dependency error burst along the way.
     """
@@ -177,7 +177,7 @@ def full_stack(requests: int = 10_000, *, seed: int = 0) -> Scenario:
     return Scenario(
         arrival_rate=rate, duration=duration, servers=8, service_time_mean=0.02,
         service_time_dist="lognormal", service_time_shape=0.8,
-        max_concurrent=64, server_timeout=2.0, client_timeout=0.5,
+        max_concurrent=64, server_timeout=0.5, client_timeout=1.0,
         retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.02, cap=1.0, jitter="full")),
         budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
         breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0),

@@ -1,0 +1,345 @@
+# %% [markdown]
+# # 01 · Reliability: faults, retries, backoff and jitter
+#
+# DDIA's chapter 1 asks for systems that "continue to work correctly even when things go wrong".
+# The cheapest tool for that is the retry: if a call fails, try it again. This notebook is
+# about why the retry works, when it makes things worse, and the small details (how long to
+# wait, how to randomise the wait, how many times to try, when to stop) that decide which.
+#
+# **In this notebook you will**
+#
+# 1. tell a *fault* from a *failure*, and see a retry turn transient faults into successes;
+# 2. compare exponential backoff with the four jitter strategies of the AWS post "Exponential
+#    Backoff and Jitter", on sliders;
+# 3. watch a thundering herd form after an outage, and jitter break it up;
+# 4. rerun the AWS contention experiment: work and completion time per strategy;
+# 5. count how retries multiply across layers, and cap them with a retry budget;
+# 6. see why a retried operation must be idempotent;
+# 7. do the same against the live Atlas service, and compare the numbers with the simulation.
+
+# %% [markdown]
+# ## Faults are not failures
+#
+# DDIA (chapter 1, "Reliability") draws a line between two words. A **fault** is one
+# component deviating from its spec: a dropped packet, a process that pauses, a disk that
+# returns an error. A **failure** is the system as a whole no longer giving the required
+# service to its user. Faults cannot be prevented; reliability is the craft of keeping them
+# from becoming failures.
+#
+# Many faults are *transient*: the same call a moment later works. For those a retry is a
+# fault-tolerance mechanism in one line of code. But a retry is also more work sent to a
+# system that may be failing precisely because it has too much work. Everything in this
+# notebook follows from that tension.
+
+# %%
+SEED = 2024
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from atlas_sim import Backoff, RetryBudget
+from atlas_sim.analysis import plot_call_timeline, plot_comparison, plot_timeseries, summary_table
+from atlas_sim.exercises import check
+from atlas_sim.experiments import retries
+from atlas_sim.policies import JITTER_STRATEGIES
+from atlas_sim.sim import compare_contention, simulate
+from atlas_sim.sim.scenarios import retry_storm, thundering_herd
+
+# %% [markdown]
+# ## Why retry
+#
+# A server's handler fails 10% of the time, transiently and independently (a flaky network
+# hop, a dependency that hiccups). Clients retry failed calls after a short backoff.
+#
+# **Predict before you run.** With one attempt, 10% of requests fail. With two? With three?
+# And how many attempts per request will the server see?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+attempts = {f"{n} attempt(s)": retries.transient_errors(0.1, n, seed=SEED) for n in (1, 2, 3)}
+summary_table(attempts, digits=4)[["requests", "error_rate", "amplification"]]
+
+# %% [markdown]
+# Each extra attempt divides the error rate by ten: a request now fails only if *every*
+# attempt fails, 0.1 × 0.1 × 0.1 = 0.1%. The cost is small, about 1.11 attempts per request,
+# because only the failures are retried.
+#
+# That arithmetic assumes independent faults. When a server fails *because* it is overloaded
+# or down, the next attempt fails for the same reason, and each retry adds load to the very
+# thing that is struggling. The rest of this notebook is about that case.
+
+# %% [markdown]
+# ## Exponential backoff and jitter
+#
+# Retrying at once hammers a server that just said no. **Exponential backoff** waits longer
+# after each failure: before retry *n* it waits up to `min(cap, base × multiplier^n)`. The AWS
+# Architecture Blog's "Exponential Backoff and Jitter" then asks how to randomise that wait:
+#
+# | strategy | wait before retry *n* | |
+# |---|---|---|
+# | `none` | `ceiling(n)` | every client waits exactly the same |
+# | `full` | `uniform(0, ceiling(n))` | AWS's recommendation |
+# | `equal` | `ceiling(n)/2 + uniform(0, ceiling(n)/2)` | never very short |
+# | `decorrelated` | `min(cap, uniform(base, previous × 3))` | grows from its own last wait |
+#
+# The panel draws the waits of 200 clients. Left: each dot is one client's wait before one
+# retry, under the exponential ceiling. Right: when all those retries go out, if every client
+# failed at t = 0. Move the sliders: with `none`, what does the right-hand picture look like?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+retries.backoff_panel(seed=SEED)
+
+# %% [markdown]
+# With `none` the right-hand picture is a few spikes: 200 clients who failed together retry
+# together, again and again. Every jittered strategy turns the spikes into a spread. Mean waits
+# per retry for the default settings (base 100 ms, doubling, cap 10 s):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+waits = {j: retries.backoff_waits(Backoff(jitter=j), retries=6, seed=SEED) for j in JITTER_STRATEGIES}
+pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()}).round(3)
+
+# %% [markdown]
+# Full jitter waits, on average, half as long as no jitter; equal jitter three quarters as
+# long. Decorrelated jitter ignores `multiplier` and grows by its own factor of three.
+
+# %% [markdown]
+# ## The thundering herd after an outage
+#
+# 200 clients reconnect at the same instant, as they do after a network partition heals, and
+# find the server down for 2 s. They retry with exponential backoff (100 ms doubling, 8
+# attempts). The server has 4 workers and room for 20 requests; above that it sheds with 429,
+# which clients also retry.
+#
+# **Predict before you run.** Without jitter, what happens when the server comes back at 2 s?
+# How many of the 200 clients can it take at once, and what do the others do next?
+
+# %%
+herd = {f"jitter={j}": simulate(thundering_herd(jitter=j, seed=SEED)) for j in ("none", "full")}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+retries.herd_table(herd)
+
+# %%
+plot_call_timeline(herd, bin_width=0.05, until=15.0)
+plt.show()
+
+# %% [markdown]
+# Without jitter the clients stay in lock step: every retry wave leaves at 0.1, 0.3, 0.7, 1.5,
+# 3.1, 6.3 and 11.3 s. When the server returns, a wave of 200 meets room for 20; 180 are shed,
+# and those 180 come back together again 3.2 s later. Backoff spaced the retries out in time,
+# but not the clients out from each other. With full jitter the same retries arrive as a
+# trickle the server absorbs: the peak rate after the outage is more than ten times lower and
+# almost no request fails.
+#
+# Try the panel: more clients, a longer outage, another strategy, a larger base.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+retries.herd_panel(seed=SEED)
+
+# %% [markdown]
+# ## The AWS contention experiment
+#
+# The AWS post measured jitter on a different problem: 100 clients each want to update one
+# shared record once, with optimistic concurrency (read the version, write "if the version is
+# unchanged"). Racing clients conflict; the losers back off and retry. Every message crosses a
+# network that takes 10 ms ± 2 ms. Two numbers per strategy: **work** (write calls the server
+# handled) and **completion time** (when the last client succeeded).
+#
+# **Predict before you run.** Which strategy does the least work? Which finishes first?
+# Where does plain exponential backoff (`none`) land?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+contention = compare_contention(100, seeds=range(SEED, SEED + 5)).round(1)
+contention
+
+# %%
+plot_comparison(contention, ["work", "completion_time"], title="100 clients, mean of 5 runs")
+plt.show()
+
+# %% [markdown]
+# No backoff finishes quickly but does almost three times the work of full jitter: the server
+# pays for every collision. Plain exponential backoff is the worst of both: clients that
+# collided together wait the same time and collide again, until they all sit at the 2 s cap;
+# completion takes about a minute. Full jitter does the least work; decorrelated jitter
+# finishes about as soon for some 15% more work. The timelines show why:
+
+# %%
+plot_call_timeline(retries.contention_timelines(100, seed=SEED), bin_width=0.01, until=1.5)
+plt.show()
+
+# %% [markdown]
+# Plain backoff sends its calls in clusters (the herd again); full jitter smooths them into a
+# steady stream. The panel reruns the comparison for other numbers of clients:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+retries.contention_panel(seed=SEED)
+
+# %% [markdown]
+# ## Retry amplification across layers
+#
+# Real requests cross several services. If each layer retries, the attempts multiply: with
+# `a` attempts per layer and `L` layers, one user request can become `a^L` calls at the
+# bottom. The SRE book (chapter 22, "Addressing Cascading Failures") gives the example of 4
+# attempts over 3 layers.
+#
+# **Predict before you run.** How many calls reach the database in that example?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pd.DataFrame({f"{layers} layers": {f"{a} attempts": retries.retry_amplification(a, layers)
+                                   for a in (2, 3, 4, 5)} for layers in (1, 2, 3, 4)})
+
+# %% [markdown]
+# 64. In practice: retry at one layer only (usually the one closest to the user), and make the
+# others fail fast.
+
+# %% [markdown]
+# ## Retry budgets
+#
+# A budget caps the extra load retries can add. gRPC's retry throttling keeps a token count:
+# it starts at `max_tokens`, each failed attempt costs 1, each success earns `token_ratio`, and
+# retries are allowed only while more than half the tokens are left. In a healthy system the
+# budget never gets in the way; in a sustained failure retries stop, and only first attempts go
+# out.
+#
+# The experiment: a server at 60% utilisation whose dependency fails 90% of calls for 10 s.
+# Clients retry up to 4 times.
+#
+# **Predict before you run.** Without a budget, what happens to the load on the server during
+# the burst, and to latency? With a budget, what happens to the error rate?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+burst = {name: retries.error_burst(budget=flag, seed=SEED)
+         for name, flag in (("no budget", False), ("budget", True))}
+summary_table(burst, digits=3)[["p50", "p99", "error_rate", "amplification"]]
+
+# %%
+plot_timeseries(burst["no budget"], 0.5, title="Error burst from 10 s to 20 s, no budget")
+plt.show()
+
+# %% [markdown]
+# Without a budget the retries multiply the load during the burst: the server, at 60%
+# utilisation, is pushed past 100%, a queue builds, and *every* request, failing or not,
+# waits seconds (p99 above 10 s) until long after the burst. With the budget, retries stop
+# within a few failures: more requests fail during the burst (they would have needed those
+# retries), but the server stays healthy and latency never moves. That is the trade: a budget
+# gives up a little success in a crisis to avoid turning it into an outage.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+retries.budget_panel(seed=SEED)
+
+# %% [markdown]
+# ## Retries need idempotent operations
+#
+# A client that times out does not know whether the server did the work. If it retries, the
+# server may do it twice. That is harmless for a read, and for "set the balance to 10"; it is
+# a bug for "add 10 to the balance" or "charge the card". DDIA discusses this under
+# *idempotence* (chapter 11, "Fault Tolerance") and *operation identifiers* (chapter 12, "The
+# end-to-end argument for databases"): give each logical request a unique ID, and have the
+# server remember which IDs it has already applied. Atlas's `X-Request-ID` is that kind of
+# identifier.
+#
+# The simulator keeps the server's own log of completed work, including work for clients who
+# had already given up. In the retry storm of notebook 02 (1 s client timeout, 4 attempts):
+#
+# **Predict before you run.** How many times does the server do the work of a typical request?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+executions = retries.executions_per_request(simulate(retry_storm("none", seed=SEED)))
+executions.value_counts().sort_index().rename_axis("times executed").rename("requests")
+
+# %% [markdown]
+# Most requests were executed four times, each time for a client that had stopped listening.
+# For a non-idempotent operation, every one of those is a duplicate effect.
+
+# %% [markdown]
+# ## Live: the same policy against the real service
+#
+# LIVE_SECTION
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** A handler fails 20% of the time, independently. With 4 attempts, what share
+# of requests fails? Give a number (e.g. `0.05`).
+
+# %%
+answer_1 = ...
+
+# %%
+check(answer_1, 0.2**4, rel=0.01, hint="a request fails only if all 4 attempts fail")
+
+# %% [markdown]
+# **Exercise 2.** In the thundering-herd experiment, which jitter strategy gives the lowest
+# peak attempt rate once the server is back? Give its name (`"none"`, `"full"`, `"equal"` or
+# `"decorrelated"`). Use `retries.herd_panel(seed=SEED).update(jitter=...)` to find out.
+
+# %%
+answer_2 = ...
+
+# %%
+peaks = {j: retries.herd_panel(seed=SEED).update(jitter=j).table["peak attempts/s after"].iloc[0]
+         for j in JITTER_STRATEGIES}
+check(answer_2, min(peaks, key=peaks.get), hint="compare the 'peak attempts/s after' column")
+
+# %% [markdown]
+# **Exercise 3.** A budget with `max_tokens=10` and `token_ratio=0.1` starts full. How many
+# failures in a row (no successes) does it take before it refuses retries?
+
+# %%
+answer_3 = ...
+
+# %%
+budget = RetryBudget(max_tokens=10, token_ratio=0.1)
+failures = 0
+while budget.can_retry():
+    budget.record_failure()
+    failures += 1
+check(answer_3, failures, hint="retries stop once tokens <= max_tokens / 2")
+
+# %% [markdown]
+# **Exercise 4.** A request crosses 4 layers and each retries up to 3 attempts. In the worst
+# case, how many calls reach the bottom layer?
+
+# %%
+answer_4 = ...
+
+# %%
+check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to the power of layers")
+
+# %% [markdown]
+# ## Recap
+#
+# * A fault is a component misbehaving; a failure is the user not being served. Retries turn
+#   *transient, independent* faults into successes at little cost.
+# * Exponential backoff spaces retries out in time; only **jitter** spaces *clients* out from
+#   each other. Without it, synchronised clients form a thundering herd that a recovering
+#   server cannot absorb. Full jitter does the least work.
+# * Retries multiply across layers (`attempts^layers`) and add load exactly when a system is
+#   struggling. A **retry budget** caps that amplification: it gives up a little success in a
+#   crisis to keep the crisis from becoming an outage.
+# * A retry may repeat work whose answer was lost: retried operations must be idempotent, or
+#   carry a request ID the server uses to suppress duplicates.
+#
+# **Next:** `02_reliability_breakers_timeouts.ipynb`: circuit breakers, timeouts, shedding and
+# the retry storm.
+#
+# ## References
+#
+# * M. Kleppmann, *Designing Data-Intensive Applications*: chapter 1, "Reliability"; chapter 8,
+#   "Unreliable Networks" ("Timeouts and Unbounded Delays"); chapter 11, "Fault Tolerance"
+#   ("Idempotence"); chapter 12, "The end-to-end argument for databases".
+# * M. Brooker, "Exponential Backoff and Jitter", AWS Architecture Blog, 2015.
+# * B. Beyer et al. (eds.), *Site Reliability Engineering*, chapter 21, "Handling Overload",
+#   and chapter 22, "Addressing Cascading Failures".
+# * gRPC, "Retry design" (gRFC A6): retry throttling with `maxTokens` and `tokenRatio`.

@@ -1,0 +1,302 @@
+# %% [markdown]
+# # 02 · Reliability: circuit breakers, timeouts, shedding and retry storms
+#
+# Notebook 01 showed retries turning transient faults into successes, and their cost. This one
+# is about the faults that are not transient: a dependency that stops answering, a server that
+# receives more work than it can do. Here the question is not "how do we try again" but "how
+# do we stop a fault in one place from becoming a failure everywhere" (DDIA chapter 1,
+# "Reliability").
+#
+# **In this notebook you will**
+#
+# 1. drive the circuit-breaker state machine (consecutive and failure-rate modes, half-open
+#    probes) and watch it fail fast through a dependency outage;
+# 2. see the pile-up of waiting requests that a breaker prevents, and why counting errors alone
+#    makes the breaker look worse than it is;
+# 3. choose a timeout from a latency percentile, and predict its false-timeout rate;
+# 4. tell 504 from 429 from 503, and use load shedding against an overload spike;
+# 5. provoke a retry storm (a metastable failure) and find out which mechanisms pull the
+#    system out of it, and which do not;
+# 6. inject the same outage into the live service and plot its breaker beside the simulated one.
+
+# %%
+SEED = 2024
+
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from atlas_sim import BreakerConfig
+from atlas_sim.analysis import plot_breaker_trace, plot_timeseries
+from atlas_sim.exercises import check
+from atlas_sim.experiments import breakers
+from atlas_sim.scripted import drive_breaker
+from atlas_sim.sim import simulate
+from atlas_sim.sim.scenarios import RETRY_STORM_FIXES, full_stack, retry_storm
+from atlas_sim.workload import Distribution
+
+# %% [markdown]
+# ## The circuit breaker's two ways of counting
+#
+# A breaker opens when the dependency looks broken. "Looks broken" can be counted two ways, as
+# Resilience4j offers: `failure_threshold` failures **in a row** (one success resets the count),
+# or a **failure rate** over the last `window_size` calls. The first reacts to hard outages; the
+# second also catches a dependency that fails often but never many times in a row.
+#
+# Here is a script of one call a second: the dependency is healthy, then fails 60% of calls
+# (never four in a row) from t = 10 s, then is down from t = 30 s to t = 40 s.
+#
+# **Predict before you run.** Which breaker opens first: 5 in a row, or 50% over 10 calls?
+
+# %%
+script = [(float(t), not (10 <= t < 30 and t % 5 >= 2 or 30 <= t < 40)) for t in range(60)]
+modes = {"5 in a row": BreakerConfig(failure_threshold=5, recovery_timeout=5.0),
+         "50% of 10": BreakerConfig(mode="failure_rate", window_size=10, minimum_calls=10,
+                                    failure_rate_threshold=0.5, recovery_timeout=5.0)}
+traces = {name: drive_breaker(config, script) for name, config in modes.items()}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+pd.DataFrame({name: {"first open at (s)": t.first("open"),
+                     "calls rejected": int((t.calls["outcome"] == "rejected").sum())}
+              for name, t in traces.items()})
+
+# %%
+fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
+for ax, (name, trace) in zip(axes, traces.items()):
+    plot_breaker_trace(trace, ax).set_title(name, fontsize="medium")
+plt.show()
+
+# %% [markdown]
+# The consecutive breaker sleeps through the flaky period (never five failures in a row) and
+# opens only in the hard outage. The rate breaker opens during the flaky period, then keeps
+# probing: each probe is one call, and a single failed probe sends it back to open.
+
+# %% [markdown]
+# ## A dependency outage, with and without a breaker
+#
+# Now the breaker under real load (simulated). 50 requests/s reach 10 workers; half the
+# requests also call a dependency (10 ms, 1 s timeout). From t = 10 s to t = 25 s the
+# dependency hangs: it stops answering, as a database that lost its disk does.
+#
+# **Predict before you run.** Without a breaker, what happens to the half of the requests
+# that never call the dependency? With one, what happens to the error rate? (The table shows
+# the requests sent during the outage.)
+
+# %%
+outage = breakers.outage_comparison(seed=SEED)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+breakers.outage_table({name: run.window(10.0, 25.0) for name, run in outage.items()})
+
+# %%
+breakers.plot_outage_pile_up(outage)
+plt.show()
+
+# %% [markdown]
+# Without a breaker, every doomed call holds a worker until it times out. Ten workers cannot
+# hold 25 calls a second for up to a second each, so a queue forms, and the *healthy* half of
+# the traffic waits in it too: its median latency goes from 10 ms to seconds, and many
+# requests get 504 from the server's own 3 s timeout. A fault in one dependency has become a
+# failure of the whole service.
+#
+# With a breaker, after five failures calls fail at once with 503. The workers stay free, and
+# the healthy half is served in milliseconds throughout: half the requests are answered well
+# (ok within 200 ms) against almost none without the breaker. Look at the error rate, though:
+# the breaker's is *higher*. It refuses calls that a long wait might have saved. Counted in
+# errors alone, the breaker looks worse; counted in requests answered well, it wins by a wide
+# margin. Choose your metric before you choose your mechanism.
+#
+# The panel puts every breaker setting on a slider. Try a long recovery timeout, several
+# half-open probes, several successes to close, the failure-rate mode:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+breakers.breaker_panel(seed=SEED)
+
+# %% [markdown]
+# ## Choosing a timeout
+#
+# A timeout is a guess at "this will never answer". DDIA (chapter 8, "Timeouts and Unbounded
+# Delays") warns that there is no right value: too long and users wait for nothing, too short
+# and healthy-but-slow requests are cut off. A common rule is to set it at a high percentile of
+# the latency you observe when healthy. Then the percentile *is* the false-timeout rate.
+#
+# **Predict before you run.** A timeout at the p99 of healthy latency cuts off what share of
+# healthy requests? At the p99.9?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+breakers.timeout_table(seed=SEED)
+
+# %% [markdown]
+# As predicted: the timeout at the p99 cuts off 1% of requests that would have succeeded,
+# the one at p99.9 one in a thousand. With retries, each false timeout costs an extra attempt;
+# without, it is an error. And the p99 moves with load (queueing) and with the tail of the
+# work: drag the tail slider and watch the percentiles spread.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+breakers.timeout_panel(seed=SEED)
+
+# %% [markdown]
+# ## 504, 429, 503: three ways to say no
+#
+# | status | who decides | meaning | should the client retry? |
+# |---|---|---|---|
+# | **504** Gateway Timeout | the server's own timeout (`HTTP_TIMEOUT`) | "I took too long; I dropped the work" | maybe, later: the server is slow |
+# | **429** Too Many Requests | load shedding (`LOAD_SHEDDING_MAX_CONCURRENT`) | "I am full; I did not start your work" | yes, after backing off (`Retry-After`) |
+# | **503** Service Unavailable | a dependency's breaker, or a server that is down | "something I need is broken" | yes, later; it will not help right away |
+#
+# A 429 is the cheapest failure: it costs the server almost nothing and tells the client the
+# truth. A 504 is the most expensive: the work was done (partly) and thrown away. In the
+# everything-at-once scenario, attempts end in all of them, plus the client-side codes:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+breakers.status_breakdown(simulate(full_stack(10_000, seed=SEED)))
+
+# %% [markdown]
+# ### Shedding load
+#
+# Four workers serve 80 requests/s; the usual load is 56/s. For 10 s the load doubles.
+# Without a limit, every request is admitted and queues; with a concurrency limit, the excess
+# is refused at once with 429 and the admitted requests keep their normal latency.
+#
+# **Predict before you run.** Without a limit, how long after the spike does latency return
+# to normal?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+breakers.overload_panel(seed=SEED)
+
+# %% [markdown]
+# Set the limit to 0 (no limit): the queue grows by 80 requests every second of the spike and
+# takes about half a minute to drain afterwards, during which every request is seconds late.
+# With a limit of 20 (4 in service and 16 waiting), the p99 stays under half a second and the
+# service is back to normal the moment the spike ends. Accepting work you cannot finish in time
+# is not kindness; it is a delayed failure for everybody.
+
+# %% [markdown]
+# ## The retry storm: a metastable failure
+#
+# Bronson et al. ("Metastable Failures in Distributed Systems", HotOS 2021) describe systems
+# that stay broken after their trigger is gone. Here: open-loop load at 70% utilisation,
+# clients time out after 1 s and retry up to 3 times, and the server does not cancel work whose
+# client has left. For 10 s (15 s to 25 s) capacity drops to 30%.
+#
+# **Predict before you run.** When capacity returns at 25 s, does the system recover? If not,
+# which of these would fix it: longer backoff, a retry budget, a client circuit breaker, load
+# shedding with a short queue, dropping work whose client has given up?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+storm = breakers.storm_comparison(seed=SEED)
+storm
+
+# %%
+plot_timeseries(simulate(retry_storm("none", seed=SEED)), 1.0, title="Retry storm, no fix")
+plt.show()
+
+# %% [markdown]
+# With naive retries the system never comes back: each request times out, is retried three
+# times, and every attempt lands in a queue already longer than the timeout, so the server
+# spends all its capacity on work nobody is waiting for. Offered work stays at more than three
+# times capacity long after capacity has returned.
+#
+# Longer backoff does not help: in an open-loop system new requests keep arriving whatever
+# the clients wait, and each still makes four attempts; backoff only delays the same work.
+# What helps is **less work**: a budget (amplification falls to about 1), a breaker (stops
+# sending while things are broken), shedding with a short queue (refused attempts cost nothing
+# and admitted ones finish in time), or dropping expired work.
+#
+# One subtlety about the last: a server that skips only work *already* expired does not
+# recover. In a FIFO queue under overload, the oldest attempt still valid is always about to
+# expire, so the server's effort still goes to answers nobody will read. It must skip work that
+# *cannot be done before* its client gives up, which deadline propagation (the client sends
+# its deadline, as gRPC does) makes possible.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+breakers.storm_panel(seed=SEED)
+
+# %% [markdown]
+# ## Live: an outage in the running service
+#
+# LIVE_SECTION
+
+# %% [markdown]
+# ## Exercises
+#
+# **Exercise 1.** Drive a consecutive breaker with `failure_threshold=3` and
+# `recovery_timeout=4.0` through `script` (from the first section). At what time does it
+# first turn half-open?
+
+# %%
+answer_1 = ...
+
+# %%
+trace_1 = drive_breaker(BreakerConfig(failure_threshold=3, recovery_timeout=4.0), script)
+check(answer_1, trace_1.first("half_open"), hint="trace.first('half_open') after driving it")
+
+# %% [markdown]
+# **Exercise 2.** Work takes a lognormal time with mean 50 ms and `shape=1.0`. Which timeout
+# (in seconds) cuts off 0.5% of healthy requests? (Hint: `Distribution.quantile`.)
+
+# %%
+answer_2 = ...
+
+# %%
+check(answer_2, Distribution(mean=0.05, kind="lognormal", shape=1.0).quantile(0.995), rel=0.02,
+      hint="the timeout is the 99.5th percentile")
+
+# %% [markdown]
+# **Exercise 3.** Which retry-storm fixes let the system recover (at least 95% of requests
+# served after 40 s)? Give a set of names from `RETRY_STORM_FIXES`, e.g. `{"budget"}`.
+
+# %%
+answer_3 = ...
+
+# %%
+check(answer_3, set(storm.index[storm["ok after 40 s"] >= 0.95]),
+      hint="read the 'ok after 40 s' column of the storm table")
+
+# %% [markdown]
+# **Exercise 4.** In the overload panel, what is the largest concurrency limit, in steps of 4
+# from 4 to 80, that keeps the p99 of the whole run under 0.5 s?
+
+# %%
+answer_4 = ...
+
+# %%
+panel = breakers.overload_panel(seed=SEED)
+limits = [n for n in range(4, 81, 4) if panel.update(max_concurrent=n).table["p99"].iloc[0] < 0.5]
+check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99']")
+
+# %% [markdown]
+# ## Recap
+#
+# * A **circuit breaker** turns slow failures into fast ones. Its value is not fewer errors (it
+#   may cause more) but free workers: a broken dependency no longer drags down the requests
+#   that never needed it.
+# * A **timeout** at the p*q* of healthy latency falsely cuts off 1 − *q* of healthy requests;
+#   there is no value without a cost, only a choice of which cost.
+# * **504** means "too slow, work wasted", **429** "too full, work not started", **503**
+#   "something I depend on is broken". Shedding early (429) is the cheapest way to say no, and
+#   keeps admitted work fast through an overload.
+# * A **retry storm** can keep a system down after its trigger is gone. Patience (backoff)
+#   does not end it in an open-loop system; less work does: budgets, breakers, short queues,
+#   and skipping work that cannot finish before its client gives up.
+#
+# ## References
+#
+# * M. Kleppmann, *Designing Data-Intensive Applications*: chapter 1, "Reliability"; chapter 8,
+#   "Unreliable Networks" ("Timeouts and Unbounded Delays").
+# * B. Beyer et al. (eds.), *Site Reliability Engineering*, chapter 21, "Handling Overload",
+#   and chapter 22, "Addressing Cascading Failures".
+# * M. Nygard, *Release It!*, 2nd ed., "Stability Patterns": Circuit Breaker, Timeouts,
+#   Shed Load.
+# * N. Bronson, A. Aghayev, A. Charapko, T. Zhu, "Metastable Failures in Distributed Systems",
+#   HotOS 2021.
+# * Resilience4j documentation, "CircuitBreaker".

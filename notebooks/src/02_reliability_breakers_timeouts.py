@@ -32,7 +32,7 @@ from atlas_sim.exercises import check
 from atlas_sim.experiments import breakers
 from atlas_sim.scripted import drive_breaker
 from atlas_sim.sim import simulate
-from atlas_sim.sim.scenarios import RETRY_STORM_FIXES, full_stack, retry_storm
+from atlas_sim.sim.scenarios import full_stack, retry_storm
 from atlas_sim.workload import Distribution
 
 # %% [markdown]
@@ -49,7 +49,7 @@ from atlas_sim.workload import Distribution
 # **Predict before you run.** Which breaker opens first: 5 in a row, or 50% over 10 calls?
 
 # %%
-script = [(float(t), not (10 <= t < 30 and t % 5 >= 2 or 30 <= t < 40)) for t in range(60)]
+script = [(float(t), not ((10 <= t < 30 and t % 5 >= 2) or 30 <= t < 40)) for t in range(60)]
 modes = {"5 in a row": BreakerConfig(failure_threshold=5, recovery_timeout=5.0),
          "50% of 10": BreakerConfig(mode="failure_rate", window_size=10, minimum_calls=10,
                                     failure_rate_threshold=0.5, recovery_timeout=5.0)}
@@ -63,7 +63,7 @@ pd.DataFrame({name: {"first open at (s)": t.first("open"),
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
-for ax, (name, trace) in zip(axes, traces.items()):
+for ax, (name, trace) in zip(axes, traces.items(), strict=True):
     plot_breaker_trace(trace, ax).set_title(name, fontsize="medium")
 plt.show()
 
@@ -253,7 +253,7 @@ check(answer_2, Distribution(mean=0.05, kind="lognormal", shape=1.0).quantile(0.
 
 # %% [markdown]
 # **Exercise 3.** Which retry-storm fixes let the system recover (at least 95% of requests
-# served after 40 s)? Give a set of names from `RETRY_STORM_FIXES`, e.g. `{"budget"}`.
+# served after 40 s)? Give a set of names from the storm table's index, e.g. `{"budget"}`.
 
 # %%
 answer_3 = ...

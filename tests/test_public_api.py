@@ -8,7 +8,7 @@ import pytest
 
 import atlas_sim
 
-PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis"]
+PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis", "atlas_sim.service"]
 
 TOP_LEVEL = {
     "JITTER_STRATEGIES", "Backoff", "BreakerConfig", "BreakerState", "BreakerTransition",

@@ -271,3 +271,31 @@ def test_service_times_are_drawn_in_order_from_the_seeded_service_stream():
     expected = dist.sample(rng_streams(7)["service"], 5)
     # Each sleep lasts at least its draw; ordering follows the draws.
     assert all(w >= e for w, e in zip(works, expected, strict=True))
+
+
+def test_the_teaching_stack_built_on_base_http_middleware_serves_the_same_contract():
+    from fastapi import FastAPI
+
+    from atlas_sim.service import LiveServer
+    from atlas_sim.service.teaching import add_base_http_middleware_stack
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    add_base_http_middleware_stack(app)
+    with LiveServer(app, name="teaching", health_path=None) as server:
+        r = httpx.get(server.url + "/hello", headers={"X-Request-ID": "t-1"}, trust_env=False)
+    assert r.status_code == 200 and r.headers["x-request-id"] == "t-1"
+    assert count_in(app.state.metrics.registry, "/hello") == 1
+
+
+def count_in(registry, endpoint: str) -> float:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "atlas_api_http_requests_total"
+               and s.labels.get("endpoint") == endpoint)

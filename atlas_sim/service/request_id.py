@@ -66,9 +66,10 @@ class RequestIDMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = [h for h in message.get("headers", ()) if h[0].lower() != _HEADER]
-                headers.append(header)
-                message = {**message, "headers": headers}
+                headers = message.get("headers", ())
+                if any(h[0].lower() == _HEADER for h in headers):  # a handler set its own
+                    headers = [h for h in headers if h[0].lower() != _HEADER]
+                message = {**message, "headers": [*headers, header]}
             await send(message)
 
         token = _request_id.set(rid)

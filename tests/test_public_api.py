@@ -9,7 +9,7 @@ import pytest
 import atlas_sim
 
 PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis", "atlas_sim.sim",
-            "atlas_sim.widgets", "atlas_sim.workload", "atlas_sim.results"]
+            "atlas_sim.service", "atlas_sim.widgets", "atlas_sim.workload", "atlas_sim.results"]
 
 TOP_LEVEL = {
     "JITTER_STRATEGIES", "Backoff", "BreakerConfig", "BreakerState", "BreakerTransition",

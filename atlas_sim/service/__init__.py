@@ -1,0 +1,50 @@
+"""The live Atlas service: a FastAPI app with the card's middleware stack, served from a
+background thread of the notebook's own process, and an open-loop load generator that returns
+the same ``RunResult`` tables as the simulation.
+
+>>> from atlas_sim.service import LiveServer, create_app, run_load
+>>> with LiveServer(create_app()) as server:                      # doctest: +SKIP
+...     result = run_load(server.url, rate=100, duration=5)
+"""
+
+from __future__ import annotations
+
+from .app import ServiceState, create_app
+from .dependency import Faults, FaultyDependency
+from .errors import error_body
+from .loadgen import parse_server_timing, run_load, run_load_async, schedule
+from .metrics import BUCKETS, UNMATCHED, MetricsMiddleware, ServiceMetrics
+from .middleware import (
+    SHEDDING_EXEMPT,
+    ErrorHandlingMiddleware,
+    LoadSheddingMiddleware,
+    TimeoutMiddleware,
+)
+from .request_id import REQUEST_ID_HEADER, RequestIDMiddleware, current_request_id
+from .server import LiveServer, running_servers, stop_all
+
+__all__ = [
+    "BUCKETS",
+    "REQUEST_ID_HEADER",
+    "SHEDDING_EXEMPT",
+    "UNMATCHED",
+    "ErrorHandlingMiddleware",
+    "Faults",
+    "FaultyDependency",
+    "LiveServer",
+    "LoadSheddingMiddleware",
+    "MetricsMiddleware",
+    "RequestIDMiddleware",
+    "ServiceMetrics",
+    "ServiceState",
+    "TimeoutMiddleware",
+    "create_app",
+    "current_request_id",
+    "error_body",
+    "parse_server_timing",
+    "run_load",
+    "run_load_async",
+    "running_servers",
+    "schedule",
+    "stop_all",
+]

@@ -1,0 +1,266 @@
+"""``create_app``: the Atlas API service, with the card's middleware stack and its routes.
+
+Routes:
+
+``GET /health``            liveness (never shed)
+``GET /metrics``           Prometheus text from this app's own registry (never shed)
+``GET /api/work``          simulated work: ``servers`` slots, FIFO queue, drawn service times
+``GET /api/compose``       a call to the in-process dependency through retry, budget, breaker
+``GET|PUT|POST /admin/faults``   read or set dependency faults and server capacity
+``GET /admin/breaker``     the service breaker's state and its transitions
+``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget
+
+Everything stateful (work slots, dependency, policies, metrics) belongs to one app and is used
+only from the event loop that serves it; ``app.state.atlas`` (a ``ServiceState``) holds it for
+tests and notebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+
+from ..config import Settings
+from ..policies import ConcurrencyLimiter
+from ..policies._validate import check_int
+from ..workload import Distribution, rng_streams
+from .dependency import Faults, FaultyDependency
+from .errors import error_body, install_error_handlers
+from .metrics import MetricsMiddleware, ServiceMetrics
+from .middleware import ErrorHandlingMiddleware, LoadSheddingMiddleware, TimeoutMiddleware
+from .request_id import RequestIDMiddleware, current_request_id
+from .resilience import ResilientCaller
+from .work import ServerDown, WorkStation
+
+__all__ = ["ServiceState", "create_app"]
+
+DEFAULT_SERVICE_TIME = Distribution(mean=0.02)
+DEFAULT_DEPENDENCY_LATENCY = Distribution(mean=0.005)
+
+
+@dataclass(eq=False)
+class ServiceState:
+    """The live parts of one app (reach them as ``app.state.atlas``)."""
+
+    settings: Settings
+    seed: int
+    metrics: ServiceMetrics
+    limiter: ConcurrencyLimiter
+    work: WorkStation
+    dependency: FaultyDependency
+    caller: ResilientCaller
+    max_body_bytes: int
+
+    def faults_view(self) -> dict[str, Any]:
+        f = self.dependency.faults
+        return {"error_rate": f.error_rate, "added_latency": f.added_latency,
+                "outage": f.outage, "capacity": self.work.capacity}
+
+
+class FaultUpdate(BaseModel):
+    """Body of ``PUT/POST /admin/faults``: any subset of the fields; the rest stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    added_latency: float | None = Field(None, ge=0, le=3600, allow_inf_nan=False)
+    outage: StrictBool | None = None
+    capacity: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
+
+
+def _check_distribution(name: str, value: object) -> Distribution:
+    if not isinstance(value, Distribution):
+        raise ValueError(f"{name} must be an atlas_sim.workload.Distribution, got {value!r}")
+    return value
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    servers: int = 2,
+    service_time: Distribution = DEFAULT_SERVICE_TIME,
+    dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
+    seed: int = 0,
+    max_body_bytes: int = 64 * 1024,
+    retry_after: int = 1,
+    title: str = "Atlas API",
+) -> FastAPI:
+    """Build the Atlas service.
+
+    Args:
+        settings: timeouts, retry, breaker, budget and shedding limits (default: from the
+            environment, ``Settings()``).
+        servers: concurrent work slots for ``/api/work`` (1..10000); the c of M/M/c.
+        service_time: how long one ``/api/work`` request works, at capacity 1.
+        dependency_latency: how long one dependency call takes without faults.
+        seed: the seed of every random stream (``rng_streams(seed)``), an integer >= 0.
+        max_body_bytes: largest request body ``/admin/...`` accepts (1..16 MiB); beyond: 413.
+        retry_after: seconds in the ``Retry-After`` header of a 429 (0..3600).
+    """
+    settings = Settings() if settings is None else settings
+    if not isinstance(settings, Settings):
+        raise ValueError(f"settings must be an atlas_sim.Settings, got {settings!r}")
+    servers = check_int("servers", servers, low=1, high=10_000)
+    service_time = _check_distribution("service_time", service_time)
+    dependency_latency = _check_distribution("dependency_latency", dependency_latency)
+    seed = check_int("seed", seed, low=0)
+    max_body_bytes = check_int("max_body_bytes", max_body_bytes, low=1, high=16 * 2**20)
+    retry_after = check_int("retry_after", retry_after, low=0, high=3600)
+
+    streams = rng_streams(seed)
+    dependency = FaultyDependency(latency=dependency_latency, rng=streams["dependency"])
+    state = ServiceState(
+        settings=settings,
+        seed=seed,
+        metrics=ServiceMetrics(),
+        limiter=settings.limiter(),
+        work=WorkStation(servers=servers, service_time=service_time, rng=streams["service"]),
+        dependency=dependency,
+        caller=ResilientCaller(
+            dependency,
+            retry=settings.retry_policy(),
+            budget=settings.budget_config(),
+            breaker=settings.breaker_config(),
+            call_timeout=settings.database_timeout,
+            rng=streams["server"],
+        ),
+        max_body_bytes=max_body_bytes,
+    )
+
+    app = FastAPI(title=title)
+    app.state.atlas = state
+    install_error_handlers(app)
+    # add_middleware puts each layer outside the ones added before: add innermost first.
+    app.add_middleware(LoadSheddingMiddleware, limiter=state.limiter, retry_after=retry_after)
+    app.add_middleware(ErrorHandlingMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics, router=app.router)
+    app.add_middleware(TimeoutMiddleware, timeout=settings.http_timeout)
+    app.add_middleware(RequestIDMiddleware)
+    _add_routes(app, state)
+    return app
+
+
+def _add_routes(app: FastAPI, state: ServiceState) -> None:
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/work")
+    async def work(
+        service_time: float | None = Query(
+            None, ge=0, le=60, allow_inf_nan=False,
+            description="seconds of work instead of a drawn one (the draw is still made)"),
+    ) -> Response:
+        try:
+            receipt = await state.work.serve(service_time)
+        except ServerDown:
+            return JSONResponse(
+                error_body("server down (capacity 0)", current_request_id()), status_code=503)
+        return JSONResponse(
+            {"request_id": current_request_id(), "queue": receipt.queue, "work": receipt.work},
+            headers={"Server-Timing": receipt.server_timing()},
+        )
+
+    @app.get("/api/compose")
+    async def compose() -> JSONResponse:
+        outcome = await state.caller.call()
+        body: dict[str, Any] = {
+            "request_id": current_request_id(),
+            "attempts": len(outcome.attempts),
+            "attempt_log": [
+                {"attempt": a.attempt, "outcome": a.outcome, "seconds": a.seconds}
+                for a in outcome.attempts
+            ],
+            "breaker": state.caller.breaker.state.value,
+        }
+        if not outcome.ok:
+            body = {**error_body(outcome.reason, current_request_id()), **body}
+        return JSONResponse(body, status_code=outcome.status)
+
+    @app.get("/admin/faults")
+    async def get_faults() -> dict[str, Any]:
+        return state.faults_view()
+
+    async def set_faults(request: Request) -> JSONResponse:
+        raw = await _read_body(request, state.max_body_bytes)
+        try:
+            update = FaultUpdate.model_validate_json(raw or b"{}")
+        except ValidationError as exc:
+            detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")}
+                      for e in exc.errors()]
+            return JSONResponse(
+                error_body("invalid faults", current_request_id(),
+                           detail=jsonable_encoder(detail)),
+                status_code=422)
+        changes = update.model_dump(exclude_none=True)
+        capacity = changes.pop("capacity", None)
+        if changes:
+            current = state.dependency.faults
+            state.dependency.faults = Faults(
+                error_rate=changes.get("error_rate", current.error_rate),
+                added_latency=changes.get("added_latency", current.added_latency),
+                outage=changes.get("outage", current.outage),
+            )
+        if capacity is not None:
+            state.work.capacity = capacity
+        return JSONResponse(state.faults_view())
+
+    app.add_api_route("/admin/faults", set_faults, methods=["PUT", "POST"])
+
+    @app.get("/admin/breaker")
+    async def breaker() -> dict[str, Any]:
+        caller = state.caller
+        b = caller.breaker
+        return {
+            "state": b.state.value,
+            "generation": b.generation,
+            "clock": "time.monotonic",
+            "now": caller.clock(),
+            "budget_tokens": caller.budget.tokens,
+            "config": {
+                "failure_threshold": b.config.failure_threshold,
+                "recovery_timeout": b.config.recovery_timeout,
+                "half_open_max_calls": b.config.half_open_max_calls,
+                "success_threshold": b.config.success_threshold,
+            },
+            "transitions": [
+                {"time": t.time, "old": t.old.value, "new": t.new.value, "reason": t.reason}
+                for t in caller.transitions
+            ],
+        }
+
+    @app.post("/admin/reset")
+    async def reset() -> dict[str, Any]:
+        state.dependency.faults = Faults()
+        state.work.capacity = 1.0
+        state.caller.reset()
+        return state.faults_view()
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed ``limit`` bytes.
+
+    A declared ``Content-Length`` over the limit is refused before reading anything; a body
+    without one (chunked) is read only up to the limit.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+

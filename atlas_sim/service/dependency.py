@@ -1,0 +1,83 @@
+"""A fault-injectable stand-in for a database, living inside the service.
+
+``/api/compose`` calls it the way a real handler calls PostgreSQL: each call takes a random
+latency (a ``Distribution``, drawn from the ``"dependency"`` stream of ``rng_streams(seed)``),
+and three faults can be switched on while the service runs (``/admin/faults``):
+
+* ``error_rate``: the call fails at once with this probability (a refused connection, a
+  constraint violation);
+* ``added_latency``: seconds added to every call (a slow disk, a saturated network);
+* ``outage``: every call hangs until its caller gives up, which is what a dead database looks
+  like from outside: not an error, a silence. Only the caller's timeout ends it.
+
+The coin flips for ``error_rate`` come from a generator spawned from the ``"dependency"`` stream,
+so switching errors on does not shift the sequence of latencies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..policies._validate import check_real
+from ..workload import Distribution
+
+__all__ = ["DependencyError", "Faults", "FaultyDependency"]
+
+
+class DependencyError(Exception):
+    """The dependency answered with an error."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Faults:
+    """The faults switched on in the dependency (all off by default).
+
+    Args:
+        error_rate: probability that a call fails at once (0..1).
+        added_latency: seconds added to every call (0..3600).
+        outage: if true, calls never answer (their caller's timeout ends them).
+    """
+
+    error_rate: float = 0.0
+    added_latency: float = 0.0
+    outage: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "error_rate", check_real("error_rate", self.error_rate,
+                                                          low=0, high=1))
+        object.__setattr__(self, "added_latency", check_real("added_latency",
+                                                             self.added_latency, low=0,
+                                                             high=3600))
+        if not isinstance(self.outage, bool):
+            raise ValueError(f"outage must be true or false, got {self.outage!r}")
+
+
+class FaultyDependency:
+    """The in-process dependency. Used only from the service's event loop."""
+
+    def __init__(self, *, latency: Distribution, rng: np.random.Generator) -> None:
+        if not isinstance(latency, Distribution):
+            raise ValueError(f"latency must be a Distribution, got {latency!r}")
+        self.latency = latency
+        self._draw = latency.sampler(rng)
+        self._coin = rng.spawn(1)[0]
+        self.faults = Faults()
+        self.calls = 0
+
+    async def call(self) -> float:
+        """One call: returns the seconds it took, or raises ``DependencyError``.
+
+        Under an outage it never returns: wrap it in a timeout.
+        """
+        self.calls += 1
+        faults = self.faults
+        if faults.outage:
+            await asyncio.Event().wait()  # a dead database: silence until the caller gives up
+        if faults.error_rate > 0 and self._coin.random() < faults.error_rate:
+            raise DependencyError("dependency error (injected)")
+        seconds = self._draw() + faults.added_latency
+        await asyncio.sleep(seconds)
+        return seconds

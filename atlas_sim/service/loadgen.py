@@ -1,0 +1,557 @@
+"""An open-loop HTTP load generator that returns the simulation's ``RunResult`` tables.
+
+Open loop: request ``i`` is sent at its scheduled time whatever happened to the requests before
+it, and its latency is counted from that scheduled time. A closed-loop tester (send, wait for
+the answer, send the next) slows down exactly when the server does, and so never measures the
+queue that real users, who do not wait for each other, would build: coordinated omission.
+
+The schedule is ``arrival_times(rate, duration, rng_streams(seed)["arrivals"], ...)``, the one the
+simulator uses for the same seed. Optional client-side policies are the same objects as
+everywhere else: a ``RetryPolicy`` (jitter from the ``"client"`` stream), a ``RetryBudget`` and a
+``CircuitBreaker`` (on the run's clock: seconds since its start). Outcomes that never got an
+HTTP answer get the client-side codes of ``Status``: 599 client timeout, 598 connection error,
+597 refused by the client's breaker, 596 retry refused by the budget.
+
+The generator itself can be late: it shares the CPU, and when the service runs in the same
+process (``LiveServer``), the GIL too. How late each request left against its schedule (the
+send lag) is reported in ``meta``; if its p99 is not small against the latencies measured, the
+generator, not the service, was the bottleneck.
+
+Measured on a 2-core machine (``benchmarks/service_results.md``): httpx costs about 1.2 ms of
+CPU per request; with the service in the same process (about 0.8 ms more, under the same GIL)
+the generator keeps its schedule up to about 300 requests/s and collapses at 500. Lowering the
+interpreter's switch interval (``sys.setswitchinterval``) did not help: the process is simply out
+of CPU under one GIL. The remedy is ``isolate=True``: the generator runs in a child process
+(``python -m atlas_sim.service._child``), with its own interpreter and GIL, and sends its
+``RunResult`` back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+import pickle
+import ssl
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..policies import (
+    DEFAULT_RETRYABLE,
+    BreakerConfig,
+    BreakerTransition,
+    BudgetConfig,
+    RetryPolicy,
+    Status,
+)
+from ..policies._validate import check_choice, check_int, check_real
+from ..results import RunResult
+from ..workload import arrival_times, rng_streams
+from ._timeouts import run_with_timeout
+
+__all__ = ["parse_server_timing", "run_load", "run_load_async", "schedule"]
+
+Process = Literal["poisson", "constant"]
+
+
+def schedule(
+    rate: float,
+    *,
+    duration: float | None = None,
+    requests: int | None = None,
+    process: Process = "poisson",
+    steps: Sequence[tuple[float, float]] = (),
+    seed: int = 0,
+) -> tuple[np.ndarray, float]:
+    """Send times (seconds from the start) and the length of the offered load.
+
+    With ``duration``: the simulator's schedule for that seed, cut to the first ``requests``
+    if more were drawn (the length is then the time of the first request cut off: the window
+    that holds exactly ``requests``). With ``requests`` only: the schedule is drawn over a
+    window long enough to hold that many, then cut the same way (``steps`` need a duration).
+    """
+    if duration is None and requests is None:
+        raise ValueError("give duration (seconds), requests (a count), or both")
+    if requests is not None:
+        requests = check_int("requests", requests, low=1)
+    if duration is not None:
+        times = arrival_times(rate, duration, rng_streams(seed)["arrivals"], process=process,
+                              steps=steps)
+        length = float(duration)
+    else:
+        assert requests is not None
+        rate = check_real("rate", rate, low=0, low_open=True)
+        if steps:
+            raise ValueError("steps need a duration: give duration as well as requests")
+        length = (requests + 10 * math.sqrt(requests) + 10) / rate
+        while True:
+            times = arrival_times(rate, length, rng_streams(seed)["arrivals"], process=process)
+            if len(times) > requests:
+                break
+            length *= 2
+    if requests is not None and len(times) > requests:
+        length = float(times[requests])
+        times = times[:requests]
+    return times, length
+
+
+def parse_server_timing(header: str | None, metric: str = "queue") -> float:
+    """Seconds of ``metric`` in a ``Server-Timing`` header (``queue;dur=1.5, ...``), or NaN."""
+    if not header:
+        return math.nan
+    for entry in header.split(","):
+        name, _, params = entry.strip().partition(";")
+        if name.strip() != metric:
+            continue
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                try:
+                    return float(value.strip('"')) / 1e3
+                except ValueError:
+                    return math.nan
+    return math.nan
+
+
+@dataclass
+class _Request:
+    """The client's record of one logical request while the run goes on."""
+
+    scheduled: float
+    sent: float = math.nan  # when its first attempt started, on the run's clock
+    end: float = math.nan
+    status: int = 0
+    attempts: int = 0
+    in_flight_since: float | None = None  # start of the attempt on the wire, if any
+    rows: list[tuple[int, float, float, int, float]] = field(default_factory=list)
+
+
+class _ClientPool:
+    """Several small ``httpx.AsyncClient`` pools behind FIFO gates.
+
+    httpcore's connection pool scans every connection and every waiting request on each event,
+    so its cost per request grows with the pool and its queue; an open-loop run that falls
+    behind then slows the client further, until it collapses (measured: a 512-connection pool
+    used about 10 ms of CPU per request at 300 req/s). Here each client holds at most
+    ``per_client`` connections, and a request enters a client only when a connection is free
+    (an ``asyncio.Semaphore`` per client, FIFO, O(1)), so httpx never queues internally and each
+    scan stays short. Requests beyond ``max_connections`` wait at the gates; their latency still
+    counts from their scheduled time.
+    """
+
+    def __init__(self, max_connections: int, per_client: int = 8) -> None:
+        self.per_client = min(per_client, max_connections)
+        self.max_clients = -(-max_connections // self.per_client)
+        self._limits = httpx.Limits(max_connections=self.per_client,
+                                    max_keepalive_connections=self.per_client)
+        # One TLS context for all: httpx would otherwise load the CA bundle once per client.
+        self._tls = ssl.create_default_context()
+        self.clients: list[httpx.AsyncClient] = []
+        self.gates: list[asyncio.Semaphore] = []
+        self._next = 0
+        self._add()
+
+    def _add(self) -> None:
+        self.clients.append(httpx.AsyncClient(limits=self._limits, timeout=None,
+                                              trust_env=False, verify=self._tls))
+        self.gates.append(asyncio.Semaphore(self.per_client))
+
+    def pick(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+        """The first client with a free connection; a new client if none has one (clients are
+        made only when needed: each costs a few milliseconds); else the next in turn."""
+        for client, gate in zip(self.clients, self.gates, strict=True):
+            if not gate.locked():
+                return client, gate
+        if len(self.clients) < self.max_clients:
+            self._add()
+            return self.clients[-1], self.gates[-1]
+        i = self._next = (self._next + 1) % len(self.clients)
+        return self.clients[i], self.gates[i]
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
+
+
+@dataclass
+class _Run:
+    records: list[_Request]
+    events: list[tuple[float, str, str, str, str]]
+    unfinished: int  # requests still open at the drain deadline (recorded as 599)
+    origin_monotonic: float  # the run's time 0 on time.monotonic
+
+
+async def run_load_async(
+    url: str,
+    *,
+    rate: float,
+    duration: float | None = None,
+    requests: int | None = None,
+    process: Process = "poisson",
+    steps: Sequence[tuple[float, float]] = (),
+    seed: int = 0,
+    path: str = "/api/work",
+    method: str = "GET",
+    headers: Mapping[str, str] | None = None,
+    client_timeout: float | None = None,
+    retry: RetryPolicy | None = None,
+    budget: BudgetConfig | None = None,
+    breaker: BreakerConfig | None = None,
+    max_connections: int = 512,
+    drain_timeout: float | None = None,
+    server_events: bool = True,
+    isolate: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Offer an open-loop load to ``url + path`` and return what every request saw.
+
+    Args:
+        url: the service's base URL, e.g. ``LiveServer.url``.
+        rate: requests per second (before any ``steps``).
+        duration: seconds of offered load. requests: at most this many (see ``schedule``).
+        process: ``"poisson"`` (random arrivals) or ``"constant"`` (evenly spaced).
+        steps: rate changes, ``[(time, new_rate), ...]``, as in ``arrival_times``.
+        seed: one seed for the schedule (``"arrivals"``) and the retry jitter (``"client"``).
+        path, method, headers: what each request asks for.
+        client_timeout: seconds the client waits for one attempt (None: no limit but the
+            drain deadline); past it the attempt ends with 599.
+        retry: client-side retries (None: one attempt per request).
+        budget: a client-side retry budget; a retry it refuses ends the request with 596.
+        breaker: a client-side circuit breaker; a send it refuses ends the request with 597.
+        max_connections: size of the client's connection pool. Requests beyond it wait for a
+            connection inside the client; their latency still counts from the schedule.
+        drain_timeout: seconds to wait after the last send before giving up on the requests
+            still open (recorded as 599). Default: enough for every attempt and backoff,
+            bounded by ``client_timeout`` (30 s per attempt without one).
+        server_events: fetch the service's breaker transitions from ``/admin/breaker`` into
+            ``events`` (name ``"dependency"``), on the run's clock.
+        isolate: run the generator in a child process (see the module docstring): needed for
+            high rates against a service in this same process. Costs a second or two to start.
+        progress: show a tqdm progress bar (not shown when ``isolate``).
+
+    Returns ``RunResult(source="live")``. ``meta`` holds the schedule's parameters and the send
+    lag: ``send_lag`` (seconds, per request) and ``send_lag_p50/p99/max``.
+    """
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
+    check_choice("process", process, ("poisson", "constant"))
+    seed = check_int("seed", seed, low=0)
+    if client_timeout is not None:
+        client_timeout = check_real("client_timeout", client_timeout, low=0, low_open=True)
+    max_connections = check_int("max_connections", max_connections, low=1, high=100_000)
+    for name, value, kind in (("retry", retry, RetryPolicy), ("budget", budget, BudgetConfig),
+                              ("breaker", breaker, BreakerConfig)):
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
+    times, length = schedule(rate, duration=duration, requests=requests, process=process,
+                             steps=steps, seed=seed)
+    if isolate:
+        options = {k: v for k, v in locals().items() if k in _OPTION_NAMES}
+        options.update(isolate=False, progress=False)
+        return await _run_in_child(url, options)
+    max_attempts = retry.max_attempts if retry is not None else 1
+    if drain_timeout is None:
+        per_attempt = client_timeout if client_timeout is not None else 30.0
+        waits = (max_attempts - 1) * (retry.backoff.cap if retry is not None else 0.0)
+        drain_timeout = per_attempt * max_attempts + waits + 1.0
+    drain_timeout = check_real("drain_timeout", drain_timeout, low=0, low_open=True)
+
+    base = url.rstrip("/")
+    run = await _drive(
+        target=base + path, method=method, headers=dict(headers or {}), times=times,
+        seed=seed, client_timeout=client_timeout, retry=retry, budget=budget,
+        breaker=breaker, max_connections=max_connections, drain_timeout=drain_timeout,
+        progress=progress,
+    )
+    records, events = run.records, run.events
+    server_note = "not requested"
+    if server_events:
+        server_note = await _fetch_server_breaker(base, run.origin_monotonic, events)
+
+    lag = np.array([r.sent - r.scheduled for r in records], dtype=float)
+    sent_lag = lag[~np.isnan(lag)]
+    meta: dict[str, Any] = {
+        "url": base, "path": path, "method": method, "rate": rate, "process": process,
+        "steps": list(steps), "seed": seed, "scheduled": len(times),
+        "client_timeout": client_timeout, "drain_timeout": drain_timeout,
+        "max_connections": max_connections, "generator": "this process",
+        "retry": retry, "budget": budget, "breaker": breaker,
+        "unfinished": run.unfinished, "server_events": server_note,
+        "send_lag": lag,
+        "send_lag_p50": float(np.percentile(sent_lag, 50)) if sent_lag.size else math.nan,
+        "send_lag_p99": float(np.percentile(sent_lag, 99)) if sent_lag.size else math.nan,
+        "send_lag_max": float(sent_lag.max()) if sent_lag.size else math.nan,
+    }
+    return _result(records, events, length, meta)
+
+
+async def _drive(
+    *,
+    target: str,
+    method: str,
+    headers: dict[str, str],
+    times: np.ndarray,
+    seed: int,
+    client_timeout: float | None,
+    retry: RetryPolicy | None,
+    budget: BudgetConfig | None,
+    breaker: BreakerConfig | None,
+    max_connections: int,
+    drain_timeout: float,
+    progress: bool,
+) -> _Run:
+    loop = asyncio.get_running_loop()
+    jitter = rng_streams(seed)["client"]
+    failure_codes = retry.retry_on if retry is not None else DEFAULT_RETRYABLE
+    records = [_Request(scheduled=float(t)) for t in times]
+    events: list[tuple[float, str, str, str, str]] = []
+    t0 = 0.0  # set just before the first send
+
+    def clock() -> float:
+        return loop.time() - t0
+
+    client_budget = budget.build() if budget is not None else None
+    client_breaker = breaker.build(clock) if breaker is not None else None
+    if client_breaker is not None:
+        def on_transition(change: BreakerTransition) -> None:
+            events.append((change.time, "breaker", "client", change.new.value, change.reason))
+
+        client_breaker.add_listener(on_transition)
+
+    bar = tqdm(total=len(records), desc="requests", unit="req", disable=not progress,
+               leave=False)
+
+    async def send(pool: _ClientPool) -> httpx.Response:
+        client, gate = pool.pick()
+        async with gate:
+            return await client.request(method, target, headers=headers)
+
+    async def attempt_once(pool: _ClientPool) -> tuple[int, float]:
+        try:
+            if client_timeout is None:
+                response = await send(pool)
+            else:
+                response = await run_with_timeout(send(pool), client_timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            return Status.CLIENT_TIMEOUT, math.nan
+        except httpx.RequestError:
+            return Status.CONNECTION_ERROR, math.nan
+        return response.status_code, parse_server_timing(response.headers.get("server-timing"))
+
+    async def one(pool: _ClientPool, rec: _Request) -> None:
+        rec.sent = clock()
+        delays = None
+        while True:
+            if client_breaker is not None and not client_breaker.allow():
+                rec.status = Status.BREAKER_OPEN
+                break
+            generation = client_breaker.generation if client_breaker is not None else 0
+            rec.attempts += 1
+            start = rec.scheduled if rec.attempts == 1 else clock()
+            rec.in_flight_since = start
+            status, queue_wait = await attempt_once(pool)
+            end = clock()
+            rec.in_flight_since = None
+            rec.rows.append((rec.attempts, start, end, status, queue_wait))
+            rec.status = status
+            failed = status in failure_codes
+            if client_breaker is not None:
+                if failed:
+                    client_breaker.record_failure(generation)
+                else:
+                    client_breaker.record_success(generation)
+            if client_budget is not None:
+                if failed:
+                    client_budget.record_failure()
+                elif 200 <= status < 300:
+                    client_budget.record_success()
+            if retry is None or not retry.should_retry(rec.attempts, status):
+                break
+            if client_budget is not None and not client_budget.can_retry():
+                rec.status = Status.BUDGET_EXHAUSTED
+                break
+            if delays is None:
+                delays = retry.delays(jitter)
+            await asyncio.sleep(next(delays))
+        rec.end = clock()
+        bar.update()
+
+    tasks: list[asyncio.Task[None]] = []
+    unfinished = 0
+    t0_monotonic = math.nan
+    pool = _ClientPool(max_connections)
+    try:
+        t0 = loop.time()
+        t0_monotonic = time.monotonic() - (loop.time() - t0)
+        for rec in records:
+            due = t0 + rec.scheduled
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(loop.create_task(one(pool, rec)))
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=drain_timeout)
+            if pending:
+                gave_up = clock()
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                for rec in records:
+                    if math.isnan(rec.end):
+                        unfinished += 1
+                        _give_up(rec, gave_up)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pool.aclose()
+        bar.close()
+    return _Run(records, events, unfinished, t0_monotonic)
+
+
+def _give_up(rec: _Request, when: float) -> None:
+    """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
+    if rec.in_flight_since is not None:
+        rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan))
+        rec.in_flight_since = None
+    if math.isnan(rec.sent):
+        rec.sent = when
+    rec.status = Status.CLIENT_TIMEOUT
+    rec.end = when
+
+
+async def _fetch_server_breaker(
+    base: str, t0_monotonic: float, events: list[tuple[float, str, str, str, str]]
+) -> str:
+    """Append the service breaker's transitions to ``events`` on the run's clock.
+
+    Both sides read ``time.monotonic`` on the same machine, so rebasing is a subtraction. A
+    transition from before the run that left the breaker not closed is put at time 0.
+    """
+    try:
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+            response = await client.get(base + "/admin/breaker")
+        response.raise_for_status()
+        transitions = response.json()["transitions"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return f"unavailable: {exc!r}"
+    before = None
+    for t in transitions:
+        when = float(t["time"]) - t0_monotonic
+        if when < 0:
+            before = t
+            continue
+        events.append((when, "breaker", "dependency", t["new"], t["reason"]))
+    if before is not None and before["new"] != "closed":
+        events.append((0.0, "breaker", "dependency", before["new"],
+                       f"state at run start ({before['reason']})"))
+    return "ok"
+
+
+def _result(records: list[_Request], events: list[tuple[float, str, str, str, str]],
+            length: float,
+            meta: dict[str, Any]) -> RunResult:
+    n = len(records)
+    t_start = np.array([r.scheduled for r in records], dtype=float)
+    t_end = np.array([r.end for r in records], dtype=float)
+    status = np.array([int(r.status) for r in records], dtype=np.int64)
+    rows = [(i, *row) for i, r in enumerate(records) for row in r.rows]
+    a = np.array([row[:5] for row in rows], dtype=float).reshape(-1, 5)
+    return RunResult.from_columns(
+        requests={
+            "request_id": np.arange(n),
+            "t_start": t_start,
+            "t_end": t_end,
+            "latency": t_end - t_start,
+            "status": status,
+            "attempts": np.array([r.attempts for r in records], dtype=np.int64),
+            "ok": (status >= 200) & (status < 300),
+        },
+        attempts={
+            "request_id": a[:, 0].astype(np.int64),
+            "attempt": a[:, 1].astype(np.int64),
+            "t_start": a[:, 2],
+            "t_end": a[:, 3],
+            "latency": a[:, 3] - a[:, 2],
+            "status": a[:, 4].astype(np.int64),
+            "queue_wait": np.array([row[5] for row in rows], dtype=float),
+        },
+        events=events,
+        duration=length,
+        source="live",
+        meta=meta,
+    )
+
+
+async def _run_in_child(url: str, options: dict[str, Any]) -> RunResult:
+    """``run_load_async`` in a child Python process (``isolate=True``); see ``_child.py``."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "atlas_sim.service._child",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await child.communicate(pickle.dumps((url, options)))
+    except BaseException:
+        child.kill()
+        await child.wait()
+        raise
+    if child.returncode != 0 or not out:
+        raise RuntimeError(f"the load generator's child process failed "
+                           f"(exit {child.returncode}): {err.decode(errors='replace')[-2000:]}")
+    outcome = pickle.loads(out)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    outcome.meta["generator"] = "child process"
+    return outcome
+
+
+def run_load(url: str, **options: Any) -> RunResult:
+    """``run_load_async`` for ordinary code and Jupyter cells (same arguments).
+
+    A Jupyter cell's thread already runs an event loop, so the load runs in a short-lived
+    thread with an event loop of its own, and this call waits for it. Interrupting the wait
+    (Ctrl-C, the kernel's stop button) cancels the run and re-raises ``KeyboardInterrupt``.
+    """
+    outcome: dict[str, Any] = {}
+    ready = threading.Event()
+    holder: dict[str, Any] = {}
+
+    async def main() -> RunResult:
+        holder["loop"] = asyncio.get_running_loop()
+        holder["task"] = asyncio.current_task()
+        ready.set()
+        return await run_load_async(url, **options)
+
+    def target() -> None:
+        try:
+            outcome["result"] = asyncio.run(main())
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            ready.set()
+
+    thread = threading.Thread(target=target, name="atlas-load", daemon=True)
+    thread.start()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        ready.wait(1.0)
+        loop, task = holder.get("loop"), holder.get("task")
+        if loop is not None and task is not None:
+            loop.call_soon_threadsafe(task.cancel)
+        thread.join(10.0)
+        raise
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+run_load.__signature__ = inspect.signature(run_load_async)  # type: ignore[attr-defined]
+_OPTION_NAMES = frozenset(inspect.signature(run_load_async).parameters) - {"url"}

@@ -1,0 +1,79 @@
+"""Request IDs: one name per request, kept from the caller when it is safe, returned on every
+response.
+
+A request ID ties together what a client saw, what the server logged and what the metrics
+counted. The outermost layer keeps an incoming ``X-Request-ID`` when it is a short token of safe
+characters (at most 128 of ``[A-Za-z0-9._-]``: nothing that could smuggle a newline into a log
+line or a header) and otherwise makes a fresh one. Inner layers and handlers read it from
+``current_request_id()`` (a contextvar, which follows the request into any task it starts) or
+from ``scope["state"]["request_id"]``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["REQUEST_ID_HEADER", "RequestIDMiddleware", "current_request_id", "is_valid_request_id"]
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
+_VALID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+_request_id: ContextVar[str | None] = ContextVar("atlas_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    """The ID of the request being handled in this context (None outside a request)."""
+    return _request_id.get()
+
+
+def is_valid_request_id(value: str | bytes) -> bool:
+    """True for 1 to 128 characters of ``[A-Za-z0-9._-]``."""
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else value
+    return _VALID.fullmatch(raw) is not None
+
+
+def request_id_of(scope: Scope) -> str | None:
+    """The request ID stored in ``scope`` by ``RequestIDMiddleware`` (None if it did not run)."""
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
+class RequestIDMiddleware:
+    """Keep or create ``X-Request-ID`` and return it on every response (pure ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for name, value in scope["headers"]:
+            if name == _HEADER:
+                incoming = value
+                break
+        rid = incoming.decode("latin-1") if incoming and _VALID.fullmatch(incoming) else None
+        if rid is None:
+            rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        header = (_HEADER, rid.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", ())
+                if any(h[0].lower() == _HEADER for h in headers):  # a handler set its own
+                    headers = [h for h in headers if h[0].lower() != _HEADER]
+                message = {**message, "headers": [*headers, header]}
+            await send(message)
+
+        token = _request_id.set(rid)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            _request_id.reset(token)

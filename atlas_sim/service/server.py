@@ -1,0 +1,237 @@
+"""``LiveServer``: serve an ASGI app on 127.0.0.1 from a background thread of this process.
+
+Made for Jupyter: the kernel's own event loop is never touched (no ``asyncio.run`` or
+``nest_asyncio`` in the caller's thread, no task on the kernel's loop, where interrupts and
+blocking clients would break it). uvicorn runs its ``Server.run`` in a daemon thread with an
+event loop of its own. The socket is bound here, on port 0 so the OS picks a free port, and
+handed to uvicorn, so ``url`` is known before the first request.
+
+Servers are registered by ``name``: starting one under a name that is already serving stops the
+old one first, so running a notebook cell twice leaves no second thread, port or server behind.
+``stop_all()`` stops every one, and runs at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ipaddress
+import socket
+import threading
+import time
+from typing import Any
+
+import httpx
+import uvicorn
+
+from ..policies._validate import check_int, check_real
+
+__all__ = ["LiveServer", "running_servers", "stop_all"]
+
+_registry: dict[str, LiveServer] = {}
+_registry_lock = threading.Lock()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class LiveServer:
+    """An ASGI app served by uvicorn in a daemon thread, on ``host`` (loopback by default).
+
+    Use as a context manager, or ``start()`` / ``stop()``::
+
+        with LiveServer(create_app()) as server:
+            httpx.get(server.url + "/health")
+
+    Args:
+        app: the ASGI app.
+        name: registry key; starting a server under a running name stops that one first.
+        host: address to bind; anything but loopback needs ``allow_external=True``.
+        port: 0 (the default) lets the OS pick a free port.
+        allow_external: permit a non-loopback ``host`` (the service has no authentication).
+        start_timeout: seconds ``start()`` waits for ``health_path`` to answer 200.
+        stop_timeout: seconds ``stop()`` allows for a graceful shutdown before forcing it.
+        health_path: path polled by ``start()``; None waits only for uvicorn to say started.
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        name: str = "atlas",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        allow_external: bool = False,
+        start_timeout: float = 10.0,
+        stop_timeout: float = 1.0,
+        health_path: str | None = "/health",
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if not _is_loopback(host) and allow_external is not True:
+            raise ValueError(
+                f"host must be a loopback address such as '127.0.0.1', got {host!r}; "
+                "pass allow_external=True to serve beyond this machine (no authentication!)"
+            )
+        self.app = app
+        self.name = name
+        self.host = host
+        self.port = check_int("port", port, low=0, high=65535)
+        self.start_timeout = check_real("start_timeout", start_timeout, low=0, low_open=True)
+        self.stop_timeout = check_real("stop_timeout", stop_timeout, low=0.2)
+        self.health_path = health_path
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._socket: socket.socket | None = None
+        self._error: BaseException | None = None
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server."""
+        if self._socket is None:
+            raise RuntimeError(f"LiveServer {self.name!r} is not running; call start() first")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The thread serving the app (None before start and after stop)."""
+        return self._thread
+
+    # -- start and stop ------------------------------------------------------------------
+
+    def start(self) -> LiveServer:
+        """Serve the app; return once it answers (or raise ``RuntimeError`` saying why not)."""
+        if self.running:
+            return self
+        with _registry_lock:
+            previous = _registry.get(self.name)
+        if previous is not None and previous is not self:
+            previous.stop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
+        # TCP, and without it every answer written in two parts waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        self._socket = sock
+        config = uvicorn.Config(
+            self.app,
+            log_level="warning",
+            lifespan="off",
+            loop="asyncio",
+            timeout_graceful_shutdown=max(0.1, self.stop_timeout / 2),
+        )
+        server = uvicorn.Server(config)
+        self._server, self._error = server, None
+        self._thread = threading.Thread(
+            target=self._serve, args=(server, sock), name=f"atlas-server-{self.name}", daemon=True
+        )
+        self._thread.start()
+        with _registry_lock:
+            _registry[self.name] = self
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # reported by start(); never kill the interpreter
+            self._error = exc
+
+    def _wait_until_serving(self) -> None:
+        assert self._server is not None and self._thread is not None
+        deadline = time.monotonic() + self.start_timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"LiveServer {self.name!r} failed to start: {self._error!r}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"LiveServer {self.name!r} did not start within {self.start_timeout:g} s")
+            time.sleep(0.005)
+        if self.health_path is None:
+            return
+        last: object = None
+        with httpx.Client(timeout=1.0, trust_env=False) as client:
+            while time.monotonic() <= deadline:
+                try:
+                    response = client.get(self.url + self.health_path)
+                    if response.status_code == 200:
+                        return
+                    last = f"status {response.status_code}"
+                except httpx.TransportError as exc:
+                    last = exc
+                time.sleep(0.01)
+        raise RuntimeError(
+            f"LiveServer {self.name!r}: {self.health_path} did not answer 200 within "
+            f"{self.start_timeout:g} s (last: {last!r})"
+        )
+
+    def stop(self) -> None:
+        """Stop serving and join the thread: graceful first, forced after ``stop_timeout``.
+
+        Safe to call twice, or on a server that never started.
+        """
+        server, thread = self._server, self._thread
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(self.stop_timeout)
+            if thread.is_alive() and server is not None:
+                server.force_exit = True  # stop waiting for connections and tasks
+                thread.join(self.stop_timeout)
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._thread = self._socket = None
+        with _registry_lock:
+            if _registry.get(self.name) is self:
+                del _registry[self.name]
+        if thread is not None and thread.is_alive():
+            raise RuntimeError(f"LiveServer {self.name!r}: the server thread did not stop")
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.url if self._socket is not None else "stopped"
+        return f"LiveServer(name={self.name!r}, {where})"
+
+
+def running_servers() -> dict[str, LiveServer]:
+    """The registered servers, by name."""
+    with _registry_lock:
+        return dict(_registry)
+
+
+def stop_all() -> None:
+    """Stop every registered server (also run at interpreter exit)."""
+    for server in running_servers().values():
+        with contextlib.suppress(RuntimeError):
+            server.stop()
+
+
+atexit.register(stop_all)

@@ -1,0 +1,106 @@
+"""The live service's work: ``servers`` slots with a FIFO queue in front (an M/M/c queue, live).
+
+Each request waits for a free slot in arrival order, then holds it for a service time drawn
+from a ``Distribution``, divided by the current capacity factor (1.0 normal, 0.5 half speed,
+0 down). Service times are drawn from the ``"service"`` stream of ``rng_streams(seed)`` in the
+order slots are acquired, which is how the simulator draws them (in order of service start, from
+the same named stream): a seeded live run and a seeded simulated run see the same service times,
+so whatever differs between them is the real world's doing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..policies._validate import check_int, check_real
+from ..workload import Distribution
+
+__all__ = ["ServerDown", "WorkReceipt", "WorkStation"]
+
+
+class ServerDown(Exception):
+    """Raised by ``WorkStation.serve`` when the capacity factor is 0 (the server is down)."""
+
+
+@dataclass(frozen=True)
+class WorkReceipt:
+    """What one request cost: seconds waiting for a slot, and seconds of work in it."""
+
+    queue: float
+    work: float
+
+    def server_timing(self) -> str:
+        """The ``Server-Timing`` header value, e.g. ``queue;dur=1.250, work;dur=20.031`` (ms)."""
+        return f"queue;dur={self.queue * 1e3:.3f}, work;dur={self.work * 1e3:.3f}"
+
+
+class WorkStation:
+    """``servers`` concurrent work slots, a FIFO wait, service times from ``service_time``.
+
+    Used only from the service's own event loop (not thread-safe). If the app is served again
+    on a new event loop (a server restarted around the same app), the slots follow it.
+    """
+
+    def __init__(self, *, servers: int, service_time: Distribution,
+                 rng: np.random.Generator) -> None:
+        self.servers = check_int("servers", servers, low=1, high=10_000)
+        if not isinstance(service_time, Distribution):
+            raise ValueError(f"service_time must be a Distribution, got {service_time!r}")
+        self.service_time = service_time
+        self._draw = service_time.sampler(rng)
+        self._capacity = 1.0
+        self._slots: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.busy = 0
+        self.waiting = 0
+
+    @property
+    def capacity(self) -> float:
+        """Speed factor: service times are divided by it; 0 means the server is down."""
+        return self._capacity
+
+    @capacity.setter
+    def capacity(self, value: float) -> None:
+        self._capacity = check_real("capacity", value, low=0, high=1000)
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._loop is not loop:
+            self._slots, self._loop = asyncio.Semaphore(self.servers), loop
+        return self._slots
+
+    async def serve(self, fixed: float | None = None) -> WorkReceipt:
+        """Wait for a slot, work, release it. ``fixed`` replaces the drawn service time (the
+        draw is still made, so later requests keep their place in the stream).
+
+        Raises ``ServerDown`` at once when capacity is 0, before queueing or after (if the
+        capacity dropped to 0 while this request waited).
+        """
+        if self._capacity == 0:
+            raise ServerDown
+        slots = self._semaphore()
+        arrived = time.perf_counter()
+        self.waiting += 1
+        try:
+            await slots.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            acquired = time.perf_counter()
+            drawn = self._draw()  # in order of slot acquisition: no await since acquire()
+            capacity = self._capacity
+            if capacity == 0:
+                raise ServerDown
+            seconds = (drawn if fixed is None else fixed) / capacity
+            self.busy += 1
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                self.busy -= 1
+            return WorkReceipt(queue=acquired - arrived, work=time.perf_counter() - acquired)
+        finally:
+            slots.release()

@@ -1,0 +1,301 @@
+"""The service's middleware stack and routes, over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from atlas_sim.config import Settings
+from atlas_sim.service import BUCKETS, UNMATCHED, create_app
+from atlas_sim.workload import Distribution
+from tests.service_support import start_server
+
+KNOWN_TEMPLATES = {"/health", "/metrics", "/api/work", "/api/compose", "/admin/faults",
+                   "/admin/breaker", "/admin/reset", "/test/boom", "/test/slow", "/test/gate",
+                   "/admin/test/release"}
+
+
+@pytest.fixture(scope="module")
+def served():
+    settings = Settings(http_timeout=0.3, load_shedding_max_concurrent=3)
+    server, probe = start_server(settings, max_body_bytes=1024)
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
+        yield server, probe, client
+    server.stop()
+
+
+def metric_samples(client: httpx.Client) -> list:
+    text = client.get("/metrics").text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def count(client, name, **labels) -> float:
+    return sum(s.value for s in metric_samples(client)
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+# -- request IDs ---------------------------------------------------------------------------
+
+def test_a_valid_request_id_is_kept_and_returned(served):
+    _, _, client = served
+    r = client.get("/health", headers={"X-Request-ID": "abc-123_X.y"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "abc-123_X.y"
+
+
+@pytest.mark.parametrize("bad", ["has space", "a" * 129, "semi;colon", "é"])
+def test_an_unsafe_request_id_is_replaced(served, bad):
+    _, _, client = served
+    r = client.get("/health", headers={"X-Request-ID": bad.encode("utf-8")})
+    rid = r.headers["x-request-id"]
+    assert rid != bad and len(rid) == 32 and int(rid, 16) >= 0
+
+
+def test_a_missing_request_id_is_created_fresh_each_time(served):
+    _, _, client = served
+    ids = {client.get("/health").headers["x-request-id"] for _ in range(3)}
+    assert len(ids) == 3
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("GET", "/api/work?service_time=0", 200),
+    ("GET", "/no/such/path", 404),
+    ("POST", "/api/work", 405),
+    ("GET", "/api/work?service_time=abc", 422),
+    ("GET", "/test/boom", 500),
+])
+def test_every_answer_carries_the_request_id_header_and_errors_have_it_in_the_body(
+        served, method, path, status):
+    _, _, client = served
+    r = client.request(method, path, headers={"X-Request-ID": "trace-1"})
+    assert r.status_code == status
+    assert r.headers["x-request-id"] == "trace-1"
+    if status >= 400:
+        body = r.json()
+        assert body["request_id"] == "trace-1" and isinstance(body["error"], str)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+def test_an_unhandled_exception_is_a_500_without_details_and_one_json_log_line(served, caplog):
+    _, _, client = served
+    with caplog.at_level(logging.ERROR, logger="atlas.service"):
+        r = client.get("/test/boom", headers={"X-Request-ID": "boom-1"})
+        deadline = time.monotonic() + 5
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert r.status_code == 500
+    assert r.json() == {"error": "internal server error", "request_id": "boom-1"}
+    assert "secret" not in r.text and "Traceback" not in r.text
+    lines = [rec for rec in caplog.records if rec.name == "atlas.service"]
+    assert len(lines) == 1
+    logged = json.loads(lines[0].getMessage())
+    assert logged["request_id"] == "boom-1" and logged["exception"] == "RuntimeError"
+    assert "\n" not in lines[0].getMessage()
+
+
+# -- timeout ---------------------------------------------------------------------------------
+
+def test_a_slow_request_gets_504_and_its_work_really_stops(served):
+    _, probe, client = served
+    r = client.get("/test/slow", headers={"X-Request-ID": "slow-1"})
+    assert r.status_code == 504
+    assert r.json()["request_id"] == "slow-1" and r.headers["x-request-id"] == "slow-1"
+    assert probe.slow_cancelled.wait(5), "the handler was not cancelled"
+    steps = probe.steps
+    assert 0 < steps < 1000
+    time.sleep(0.1)  # ten steps' worth: a handler still running would have moved on
+    assert probe.steps == steps and not probe.slow_finished
+    assert count(client, "atlas_api_http_requests_total", endpoint="/test/slow",
+                 status="504") == 1
+
+
+# -- load shedding ---------------------------------------------------------------------------
+
+def test_one_request_over_the_limit_is_shed_with_429_and_retry_after(served):
+    server, probe, client = served
+    assert server.app.state.atlas.limiter.max_concurrent == 3
+    with ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(httpx.get, server.url + "/test/gate", timeout=10, trust_env=False)
+                for _ in range(3)]
+        deadline = time.monotonic() + 5
+        while probe.at_gate < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert probe.at_gate == 3  # all three are truly in flight
+        shed = client.get("/test/gate", headers={"X-Request-ID": "shed-1"})
+        health = client.get("/health")  # exempt: an operator can still look
+        assert client.post("/admin/test/release").status_code == 200
+        statuses = [f.result().status_code for f in held]
+    assert statuses == [200, 200, 200]
+    assert shed.status_code == 429 and int(shed.headers["retry-after"]) >= 0
+    assert shed.json()["request_id"] == "shed-1" and shed.headers["x-request-id"] == "shed-1"
+    assert health.status_code == 200
+    assert probe.at_gate == 3  # the shed request never reached the handler
+    assert count(client, "atlas_api_http_requests_total", endpoint="/test/gate",
+                 status="429") == 1
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+def test_metrics_have_the_cards_names_labels_and_buckets(served):
+    _, _, client = served
+    client.get("/api/work?service_time=0")
+    client.get("/no/such/thing")
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    expected = {
+        "atlas_api_http_requests": ("counter", {"method", "endpoint", "status"}),
+        "atlas_api_http_errors": ("counter", {"method", "endpoint", "status_code"}),
+        "atlas_api_http_5xx_errors": ("counter", {"method", "endpoint"}),
+        "atlas_api_http_4xx_errors": ("counter", {"method", "endpoint"}),
+        "atlas_api_http_request_duration_seconds": ("histogram", {"method", "endpoint"}),
+    }
+    for name, (kind, labels) in expected.items():
+        assert families[name].type == kind, name
+        samples = [s for s in families[name].samples if not s.name.endswith("_created")]
+        assert samples, name
+        for s in samples:
+            assert set(s.labels) - {"le"} == labels, (name, s.labels)
+    buckets = {float(s.labels["le"]) for s in families["atlas_api_http_request_duration_seconds"]
+               .samples if s.name.endswith("_bucket")}
+    assert buckets == {*BUCKETS, float("inf")}
+    assert count(client, "atlas_api_http_requests_total", endpoint="/api/work",
+                 method="GET", status="200") >= 1
+    assert count(client, "atlas_api_http_4xx_errors_total", endpoint=UNMATCHED) >= 1
+    assert count(client, "atlas_api_http_errors_total", endpoint=UNMATCHED,
+                 status_code="404") >= 1
+
+
+def test_a_thousand_unknown_paths_add_at_most_one_endpoint_label(served):
+    _, _, client = served
+    for i in range(1000):
+        assert client.get(f"/unknown/{i}").status_code == 404
+    endpoints = {s.labels["endpoint"] for s in metric_samples(client) if "endpoint" in s.labels}
+    assert endpoints - KNOWN_TEMPLATES == {UNMATCHED}
+
+
+def test_two_apps_in_one_process_keep_separate_metrics():
+    a, _ = start_server()
+    b, _ = start_server()
+    try:
+        with httpx.Client(base_url=a.url, trust_env=False) as ca, \
+                httpx.Client(base_url=b.url, trust_env=False) as cb:
+            for _ in range(3):
+                ca.get("/health")
+            on_a = count(ca, "atlas_api_http_requests_total", endpoint="/health")
+            on_b = count(cb, "atlas_api_http_requests_total", endpoint="/health")
+    finally:
+        a.stop()
+        b.stop()
+    assert on_a == on_b + 3  # each also answered start()'s own /health check
+
+
+# -- bad input -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path", "kwargs", "status"), [
+    ("GET", "/api/work?service_time=abc", {}, 422),
+    ("GET", "/api/work?service_time=-1", {}, 422),
+    ("GET", "/api/work?service_time=nan", {}, 422),
+    ("PUT", "/admin/faults", {"content": b"not json"}, 422),
+    ("PUT", "/admin/faults", {"json": [1, 2]}, 422),
+    ("PUT", "/admin/faults", {"json": {"error_rate": 2}}, 422),
+    ("PUT", "/admin/faults", {"json": {"error_rate": "high"}}, 422),
+    ("POST", "/admin/faults", {"json": {"outage": "yes"}}, 422),
+    ("POST", "/admin/faults", {"json": {"capacity": -1}}, 422),
+    ("POST", "/admin/faults", {"json": {"colour": "red"}}, 422),
+    ("PUT", "/admin/faults", {"content": b"{" + b" " * 2000 + b"}"}, 413),
+    ("PUT", "/admin/faults", {"content": iter([b"{", b" " * 2000, b"}"])}, 413),  # chunked
+    ("DELETE", "/admin/faults", {}, 405),
+])
+def test_malformed_input_is_a_4xx_json_error_never_a_500(served, method, path, kwargs, status):
+    _, _, client = served
+    r = client.request(method, path, headers={"X-Request-ID": "bad-1"}, **kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["request_id"] == "bad-1" and body["error"]
+    assert client.get("/admin/faults").json()["error_rate"] == 0.0  # nothing changed
+
+
+def test_faults_and_capacity_can_be_set_and_read_back(served):
+    _, _, client = served
+    try:
+        r = client.put("/admin/faults", json={"added_latency": 0.5, "capacity": 0.5})
+        assert r.status_code == 200
+        assert client.get("/admin/faults").json() == {
+            "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 0.5}
+        client.post("/admin/faults", json={"capacity": 0})
+        down = client.get("/api/work")
+        assert down.status_code == 503 and down.json()["request_id"]
+    finally:
+        client.post("/admin/reset")
+    assert client.get("/api/work?service_time=0").status_code == 200
+
+
+def test_work_reports_its_queue_and_work_time_in_server_timing(served):
+    _, _, client = served
+    r = client.get("/api/work?service_time=0.001")
+    parts = dict(p.strip().split(";dur=") for p in r.headers["server-timing"].split(","))
+    assert set(parts) == {"queue", "work"} and float(parts["work"]) >= 1.0
+
+
+# -- create_app's arguments ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"servers": 0}, "servers must be an integer >= 1"),
+    ({"servers": 1.5}, "servers must be an integer"),
+    ({"seed": -1}, "seed must be an integer >= 0"),
+    ({"service_time": 0.02}, "service_time must be an atlas_sim.workload.Distribution"),
+    ({"dependency_latency": "fast"}, "dependency_latency must be"),
+    ({"max_body_bytes": 0}, "max_body_bytes must be an integer >= 1"),
+    ({"retry_after": -1}, "retry_after must be an integer >= 0"),
+])
+def test_create_app_rejects_bad_knobs_naming_the_parameter(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        create_app(Settings(), **kwargs)
+
+
+def test_service_times_are_drawn_in_order_from_the_seeded_service_stream():
+    from atlas_sim.workload import rng_streams
+
+    dist = Distribution(mean=0.001)
+    server, _ = start_server(servers=1, service_time=dist, seed=7)
+    try:
+        with httpx.Client(base_url=server.url, trust_env=False) as client:
+            works = [client.get("/api/work").json()["work"] for _ in range(5)]
+    finally:
+        server.stop()
+    expected = dist.sample(rng_streams(7)["service"], 5)
+    # Each sleep lasts at least its draw; ordering follows the draws.
+    assert all(w >= e for w, e in zip(works, expected, strict=True))
+
+
+def test_the_teaching_stack_built_on_base_http_middleware_serves_the_same_contract():
+    from fastapi import FastAPI
+
+    from atlas_sim.service import LiveServer
+    from atlas_sim.service.teaching import add_base_http_middleware_stack
+
+    app = FastAPI()
+
+    @app.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    add_base_http_middleware_stack(app)
+    with LiveServer(app, name="teaching", health_path=None) as server:
+        r = httpx.get(server.url + "/hello", headers={"X-Request-ID": "t-1"}, trust_env=False)
+    assert r.status_code == 200 and r.headers["x-request-id"] == "t-1"
+    assert count_in(app.state.metrics.registry, "/hello") == 1
+
+
+def count_in(registry, endpoint: str) -> float:
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry).decode()
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "atlas_api_http_requests_total"
+               and s.labels.get("endpoint") == endpoint)

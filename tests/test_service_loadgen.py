@@ -1,0 +1,162 @@
+"""The open-loop load generator against the live service, and the service's breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import httpx
+import numpy as np
+import pytest
+
+from atlas_sim.config import Settings
+from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy, Status
+from atlas_sim.results import ATTEMPT_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS
+from atlas_sim.service import parse_server_timing, run_load, schedule
+from atlas_sim.workload import Distribution, arrival_times, rng_streams
+from tests.service_support import start_server
+
+QUICK = Settings(
+    http_timeout=5,
+    database_timeout=0.05,
+    retry_max_attempts=2,
+    retry_min_wait=0.001,
+    retry_max_wait=0.002,
+    circuit_breaker_failure_threshold=3,
+    circuit_breaker_recovery_timeout=60,
+)
+
+
+@pytest.fixture
+def server():
+    server, _ = start_server(QUICK, servers=1, service_time=Distribution(mean=0.01,
+                                                                         kind="constant"))
+    yield server
+    server.stop()
+
+
+def test_the_schedule_is_the_simulators_for_the_same_seed():
+    times, length = schedule(50.0, duration=4.0, seed=3)
+    expected = arrival_times(50.0, 4.0, rng_streams(3)["arrivals"])
+    assert length == 4.0 and np.array_equal(times, expected)
+    cut, cut_length = schedule(50.0, duration=4.0, requests=10, seed=3)
+    assert np.array_equal(cut, expected[:10]) and cut_length == expected[10]
+    only, _ = schedule(50.0, requests=25, seed=3)
+    assert len(only) == 25
+    with pytest.raises(ValueError, match="duration"):
+        schedule(50.0)
+
+
+def test_server_timing_is_parsed_into_seconds():
+    assert parse_server_timing("queue;dur=12.5, work;dur=3") == pytest.approx(0.0125)
+    assert parse_server_timing("work;dur=3", "work") == pytest.approx(0.003)
+    assert math.isnan(parse_server_timing(None))
+    assert math.isnan(parse_server_timing("queue;dur=abc"))
+
+
+def test_run_load_returns_the_simulations_tables_and_respects_the_count(server):
+    # One slot of 10 ms and 150 requests/s (more than it can do): a queue must form.
+    result = run_load(server.url, rate=150, requests=60, seed=1, progress=False)
+    assert tuple(result.requests.columns) == REQUEST_COLUMNS
+    assert tuple(result.attempts.columns) == ATTEMPT_COLUMNS
+    assert tuple(result.events.columns) == EVENT_COLUMNS
+    assert result.source == "live" and len(result.requests) == 60
+    assert (result.requests["status"] == 200).all() and result.requests["ok"].all()
+    assert len(result.attempts) == 60
+    times, _ = schedule(150, requests=60, seed=1)
+    assert np.allclose(result.requests["t_start"], times)
+    assert (result.requests["latency"] > 0).all()
+    queue = result.attempts["queue_wait"]
+    assert queue.notna().all() and (queue > 0).any()
+    lag = result.meta["send_lag"]
+    assert len(lag) == 60 and result.meta["send_lag_p99"] >= result.meta["send_lag_p50"]
+
+
+def test_run_load_works_from_inside_a_running_event_loop(server):
+    async def jupyter_cell():
+        return run_load(server.url, rate=100, requests=5, progress=False)
+
+    assert len(asyncio.run(jupyter_cell()).requests) == 5
+
+
+def test_a_client_timeout_is_recorded_as_599(server):
+    result = run_load(server.url, rate=50, requests=4, path="/api/work?service_time=2",
+                      client_timeout=0.05, drain_timeout=5, progress=False)
+    assert (result.requests["status"] == Status.CLIENT_TIMEOUT).all()
+    assert (result.attempts["status"] == Status.CLIENT_TIMEOUT).all()
+    assert result.attempts["queue_wait"].isna().all()
+
+
+def test_unfinished_requests_are_cut_off_at_the_drain_deadline(server):
+    result = run_load(server.url, rate=50, requests=3, path="/api/work?service_time=2",
+                      drain_timeout=0.2, server_events=False, progress=False)
+    assert (result.requests["status"] == Status.CLIENT_TIMEOUT).all()
+    assert result.meta["unfinished"] == 3 and len(result.attempts) == 3
+
+
+def test_a_refused_connection_is_598():
+    from tests.helpers import free_port
+
+    result = run_load(f"http://127.0.0.1:{free_port()}", rate=100, requests=3,
+                      server_events=False, progress=False)
+    assert (result.requests["status"] == Status.CONNECTION_ERROR).all()
+
+
+def test_an_injected_fault_shows_in_compose_and_opens_the_service_breaker(server):
+    with httpx.Client(base_url=server.url, trust_env=False) as client:
+        assert client.get("/api/compose").json()["attempts"] == 1
+        assert client.put("/admin/faults", json={"error_rate": 1.0}).status_code == 200
+        failed = client.get("/api/compose")
+        assert failed.status_code == 503
+        assert failed.json()["attempts"] == 2  # RETRY_MAX_ATTEMPTS=2
+        assert [a["outcome"] for a in failed.json()["attempt_log"]] == ["error", "error"]
+        client.get("/api/compose")  # 4 failed calls: the threshold of 3 is passed
+        fast = client.get("/api/compose")
+        assert fast.status_code == 503 and fast.json()["attempts"] == 0
+        assert "breaker" in fast.json()["error"]
+        breaker = client.get("/admin/breaker").json()
+        assert breaker["state"] == "open"
+        assert [(t["old"], t["new"]) for t in breaker["transitions"]] == [("closed", "open")]
+        client.post("/admin/reset")
+        assert client.get("/admin/breaker").json()["state"] == "closed"
+        assert client.get("/api/compose").status_code == 200
+
+
+def test_client_breaker_and_budget_refuse_under_a_dependency_outage(server):
+    httpx.put(server.url + "/admin/faults", json={"outage": True}, trust_env=False)
+    result = run_load(
+        server.url, rate=100, requests=30, path="/api/compose", seed=2,
+        retry=RetryPolicy(max_attempts=3, backoff=Backoff(base=0.001, cap=0.002)),
+        budget=BudgetConfig(max_tokens=2, token_ratio=0.1),
+        breaker=BreakerConfig(failure_threshold=3, recovery_timeout=60),
+        client_timeout=2, progress=False,
+    )
+    statuses = set(result.requests["status"])
+    assert Status.BUDGET_EXHAUSTED in statuses and Status.BREAKER_OPEN in statuses
+    assert not result.requests["ok"].any()
+    refused = result.requests[result.requests["status"] == Status.BREAKER_OPEN]
+    assert (refused["attempts"] == 0).all()
+    events = result.events
+    client = events[(events["kind"] == "breaker") & (events["name"] == "client")]
+    assert client["detail"].iloc[0] == "open"
+    service = events[(events["kind"] == "breaker") & (events["name"] == "dependency")]
+    assert "open" in set(service["detail"])
+    assert (events["time"] >= 0).all() and (events["time"] <= result.requests["t_end"].max()).all()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"rate": 10, "requests": 0}, "requests must be an integer >= 1"),
+    ({"rate": 10, "requests": 5, "process": "bursty"}, "process must be one of"),
+    ({"rate": 10, "requests": 5, "client_timeout": 0}, "client_timeout must be"),
+    ({"rate": 10, "requests": 5, "retry": 3}, "retry must be a RetryPolicy"),
+    ({"rate": 10, "requests": 5, "max_connections": 0}, "max_connections must be"),
+])
+def test_run_load_rejects_bad_arguments_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        run_load("http://127.0.0.1:9", progress=False, **kwargs)
+
+
+def test_the_generator_can_run_in_a_child_process(server):
+    result = run_load(server.url, rate=100, requests=5, isolate=True, progress=True)
+    assert result.meta["generator"] == "child process"
+    assert len(result.requests) == 5 and (result.requests["status"] == 200).all()

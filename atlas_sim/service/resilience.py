@@ -6,7 +6,8 @@ on the real clock (``time.monotonic``), waiting with ``asyncio.sleep``. For each
 1. ask the breaker; if OPEN, fail fast (503) without touching the dependency;
 2. call, bounded by ``DATABASE_TIMEOUT``; report the outcome to the breaker (with the
    ``generation`` read right after ``allow()``, so a late answer from before a state change is
-   not mistaken for a probe's) and to the budget;
+   not mistaken for a probe's) and to the budget; a call cut off because the whole request
+   timed out (``HTTP_TIMEOUT``) is reported as a failure before the cancellation goes on;
 3. on failure, retry if the policy allows another attempt and the budget has tokens left,
    after a jittered backoff; else give up with 503.
 
@@ -117,7 +118,15 @@ class ResilientCaller:
             if not breaker.allow():
                 return CallOutcome(Status.SERVICE_UNAVAILABLE, "circuit breaker open", attempts)
             generation = breaker.generation
-            record = await self._attempt(len(attempts) + 1)
+            try:
+                record = await self._attempt(len(attempts) + 1)
+            except asyncio.CancelledError:
+                # The request's own timeout (HTTP_TIMEOUT) cut the call off: from the caller's
+                # side that is a failure, and it must be reported, or a half-open probe's slot
+                # would stay taken for ever and the breaker would refuse every call after it.
+                breaker.record_failure(generation)
+                budget.record_failure()
+                raise
             attempts.append(record)
             if record.outcome == "ok":
                 breaker.record_success(generation)

@@ -1,0 +1,44 @@
+"""The service's dependency calls keep the policies' books straight, even when the request's
+own timeout (HTTP_TIMEOUT) cuts a call off before the dependency's (DATABASE_TIMEOUT)."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from atlas_sim.config import Settings
+from tests.service_support import start_server
+
+
+def breaker_state(client: httpx.Client) -> str:
+    return client.get("/admin/breaker").json()["state"]
+
+
+def test_calls_cut_off_by_the_request_timeout_count_as_failures_and_probes_never_leak():
+    settings = Settings(http_timeout=0.2, database_timeout=10.0, retry_max_attempts=1,
+                        circuit_breaker_failure_threshold=2,
+                        circuit_breaker_recovery_timeout=0.1)
+    server, _ = start_server(settings)
+    try:
+        with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
+            client.put("/admin/faults", json={"outage": True})
+            statuses = [client.get("/api/compose").status_code for _ in range(2)]
+            assert statuses == [504, 504]  # the request timeout cut both calls off
+            assert breaker_state(client) in ("open", "half_open")  # they were failures
+            # A probe cut off the same way must report too, or its slot is never freed and the
+            # breaker refuses every call for ever, even after the dependency is back.
+            for _ in range(3):
+                client.get("/api/compose")
+            client.put("/admin/faults", json={"outage": False})
+            outcomes = []
+            for _ in range(100):  # up to ~5 s: polling, not a timing assertion
+                outcomes.append(client.get("/api/compose").status_code)
+                if outcomes[-1] == 200:
+                    break
+                time.sleep(0.05)
+            assert outcomes[-1] == 200, f"the service never recovered: {outcomes}"
+            body = client.get("/admin/breaker").json()
+            assert body["state"] == "closed" and body["budget_tokens"] < 10
+    finally:
+        server.stop()

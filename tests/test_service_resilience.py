@@ -42,3 +42,43 @@ def test_calls_cut_off_by_the_request_timeout_count_as_failures_and_probes_never
             assert body["state"] == "closed" and body["budget_tokens"] < 10
     finally:
         server.stop()
+
+
+def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
+    import asyncio
+
+    import numpy as np
+
+    from atlas_sim.service.dependency import DependencyError, FaultyDependency
+    from atlas_sim.sim import Dependency, Scenario, simulate
+    from atlas_sim.workload import Distribution, rng_streams
+
+    seed, p, n = 7, 0.3, 40
+    coins = rng_streams(seed)["dependency"].spawn(1)[0].random(n)
+    latencies = Distribution(mean=0.002).sample(rng_streams(seed)["dependency"], n)
+
+    # simulated: one request a second, no local work, one dependency call each
+    run = simulate(Scenario(arrival_rate=1.0, arrival_process="constant", duration=n,
+                            service_time_mean=0.0, service_time_dist="constant",
+                            dependency=Dependency(latency_mean=0.002, error_rate=p),
+                            seed=seed))
+    assert list(run.requests["status"]) == [503 if c < p else 200 for c in coins]
+    ok = run.requests["ok"].to_numpy()
+    assert np.allclose(run.requests["latency"].to_numpy()[ok], latencies[ok])
+
+    # live: the service's dependency, called n times in a row
+    dependency = FaultyDependency(latency=Distribution(mean=0.002),
+                                  rng=rng_streams(seed)["dependency"])
+    dependency.faults = dependency.faults.__class__(error_rate=p)
+
+    async def outcomes() -> list[bool]:
+        seen = []
+        for _ in range(n):
+            try:
+                await dependency.call()
+                seen.append(True)
+            except DependencyError:
+                seen.append(False)
+        return seen
+
+    assert asyncio.run(outcomes()) == [c >= p for c in coins]

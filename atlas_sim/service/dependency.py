@@ -10,8 +10,10 @@ and three faults can be switched on while the service runs (``/admin/faults``):
 * ``outage``: every call hangs until its caller gives up, which is what a dead database looks
   like from outside: not an error, a silence. Only the caller's timeout ends it.
 
-The coin flips for ``error_rate`` come from a generator spawned from the ``"dependency"`` stream,
-so switching errors on does not shift the sequence of latencies.
+Every call draws one coin (from a generator spawned off the ``"dependency"`` stream) and one
+latency (from the stream itself), whatever the faults, exactly as the simulator's dependency
+does: switching a fault on or off never shifts the sequence of draws, and a seeded live run sees
+the same latencies and coin flips as a seeded simulation.
 """
 
 from __future__ import annotations
@@ -74,10 +76,11 @@ class FaultyDependency:
         """
         self.calls += 1
         faults = self.faults
+        failed = self._coin.random() < faults.error_rate
+        seconds = self._draw() + faults.added_latency
         if faults.outage:
             await asyncio.Event().wait()  # a dead database: silence until the caller gives up
-        if faults.error_rate > 0 and self._coin.random() < faults.error_rate:
+        if failed:
             raise DependencyError("dependency error (injected)")
-        seconds = self._draw() + faults.added_latency
         await asyncio.sleep(seconds)
         return seconds

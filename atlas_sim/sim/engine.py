@@ -457,8 +457,14 @@ class _DependencyClient:
         self.error_rate = dep.error_rate
         self.share = dep.share
         self.retry = dep.retry
-        self.draw_latency = dep.latency.sampler(run.streams["dependency"])
-        self.draw_uniform = _uniforms(run.streams["dependency"])
+        # As in the live service: latencies from the "dependency" stream itself, error coins
+        # from its first spawned child (one of each per call, faults or not), and the draws
+        # that decide which requests call the dependency at all from a second child.
+        stream = run.streams["dependency"]
+        coins, shares = stream.spawn(2)
+        self.draw_latency = dep.latency.sampler(stream)
+        self.draw_coin = _uniforms(coins)
+        self.draw_uniform = _uniforms(shares)
         self.jitter_rng = run.streams["server"]
         self.budget = dep.budget.build() if dep.budget else None
         self.breaker = run._breaker(dep.breaker, "dependency")
@@ -496,12 +502,14 @@ class _Handler:
                 self.finish(_UNAVAILABLE)  # fail fast: the circuit is open
                 return
             self.generation = breaker.generation
-        latency = dep.draw_latency() + conditions.dependency_added_latency
         error_rate = conditions.dependency_error_rate
         if error_rate is None:
             error_rate = dep.error_rate
-        failed = dep.draw_uniform() < error_rate
-        if latency >= dep.timeout:
+        failed = dep.draw_coin() < error_rate
+        latency = dep.draw_latency() + conditions.dependency_added_latency
+        if failed:
+            latency = 0.0  # an error comes back at once (a refused connection)
+        elif latency >= dep.timeout:
             latency, failed = dep.timeout, True
         self.in_call = True
         self.server.run.later(latency, self.call_done, failed)

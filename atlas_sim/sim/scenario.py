@@ -79,12 +79,14 @@ class Fault:
 class Dependency:
     """A downstream service the handler calls after its own work, for a ``share`` of requests.
 
-    Each call takes a latency drawn from ``latency_mean``/``latency_dist``/``latency_shape``
-    and fails with probability ``error_rate``; a call slower than ``timeout`` fails at the
-    timeout. The handler keeps its worker busy while it calls, retries (``retry``, with
-    ``budget``) and waits. ``breaker`` guards the calls: when it is open the handler answers 503
-    at once. Any failure left after retries becomes a 503 to the client. Requests outside the
-    ``share`` (0..1) never touch the dependency: they show whether its trouble spreads.
+    Each call takes a latency drawn from ``latency_mean``/``latency_dist``/``latency_shape``,
+    or fails at once with probability ``error_rate`` (as a refused connection does); a call
+    slower than ``timeout`` fails at the timeout. (The live service's dependency behaves the
+    same way and draws the same random numbers.) The handler keeps its worker busy while it
+    calls, retries (``retry``, with ``budget``) and waits. ``breaker`` guards the calls: when
+    it is open the handler answers 503 at once. Any failure left after retries becomes a 503 to
+    the client. Requests outside the ``share`` (0..1) never touch the dependency: they show
+    whether its trouble spreads.
     """
 
     latency_mean: float = 0.01

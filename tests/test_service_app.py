@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from atlas_sim.config import Settings
 from atlas_sim.service import BUCKETS, UNMATCHED, create_app
+from atlas_sim.service.request_id import is_valid_request_id, new_request_id
 from atlas_sim.workload import Distribution
 from tests.service_support import start_server
 
@@ -53,13 +54,24 @@ def test_an_unsafe_request_id_is_replaced(served, bad):
     _, _, client = served
     r = client.get("/health", headers={"X-Request-ID": bad.encode("utf-8")})
     rid = r.headers["x-request-id"]
-    assert rid != bad and len(rid) == 32 and int(rid, 16) >= 0
+    assert rid != bad and is_valid_request_id(rid)
 
 
 def test_a_missing_request_id_is_created_fresh_each_time(served):
     _, _, client = served
     ids = {client.get("/health").headers["x-request-id"] for _ in range(3)}
-    assert len(ids) == 3
+    assert len(ids) == 3 and all(is_valid_request_id(i) for i in ids)
+
+
+def test_fresh_request_ids_differ_across_processes():
+    import subprocess
+    import sys
+
+    code = "from atlas_sim.service.request_id import new_request_id; print(new_request_id())"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    mine = new_request_id()
+    assert is_valid_request_id(other) and other.split("-")[0] != mine.split("-")[0]
 
 
 @pytest.mark.parametrize(("method", "path", "status"), [

@@ -82,3 +82,16 @@ def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
         return seen
 
     assert asyncio.run(outcomes()) == [c >= p for c in coins]
+
+
+def test_the_request_timeout_still_fires_when_the_same_app_is_served_again():
+    from atlas_sim.service import LiveServer, create_app
+    from tests.service_support import add_test_routes
+
+    app = create_app(Settings(http_timeout=0.2))
+    probe = add_test_routes(app)
+    for name in ("first-loop", "second-loop"):  # each LiveServer runs its own event loop
+        probe.slow_cancelled.clear()
+        with LiveServer(app, name=name) as server:
+            response = httpx.get(server.url + "/test/slow", trust_env=False, timeout=10)
+        assert response.status_code == 504 and probe.slow_cancelled.is_set(), name

@@ -27,9 +27,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .middleware import DEADLINE_SCOPE_KEY
+from .tracking import response_status, tracking_send
 
 __all__ = ["BUCKETS", "METHODS", "OTHER", "UNMATCHED", "MetricsMiddleware", "ServiceMetrics"]
 
@@ -127,25 +128,22 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status: int | None = None  # the status sent, once the response has started
-
-        async def watch_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        send = tracking_send(scope, send)
+        cancelled_as: int | None = None
         try:
-            await self.app(scope, receive, watch_send)
+            await self.app(scope, receive, send)
         except asyncio.CancelledError:
-            if status is None:
-                deadline = scope.get(DEADLINE_SCOPE_KEY)
-                timed_out = deadline is not None and asyncio.get_running_loop().time() >= deadline
-                status = 504 if timed_out else CLIENT_CLOSED
+            deadline = scope.get(DEADLINE_SCOPE_KEY)
+            timed_out = deadline is not None and asyncio.get_running_loop().time() >= deadline
+            cancelled_as = 504 if timed_out else CLIENT_CLOSED
             raise
         finally:
-            # An app that returns or raises without answering gets a 500 from the server.
-            self._record(scope, 500 if status is None else status, time.perf_counter() - start)
+            status = response_status(scope)
+            if status is None:
+                # Not answered: cut off (504, or 499 if the client left), or an app that
+                # returned or raised without answering, which the server turns into a 500.
+                status = cancelled_as if cancelled_as is not None else 500
+            self._record(scope, status, time.perf_counter() - start)
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route = scope.get("route")

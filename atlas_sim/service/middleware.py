@@ -18,12 +18,13 @@ import json
 import logging
 import traceback
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..policies import ConcurrencyLimiter
 from ..policies._validate import check_int, check_real
 from .errors import send_json_error
 from .request_id import request_id_of
+from .tracking import response_started, tracking_send
 
 __all__ = [
     "DEADLINE_SCOPE_KEY",
@@ -47,51 +48,77 @@ class TimeoutMiddleware:
     nobody waits for any more stops using a worker: the card's rule ``if elapsed > HTTP_TIMEOUT:
     504``. If the response had already started, it cannot be replaced; the connection is closed
     by the server when the app returns without finishing it.
+
+    How: the timeout is the same for every request, so deadlines come in arrival order. Requests
+    in progress sit in an insertion-ordered dict, oldest first, and one sweeper task per event
+    loop sleeps until the oldest deadline and cancels whatever has reached it. Per request that
+    is a dict insert and delete instead of a timer scheduled and cancelled on the loop (measured:
+    about 9 us of the stack's 42 us before this change).
     """
 
     def __init__(self, app: ASGIApp, *, timeout: float) -> None:
         self.app = app
         self.timeout = check_real("timeout", timeout, low=0, low_open=True)
+        self._deadlines: dict[asyncio.Task, float] = {}  # in progress, oldest first
+        self._expired: set[asyncio.Task] = set()
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watch_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        # A timer that cancels this task at the deadline: what asyncio.timeout() does, with
-        # less bookkeeping (this runs on every request). uncancel() (3.11+) tells our
-        # cancellation apart from anyone else's, which must propagate.
+        send = tracking_send(scope, send)
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._start_sweeper(loop)
         task = asyncio.current_task()
         assert task is not None
+        deadlines = self._deadlines
         deadline = scope[DEADLINE_SCOPE_KEY] = loop.time() + self.timeout
-        expired = False
-
-        def expire() -> None:
-            nonlocal expired
-            expired = True
-            task.cancel()
-
-        timer = loop.call_at(deadline, expire)
+        if not deadlines:
+            self._wake.set()  # type: ignore[union-attr]
+        deadlines[task] = deadline
         try:
-            await self.app(scope, receive, watch_send)
+            await self.app(scope, receive, send)
         except asyncio.CancelledError:
-            uncancel = getattr(task, "uncancel", None)
+            expired = task in self._expired
+            uncancel = getattr(task, "uncancel", None)  # 3.11+: was it only ours?
             if not expired or (uncancel is not None and uncancel() > 0):
                 raise
-            if not started:
+            if not response_started(scope):
                 await send_json_error(
                     send, 504, f"request timed out after {self.timeout:g} s", request_id_of(scope)
                 )
         finally:
-            timer.cancel()
+            deadlines.pop(task, None)
+            self._expired.discard(task)
+
+    def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
+        # One sweeper per event loop: an app served again on a new loop (a restarted server)
+        # gets a new one; the old loop's sweeper went with its loop.
+        self._loop = loop
+        self._deadlines.clear()
+        self._expired.clear()
+        self._wake = asyncio.Event()
+        loop.create_task(self._sweep(self._wake), name="atlas-timeout-sweeper")
+
+    async def _sweep(self, wake: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        deadlines = self._deadlines
+        while True:
+            if not deadlines:
+                wake.clear()
+                await wake.wait()
+                continue
+            task, deadline = next(iter(deadlines.items()))
+            delay = deadline - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            del deadlines[task]
+            self._expired.add(task)
+            task.cancel()
 
 
 class ErrorHandlingMiddleware:
@@ -110,18 +137,12 @@ class ErrorHandlingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def watch_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        send = tracking_send(scope, send)
         try:
-            await self.app(scope, receive, watch_send)
+            await self.app(scope, receive, send)
         except Exception as exc:
             request_id = request_id_of(scope)
+            started = response_started(scope)
             self.log.error(
                 json.dumps(
                     {
@@ -143,10 +164,12 @@ class ErrorHandlingMiddleware:
 #: Paths never shed: an operator must be able to see (``/health``, ``/metrics``) and steer
 #: (``/admin/...``: faults, capacity, breaker) a service precisely when it is overloaded.
 SHEDDING_EXEMPT: tuple[str, ...] = ("/health", "/metrics", "/admin")
+_EXEMPT_PATHS = frozenset(SHEDDING_EXEMPT)
+_EXEMPT_PREFIXES = tuple(prefix + "/" for prefix in SHEDDING_EXEMPT)
 
 
 def _is_exempt(path: str) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in SHEDDING_EXEMPT)
+    return path in _EXEMPT_PATHS or path.startswith(_EXEMPT_PREFIXES)
 
 
 class LoadSheddingMiddleware:

@@ -11,19 +11,40 @@ from ``scope["state"]["request_id"]``.
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
-import uuid
 from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUEST_ID_HEADER", "RequestIDMiddleware", "current_request_id", "is_valid_request_id"]
+from .tracking import RESPONSE_STATUS
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "RequestIDMiddleware",
+    "current_request_id",
+    "is_valid_request_id",
+    "new_request_id",
+]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 _VALID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 
 _request_id: ContextVar[str | None] = ContextVar("atlas_request_id", default=None)
+
+
+# A fresh ID is this process's random 64-bit prefix and a counter: unique across processes and
+# restarts (the prefix) and within one (the counter), in about 0.3 us. uuid4() measured about
+# 10 us per request inside the service, a quarter of the whole middleware stack's cost.
+_PREFIX = os.urandom(8).hex()
+_COUNTER = itertools.count()
+
+
+def new_request_id() -> str:
+    """A new request ID: 16 random hex digits fixed per process, a dash, a hex counter."""
+    return f"{_PREFIX}-{next(_COUNTER):x}"
 
 
 def current_request_id() -> str | None:
@@ -60,16 +81,21 @@ class RequestIDMiddleware:
                 break
         rid = incoming.decode("latin-1") if incoming and _VALID.fullmatch(incoming) else None
         if rid is None:
-            rid = uuid.uuid4().hex
+            rid = new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
+        scope[RESPONSE_STATUS] = None  # this layer tracks the response for the inner ones
         header = (_HEADER, rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers", ())
-                if any(h[0].lower() == _HEADER for h in headers):  # a handler set its own
-                    headers = [h for h in headers if h[0].lower() != _HEADER]
-                message = {**message, "headers": [*headers, header]}
+                scope[RESPONSE_STATUS] = message["status"]
+                headers = message.get("headers")
+                if not isinstance(headers, list) or any(h[0].lower() == _HEADER
+                                                        for h in headers):
+                    # a tuple, or a handler set its own ID: build a fresh list without it
+                    headers = [h for h in headers or () if h[0].lower() != _HEADER]
+                    message["headers"] = headers
+                headers.append(header)  # in place, as Starlette's own middleware does
             await send(message)
 
         token = _request_id.set(rid)

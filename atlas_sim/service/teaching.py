@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,7 +19,7 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 
 from ..config import Settings
 from .metrics import ServiceMetrics, resolve_endpoint
-from .request_id import is_valid_request_id
+from .request_id import is_valid_request_id, new_request_id
 
 __all__ = ["add_base_http_middleware_stack"]
 
@@ -63,7 +62,7 @@ def add_base_http_middleware_stack(app: FastAPI, settings: Settings | None = Non
 
     async def request_id(request: Request, call_next: RequestResponseEndpoint) -> Response:
         incoming = request.headers.get("x-request-id", "")
-        rid = incoming if is_valid_request_id(incoming) else uuid.uuid4().hex
+        rid = incoming if is_valid_request_id(incoming) else new_request_id()
         response = await call_next(request)
         response.headers["X-Request-ID"] = rid
         return response

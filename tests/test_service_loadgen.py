@@ -157,6 +157,23 @@ def test_run_load_rejects_bad_arguments_naming_them(kwargs, message):
 
 
 def test_the_generator_can_run_in_a_child_process(server):
-    result = run_load(server.url, rate=100, requests=5, isolate=True, progress=True)
-    assert result.meta["generator"] == "child process"
+    result = run_load(server.url, rate=100, requests=5, processes=1, progress=True)
+    assert result.meta["generator"] == "1 child process(es)"
     assert len(result.requests) == 5 and (result.requests["status"] == 200).all()
+
+
+def test_several_child_processes_share_one_schedule_and_merge_in_order(server):
+    times, _ = schedule(200.0, requests=40, seed=3)
+    result = run_load(server.url, rate=200.0, requests=40, seed=3, processes=2, progress=False,
+                      path="/api/work?service_time=0.001")
+    req = result.requests
+    assert list(req["request_id"]) == list(range(40)) and req["ok"].all()
+    assert np.allclose(req["t_start"], times)  # each request keeps its place in the schedule
+    assert (req["t_end"] > req["t_start"]).all() and len(result.meta["send_lag"]) == 40
+    assert (result.attempts["t_start"] >= 0).all()  # both children counted from one origin
+
+
+def test_a_shared_client_breaker_needs_a_single_process():
+    with pytest.raises(ValueError, match="processes must be 0 or 1 with a client breaker"):
+        run_load("http://127.0.0.1:9", rate=10, requests=2, processes=2,
+                 breaker=BreakerConfig(), progress=False)

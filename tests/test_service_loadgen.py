@@ -177,3 +177,39 @@ def test_a_shared_client_breaker_needs_a_single_process():
     with pytest.raises(ValueError, match="processes must be 0 or 1 with a client breaker"):
         run_load("http://127.0.0.1:9", rate=10, requests=2, processes=2,
                  breaker=BreakerConfig(), progress=False)
+
+
+def test_timed_faults_are_applied_on_the_runs_clock_and_recorded():
+    settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
+    server, _ = start_server(settings, dependency_latency=Distribution(mean=0.001))
+    try:
+        result = run_load(server.url, rate=100.0, duration=3.0, seed=4, path="/api/compose",
+                          faults=[(1.0, {"error_rate": 1.0}), (2.0, {"error_rate": 0.0})],
+                          progress=False)
+        events = result.events[result.events["kind"] == "fault"]
+        assert list(events["detail"]) == ["start", "end"]
+        assert list(events["name"]) == ["dependency", "dependency"]
+        start, end = events["time"]
+        assert 1.0 <= start < 1.5 and 2.0 <= end < 2.5  # bounds, not a timing measurement
+        req = result.requests
+        before = req[req["t_end"] < start]
+        during = req[(req["t_start"] > start) & (req["t_end"] < end)]
+        assert before["ok"].all() and len(during) > 0 and not during["ok"].any()
+        assert httpx.get(server.url + "/admin/faults", trust_env=False).json()["error_rate"] == 0
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("faults", "message"), [
+    ([(5.0, {"outage": True})], r"faults\[0\] time must be a number >= 0 and <= 2"),
+    ([(1.0, "outage")], r"faults\[0\] must be a \(time, \{field: value\}\) pair"),
+])
+def test_fault_schedules_are_checked(faults, message):
+    with pytest.raises(ValueError, match=message):
+        run_load("http://127.0.0.1:9", rate=10, duration=2.0, faults=faults, progress=False)
+
+
+def test_a_fault_change_the_service_refuses_fails_the_run(server):
+    with pytest.raises(ValueError, match="the service refused the fault change"):
+        run_load(server.url, rate=10, duration=1.0, faults=[(0.1, {"error_rate": 7})],
+                 progress=False)

@@ -141,3 +141,16 @@ def test_the_server_log_shows_work_done_for_clients_who_gave_up():
     assert [r[5] for r in rows(run.attempts)] == [599, 599]
     log = run.meta["server_log"]
     assert list(zip(log["attempt"], log["time"].round(9), strict=True)) == [(1, 0.1), (2, 0.25)]
+
+
+def test_network_delay_and_handling_overhead():
+    # Round trip 0.02 s (0.01 each way), handling overhead 0.005 s on top of 0.1 s of work:
+    # the server sees the request at 0.01, works until 0.115, the answer lands at 0.125.
+    run = simulate(one_request(network_delay=0.02, handling_overhead=0.005))
+    assert rows(run.attempts) == [(0, 1, 0.0, 0.125, 0.125, 200, 0.0)]
+    assert rows(run.meta["server_log"]) == [(0, 1, 0.115)]
+    # A client timeout counts the way there and back: 0.12 s is not enough.
+    late = simulate(one_request(network_delay=0.02, handling_overhead=0.005, client_timeout=0.12))
+    assert rows(late.requests)[0][4] == 599
+    with pytest.raises(ValueError, match="network_delay must be a number >= 0"):
+        one_request(network_delay=-1)

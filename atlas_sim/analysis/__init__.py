@@ -21,7 +21,7 @@ from .plots import (
 from .queueing import MMc, erlang_b, erlang_c
 from .slo import SLO, SLO_TIERS, SLOReport, slo_check, slo_table
 from .stats import Interval, batch_means, replications
-from .tables import name_runs, summary_table
+from .tables import compare_runs, name_runs, summary_table
 
 __all__ = [
     "SLO",
@@ -31,6 +31,7 @@ __all__ = [
     "MMc",
     "SLOReport",
     "batch_means",
+    "compare_runs",
     "erlang_b",
     "erlang_c",
     "mark_faults",

@@ -162,18 +162,32 @@ def _seconds(x: float) -> str:
 
 # -- a run over time -----------------------------------------------------------------------
 
-def mark_faults(ax: Axes, events: pd.DataFrame, *, label: bool = True) -> None:
-    """Hatch the fault windows of ``events`` along the top of ``ax``."""
+def mark_faults(ax: Axes, events: pd.DataFrame, *, until: float | None = None,
+                label: bool = True) -> None:
+    """Hatch the fault windows of ``events`` along the top of ``ax``.
+
+    Each fault's ``start`` is paired with the next ``end`` of the same name; a fault still on at
+    the end of the run reaches ``until`` (default: the last event's time).
+    """
     faults = events[events["kind"] == "fault"]
-    starts = faults[faults["detail"] == "start"]
-    ends = faults[faults["detail"] == "end"]
-    for (_, start), (_, end) in zip(starts.iterrows(), ends.iterrows(), strict=False):
-        ax.axvspan(start["time"], end["time"], ymin=0.93, ymax=1.0, color="#616161",
-                   alpha=0.6, lw=0, zorder=2)
-        if label:
-            ax.annotate(start["name"], (start["time"], 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(2, -9), textcoords="offset points", fontsize="x-small",
-                        color="white", zorder=3)
+    right = until if until is not None else (float(events["time"].max()) if len(events) else 0)
+    for name, group in faults.groupby("name", sort=False):
+        begun: float | None = None
+        for time, detail in zip(group["time"], group["detail"], strict=True):
+            if detail == "start" and begun is None:
+                begun = time
+            elif detail == "end" and begun is not None:
+                _fault_span(ax, begun, time, str(name), label)
+                begun = None
+        if begun is not None:
+            _fault_span(ax, begun, right, str(name), label)
+
+
+def _fault_span(ax: Axes, start: float, end: float, name: str, label: bool) -> None:
+    ax.axvspan(start, end, ymin=0.93, ymax=1.0, color="#616161", alpha=0.6, lw=0, zorder=2)
+    if label:
+        ax.annotate(name, (start, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -9),
+                    textcoords="offset points", fontsize="x-small", color="white", zorder=3)
 
 
 def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None,
@@ -192,7 +206,7 @@ def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None
     for ax in axes:
         if (run.events["kind"] == "breaker").any():
             handles = shade_breaker_states(ax, run.events, until=until, name=breaker)
-        mark_faults(ax, run.events, label=ax is axes[0])
+        mark_faults(ax, run.events, until=until, label=ax is axes[0])
     x = ts["t"] + window / 2
     rates, errors, tail = axes
     rates.plot(x, ts["offered"], label="offered", color="#1565c0")

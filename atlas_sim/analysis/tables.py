@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..results import RunResult
 
-__all__ = ["RunsLike", "name_runs", "summary_table"]
+__all__ = ["RunsLike", "compare_runs", "name_runs", "summary_table"]
 
 RunsLike = RunResult | Mapping[str, RunResult] | Sequence[RunResult]
 
@@ -48,3 +48,17 @@ def summary_table(runs: RunsLike, *, digits: int | None = None) -> pd.DataFrame:
     table = table.astype({"requests": "int64"})
     table.index.name = "run"
     return table.round(digits) if digits is not None else table
+
+
+def compare_runs(simulated: RunResult, live: RunResult,
+                 metrics: tuple[str, ...] = ("p50", "p95", "p99", "error_rate", "amplification"),
+                 ) -> pd.DataFrame:
+    """The same numbers for a simulated and a live run, and how far live is from the model:
+    ``difference`` is (live - simulated) / simulated (NaN where the simulated value is 0)."""
+    sim, real = simulated.summary(), live.summary()
+    rows = {}
+    for name in metrics:
+        s, r = sim[name], real[name]
+        rows[name] = {"simulated": s, "live": r,
+                      "difference": (r - s) / s if s else float("nan")}
+    return pd.DataFrame(rows).T.rename_axis("metric")

@@ -8,7 +8,8 @@ Routes:
 ``GET /api/compose``       a call to the in-process dependency through retry, budget, breaker
 ``GET|PUT|POST /admin/faults``   read or set dependency faults and server capacity
 ``GET /admin/breaker``     the service breaker's state and its transitions
-``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget
+``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget, random streams
+                           rewound to the seed (a run after a reset repeats the draws)
 
 Everything stateful (work slots, dependency, policies, metrics) belongs to one app and is used
 only from the event loop that serves it; ``app.state.atlas`` (a ``ServiceState``) holds it for
@@ -56,6 +57,14 @@ class ServiceState:
     dependency: FaultyDependency
     caller: ResilientCaller
     max_body_bytes: int
+
+    def rewind(self) -> None:
+        """Restart every random stream from the seed: the next requests draw what a fresh
+        service (and a simulation with the same seed) would."""
+        streams = rng_streams(self.seed)
+        self.work.use_stream(streams["service"])
+        self.dependency.use_stream(streams["dependency"])
+        self.caller.use_stream(streams["server"])
 
     def faults_view(self) -> dict[str, Any]:
         f = self.dependency.faults
@@ -244,6 +253,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         state.dependency.faults = Faults()
         state.work.capacity = 1.0
         state.caller.reset()
+        state.rewind()
         return state.faults_view()
 
 

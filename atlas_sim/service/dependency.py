@@ -64,10 +64,14 @@ class FaultyDependency:
         if not isinstance(latency, Distribution):
             raise ValueError(f"latency must be a Distribution, got {latency!r}")
         self.latency = latency
-        self._draw = latency.sampler(rng)
-        self._coin = rng.spawn(1)[0]
+        self.use_stream(rng)
         self.faults = Faults()
         self.calls = 0
+
+    def use_stream(self, rng: np.random.Generator) -> None:
+        """Draw latencies from ``rng`` and coins from its first child from now on."""
+        self._draw = self.latency.sampler(rng)
+        self._coin = rng.spawn(1)[0]
 
     async def call(self) -> float:
         """One call: returns the seconds it took, or raises ``DependencyError``.

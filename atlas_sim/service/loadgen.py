@@ -30,6 +30,7 @@ two children keep the p99 send lag near 3 ms where one reaches 4 to 9 ms.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import pickle
@@ -132,7 +133,8 @@ class _Request:
     status: int = 0
     attempts: int = 0
     in_flight_since: float | None = None  # start of the attempt on the wire, if any
-    rows: list[tuple[int, float, float, int, float]] = field(default_factory=list)
+    # attempt, start, end, status, queue wait and work as the server reported them
+    rows: list[tuple[int, float, float, int, float, float]] = field(default_factory=list)
 
 
 class _ClientPool:
@@ -209,6 +211,7 @@ async def run_load_async(
     drain_timeout: float | None = None,
     server_events: bool = True,
     processes: int = 0,
+    faults: Sequence[tuple[float, Mapping[str, Any]]] = (),
     progress: bool = True,
 ) -> RunResult:
     """Offer an open-loop load to ``url + path`` and return what every request saw.
@@ -240,10 +243,16 @@ async def run_load_async(
             or budget is one shared state machine, so it needs ``processes`` 0 or 1; with more
             than one process each draws its retry jitter from its own part of the ``"client"``
             stream.
+        faults: timed changes to the service's faults, ``[(5.0, {"outage": True}),
+            (20.0, {"outage": False})]``: each mapping is sent to ``/admin/faults`` at its time
+            on the run's clock and recorded in ``events`` (kind ``"fault"``, ``detail`` start or
+            end). The last change stays in effect after the run.
         progress: show a tqdm progress bar (not shown with child processes).
 
-    Returns ``RunResult(source="live")``. ``meta`` holds the schedule's parameters and the send
-    lag: ``send_lag`` (seconds, per request) and ``send_lag_p50/p99/max``.
+    Returns ``RunResult(source="live")``. ``meta`` holds the schedule's parameters, the send
+    lag (``send_lag``, seconds per request, and ``send_lag_p50/p99/max``) and ``server_work``:
+    each attempt's work as the server reported it (``Server-Timing``; NaN if it did not), in the
+    order of the ``attempts`` table.
     """
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
@@ -263,6 +272,7 @@ async def run_load_async(
             f"state machine, and {processes} processes would each keep their own")
     times, length = schedule(rate, duration=duration, requests=requests, process=process,
                              steps=steps, seed=seed)
+    fault_plan = _check_faults(faults, length)
     max_attempts = retry.max_attempts if retry is not None else 1
     if drain_timeout is None:
         per_attempt = client_timeout if client_timeout is not None else 30.0
@@ -277,8 +287,22 @@ async def run_load_async(
         breaker=breaker, max_connections=max_connections, drain_timeout=drain_timeout,
         progress=progress and processes == 0,
     )
-    run = await (_drive(job) if processes == 0 else _drive_in_children(job, processes))
-    records, events = run.records, run.events
+    started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    driver = (_drive(job, on_start=started) if processes == 0
+              else _drive_in_children(job, processes, on_start=started))
+    fault_events: list[tuple[float, str, str, str, str]] = []
+    injector = (asyncio.ensure_future(_inject_faults(base, fault_plan, started, fault_events))
+                if fault_plan else None)
+    try:
+        run = await driver
+        if injector is not None:
+            await injector
+    finally:  # a run that failed must not leave the injector waiting for a start
+        if injector is not None and not injector.done():
+            injector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await injector
+    records, events = run.records, run.events + fault_events
     server_note = "not requested"
     if server_events:
         server_note = await _fetch_server_breaker(base, run.origin_monotonic, events)
@@ -319,10 +343,10 @@ class _Job:
     progress: bool
 
 
-async def _drive(job: _Job, *, part: int = 0, parts: int = 1,
-                 start_at: float | None = None) -> _Run:
+async def _drive(job: _Job, *, part: int = 0, parts: int = 1, start_at: float | None = None,
+                 on_start: asyncio.Future[float] | None = None) -> _Run:
     """Send requests ``part, part + parts, ...`` of ``job``'s schedule; time 0 is ``start_at``
-    on ``time.monotonic`` (default: now)."""
+    on ``time.monotonic`` (default: now), told to ``on_start`` once known."""
     loop = asyncio.get_running_loop()
     method, target, headers = job.method, job.target, job.headers
     client_timeout, retry, budget, breaker = job.client_timeout, job.retry, job.budget, job.breaker
@@ -361,17 +385,19 @@ async def _drive(job: _Job, *, part: int = 0, parts: int = 1,
         async with gate:
             return await client.send(request)
 
-    async def attempt_once(pool: _ClientPool) -> tuple[int, float]:
+    async def attempt_once(pool: _ClientPool) -> tuple[int, float, float]:
         try:
             if client_timeout is None:
                 response = await send(pool)
             else:
                 response = await run_with_timeout(send(pool), client_timeout)
         except (TimeoutError, httpx.TimeoutException):
-            return Status.CLIENT_TIMEOUT, math.nan
+            return Status.CLIENT_TIMEOUT, math.nan, math.nan
         except httpx.RequestError:
-            return Status.CONNECTION_ERROR, math.nan
-        return response.status_code, parse_server_timing(response.headers.get("server-timing"))
+            return Status.CONNECTION_ERROR, math.nan, math.nan
+        timing = response.headers.get("server-timing")
+        return (response.status_code, parse_server_timing(timing, "queue"),
+                parse_server_timing(timing, "work"))
 
     async def one(pool: _ClientPool, rec: _Request) -> None:
         rec.sent = clock()
@@ -384,10 +410,10 @@ async def _drive(job: _Job, *, part: int = 0, parts: int = 1,
             rec.attempts += 1
             start = rec.scheduled if rec.attempts == 1 else clock()
             rec.in_flight_since = start
-            status, queue_wait = await attempt_once(pool)
+            status, queue_wait, work = await attempt_once(pool)
             end = clock()
             rec.in_flight_since = None
-            rec.rows.append((rec.attempts, start, end, status, queue_wait))
+            rec.rows.append((rec.attempts, start, end, status, queue_wait, work))
             rec.status = status
             failed = status in failure_codes
             if client_breaker is not None:
@@ -420,6 +446,8 @@ async def _drive(job: _Job, *, part: int = 0, parts: int = 1,
         if start_at is not None:  # a shared instant, so that parts in several processes align
             t0 += start_at - time.monotonic()
         t0_monotonic = time.monotonic() + (t0 - loop.time())
+        if on_start is not None:
+            on_start.set_result(t0_monotonic)
         for rec in records:
             due = t0 + rec.scheduled
             wait = due - loop.time()
@@ -448,12 +476,55 @@ async def _drive(job: _Job, *, part: int = 0, parts: int = 1,
 def _give_up(rec: _Request, when: float) -> None:
     """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
     if rec.in_flight_since is not None:
-        rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan))
+        rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan,
+                         math.nan))
         rec.in_flight_since = None
     if math.isnan(rec.sent):
         rec.sent = when
     rec.status = Status.CLIENT_TIMEOUT
     rec.end = when
+
+
+def _check_faults(faults: Sequence[tuple[float, Mapping[str, Any]]],
+                  length: float) -> list[tuple[float, dict[str, Any]]]:
+    plan = []
+    for i, item in enumerate(faults):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2
+                and isinstance(item[1], Mapping)):
+            raise ValueError(f"faults[{i}] must be a (time, {{field: value}}) pair, got {item!r}")
+        when = check_real(f"faults[{i}] time", item[0], low=0, high=length)
+        plan.append((when, dict(item[1])))
+    return sorted(plan, key=lambda p: p[0])
+
+
+def _fault_events(when: float,
+                  changes: Mapping[str, Any]) -> list[tuple[float, str, str, str, str]]:
+    """One event per changed field: ``start`` when it turns a fault on, ``end`` when off."""
+    out = []
+    for key, value in changes.items():
+        if key == "capacity":
+            name, faulty = "server", value != 1
+        else:
+            name, faulty = "dependency", bool(value)
+        out.append((when, "fault", name, "start" if faulty else "end", f"{key}={value}"))
+    return out
+
+
+async def _inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
+                         started: asyncio.Future[float],
+                         events: list[tuple[float, str, str, str, str]]) -> None:
+    """Apply each change to ``/admin/faults`` at its time on the run's clock."""
+    t0 = await started
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        for when, changes in plan:
+            delay = t0 + when - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            response = await client.put(base + "/admin/faults", json=changes)
+            if response.status_code != 200:
+                raise ValueError(f"the service refused the fault change {changes!r}: "
+                                 f"{response.status_code} {response.text[:500]}")
+            events.extend(_fault_events(time.monotonic() - t0, changes))
 
 
 async def _fetch_server_breaker(
@@ -493,6 +564,8 @@ def _result(records: list[_Request], events: list[tuple[float, str, str, str, st
     status = np.array([int(r.status) for r in records], dtype=np.int64)
     rows = [(i, *row) for i, r in enumerate(records) for row in r.rows]
     a = np.array([row[:5] for row in rows], dtype=float).reshape(-1, 5)
+    # the server's own account of each attempt's work (Server-Timing), in attempts' row order
+    meta["server_work"] = np.array([row[6] for row in rows], dtype=float)
     return RunResult.from_columns(
         requests={
             "request_id": np.arange(n),
@@ -519,7 +592,8 @@ def _result(records: list[_Request], events: list[tuple[float, str, str, str, st
     )
 
 
-async def _drive_in_children(job: _Job, processes: int) -> _Run:
+async def _drive_in_children(job: _Job, processes: int,
+                             on_start: asyncio.Future[float] | None = None) -> _Run:
     """Split ``job`` round-robin between ``processes`` children; merge what they saw.
 
     Each child imports, says it is ready, and waits; once all are ready the parent sends each
@@ -536,6 +610,8 @@ async def _drive_in_children(job: _Job, processes: int) -> _Run:
             if ready != b"ready\n":
                 raise RuntimeError(await _failure(child, "did not start"))
         start_at = time.monotonic() + 0.05
+        if on_start is not None:
+            on_start.set_result(start_at)
         outputs = await asyncio.gather(*(
             child.communicate(pickle.dumps((job, part, processes, start_at)))
             for part, child in enumerate(children)))

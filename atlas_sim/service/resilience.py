@@ -91,6 +91,10 @@ class ResilientCaller:
         self.transitions: deque[BreakerTransition] = deque(maxlen=keep_transitions)
         self.reset()
 
+    def use_stream(self, rng: np.random.Generator) -> None:
+        """Draw backoff jitter from ``rng`` from now on."""
+        self._rng = rng
+
     def reset(self) -> None:
         """A fresh breaker (CLOSED) and a full budget; the transition history is cleared."""
         self.transitions.clear()

@@ -51,12 +51,16 @@ class WorkStation:
         if not isinstance(service_time, Distribution):
             raise ValueError(f"service_time must be a Distribution, got {service_time!r}")
         self.service_time = service_time
-        self._draw = service_time.sampler(rng)
+        self.use_stream(rng)
         self._capacity = 1.0
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.busy = 0
         self.waiting = 0
+
+    def use_stream(self, rng: np.random.Generator) -> None:
+        """Draw service times from ``rng`` from now on (a fresh stream: rewind to the seed)."""
+        self._draw = self.service_time.sampler(rng)
 
     @property
     def capacity(self) -> float:

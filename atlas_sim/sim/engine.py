@@ -105,6 +105,7 @@ class _Run:
         self.conditions = _Conditions()
         self.retry: RetryPolicy | None = s.retry
         self.client_timeout = s.client_timeout
+        self.half_trip = s.network_delay / 2
         self.client_rng = self.streams["client"]
         self.client_budget: RetryBudget | None = s.budget.build() if s.budget else None
         self.client_breaker = self._breaker(s.breaker, "client")
@@ -271,7 +272,10 @@ class _Call:
         if run.client_timeout is not None:
             attempt.deadline = now + run.client_timeout
             run.later(run.client_timeout, attempt.give_up)
-        run.server.submit(attempt)
+        if run.half_trip:
+            run.later(run.half_trip, run.server.arrive, attempt)  # on the wire to the server
+        else:
+            run.server.submit(attempt)
 
     def attempt_done(self, attempt: _Attempt, status: int) -> None:
         """Called once per attempt: with the server's answer, or 599 if the client gave up."""
@@ -328,12 +332,24 @@ class _Attempt:
         self.t_arrive = t_send
 
     def answer(self, status: int) -> None:
+        """The server's answer; it reaches the client after the way back on the wire."""
+        half_trip = self.call.run.half_trip
+        if half_trip:
+            self.call.run.later(half_trip, self.arrive, status)
+        else:
+            self.settle(status)
+
+    def arrive(self, event: Any) -> None:
+        self.settle(event._value)
+
+    def give_up(self, _event: Any) -> None:
+        self.settle(_CLIENT_TIMEOUT)
+
+    def settle(self, status: int) -> None:
+        """The client learns the outcome: the first of an answer or its own timeout counts."""
         if not self.answered:
             self.answered = True
             self.call.attempt_done(self, status)
-
-    def give_up(self, _event: Any) -> None:
-        self.answer(_CLIENT_TIMEOUT)
 
 
 class _Server:
@@ -351,10 +367,16 @@ class _Server:
         self.timeout = s.server_timeout
         self.drop_expired = s.drop_expired
         self.draw_work = s.service_time.sampler(run.streams["service"])
+        self.overhead = s.handling_overhead
         dep = s.dependency
-        self.mean_work = s.service_time_mean + (dep.share * dep.latency_mean if dep else 0.0)
+        self.mean_work = (s.service_time_mean + s.handling_overhead
+                          + (dep.share * dep.latency_mean if dep else 0.0))
         self.reaper_armed = False
         self.dependency = _DependencyClient(run) if s.dependency is not None else None
+
+    def arrive(self, event: Any) -> None:
+        """An attempt reaches the server after its way there on the wire."""
+        self.submit(event._value)
 
     def submit(self, attempt: _Attempt) -> None:
         """An attempt arrives: refuse it (503 down, 429 shed), start it, or queue it."""
@@ -379,7 +401,7 @@ class _Server:
         now = self.env.now
         attempt.queue_wait = now - attempt.t_arrive
         conditions = self.conditions
-        work = self.draw_work() / conditions.capacity + conditions.added_latency
+        work = self.draw_work() / conditions.capacity + conditions.added_latency + self.overhead
         dependency = self.dependency
         if dependency is not None and (dependency.share == 1.0
                                        or dependency.draw_uniform() < dependency.share):

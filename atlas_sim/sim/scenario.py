@@ -135,6 +135,9 @@ class Scenario:
             queued gets 429 at once. None: no shedding.
         server_timeout: HTTP_TIMEOUT: an attempt not answered within it gets 504 and its work
             is dropped (queued or in service). None: no timeout.
+        handling_overhead: seconds every request holds its worker beyond its drawn work: the
+            framework, the timer's resolution (0 for an ideal server; measure it on a real one,
+            see ``atlas_sim.experiments.live.calibrate``).
         drop_expired: deadline propagation: the server knows when each client will give up
             and skips a queued attempt that cannot be done by then (its remaining time is
             less than the expected work). False: it does work nobody will wait for. (Skipping
@@ -142,6 +145,9 @@ class Scenario:
             overload: the oldest attempt still valid is always about to expire, so its work is
             wasted too. See the retry-storm scenario.)
     Client:
+        network_delay: seconds each attempt spends on the wire and in the HTTP stacks, outside
+            the server's queue: the round trip of an empty request, half on the way in and half
+            on the way out (0: the model of a queue alone).
         client_timeout: seconds a client waits for each attempt before giving up (599).
         retry, budget, breaker: the client's retry policy, retry budget and circuit breaker.
     Elsewhere:
@@ -163,6 +169,8 @@ class Scenario:
     servers: int = 1
     max_concurrent: int | None = None
     server_timeout: float | None = None
+    handling_overhead: float = 0.0
+    network_delay: float = 0.0
     client_timeout: float | None = None
     drop_expired: bool = False
     retry: RetryPolicy | None = None
@@ -201,6 +209,8 @@ class Scenario:
         check_int("servers", self.servers, low=1, high=10_000)
         _optional(check_int, "max_concurrent", self.max_concurrent, low=1)
         _optional(check_real, "server_timeout", self.server_timeout, low=0, low_open=True)
+        check_real("handling_overhead", self.handling_overhead, low=0)
+        check_real("network_delay", self.network_delay, low=0)
         _optional(check_real, "client_timeout", self.client_timeout, low=0, low_open=True)
         if not isinstance(self.drop_expired, bool):
             raise ValueError(f"drop_expired must be True or False, got {self.drop_expired!r}")

@@ -1,0 +1,159 @@
+"""The live experiments: the in-kernel Atlas service, and its simulated twin.
+
+A notebook's live section starts the service (``start_service``), offers it load with
+``run_load``, and compares the result with a simulation of the same setup: ``work_twin`` for
+``/api/work`` (an M/M/c queue), ``compose_twin`` for ``/api/compose`` (a dependency behind retry,
+budget and breaker). The twins take the same settings, load, client policy, fault schedule and
+seed, so simulated and live runs see the same arrivals, the same service times and the same
+dependency outcomes, and differ only where the real system does.
+
+The pure model leaves out what a real server adds to every request: the HTTP round trip and the
+framework's and timer's overheads. ``calibrate`` measures both once, at low load, on the live
+service; ``Calibration.apply`` puts them into a scenario (``network_delay``,
+``handling_overhead``). A small constant per request matters more than it looks: a queue
+amplifies it.
+
+This module is the one place that imports both the simulator and the service: they stay
+independent of each other, and meet here and in ``RunResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import Settings
+from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
+from ..service import LiveServer, create_app, run_load
+from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
+from ..sim import Dependency, Fault, Scenario
+from ..workload import Distribution
+
+__all__ = ["Calibration", "calibrate", "compose_twin", "faults_from_schedule",
+           "start_service", "work_twin"]
+
+#: How the simulator stands in for a dependency that hangs: slower than any timeout.
+HANG = 3600.0
+
+
+def start_service(name: str, *, settings: Settings | None = None, servers: int = 2,
+                  service_time: Distribution = DEFAULT_SERVICE_TIME,
+                  dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
+                  seed: int = 0) -> LiveServer:
+    """Start the Atlas service in this kernel on 127.0.0.1 under ``name``; running the cell
+    again stops the previous server of that name first."""
+    app = create_app(settings or Settings(), servers=servers, service_time=service_time,
+                     dependency_latency=dependency_latency, seed=seed)
+    return LiveServer(app, name=name).start()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a real request costs beyond the model's work: measured, not fitted.
+
+    ``round_trip``: median latency of an empty request at low load (client, HTTP, middleware,
+    server, back). ``work_overhead``: how much longer than asked the server's work takes under
+    load (the event loop wakes a sleeping request late, by about half its timer's millisecond
+    and more when busy), from the server's own ``Server-Timing``. Not included: the moment a
+    freed slot waits for the next request to wake up (about 0.5 ms on the machines measured),
+    so the calibrated model stays a little optimistic.
+    """
+
+    round_trip: float
+    work_overhead: float
+
+    def apply(self, scenario: Scenario) -> Scenario:
+        """``scenario`` with these costs added: the calibrated model."""
+        return scenario.replace(network_delay=self.round_trip,
+                                handling_overhead=self.work_overhead)
+
+
+def calibrate(*, servers: int, utilisation: float = 0.6, probe: float = 0.02,
+              requests: int = 200, seed: int = 1_000_001) -> Calibration:
+    """Measure what a real request costs beyond the model, on a private server of its own.
+
+    A short-lived service like the experiment's (``servers`` work slots, on 127.0.0.1) gets two
+    probes: ``requests`` empty requests at a low rate (no queueing) for the round trip, and
+    ``requests`` requests of exactly ``probe`` seconds of work at ``utilisation`` of its slots
+    for the work overhead. Its own server and seed: the service under test, its random streams
+    and its breaker are never touched.
+    """
+    with LiveServer(create_app(Settings(), servers=servers), name="atlas-calibration") as server:
+        empty = run_load(server.url, rate=40.0, requests=requests, seed=seed,
+                         path="/api/work?service_time=0", client_timeout=5.0, progress=False,
+                         server_events=False)
+        busy = run_load(server.url, rate=utilisation * servers / probe, requests=requests,
+                        seed=seed + 1, path=f"/api/work?service_time={probe}",
+                        client_timeout=5.0, progress=False, server_events=False)
+    return Calibration(
+        round_trip=float(np.median(empty.requests["latency"])),
+        work_overhead=max(0.0, float(np.nanmean(busy.meta["server_work"])) - probe))
+
+
+def work_twin(*, rate: float, duration: float, servers: int, service_time: Distribution,
+              seed: int, client_timeout: float | None = None,
+              calibration: Calibration | None = None) -> Scenario:
+    """The simulation of ``run_load(rate, duration, path="/api/work")`` against
+    ``create_app(servers=..., service_time=...)``: an M/M/c queue (M/G/c for other kinds)."""
+    scenario = Scenario(arrival_rate=rate, duration=duration, servers=servers,
+                        service_time_mean=service_time.mean, service_time_dist=service_time.kind,
+                        service_time_shape=service_time.shape, client_timeout=client_timeout,
+                        seed=seed)
+    return calibration.apply(scenario) if calibration else scenario
+
+
+def faults_from_schedule(schedule: Sequence[tuple[float, Mapping[str, Any]]],
+                         end: float) -> tuple[Fault, ...]:
+    """Turn ``run_load``'s ``faults=[(time, changes), ...]`` into the simulator's fault windows
+    (dependency error rate, added latency and outage; ``capacity`` concerns ``/api/work`` and
+    is not part of the compose path). The last state lasts until ``end``."""
+    state = {"error_rate": 0.0, "added_latency": 0.0, "outage": False}
+    changes = sorted(schedule, key=lambda item: item[0])
+    out = []
+    for i, (when, change) in enumerate(changes):
+        state.update({k: v for k, v in change.items() if k in state})
+        until = changes[i + 1][0] if i + 1 < len(changes) else end
+        if until <= when or not (state["error_rate"] or state["added_latency"]
+                                 or state["outage"]):
+            continue
+        out.append(Fault(
+            start=when, end=until, name="dependency",
+            dependency_error_rate=state["error_rate"] or None,
+            dependency_added_latency=HANG if state["outage"] else state["added_latency"]))
+    return tuple(out)
+
+
+def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
+                 dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
+                 client_timeout: float | None = None, retry: RetryPolicy | None = None,
+                 budget: BudgetConfig | None = None, breaker: BreakerConfig | None = None,
+                 faults: Sequence[tuple[float, Mapping[str, Any]]] = (),
+                 calibration: Calibration | None = None) -> Scenario:
+    """The simulation of ``run_load(path="/api/compose", ...)`` against ``create_app(settings)``.
+
+    ``/api/compose`` does no local work: it calls the dependency through the service's retry
+    policy, budget and breaker (from ``settings``), each call bounded by ``DATABASE_TIMEOUT``,
+    the whole request by ``HTTP_TIMEOUT``, with shedding above ``LOAD_SHEDDING_MAX_CONCURRENT``.
+    The client side (``client_timeout``, ``retry``, ``budget``, ``breaker``) is the reader's.
+    """
+    server_retry = settings.retry_policy()
+    scenario = Scenario(
+        arrival_rate=rate, duration=duration, seed=seed,
+        servers=settings.load_shedding_max_concurrent,  # no work slots: never a queue
+        service_time_mean=0.0, service_time_dist="constant",
+        max_concurrent=settings.load_shedding_max_concurrent,
+        server_timeout=settings.http_timeout,
+        client_timeout=client_timeout, retry=retry, budget=budget, breaker=breaker,
+        dependency=Dependency(
+            latency_mean=dependency_latency.mean, latency_dist=dependency_latency.kind,
+            latency_shape=dependency_latency.shape, timeout=settings.database_timeout,
+            retry=server_retry if server_retry.max_attempts > 1 else None,
+            budget=settings.budget_config(), breaker=settings.breaker_config()),
+        faults=faults_from_schedule(faults, end=duration + settings.http_timeout + 60.0),
+    )
+    if calibration is None:
+        return scenario
+    return scenario.replace(network_delay=calibration.round_trip)

@@ -1,0 +1,62 @@
+"""The model against the real thing: one M/M/2 scenario, simulated and live, same seed.
+
+Mean service 20 ms, 2 work slots, 60 requests/s (utilisation 0.6), 40 s. With one seed both worlds
+send the same arrivals and draw the same service times (``rng_streams``), so what differs is
+what the model leaves out: the HTTP round trip and the server's fixed overheads. Those are
+measured once at low load (``calibrate``: no queueing, so nothing of the comparison leaks into
+it) and given to the model; then p50 and p95 must agree within 15%.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from atlas_sim.analysis import compare_runs
+from atlas_sim.config import Settings
+from atlas_sim.experiments.live import calibrate, work_twin
+from atlas_sim.service import LiveServer, create_app, run_load
+from atlas_sim.sim import simulate
+from atlas_sim.workload import Distribution
+
+SEED, RATE, DURATION, SERVERS, MEAN = 11, 60.0, 40.0, 2, 0.020
+
+
+@pytest.fixture(scope="module")
+def runs():
+    calibration = calibrate(servers=SERVERS)
+    app = create_app(Settings(), servers=SERVERS, service_time=Distribution(mean=MEAN),
+                     seed=SEED)
+    with LiveServer(app, name="sim-vs-live") as server:
+        live = run_load(server.url, rate=RATE, duration=DURATION, seed=SEED, path="/api/work",
+                        client_timeout=10.0, progress=False, server_events=False)
+    simulated = simulate(work_twin(rate=RATE, duration=DURATION, servers=SERVERS,
+                                   service_time=Distribution(mean=MEAN), seed=SEED,
+                                   calibration=calibration))
+    return simulated, live
+
+
+def test_the_calibration_is_small_and_positive(runs):
+    simulated, _ = runs
+    scenario = simulated.meta["scenario"]
+    assert 0 < scenario.network_delay < 0.02 and 0 <= scenario.handling_overhead < 0.005
+
+
+def test_same_seed_same_arrivals(runs):
+    simulated, live = runs
+    assert len(simulated.requests) == len(live.requests)
+    assert live.requests["t_start"].to_numpy() == pytest.approx(
+        simulated.requests["t_start"].to_numpy())
+    assert live.requests["ok"].all()
+
+
+def test_p50_and_p95_agree_within_15_percent(runs):
+    table = compare_runs(*runs)
+    for metric in ("p50", "p95"):
+        assert abs(table.loc[metric, "difference"]) < 0.15, table.round(4).to_string()
+
+
+def test_the_queue_waits_agree_too(runs):
+    simulated, live = runs
+    sim_wait = simulated.attempts["queue_wait"].mean()
+    live_wait = live.attempts["queue_wait"].mean()  # from the Server-Timing header
+    assert live_wait == pytest.approx(sim_wait, rel=0.25, abs=0.002)

@@ -6,6 +6,7 @@ import pytest
 
 from atlas_sim.analysis import (
     SLO,
+    plot_breaker_timelines,
     plot_call_timeline,
     plot_comparison,
     plot_in_flight,
@@ -95,6 +96,7 @@ def test_every_plot_builds_from_a_simulated_run(outage_run):
         plot_in_flight({"a": outage_run}).figure,
         plot_call_timeline({"a": outage_run}, bin_width=0.5),
         plot_comparison(summary_table({"a": outage_run, "b": outage_run}), ["p99", "goodput"]),
+        plot_breaker_timelines({"sim": outage_run, "again": outage_run}),
     ]
     ts = figures[0].axes
     assert len(ts) == 3 and ts[0].get_ylabel() == "per second"

@@ -110,3 +110,13 @@ def test_overload_and_storm_panels_answer_their_sliders():
 def test_storm_comparison_covers_every_fix():
     table = breakers.storm_comparison()
     assert table.loc["none", "ok after 40 s"] < 0.05 and table.loc["budget", "ok after 40 s"] > 0.95
+
+
+def test_welcome_panel_answers_its_sliders():
+    from atlas_sim.experiments import welcome
+
+    panel = welcome.breaker_panel()
+    default = panel.update().table
+    assert int(default.loc["calls", "rejected"]) == 18  # the notebook's scripted run
+    quick = panel.update(recovery_timeout=1.0).table
+    assert int(quick.loc["calls", "rejected"]) < int(default.loc["calls", "rejected"])

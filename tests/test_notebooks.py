@@ -38,3 +38,12 @@ def test_each_notebook_has_goals_a_prediction_exercises_a_recap_and_one_seed(sou
     assert prose.count("**Exercise") >= 3 and sum("check(" in c for c in code) >= 3
     assert "## Recap" in prose and "## References" in prose
     assert sum(c.lstrip().startswith("SEED =") for c in code) == 1
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
+def test_a_notebook_that_starts_a_live_server_stops_it_at_the_end(source):
+    code = [c.source for c in jupytext.read(source).cells if c.cell_type == "code"]
+    started = [line.split("=")[0].strip() for c in code for line in c.splitlines()
+               if "start_service(" in line]
+    for name in started:
+        assert f"{name}.stop()" in code[-1], f"{name} is started but not stopped at the end"

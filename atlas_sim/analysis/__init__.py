@@ -8,6 +8,7 @@ from __future__ import annotations
 from .plots import (
     STATE_COLORS,
     mark_faults,
+    plot_breaker_timelines,
     plot_breaker_trace,
     plot_call_timeline,
     plot_comparison,
@@ -36,6 +37,7 @@ __all__ = [
     "erlang_c",
     "mark_faults",
     "name_runs",
+    "plot_breaker_timelines",
     "plot_breaker_trace",
     "plot_call_timeline",
     "plot_comparison",

@@ -14,6 +14,7 @@ from matplotlib.patches import Patch
 __all__ = [
     "STATE_COLORS",
     "mark_faults",
+    "plot_breaker_timelines",
     "plot_breaker_trace",
     "plot_call_timeline",
     "plot_comparison",
@@ -295,4 +296,33 @@ def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | Non
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, end)
     fig.suptitle(f"Calls over time ({1000 * bin_width:.0f} ms bins)", fontsize="medium")
+    return fig
+
+
+def plot_breaker_timelines(runs: Any, *, name: str = "dependency",
+                           title: str = "Circuit breaker over time") -> Any:
+    """One row per run: every request as a dot (when it started, how long it took; green if it
+    succeeded, red if not) over the states of the breaker called ``name``, faults on top.
+    Simulated and live runs side by side, on the same clock."""
+    named = _runs(runs)
+    fig, axes = plt.subplots(len(named), 1, figsize=(9, 2.6 * len(named) + 0.4), sharex=True,
+                             squeeze=False, layout="constrained")
+    until = max(max(float(r.requests["t_end"].max()) if len(r.requests) else 0.0, r.duration)
+                for r in named.values())
+    for ax, (label, run) in zip(axes[:, 0], named.items(), strict=True):
+        handles = shade_breaker_states(ax, run.events, until=until, name=name)
+        mark_faults(ax, run.events, until=until, label=True)
+        req = run.requests
+        for ok, color, marker in ((True, "#2e7d32", "o"), (False, "#c62828", "x")):
+            part = req[req["ok"] == ok]
+            ax.scatter(part["t_start"], np.maximum(part["latency"], 1e-4), s=6, color=color,
+                       marker=marker, label="ok" if ok else "failed", zorder=3)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency (s)")
+        ax.set_title(label, fontsize="medium", loc="left")
+        ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize="x-small",
+                  loc="upper right", ncol=2)
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlim(0, until)
+    fig.suptitle(title, fontsize="medium")
     return fig

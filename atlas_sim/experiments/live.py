@@ -23,17 +23,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
+import pandas as pd
 
 from ..config import Settings
 from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
+from ..results import RunResult
 from ..service import LiveServer, create_app, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
-from ..sim import Dependency, Fault, Scenario
+from ..sim import Dependency, Fault, Scenario, simulate
 from ..workload import Distribution
 
-__all__ = ["Calibration", "calibrate", "compose_twin", "faults_from_schedule",
-           "start_service", "work_twin"]
+__all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
+           "faults_from_schedule", "start_service", "transition_table", "work_twin"]
 
 #: How the simulator stands in for a dependency that hangs: slower than any timeout.
 HANG = 3600.0
@@ -157,3 +160,34 @@ def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
     if calibration is None:
         return scenario
     return scenario.replace(network_delay=calibration.round_trip)
+
+
+def compose_experiment(server: LiveServer, settings: Settings, *,
+                       calibration: Calibration | None = None,
+                       **setup: Any) -> dict[str, RunResult]:
+    """One ``/api/compose`` experiment in both worlds: reset the live service (faults off, fresh
+    breaker and budget, random streams rewound to its seed), offer it the load of ``setup``
+    (``rate``, ``duration``, ``seed``, client policy, ``faults``: ``run_load``'s arguments),
+    and simulate the same setup. Returns ``{"simulated": ..., "live": ...}``.
+
+    ``settings`` must be the ones the service was started with (its twin is built from them).
+    """
+    httpx.post(server.url + "/admin/reset", trust_env=False, timeout=10.0).raise_for_status()
+    measured = run_load(server.url, path="/api/compose", progress=False, **setup)
+    simulated = simulate(compose_twin(settings, calibration=calibration, **setup))
+    return {"simulated": simulated, "live": measured}
+
+
+def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency") -> pd.DataFrame:
+    """The breaker ``name``'s transitions in each run, side by side: the new state and when
+    (seconds of the run), one row per transition, and how far live is from simulated."""
+    columns = {}
+    for label, run in runs.items():
+        events = run.events[(run.events["kind"] == "breaker") & (run.events["name"] == name)]
+        columns[(label, "state")] = events["detail"].reset_index(drop=True)
+        columns[(label, "time")] = events["time"].reset_index(drop=True).round(3)
+    table = pd.DataFrame(columns)
+    if {"simulated", "live"} <= set(runs):
+        table[("live - simulated", "seconds")] = (
+            table[("live", "time")] - table[("simulated", "time")]).round(3)
+    return table.rename_axis("transition")

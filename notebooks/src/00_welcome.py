@@ -49,6 +49,7 @@ import pandas as pd
 from atlas_sim import Backoff, BreakerConfig, Settings
 from atlas_sim.analysis import plot_breaker_trace
 from atlas_sim.exercises import check
+from atlas_sim.experiments import welcome
 from atlas_sim.scripted import drive_breaker, outage_script
 
 
@@ -135,6 +136,17 @@ plt.show()
 # %%
 # NBVAL_CHECK_OUTPUT
 trace.calls["outcome"].value_counts()
+
+# %% [markdown]
+# ### Your first sliders
+#
+# The same experiment on sliders. Release a slider and the figure and the counts below it are
+# redrawn; *Reset* brings back the values above. Try a recovery timeout of 1 s, then of 20 s:
+# which one rejects fewer calls, and which one sends more probes into a dead dependency?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+welcome.breaker_panel()
 
 # %% [markdown]
 # ## Exercises

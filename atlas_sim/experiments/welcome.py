@@ -1,0 +1,43 @@
+"""The experiment of notebook 00: a circuit breaker driven through a scripted outage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..analysis.plots import plot_breaker_trace
+from ..policies import BreakerConfig
+from ..scripted import BreakerTrace, drive_breaker, outage_script
+from ..widgets import Control, Panel
+
+__all__ = ["breaker_panel"]
+
+
+def breaker_panel() -> Panel:
+    """A call a second for 40 s, the dependency down for a while: sliders for the breaker's
+    threshold and recovery timeout, and for when the dependency is down."""
+
+    def run(failure_threshold: int, recovery_timeout: float, down_from: float,
+            down_until: float) -> BreakerTrace:
+        script = outage_script(every=1.0, until=40.0, down_from=down_from,
+                               down_until=max(down_until, down_from))
+        config = BreakerConfig(failure_threshold=failure_threshold,
+                               recovery_timeout=recovery_timeout)
+        return drive_breaker(config, script)
+
+    def plot(trace: BreakerTrace) -> Any:
+        return plot_breaker_trace(trace).figure
+
+    def table(trace: BreakerTrace) -> Any:
+        counts = trace.calls["outcome"].value_counts()
+        outcomes = ["success", "failure", "rejected"]
+        return counts.reindex(outcomes, fill_value=0).rename("calls").to_frame().T
+
+    return Panel(
+        run,
+        [Control.slider("failure_threshold", 1, 10, 5, label="failures to open"),
+         Control.slider("recovery_timeout", 1.0, 20.0, 10.0, step=1.0,
+                        label="recovery timeout (s)"),
+         Control.slider("down_from", 0.0, 40.0, 5.0, step=1.0, label="down from (s)"),
+         Control.slider("down_until", 0.0, 40.0, 20.0, step=1.0, label="down until (s)")],
+        plot, table=table, title="A circuit breaker and a scripted outage",
+    )

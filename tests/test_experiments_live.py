@@ -1,0 +1,75 @@
+"""The live experiments' plumbing: twins mirror the service, fault schedules become windows."""
+
+from __future__ import annotations
+
+import pytest
+
+from atlas_sim import Backoff, RetryPolicy, Settings
+from atlas_sim.experiments import live
+from atlas_sim.sim import Fault
+
+
+def test_a_fault_schedule_becomes_the_simulators_windows():
+    faults = live.faults_from_schedule(
+        [(5.0, {"outage": True}), (8.0, {"outage": False, "error_rate": 0.3}),
+         (12.0, {"error_rate": 0.0}), (13.0, {"capacity": 0.5})], end=30.0)
+    assert faults == (
+        Fault(start=5.0, end=8.0, name="dependency", dependency_added_latency=live.HANG),
+        Fault(start=8.0, end=12.0, name="dependency", dependency_error_rate=0.3),
+    )
+    assert live.faults_from_schedule([(2.0, {"added_latency": 0.1})], end=10.0) == (
+        Fault(start=2.0, end=10.0, name="dependency", dependency_added_latency=0.1),)
+
+
+def test_the_compose_twin_mirrors_the_services_settings_and_the_clients_policy():
+    settings = Settings(http_timeout=2.0, database_timeout=0.5, retry_max_attempts=2,
+                        circuit_breaker_failure_threshold=7, load_shedding_max_concurrent=50)
+    policy = RetryPolicy(max_attempts=3, backoff=Backoff(base=0.05))
+    twin = live.compose_twin(settings, rate=40.0, duration=10.0, seed=3, client_timeout=1.5,
+                             retry=policy, faults=[(1.0, {"error_rate": 0.2})],
+                             calibration=live.Calibration(round_trip=0.003, work_overhead=0.001))
+    assert (twin.arrival_rate, twin.duration, twin.seed) == (40.0, 10.0, 3)
+    assert twin.server_timeout == 2.0 and twin.max_concurrent == 50
+    assert twin.client_timeout == 1.5 and twin.retry == policy
+    assert twin.dependency.timeout == 0.5 and twin.dependency.retry.max_attempts == 2
+    assert twin.dependency.breaker.failure_threshold == 7
+    assert twin.network_delay == 0.003 and twin.handling_overhead == 0.0  # no local work
+    assert twin.service_time_mean == 0.0 and twin.faults[0].dependency_error_rate == 0.2
+
+
+def test_a_single_attempt_compose_experiment_matches_its_twin_exactly():
+    settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
+    server = live.start_service("test-compose-experiment", settings=settings, seed=9)
+    try:
+        runs = live.compose_experiment(server, settings, rate=50.0, duration=4.0, seed=9,
+                                       client_timeout=2.0, faults=[(0.0, {"error_rate": 0.3})])
+        again = live.compose_experiment(server, settings, rate=50.0, duration=4.0, seed=9,
+                                        client_timeout=2.0, faults=[(0.0, {"error_rate": 0.3})])
+    finally:
+        server.stop()
+    sim, real = runs["simulated"], runs["live"]
+    # Same arrivals and the same coins, one call per request: exactly as many requests fail,
+    # and nearly always the very same ones (two requests sent within a millisecond of each
+    # other may reach the service in either order and swap coins).
+    assert sim.requests["ok"].sum() == real.requests["ok"].sum()
+    assert (sim.requests["ok"] == real.requests["ok"]).mean() > 0.95
+    assert 0.2 < 1 - real.requests["ok"].mean() < 0.4
+    # the reset rewound the service's streams: a repeat draws the same coins again
+    assert again["live"].requests["ok"].sum() == real.requests["ok"].sum()
+
+
+def test_calibration_measures_small_positive_costs():
+    calibration = live.calibrate(servers=2, requests=60)
+    assert 0 < calibration.round_trip < 0.05 and 0 <= calibration.work_overhead < 0.01
+    with pytest.raises(ValueError):
+        live.calibrate(servers=0)
+
+
+def test_transition_table_lines_up_the_breakers_of_two_runs():
+    from atlas_sim.sim import simulate
+    from atlas_sim.sim.scenarios import dependency_outage
+
+    a = simulate(dependency_outage(True, seed=1))
+    table = live.transition_table({"simulated": a, "live": a})
+    assert list(table[("simulated", "state")][:2]) == ["open", "half_open"]
+    assert (table[("live - simulated", "seconds")] == 0).all()

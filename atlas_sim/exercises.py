@@ -30,8 +30,8 @@ def check(answer: Any, expected: Any, *, rel: float = 0.0, hint: str = "") -> Ch
     left as ``...`` (Ellipsis) is "not answered yet", never wrong.
     """
     if answer is ... or answer is None:
-        return Check(False, "Not answered yet: replace ... with your answer and run this cell "
-                            "again.")
+        return Check(False, "Not answered yet: replace ... in the answer cell above with your "
+                            "answer, then run both cells.")
     if isinstance(expected, (int, float)) and not isinstance(expected, bool):
         try:
             ok = math.isclose(float(answer), float(expected), rel_tol=rel, abs_tol=1e-9)

@@ -18,6 +18,7 @@ not on every pixel of a drag. A Reset button restores the defaults.
 
 from __future__ import annotations
 
+import io
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import pandas as pd
 from .analysis.tables import summary_table
 from .policies._validate import check_choice, check_int, check_real
 
-__all__ = ["Control", "Panel", "PanelView"]
+__all__ = ["Control", "Panel", "PanelView", "render_png"]
 
 ControlKind = Literal["int", "float", "choice", "bool"]
 
@@ -118,6 +119,14 @@ class Control:
                           description=description, style=style)
 
 
+def render_png(figure: Any, dpi: int = 90) -> bytes:
+    """The figure as PNG bytes, drawn once. (IPython's default display computes a tight bounding
+    box first, which draws the figure twice; the panels' figures lay themselves out.)"""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 @dataclass(frozen=True, eq=False)
 class PanelView:
     """What one update produced."""
@@ -156,6 +165,7 @@ class Panel:
         self._box: Any = None
         self._widgets: dict[str, Any] = {}
         self._output: Any = None
+        self._muted = False  # True while reset() moves the widgets back: one redraw, not many
         self.last: PanelView | None = None
 
     @property
@@ -196,10 +206,15 @@ class Panel:
         return view
 
     def reset(self) -> PanelView:
-        """Back to the defaults (the Reset button)."""
+        """Back to the defaults (the Reset button): the controls move back without running
+        anything, then the experiment runs once."""
         self._values = self.defaults
-        for name, widget in self._widgets.items():
-            widget.value = self.controls[name].default
+        self._muted = True
+        try:
+            for name, widget in self._widgets.items():
+                widget.value = self.controls[name].default
+        finally:
+            self._muted = False
         return self.update()
 
     def _merge(self, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,11 +250,13 @@ class Panel:
         return next(n for n, wdg in self._widgets.items() if wdg is widget)
 
     def _on_change(self, change: Mapping[str, Any]) -> None:
+        if self._muted:
+            return
         name = self._name_of(change["owner"])
         self._show(lambda: self.update(**{name: change["new"]}))
 
     def _show(self, produce: Callable[[], PanelView]) -> None:
-        from IPython.display import display
+        from IPython.display import Image, display
 
         with self._output:
             self._output.clear_output(wait=True)
@@ -248,7 +265,7 @@ class Panel:
             except ValueError as err:  # a bad combination: say so, keep the kernel alive
                 print(f"Cannot run this combination: {err}")
                 return
-            display(view.figure)
+            display(Image(render_png(view.figure)))
             display(view.table)
 
     def _ipython_display_(self) -> None:

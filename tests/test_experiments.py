@@ -120,3 +120,12 @@ def test_welcome_panel_answers_its_sliders():
     assert int(default.loc["calls", "rejected"]) == 18  # the notebook's scripted run
     quick = panel.update(recovery_timeout=1.0).table
     assert int(quick.loc["calls", "rejected"]) < int(default.loc["calls", "rejected"])
+
+
+def test_token_ratio_matters_once_successes_are_common_enough_to_refill():
+    # Tokens grow while (1 - p) * ratio > p: at p = 0.3 a ratio of 1 refills, 0.05 does not.
+    panel = retries.budget_panel()
+    slow = panel.update(budget=True, error_rate=0.3, token_ratio=0.05).table.iloc[0]
+    fast = panel.update(budget=True, error_rate=0.3, token_ratio=1.0).table.iloc[0]
+    assert fast["amplification"] > slow["amplification"] + 0.1
+    assert fast["error_rate"] < slow["error_rate"]

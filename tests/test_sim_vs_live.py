@@ -9,6 +9,8 @@ it) and given to the model; then p50 and p95 must agree within 15%.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from atlas_sim.analysis import compare_runs
@@ -23,6 +25,18 @@ SEED, RATE, DURATION, SERVERS, MEAN = 11, 60.0, 40.0, 2, 0.020
 
 @pytest.fixture(scope="module")
 def runs():
+    # By now this test process holds the heap of every test before it; a collector pass over
+    # it pauses the in-process server for tens of milliseconds, which shows in the live tail.
+    # Freeze what exists so the collector scans only this test's objects, as in a fresh kernel.
+    gc.collect()
+    gc.freeze()
+    try:
+        yield _measure()
+    finally:
+        gc.unfreeze()
+
+
+def _measure():
     calibration = calibrate(servers=SERVERS)
     app = create_app(Settings(), servers=SERVERS, service_time=Distribution(mean=MEAN),
                      seed=SEED)
@@ -52,7 +66,7 @@ def test_same_seed_same_arrivals(runs):
 def test_p50_and_p95_agree_within_15_percent(runs):
     table = compare_runs(*runs)
     for metric in ("p50", "p95"):
-        assert abs(table.loc[metric, "difference"]) < 0.15, table.round(4).to_string()
+        assert abs(table.loc[metric, "relative difference"]) < 0.15, table.round(4).to_string()
 
 
 def test_the_queue_waits_agree_too(runs):

@@ -102,3 +102,29 @@ def test_update_leaves_no_figure_open_in_pyplot():
     for utilisation in (0.3, 0.5, 0.7):
         view = panel.update(utilisation=utilisation)
     assert plt.get_fignums() == [] and view.figure.axes  # built, not left open
+
+
+def test_reset_runs_the_experiment_once_however_many_controls_moved():
+    panel = make_panel()
+    panel.widget()
+    for name, value in (("servers", 5), ("utilisation", 0.9), ("dist", "constant")):
+        panel._widgets[name].value = value
+    shown: list[int] = []
+    original = panel.update
+
+    def counting_update(**values):
+        shown.append(1)
+        return original(**values)
+
+    panel.update = counting_update
+    panel.reset()
+    assert len(shown) == 1 and panel.values == panel.defaults
+    assert [w.value for w in panel._widgets.values()] == list(panel.defaults.values())
+    plt.close("all")
+
+
+def test_panel_figures_render_to_png_once():
+    from atlas_sim.widgets import render_png
+
+    png = render_png(make_panel().update().figure)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"

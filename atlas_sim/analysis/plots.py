@@ -74,6 +74,15 @@ def plot_breaker_trace(trace: Any, ax: Axes | None = None) -> Axes:
     """
     ax = _axes(ax)
     handles = shade_breaker_states(ax, trace.events, until=trace.until)
+    calls = trace.calls
+    down = ~calls["dependency_ok"].to_numpy()
+    times = calls["time"].to_numpy()
+    if down.any():  # the dependency's bad stretches, as a bar along the top
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+        for t in times[down]:
+            ax.axvspan(t - step / 2, t + step / 2, ymin=0.94, ymax=1.0, color="#616161",
+                       alpha=0.6, lw=0, zorder=2)
+        handles.append(Patch(color="#616161", alpha=0.6, label="dependency failing"))
     rows = list(_OUTCOME_STYLE)
     for row, outcome in enumerate(rows):
         calls = trace.calls[trace.calls["outcome"] == outcome]
@@ -280,19 +289,20 @@ def plot_sim_vs_live(sim: Any, live: Any, ax: Axes | None = None) -> Axes:
 
 
 def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | None = None) -> Any:
-    """When attempts were sent, one panel per run: clustered waves versus a smooth spread."""
+    """When attempts were sent, one panel per run, all on the same scale: clustered waves
+    versus a smooth spread."""
     named = _runs(runs)
-    fig, axes = plt.subplots(len(named), 1, figsize=(9, 1.5 * len(named) + 0.6), sharex=True,
-                             layout="constrained",
-                             squeeze=False)
+    fig, axes = plt.subplots(len(named), 1, figsize=(9, 1.6 * len(named) + 0.7), sharex=True,
+                             sharey=True, layout="constrained", squeeze=False)
     end = until if until is not None else max(float(r.attempts["t_start"].max())
                                               for r in named.values())
     edges = np.arange(0.0, end + bin_width, bin_width)
     for ax, (name, run) in zip(axes[:, 0], named.items(), strict=True):
         counts, _ = np.histogram(run.attempts["t_start"], bins=edges)
         ax.stairs(counts, edges, fill=True, color="#5c6bc0")
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize="small")
-        ax.set_yticks([])
+        ax.set_title(name, fontsize="small", loc="left")
+        ax.set_ylabel("calls")
+        ax.grid(axis="y", alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, end)
     fig.suptitle(f"Calls over time ({1000 * bin_width:.0f} ms bins)", fontsize="medium")
@@ -318,6 +328,8 @@ def plot_breaker_timelines(runs: Any, *, name: str = "dependency",
             ax.scatter(part["t_start"], np.maximum(part["latency"], 1e-4), s=6, color=color,
                        marker=marker, label="ok" if ok else "failed", zorder=3)
         ax.set_yscale("log")
+        slowest = float(req["latency"].max()) if len(req) else 1.0
+        ax.set_ylim(5e-5, max(slowest, 1e-3) * 8)  # room above the dots for the fault bar
         ax.set_ylabel("latency (s)")
         ax.set_title(label, fontsize="medium", loc="left")
         ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize="x-small",

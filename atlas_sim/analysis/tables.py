@@ -54,11 +54,11 @@ def compare_runs(simulated: RunResult, live: RunResult,
                  metrics: tuple[str, ...] = ("p50", "p95", "p99", "error_rate", "amplification"),
                  ) -> pd.DataFrame:
     """The same numbers for a simulated and a live run, and how far live is from the model:
-    ``difference`` is (live - simulated) / simulated (NaN where the simulated value is 0)."""
+    ``relative difference`` is (live - simulated) / simulated (NaN where simulated is 0)."""
     sim, real = simulated.summary(), live.summary()
     rows = {}
     for name in metrics:
         s, r = sim[name], real[name]
         rows[name] = {"simulated": s, "live": r,
-                      "difference": (r - s) / s if s else float("nan")}
+                      "relative difference": (r - s) / s if s else float("nan")}
     return pd.DataFrame(rows).T.rename_axis("metric")

@@ -70,6 +70,12 @@ def breaker_panel(*, seed: int = 0) -> Panel:
         return plot_timeseries(result, 0.5, breaker="dependency",
                                title=f"Dependency hangs from t = 10 s ({name})")
 
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        # the requests sent while the dependency hung, as in the notebook's table
+        (name, result), = results.items()
+        end = float(result.events.loc[result.events["detail"] == "end", "time"].iloc[0])
+        return outage_table({f"{name}, during the outage": result.window(10.0, end)})
+
     return Panel(
         run,
         [Control.checkbox("breaker", True, label="circuit breaker"),
@@ -81,7 +87,7 @@ def breaker_panel(*, seed: int = 0) -> Panel:
          Control.slider("success_threshold", 1, 10, 1, label="successes to close"),
          Control.slider("window_size", 5, 100, 20, step=5, label="failure-rate window"),
          Control.slider("outage", 2.0, 25.0, 15.0, step=1.0, label="outage (s)")],
-        plot, table=outage_table, title="Circuit breaker: fail fast during an outage",
+        plot, table=table, title="Circuit breaker: fail fast during an outage",
     )
 
 
@@ -166,7 +172,7 @@ def timeout_panel(*, seed: int = 0) -> Panel:
         run, untimed = results["run"], results["untimed"]
         latency = untimed.requests["latency"].to_numpy()
         measured = float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean())
-        return pd.DataFrame({
+        return pd.DataFrame(index=pd.Index(["this timeout"], name="setting"), data={
             "timeout (s)": [results["timeout"]],
             "percentile it sits at": [round(float((latency <= results["timeout"]).mean()) * 100,
                                             2)],

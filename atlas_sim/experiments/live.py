@@ -68,6 +68,10 @@ class Calibration:
     round_trip: float
     work_overhead: float
 
+    def __repr__(self) -> str:
+        return (f"Calibration(round trip {1e3 * self.round_trip:.2f} ms, "
+                f"work overhead {1e3 * self.work_overhead:.2f} ms)")
+
     def apply(self, scenario: Scenario) -> Scenario:
         """``scenario`` with these costs added: the calibrated model."""
         return scenario.replace(network_delay=self.round_trip,
@@ -173,7 +177,7 @@ def compose_experiment(server: LiveServer, settings: Settings, *,
     ``settings`` must be the ones the service was started with (its twin is built from them).
     """
     httpx.post(server.url + "/admin/reset", trust_env=False, timeout=10.0).raise_for_status()
-    measured = run_load(server.url, path="/api/compose", progress=False, **setup)
+    measured = run_load(server.url, path="/api/compose", **{"progress": True, **setup})
     simulated = simulate(compose_twin(settings, calibration=calibration, **setup))
     return {"simulated": simulated, "live": measured}
 

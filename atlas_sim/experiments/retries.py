@@ -236,11 +236,11 @@ def budget_panel(*, seed: int = 0) -> Panel:
     """Retries during an error burst, with and without a gRPC-style retry budget."""
 
     def run(budget: bool, max_attempts: int, max_tokens: float, token_ratio: float,
-            burst: float) -> dict[str, RunResult]:
+            burst: float, error_rate: float) -> dict[str, RunResult]:
         name = "with budget" if budget else "no budget"
         return {name: error_burst(budget=budget, max_attempts=max_attempts,
                                   max_tokens=max_tokens, token_ratio=token_ratio, burst=burst,
-                                  seed=seed)}
+                                  error_rate=error_rate, seed=seed)}
 
     def plot(results: dict[str, RunResult]) -> Any:
         (name, run), = results.items()
@@ -252,7 +252,8 @@ def budget_panel(*, seed: int = 0) -> Panel:
          Control.slider("max_attempts", 1, 8, 4),
          Control.slider("max_tokens", 1.0, 50.0, 10.0, step=1.0),
          Control.slider("token_ratio", 0.01, 1.0, 0.1, step=0.01),
-         Control.slider("burst", 1.0, 20.0, 10.0, step=1.0, label="burst (s)")],
+         Control.slider("burst", 1.0, 20.0, 10.0, step=1.0, label="burst (s)"),
+         Control.slider("error_rate", 0.1, 1.0, 0.9, step=0.05, label="errors during burst")],
         plot, title="Retry budget during an error burst",
     )
 

@@ -97,7 +97,9 @@ class LiveServer:
     def url(self) -> str:
         """``http://host:port`` of the running server."""
         if self._socket is None:
-            raise RuntimeError(f"LiveServer {self.name!r} is not running; call start() first")
+            raise RuntimeError(
+                f"LiveServer {self.name!r} is not running: start it again (server.start(), or "
+                "run the cell that started it)")
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 

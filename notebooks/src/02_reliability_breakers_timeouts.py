@@ -109,8 +109,11 @@ plt.show()
 # errors alone, the breaker looks worse; counted in requests answered well, it wins by a wide
 # margin. Choose your metric before you choose your mechanism.
 #
-# The panel puts every breaker setting on a slider. Try a long recovery timeout, several
-# half-open probes, several successes to close, the failure-rate mode:
+# The panel puts every breaker setting on a slider; its table shows the requests sent during
+# the outage, like the one above. Try a long recovery timeout, several half-open probes, the
+# failure-rate mode. (The breaker's sliders act only while the breaker is on. "Successes to
+# close" matters when a recovering dependency is still flaky; this one recovers at once, so
+# the first successes close it whatever the threshold.)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -151,19 +154,33 @@ breakers.timeout_panel(seed=SEED)
 # | **503** Service Unavailable | a dependency's breaker, or a server that is down | "something I need is broken" | yes, later; it will not help right away |
 #
 # A 429 is the cheapest failure: it costs the server almost nothing and tells the client the
-# truth. A 504 is the most expensive: the work was done (partly) and thrown away. In the
-# everything-at-once scenario, attempts end in all of them, plus the client-side codes:
+# truth. A 504 is the most expensive: the work was done (partly) and thrown away.
+#
+# The simulator's `full_stack` scenario switches on every mechanism at once: load near
+# capacity, shedding, a server timeout inside the client's, client retries with a budget and a
+# breaker, and a dependency with its own retries and breaker, with a capacity drop and an error
+# burst along the way.
+#
+# **Predict before you run.** Which codes will attempts end with? And requests, after the
+# client's retries?
 
 # %%
 # NBVAL_CHECK_OUTPUT
 breakers.status_breakdown(simulate(full_stack(10_000, seed=SEED)))
 
 # %% [markdown]
+# Attempts end in all three. Requests do not: every 429, 503
+# and 504 was retried, and what the user finally saw was either a success or a 596, "budget
+# exhausted", the client's own code for a retry its budget refused. The retries hid the
+# server's failures until the budget said stop.
+
+# %% [markdown]
 # ### Shedding load
 #
-# Four workers serve 80 requests/s; the usual load is 56/s. For 10 s the load doubles.
-# Without a limit, every request is admitted and queues; with a concurrency limit, the excess
-# is refused at once with 429 and the admitted requests keep their normal latency.
+# Four workers serve 80 requests/s; the usual load is 56/s. For 10 s the load jumps to twice
+# capacity, 160/s (almost three times the usual load). Without a limit, every request is
+# admitted and queues; with a concurrency limit, the excess is refused at once with 429 and
+# the admitted requests keep their normal latency.
 #
 # **Predict before you run.** Without a limit, how long after the spike does latency return
 # to normal?
@@ -176,8 +193,10 @@ breakers.overload_panel(seed=SEED)
 # Set the limit to 0 (no limit): the queue grows by 80 requests every second of the spike and
 # takes about half a minute to drain afterwards, during which every request is seconds late.
 # With a limit of 20 (4 in service and 16 waiting), the p99 stays under half a second and the
-# service is back to normal the moment the spike ends. Accepting work you cannot finish in time
-# is not kindness; it is a delayed failure for everybody.
+# service is back to normal the moment the spike ends. Without a limit no request fails, and
+# goodput is even higher, yet a p99 of ten seconds misses every SLO tier of the reference
+# card: accepting work you cannot finish in time is not kindness, it is a failure delivered
+# late to everybody.
 
 # %% [markdown]
 # ## The retry storm: a metastable failure
@@ -203,7 +222,7 @@ plt.show()
 # %% [markdown]
 # With naive retries the system never comes back: each request times out, is retried three
 # times, and every attempt lands in a queue already longer than the timeout, so the server
-# spends all its capacity on work nobody is waiting for. Offered work stays at more than three
+# spends all its capacity on work nobody is waiting for. Offered work stays near three
 # times capacity long after capacity has returned.
 #
 # Longer backoff does not help: in an open-loop system new requests keep arriving whatever
@@ -216,7 +235,14 @@ plt.show()
 # recover. In a FIFO queue under overload, the oldest attempt still valid is always about to
 # expire, so the server's effort still goes to answers nobody will read. It must skip work that
 # *cannot be done before* its client gives up, which deadline propagation (the client sends
-# its deadline, as gRPC does) makes possible.
+# its deadline, as gRPC does) makes possible. That is what the `drop_expired` fix in the table
+# does.
+#
+# Two things to try in the panel. Shorten the drop: at 2 s the system absorbs it; at 3 s it
+# never comes back, and a 30 s drop ends no worse. Past a threshold the size of the trigger no
+# longer matters, which is what makes the failure metastable. Then set the capacity during the drop to 0, a total outage: the system recovers!
+# A dead server answers 503 at once and builds no queue; a slow one queues work it cannot
+# finish. Slow is worse than down.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -242,7 +268,8 @@ calibration
 # probes every 2 s. The load: 40 requests/s for 20 s; the dependency hangs from 5 s to 12 s.
 #
 # **Predict before you run.** When does the breaker open? How often does it probe, and when
-# does it close? Will the live breaker keep time with the simulated one?
+# does it close? Will the live breaker keep time with the simulated one? (If you ran the whole
+# notebook, its last cell has stopped the service; this cell starts it again.)
 
 # %%
 # NBVAL_IGNORE_OUTPUT

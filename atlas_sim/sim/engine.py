@@ -70,6 +70,48 @@ def _uniforms(rng: np.random.Generator, block: int = 4096) -> Callable[[], float
     return draw
 
 
+class _Deadlines:
+    """Timeouts that expire in the order they were set (the timeout is constant, so a later
+    start means a later deadline): one timer, for the oldest still pending, instead of one
+    timer per attempt. An attempt answered in time costs a deque append and a pop, not an
+    event in SimPy's heap. (The server's queue reaper and the live service's Timeout sweeper
+    use the same idea.)
+    """
+
+    __slots__ = ("armed", "expire", "is_done", "pending", "run")
+
+    def __init__(self, run: _Run, *, is_done: Callable[[Any], bool],
+                 expire: Callable[[Any], None]) -> None:
+        self.run = run
+        self.is_done = is_done
+        self.expire = expire
+        self.pending: deque[tuple[float, Any]] = deque()
+        self.armed = False
+
+    def add(self, deadline: float, item: Any) -> None:
+        self.pending.append((deadline, item))
+        if not self.armed:
+            self.arm(deadline)
+
+    def arm(self, deadline: float) -> None:
+        self.armed = True
+        self.run.later(max(0.0, deadline - self.run.env.now), self.fire)
+
+    def fire(self, _event: Any) -> None:
+        self.armed = False
+        pending, now = self.pending, self.run.env.now + _EPS
+        while pending:
+            deadline, item = pending[0]
+            if self.is_done(item):
+                pending.popleft()
+            elif deadline <= now:
+                pending.popleft()
+                self.expire(item)
+            else:
+                self.arm(deadline)
+                return
+
+
 class _Conditions:
     """What the active faults do right now (updated at every fault boundary)."""
 
@@ -109,6 +151,8 @@ class _Run:
         self.client_rng = self.streams["client"]
         self.client_budget: RetryBudget | None = s.budget.build() if s.budget else None
         self.client_breaker = self._breaker(s.breaker, "client")
+        self.client_deadlines = _Deadlines(self, is_done=_Attempt.is_answered,
+                                           expire=_Attempt.time_out)
         self.server = _Server(self)
 
     def _breaker(self, config: Any, name: str) -> CircuitBreaker | None:
@@ -271,7 +315,7 @@ class _Call:
         attempt = _Attempt(self, self.attempts, now, generation)
         if run.client_timeout is not None:
             attempt.deadline = now + run.client_timeout
-            run.later(run.client_timeout, attempt.give_up)
+            run.client_deadlines.add(attempt.deadline, attempt)
         if run.half_trip:
             run.later(run.half_trip, run.server.arrive, attempt)  # on the wire to the server
         else:
@@ -342,8 +386,12 @@ class _Attempt:
     def arrive(self, event: Any) -> None:
         self.settle(event._value)
 
-    def give_up(self, _event: Any) -> None:
+    def time_out(self) -> None:
+        """The client's deadline passed without an answer: it gives up (599)."""
         self.settle(_CLIENT_TIMEOUT)
+
+    def is_answered(self) -> bool:
+        return self.answered
 
     def settle(self, status: int) -> None:
         """The client learns the outcome: the first of an answer or its own timeout counts."""
@@ -373,6 +421,8 @@ class _Server:
                           + (dep.share * dep.latency_mean if dep else 0.0))
         self.reaper_armed = False
         self.dependency = _DependencyClient(run) if s.dependency is not None else None
+        self.handler_deadlines = _Deadlines(run, is_done=_Handler.is_finished,
+                                            expire=_Handler.time_out)
 
     def arrive(self, event: Any) -> None:
         """An attempt reaches the server after its way there on the wire."""
@@ -509,8 +559,7 @@ class _Handler:
     def start(self, work: float) -> None:
         server = self.server
         if server.timeout is not None:
-            remaining = self.attempt.t_arrive + server.timeout - server.env.now
-            server.run.later(max(0.0, remaining), self.time_out)
+            server.handler_deadlines.add(self.attempt.t_arrive + server.timeout, self)
         server.run.later(work, self.call)
 
     def call(self, _event: Any = None) -> None:
@@ -569,7 +618,10 @@ class _Handler:
             else:
                 dep.budget.record_success()
 
-    def time_out(self, _event: Any) -> None:
+    def is_finished(self) -> bool:
+        return self.finished
+
+    def time_out(self, _event: Any = None) -> None:
         """The server timeout fires mid-handling: 504, and the work stops."""
         if self.finished:
             return

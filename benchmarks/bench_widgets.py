@@ -3,7 +3,7 @@
 For every panel of notebooks 01 and 02, at its default values: the median wall time of
 ``panel.update()`` with an empty cache (simulation + figure + table: what a slider release
 costs before anything is drawn), and of update plus rendering the figure to PNG as the notebook
-displays it (matplotlib's inline backend, 100 dpi here). A cached update (a value seen before)
+displays it (``atlas_sim.widgets.render_png``, 90 dpi). A cached update (a value seen before)
 skips the simulation. Target: update under 300 ms median on a 2-core machine.
 
 Run: .venv/bin/python benchmarks/bench_widgets.py [--repeats N]
@@ -12,7 +12,6 @@ Run: .venv/bin/python benchmarks/bench_widgets.py [--repeats N]
 from __future__ import annotations
 
 import argparse
-import io
 import platform
 import statistics
 import time
@@ -22,9 +21,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from atlas_sim.experiments import breakers, retries
+from atlas_sim.experiments import breakers, retries, welcome
+from atlas_sim.widgets import render_png
 
 PANELS = {
+    "00 breaker": welcome.breaker_panel,
     "01 backoff": retries.backoff_panel,
     "01 thundering herd": retries.herd_panel,
     "01 contention": retries.contention_panel,
@@ -43,7 +44,7 @@ def measure(make, repeats: int) -> tuple[float, float, float]:
         started = time.perf_counter()
         view = panel.update()
         update.append(time.perf_counter() - started)
-        view.figure.savefig(io.BytesIO(), format="png", dpi=100)
+        render_png(view.figure)
         rendered.append(time.perf_counter() - started)
         started = time.perf_counter()
         panel.update()

@@ -46,9 +46,13 @@ def test_herd_panel_shows_jitter_cutting_the_peak():
     assert in_step["shed (429)"] > spread["shed (429)"]
 
 
-def test_contention_panel_ranks_full_jitter_cheapest():
-    table = retries.contention_panel().update(clients=50, repeats=2).table
-    assert table["work"].idxmin() == "full" and table["work"].idxmax() == "no_backoff"
+def test_contention_panel_answers_its_sliders():
+    panel = retries.contention_panel()
+    few = panel.update(clients=20, repeats=2).table
+    many = panel.update(clients=100, repeats=2).table
+    assert (many["work"] > few["work"]).all()  # more clients, more collisions, more calls
+    assert many["work"].idxmax() == "no_backoff"
+    assert many["completion_time"].idxmax() == "none"
 
 
 def test_retry_amplification_is_attempts_to_the_power_of_layers():

@@ -1,6 +1,7 @@
 # Atlas: two commands matter.
 #   make lab   - set up .venv (first time only) and start JupyterLab on notebooks/, on 127.0.0.1
-#   make test  - the same set-up, then lint, unit tests and nbval over every notebook
+#   make test  - the same set-up, then lint, unit tests, nbval over every notebook, and every
+#                notebook run in JupyterLab in headless Chromium (tests/browser)
 # Everything else here is a helper for maintainers.
 
 PYTHON ?= python3
@@ -12,8 +13,10 @@ LAB_ARGS ?=
 # Jupyter refuses to start as root unless told; containers and CI machines often run as root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Screenshots and timings of the browser tests.
+export ATLAS_BROWSER_ARTEFACTS ?= $(CURDIR)/build/browser
 
-.PHONY: lab test lint unit nbval notebooks bench clean
+.PHONY: lab test lint unit nbval browser notebooks bench clean
 
 # The virtual environment: created once, reinstalled when pyproject.toml changes.
 $(BIN)/python:
@@ -28,18 +31,26 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
 		--ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
-test: lint unit nbval
+test: lint unit nbval browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests --no-skips
+	$(BIN)/python -m pytest tests --no-skips --ignore=tests/browser
 
 # Every notebook, executed cell by cell and compared with its committed outputs.
 nbval: $(STAMP)
 	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=120 --no-skips -v -p no:cacheprovider \
 		$(NOTEBOOKS)
+
+# Every notebook as a reader uses it, in JupyterLab in Debian's Chromium (see
+# tests/browser/conftest.py). Without Chromium these skip with a message, except with CI=true,
+# where they fail.
+browser: $(STAMP)
+	$(BIN)/python -m pytest tests/browser -v -p no:cacheprovider \
+		$(if $(filter-out 0 false,$(CI)),--no-skips); status=$$?; \
+		echo "Browser test screenshots and timings: $(ATLAS_BROWSER_ARTEFACTS)"; exit $$status
 
 # Rebuild every notebook from its source in notebooks/src/ and execute it top to bottom,
 # so that the committed outputs are the ones a reader gets.

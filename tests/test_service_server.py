@@ -8,7 +8,7 @@ import threading
 import httpx
 import pytest
 
-from atlas_sim.service import LiveServer, create_app, running_servers, stop_all
+from atlas_sim.service import LiveServer, create_app, leftovers, running_servers, stop_all
 from tests.helpers import non_loopback_addresses, refuses_connection
 
 
@@ -56,6 +56,17 @@ def test_starting_a_name_again_stops_the_previous_server():
     finally:
         second.stop()
     assert not server_threads()
+
+
+def test_leftovers_names_a_running_server_and_its_thread_until_it_stops():
+    server = LiveServer(create_app(), name="leftover").start()
+    try:
+        found = leftovers()
+        assert f"server 'leftover' at {server.url}" in found
+        assert "thread 'atlas-server-leftover'" in found
+    finally:
+        server.stop()
+    assert leftovers() == []
 
 
 def test_stop_all_stops_every_registered_server():

@@ -72,9 +72,16 @@ def breaker_panel(*, seed: int = 0) -> Panel:
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         # the requests sent while the dependency hung, as in the notebook's table
+        # the requests sent while the dependency hung, as in the notebook's table, and how
+        # the breaker behaved: how often it opened, and when it closed again afterwards
         (name, result), = results.items()
         end = float(result.events.loc[result.events["detail"] == "end", "time"].iloc[0])
-        return outage_table({f"{name}, during the outage": result.window(10.0, end)})
+        out = outage_table({f"{name}, during the outage": result.window(10.0, end)})
+        moves = result.events.loc[result.events["kind"] == "breaker", ["time", "detail"]]
+        closes = moves.loc[moves["detail"] == "closed", "time"]
+        out["times opened"] = int((moves["detail"] == "open").sum())
+        out["closed again at (s)"] = round(float(closes.iloc[-1]), 2) if len(closes) else "never"
+        return out
 
     return Panel(
         run,
@@ -85,7 +92,8 @@ def breaker_panel(*, seed: int = 0) -> Panel:
                         label="recovery timeout (s)"),
          Control.slider("half_open_max_calls", 1, 10, 1, label="half-open probes"),
          Control.slider("success_threshold", 1, 10, 1, label="successes to close"),
-         Control.slider("window_size", 5, 100, 20, step=5, label="failure-rate window"),
+         Control.slider("window_size", 5, 100, 20, step=5,
+                        label="window (rate mode)"),
          Control.slider("outage", 2.0, 25.0, 15.0, step=1.0, label="outage (s)")],
         plot, table=table, title="Circuit breaker: fail fast during an outage",
     )

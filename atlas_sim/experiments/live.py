@@ -30,13 +30,13 @@ import pandas as pd
 from ..config import Settings
 from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
 from ..results import RunResult
-from ..service import LiveServer, create_app, run_load
+from ..service import LiveServer, create_app, leftovers, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
 from ..sim import Dependency, Fault, Scenario, simulate
 from ..workload import Distribution
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "faults_from_schedule", "start_service", "transition_table", "work_twin"]
+           "faults_from_schedule", "leftovers", "start_service", "transition_table", "work_twin"]
 
 #: How the simulator stands in for a dependency that hangs: slower than any timeout.
 HANG = 3600.0

@@ -119,7 +119,7 @@ def backoff_panel(*, seed: int = 0) -> Panel:
         run,
         [Control.slider("base", 0.01, 1.0, 0.1, step=0.01, label="base (s)"),
          Control.slider("multiplier", 1.0, 4.0, 2.0, step=0.25),
-         Control.slider("cap", 0.1, 20.0, 10.0, step=0.1, label="cap (s)"),
+         Control.slider("cap", 0.1, 20.0, 2.0, step=0.1, label="cap (s)"),
          Control.slider("retries", 1, 10, 6),
          Control.dropdown("jitter", JITTER_STRATEGIES, "full")],
         plot_backoff_waits, table=_waits_table, title="Backoff and jitter: 200 clients",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 from ..analysis.plots import plot_breaker_trace
 from ..policies import BreakerConfig
 from ..scripted import BreakerTrace, drive_breaker, outage_script
@@ -27,10 +29,17 @@ def breaker_panel() -> Panel:
     def plot(trace: BreakerTrace) -> Any:
         return plot_breaker_trace(trace).figure
 
-    def table(trace: BreakerTrace) -> Any:
+    def table(trace: BreakerTrace) -> pd.DataFrame:
+        # Counts of calls by outcome, and when the breaker first opened and last closed: a
+        # shifted outage moves the times even when it leaves the counts as they were.
         counts = trace.calls["outcome"].value_counts()
-        outcomes = ["success", "failure", "rejected"]
-        return counts.reindex(outcomes, fill_value=0).rename("calls").to_frame().T
+        row: dict[str, Any] = counts.reindex(["success", "failure", "rejected"], fill_value=0)
+        row = {f"{outcome} calls": int(n) for outcome, n in row.items()}
+        closes = trace.events.loc[trace.events["detail"] == "closed", "time"]
+        opened = trace.first("open")
+        row["first opened (s)"] = "never" if opened is None else opened
+        row["last closed (s)"] = float(closes.iloc[-1]) if len(closes) else "never"
+        return pd.DataFrame([row], index=["this run"])
 
     return Panel(
         run,

@@ -21,7 +21,7 @@ from .middleware import (
     TimeoutMiddleware,
 )
 from .request_id import REQUEST_ID_HEADER, RequestIDMiddleware, current_request_id
-from .server import LiveServer, running_servers, stop_all
+from .server import LiveServer, leftovers, running_servers, stop_all
 
 __all__ = [
     "BUCKETS",
@@ -41,6 +41,7 @@ __all__ = [
     "create_app",
     "current_request_id",
     "error_body",
+    "leftovers",
     "parse_server_timing",
     "run_load",
     "run_load_async",

@@ -229,6 +229,17 @@ def running_servers() -> dict[str, LiveServer]:
         return dict(_registry)
 
 
+def leftovers() -> list[str]:
+    """What Atlas still runs in this process: registered servers and live ``atlas-*`` threads
+    (server threads and load-generator threads). Empty after every server has been stopped:
+    a notebook's last cell shows it, so a reader can see that nothing leaked."""
+    found = [f"server {name!r} at {server.url}" for name, server in running_servers().items()
+             if server.running]
+    found += [f"thread {thread.name!r}" for thread in threading.enumerate()
+              if thread.name.startswith("atlas-") and thread.is_alive()]
+    return found
+
+
 def stop_all() -> None:
     """Stop every registered server (also run at interpreter exit)."""
     for server in running_servers().values():

@@ -140,7 +140,7 @@ trace.calls["outcome"].value_counts()
 # %% [markdown]
 # ### Your first sliders
 #
-# The same experiment on sliders. Release a slider and the figure and the counts below it are
+# The same experiment on sliders. Release a slider and the figure and the numbers below it are
 # redrawn; *Reset* brings back the values above. Try a recovery timeout of 1 s, then of 20 s:
 # which one rejects fewer calls, and which one sends more probes into a dead dependency?
 

@@ -94,7 +94,8 @@ summary_table(attempts, digits=4)[["requests", "error_rate", "amplification"]]
 # The panel draws the waits of 200 clients. Left: each dot is one client's wait before one
 # retry; the red steps are the exponential ceiling (decorrelated jitter does not follow it: it
 # grows by up to three times its previous wait, up to the cap). Right: when all those retries
-# go out, if every client failed at t = 0.
+# go out, if every client failed at t = 0. The cap starts at 2 s, so it clips the last retries
+# (their ceiling would be 3.2 s): move it to see where it bites.
 #
 # **Predict before you run.** With `none`, what will the right-hand picture look like? And with
 # `full`?
@@ -418,7 +419,11 @@ check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to t
 # * gRPC, "Retry design" (gRFC A6): retry throttling with `maxTokens` and `tokenRatio`.
 
 # %% [markdown]
-# Finally, stop the live service (running its cell again starts it again).
+# Finally, stop the live service (running its cell again starts it again), and check that it
+# left nothing behind in this kernel: no server, no thread.
 
 # %%
 server.stop()
+left = live.leftovers()
+print(f"{server}; still running in this kernel: {left or 'nothing'}")
+assert not left, left

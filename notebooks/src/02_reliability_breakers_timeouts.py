@@ -378,7 +378,11 @@ check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99']")
 # * Resilience4j documentation, "CircuitBreaker".
 
 # %% [markdown]
-# Finally, stop the live service (running its cell again starts it again).
+# Finally, stop the live service (running its cell again starts it again), and check that it
+# left nothing behind in this kernel: no server, no thread.
 
 # %%
 server.stop()
+left = live.leftovers()
+print(f"{server}; still running in this kernel: {left or 'nothing'}")
+assert not left, left

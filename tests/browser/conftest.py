@@ -1,0 +1,197 @@
+"""Fixtures for the browser tests: Debian's Chromium, driven by Playwright, against a JupyterLab
+of our own on 127.0.0.1 serving a temporary copy of ``notebooks/``.
+
+Chromium is never downloaded (``playwright install`` fails on machines without internet): the
+tests use the system's, ``/usr/bin/chromium`` by default or ``ATLAS_CHROMIUM``. Without it they
+skip with a message saying how to get it, except under ``CI=true``, where a missing browser is a
+failure: CI must run these tests, not quietly leave them out.
+
+Screenshots and timings go to ``ATLAS_BROWSER_ARTEFACTS`` (default ``build/browser``);
+``make test`` prints that folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+HOW_TO_ENABLE = (
+    "install Debian's Chromium (`sudo apt-get install -y chromium`) or point ATLAS_CHROMIUM at a "
+    "Chromium binary; `make test` then runs these tests too (CI installs it in .ci/run)"
+)
+# JupyterLab settings for a test run: every cell in the page (no virtual scrolling, so a
+# screenshot shows what is there), and no news or update pop-ups over the notebook.
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
+        "fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True},
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def unavailable(reason: str) -> None:
+    """Fail in CI, skip elsewhere, always saying how to enable the browser tests."""
+    message = f"browser tests need {reason}: {HOW_TO_ENABLE}"
+    if in_ci():
+        pytest.fail(f"CI=true and {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def artefacts_dir() -> Path:
+    return Path(os.environ.get("ATLAS_BROWSER_ARTEFACTS", ROOT / "build" / "browser")).resolve()
+
+
+@dataclass
+class Timings:
+    """Seconds per step, recorded (never asserted) and written to ``timings.json``."""
+
+    lab_start: float | None = None
+    notebooks: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def record(self, notebook: str, **values: object) -> None:
+        self.notebooks.setdefault(notebook, {}).update(values)
+
+    def as_dict(self) -> dict[str, object]:
+        rows = {}
+        for name, values in self.notebooks.items():
+            moves = values.get("slider_to_output", [])
+            rows[name] = {k: v for k, v in values.items() if k != "slider_to_output"}
+            if moves:
+                rows[name]["slider_to_output_median"] = statistics.median(moves)
+                rows[name]["slider_moves"] = len(moves)
+        return {"jupyterlab_start": self.lab_start, "notebooks": rows}
+
+
+@pytest.fixture(scope="session")
+def artefacts() -> Path:
+    folder = artefacts_dir()
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def timings(artefacts: Path) -> Iterator[Timings]:
+    recorded = Timings()
+    yield recorded
+    (artefacts / "timings.json").write_text(json.dumps(recorded.as_dict(), indent=2) + "\n")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    path = os.environ.get("ATLAS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not os.access(path, os.X_OK):
+        unavailable(f"Chromium, not found at {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class Lab:
+    url: str
+    token: str
+    root: Path
+
+    def api(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.request(method, f"{self.url}/api/{path}", timeout=10, trust_env=False,
+                             headers={"Authorization": f"token {self.token}"}, **kwargs)
+
+    def shut_down_kernels(self) -> None:
+        for session in self.api("GET", "sessions").json():
+            self.api("DELETE", f"sessions/{session['id']}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[Lab]:
+    """JupyterLab from this project's environment, on 127.0.0.1, a random port and a token,
+    serving a copy of the notebooks (running them in the browser must not touch the repo)."""
+    home = tmp_path_factory.mktemp("lab")
+    root = home / "notebooks"
+    root.mkdir()
+    for notebook in NOTEBOOKS:
+        shutil.copy(notebook, root)
+    for name, values in LAB_SETTINGS.items():
+        target = home / "settings" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+    port, token = free_port(), secrets.token_hex(16)
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+           "JUPYTER_CONFIG_DIR": str(home / "config"),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}
+    command = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser",
+               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+               "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={root}"]
+    if os.getuid() == 0:
+        command.append("--allow-root")  # containers and CI machines often run as root
+    log = open(home / "jupyterlab.log", "wb")  # noqa: SIM115 - closed in finally
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    lab = Lab(url=f"http://127.0.0.1:{port}", token=token, root=root)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if lab.api("GET", "status").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail("JupyterLab did not start:\n"
+                            + (home / "jupyterlab.log").read_text()[-3000:])
+            time.sleep(0.2)
+        timings.lab_start = time.perf_counter() - started
+        yield lab
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory):
+    """A headless Chromium with a fresh profile (``--user-data-dir``), driven by Playwright."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        unavailable("the playwright Python package (pip install -e '.[test]')")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(profile), executable_path=chromium, headless=True, args=CHROMIUM_FLAGS,
+            viewport={"width": 1400, "height": 1800},
+        )
+        try:
+            yield context
+        finally:
+            context.close()

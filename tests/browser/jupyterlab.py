@@ -1,0 +1,252 @@
+"""What a reader does in JupyterLab, as Playwright steps: open a notebook, run all from the Run
+menu, wait for the kernel, find the slider panels, move a slider with the keyboard.
+
+Selectors are JupyterLab 4's and ipywidgets 8's class names (``jp-*``, ``widget-*``,
+``jupyter-widgets``) and the ``role="slider"`` of ipywidgets' slider handles. Text is read with
+``textContent``, not ``innerText``: JupyterLab may skip rendering cells that are out of view, and
+``innerText`` of an unrendered element is empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from playwright.sync_api import Locator, Page
+
+ERROR_MARK = "Traceback (most recent call last)"
+WIDGET_FAILURES = ("Loading widget", "Error displaying widget", "model not found")
+
+
+class NotebookPage:
+    """One notebook open in JupyterLab."""
+
+    def __init__(self, page: Page, url: str, token: str, name: str) -> None:
+        self.page, self.name = page, name
+        # ?reset: a fresh workspace, so that notebooks opened by earlier tests stay closed
+        page.goto(f"{url}/lab/tree/{name}?reset&token={token}")
+        # everything below is looked up inside this notebook's own (visible) panel
+        self.panel = page.locator(".jp-NotebookPanel").filter(visible=True)
+        self.panel.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=60_000)
+
+    # -- the kernel ------------------------------------------------------------------------
+
+    def kernel_status(self) -> str:
+        """The kernel's state as the notebook's status indicator shows it ("idle", "busy",
+        "starting", ...)."""
+        indicator = self.page.locator(".jp-Notebook-ExecutionIndicator").first
+        return indicator.get_attribute("data-status") or ""
+
+    def wait_for_idle_kernel(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        status = ""
+        while time.monotonic() < deadline:
+            status = self.kernel_status()
+            if status == "idle":
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: the kernel is {status!r} after {timeout} s")
+
+    # -- running ---------------------------------------------------------------------------
+
+    def menu(self, menu: str, item: str) -> None:
+        """Choose ``item`` from the menu bar's ``menu``, as a reader does."""
+        self.page.locator(".lm-MenuBar-item", has_text=menu).first.click()
+        self.page.locator(".lm-Menu-item", has_text=item).first.click()
+
+    def clear_outputs(self) -> None:
+        """Edit > Clear Outputs of All Cells: what follows sees only this run's outputs.
+        (Tried up to three times: a click in the first moments after the page loads can land
+        before JupyterLab has wired its menus.)"""
+        outputs = self.panel.locator(".jp-OutputArea-output")
+        for _ in range(3):
+            self.menu("Edit", "Clear Outputs of All Cells")
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if outputs.count() == 0:
+                    return
+                time.sleep(0.1)
+            self.page.keyboard.press("Escape")  # close a menu left open
+        raise AssertionError(f"{self.name}: {outputs.count()} outputs left after clearing")
+
+    def run_all(self, timeout: float = 600) -> None:
+        """Run > Run All Cells, then wait until every code cell has run or one has failed.
+        (The menu is tried again if no cell has started within 15 s.)"""
+        for _ in range(3):
+            self.menu("Run", "Run All Cells")
+            started = time.monotonic() + 15
+            while time.monotonic() < started and all(p == "[ ]:" for p in self.prompts()):
+                time.sleep(0.1)
+            if not all(p == "[ ]:" for p in self.prompts()):
+                break
+            self.page.keyboard.press("Escape")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            prompts = self.prompts()
+            if self.errors() or (prompts and all(p[1:-2].isdigit() for p in prompts)):
+                return
+            time.sleep(0.25)
+        raise AssertionError(f"{self.name}: cells still waiting after {timeout} s: "
+                             f"{[p for p in self.prompts() if not p[1:-2].isdigit()]}")
+
+    def prompts(self) -> list[str]:
+        """Every code cell's input prompt: "[3]:" once run, "[*]:" while queued or running."""
+        texts = self.panel.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()
+        return [t.strip() for t in texts]
+
+    def errors(self) -> list[str]:
+        """The text of every output that shows a Python traceback."""
+        outputs = self.panel.locator(".jp-OutputArea-output").all_text_contents()
+        return [t for t in outputs if ERROR_MARK in t]
+
+    def code_cells(self) -> Locator:
+        return self.panel.locator(".jp-CodeCell")
+
+    # -- widgets ---------------------------------------------------------------------------
+
+    def widget_outputs(self) -> Locator:
+        """Every output that holds a rendered widget."""
+        return self.panel.locator(".jp-OutputArea-output").filter(
+            has=self.page.locator(".jupyter-widgets"))
+
+    def wait_for_widgets(self, expected: int, timeout: float = 60) -> None:
+        """Wait until ``expected`` widgets have rendered; fail naming how many did."""
+        deadline = time.monotonic() + timeout
+        while (found := self.widget_outputs().count()) < expected:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.name}: {found} of {expected} widgets rendered "
+                                     f"after {timeout} s; {self.widget_failures()}")
+            time.sleep(0.1)
+        assert found == expected, f"{self.name}: {found} widgets rendered, expected {expected}"
+
+    def widget_failures(self) -> list[str]:
+        """Outputs where a widget did not render: its placeholder or error text."""
+        texts = self.panel.locator(".jp-OutputArea-output").all_text_contents()
+        return [t for t in texts if any(mark in t for mark in WIDGET_FAILURES)]
+
+    def panels(self) -> list[Panel]:
+        """Every rendered slider panel: a widget with sliders and an output area."""
+        found = self.widget_outputs().filter(has=self.page.locator(".widget-output")).filter(
+            has=self.page.locator(".widget-slider"))
+        return [Panel(found.nth(i)) for i in range(found.count())]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What a panel shows: its figure (a digest of the image) and its table's text."""
+
+    figure: str
+    numbers: str
+
+
+# Keys a keyboard user tries on a slider, in turn, until its panel shows something new: one
+# step, then the far end, then the near end. One step is enough for most sliders; some only
+# act past a threshold (a cap above every wait clips nothing).
+ESCALATION = ("step", "End", "Home")
+
+
+class Panel:
+    """One ``atlas_sim.widgets.Panel`` as rendered in the page."""
+
+    def __init__(self, root: Locator) -> None:
+        self.root = root
+        self.output = root.locator(".widget-output")
+
+    def sliders(self) -> Locator:
+        return self.root.locator(".widget-slider")
+
+    def slider(self, label: str) -> Locator:
+        return self.sliders().filter(has=self.root.page.get_by_text(label, exact=True))
+
+    def slider_labels(self) -> list[str]:
+        return [t.strip() for t in self.sliders().locator(".widget-label").all_text_contents()]
+
+    def reading(self) -> Reading | None:
+        """The figure and numbers now shown, or None while the output is being redrawn."""
+        images, tables = self.output.locator("img"), self.output.locator("table")
+        if images.count() != 1 or tables.count() != 1:
+            return None
+        source = images.first.get_attribute("src") or ""
+        return Reading(figure=hashlib.sha1(source.encode()).hexdigest(),
+                       numbers=tables.first.text_content() or "")
+
+    def message(self) -> str:
+        """What the output shows as text (the table, or "Cannot run this combination ...")."""
+        return " ".join((self.output.text_content() or "").split())
+
+    # -- redraws ---------------------------------------------------------------------------
+
+    def _mark_shown(self) -> None:
+        """Tag the figure now shown, so that a redraw (a new image element) can be told from
+        it even when the new figure is identical."""
+        self.output.evaluate("o => o.querySelectorAll('img').forEach(i => i.dataset.seen = '1')")
+
+    def _wait_for_redraw(self, timeout: float = 60) -> Reading:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            fresh = self.output.locator("img:not([data-seen])")
+            if fresh.count() == 1 and (now := self.reading()) is not None:
+                return now
+            if "Cannot run this combination" in self.message():
+                raise AssertionError(f"the panel refused: {self.message()[:300]}")
+            time.sleep(0.02)
+        raise AssertionError(f"no redraw within {timeout} s; the panel shows "
+                             f"{self.message()[:300]!r}")
+
+    def act(self, action: Callable[[], None]) -> Reading:
+        """Do ``action`` (a click, a key) and return what the panel shows once redrawn."""
+        self._mark_shown()
+        action()
+        return self._wait_for_redraw()
+
+    # -- what a reader does ----------------------------------------------------------------
+
+    def reset(self) -> Reading:
+        """Click Reset: every control back to its default, the experiment run once."""
+        return self.act(lambda: self.root.get_by_role("button", name="Reset").click())
+
+    def press(self, label: str, key: str) -> Reading:
+        """Focus the slider ``label`` and press ``key``; "step" is one arrow-key step (right,
+        or left at the maximum)."""
+        handle = self.slider(label).locator('[role="slider"]')
+        handle.scroll_into_view_if_needed()
+        handle.focus()
+        if key == "step":
+            at_max = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+            key = "ArrowLeft" if at_max else "ArrowRight"
+        elif key in ("End", "Home") and handle.get_attribute("aria-valuenow") == \
+                handle.get_attribute("aria-valuemax" if key == "End" else "aria-valuemin"):
+            return self.reading() or self._wait_for_redraw()  # already there: nothing to redraw
+        return self.act(lambda: handle.press(key))
+
+    def set_slider(self, label: str, value: float) -> Reading:
+        """Home, then right-arrow steps until the slider reads ``value``."""
+        handle = self.slider(label).locator('[role="slider"]')
+        now = self.press(label, "Home")
+        for _ in range(200):
+            if abs(float(handle.get_attribute("aria-valuenow") or "nan") - value) < 1e-9:
+                return now
+            now = self.press(label, "ArrowRight")
+        raise AssertionError(f"slider {label!r} never reached {value}: it reads "
+                             f"{handle.get_attribute('aria-valuenow')}")
+
+    def choose(self, label: str, option: str) -> Reading:
+        """Pick ``option`` in the dropdown ``label``."""
+        dropdown = self.root.locator(".widget-dropdown").filter(
+            has=self.root.page.get_by_text(label, exact=True))
+        return self.act(lambda: dropdown.locator("select").select_option(option))
+
+    def move_until_it_changes(self, label: str, before: Reading) -> tuple[str, float]:
+        """Press the ESCALATION keys in turn until both the figure and the numbers differ from
+        ``before``; return the key that did it and the seconds from that key to the redraw.
+        Fails naming the slider if none did."""
+        for key in ESCALATION:
+            pressed = time.perf_counter()
+            now = self.press(label, key)
+            if now.figure != before.figure and now.numbers != before.numbers:
+                return key, time.perf_counter() - pressed
+        same = "figure" if now.figure == before.figure else "numbers"
+        raise AssertionError(f"slider {label!r}: after {', '.join(ESCALATION)} the panel still "
+                             f"shows the same {same}: {self.message()[:300]!r}")

@@ -1,0 +1,107 @@
+"""Every notebook as a reader uses it: opened in JupyterLab in a real (headless) Chromium, run
+from the Run menu, every widget rendered, every slider moved with the keyboard and answered with
+a new figure and new numbers, the live service stopped at the end with nothing left behind.
+
+Screenshots (each panel before and after its sliders moved, and the notebook's first screen)
+go to the artefacts folder; timings to its ``timings.json``. Timings are recorded, not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.browser.conftest import NOTEBOOKS
+
+PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text form: "requests:  40%|####      | 204/510"
+
+# Sliders that act only once another control is set, as the notebook's prose tells the reader:
+# slider label -> [(control label, value)], a string value picks a dropdown option.
+SETTINGS_FIRST: dict[str, list[tuple[str, str | float]]] = {
+    "window (rate mode)": [("mode", "failure_rate")],
+    # 01: "set the errors during the burst to 0.3 and move token_ratio from 0.05 to 1.0"
+    "token ratio": [("errors during burst", 0.3)],
+}
+
+
+def committed_widget_count(notebook: Path) -> int:
+    """How many widgets the committed notebook shows at the end of a run: the page must render
+    as many. Progress bars are left out: they close themselves when done (``leave=False``)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    views = [output["data"] for cell in cells if cell["cell_type"] == "code"
+             for output in cell.get("outputs", [])
+             if "application/vnd.jupyter.widget-view+json" in output.get("data", {})]
+    return sum(not PROGRESS_BAR.search("".join(view.get("text/plain", ""))) for view in views)
+
+
+def starts_the_service(notebook: Path) -> bool:
+    return "live.start_service(" in notebook.read_text()
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=[n.stem for n in NOTEBOOKS])
+def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browser, artefacts,
+                                                           timings):
+    from tests.browser.jupyterlab import NotebookPage
+
+    page = browser.new_page()
+    shots = artefacts / notebook.stem
+    shots.mkdir()
+    try:
+        started = time.perf_counter()
+        nb = NotebookPage(page, lab.url, lab.token, notebook.name)
+        nb.wait_for_idle_kernel()
+        opened = time.perf_counter()
+        nb.clear_outputs()  # the copy carries the committed outputs: judge only this run's
+        nb.run_all()
+        ran = time.perf_counter()
+        timings.record(notebook.stem, open_to_idle=opened - started, run_all=ran - opened)
+        page.screenshot(path=shots / "00-first-screen.png")
+
+        assert not nb.errors(), f"{notebook.name}: a cell failed:\n" + "\n".join(nb.errors())
+        unrun = [p for p in nb.prompts() if not re.fullmatch(r"\[\d+\]:", p)]
+        assert not unrun, f"{notebook.name}: cells did not run: {unrun}"
+
+        expected = committed_widget_count(notebook)
+        nb.wait_for_widgets(expected)
+        assert not nb.widget_failures(), nb.widget_failures()
+
+        panels = nb.panels()
+        assert panels, f"{notebook.name} shows no slider panel"
+        moves: list[float] = []
+        keys: dict[str, list[str]] = {}
+        for k, panel in enumerate(panels, start=1):
+            panel.root.scroll_into_view_if_needed()
+            panel.root.screenshot(path=shots / f"panel{k}-before.png")
+            for label in panel.slider_labels():
+                before = panel.reset()
+                for other, value in SETTINGS_FIRST.get(label, ()):
+                    before = (panel.choose(other, value) if isinstance(value, str)
+                              else panel.set_slider(other, value))
+                try:
+                    key, seconds = panel.move_until_it_changes(label, before)
+                except AssertionError as err:
+                    raise AssertionError(f"{notebook.name}, panel {k}: {err}") from None
+                moves.append(seconds)
+                keys.setdefault(key, []).append(f"{notebook.stem} panel {k}: {label}")
+            panel.root.screenshot(path=shots / f"panel{k}-after.png")
+        timings.record(notebook.stem, slider_to_output=moves, keys=keys)
+
+        if starts_the_service(notebook):
+            # the measured numbers: a table that sets the live run beside the simulated one
+            measured = nb.panel.locator(".jp-OutputArea-output table").filter(has_text="live")
+            assert measured.count() >= 1, f"{notebook.name} shows no table of live numbers"
+            assert re.search(r"\d\.\d", measured.first.text_content() or "")
+            last = nb.code_cells().last
+            last.scroll_into_view_if_needed()
+            last.screenshot(path=shots / "last-cell.png")
+            assert "stopped); still running in this kernel: nothing" in (last.text_content() or "")
+    except BaseException:
+        page.screenshot(path=shots / "failure.png")  # what the page showed when it failed
+        raise
+    finally:
+        page.close()
+        lab.shut_down_kernels()

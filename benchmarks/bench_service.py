@@ -17,7 +17,7 @@ Measures, in one run:
 Usage::
 
     python benchmarks/bench_service.py                  # everything, markdown on stdout
-    python benchmarks/bench_service.py --output benchmarks/service_results.md
+    python benchmarks/bench_service.py --output /tmp/service.md   # then into BENCHMARKS.md
     python benchmarks/bench_service.py --no-wrk         # force the Python client
 """
 

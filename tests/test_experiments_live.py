@@ -56,6 +56,23 @@ def test_a_single_attempt_compose_experiment_matches_its_twin_exactly():
     assert 0.2 < 1 - real.requests["ok"].mean() < 0.4
     # the reset rewound the service's streams: a repeat draws the same coins again
     assert again["live"].requests["ok"].sum() == real.requests["ok"].sum()
+    assert "send lag p50" in live.generator_note(real)
+
+
+def test_the_generator_note_says_when_the_generator_fell_behind():
+    from types import SimpleNamespace
+
+    def run(p99: float) -> SimpleNamespace:
+        return SimpleNamespace(meta={"send_lag_p50": 0.001, "send_lag_p99": p99,
+                                     "generator": "2 child process(es)"})
+
+    assert live.generator_note(run(0.004)).endswith("p99 4.0 ms, on schedule")
+    assert "behind schedule" in live.generator_note(run(0.02))
+    assert "on schedule" in live.generator_note(run(0.02), tolerance=0.05)
+    with pytest.raises(ValueError, match="needs a live run"):
+        live.generator_note(SimpleNamespace(meta={}))
+    with pytest.raises(ValueError, match="tolerance"):
+        live.generator_note(run(0.004), tolerance=-1)
 
 
 def test_calibration_measures_small_positive_costs():

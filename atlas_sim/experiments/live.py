@@ -29,6 +29,7 @@ import pandas as pd
 
 from ..config import Settings
 from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
+from ..policies._validate import check_real
 from ..results import RunResult
 from ..service import LiveServer, create_app, leftovers, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
@@ -36,7 +37,8 @@ from ..sim import Dependency, Fault, Scenario, simulate
 from ..workload import Distribution
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "faults_from_schedule", "leftovers", "start_service", "transition_table", "work_twin"]
+           "faults_from_schedule", "generator_note", "leftovers", "start_service",
+           "transition_table", "work_twin"]
 
 #: How the simulator stands in for a dependency that hangs: slower than any timeout.
 HANG = 3600.0
@@ -180,6 +182,24 @@ def compose_experiment(server: LiveServer, settings: Settings, *,
     measured = run_load(server.url, path="/api/compose", **{"progress": True, **setup})
     simulated = simulate(compose_twin(settings, calibration=calibration, **setup))
     return {"simulated": simulated, "live": measured}
+
+
+def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:
+    """Whether the load generator kept its schedule in a live run, in one sentence.
+
+    An open-loop generator must send each request at its scheduled time; one that falls
+    behind (a busy machine, two processes sharing two cores) delays requests before they
+    leave, and the latencies it reports then include its own queue. ``tolerance``: the p99
+    send lag (seconds) still counted as on schedule.
+    """
+    check_real("tolerance", tolerance, low=0.0)
+    p50, p99 = run.meta.get("send_lag_p50"), run.meta.get("send_lag_p99")
+    if p50 is None or p99 is None:
+        raise ValueError("generator_note needs a live run (meta['send_lag_p99'])")
+    verdict = ("on schedule" if p99 <= tolerance else
+               "behind schedule: the latencies above include time spent waiting to be sent")
+    return (f"load generator ({run.meta.get('generator', '?')}): send lag p50 "
+            f"{1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, {verdict}")
 
 
 def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency") -> pd.DataFrame:

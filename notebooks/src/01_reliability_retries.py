@@ -341,6 +341,15 @@ table
 # milliseconds to every request. Notebook 02 measures that and puts it into the model.
 
 # %% [markdown]
+# One check before trusting any live latency: an open-loop generator must send each request
+# at its scheduled time. If the machine is busy it falls behind, and the latencies it reports
+# then include the time requests waited to be sent. The run records that lag:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+live.generator_note(runs["live"])
+
+# %% [markdown]
 # ## Exercises
 #
 # **Exercise 1.** A handler fails 20% of the time, independently. With 4 attempts, what share

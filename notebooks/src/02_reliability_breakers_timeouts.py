@@ -279,6 +279,7 @@ server = live.start_service("atlas-02", settings=settings, seed=SEED)
 outage = dict(rate=40.0, duration=20.0, seed=SEED, client_timeout=3.0,
               faults=[(5.0, {"outage": True}), (12.0, {"outage": False})])
 runs = live.compose_experiment(server, settings, calibration=calibration, **outage)
+live.generator_note(runs["live"])  # did the generator keep its schedule? (as in notebook 01)
 
 # %% [markdown]
 # The service reports its breaker's state and history at `/admin/breaker`; the load generator

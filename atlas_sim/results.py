@@ -26,11 +26,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["ATTEMPT_COLUMNS", "EVENT_COLUMNS", "REQUEST_COLUMNS", "SUMMARY_KEYS", "RunResult"]
+__all__ = ["ATTEMPT_COLUMNS", "EVENT_COLUMNS", "REQUEST_COLUMNS", "SUMMARY_KEYS", "RunResult",
+           "transition_times"]
 
 REQUEST_COLUMNS = ("request_id", "t_start", "t_end", "latency", "status", "attempts", "ok")
 ATTEMPT_COLUMNS = ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait")
 EVENT_COLUMNS = ("time", "kind", "name", "detail", "reason")
+
+
+
+def transition_times(events: pd.DataFrame, new_state: str, *,
+                     name: str | None = None) -> np.ndarray:
+    """When a circuit breaker moved into ``new_state`` ("open", "half_open", "closed"), in
+    order, from an events table (``RunResult.events`` or a scripted trace's); ``name``: only
+    the breaker of that name."""
+    chosen = (events["kind"] == "breaker") & (events["detail"] == new_state)
+    if name is not None:
+        chosen &= events["name"] == name
+    return events.loc[chosen, "time"].to_numpy(dtype=float)
+
 
 _REQUEST_DTYPES = {
     "request_id": "int64", "t_start": "float64", "t_end": "float64", "latency": "float64",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .clocks import ManualClock
 from .policies import BreakerConfig, BreakerTransition, CircuitBreaker
-from .results import EVENT_COLUMNS
+from .results import EVENT_COLUMNS, transition_times
 
 __all__ = ["BreakerTrace", "drive_breaker", "outage_script"]
 
@@ -34,8 +34,13 @@ class BreakerTrace:
 
     def first(self, new_state: str) -> float | None:
         """Time of the first transition into ``new_state`` ("open", "half_open", "closed")."""
-        times = self.events.loc[self.events["detail"] == new_state, "time"]
-        return float(times.iloc[0]) if len(times) else None
+        times = transition_times(self.events, new_state)
+        return float(times[0]) if len(times) else None
+
+    def last(self, new_state: str) -> float | None:
+        """Time of the last transition into ``new_state``."""
+        times = transition_times(self.events, new_state)
+        return float(times[-1]) if len(times) else None
 
 
 def drive_breaker(config: BreakerConfig, calls: Iterable[tuple[float, bool]],

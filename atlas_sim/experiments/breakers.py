@@ -14,7 +14,7 @@ from ..analysis.plots import plot_in_flight, plot_timeseries
 from ..analysis.tables import summary_table
 from ..policies import BreakerConfig, Status
 from ..policies._validate import check_real
-from ..results import RunResult
+from ..results import RunResult, transition_times
 from ..sim import Scenario, simulate
 from ..sim.scenarios import RETRY_STORM_FIXES, dependency_outage, overload_spike, retry_storm
 from ..widgets import Control, Panel
@@ -71,16 +71,14 @@ def breaker_panel(*, seed: int = 0) -> Panel:
                                title=f"Dependency hangs from t = 10 s ({name})")
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
-        # the requests sent while the dependency hung, as in the notebook's table
         # the requests sent while the dependency hung, as in the notebook's table, and how
         # the breaker behaved: how often it opened, and when it closed again afterwards
         (name, result), = results.items()
         end = float(result.events.loc[result.events["detail"] == "end", "time"].iloc[0])
         out = outage_table({f"{name}, during the outage": result.window(10.0, end)})
-        moves = result.events.loc[result.events["kind"] == "breaker", ["time", "detail"]]
-        closes = moves.loc[moves["detail"] == "closed", "time"]
-        out["times opened"] = int((moves["detail"] == "open").sum())
-        out["closed again at (s)"] = round(float(closes.iloc[-1]), 2) if len(closes) else "never"
+        closes = transition_times(result.events, "closed")
+        out["times opened"] = len(transition_times(result.events, "open"))
+        out["closed again at (s)"] = round(float(closes[-1]), 2) if len(closes) else "never"
         return out
 
     return Panel(

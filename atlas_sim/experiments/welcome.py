@@ -33,12 +33,11 @@ def breaker_panel() -> Panel:
         # Counts of calls by outcome, and when the breaker first opened and last closed: a
         # shifted outage moves the times even when it leaves the counts as they were.
         counts = trace.calls["outcome"].value_counts()
-        row: dict[str, Any] = counts.reindex(["success", "failure", "rejected"], fill_value=0)
-        row = {f"{outcome} calls": int(n) for outcome, n in row.items()}
-        closes = trace.events.loc[trace.events["detail"] == "closed", "time"]
-        opened = trace.first("open")
+        row: dict[str, Any] = {f"{outcome} calls": int(counts.get(outcome, 0))
+                               for outcome in ("success", "failure", "rejected")}
+        opened, closed = trace.first("open"), trace.last("closed")
         row["first opened (s)"] = "never" if opened is None else opened
-        row["last closed (s)"] = float(closes.iloc[-1]) if len(closes) else "never"
+        row["last closed (s)"] = "never" if closed is None else closed
         return pd.DataFrame([row], index=["this run"])
 
     return Panel(

@@ -10,6 +10,7 @@ Selectors are JupyterLab 4's and ipywidgets 8's class names (``jp-*``, ``widget-
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from playwright.sync_api import Locator, Page
 
 ERROR_MARK = "Traceback (most recent call last)"
+RAN = re.compile(r"\[\d+\]:")  # the input prompt of a cell that has run
 WIDGET_FAILURES = ("Loading widget", "Error displaying widget", "model not found")
 
 
@@ -84,17 +86,20 @@ class NotebookPage:
             self.page.keyboard.press("Escape")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            prompts = self.prompts()
-            if self.errors() or (prompts and all(p[1:-2].isdigit() for p in prompts)):
+            if self.errors() or (self.prompts() and not self.unrun()):
                 return
             time.sleep(0.25)
         raise AssertionError(f"{self.name}: cells still waiting after {timeout} s: "
-                             f"{[p for p in self.prompts() if not p[1:-2].isdigit()]}")
+                             f"{self.unrun()}")
 
     def prompts(self) -> list[str]:
         """Every code cell's input prompt: "[3]:" once run, "[*]:" while queued or running."""
         texts = self.panel.locator(".jp-CodeCell .jp-InputPrompt").all_text_contents()
         return [t.strip() for t in texts]
+
+    def unrun(self) -> list[str]:
+        """The prompts of code cells that have not run: anything but "[<number>]:"."""
+        return [p for p in self.prompts() if not RAN.fullmatch(p)]
 
     def errors(self) -> list[str]:
         """The text of every output that shows a Python traceback."""

@@ -62,8 +62,7 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
         page.screenshot(path=shots / "00-first-screen.png")
 
         assert not nb.errors(), f"{notebook.name}: a cell failed:\n" + "\n".join(nb.errors())
-        unrun = [p for p in nb.prompts() if not re.fullmatch(r"\[\d+\]:", p)]
-        assert not unrun, f"{notebook.name}: cells did not run: {unrun}"
+        assert not nb.unrun(), f"{notebook.name}: cells did not run: {nb.unrun()}"
 
         expected = committed_widget_count(notebook)
         nb.wait_for_widgets(expected)

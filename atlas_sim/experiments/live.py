@@ -165,6 +165,7 @@ def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
     )
     if calibration is None:
         return scenario
+    # only the round trip: /api/compose holds no work slot, so the work overhead does not apply
     return scenario.replace(network_delay=calibration.round_trip)
 
 

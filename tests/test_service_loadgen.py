@@ -8,11 +8,14 @@ import math
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from atlas_sim.config import Settings
 from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy, Status
 from atlas_sim.results import ATTEMPT_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS
 from atlas_sim.service import parse_server_timing, run_load, schedule
+from atlas_sim.service._asyncio_stream import AsyncioBackend
+from atlas_sim.service.loadgen import _ClientPool
 from atlas_sim.workload import Distribution, arrival_times, rng_streams
 from tests.service_support import start_server
 
@@ -171,6 +174,37 @@ def test_several_child_processes_share_one_schedule_and_merge_in_order(server):
     assert np.allclose(req["t_start"], times)  # each request keeps its place in the schedule
     assert (req["t_end"] > req["t_start"]).all() and len(result.meta["send_lag"]) == 40
     assert (result.attempts["t_start"] >= 0).all()  # both children counted from one origin
+
+
+def health_requests(url: str) -> float:
+    families = text_string_to_metric_families(httpx.get(url + "/metrics", trust_env=False).text)
+    return sum(sample.value for family in families for sample in family.samples
+               if sample.name == "atlas_api_http_requests_total"
+               and sample.labels["endpoint"] == "/health")
+
+
+@pytest.mark.parametrize(("processes", "warm_up", "expected"),
+                         [(0, True, 8), (2, True, 16), (0, False, 0)])
+def test_each_generator_warms_up_with_health_requests_outside_the_result(server, processes,
+                                                                         warm_up, expected):
+    before = health_requests(server.url)
+    result = run_load(server.url, rate=100, requests=4, processes=processes, warm_up=warm_up,
+                      progress=False)
+    assert health_requests(server.url) - before == expected  # 8 connections per generator
+    assert result.meta["warm_up"] is warm_up
+    assert len(result.requests) == 4 and result.requests["ok"].all()  # none of them counted
+
+
+def test_plain_http_clients_take_their_sockets_from_the_asyncio_backend():
+    async def backends(plain_tcp: bool) -> type:
+        pool = _ClientPool(4, plain_tcp=plain_tcp)
+        try:
+            return type(pool.clients[0]._transport._pool._network_backend)
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(backends(True)) is AsyncioBackend
+    assert asyncio.run(backends(False)) is not AsyncioBackend  # https:// keeps httpx's own
 
 
 def test_a_shared_client_breaker_needs_a_single_process():

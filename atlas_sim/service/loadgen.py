@@ -23,8 +23,15 @@ schedule up to about 300 requests/s and collapses at 500. Lowering the interpret
 interval did not help, nor did pausing the garbage collector: the process is simply out of CPU.
 The remedy is ``processes=n``: the schedule is split round-robin between ``n`` child processes
 (``python -m atlas_sim.service._child``), each with its own interpreter and GIL, which start
-together on a shared ``time.monotonic`` instant and send their records back. At 500 requests/s,
-two children keep the p99 send lag near 3 ms where one reaches 4 to 9 ms.
+together on a shared ``time.monotonic`` instant and send their records back.
+
+Three more things keep the schedule (each measured in BENCHMARKS.md): every generator warms its
+client up before time 0 (``warm_up``); each request's task exists shortly before its time, so it
+starts at its time rather than one turn of the event loop later; and for ``http://`` targets the
+connections are asyncio protocols (``_asyncio_stream``) rather than anyio streams, so httpcore's
+check of each idle connection looks at a buffer instead of making a system call. With all three
+and two children, the p99 send lag at 500 requests/s against a service in the same process was
+3.9-4.5 ms (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,11 +64,21 @@ from ..policies import (
 from ..policies._validate import check_choice, check_int, check_real
 from ..results import RunResult
 from ..workload import arrival_times, rng_streams
+from ._asyncio_stream import plain_tcp_transport
 from ._timeouts import run_with_timeout
 
 __all__ = ["parse_server_timing", "run_load", "run_load_async", "schedule"]
 
 Process = Literal["poisson", "constant"]
+
+# Connections each generator opens before time 0, and how long it waits for them (seconds).
+_WARM_UP_CONNECTIONS = 8
+_WARM_UP_TIMEOUT = 5.0
+# Each request's task is made this long (seconds) before its time and sleeps until then, so
+# that at its time it starts at once: made at its time, it started one turn of the event loop
+# later, after whatever response handling had queued up meanwhile (measured at 500 requests/s:
+# p99 send lag 3.3-4.4 ms against 4.4-5.6 with two processes).
+_LEAD = 0.03
 
 
 def schedule(
@@ -141,30 +158,41 @@ class _ClientPool:
     """Several small ``httpx.AsyncClient`` pools behind FIFO gates.
 
     httpcore's connection pool scans every connection and every waiting request on each event,
-    so its cost per request grows with the pool and its queue; an open-loop run that falls
-    behind then slows the client further, until it collapses (measured: a 512-connection pool
-    used about 10 ms of CPU per request at 300 req/s). Here each client holds at most
-    ``per_client`` connections, and a request enters a client only when a connection is free
-    (an ``asyncio.Semaphore`` per client, FIFO, O(1)), so httpx never queues internally and each
-    scan stays short. Requests beyond ``max_connections`` wait at the gates; their latency still
-    counts from their scheduled time.
+    and asks each idle connection whether the server closed it (a system call or two), so its
+    cost per request grows with the pool and its queue; an open-loop run that falls behind then
+    slows the client further, until it collapses (measured: a 512-connection pool used about
+    10 ms of CPU per request at 300 req/s). Here each client holds at most ``per_client``
+    connections, and a request enters a client only when a connection is free (an
+    ``asyncio.Semaphore`` per client, FIFO, O(1)), so httpx never queues internally and each
+    scan stays short (measured, 4 requests at a time: about 1.0 ms of CPU per request with 2
+    connections per client against 1.4 ms with 8). Requests beyond ``max_connections`` wait at
+    the gates; their latency still counts from their scheduled time.
     """
 
-    def __init__(self, max_connections: int, per_client: int = 8) -> None:
+    def __init__(self, max_connections: int, per_client: int = 2, *,
+                 plain_tcp: bool = False) -> None:
         self.per_client = min(per_client, max_connections)
         self.max_clients = -(-max_connections // self.per_client)
         self._limits = httpx.Limits(max_connections=self.per_client,
                                     max_keepalive_connections=self.per_client)
         # One TLS context for all: httpx would otherwise load the CA bundle once per client.
         self._tls = ssl.create_default_context()
+        # For http:// targets, sockets come from asyncio protocols rather than anyio streams:
+        # see _asyncio_stream (measured in BENCHMARKS.md).
+        self._plain_tcp = plain_tcp
         self.clients: list[httpx.AsyncClient] = []
         self.gates: list[asyncio.Semaphore] = []
         self._next = 0
         self._add()
 
     def _add(self) -> None:
-        self.clients.append(httpx.AsyncClient(limits=self._limits, timeout=None,
-                                              trust_env=False, verify=self._tls))
+        if self._plain_tcp:
+            client = httpx.AsyncClient(transport=plain_tcp_transport(self._limits, self._tls),
+                                       timeout=None, trust_env=False)
+        else:
+            client = httpx.AsyncClient(limits=self._limits, timeout=None, trust_env=False,
+                                       verify=self._tls)
+        self.clients.append(client)
         self.gates.append(asyncio.Semaphore(self.per_client))
 
     def pick(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
@@ -178,6 +206,34 @@ class _ClientPool:
             return self.clients[-1], self.gates[-1]
         i = self._next = (self._next + 1) % len(self.clients)
         return self.clients[i], self.gates[i]
+
+    async def warm_up(self, url: str, connections: int, timeout: float) -> int:
+        """Open up to ``connections`` connections with a GET of ``url`` on each, before time 0.
+
+        The first request through a client imports parts of httpx, anyio and h11 and opens a
+        connection: tens of milliseconds that, inside the run, made the first scheduled
+        requests leave late (measured at 500 requests/s: 30 to 250 sends more than 5 ms late in
+        the first quarter second, enough on their own to put the p99 send lag over 5 ms). Any
+        answer, or none within ``timeout``, will do: this only warms the client. Returns how
+        many requests got an HTTP answer.
+        """
+        connections = min(connections, self.max_clients * self.per_client)
+        while len(self.clients) * self.per_client < connections:
+            self._add()
+
+        async def one(client: httpx.AsyncClient) -> bool:
+            try:
+                await client.get(url)
+            except httpx.HTTPError:
+                return False
+            return True
+
+        calls = [one(self.clients[i // self.per_client]) for i in range(connections)]
+        try:
+            answered = await asyncio.wait_for(asyncio.gather(*calls), timeout)
+        except asyncio.TimeoutError:
+            return 0
+        return sum(answered)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)
@@ -212,6 +268,7 @@ async def run_load_async(
     server_events: bool = True,
     processes: int = 0,
     faults: Sequence[tuple[float, Mapping[str, Any]]] = (),
+    warm_up: bool = True,
     progress: bool = True,
 ) -> RunResult:
     """Offer an open-loop load to ``url + path`` and return what every request saw.
@@ -247,6 +304,10 @@ async def run_load_async(
             (20.0, {"outage": False})]``: each mapping is sent to ``/admin/faults`` at its time
             on the run's clock and recorded in ``events`` (kind ``"fault"``, ``detail`` start or
             end). The last change stays in effect after the run.
+        warm_up: before time 0, each generator opens up to 8 connections with a ``GET`` of
+            ``url + "/health"`` on each (not counted in the result; any answer will do), so
+            that the first scheduled requests do not pay for connecting and for the client's
+            first-use imports.
         progress: show a tqdm progress bar (not shown with child processes).
 
     Returns ``RunResult(source="live")``. ``meta`` holds the schedule's parameters, the send
@@ -286,6 +347,7 @@ async def run_load_async(
         seed=seed, client_timeout=client_timeout, retry=retry, budget=budget,
         breaker=breaker, max_connections=max_connections, drain_timeout=drain_timeout,
         progress=progress and processes == 0,
+        warm_up_url=base + "/health" if warm_up else None,
     )
     started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     driver = (_drive(job, on_start=started) if processes == 0
@@ -313,7 +375,7 @@ async def run_load_async(
         "url": base, "path": path, "method": method, "rate": rate, "process": process,
         "steps": list(steps), "seed": seed, "scheduled": len(times),
         "client_timeout": client_timeout, "drain_timeout": drain_timeout,
-        "max_connections": max_connections,
+        "max_connections": max_connections, "warm_up": warm_up,
         "generator": f"{processes} child process(es)" if processes else "this process",
         "retry": retry, "budget": budget, "breaker": breaker,
         "unfinished": run.unfinished, "server_events": server_note,
@@ -341,12 +403,18 @@ class _Job:
     max_connections: int
     drain_timeout: float
     progress: bool
+    warm_up_url: str | None  # None: no warm-up
 
 
-async def _drive(job: _Job, *, part: int = 0, parts: int = 1, start_at: float | None = None,
+async def _drive(job: _Job, *, part: int = 0, parts: int = 1,
+                 start: Callable[[], Awaitable[float]] | None = None,
                  on_start: asyncio.Future[float] | None = None) -> _Run:
-    """Send requests ``part, part + parts, ...`` of ``job``'s schedule; time 0 is ``start_at``
-    on ``time.monotonic`` (default: now), told to ``on_start`` once known."""
+    """Send requests ``part, part + parts, ...`` of ``job``'s schedule.
+
+    First the client warms up (``job.warm_up_url``); then time 0 is the instant on
+    ``time.monotonic`` that ``start()`` returns (default: now), so that parts in several
+    processes align, and it is told to ``on_start``.
+    """
     loop = asyncio.get_running_loop()
     method, target, headers = job.method, job.target, job.headers
     client_timeout, retry, budget, breaker = job.client_timeout, job.retry, job.budget, job.breaker
@@ -399,7 +467,10 @@ async def _drive(job: _Job, *, part: int = 0, parts: int = 1, start_at: float | 
         return (response.status_code, parse_server_timing(timing, "queue"),
                 parse_server_timing(timing, "work"))
 
-    async def one(pool: _ClientPool, rec: _Request) -> None:
+    async def one(pool: _ClientPool, rec: _Request, due: float) -> None:
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
         rec.sent = clock()
         delays = None
         while True:
@@ -440,20 +511,24 @@ async def _drive(job: _Job, *, part: int = 0, parts: int = 1, start_at: float | 
     tasks: list[asyncio.Task[None]] = []
     unfinished = 0
     t0_monotonic = math.nan
-    pool = _ClientPool(job.max_connections)
+    pool = _ClientPool(job.max_connections, plain_tcp=target.startswith("http://"))
     try:
+        if job.warm_up_url is not None:
+            await pool.warm_up(job.warm_up_url, _WARM_UP_CONNECTIONS,
+                               timeout=min(_WARM_UP_TIMEOUT, job.client_timeout or math.inf))
+        start_at = await start() if start is not None else None
         t0 = loop.time()
-        if start_at is not None:  # a shared instant, so that parts in several processes align
+        if start_at is not None:  # the loop's clock may not be time.monotonic
             t0 += start_at - time.monotonic()
         t0_monotonic = time.monotonic() + (t0 - loop.time())
         if on_start is not None:
             on_start.set_result(t0_monotonic)
         for rec in records:
             due = t0 + rec.scheduled
-            wait = due - loop.time()
+            wait = due - _LEAD - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            tasks.append(loop.create_task(one(pool, rec)))
+            tasks.append(loop.create_task(one(pool, rec, due)))
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=job.drain_timeout)
             if pending:
@@ -596,15 +671,18 @@ async def _drive_in_children(job: _Job, processes: int,
                              on_start: asyncio.Future[float] | None = None) -> _Run:
     """Split ``job`` round-robin between ``processes`` children; merge what they saw.
 
-    Each child imports, says it is ready, and waits; once all are ready the parent sends each
-    its part and one shared start instant, so that request ``i`` leaves at ``times[i]`` whichever
-    process sends it.
+    Each child gets its part, imports, warms up, says it is ready, and waits; once all are
+    ready the parent sends them one shared start instant, so that request ``i`` leaves at
+    ``times[i]`` whichever process sends it.
     """
     children = [await asyncio.create_subprocess_exec(
         sys.executable, "-m", "atlas_sim.service._child",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE) for _ in range(processes)]
     try:
+        for part, child in enumerate(children):
+            child.stdin.write(pickle.dumps((job, part, processes)))  # type: ignore[union-attr]
+        await asyncio.gather(*(child.stdin.drain() for child in children))  # type: ignore[union-attr]
         for child in children:
             ready = await asyncio.wait_for(child.stdout.readline(), 60)  # type: ignore[union-attr]
             if ready != b"ready\n":
@@ -612,9 +690,8 @@ async def _drive_in_children(job: _Job, processes: int,
         start_at = time.monotonic() + 0.05
         if on_start is not None:
             on_start.set_result(start_at)
-        outputs = await asyncio.gather(*(
-            child.communicate(pickle.dumps((job, part, processes, start_at)))
-            for part, child in enumerate(children)))
+        outputs = await asyncio.gather(*(child.communicate(f"{start_at!r}\n".encode())
+                                         for child in children))
     except BaseException:
         for child in children:
             if child.returncode is None:

@@ -29,9 +29,10 @@ Three more things keep the schedule (each measured in BENCHMARKS.md): every gene
 client up before time 0 (``warm_up``); each request's task exists shortly before its time, so it
 starts at its time rather than one turn of the event loop later; and for ``http://`` targets the
 connections are asyncio protocols (``_asyncio_stream``) rather than anyio streams, so httpcore's
-check of each idle connection looks at a buffer instead of making a system call. With all three
-and two children, the p99 send lag at 500 requests/s against a service in the same process was
-3.9-4.5 ms (BENCHMARKS.md).
+check of each idle connection looks at a buffer instead of making a system call. With all three,
+one child process kept the p99 send lag at 500 requests/s against a service in the same process
+at 2.8-6.3 ms (median 3.6, ten runs on two cores; 17-120 ms before); two children, which then
+compete with the service for the two cores, 3.8-8.3 ms (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ _WARM_UP_CONNECTIONS = 8
 _WARM_UP_TIMEOUT = 5.0
 # Each request's task is made this long (seconds) before its time and sleeps until then, so
 # that at its time it starts at once: made at its time, it started one turn of the event loop
-# later, after whatever response handling had queued up meanwhile (measured at 500 requests/s:
-# p99 send lag 3.3-4.4 ms against 4.4-5.6 with two processes).
+# later, after whatever response handling had queued up meanwhile (measured at 500 requests/s,
+# two processes: median p99 send lag 4.2 ms against 5.2, four runs each).
 _LEAD = 0.03
 
 
@@ -296,7 +297,9 @@ async def run_load_async(
         processes: 0 runs the generator here (in a helper thread when called through
             ``run_load``); ``n >= 1`` splits the schedule round-robin between ``n`` child
             processes (see the module docstring): needed for high rates, above all against a
-            service in this same process. Starting them costs about a second. A client breaker
+            service in this same process (on two cores, one child holds 500 requests/s; more
+            processes than free cores slow each other down). Starting them costs about a
+            second. A client breaker
             or budget is one shared state machine, so it needs ``processes`` 0 or 1; with more
             than one process each draws its retry jitter from its own part of the ``"client"``
             stream.

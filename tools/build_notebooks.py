@@ -10,6 +10,9 @@ Usage: python tools/build_notebooks.py [NAME ...]   (default: every source)
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -22,6 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "notebooks" / "src"
 OUT = ROOT / "notebooks"
 CELL_TIMEOUT = 120  # seconds: a cell that takes longer is a bug, not a slow machine
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def build(source: Path) -> Path:
@@ -29,15 +34,49 @@ def build(source: Path) -> Path:
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
     notebook.metadata.pop("jupytext", None)
+    for index, cell in enumerate(notebook.cells):  # an id from the cell, not a random one:
+        # a rebuild changes the ids of changed cells only, so diffs show what changed
+        cell.id = hashlib.sha1(f"{index}\n{cell.source}".encode()).hexdigest()[:12]
     started = time.perf_counter()
     NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=60, kernel_name="python3",
                    resources={"metadata": {"path": str(OUT)}}).execute()
     for cell in notebook.cells:  # keep diffs to what matters
         cell.metadata.pop("execution", None)
     target = OUT / f"{source.stem}.ipynb"
-    nbformat.write(notebook, target)
+    target.write_text(renumber_widgets(notebook))
     print(f"{target.relative_to(ROOT)}: executed in {time.perf_counter() - started:.1f} s")
     return target
+
+
+def renumber_widgets(notebook: nbformat.NotebookNode) -> str:
+    """The notebook as JSON, its widget models renamed in the order a reader meets them.
+
+    ipywidgets names each model with a random UUID and the saved state is sorted by name, so
+    every rebuild rewrote the whole widget state. Here the models are numbered by a walk from
+    each widget output, cell by cell, through the models each one refers to (its state in key
+    order); models no output reaches come last, ordered by their content.
+    """
+    text = nbformat.writes(notebook)
+    state = notebook.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        if model_id in order or model_id not in state:
+            return
+        order.append(model_id)
+        refs = json.dumps(state[model_id].get("state", {}), sort_keys=True)
+        for ref in re.findall(r"IPY_MODEL_([0-9a-f]{32})", refs):
+            visit(ref)
+
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get(WIDGET_VIEW)
+            if view:
+                visit(view["model_id"])
+    order += sorted(set(state) - set(order), key=lambda m: json.dumps(state[m], sort_keys=True))
+    renamed = {old: f"{index:032x}" for index, old in enumerate(order)}
+    text = re.sub(r"[0-9a-f]{32}", lambda m: renamed.get(m.group(), m.group()), text)
+    return nbformat.writes(nbformat.reads(text, as_version=4))  # sorted again, by the new names
 
 
 def main(names: list[str]) -> None:

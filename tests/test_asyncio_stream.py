@@ -1,14 +1,16 @@
 """The load generator's asyncio network backend for httpcore, against raw TCP servers.
 
 Each server here is a few lines of asyncio on 127.0.0.1 that misbehaves in one chosen way, so
-that every path of ``_ProtocolStream`` (data, end of stream, lost connection, timeouts) runs
+that the paths of ``_ProtocolStream`` (data, end of stream, reset, read timeout, refusal) run
 under httpx for real.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 
 import httpx
@@ -134,6 +136,25 @@ def test_a_connection_lost_mid_answer_is_an_httpx_request_error():
         return "cut"
 
     assert run_against(half_an_answer, get)[0] == "cut"
+
+
+def test_a_connection_reset_mid_answer_is_an_httpx_read_error():
+    async def reset(reader, writer):
+        await read_request(reader)
+        writer.write(response(b"x" * 100)[:-50])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        sock = writer.get_extra_info("socket")  # close with RST, not FIN
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def get(url):
+        async with client() as c:
+            with pytest.raises(httpx.ReadError):
+                await c.get(url)
+        return "reset"
+
+    assert run_against(reset, get)[0] == "reset"
 
 
 def test_a_refused_connection_is_an_httpx_connect_error():

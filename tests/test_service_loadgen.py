@@ -15,7 +15,7 @@ from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
 from atlas_sim.results import ATTEMPT_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS
 from atlas_sim.service import parse_server_timing, run_load, schedule
 from atlas_sim.service._asyncio_stream import AsyncioBackend
-from atlas_sim.service.loadgen import _ClientPool
+from atlas_sim.service.loadgen import _ClientPool, _drive_in_children, _Job
 from atlas_sim.workload import Distribution, arrival_times, rng_streams
 from tests.service_support import start_server
 
@@ -205,6 +205,26 @@ def test_plain_http_clients_take_their_sockets_from_the_asyncio_backend():
 
     assert asyncio.run(backends(True)) is AsyncioBackend
     assert asyncio.run(backends(False)) is not AsyncioBackend  # https:// keeps httpx's own
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://127.0.0.1:99999", r"url's port must be in 1..65535, got 99999"),
+    ("http://[::1", "url must be a valid URL"),
+])
+def test_a_bad_url_is_refused_naming_it(url, message):
+    with pytest.raises(ValueError, match=message):
+        run_load(url, rate=10, requests=2, progress=False)
+
+
+def test_a_child_that_fails_before_it_is_ready_sends_its_error_back():
+    # Past run_load's checks, a port out of range fails in the child's warm-up (socket
+    # connect); the child writes its exception instead of "ready", and it is raised here.
+    bad = "http://127.0.0.1:99999"
+    job = _Job(target=bad + "/api/work", method="GET", headers={}, times=np.array([0.0]),
+               seed=0, client_timeout=None, retry=None, budget=None, breaker=None,
+               max_connections=4, drain_timeout=1.0, progress=False, warm_up_url=bad + "/health")
+    with pytest.raises(OverflowError, match="port must be 0-65535"):
+        asyncio.run(_drive_in_children(job, 1))
 
 
 def test_a_shared_client_breaker_needs_a_single_process():

@@ -15,6 +15,7 @@ import json
 import re
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -36,9 +37,11 @@ def build(source: Path) -> Path:
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                        "language": "python"}
     notebook.metadata.pop("jupytext", None)
-    for index, cell in enumerate(notebook.cells):  # an id from the cell, not a random one:
-        # a rebuild changes the ids of changed cells only, so diffs show what changed
-        cell.id = hashlib.sha1(f"{index}\n{cell.source}".encode()).hexdigest()[:12]
+    seen: Counter[str] = Counter()
+    for cell in notebook.cells:  # an id from the cell, not a random one: a rebuild changes
+        # the ids of changed cells only (equal cells are told apart by how many came before)
+        seen[cell.source] += 1
+        cell.id = hashlib.sha1(f"{seen[cell.source]}\n{cell.source}".encode()).hexdigest()[:12]
     started = time.perf_counter()
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=60,
                             kernel_name="python3", resources={"metadata": {"path": str(OUT)}})
@@ -48,7 +51,7 @@ def build(source: Path) -> Path:
     for cell in notebook.cells:  # keep diffs to what matters
         cell.metadata.pop("execution", None)
     target = OUT / f"{source.stem}.ipynb"
-    target.write_text(renumber_widgets(notebook))
+    target.write_text(renumber_widgets(notebook), encoding="utf-8")
     print(f"{target.relative_to(ROOT)}: executed in {time.perf_counter() - started:.1f} s")
     return target
 

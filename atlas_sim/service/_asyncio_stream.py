@@ -44,6 +44,7 @@ class _ProtocolStream(asyncio.Protocol, httpcore.AsyncNetworkStream):
         self._transport = transport
 
     def data_received(self, data: bytes) -> None:
+        # No pause_reading: the buffer is unbounded, fine for a load generator's small answers.
         self._buffer += data
         self._wake()
 
@@ -100,8 +101,8 @@ class _ProtocolStream(asyncio.Protocol, httpcore.AsyncNetworkStream):
         self._transport.write(buffer)
         if self._writable is not None:  # wait until the kernel takes more
             try:
-                if timeout is None:
-                    await self._writable
+                if timeout is None:  # shielded: a cancelled writer must not cancel it
+                    await asyncio.shield(self._writable)
                 else:
                     await run_with_timeout(asyncio.shield(self._writable), timeout)
             except TimeoutError:

@@ -19,6 +19,8 @@ import sys
 
 async def _ready_then_start() -> float:
     """Tell the parent this part is ready; return the start instant it answers with."""
+    gc.collect()  # the warm-up imported more and made the clients: freeze them too
+    gc.freeze()
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.buffer.flush()
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.readline)

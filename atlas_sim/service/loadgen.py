@@ -216,7 +216,7 @@ class _ClientPool:
         requests leave late (measured at 500 requests/s: 30 to 250 sends more than 5 ms late in
         the first quarter second, enough on their own to put the p99 send lag over 5 ms). Any
         answer, or none within ``timeout``, will do: this only warms the client. Returns how
-        many requests got an HTTP answer.
+        many requests got an HTTP answer (0 if ``timeout`` ran out first).
         """
         connections = min(connections, self.max_clients * self.per_client)
         while len(self.clients) * self.per_client < connections:
@@ -320,6 +320,12 @@ async def run_load_async(
     """
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
+    try:
+        port = httpx.URL(url).port
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"url must be a valid URL, got {url!r}: {exc}") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"url's port must be in 1..65535, got {port} in {url!r}")
     check_choice("process", process, ("poisson", "constant"))
     seed = check_int("seed", seed, low=0)
     if client_timeout is not None:
@@ -684,12 +690,15 @@ async def _drive_in_children(job: _Job, processes: int,
         stderr=asyncio.subprocess.PIPE) for _ in range(processes)]
     try:
         for part, child in enumerate(children):
-            child.stdin.write(pickle.dumps((job, part, processes)))  # type: ignore[union-attr]
-        await asyncio.gather(*(child.stdin.drain() for child in children))  # type: ignore[union-attr]
+            try:  # a child that died at start closes the pipe; one that hangs never reads
+                child.stdin.write(pickle.dumps((job, part, processes)))  # type: ignore[union-attr]
+                await asyncio.wait_for(child.stdin.drain(), 60)  # type: ignore[union-attr]
+            except (ConnectionError, asyncio.TimeoutError):
+                raise RuntimeError(await _failure(child, "did not start")) from None
         for child in children:
             ready = await asyncio.wait_for(child.stdout.readline(), 60)  # type: ignore[union-attr]
             if ready != b"ready\n":
-                raise RuntimeError(await _failure(child, "did not start"))
+                await _raise_its_error(child, ready)
         start_at = time.monotonic() + 0.05
         if on_start is not None:
             on_start.set_result(start_at)
@@ -715,6 +724,21 @@ async def _drive_in_children(job: _Job, processes: int,
         records[part::processes] = run.records
     events = sorted(e for run in runs for e in run.events)
     return _Run(records, events, sum(r.unfinished for r in runs), start_at)
+
+
+async def _raise_its_error(child: asyncio.subprocess.Process, first: bytes) -> None:
+    """A child that failed before it was ready wrote its pickled exception, not ``ready``:
+    raise that exception here, or say the child did not start if it wrote nothing usable."""
+    outcome: object = None
+    with contextlib.suppress(Exception):
+        rest = await asyncio.wait_for(child.stdout.read(), 10)  # type: ignore[union-attr]
+        outcome = pickle.loads(first + rest)
+    if isinstance(outcome, BaseException):
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+        raise outcome
+    raise RuntimeError(await _failure(child, "did not start"))
 
 
 async def _failure(child: asyncio.subprocess.Process, what: str) -> str:

@@ -126,9 +126,11 @@ class Lab:
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings,
+        artefacts: Path) -> Iterator[Lab]:
     """JupyterLab from this project's environment, on 127.0.0.1, a random port and a token,
-    serving a copy of the notebooks (running them in the browser must not touch the repo)."""
+    serving a copy of the notebooks (running them in the browser must not touch the repo).
+    Its log ends up beside the screenshots, for failures that only the server saw."""
     home = tmp_path_factory.mktemp("lab")
     root = home / "notebooks"
     root.mkdir()
@@ -176,6 +178,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings) -> Iterator[
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+        shutil.copy(home / "jupyterlab.log", artefacts / "jupyterlab.log")
 
 
 @pytest.fixture(scope="session")

@@ -47,10 +47,11 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
                                                            timings):
     from tests.browser.jupyterlab import NotebookPage
 
-    page = browser.new_page()
     shots = artefacts / notebook.stem
     shots.mkdir()
-    try:
+    page = browser.new_page()
+
+    def open_and_run_all() -> NotebookPage:
         started = time.perf_counter()
         nb = NotebookPage(page, lab.url, lab.token, notebook.name)
         nb.wait_for_idle_kernel()
@@ -63,9 +64,25 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
 
         assert not nb.errors(), f"{notebook.name}: a cell failed:\n" + "\n".join(nb.errors())
         assert not nb.unrun(), f"{notebook.name}: cells did not run: {nb.unrun()}"
+        nb.wait_for_widgets(committed_widget_count(notebook))
+        return nb
 
-        expected = committed_widget_count(notebook)
-        nb.wait_for_widgets(expected)
+    try:
+        try:
+            nb = open_and_run_all()
+        except AssertionError:
+            # Seen once in five CI runs, on the first notebook of a fresh clone: the page lost
+            # its kernel connection after Run All (status "Connecting", JupyterLab asking to
+            # select a kernel), so no widget could render. Only that is tried again, once,
+            # with a new kernel, and it is recorded in timings.json and a screenshot.
+            if not page.locator(".jp-Dialog", has_text="Select Kernel").is_visible():
+                raise
+            page.screenshot(path=shots / "kernel-connection-lost.png")
+            timings.record(notebook.stem, kernel_connection_lost=True)
+            page.close()
+            lab.shut_down_kernels()
+            page = browser.new_page()
+            nb = open_and_run_all()
         assert not nb.widget_failures(), nb.widget_failures()
 
         panels = nb.panels()

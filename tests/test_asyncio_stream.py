@@ -123,38 +123,28 @@ def test_a_server_that_never_answers_gives_httpx_read_timeout():
     assert run_against(silent, get)[0] == "timed out"
 
 
-def test_a_connection_lost_mid_answer_is_an_httpx_request_error():
+@pytest.mark.parametrize(("close", "error"), [
+    ("fin", httpx.RemoteProtocolError),  # an orderly close: the answer is simply cut short
+    ("rst", httpx.ReadError),  # a reset: the socket reports an error
+])
+def test_a_connection_lost_mid_answer_is_an_httpx_request_error(close, error):
     async def half_an_answer(reader, writer):
         await read_request(reader)
         writer.write(response(b"x" * 100)[:-50])
         await writer.drain()
+        if close == "rst":
+            await asyncio.sleep(0.05)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
 
     async def get(url):
         async with client() as c:
-            with pytest.raises(httpx.RemoteProtocolError):
+            with pytest.raises(error):
                 await c.get(url)
         return "cut"
 
     assert run_against(half_an_answer, get)[0] == "cut"
-
-
-def test_a_connection_reset_mid_answer_is_an_httpx_read_error():
-    async def reset(reader, writer):
-        await read_request(reader)
-        writer.write(response(b"x" * 100)[:-50])
-        await writer.drain()
-        await asyncio.sleep(0.05)
-        sock = writer.get_extra_info("socket")  # close with RST, not FIN
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.transport.abort()
-
-    async def get(url):
-        async with client() as c:
-            with pytest.raises(httpx.ReadError):
-                await c.get(url)
-        return "reset"
-
-    assert run_against(reset, get)[0] == "reset"
 
 
 def test_a_refused_connection_is_an_httpx_connect_error():

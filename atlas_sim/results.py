@@ -34,7 +34,6 @@ ATTEMPT_COLUMNS = ("request_id", "attempt", "t_start", "t_end", "latency", "stat
 EVENT_COLUMNS = ("time", "kind", "name", "detail", "reason")
 
 
-
 def transition_times(events: pd.DataFrame, new_state: str, *,
                      name: str | None = None) -> np.ndarray:
     """When a circuit breaker moved into ``new_state`` ("open", "half_open", "closed"), in

@@ -229,9 +229,9 @@ def throughput_report(args: argparse.Namespace) -> list[str]:
     tool, rates = middleware_throughput(args.seconds, args.repeats, args.connections, use_wrk)
     bare = statistics.median(rates["bare FastAPI"])
     lines = ["## Middleware cost: throughput of a trivial route", "",
-              f"Load: {tool}, {args.connections} connections, {args.seconds:g} s per sample, "
-              f"{args.repeats} samples per app, order rotated; medians.", "",
-              "| app | requests/s (median) | samples | ratio to bare |", "|---|---|---|---|"]
+             f"Load: {tool}, {args.connections} connections, {args.seconds:g} s per sample, "
+             f"{args.repeats} samples per app, order rotated; medians.", "",
+             "| app | requests/s (median) | samples | ratio to bare |", "|---|---|---|---|"]
     for name, values in rates.items():
         median = statistics.median(values)
         samples = ", ".join(f"{v:.0f}" for v in values)

@@ -18,8 +18,14 @@ import sys
 
 
 async def _ready_then_start() -> float:
-    """Tell the parent this part is ready; return the start instant it answers with."""
-    gc.collect()  # the warm-up imported more and made the clients: freeze them too
+    """Tell the parent this part is ready; return the start instant it answers with.
+
+    Everything made so far (imports, the warmed clients) lives until the process ends: freeze
+    it, so the collector's passes during the run scan only the run's own objects. Fewer and
+    shorter pauses in the event loop, so fewer late sends (measured: median p99 send lag
+    8.5 ms -> 4.3 ms with one process at 500 requests/s). The collector stays on.
+    """
+    gc.collect()
     gc.freeze()
     sys.stdout.buffer.write(b"ready\n")
     sys.stdout.buffer.flush()
@@ -31,12 +37,6 @@ def main() -> None:
     job, part, parts = pickle.load(sys.stdin.buffer)
     from .loadgen import _drive
 
-    # Everything imported so far lives until the process ends: freeze it, so the collector's
-    # passes during the run scan only the run's own objects. Fewer and shorter pauses in the
-    # event loop, so fewer late sends (measured: median p99 send lag 8.5 ms -> 4.3 ms with one
-    # process at 500 requests/s). The collector stays on.
-    gc.collect()
-    gc.freeze()
     try:
         outcome: object = asyncio.run(_drive(job, part=part, parts=parts,
                                              start=_ready_then_start))

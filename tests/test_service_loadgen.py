@@ -15,7 +15,9 @@ from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
 from atlas_sim.results import ATTEMPT_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS
 from atlas_sim.service import parse_server_timing, run_load, schedule
 from atlas_sim.service._asyncio_stream import AsyncioBackend
-from atlas_sim.service.loadgen import _ClientPool, _drive_in_children, _Job
+from atlas_sim.service.loadgen.children import drive_in_children as _drive_in_children
+from atlas_sim.service.loadgen.driver import Job as _Job
+from atlas_sim.service.loadgen.pool import ClientPool as _ClientPool
 from atlas_sim.workload import Distribution, arrival_times, rng_streams
 from tests.service_support import start_server
 

@@ -148,7 +148,6 @@ def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
     the whole request by ``HTTP_TIMEOUT``, with shedding above ``LOAD_SHEDDING_MAX_CONCURRENT``.
     The client side (``client_timeout``, ``retry``, ``budget``, ``breaker``) is the reader's.
     """
-    server_retry = settings.retry_policy()
     scenario = Scenario(
         arrival_rate=rate, duration=duration, seed=seed,
         servers=settings.load_shedding_max_concurrent,  # no work slots: never a queue
@@ -159,7 +158,7 @@ def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
         dependency=Dependency(
             latency_mean=dependency_latency.mean, latency_dist=dependency_latency.kind,
             latency_shape=dependency_latency.shape, timeout=settings.database_timeout,
-            retry=server_retry if server_retry.max_attempts > 1 else None,
+            retry=settings.retry_policy(),
             budget=settings.budget_config(), breaker=settings.breaker_config()),
         faults=faults_from_schedule(faults, end=duration + settings.http_timeout + 60.0),
     )

@@ -16,6 +16,7 @@ from .breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
+from .call import Guard, GuardedCall, counts_as_breaker_failure
 from .limiter import ConcurrencyLimiter
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .status import CLIENT_SIDE, DEFAULT_RETRYABLE, Status
@@ -33,8 +34,11 @@ __all__ = [
     "BudgetConfig",
     "CircuitBreaker",
     "ConcurrencyLimiter",
+    "Guard",
+    "GuardedCall",
     "Jitter",
     "RetryBudget",
     "RetryPolicy",
     "Status",
+    "counts_as_breaker_failure",
 ]

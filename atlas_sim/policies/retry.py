@@ -33,11 +33,16 @@ class RetryPolicy:
         retry_on: the outcome codes worth retrying (see ``Status``). The default retries 429,
             5xx server faults, timeouts and broken connections, and never other 4xx: a request
             the server found wrong stays wrong however often it is sent.
+        honor_retry_after: if true, a server's ``Retry-After`` (on a 429 or 503) is a floor on
+            the wait before the retry: ``max(backoff, retry_after)`` (RFC 9110, section
+            10.2.3; gRPC's server pushback). Off by default, so that simulated and live
+            clients wait alike.
     """
 
     max_attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
     retry_on: frozenset[int] = DEFAULT_RETRYABLE
+    honor_retry_after: bool = False
 
     def __post_init__(self) -> None:
         check_int("max_attempts", self.max_attempts, low=1, high=100)
@@ -48,6 +53,9 @@ class RetryPolicy:
             raise ValueError(f"retry_on must be a set of status codes, got {codes!r}")
         codes = frozenset(check_int("retry_on", c, low=100, high=599) for c in codes)
         object.__setattr__(self, "retry_on", codes)
+        if not isinstance(self.honor_retry_after, bool):
+            raise ValueError(f"honor_retry_after must be True or False, "
+                             f"got {self.honor_retry_after!r}")
 
     def is_retryable(self, status: int) -> bool:
         """True if an attempt that ended with ``status`` is worth trying again."""

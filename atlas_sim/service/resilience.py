@@ -1,15 +1,13 @@
 """Calling the dependency the careful way: timeout, retry with backoff, budget, circuit breaker.
 
 The same ``RetryPolicy``, ``RetryBudget`` and ``CircuitBreaker`` objects as in the simulation,
-on the real clock (``time.monotonic``), waiting with ``asyncio.sleep``. For each call:
-
-1. ask the breaker; if OPEN, fail fast (503) without touching the dependency;
-2. call, bounded by ``DATABASE_TIMEOUT``; report the outcome to the breaker (with the
-   ``generation`` read right after ``allow()``, so a late answer from before a state change is
-   not mistaken for a probe's) and to the budget; a call cut off because the whole request
-   timed out (``HTTP_TIMEOUT``) is reported as a failure before the cancellation goes on;
-3. on failure, retry if the policy allows another attempt and the budget has tokens left,
-   after a jittered backoff; else give up with 503.
+on the real clock (``time.monotonic``), waiting with ``asyncio.sleep``, driven by the same
+decision object (``policies.GuardedCall``): this module supplies only the attempt (a call
+bounded by ``DATABASE_TIMEOUT``: ok, an error answered as 503, or a timeout recorded as 599) and
+the wait. Which outcome the breaker counts, which costs a budget token and when to retry are
+decided there, once for both worlds. A call cut off because the whole request timed out
+(``HTTP_TIMEOUT``) is recorded as abandoned (a failure) before the cancellation goes on:
+otherwise a half-open probe's slot would never be freed.
 
 All of this runs on the service's own event loop: the policies are not thread-safe.
 """
@@ -29,6 +27,7 @@ from ..policies import (
     BreakerTransition,
     BudgetConfig,
     CircuitBreaker,
+    Guard,
     RetryBudget,
     RetryPolicy,
     Status,
@@ -94,6 +93,7 @@ class ResilientCaller:
     def use_stream(self, rng: np.random.Generator) -> None:
         """Draw backoff jitter from ``rng`` from now on."""
         self._rng = rng
+        self._guard.rng = rng
 
     def reset(self) -> None:
         """A fresh breaker (CLOSED) and a full budget; the transition history is cleared."""
@@ -101,6 +101,8 @@ class ResilientCaller:
         self.budget: RetryBudget = self.budget_config.build()
         self.breaker: CircuitBreaker = self.breaker_config.build(self.clock)
         self.breaker.add_listener(self.transitions.append)
+        self._guard = Guard(retry=self.retry, budget=self.budget, breaker=self.breaker,
+                            rng=self._rng)
 
     async def _attempt(self, number: int) -> AttemptRecord:
         start = time.perf_counter()
@@ -115,36 +117,39 @@ class ResilientCaller:
 
     async def call(self) -> CallOutcome:
         """One logical call, with as many attempts as the policies allow."""
-        breaker, budget = self.breaker, self.budget
-        delays = self.retry.delays(self._rng)
+        guarded = self._guard.call()
         attempts: list[AttemptRecord] = []
-        while True:
-            if not breaker.allow():
-                return CallOutcome(Status.SERVICE_UNAVAILABLE, "circuit breaker open", attempts)
-            generation = breaker.generation
+        while guarded.before_attempt():
             try:
-                record = await self._attempt(len(attempts) + 1)
+                record = await self._attempt(guarded.attempts)
             except asyncio.CancelledError:
-                # The request's own timeout (HTTP_TIMEOUT) cut the call off: from the caller's
-                # side that is a failure, and it must be reported, or a half-open probe's slot
-                # would stay taken for ever and the breaker would refuse every call after it.
-                breaker.record_failure(generation)
-                budget.record_failure()
+                # The request's own timeout (HTTP_TIMEOUT) cut the call off: a failure from
+                # the caller's side, recorded before the cancellation goes on.
+                guarded.abandon()
                 raise
             attempts.append(record)
-            if record.outcome == "ok":
-                breaker.record_success(generation)
-                budget.record_success()
-                return CallOutcome(Status.OK, "ok", attempts)
-            breaker.record_failure(generation)
-            budget.record_failure()
-            failed_as = (Status.GATEWAY_TIMEOUT if record.outcome == "timeout"
-                         else Status.SERVICE_UNAVAILABLE)
-            if not self.retry.should_retry(len(attempts), failed_as):
-                return CallOutcome(Status.SERVICE_UNAVAILABLE,
-                                   f"dependency {record.outcome}; retries exhausted", attempts)
-            if not budget.can_retry():
-                return CallOutcome(Status.SERVICE_UNAVAILABLE,
-                                   f"dependency {record.outcome}; retry budget exhausted",
-                                   attempts)
-            await asyncio.sleep(next(delays))
+            delay = guarded.after_attempt(_STATUS[record.outcome])
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        status = guarded.status
+        if status == Status.OK:
+            return CallOutcome(Status.OK, "ok", attempts)
+        return CallOutcome(Status.SERVICE_UNAVAILABLE, _reason(status, attempts), attempts)
+
+
+#: What each kind of attempt counts as: an error the dependency answered is a 503 from it; a
+#: call that outlived DATABASE_TIMEOUT is a client timeout (599) from the caller's side.
+_STATUS = {"ok": int(Status.OK), "error": int(Status.SERVICE_UNAVAILABLE),
+           "timeout": int(Status.CLIENT_TIMEOUT)}
+
+
+def _reason(status: int, attempts: list[AttemptRecord]) -> str:
+    if status == Status.BREAKER_OPEN and not attempts:
+        return "circuit breaker open"
+    last = attempts[-1].outcome if attempts else "refused"
+    if status == Status.BREAKER_OPEN:
+        return f"dependency {last}; circuit breaker open"
+    if status == Status.BUDGET_EXHAUSTED:
+        return f"dependency {last}; retry budget exhausted"
+    return f"dependency {last}; retries exhausted"

@@ -30,7 +30,14 @@ import pandas as pd
 import simpy
 from simpy.events import Timeout
 
-from ..policies import BreakerTransition, CircuitBreaker, RetryBudget, RetryPolicy, Status
+from ..policies import (
+    BreakerTransition,
+    CircuitBreaker,
+    ConcurrencyLimiter,
+    Guard,
+    GuardedCall,
+    Status,
+)
 from ..results import RunResult
 from ..workload import arrival_times, rng_streams
 from .scenario import Fault, Scenario
@@ -42,8 +49,6 @@ _SHED = int(Status.TOO_MANY_REQUESTS)
 _UNAVAILABLE = int(Status.SERVICE_UNAVAILABLE)
 _SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
 _CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
-_BREAKER_OPEN = int(Status.BREAKER_OPEN)
-_BUDGET_EXHAUSTED = int(Status.BUDGET_EXHAUSTED)
 _NAN = math.nan
 _EPS = 1e-12
 
@@ -145,12 +150,11 @@ class _Run:
         self.server_rows: list[tuple] = []  # work the server completed, waited for or not
         self.next_request_id = 0
         self.conditions = _Conditions()
-        self.retry: RetryPolicy | None = s.retry
         self.client_timeout = s.client_timeout
         self.half_trip = s.network_delay / 2
-        self.client_rng = self.streams["client"]
-        self.client_budget: RetryBudget | None = s.budget.build() if s.budget else None
-        self.client_breaker = self._breaker(s.breaker, "client")
+        self.client_guard = Guard(retry=s.retry, budget=s.budget.build() if s.budget else None,
+                                  breaker=self._breaker(s.breaker, "client"),
+                                  rng=self.streams["client"])
         self.client_deadlines = _Deadlines(self, is_done=_Attempt.is_answered,
                                            expire=_Attempt.time_out)
         self.server = _Server(self)
@@ -284,17 +288,17 @@ class _Client:
 
 
 class _Call:
-    """One logical request: its attempts, its retries and its end."""
+    """One logical request: a driver of ``GuardedCall`` on simulated time (it sends attempts
+    and waits; the guarded call decides)."""
 
-    __slots__ = ("attempts", "delays", "on_end", "request_id", "run", "t_start")
+    __slots__ = ("guarded", "on_end", "request_id", "run", "t_start")
 
     def __init__(self, run: _Run, on_end: Callable[[], None] | None = None) -> None:
         self.run = run
         self.on_end = on_end
         self.request_id = run.next_request_id
         run.next_request_id += 1
-        self.attempts = 0
-        self.delays: Iterator[float] | None = None
+        self.guarded: GuardedCall = run.client_guard.call()
         self.t_start = 0.0
 
     def start(self) -> None:
@@ -304,15 +308,11 @@ class _Call:
     def send(self, _event: Any = None) -> None:
         run = self.run
         now = run.env.now
-        breaker = run.client_breaker
-        generation = 0
-        if breaker is not None:
-            if not breaker.allow():
-                self.end(_BREAKER_OPEN)
-                return
-            generation = breaker.generation
-        self.attempts += 1
-        attempt = _Attempt(self, self.attempts, now, generation)
+        guarded = self.guarded
+        if not guarded.before_attempt():
+            self.end(guarded.status)
+            return
+        attempt = _Attempt(self, guarded.attempts, now)
         if run.client_timeout is not None:
             attempt.deadline = now + run.client_timeout
             run.client_deadlines.add(attempt.deadline, attempt)
@@ -327,33 +327,18 @@ class _Call:
         now = run.env.now
         run.attempt_rows.append((self.request_id, attempt.number, attempt.t_send, now,
                                  now - attempt.t_send, status, attempt.queue_wait))
-        ok = status == _OK
-        breaker, budget = run.client_breaker, run.client_budget
-        if breaker is not None:
-            if ok:
-                breaker.record_success(attempt.generation)
-            else:
-                breaker.record_failure(attempt.generation)
-        if budget is not None:
-            if ok:
-                budget.record_success()
-            else:
-                budget.record_failure()
-        retry = run.retry
-        if ok or retry is None or not retry.should_retry(attempt.number, status):
-            self.end(status)
-        elif budget is not None and not budget.can_retry():
-            self.end(_BUDGET_EXHAUSTED)
+        retry_after = run.scenario.retry_after if status == _SHED else None
+        delay = self.guarded.after_attempt(status, retry_after=retry_after)
+        if delay is None:
+            self.end(self.guarded.status)
         else:
-            if self.delays is None:
-                self.delays = retry.delays(run.client_rng)
-            run.later(next(self.delays), self.send)
+            run.later(delay, self.send)
 
     def end(self, status: int) -> None:
         run = self.run
         now = run.env.now
         run.request_rows.append((self.request_id, self.t_start, now, now - self.t_start, status,
-                                 self.attempts, status == _OK))
+                                 self.guarded.attempts, status == _OK))
         if self.on_end is not None:
             self.on_end()
 
@@ -361,14 +346,13 @@ class _Call:
 class _Attempt:
     """One attempt on the wire. Answered once: by the server, or by the client giving up."""
 
-    __slots__ = ("answered", "call", "deadline", "generation", "number", "queue_wait", "status",
-                 "t_arrive", "t_send")
+    __slots__ = ("answered", "call", "deadline", "number", "queue_wait", "status", "t_arrive",
+                 "t_send")
 
-    def __init__(self, call: _Call, number: int, t_send: float, generation: int) -> None:
+    def __init__(self, call: _Call, number: int, t_send: float) -> None:
         self.call = call
         self.number = number
         self.t_send = t_send
-        self.generation = generation
         self.deadline = math.inf  # when the client gives up (deadline propagation)
         self.queue_wait = _NAN
         self.answered = False
@@ -410,8 +394,9 @@ class _Server:
         self.conditions = run.conditions
         self.free = s.servers
         self.queue: deque[_Attempt] = deque()
-        self.in_system = 0
-        self.max_concurrent = s.max_concurrent
+        # Load shedding admits through the same object as the live LoadShedding layer.
+        self.limiter = (ConcurrencyLimiter(s.max_concurrent) if s.max_concurrent is not None
+                        else None)
         self.timeout = s.server_timeout
         self.drop_expired = s.drop_expired
         self.draw_work = s.service_time.sampler(run.streams["service"])
@@ -433,10 +418,9 @@ class _Server:
         if self.conditions.capacity == 0:
             attempt.answer(_UNAVAILABLE)
             return
-        if self.max_concurrent is not None and self.in_system >= self.max_concurrent:
+        if self.limiter is not None and not self.limiter.try_acquire():
             attempt.answer(_SHED)
             return
-        self.in_system += 1
         attempt.t_arrive = self.env.now
         if self.free:
             self.free -= 1
@@ -470,9 +454,14 @@ class _Server:
             self.run.log_completion(attempt)
         attempt.answer(attempt.status)
 
+    def leave(self) -> None:
+        """An admitted attempt leaves the server (answered, skipped or reaped)."""
+        if self.limiter is not None:
+            self.limiter.release()
+
     def release(self) -> None:
         """A worker finished its attempt."""
-        self.in_system -= 1
+        self.leave()
         self.take_next()
 
     def take_next(self) -> None:
@@ -489,7 +478,7 @@ class _Server:
         while queue:
             attempt = queue.popleft()
             if done_by > attempt.deadline:
-                self.in_system -= 1  # its client will have given up before it is done: skip
+                self.leave()  # its client will have given up before it is done: skip
                 continue
             self.start(attempt)
             return
@@ -512,14 +501,15 @@ class _Server:
         queue, deadline = self.queue, self.env.now - self.timeout + _EPS
         while queue and queue[0].t_arrive <= deadline:
             attempt = queue.popleft()
-            self.in_system -= 1
+            self.leave()
             attempt.answer(_SERVER_TIMEOUT)
         if queue:
             self.arm_reaper()
 
 
 class _DependencyClient:
-    """The handler's view of the dependency: latency and error draws, retry, budget, breaker."""
+    """The handler's view of the dependency: latency and error draws, and its ``Guard`` (retry,
+    budget, breaker) shared by every handler."""
 
     def __init__(self, run: _Run) -> None:
         dep = run.scenario.dependency
@@ -528,7 +518,6 @@ class _DependencyClient:
         self.timeout = dep.timeout
         self.error_rate = dep.error_rate
         self.share = dep.share
-        self.retry = dep.retry
         # As in the live service: latencies from the "dependency" stream itself, error coins
         # from its first spawned child (one of each per call, faults or not), and the draws
         # that decide which requests call the dependency at all from a second child.
@@ -537,24 +526,25 @@ class _DependencyClient:
         self.draw_latency = dep.latency.sampler(stream)
         self.draw_coin = _uniforms(coins)
         self.draw_uniform = _uniforms(shares)
-        self.jitter_rng = run.streams["server"]
-        self.budget = dep.budget.build() if dep.budget else None
-        self.breaker = run._breaker(dep.breaker, "dependency")
+        self.guard = Guard(retry=dep.retry, budget=dep.budget.build() if dep.budget else None,
+                           breaker=run._breaker(dep.breaker, "dependency"),
+                           rng=run.streams["server"])
 
 
 class _Handler:
-    """One attempt's handling when there is a dependency: work, calls, retries, deadline."""
+    """One attempt's handling when there is a dependency: work, then the dependency call as a
+    driver of ``GuardedCall`` (the service's retry, budget and breaker), bounded by the server
+    timeout. Any outcome but success, a refusal by the breaker or the budget included, is a 503
+    to the client."""
 
-    __slots__ = ("attempt", "calls", "delays", "finished", "generation", "in_call", "server")
+    __slots__ = ("attempt", "finished", "guarded", "in_call", "server")
 
     def __init__(self, server: _Server, attempt: _Attempt) -> None:
         self.server = server
         self.attempt = attempt
-        self.calls = 0
-        self.delays: Iterator[float] | None = None
+        self.guarded: GuardedCall | None = None
         self.finished = False
         self.in_call = False
-        self.generation = 0
 
     def start(self, work: float) -> None:
         server = self.server
@@ -566,57 +556,37 @@ class _Handler:
         if self.finished:
             return
         dep = self.server.dependency
+        assert dep is not None
+        if self.guarded is None:
+            self.guarded = dep.guard.call()
+        if not self.guarded.before_attempt():
+            self.finish(_UNAVAILABLE)  # fail fast: the circuit is open
+            return
         conditions = self.server.conditions
-        breaker = dep.breaker
-        if breaker is not None:
-            if not breaker.allow():
-                self.finish(_UNAVAILABLE)  # fail fast: the circuit is open
-                return
-            self.generation = breaker.generation
         error_rate = conditions.dependency_error_rate
         if error_rate is None:
             error_rate = dep.error_rate
         failed = dep.draw_coin() < error_rate
         latency = dep.draw_latency() + conditions.dependency_added_latency
+        status = _OK
         if failed:
-            latency = 0.0  # an error comes back at once (a refused connection)
+            latency, status = 0.0, _UNAVAILABLE  # an error comes back at once (refused)
         elif latency >= dep.timeout:
-            latency, failed = dep.timeout, True
+            latency, status = dep.timeout, _CLIENT_TIMEOUT  # the call's own timeout
         self.in_call = True
-        self.server.run.later(latency, self.call_done, failed)
+        self.server.run.later(latency, self.call_done, status)
 
     def call_done(self, event: Any) -> None:
         if self.finished:
             return  # the attempt already timed out; its outcome was recorded then
         self.in_call = False
-        self.calls += 1
-        failed = event._value
-        dep = self.server.dependency
-        self.record(dep, failed)
-        if not failed:
-            self.finish(_OK)
-            return
-        retry = dep.retry
-        budget = dep.budget
-        if (retry is None or not retry.should_retry(self.calls, _UNAVAILABLE)
-                or (budget is not None and not budget.can_retry())):
-            self.finish(_UNAVAILABLE)
-            return
-        if self.delays is None:
-            self.delays = retry.delays(dep.jitter_rng)
-        self.server.run.later(next(self.delays), self.call)
-
-    def record(self, dep: _DependencyClient, failed: bool) -> None:
-        if dep.breaker is not None:
-            if failed:
-                dep.breaker.record_failure(self.generation)
-            else:
-                dep.breaker.record_success(self.generation)
-        if dep.budget is not None:
-            if failed:
-                dep.budget.record_failure()
-            else:
-                dep.budget.record_success()
+        guarded = self.guarded
+        assert guarded is not None
+        delay = guarded.after_attempt(event._value)
+        if delay is None:
+            self.finish(_OK if guarded.status == _OK else _UNAVAILABLE)
+        else:
+            self.server.run.later(delay, self.call)
 
     def is_finished(self) -> bool:
         return self.finished
@@ -625,8 +595,8 @@ class _Handler:
         """The server timeout fires mid-handling: 504, and the work stops."""
         if self.finished:
             return
-        if self.in_call:  # the abandoned call never answered in time: a failure
-            self.record(self.server.dependency, True)
+        if self.in_call and self.guarded is not None:
+            self.guarded.abandon()  # the call never answered in time: a failure
         self.finish(_SERVER_TIMEOUT)
 
     def finish(self, status: int) -> None:

@@ -132,7 +132,11 @@ class Scenario:
             (``"exponential"``, ``"constant"`` or ``"lognormal"`` with sigma ``shape``).
         servers: workers behind one FIFO queue.
         max_concurrent: load shedding: an attempt arriving when this many are in service or
-            queued gets 429 at once. None: no shedding.
+            queued gets 429 at once (the server admits through a ``ConcurrencyLimiter``, as the
+            live service's LoadShedding layer does). None: no shedding.
+        retry_after: seconds in a shed attempt's ``Retry-After`` (0..3600; the live service's
+            ``create_app(retry_after=1)``); a client waits for it only with
+            ``RetryPolicy(honor_retry_after=True)``.
         server_timeout: HTTP_TIMEOUT: an attempt not answered within it gets 504 and its work
             is dropped (queued or in service). None: no timeout.
         handling_overhead: seconds every request holds its worker beyond its drawn work: the
@@ -168,6 +172,7 @@ class Scenario:
     service_time_shape: float = 1.0
     servers: int = 1
     max_concurrent: int | None = None
+    retry_after: float = 1.0
     server_timeout: float | None = None
     handling_overhead: float = 0.0
     network_delay: float = 0.0
@@ -208,6 +213,7 @@ class Scenario:
         self.service_time  # noqa: B018 - validates mean, dist and shape
         check_int("servers", self.servers, low=1, high=10_000)
         _optional(check_int, "max_concurrent", self.max_concurrent, low=1)
+        set_(self, "retry_after", check_real("retry_after", self.retry_after, low=0, high=3600))
         _optional(check_real, "server_timeout", self.server_timeout, low=0, low_open=True)
         check_real("handling_overhead", self.handling_overhead, low=0)
         check_real("network_delay", self.network_delay, low=0)

@@ -1,4 +1,5 @@
-"""One part of an open-loop load run, in a child process: ``python -m atlas_sim.service._child``.
+"""One part of an open-loop load run, in a child process:
+``python -m atlas_sim.service.loadgen._child``.
 
 The parent (``run_load(..., processes=n)``) starts ``n`` of these. Each reads a pickled
 ``(job, part, parts)`` from stdin, imports what it needs and warms its client up, writes
@@ -35,10 +36,10 @@ async def _ready_then_start() -> float:
 
 def main() -> None:
     job, part, parts = pickle.load(sys.stdin.buffer)
-    from .loadgen import _drive
+    from .driver import drive
 
     try:
-        outcome: object = asyncio.run(_drive(job, part=part, parts=parts,
+        outcome: object = asyncio.run(drive(job, part=part, parts=parts,
                                              start=_ready_then_start))
     except Exception as exc:  # sent to the parent, which raises it
         outcome = exc

@@ -1,0 +1,242 @@
+"""One generator's loop: send each request of its share at its time, through the client's
+guarded call (``policies.GuardedCall``: breaker, retries, budget and backoff decided there, as
+in the simulator), and keep what every attempt saw."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+from tqdm.auto import tqdm
+
+from ...policies import BreakerConfig, BreakerTransition, BudgetConfig, Guard, RetryPolicy, Status
+from ...workload import rng_streams
+from .._timeouts import run_with_timeout
+from .pool import ClientPool
+from .timeline import EventRow
+
+__all__ = ["Job", "Request", "Run", "drive", "parse_retry_after", "parse_server_timing"]
+
+# Connections each generator opens before time 0, and how long it waits for them (seconds).
+WARM_UP_CONNECTIONS = 8
+_WARM_UP_TIMEOUT = 5.0
+# Each request's task is made this long (seconds) before its time and sleeps until then, so
+# that at its time it starts at once: made at its time, it started one turn of the event loop
+# later, after whatever response handling had queued up meanwhile (measured at 500 requests/s,
+# two processes: median p99 send lag 4.2 ms against 5.2, four runs each).
+_LEAD = 0.03
+
+
+def parse_retry_after(header: str | None) -> float | None:
+    """Seconds in a ``Retry-After`` header given as delay-seconds (RFC 9110, section 10.2.3), or
+    None if it is missing or an HTTP date (Atlas's service always sends seconds)."""
+    if header is None:
+        return None
+    try:
+        seconds = float(header.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 and math.isfinite(seconds) else None
+
+
+def parse_server_timing(header: str | None, metric: str = "queue") -> float:
+    """Seconds of ``metric`` in a ``Server-Timing`` header (``queue;dur=1.5, ...``), or NaN."""
+    if not header:
+        return math.nan
+    for entry in header.split(","):
+        name, _, params = entry.strip().partition(";")
+        if name.strip() != metric:
+            continue
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key == "dur":
+                try:
+                    return float(value.strip('"')) / 1e3
+                except ValueError:
+                    return math.nan
+    return math.nan
+
+
+@dataclass
+class Request:
+    """The client's record of one logical request while the run goes on."""
+
+    scheduled: float
+    sent: float = math.nan  # when its first attempt started, on the run's clock
+    end: float = math.nan
+    status: int = 0
+    attempts: int = 0
+    in_flight_since: float | None = None  # start of the attempt on the wire, if any
+    # attempt, start, end, status, queue wait and work as the server reported them
+    rows: list[tuple[int, float, float, int, float, float]] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    records: list[Request]
+    events: list[EventRow]
+    unfinished: int  # requests still open at the drain deadline (recorded as 599)
+    origin_monotonic: float  # the run's time 0 on time.monotonic
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a generator (here or in a child process) needs to run its share."""
+
+    target: str
+    method: str
+    headers: dict[str, str]
+    times: np.ndarray
+    seed: int
+    client_timeout: float | None
+    retry: RetryPolicy | None
+    budget: BudgetConfig | None
+    breaker: BreakerConfig | None
+    max_connections: int
+    drain_timeout: float
+    progress: bool
+    warm_up_url: str | None  # None: no warm-up
+
+
+async def drive(job: Job, *, part: int = 0, parts: int = 1,
+                 start: Callable[[], Awaitable[float]] | None = None,
+                 on_start: asyncio.Future[float] | None = None) -> Run:
+    """Send requests ``part, part + parts, ...`` of ``job``'s schedule.
+
+    First the client warms up (``job.warm_up_url``); then time 0 is the instant on
+    ``time.monotonic`` that ``start()`` returns (default: now), so that parts in several
+    processes align, and it is told to ``on_start``.
+    """
+    loop = asyncio.get_running_loop()
+    method, target, headers = job.method, job.target, job.headers
+    client_timeout, retry, budget, breaker = job.client_timeout, job.retry, job.budget, job.breaker
+    jitter = rng_streams(job.seed)["client"]
+    if parts > 1:
+        jitter = jitter.spawn(parts)[part]
+    records = [Request(scheduled=float(t)) for t in job.times[part::parts]]
+    events: list[EventRow] = []
+    t0 = 0.0  # set just before the first send
+
+    def clock() -> float:
+        return loop.time() - t0
+
+    client_breaker = breaker.build(clock) if breaker is not None else None
+    if client_breaker is not None:
+        def on_transition(change: BreakerTransition) -> None:
+            events.append((change.time, "breaker", "client", change.new.value, change.reason))
+
+        client_breaker.add_listener(on_transition)
+    guard = Guard(retry=retry, budget=budget.build() if budget is not None else None,
+                  breaker=client_breaker, rng=jitter)
+
+    bar = tqdm(total=len(records), desc="requests", unit="req", disable=not job.progress,
+               leave=False)
+
+    # Every attempt asks for the same thing, so each client builds its request once and sends
+    # that object again (a GET has an empty, re-readable body): no URL parsing and header
+    # merging per attempt. Measured at 500 requests/s: median p99 send lag 3.5 ms against 6.4.
+    prepared: dict[httpx.AsyncClient, httpx.Request] = {}
+
+    async def send(pool: ClientPool) -> httpx.Response:
+        client, gate = pool.pick()
+        request = prepared.get(client)
+        if request is None:
+            request = prepared[client] = client.build_request(method, target, headers=headers)
+        async with gate:
+            return await client.send(request)
+
+    async def attempt_once(pool: ClientPool) -> tuple[int, float, float, float | None]:
+        """One attempt: its status, the server's queue wait and work, and Retry-After."""
+        try:
+            if client_timeout is None:
+                response = await send(pool)
+            else:
+                response = await run_with_timeout(send(pool), client_timeout)
+        except (TimeoutError, httpx.TimeoutException):
+            return Status.CLIENT_TIMEOUT, math.nan, math.nan, None
+        except httpx.RequestError:
+            return Status.CONNECTION_ERROR, math.nan, math.nan, None
+        headers = response.headers
+        status = response.status_code
+        timing = headers.get("server-timing")
+        retry_after = (parse_retry_after(headers.get("retry-after"))
+                       if status == 429 or status == 503 else None)
+        return (status, parse_server_timing(timing, "queue"), parse_server_timing(timing, "work"),
+                retry_after)
+
+    async def one(pool: ClientPool, rec: Request, due: float) -> None:
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        rec.sent = clock()
+        guarded = guard.call()
+        while guarded.before_attempt():
+            rec.attempts = guarded.attempts
+            start = rec.scheduled if rec.attempts == 1 else clock()
+            rec.in_flight_since = start
+            status, queue_wait, work, retry_after = await attempt_once(pool)
+            rec.in_flight_since = None
+            rec.rows.append((rec.attempts, start, clock(), status, queue_wait, work))
+            delay = guarded.after_attempt(status, retry_after=retry_after)
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        rec.status = guarded.status
+        rec.end = clock()
+        bar.update()
+
+    tasks: list[asyncio.Task[None]] = []
+    unfinished = 0
+    t0_monotonic = math.nan
+    pool = ClientPool(job.max_connections, plain_tcp=target.startswith("http://"))
+    try:
+        if job.warm_up_url is not None:
+            await pool.warm_up(job.warm_up_url, WARM_UP_CONNECTIONS,
+                               timeout=min(_WARM_UP_TIMEOUT, job.client_timeout or math.inf))
+        start_at = await start() if start is not None else None
+        t0 = loop.time()
+        if start_at is not None:  # the loop's clock may not be time.monotonic
+            t0 += start_at - time.monotonic()
+        t0_monotonic = time.monotonic() + (t0 - loop.time())
+        if on_start is not None:
+            on_start.set_result(t0_monotonic)
+        for rec in records:
+            due = t0 + rec.scheduled
+            wait = due - _LEAD - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(loop.create_task(one(pool, rec, due)))
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=job.drain_timeout)
+            if pending:
+                gave_up = clock()
+                for task in pending:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                for rec in records:
+                    if math.isnan(rec.end):
+                        unfinished += 1
+                        _give_up(rec, gave_up)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await pool.aclose()
+        bar.close()
+    return Run(records, events, unfinished, t0_monotonic)
+
+
+def _give_up(rec: Request, when: float) -> None:
+    """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
+    if rec.in_flight_since is not None:
+        rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan,
+                         math.nan))
+        rec.in_flight_since = None
+    if math.isnan(rec.sent):
+        rec.sent = when
+    rec.status = Status.CLIENT_TIMEOUT
+    rec.end = when

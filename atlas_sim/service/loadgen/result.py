@@ -1,0 +1,50 @@
+"""The generator's records turned into the shared ``RunResult`` tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ...results import RunResult
+from .driver import Request
+from .timeline import EventRow
+
+__all__ = ["to_result"]
+
+
+def to_result(records: list[Request], events: list[EventRow],
+            length: float,
+            meta: dict[str, Any]) -> RunResult:
+    n = len(records)
+    t_start = np.array([r.scheduled for r in records], dtype=float)
+    t_end = np.array([r.end for r in records], dtype=float)
+    status = np.array([int(r.status) for r in records], dtype=np.int64)
+    rows = [(i, *row) for i, r in enumerate(records) for row in r.rows]
+    a = np.array([row[:5] for row in rows], dtype=float).reshape(-1, 5)
+    # the server's own account of each attempt's work (Server-Timing), in attempts' row order
+    meta["server_work"] = np.array([row[6] for row in rows], dtype=float)
+    return RunResult.from_columns(
+        requests={
+            "request_id": np.arange(n),
+            "t_start": t_start,
+            "t_end": t_end,
+            "latency": t_end - t_start,
+            "status": status,
+            "attempts": np.array([r.attempts for r in records], dtype=np.int64),
+            "ok": (status >= 200) & (status < 300),
+        },
+        attempts={
+            "request_id": a[:, 0].astype(np.int64),
+            "attempt": a[:, 1].astype(np.int64),
+            "t_start": a[:, 2],
+            "t_end": a[:, 3],
+            "latency": a[:, 3] - a[:, 2],
+            "status": a[:, 4].astype(np.int64),
+            "queue_wait": np.array([row[5] for row in rows], dtype=float),
+        },
+        events=events,
+        duration=length,
+        source="live",
+        meta=meta,
+    )

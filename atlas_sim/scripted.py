@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .clocks import ManualClock
-from .policies import BreakerConfig, BreakerTransition, CircuitBreaker
+from .policies import BreakerConfig, BreakerTransition, CircuitBreaker, Guard, Status
 from .results import EVENT_COLUMNS, transition_times
 
 __all__ = ["BreakerTrace", "drive_breaker", "outage_script"]
@@ -54,14 +54,16 @@ def drive_breaker(config: BreakerConfig, calls: Iterable[tuple[float, bool]],
     breaker = CircuitBreaker.from_config(config, clock=clock)
     transitions: list[BreakerTransition] = []
     breaker.add_listener(transitions.append)
+    guard = Guard(breaker=breaker)  # one attempt per call, no retry: the breaker alone
     rows = []
     for time, dependency_ok in calls:
         if time < clock():
             raise ValueError(f"call times must not decrease: {time:g} after {clock():g}")
         clock.set(time)
-        allowed = breaker.allow()
+        call = guard.call()
+        allowed = call.before_attempt()
         if allowed:
-            (breaker.record_success if dependency_ok else breaker.record_failure)()
+            call.after_attempt(Status.OK if dependency_ok else Status.SERVICE_UNAVAILABLE)
             outcome = "success" if dependency_ok else "failure"
         else:
             outcome = "rejected"

@@ -169,7 +169,7 @@ def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
 
 
 def compose_experiment(server: LiveServer, settings: Settings, *,
-                       calibration: Calibration | None = None,
+                       calibration: Calibration | None = None, progress: bool = True,
                        **setup: Any) -> dict[str, RunResult]:
     """One ``/api/compose`` experiment in both worlds: reset the live service (faults off, fresh
     breaker and budget, random streams rewound to its seed), offer it the load of ``setup``
@@ -179,7 +179,7 @@ def compose_experiment(server: LiveServer, settings: Settings, *,
     ``settings`` must be the ones the service was started with (its twin is built from them).
     """
     httpx.post(server.url + "/admin/reset", trust_env=False, timeout=10.0).raise_for_status()
-    measured = run_load(server.url, path="/api/compose", **{"progress": True, **setup})
+    measured = run_load(server.url, path="/api/compose", progress=progress, **setup)
     simulated = simulate(compose_twin(settings, calibration=calibration, **setup))
     return {"simulated": simulated, "live": measured}
 

@@ -87,7 +87,8 @@ async def run_load_async(
         faults: timed changes to the service's faults, ``[(5.0, {"outage": True}),
             (20.0, {"outage": False})]``: each mapping is sent to ``/admin/faults`` at its time
             on the run's clock and recorded in ``events`` (kind ``"fault"``, ``detail`` start or
-            end). The last change stays in effect after the run.
+            end). Changes at time 0 are applied before the first request leaves. The last
+            change stays in effect after the run.
         warm_up: before time 0, each generator opens up to 8 connections with a ``GET`` of
             ``url + "/health"`` on each (not counted in the result; any answer will do), so
             that the first scheduled requests do not pay for connecting and for the client's
@@ -139,12 +140,16 @@ async def run_load_async(
         progress=progress and processes == 0,
         warm_up_url=base + "/health" if warm_up else None,
     )
+    fault_events: list[EventRow] = []
+    at_start = [change for change in fault_plan if change[0] == 0]
+    later = [change for change in fault_plan if change[0] > 0]
+    if at_start:  # in force before the first request leaves
+        await inject_faults(base, at_start, None, fault_events)
     started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     driver = (drive(job, on_start=started) if processes == 0
               else drive_in_children(job, processes, on_start=started))
-    fault_events: list[EventRow] = []
-    injector = (asyncio.ensure_future(inject_faults(base, fault_plan, started, fault_events))
-                if fault_plan else None)
+    injector = (asyncio.ensure_future(inject_faults(base, later, started, fault_events))
+                if later else None)
     try:
         run = await driver
         if injector is not None:

@@ -44,20 +44,26 @@ def _fault_events(when: float,
 
 
 async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
-                         started: asyncio.Future[float],
-                         events: list[EventRow]) -> None:
-    """Apply each change to ``/admin/faults`` at its time on the run's clock."""
-    t0 = await started
+                        started: asyncio.Future[float] | None,
+                        events: list[EventRow]) -> None:
+    """Apply each change to ``/admin/faults`` at its time on the run's clock.
+
+    With ``started`` None, the changes are applied now, before the run (its time 0 is not
+    chosen yet), and recorded at time 0: a fault at time 0 must be in force for the very first
+    request, not race it.
+    """
+    t0 = await started if started is not None else None
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
         for when, changes in plan:
-            delay = t0 + when - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            if t0 is not None:
+                delay = t0 + when - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             response = await client.put(base + "/admin/faults", json=changes)
             if response.status_code != 200:
                 raise ValueError(f"the service refused the fault change {changes!r}: "
                                  f"{response.status_code} {response.text[:500]}")
-            events.extend(_fault_events(time.monotonic() - t0, changes))
+            events.extend(_fault_events(0.0 if t0 is None else time.monotonic() - t0, changes))
 
 
 async def fetch_server_breaker(

@@ -11,9 +11,8 @@ policy core never drags in a web server.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import Settings
 from .policies import (
     JITTER_STRATEGIES,
     Backoff,
@@ -27,12 +26,16 @@ from .policies import (
     RetryPolicy,
     Status,
 )
-from .results import RunResult
+
+if TYPE_CHECKING:
+    from .config import Settings as Settings
+    from .results import RunResult as RunResult
 
 __version__ = "0.1.0"
 
-# Names served lazily from the heavier layers: name -> module that defines it.
-_LAZY: dict[str, str] = {}
+# Names served lazily from the heavier layers (pydantic, pandas): name -> module that defines
+# it. ``import atlas_sim.policies`` then loads numpy and the standard library only.
+_LAZY: dict[str, str] = {"RunResult": ".results", "Settings": ".config"}
 
 __all__ = [
     "JITTER_STRATEGIES",
@@ -45,8 +48,6 @@ __all__ = [
     "ConcurrencyLimiter",
     "RetryBudget",
     "RetryPolicy",
-    "RunResult",
-    "Settings",
     "Status",
     *_LAZY,
 ]

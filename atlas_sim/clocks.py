@@ -7,7 +7,7 @@ passes a ``ManualClock`` that moves only when told to.
 
 from __future__ import annotations
 
-from .policies._validate import check_real
+from .validation import check_real
 
 __all__ = ["ManualClock"]
 

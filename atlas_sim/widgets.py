@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from .analysis.tables import summary_table
-from .policies._validate import check_choice, check_int, check_real
+from .validation import check_choice, check_int, check_real
 
 __all__ = ["Control", "Panel", "PanelView", "render_png"]
 

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from .policies._validate import check_choice, check_real
+from .validation import check_choice, check_real
 
 __all__ = [
     "STREAM_NAMES",

@@ -71,8 +71,9 @@ def main() -> None:
             server.stop()
             server = live.start_service("atlas-retry-check", settings=settings, seed=seed)
             runs = live.compose_experiment(
-                server, settings, calibration=calibration, rate=50.0, duration=10.0, seed=seed, client_timeout=2.0,
-                retry=policy, faults=[(0.0, {"error_rate": ERROR_RATE})], progress=False)
+                server, settings, calibration=calibration, rate=50.0, duration=10.0, seed=seed,
+                client_timeout=2.0, retry=policy, faults=[(0.0, {"error_rate": ERROR_RATE})],
+                progress=False)
             n = len(runs["live"].requests)
             failed = {k: int((~runs[k].requests["ok"]).sum()) for k in ("simulated", "live")}
             same, first = first_divergence(runs["simulated"], runs["live"])

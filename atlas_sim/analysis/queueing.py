@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from scipy.optimize import brentq
 
-from ..policies._validate import check_int, check_real
+from ..validation import check_int, check_real
 
 __all__ = ["MMc", "erlang_b", "erlang_c"]
 

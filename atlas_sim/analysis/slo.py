@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..policies._validate import check_choice, check_real
 from ..results import RunResult
+from ..validation import check_choice, check_real
 from .tables import RunsLike, name_runs
 
 __all__ = ["SLO", "SLO_TIERS", "SLOReport", "slo_check", "slo_table"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from ..policies._validate import check_int, check_real
+from ..validation import check_int, check_real
 
 __all__ = ["Interval", "batch_means", "replications"]
 

@@ -13,10 +13,10 @@ import pandas as pd
 from ..analysis.plots import plot_in_flight, plot_timeseries
 from ..analysis.tables import summary_table
 from ..policies import BreakerConfig, Status
-from ..policies._validate import check_real
 from ..results import RunResult, transition_times
 from ..sim import Scenario, simulate
 from ..sim.scenarios import RETRY_STORM_FIXES, dependency_outage, overload_spike, retry_storm
+from ..validation import check_real
 from ..widgets import Control, Panel
 from ..workload import Distribution
 

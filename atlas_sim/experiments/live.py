@@ -29,11 +29,11 @@ import pandas as pd
 
 from ..config import Settings
 from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
-from ..policies._validate import check_real
 from ..results import RunResult
 from ..service import LiveServer, create_app, leftovers, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
 from ..sim import Dependency, Fault, Scenario, simulate
+from ..validation import check_real
 from ..workload import Distribution
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",

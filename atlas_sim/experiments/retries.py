@@ -15,11 +15,11 @@ import pandas as pd
 from ..analysis.plots import plot_call_timeline, plot_comparison, plot_timeseries
 from ..analysis.tables import summary_table
 from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, RetryPolicy
-from ..policies._validate import check_int
 from ..results import RunResult
 from ..sim import Dependency, Fault, Scenario, simulate
 from ..sim.contention import CONTENTION_STRATEGIES, compare_contention, contention
 from ..sim.scenarios import thundering_herd
+from ..validation import check_int
 from ..widgets import Control, Panel
 
 __all__ = [

@@ -24,7 +24,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from ._validate import check_choice, check_real
+from ..validation import check_choice, check_real
 
 __all__ = ["JITTER_STRATEGIES", "Backoff", "Jitter"]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, get_args
 
-from ._validate import check_choice, check_int, check_real
+from ..validation import check_choice, check_int, check_real
 
 __all__ = [
     "BreakerConfig",

@@ -7,7 +7,7 @@ card's rule is ``if concurrent < max: process else: 429``.
 
 from __future__ import annotations
 
-from ._validate import check_int
+from ..validation import check_int
 
 __all__ = ["ConcurrencyLimiter"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._validate import check_int, check_real
+from ..validation import check_int, check_real
 from .backoff import Backoff
 from .status import DEFAULT_RETRYABLE
 

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from ..config import Settings
 from ..policies import ConcurrencyLimiter
-from ..policies._validate import check_int
+from ..validation import check_int
 from ..workload import Distribution, rng_streams
 from .dependency import Faults, FaultyDependency
 from .errors import error_body, install_error_handlers

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policies._validate import check_real
+from ..validation import check_real
 from ..workload import Distribution
 
 __all__ = ["DependencyError", "Faults", "FaultyDependency"]

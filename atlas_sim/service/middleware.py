@@ -21,7 +21,7 @@ import traceback
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..policies import ConcurrencyLimiter
-from ..policies._validate import check_int, check_real
+from ..validation import check_int, check_real
 from .errors import send_json_error
 from .request_id import request_id_of
 from .tracking import response_started, tracking_send

@@ -32,7 +32,7 @@ from ..policies import (
     RetryPolicy,
     Status,
 )
-from ..policies._validate import check_real
+from ..validation import check_real
 from ._timeouts import run_with_timeout
 from .dependency import DependencyError, FaultyDependency
 

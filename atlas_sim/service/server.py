@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import uvicorn
 
-from ..policies._validate import check_int, check_real
+from ..validation import check_int, check_real
 
 __all__ = ["LiveServer", "running_servers", "stop_all"]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..policies._validate import check_int, check_real
+from ..validation import check_int, check_real
 from ..workload import Distribution
 
 __all__ = ["ServerDown", "WorkReceipt", "WorkStation"]

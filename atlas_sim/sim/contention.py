@@ -28,8 +28,8 @@ import pandas as pd
 import simpy
 
 from ..policies import Backoff
-from ..policies._validate import check_choice, check_int, check_real
 from ..results import RunResult
+from ..validation import check_choice, check_int, check_real
 from ..workload import rng_streams
 
 __all__ = ["CONTENTION_STRATEGIES", "ContentionStrategy", "compare_contention", "contention"]

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..policies._validate import check_int, check_real
 from ..results import RunResult
+from ..validation import check_int, check_real
 from ..workload import Distribution, rng_streams
 
 __all__ = ["FAST_BACKEND", "fanout", "slow_request_probability"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
-from ..policies._validate import check_choice, check_int, check_real
+from ..validation import check_choice, check_int, check_real
 from ..workload import Distribution, DistributionKind
 
 __all__ = ["Dependency", "Fault", "Scenario", "evolve"]

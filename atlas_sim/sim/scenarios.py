@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 from ..policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
-from ..policies._validate import check_choice, check_int, check_real
+from ..validation import check_choice, check_int, check_real
 from .contention import compare_contention, contention
 from .fanout import fanout, slow_request_probability
 from .scenario import Dependency, Fault, Scenario

@@ -16,8 +16,8 @@ import httpx
 import numpy as np
 
 from ...policies import BreakerConfig, BudgetConfig, RetryPolicy
-from ...policies._validate import check_choice, check_int, check_real
 from ...results import RunResult
+from ...validation import check_choice, check_int, check_real
 from .children import drive_in_children
 from .driver import Job, drive
 from .result import to_result

@@ -8,7 +8,7 @@ from typing import Literal
 
 import numpy as np
 
-from ...policies._validate import check_int, check_real
+from ...validation import check_int, check_real
 from ...workload import arrival_times, rng_streams
 
 __all__ = ["Process", "schedule"]

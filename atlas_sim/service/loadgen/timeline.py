@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from ...policies._validate import check_real
+from ...validation import check_real
 
 __all__ = ["EventRow", "check_faults", "fetch_server_breaker", "inject_faults"]
 

@@ -108,7 +108,8 @@ class Settings(BaseSettings):
     def environment(self) -> dict[str, object]:
         """The settings under their environment-variable names, e.g. ``{"HTTP_TIMEOUT": 30.0}``."""
         fields = type(self).model_fields
-        return {fields[name].validation_alias: value for name, value in self.model_dump().items()}
+        return {str(fields[name].validation_alias): value
+                for name, value in self.model_dump().items()}
 
     # -- the policies these settings describe --------------------------------------------
 

@@ -88,6 +88,7 @@ class Control:
     def check(self, value: Any) -> Any:
         """``value`` if it is allowed for this control, else ValueError naming the range."""
         if self.kind == "int":
+            assert self.low is not None and self.high is not None  # checked on creation
             return check_int(self.name, value, low=int(self.low), high=int(self.high))
         if self.kind == "float":
             return check_real(self.name, value, low=self.low, high=self.high)

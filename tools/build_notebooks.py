@@ -45,8 +45,14 @@ def build(source: Path) -> Path:
     started = time.perf_counter()
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=60,
                             kernel_name="python3", resources={"metadata": {"path": str(OUT)}})
-    client.on_notebook_start = lambda notebook: (poll_in_steps(client.kc.shell_channel),
-                                                 poll_in_steps(client.kc.iopub_channel))
+
+    def poll_channels(notebook: Any) -> None:
+        kernel = client.kc
+        assert kernel is not None  # on_notebook_start runs once the kernel client exists
+        poll_in_steps(kernel.shell_channel)
+        poll_in_steps(kernel.iopub_channel)
+
+    client.on_notebook_start = poll_channels
     client.execute()
     for cell in notebook.cells:  # keep diffs to what matters
         cell.metadata.pop("execution", None)

@@ -28,7 +28,7 @@ __all__ = [
 
 #: Background colours of the three breaker states: calm, cautious, alarmed.
 STATE_COLORS = {"closed": "#dcefd6", "half_open": "#fbe7a6", "open": "#f5c0c0"}
-_OUTCOME_STYLE = {
+_OUTCOME_STYLE: dict[str, dict[str, Any]] = {
     "success": {"marker": "o", "color": "#2e7d32"},
     "failure": {"marker": "x", "color": "#c62828"},
     "rejected": {"marker": "s", "color": "#757575"},

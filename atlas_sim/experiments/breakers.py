@@ -12,10 +12,16 @@ import pandas as pd
 
 from ..analysis.plots import plot_in_flight, plot_timeseries
 from ..analysis.tables import summary_table
-from ..policies import BreakerConfig, Status
+from ..policies import BreakerConfig, BreakerMode, Status
 from ..results import RunResult, transition_times
 from ..sim import Scenario, simulate
-from ..sim.scenarios import RETRY_STORM_FIXES, dependency_outage, overload_spike, retry_storm
+from ..sim.scenarios import (
+    RETRY_STORM_FIXES,
+    RetryStormFix,
+    dependency_outage,
+    overload_spike,
+    retry_storm,
+)
 from ..validation import check_real
 from ..widgets import Control, Panel
 from ..workload import Distribution
@@ -52,7 +58,7 @@ def breaker_panel(*, seed: int = 0) -> Panel:
     """A hanging dependency, with the breaker's settings on sliders (mode, threshold,
     recovery timeout, half-open probes, successes to close, failure-rate window)."""
 
-    def run(breaker: bool, mode: str, failure_threshold: int, recovery_timeout: float,
+    def run(breaker: bool, mode: BreakerMode, failure_threshold: int, recovery_timeout: float,
             half_open_max_calls: int, success_threshold: int, window_size: int,
             outage: float) -> dict[str, RunResult]:
         scenario = dependency_outage(breaker, outage=(10.0, 10.0 + outage), seed=seed)
@@ -263,7 +269,7 @@ def storm_panel(*, seed: int = 0) -> Panel:
     """The retry storm with a fix on a dropdown and the capacity drop's depth and length on
     sliders."""
 
-    def run(fix: str, drop_to: float, drop_for: float) -> dict[str, RunResult]:
+    def run(fix: RetryStormFix, drop_to: float, drop_for: float) -> dict[str, RunResult]:
         scenario = retry_storm(fix, seed=seed)
         fault = scenario.faults[0]
         scenario = scenario.replace(faults=(fault.__class__(

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..analysis.plots import plot_call_timeline, plot_comparison, plot_timeseries
 from ..analysis.tables import summary_table
-from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, RetryPolicy
+from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, Jitter, RetryPolicy
 from ..results import RunResult
 from ..sim import Dependency, Fault, Scenario, simulate
 from ..sim.contention import CONTENTION_STRATEGIES, compare_contention, contention
@@ -111,7 +111,7 @@ def _waits_table(waits: pd.DataFrame) -> pd.DataFrame:
 def backoff_panel(*, seed: int = 0) -> Panel:
     """Sliders for base, multiplier, cap, retries and jitter; the waits they produce."""
 
-    def run(base: float, multiplier: float, cap: float, retries: int, jitter: str) -> Any:
+    def run(base: float, multiplier: float, cap: float, retries: int, jitter: Jitter) -> Any:
         backoff = Backoff(base=base, multiplier=multiplier, cap=max(cap, base), jitter=jitter)
         return backoff_waits(backoff, retries=retries, seed=seed)
 
@@ -132,7 +132,7 @@ def herd_panel(*, seed: int = 0) -> Panel:
     """The thundering herd after an outage (``scenarios.thundering_herd``), with sliders for
     clients, outage length, jitter, base delay, multiplier, cap and max attempts."""
 
-    def run(clients: int, outage: float, jitter: str, base: float, multiplier: float,
+    def run(clients: int, outage: float, jitter: Jitter, base: float, multiplier: float,
             cap: float, max_attempts: int) -> dict[str, RunResult]:
         scenario = thundering_herd(clients, jitter, outage, seed=seed).replace({
             "retry": RetryPolicy(max_attempts=max_attempts, backoff=Backoff(

@@ -19,7 +19,7 @@ import ipaddress
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import uvicorn
@@ -139,7 +139,9 @@ class LiveServer:
             log_level="warning",
             lifespan="off",
             loop="asyncio",
-            timeout_graceful_shutdown=max(0.1, self.stop_timeout / 2),
+            # uvicorn annotates whole seconds, but waits with asyncio.wait_for, which takes
+            # a float: a stop must not wait a whole second for an idle connection.
+            timeout_graceful_shutdown=cast(int, max(0.1, self.stop_timeout / 2)),
         )
         server = uvicorn.Server(config)
         self._server, self._error = server, None

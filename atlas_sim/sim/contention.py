@@ -20,8 +20,8 @@ attempt per write call, status 200 or 409), so the usual tables and plots work o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from typing import Literal, get_args
+from collections.abc import Generator, Iterable, Iterator
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -129,7 +129,7 @@ def _network(rng: np.random.Generator, mean: float, sd: float) -> Iterator[float
 
 
 def _client(env: simpy.Environment, client: int, record: _Record, network: Iterator[float],
-            delays: Iterator[float] | None) -> Iterator[simpy.Event]:
+            delays: Iterator[float] | None) -> Generator[simpy.Event, Any, None]:
     """Read the version, write if unchanged; on conflict back off and start over.
 
     Only the write's arrival at the server needs the event queue (commits must happen in time

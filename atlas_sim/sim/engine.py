@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -181,7 +181,7 @@ class _Run:
 
     # -- load ---------------------------------------------------------------------------
 
-    def _open_loop(self) -> Iterator[simpy.Event]:
+    def _open_loop(self) -> Generator[simpy.Event, Any, None]:
         s, env = self.scenario, self.env
         times = arrival_times(s.arrival_rate, s.duration, self.streams["arrivals"],  # type: ignore[arg-type]
                               process=s.arrival_process, steps=s.load_steps)
@@ -197,7 +197,7 @@ class _Run:
         for _ in range(s.clients):  # type: ignore[arg-type]
             _Client(self, think).start(s.synchronized)
 
-    def _fault_windows(self) -> Iterator[simpy.Event]:
+    def _fault_windows(self) -> Generator[simpy.Event, Any, None]:
         env, faults, server = self.env, self.scenario.faults, self.server
         for t in sorted({f.start for f in faults} | {f.end for f in faults}):
             yield env.timeout(t - env.now)
@@ -491,14 +491,17 @@ class _Server:
             self.take_next()
 
     def arm_reaper(self) -> None:
-        head = self.queue[0]
+        head, timeout = self.queue[0], self.timeout
+        assert timeout is not None  # armed only when there is a server timeout
         self.reaper_armed = True
-        self.run.later(max(0.0, head.t_arrive + self.timeout - self.env.now), self.reap)
+        self.run.later(max(0.0, head.t_arrive + timeout - self.env.now), self.reap)
 
     def reap(self, _event: Any) -> None:
         """Answer 504 to queued attempts that reached the server timeout before a worker."""
         self.reaper_armed = False
-        queue, deadline = self.queue, self.env.now - self.timeout + _EPS
+        timeout = self.timeout
+        assert timeout is not None
+        queue, deadline = self.queue, self.env.now - timeout + _EPS
         while queue and queue[0].t_arrive <= deadline:
             attempt = queue.popleft()
             self.leave()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from ..policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
+from ..policies import Backoff, BreakerConfig, BudgetConfig, Jitter, RetryPolicy
 from ..validation import check_choice, check_int, check_real
 from .contention import compare_contention, contention
 from .fanout import fanout, slow_request_probability
@@ -44,7 +44,7 @@ def plain_queue(utilisation: float = 0.8, servers: int = 1, *, service_time_mean
                     duration=duration, seed=seed)
 
 
-def thundering_herd(clients: int = 200, jitter: str = "none", outage: float = 2.0, *,
+def thundering_herd(clients: int = 200, jitter: Jitter = "none", outage: float = 2.0, *,
                     seed: int = 0) -> Scenario:
     """Synchronised clients retrying into a server that is down, with and without jitter.
 
@@ -120,7 +120,7 @@ def overload_spike(shedding: bool = True, *, spike: float = 2.0, seed: int = 0) 
 
 
 RetryStormFix = Literal["none", "backoff", "budget", "breaker", "shedding", "drop_expired"]
-RETRY_STORM_FIXES: tuple[str, ...] = get_args(RetryStormFix)
+RETRY_STORM_FIXES: tuple[RetryStormFix, ...] = get_args(RetryStormFix)
 
 
 def retry_storm(fix: RetryStormFix = "none", *, seed: int = 0) -> Scenario:

@@ -78,5 +78,6 @@ def sweep(scenario: Scenario, grid: Mapping[str, Iterable[Any]], executor: Execu
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)
-    rows = [{**point, **summary} for point, summary in zip(points, summaries, strict=True)]
+    rows = [{**point, **(summary or {})}
+            for point, summary in zip(points, summaries, strict=True)]
     return pd.DataFrame(rows)

@@ -2,6 +2,9 @@
 
 * ``Distribution``: how long work takes (service times, dependency latencies), drawn the same way
   in both worlds.
+* ``Load``: who sends requests and when, the one description of offered load that ``Scenario``
+  and ``run_load`` both take: an open-loop rate (Poisson or evenly spaced, with step changes)
+  or a closed population of clients who think between requests.
 * ``arrival_times``: when requests are sent (open-loop Poisson or evenly spaced, with optional
   step changes of the rate), used by the simulator's arrival process and the live load generator.
 * ``rng_streams``: one seed, split into named independent random streams. Simulation and live
@@ -12,23 +15,27 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
 
-from .validation import check_choice, check_real
+from .validation import check_choice, check_int, check_real
 
 __all__ = [
     "STREAM_NAMES",
+    "ArrivalProcess",
     "Distribution",
     "DistributionKind",
+    "Load",
     "arrival_times",
     "rng_streams",
 ]
 
 DistributionKind = Literal["exponential", "constant", "lognormal"]
+ArrivalProcess = Literal["poisson", "constant"]
 
 #: The named random streams, in spawn order. Append only: a stream's numbers depend on its
 #: position, so inserting a name would change every run after it.
@@ -129,7 +136,7 @@ def arrival_times(
     duration: float,
     rng: np.random.Generator,
     *,
-    process: Literal["poisson", "constant"] = "poisson",
+    process: ArrivalProcess = "poisson",
     steps: Sequence[tuple[float, float]] = (),
 ) -> np.ndarray:
     """Send times in ``[0, duration)`` for an open-loop load of ``rate`` requests per second.
@@ -163,3 +170,109 @@ def arrival_times(
         return np.empty(0)
     times = np.concatenate(parts)
     return times[times < duration]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Load:
+    """The offered load: the same object drives ``simulate`` (``Scenario.load``) and
+    ``run_load``. Give exactly one of ``rate`` (open loop) or ``clients`` (closed loop).
+
+    Open loop (requests arrive whatever happened to earlier ones, as users do):
+        rate: requests per second (>= 0).
+        duration: seconds during which new requests start (> 0).
+        process: ``"poisson"`` (random arrivals) or ``"constant"`` (evenly spaced).
+        steps: ``((time, rate), ...)``: the rate changes at these times (increasing, within
+            ``duration``), e.g. ``((10.0, 300.0),)`` for 300/s from t = 10 s on.
+        requests: at most this many requests, the first of the schedule (>= 1). With
+            ``requests`` and no ``duration``, the schedule runs until that many have left.
+
+    Closed loop (each client waits for its answer before it sends again):
+        clients: how many (1..100000).
+        think_time: mean seconds a client thinks between requests (exponential; >= 0).
+        synchronized: all clients send their first request at t = 0 (as after a partition
+            heals) instead of after a first think.
+        duration: seconds during which clients start new requests.
+    """
+
+    rate: float | None = None
+    duration: float | None = None
+    process: ArrivalProcess = "poisson"
+    steps: tuple[tuple[float, float], ...] = ()
+    requests: int | None = None
+    clients: int | None = None
+    think_time: float = 1.0
+    synchronized: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if (self.rate is None) == (self.clients is None):
+            raise ValueError(
+                "give exactly one of rate (open loop, requests per second) or clients (closed "
+                f"loop), got rate={self.rate!r}, clients={self.clients!r}")
+        if self.duration is not None:
+            set_(self, "duration", check_real("duration", self.duration, low=0, low_open=True))
+        check_choice("process", self.process, get_args(ArrivalProcess))
+        if self.rate is not None:
+            set_(self, "rate", check_real("rate", self.rate, low=0))
+            if self.requests is not None:
+                set_(self, "requests", check_int("requests", self.requests, low=1))
+            if self.duration is None and self.requests is None:
+                raise ValueError("an open-loop load needs duration (seconds), requests (a "
+                                 "count), or both")
+            if self.duration is None and self.rate == 0:
+                raise ValueError("rate must be > 0 when the load is given as a count of requests")
+        else:
+            set_(self, "clients", check_int("clients", self.clients, low=1, high=100_000))
+            if self.duration is None:
+                raise ValueError("a closed-loop load needs duration (seconds)")
+            if self.requests is not None:
+                raise ValueError("requests applies to an open-loop load (rate) only")
+        set_(self, "think_time", check_real("think_time", self.think_time, low=0))
+        if not isinstance(self.synchronized, bool):
+            raise ValueError(f"synchronized must be True or False, got {self.synchronized!r}")
+        steps = tuple(tuple(step) for step in self.steps)
+        if steps and (self.rate is None or self.duration is None):
+            raise ValueError("steps need an open-loop rate and a duration")
+        previous = 0.0
+        for i, step in enumerate(steps):
+            if len(step) != 2:
+                raise ValueError(f"steps[{i}] must be a (time, rate) pair, got {step!r}")
+            previous = check_real(f"steps[{i}] time", step[0], low=previous, low_open=True,
+                                  high=self.duration)
+            check_real(f"steps[{i}] rate", step[1], low=0)
+        set_(self, "steps", steps)
+
+    @property
+    def open_loop(self) -> bool:
+        """True for a rate, False for a closed population of clients."""
+        return self.rate is not None
+
+    def schedule(self, seed: int) -> tuple[np.ndarray, float]:
+        """Send times (seconds from the start) of an open-loop load, and its length.
+
+        Drawn from the ``"arrivals"`` stream of ``rng_streams(seed)``, so the simulator and the
+        live generator send the same requests at the same times. With ``requests``, the first
+        that many; the length is then the time of the first request cut off (the window that
+        holds exactly ``requests``). With ``requests`` only, the schedule is drawn over a window
+        long enough to hold that many, then cut the same way.
+        """
+        if self.rate is None:
+            raise ValueError("a closed-loop load (clients) has no schedule of send times")
+        rate, requests = self.rate, self.requests
+        if self.duration is not None:
+            times = arrival_times(rate, self.duration, rng_streams(seed)["arrivals"],
+                                  process=self.process, steps=self.steps)
+            length = self.duration
+        else:
+            assert requests is not None
+            length = (requests + 10 * math.sqrt(requests) + 10) / rate
+            while True:
+                times = arrival_times(rate, length, rng_streams(seed)["arrivals"],
+                                      process=self.process)
+                if len(times) > requests:
+                    break
+                length *= 2
+        if requests is not None and len(times) > requests:
+            length = float(times[requests])
+            times = times[:requests]
+        return times, length

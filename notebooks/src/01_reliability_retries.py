@@ -353,7 +353,7 @@ live.generator_note(runs["live"])
 # ## Exercises
 #
 # **Exercise 1.** A handler fails 20% of the time, independently. With 4 attempts, what share
-# of requests fails? Give a number (e.g. `0.05`).
+# of requests fails? Give a number (e.g. `0.05`, `"5%"` or `1/20`).
 
 # %%
 answer_1 = ...
@@ -372,7 +372,8 @@ answer_2 = ...
 # %%
 peaks = {j: retries.herd_panel(seed=SEED).update(jitter=j).table["peak attempts/s after"].iloc[0]
          for j in JITTER_STRATEGIES}
-check(answer_2, min(peaks, key=peaks.get), hint="compare the 'peak attempts/s after' column")
+check(answer_2, min(peaks, key=peaks.get), choices=JITTER_STRATEGIES,
+      hint="compare the 'peak attempts/s after' column")
 
 # %% [markdown]
 # **Exercise 3.** A budget with `max_tokens=10` and `token_ratio=0.1` starts full. How many

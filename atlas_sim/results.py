@@ -177,18 +177,15 @@ class RunResult:
         if not window > 0:
             raise ValueError(f"window must be a number > 0, got {window!r}")
         req = self.requests
-        end = max(self.duration, float(req["t_end"].max()) if len(req) else 0.0)
-        n_bins = max(1, int(np.ceil(end / window - 1e-9)))
+        n_bins = self._n_windows(window)
         t = np.arange(n_bins) * window
 
-        def counts(times: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        def counts(times: np.ndarray) -> np.ndarray:
             idx = np.minimum((times / window).astype(np.int64), n_bins - 1)
-            return np.bincount(idx, weights=weights, minlength=n_bins)[:n_bins]
+            return np.bincount(idx, minlength=n_bins)[:n_bins]
 
         t_end = req["t_end"].to_numpy()
-        ok = req["ok"].to_numpy()
-        done = counts(t_end)
-        good = counts(t_end, ok.astype(float))
+        done, good = self.finished_counts(window)
         out = pd.DataFrame(
             {
                 "t": t,
@@ -207,6 +204,25 @@ class RunResult:
         for name, states in self.breaker_states(t + window / 2).items():
             out[f"breaker_{name}"] = states
         return out
+
+    def _n_windows(self, window: float) -> int:
+        req = self.requests
+        end = max(self.duration, float(req["t_end"].max()) if len(req) else 0.0)
+        return max(1, int(np.ceil(end / window - 1e-9)))
+
+    def finished_counts(self, window: float) -> tuple[np.ndarray, np.ndarray]:
+        """Requests finishing in each window of ``timeseries(window)``, and the successful
+        ones among them, as integers: what ``throughput``, ``goodput`` and ``error_rate`` are
+        computed from, for checks that must compare counts exactly."""
+        if not window > 0:
+            raise ValueError(f"window must be a number > 0, got {window!r}")
+        n_bins = self._n_windows(window)
+        t_end = self.requests["t_end"].to_numpy()
+        idx = np.minimum((t_end / window).astype(np.int64), n_bins - 1)
+        ok = self.requests["ok"].to_numpy().astype(np.int64)
+        done = np.bincount(idx, minlength=n_bins)[:n_bins]
+        good = np.bincount(idx, weights=ok, minlength=n_bins)[:n_bins].astype(np.int64)
+        return done, good
 
     def breaker_states(self, times: np.ndarray) -> dict[str, np.ndarray]:
         """For each circuit breaker in ``events``, its state at each of ``times``."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
+from fractions import Fraction
 from numbers import Integral, Real
 
-__all__ = ["check_choice", "check_int", "check_real"]
+__all__ = ["check_choice", "check_int", "check_real", "decimal_fraction"]
 
 
 def _describe(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -64,3 +65,14 @@ def check_choice(name: str, value: object, choices: Collection[str]) -> str:
         listed = ", ".join(repr(c) for c in choices)
         raise ValueError(f"{name} must be one of {listed}, got {value!r}")
     return value  # type: ignore[return-value]
+
+
+def decimal_fraction(value: float) -> Fraction:
+    """The exact fraction of the decimal a user typed for ``value``: ``0.55`` gives 11/20.
+
+    ``repr`` of a float is the shortest decimal that reads back as the same float, which is what
+    was typed (up to 15 significant digits). Comparing a count with this fraction by integer
+    cross-multiplication is exact, where ``count >= 0.55 * n`` in floating point is not
+    (``0.55 * 100 == 55.00000000000001``).
+    """
+    return Fraction(repr(float(value)))

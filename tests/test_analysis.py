@@ -83,6 +83,44 @@ def test_slo_rejects_unknown_tiers_and_bad_objectives():
     assert slo_check(made_up([1.0] * 10, [True] * 10), custom).met
 
 
+def test_slo_objectives_are_met_at_their_boundaries():
+    # 10 failures in 1000 requests is an error rate of exactly 1%: the default tier's
+    # objective is met (1 - 990/1000 is 0.010000000000000009 in floating point)
+    exactly = made_up([0.2] * 1000, [True] * 990 + [False] * 10, duration=100.0)
+    report = slo_check(exactly, "default", window=1000.0)  # one window
+    assert report.errors_ok and report.availability_ok
+    assert report.latency_p95 == 0.2 and report.latency_ok  # p95 equal to the target
+    one_more = made_up([0.2] * 1000, [True] * 989 + [False] * 11, duration=100.0)
+    assert not slo_check(one_more, "default", window=1000.0).errors_ok
+    # the same in every window: 70 failures in each 10 s window of 1000 requests meet a 7%
+    # objective (0.07 * 1000 is 70.00000000000001 in floating point): availability is 1
+    starts = np.arange(10_000) * 0.01 + 0.001  # each request finishes 1 ms after it starts
+    per_window = made_up([0.001] * 10_000, ([True] * 930 + [False] * 70) * 10,
+                         duration=100.0, starts=starts)
+    seven = SLO(name="seven", latency_p95=1.0, error_rate=0.07, availability=1.0)
+    report = slo_check(per_window, seven)
+    assert report.availability == 1.0 and report.availability_ok and report.errors_ok
+
+
+@pytest.mark.parametrize(("up", "windows", "objective", "met"), [
+    (999, 1000, 0.999, True), (998, 1000, 0.999, False),
+    (9999, 10_000, 0.9999, True), (9998, 10_000, 0.9999, False),
+    (29, 100, 0.29, True), (28, 100, 0.29, False), (57, 100, 0.57, True),
+])
+def test_availability_equal_to_the_objective_is_met(up, windows, objective, met):
+    # one request per 1 s window, the first `up` of them successful
+    run = made_up([0.01] * windows, [True] * up + [False] * (windows - up),
+                  duration=float(windows))
+    slo = SLO(name="x", latency_p95=1.0, error_rate=0.0, availability=objective)
+    report = slo_check(run, slo, window=1.0)
+    assert report.availability == up / windows and report.availability_ok is met
+
+
+def test_slo_check_of_an_empty_run_meets_nothing_it_cannot_measure():
+    report = slo_check(made_up([], []), "default")
+    assert not report.errors_ok and not report.availability_ok and not report.met
+
+
 @pytest.fixture(scope="module")
 def outage_run():
     return simulate(dependency_outage(breaker=True))

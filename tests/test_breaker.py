@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from collections import deque
+from fractions import Fraction
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from atlas_sim.clocks import ManualClock
@@ -120,6 +123,84 @@ def test_failure_rate_window_forgets_old_calls():
     assert breaker.state is CLOSED and breaker.failure_rate == 0.5
     breaker.record_failure()  # window: T, F, F, F -> 3/4
     assert breaker.state is OPEN
+
+
+def test_a_failure_rate_equal_to_the_threshold_opens_the_circuit():
+    # 0.55 * 100 is 55.00000000000001 in floating point: 55 failures must still open it
+    breaker, _, seen = make(mode="failure_rate", window_size=100, minimum_calls=100,
+                            failure_rate_threshold=0.55)
+    for _ in range(45):
+        breaker.record_success()
+    for _ in range(54):
+        breaker.record_failure()
+    assert breaker.state is CLOSED  # 99 calls: fewer than minimum_calls
+    assert breaker.failure_rate == 54 / 99
+    breaker.record_failure()
+    assert breaker.state is OPEN and seen[0].reason == "failure rate 55/100"
+
+
+def test_every_two_decimal_threshold_opens_at_exactly_its_count():
+    # the smallest failure count k with k / n >= p / 100 opens a full window of n calls;
+    # one failure fewer does not
+    wrong = []
+    for n in range(1, 41):
+        for p in range(1, 101):
+            k = -(-p * n // 100)  # ceil(p * n / 100), in integers
+            for failures, expected in ((k, OPEN), (k - 1, CLOSED)):
+                breaker = CircuitBreaker(clock=lambda: 0.0, mode="failure_rate", window_size=n,
+                                         minimum_calls=n, failure_rate_threshold=p / 100)
+                for _ in range(n - failures):
+                    breaker.record_success()
+                for _ in range(failures):
+                    breaker.record_failure()
+                if breaker.state is not expected:
+                    wrong.append((n, p / 100, failures))
+    assert wrong == []
+
+
+def _typed(d: int) -> list[float]:
+    return [p / d for p in range(1, d + 1)]  # what a user types: 0.3, 0.55, 0.125
+
+
+# Thresholds whose floating-point product with some window of up to 150 calls lies above the
+# exact count (0.55 * 100 == 55.00000000000001): where ``failures >= threshold * n`` goes wrong.
+HAZARDS = sorted({t for d in (10, 100, 1000) for t in _typed(d) for n in range(1, 151)
+                  if (Fraction(str(t)) * n).denominator == 1 and t * n > Fraction(str(t)) * n})
+thresholds = st.one_of(st.sampled_from(HAZARDS), st.sampled_from([10, 100, 1000]).flatmap(
+    lambda d: st.sampled_from(_typed(d))))
+runs = st.lists(st.tuples(st.integers(0, 60), st.integers(0, 60)), max_size=3)
+
+
+@settings(max_examples=300)
+@given(thresholds, st.data(), runs)
+def test_failure_rate_mode_opens_exactly_when_the_rate_reaches_the_threshold(
+        threshold, data, runs):
+    exact = Fraction(str(threshold))  # the decimal the user typed
+    # Some runs of successes and failures, then a run aimed at the boundary: n calls in the
+    # window, n - k successes then k failures, k the least count that reaches the threshold.
+    # n is a multiple of the threshold's denominator when one fits, so k / n can equal it.
+    multiples = range(exact.denominator, 151, exact.denominator) or range(1, 151)
+    n = data.draw(st.sampled_from(multiples), label="calls at the boundary")
+    fresh = data.draw(st.booleans(), label="from a fresh window")
+    window_size = data.draw(st.integers(n, 150), label="window_size") if fresh else n
+    minimum_calls = data.draw(st.integers(1, n), label="minimum_calls")
+    runs = [] if fresh else [*runs, (window_size, 0)]  # the last run flushes the window
+    k = -(-exact.numerator * n // exact.denominator)  # ceil(threshold * n), in integers
+    outcomes = [bad for ok, fail in runs for bad in [False] * ok + [True] * fail]
+    outcomes += [False] * (n - k) + [True] * k
+    breaker, _, seen = make(mode="failure_rate", window_size=window_size,
+                            minimum_calls=minimum_calls, failure_rate_threshold=threshold)
+    window: deque[bool] = deque(maxlen=window_size)
+    for failed in outcomes:
+        breaker.record_failure() if failed else breaker.record_success()
+        window.append(failed)
+        calls, failures = len(window), sum(window)
+        should_open = calls >= minimum_calls and Fraction(failures, calls) >= exact
+        assert (breaker.state is OPEN) == should_open, (failures, calls)
+        if should_open:
+            assert [t.reason for t in seen] == [f"failure rate {failures}/{calls}"]
+            return
+    raise AssertionError("the run aimed at the threshold never reached it")
 
 
 def test_config_builds_independent_breakers():

@@ -1,11 +1,15 @@
-"""The browser tests' own rule: without Chromium they skip outside CI and fail under CI=true."""
+"""The browser tests' own helpers, without a browser: the CI rule and JupyterLab's clean-up."""
 
 from __future__ import annotations
+
+import signal
+import subprocess
+import sys
 
 import pytest
 from _pytest.outcomes import Failed, Skipped
 
-from tests.browser.conftest import in_ci, unavailable
+from tests.browser.conftest import in_ci, stop_process_group, unavailable
 
 
 @pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("yes", True),
@@ -25,3 +29,32 @@ def test_a_missing_browser_skips_elsewhere_and_says_how_to_enable_it(monkeypatch
     monkeypatch.delenv("CI", raising=False)
     with pytest.raises(Skipped, match="ATLAS_CHROMIUM"):
         unavailable("Chromium, not found at /nowhere")
+
+
+def test_stopping_a_process_that_already_exited_is_quiet():
+    # JupyterLab exiting at start: poll() reaps it, and its process group is gone
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"],
+                               start_new_session=True)
+    while process.poll() is None:
+        process.wait()
+    stop_process_group(process)
+    assert process.returncode == 3
+
+
+def test_the_start_failure_is_what_the_user_sees_not_the_clean_up():
+    process = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"],
+                               start_new_session=True)
+    with pytest.raises(Failed, match="JupyterLab did not start") as failure:
+        try:
+            process.wait()
+            pytest.fail("JupyterLab did not start:\n(its log)")
+        finally:
+            stop_process_group(process)
+    assert failure.value.__context__ is None
+
+
+def test_stopping_a_running_process_group_ends_it():
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               start_new_session=True)
+    stop_process_group(process, timeout=10)
+    assert process.returncode == -signal.SIGTERM

@@ -130,3 +130,35 @@ def test_budget_never_lets_retries_through_at_or_below_half(max_tokens, ratio_mi
             exact = max(Fraction(0), exact - 1)
         assert budget.tokens == float(exact)
         assert budget.can_retry() == (exact > Fraction(max_tokens, 2))
+
+
+@given(
+    st.integers(1, 1_000_000),
+    st.integers(1, 1000),
+    st.lists(st.booleans(), max_size=300),
+)
+def test_budget_with_three_decimal_settings_stops_retrying_at_exactly_half(
+        max_milli, ratio_milli, outcomes):
+    # gRFC A6: retries stop when token_count <= maxTokens / 2; both settings may have three
+    # decimals (maxTokens 0.001..1000), so half of max_tokens may itself be a half-thousandth
+    ratio_milli = min(ratio_milli, max_milli)
+    max_tokens, ratio = Fraction(max_milli, 1000), Fraction(ratio_milli, 1000)
+    budget = RetryBudget(max_tokens=float(max_tokens), token_ratio=float(ratio))
+    exact = max_tokens
+    for success in [False] * (max_milli // 2000) + outcomes:  # start near the half-way point
+        if success:
+            budget.record_success()
+            exact = min(max_tokens, exact + ratio)
+        else:
+            budget.record_failure()
+            exact = max(Fraction(0), exact - 1)
+        assert budget.can_retry() == (exact > max_tokens / 2)
+
+
+def test_budget_at_exactly_half_of_an_odd_number_of_thousandths():
+    budget = RetryBudget(max_tokens=2.001, token_ratio=0.001)  # half is 1.0005
+    budget.record_failure()  # 1.001 > 1.0005
+    assert budget.can_retry()
+    budget = RetryBudget(max_tokens=2.0, token_ratio=0.001)
+    budget.record_failure()  # 1.0, exactly half: no retry
+    assert budget.tokens == 1 and not budget.can_retry()

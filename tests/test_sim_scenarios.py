@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from atlas_sim.sim import simulate
@@ -32,6 +36,53 @@ def test_contention_orderings_at_100_clients():
     # Without jitter, clients who collided together keep colliding: the slowest to finish.
     assert table["completion_time"].idxmax() == "none"
     assert work["none"] > work["equal"] and work["none"] > work["decorrelated"]
+
+
+#: The post's simulator at 100 clients, 5000 runs per strategy (tests/reference/README.md).
+AWS = pd.read_csv(Path(__file__).parent / "reference" / "contention_aws.csv", index_col="strategy")
+
+
+def test_contention_matches_the_posts_simulator_within_sampling_error():
+    seeds = 400  # the first 400: enough for the completion time's spread (a maximum), ~5 s
+    table = compare_contention(100, seeds=range(seeds))
+    assert set(table.index) == set(AWS.index)
+    off = []
+    for strategy, ref in AWS.iterrows():
+        for column in ("work", "completion_time"):
+            # the same model: the same spread; the difference of two independent means
+            # then has this standard error, and 4 of them bound it (p ~ 6e-5 per number)
+            sd = ref[f"{column}_sd"]
+            error = sd * math.sqrt(1 / seeds + 1 / ref["runs"])
+            ours = table.loc[strategy, column]
+            if abs(ours - ref[column]) > 4 * error:
+                off.append((strategy, column, round(ours, 3), ref[column], round(error, 3)))
+    assert off == []
+
+
+def test_the_notebooks_copy_of_the_posts_numbers_is_the_reference():
+    from atlas_sim.experiments.retries import POST_CONTENTION
+
+    pd.testing.assert_frame_equal(POST_CONTENTION.loc[AWS.index],
+                                  AWS[["work", "completion_time"]], check_names=False)
+
+
+def test_the_first_backoff_is_numbered_as_in_the_posts_simulator():
+    # its client raises the attempt count before backing off: the first wait's ceiling is
+    # 2 * base (10 ms), and numbering from 0 (5 ms) does about 10% more work with full jitter
+    atlas = compare_contention(100, seeds=range(40), strategies=["full", "decorrelated"])
+    from_zero = compare_contention(100, seeds=range(40), strategies=["full", "decorrelated"],
+                                   first_exponent=0)
+    assert from_zero.loc["full", "work"] > 1.05 * atlas.loc["full", "work"]
+    assert from_zero.loc["decorrelated"].equals(atlas.loc["decorrelated"])  # it has no count
+    # two clients, every message 1 ms, no jitter: one conflict, then one wait
+    for first_exponent, wait in ((1, 0.010), (0, 0.005)):
+        run = contention(2, "none", seed=0, network_mean=0.001, network_sd=0.0,
+                         first_exponent=first_exponent)
+        loser = run.attempts[run.attempts["status"] == 409].iloc[0]
+        retry = run.attempts[(run.attempts["request_id"] == loser["request_id"])
+                             & (run.attempts["attempt"] == 2)].iloc[0]
+        # the retry's write leaves after the conflict's answer, the wait and a read's round trip
+        assert retry["t_start"] - loser["t_end"] == pytest.approx(wait + 0.002)
 
 
 def test_contention_returns_the_usual_tables():

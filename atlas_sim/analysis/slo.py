@@ -16,17 +16,22 @@ The three numbers measure different things, and a run can meet one and miss anot
   10 s by default for these short runs; a month of minutes in production): a window is "up"
   when its own error rate meets the tier's error-rate objective. A few bad windows can break
   availability while the run's overall error rate still looks fine.
+
+Each objective is met at its boundary: an error rate equal to the objective passes (``<=``),
+an availability equal to the objective passes (``>=``), a p95 equal to the target passes
+(``<=``). Rates are compared as counts, exactly, with the objective read as the decimal that
+was typed: 10 failures in 1000 requests meet a 1% objective (``10 * 100 <= 1 * 1000``), where
+the floating-point ``1 - 990/1000 <= 0.01`` says they do not (``0.010000000000000009``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from ..results import RunResult
-from ..validation import check_choice, check_real
+from ..validation import check_choice, check_real, decimal_fraction
 from .tables import RunsLike, name_runs
 
 __all__ = ["SLO", "SLO_TIERS", "SLOReport", "slo_check", "slo_table"]
@@ -87,18 +92,27 @@ def slo_check(run: RunResult, tier: str | SLO = "default", *, window: float = 10
     check_real("window", window, low=0, low_open=True)
     summary = run.summary()
     p95, errors = summary["p95"], summary["error_rate"]
-    windows = run.timeseries(window)
-    served = windows["throughput"] > 0
-    up = windows.loc[served, "error_rate"] <= slo.error_rate
-    availability = float(up.mean()) if served.any() else float("nan")
+    error_objective = decimal_fraction(slo.error_rate)
+    n = len(run.requests)
+    failed = n - int(run.requests["ok"].to_numpy().sum())
+
+    def errors_meet(failed: int, n: int) -> bool:  # failed / n <= objective, in integers
+        return failed * error_objective.denominator <= error_objective.numerator * n
+
+    done, good = run.finished_counts(window)
+    served = [(int(d), int(d - g)) for d, g in zip(done, good, strict=True) if d > 0]
+    up = sum(errors_meet(f, d) for d, f in served)
+    availability = up / len(served) if served else float("nan")
+    objective = decimal_fraction(slo.availability)  # up / served >= objective, in integers
     return SLOReport(
         tier=slo.name,
         latency_p95=p95,
         error_rate=errors,
         availability=availability,
         latency_ok=bool(p95 <= slo.latency_p95),
-        errors_ok=bool(errors <= slo.error_rate),
-        availability_ok=bool(np.isfinite(availability) and availability >= slo.availability),
+        errors_ok=n > 0 and errors_meet(failed, n),
+        availability_ok=bool(served)
+        and up * objective.denominator >= objective.numerator * len(served),
     )
 
 

@@ -23,11 +23,13 @@ from ..validation import check_int
 from ..widgets import Control, Panel
 
 __all__ = [
+    "POST_CONTENTION",
     "backoff_panel",
     "backoff_waits",
     "budget_panel",
     "contention_panel",
     "contention_timelines",
+    "contention_vs_post",
     "error_burst",
     "executions_per_request",
     "herd_panel",
@@ -177,6 +179,26 @@ def peak_after_faults(run: RunResult, window: float = 0.1) -> float:
 
 
 # -- the AWS contention experiment -----------------------------------------------------------
+
+#: The contention experiment at 100 clients as the post's own simulator measures it
+#: (``aws-samples/aws-arch-backoff-simulator``, its model unchanged, mean of 5000 runs per
+#: strategy; ``tests/reference/contention_aws.csv`` has the spreads and how they were made).
+POST_CONTENTION = pd.DataFrame(
+    {"work": {"no_backoff": 2423.5, "none": 1856.1, "equal": 812.3, "full": 795.9,
+              "decorrelated": 1002.1},
+     "completion_time": {"no_backoff": 2.029, "none": 63.483, "equal": 6.622, "full": 4.905,
+                         "decorrelated": 4.584}}).rename_axis("strategy")
+
+
+def contention_vs_post(seeds: Any = range(20)) -> pd.DataFrame:
+    """Atlas's mean work and completion time at 100 clients over ``seeds``, each beside the
+    post simulator's (``POST_CONTENTION``)."""
+    ours = compare_contention(100, seeds=seeds)
+    post = POST_CONTENTION.loc[ours.index]
+    return pd.DataFrame({"work": ours["work"], "work (post)": post["work"],
+                         "completion_time": ours["completion_time"],
+                         "completion_time (post)": post["completion_time"]})
+
 
 def contention_panel(*, seed: int = 0) -> Panel:
     """Work and completion time per strategy in the AWS contention experiment."""

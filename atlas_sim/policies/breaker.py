@@ -12,6 +12,13 @@ Two ways to decide to open, as Resilience4j offers:
 * ``mode="failure_rate"``: the failure rate over the last ``window_size`` calls reaches
   ``failure_rate_threshold``, once at least ``minimum_calls`` calls have been seen.
 
+"Reaches" means equal or greater (``>=``), as in Resilience4j's ``failureRateThreshold`` ("If
+the failure rate is equal or greater than the threshold the CircuitBreaker transitions to open"):
+with a threshold of 0.55, 55 failures in 100 calls open the circuit. The comparison is exact:
+the threshold is read as the decimal that was typed (0.55 is 11/20) and compared with the
+counts in integers, ``failures * 20 >= 11 * calls``, never as ``failures >= 0.55 * calls`` in
+floating point (which is ``55 >= 55.00000000000001``, false).
+
 The breaker never reads a clock of its own: it is handed one (``env.now`` in a simulation,
 ``time.monotonic`` in the live service), so the same object runs in both worlds.
 """
@@ -24,7 +31,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Literal, get_args
 
-from ..validation import check_choice, check_int, check_real
+from ..validation import check_choice, check_int, check_real, decimal_fraction
 
 __all__ = [
     "BreakerConfig",
@@ -71,7 +78,9 @@ class BreakerConfig:
         success_threshold: probe successes needed to close again (>= 1).
         mode: ``"consecutive"`` or ``"failure_rate"``.
         window_size: calls in the sliding window (failure-rate mode, >= 1).
-        failure_rate_threshold: fraction of failures in the window that opens (0 < x <= 1).
+        failure_rate_threshold: fraction of failures in the window that opens (0 < x <= 1):
+            the circuit opens when ``failures / calls >= failure_rate_threshold``, exactly, with
+            the threshold read as the decimal that was typed.
         minimum_calls: calls needed in the window before the rate counts (1..window_size).
     """
 
@@ -161,6 +170,10 @@ class CircuitBreaker:
         self._window_failures = 0
         self._probes_in_flight = 0
         self._probe_successes = 0
+        # the threshold as a ratio of integers, once: failures/n >= num/den iff
+        # failures * den >= num * n, exact however large the window
+        rate = decimal_fraction(self.config.failure_rate_threshold)
+        self._rate_num, self._rate_den = rate.numerator, rate.denominator
 
     @classmethod
     def from_config(cls, config: BreakerConfig, *, clock: Clock) -> CircuitBreaker:
@@ -270,9 +283,10 @@ class CircuitBreaker:
     def _check_failure_rate(self) -> None:
         # Checked after every call, successes included, as Resilience4j does: the call that
         # completes ``minimum_calls`` may be a success and still leave the rate too high.
+        # Exact: failures / n >= threshold, as integers (see the module docstring).
         n = len(self._window)
         if n >= self.config.minimum_calls and (
-            self._window_failures >= self.config.failure_rate_threshold * n
+            self._window_failures * self._rate_den >= self._rate_num * n
         ):
             self._open(f"failure rate {self._window_failures}/{n}")
 

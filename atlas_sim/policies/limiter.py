@@ -2,7 +2,9 @@
 
 A server that accepts everything under overload serves everything late; one that refuses the
 excess at once (429) keeps serving the rest on time, and tells clients to back off. The reference
-card's rule is ``if concurrent < max: process else: 429``.
+card's rule is ``if concurrent < max: process else: 429``: the request that would make
+``max + 1`` is refused, and the limit is a count compared with a count, so there is no rounding
+at the boundary.
 """
 
 from __future__ import annotations

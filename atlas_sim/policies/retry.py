@@ -98,23 +98,25 @@ class RetryBudget:
 
     Tokens start at ``max_tokens``. Each failed attempt costs one token, each success earns
     ``token_ratio`` back (never above ``max_tokens``). Retries are allowed only while
-    ``tokens > max_tokens / 2``. First attempts are never throttled: the budget limits the
-    *extra* load that retries add, so that in a sustained outage the retry traffic falls to
-    about ``token_ratio`` retries per success instead of multiplying the load.
+    ``tokens > max_tokens / 2``, strictly: at exactly half, retries stop. This is gRPC's rule
+    (gRFC A6, "gRPC Retry Design", retry throttling: "If token_count is less than or equal to
+    maxTokens / 2, then RPCs will not be retried"). First attempts are never throttled: the
+    budget limits the *extra* load that retries add, so that in a sustained outage the retry
+    traffic falls to about ``token_ratio`` retries per success instead of multiplying the load.
 
-    Tokens are counted in thousandths, as gRPC does, so that many small refunds add up exactly
-    and the threshold is never missed by a rounding error.
+    Tokens are counted in integer thousandths, as gRPC does (both settings have at most three
+    decimals), and the threshold is compared in integers, ``2 * milli_tokens > max_milli``: many
+    small refunds add up exactly and the half-way point is never missed by a rounding error.
 
     Not thread-safe: one event loop or one simulation owns it.
     """
 
-    __slots__ = ("_max", "_milli", "_ratio", "_threshold", "config")
+    __slots__ = ("_max", "_milli", "_ratio", "config")
 
     def __init__(self, *, max_tokens: float = 10.0, token_ratio: float = 0.1) -> None:
         self.config = BudgetConfig(max_tokens=max_tokens, token_ratio=token_ratio)
         self._max = round(self.config.max_tokens * 1000)
         self._ratio = round(self.config.token_ratio * 1000)
-        self._threshold = self._max / 2
         self._milli = self._max
 
     @property
@@ -131,8 +133,8 @@ class RetryBudget:
         self._milli = max(0, self._milli - 1000)
 
     def can_retry(self) -> bool:
-        """True while more than half the tokens are left."""
-        return self._milli > self._threshold
+        """True while more than half the tokens are left (exactly half is not enough)."""
+        return 2 * self._milli > self._max
 
     def __repr__(self) -> str:
         c = self.config

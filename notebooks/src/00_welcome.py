@@ -156,6 +156,7 @@ welcome.breaker_panel()
 # from the same code.
 #
 # **Exercise 1.** In the run above, at what time (in seconds) was the first probe sent?
+# Give a number, e.g. `12` or `"12 s"`.
 
 # %%
 answer_1 = ...
@@ -165,15 +166,38 @@ check(answer_1, trace.first("half_open"), hint="look for the first 'half_open' r
 
 # %% [markdown]
 # **Exercise 2.** Build a breaker with `recovery_timeout=4.0` (same threshold, same script).
-# How many calls does it reject? More or fewer than the 18 above, and why?
+#
+# (a) How many calls does it reject? (The breaker above rejected 18.)
 
 # %%
-answer_2 = ...
+answer_2a = ...
 
 # %%
 short = drive_breaker(BreakerConfig(failure_threshold=5, recovery_timeout=4.0), script)
-check(answer_2, int((short.calls["outcome"] == "rejected").sum()),
+check(answer_2a, int((short.calls["outcome"] == "rejected").sum()),
       hint="count the 'rejected' outcomes of drive_breaker(...).calls")
+
+# %% [markdown]
+# (b) Why does the number change? Compare `short.events` with `trace.events` and give the
+# letter of the reason, e.g. `"a"`:
+#
+# * `"a"`: it opens later, so fewer calls arrive while it is open;
+# * `"b"`: it probes sooner after each opening, so it closes sooner after the dependency
+#   recovers;
+# * `"c"`: none of its probes fail.
+
+# %%
+answer_2b = ...
+
+# %%
+if short.first("open") > trace.first("open"):
+    reason = "a"
+elif short.first("closed") < trace.first("closed"):
+    reason = "b"
+else:
+    reason = "c"
+check(answer_2b, reason, choices=["a", "b", "c"],
+      hint="when does each breaker open, and when does each close again?")
 
 # %% [markdown]
 # **Exercise 3.** Some dependencies never fail five times in a row but fail often: here every

@@ -319,7 +319,8 @@ check(answer_1, trace_1.first("half_open"), hint="trace.first('half_open') after
 
 # %% [markdown]
 # **Exercise 2.** Work takes a lognormal time with mean 50 ms and `shape=1.0`. Which timeout
-# (in seconds) cuts off 0.5% of healthy requests? (Hint: `Distribution.quantile`.)
+# (in seconds, e.g. `0.1` or `"100 ms"`) cuts off 0.5% of healthy requests? (Hint:
+# `Distribution.quantile`.)
 
 # %%
 answer_2 = ...
@@ -330,13 +331,14 @@ check(answer_2, Distribution(mean=0.05, kind="lognormal", shape=1.0).quantile(0.
 
 # %% [markdown]
 # **Exercise 3.** Which retry-storm fixes let the system recover (at least 95% of requests
-# served after 40 s)? Give a set of names from the storm table's index, e.g. `{"budget"}`.
+# served after 40 s)? Give the names from the storm table's index, as a set or a list, e.g.
+# `{"budget"}` or `["budget"]`.
 
 # %%
 answer_3 = ...
 
 # %%
-check(answer_3, set(storm.index[storm["ok after 40 s"] >= 0.95]),
+check(answer_3, set(storm.index[storm["ok after 40 s"] >= 0.95]), choices=list(storm.index),
       hint="read the 'ok after 40 s' column of the storm table")
 
 # %% [markdown]

@@ -12,6 +12,7 @@ Screenshots and timings go to ``ATLAS_BROWSER_ARTEFACTS`` (default ``build/brows
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -110,6 +111,25 @@ def chromium() -> str:
     return path
 
 
+def stop_process_group(process: subprocess.Popen, *, timeout: float = 30.0) -> None:
+    """Stop a process started with ``start_new_session=True`` and all it started (kernels):
+    SIGTERM to its process group, SIGKILL if it is still there after ``timeout`` seconds.
+
+    A group that is already gone is not an error: when JupyterLab exits at start (no
+    jupyterlab installed, a bad option), ``poll()`` has reaped it and ``killpg`` raises
+    ``ProcessLookupError``, which would replace the fixture's own "JupyterLab did not start"
+    failure and its log with a traceback about the clean-up.
+    """
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @dataclass(frozen=True)
 class Lab:
     url: str
@@ -171,14 +191,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings,
         timings.lab_start = time.perf_counter() - started
         yield lab
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-        shutil.copy(home / "jupyterlab.log", artefacts / "jupyterlab.log")
+            stop_process_group(process)
+        finally:
+            log.close()
+            shutil.copy(home / "jupyterlab.log", artefacts / "jupyterlab.log")
 
 
 @pytest.fixture(scope="session")

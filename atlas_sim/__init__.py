@@ -21,11 +21,13 @@ from .policies import (
     BreakerTransition,
     BudgetConfig,
     CircuitBreaker,
+    ClientPolicy,
     ConcurrencyLimiter,
     RetryBudget,
     RetryPolicy,
     Status,
 )
+from .workload import Fault, Load
 
 if TYPE_CHECKING:
     from .config import Settings as Settings
@@ -45,7 +47,10 @@ __all__ = [
     "BreakerTransition",
     "BudgetConfig",
     "CircuitBreaker",
+    "ClientPolicy",
     "ConcurrencyLimiter",
+    "Fault",
+    "Load",
     "RetryBudget",
     "RetryPolicy",
     "Status",

@@ -36,7 +36,14 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .policies import Backoff, BreakerConfig, BudgetConfig, ConcurrencyLimiter, RetryPolicy
+from .policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    ConcurrencyLimiter,
+    RetryPolicy,
+)
 
 __all__ = ["Settings"]
 
@@ -140,6 +147,12 @@ class Settings(BaseSettings):
         return BudgetConfig(
             max_tokens=self.retry_budget_max_tokens, token_ratio=self.retry_budget_token_ratio
         )
+
+    def dependency_client(self) -> ClientPolicy:
+        """How the service calls its dependency: ``DATABASE_TIMEOUT`` per call, the retry
+        policy, the budget and the breaker above."""
+        return ClientPolicy(timeout=self.database_timeout, retry=self.retry_policy(),
+                            budget=self.budget_config(), breaker=self.breaker_config())
 
     def limiter(self) -> ConcurrencyLimiter:
         """A fresh ``ConcurrencyLimiter(LOAD_SHEDDING_MAX_CONCURRENT)``."""

@@ -7,6 +7,8 @@
   or a closed population of clients who think between requests.
 * ``arrival_times``: when requests are sent (open-loop Poisson or evenly spaced, with optional
   step changes of the rate), used by the simulator's arrival process and the live load generator.
+* ``Fault``: a window of trouble (server capacity, dependency errors, latency or outage) that
+  the simulator models and the live generator switches on in the service.
 * ``rng_streams``: one seed, split into named independent random streams. Simulation and live
   service take their streams by the same names, so a live run and a simulated run with the same
   seed send the same arrivals and draw the same service times (common random numbers): the two
@@ -29,6 +31,7 @@ __all__ = [
     "ArrivalProcess",
     "Distribution",
     "DistributionKind",
+    "Fault",
     "Load",
     "arrival_times",
     "rng_streams",
@@ -276,3 +279,47 @@ class Load:
             length = float(times[requests])
             times = times[:requests]
         return times, length
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fault:
+    """Something going wrong between ``start`` and ``end`` (seconds of the run), in either world:
+    ``simulate`` models it and ``run_load`` switches it on in the live service at ``start`` and
+    off at ``end`` (through ``/admin/faults``). ``end`` defaults to ``inf``: until the run ends.
+
+    Args:
+        capacity: the server's speed as a fraction of normal, in [0, 1]. 0.3 means work takes
+            3.3 times as long; 0 means the server is down and answers 503 at once.
+        added_latency: seconds added to the handling of every request the server starts
+            (a slow disk, a garbage-collection pause). Simulation only.
+        dependency_error_rate: probability that a dependency call fails at once (instead of
+            the dependency's own rate), in [0, 1].
+        dependency_added_latency: seconds added to every dependency call.
+        dependency_outage: every dependency call hangs until its caller's timeout ends it
+            (a dead database looks like silence, not an error).
+        name: a label for the events table.
+
+    Overlapping faults combine: capacities multiply, latencies add, the larger error rate wins.
+    A request's speed is fixed when its service starts.
+    """
+
+    start: float
+    end: float = math.inf
+    capacity: float = 1.0
+    added_latency: float = 0.0
+    dependency_error_rate: float | None = None
+    dependency_added_latency: float = 0.0
+    dependency_outage: bool = False
+    name: str = "fault"
+
+    def __post_init__(self) -> None:
+        start = check_real("start", self.start, low=0)
+        check_real("end", self.end, low=start, low_open=True, allow_inf=True)
+        check_real("capacity", self.capacity, low=0, high=1)
+        check_real("added_latency", self.added_latency, low=0)
+        if self.dependency_error_rate is not None:
+            check_real("dependency_error_rate", self.dependency_error_rate, low=0, high=1)
+        check_real("dependency_added_latency", self.dependency_added_latency, low=0)
+        if not isinstance(self.dependency_outage, bool):
+            raise ValueError(f"dependency_outage must be True or False, "
+                             f"got {self.dependency_outage!r}")

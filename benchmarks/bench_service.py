@@ -42,9 +42,10 @@ import httpx
 from fastapi import FastAPI
 
 from atlas_sim.config import Settings
+from atlas_sim.policies import ClientPolicy
 from atlas_sim.service import LiveServer, create_app, run_load
 from atlas_sim.service.teaching import add_base_http_middleware_stack
-from atlas_sim.workload import Distribution
+from atlas_sim.workload import Distribution, Load
 
 
 def add_bench_route(app: FastAPI) -> FastAPI:
@@ -139,8 +140,9 @@ def generator_lag(rate: float, seconds: float, processes: int) -> dict[str, floa
                      service_time=Distribution(mean=0.005))
     with LiveServer(app, name="bench-load") as server:
         start = time.perf_counter()
-        result = run_load(server.url, rate=rate, duration=seconds, seed=0, client_timeout=5,
-                          drain_timeout=10, processes=processes, progress=False)
+        result = run_load(server.url, load=Load(rate=rate, duration=seconds),
+                          client=ClientPolicy(timeout=5), seed=0, drain_timeout=10,
+                          processes=processes, progress=False)
         wall = time.perf_counter() - start
     s = result.summary()
     return {"requests": s["requests"], "ok": float(result.requests["ok"].mean()),

@@ -27,6 +27,7 @@ import simpy
 
 from atlas_sim.sim import Scenario, simulate
 from atlas_sim.sim.scenarios import full_stack
+from atlas_sim.workload import Load
 
 MM1_REQUESTS = 50_000
 UTILISATION = 0.8
@@ -57,8 +58,8 @@ def textbook_mm1(n: int, seed: int) -> int:
 
 
 def engine_mm1(n: int, seed: int) -> int:
-    scenario = Scenario(arrival_rate=UTILISATION, service_time_mean=1.0,
-                        duration=n / UTILISATION, seed=seed)
+    scenario = Scenario(load=Load(rate=UTILISATION, duration=n / UTILISATION),
+                        service_time_mean=1.0, seed=seed)
     return len(simulate(scenario).requests)
 
 

@@ -17,11 +17,13 @@ from atlas_sim.policies import (
     BreakerConfig,
     BreakerState,
     BudgetConfig,
+    ClientPolicy,
     Guard,
     RetryPolicy,
     counts_as_breaker_failure,
 )
 from atlas_sim.sim import Fault, Scenario, simulate
+from atlas_sim.workload import Load
 
 NO_JITTER = Backoff(base=0.1, multiplier=2.0, cap=10.0, jitter="none")
 
@@ -184,10 +186,12 @@ def test_the_outage_after_a_shedding_spell_is_retried_in_the_simulator():
     not in retry_on, so they must not drain a budget that pays for retrying 503s (before the
     rule was shared, every request in the outage ended 596 after one attempt)."""
     scenario = Scenario(
-        arrival_rate=150.0, duration=32.0, servers=2, service_time_mean=0.02, max_concurrent=4,
-        retry=RetryPolicy(max_attempts=3, retry_on=frozenset({503}),
-                          backoff=Backoff(base=0.05, cap=1.0)),
-        budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
+        load=Load(rate=150.0, duration=32.0), servers=2, service_time_mean=0.02,
+        max_concurrent=4,
+        client=ClientPolicy(
+            retry=RetryPolicy(max_attempts=3, retry_on=frozenset({503}),
+                              backoff=Backoff(base=0.05, cap=1.0)),
+            budget=BudgetConfig(max_tokens=10, token_ratio=0.1)),
         faults=(Fault(start=30.0, end=32.0, capacity=0.0),), seed=3)
     run = simulate(scenario)
     assert (run.attempts["status"] == 429).sum() > 1000  # the overload was real

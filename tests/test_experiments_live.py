@@ -1,39 +1,54 @@
-"""The live experiments' plumbing: twins mirror the service, fault schedules become windows."""
+"""The live experiments' plumbing: twins mirror the service, fault windows become the service's
+timed changes."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 
 from atlas_sim import Backoff, RetryPolicy, Settings
 from atlas_sim.experiments import live
+from atlas_sim.policies import ClientPolicy
 from atlas_sim.sim import Fault
+from atlas_sim.workload import Load
 
 
-def test_a_fault_schedule_becomes_the_simulators_windows():
-    faults = live.faults_from_schedule(
-        [(5.0, {"outage": True}), (8.0, {"outage": False, "error_rate": 0.3}),
-         (12.0, {"error_rate": 0.0}), (13.0, {"capacity": 0.5})], end=30.0)
-    assert faults == (
-        Fault(start=5.0, end=8.0, name="dependency", dependency_added_latency=live.HANG),
-        Fault(start=8.0, end=12.0, name="dependency", dependency_error_rate=0.3),
-    )
-    assert live.faults_from_schedule([(2.0, {"added_latency": 0.1})], end=10.0) == (
-        Fault(start=2.0, end=10.0, name="dependency", dependency_added_latency=0.1),)
+def test_fault_windows_become_the_services_timed_changes():
+    from atlas_sim.service.loadgen.timeline import plan_faults
+
+    plan = plan_faults([Fault(start=5.0, end=8.0, dependency_outage=True),
+                        Fault(start=8.0, end=12.0, dependency_error_rate=0.3),
+                        Fault(start=10.0, end=14.0, dependency_error_rate=0.5, capacity=0.5),
+                        Fault(start=13.0, dependency_added_latency=0.1)])
+    assert plan == [
+        (5.0, {"outage": True}),
+        (8.0, {"error_rate": 0.3, "outage": False}),
+        (10.0, {"capacity": 0.5, "error_rate": 0.5}),  # overlapping: the larger rate wins
+        (13.0, {"added_latency": 0.1}),
+        (14.0, {"capacity": 1.0, "error_rate": 0.0}),
+        (math.inf, {"added_latency": 0.0}),  # closed when the run ends
+    ]
+    with pytest.raises(ValueError, match=r"faults\[0\].added_latency must be 0"):
+        plan_faults([Fault(start=1.0, end=2.0, added_latency=0.1)])
 
 
 def test_the_compose_twin_mirrors_the_services_settings_and_the_clients_policy():
     settings = Settings(http_timeout=2.0, database_timeout=0.5, retry_max_attempts=2,
                         circuit_breaker_failure_threshold=7, load_shedding_max_concurrent=50)
     policy = RetryPolicy(max_attempts=3, backoff=Backoff(base=0.05))
-    twin = live.compose_twin(settings, rate=40.0, duration=10.0, seed=3, client_timeout=1.5,
-                             retry=policy, faults=[(1.0, {"error_rate": 0.2})],
+    twin = live.compose_twin(settings, load=Load(rate=40.0, duration=10.0),
+                             client=ClientPolicy(timeout=1.5, retry=policy), seed=3,
+                             faults=[Fault(start=1.0, dependency_error_rate=0.2)],
                              calibration=live.Calibration(round_trip=0.003, work_overhead=0.001))
-    assert (twin.arrival_rate, twin.duration, twin.seed) == (40.0, 10.0, 3)
+    assert twin.load == Load(rate=40.0, duration=10.0) and twin.seed == 3
     assert twin.server_timeout == 2.0 and twin.max_concurrent == 50
-    assert twin.client_timeout == 1.5 and twin.retry == policy
-    assert twin.dependency.timeout == 0.5 and twin.dependency.retry.max_attempts == 2
-    assert twin.dependency.breaker.failure_threshold == 7
-    assert twin.network_delay == 0.003 and twin.handling_overhead == 0.0  # no local work
+    assert twin.client == ClientPolicy(timeout=1.5, retry=policy)  # the object given, unchanged
+    assert twin.dependency.client == settings.dependency_client()
+    assert twin.dependency.client.timeout == 0.5
+    assert twin.dependency.client.retry.max_attempts == 2
+    assert twin.dependency.client.breaker.failure_threshold == 7
+    assert twin.round_trip == 0.003 and twin.work_overhead == 0.0  # no local work
     assert twin.service_time_mean == 0.0 and twin.faults[0].dependency_error_rate == 0.2
 
 
@@ -41,10 +56,12 @@ def test_a_single_attempt_compose_experiment_matches_its_twin_exactly():
     settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
     server = live.start_service("test-compose-experiment", settings=settings, seed=9)
     try:
-        runs = live.compose_experiment(server, settings, rate=50.0, duration=4.0, seed=9,
-                                       client_timeout=2.0, faults=[(0.0, {"error_rate": 0.3})])
-        again = live.compose_experiment(server, settings, rate=50.0, duration=4.0, seed=9,
-                                        client_timeout=2.0, faults=[(0.0, {"error_rate": 0.3})])
+        runs = live.compose_experiment(server, settings, load=Load(rate=50.0, duration=4.0),
+                                       client=ClientPolicy(timeout=2.0), seed=9,
+                                       faults=[Fault(start=0.0, dependency_error_rate=0.3)])
+        again = live.compose_experiment(server, settings, load=Load(rate=50.0, duration=4.0),
+                                        client=ClientPolicy(timeout=2.0), seed=9,
+                                        faults=[Fault(start=0.0, dependency_error_rate=0.3)])
     finally:
         server.stop()
     sim, real = runs["simulated"], runs["live"]

@@ -13,7 +13,8 @@ PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis", "atlas_sim.
 
 TOP_LEVEL = {
     "JITTER_STRATEGIES", "Backoff", "BreakerConfig", "BreakerState", "BreakerTransition",
-    "BudgetConfig", "CircuitBreaker", "ConcurrencyLimiter", "RetryBudget", "RetryPolicy",
+    "BudgetConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter", "Fault", "Load",
+    "RetryBudget", "RetryPolicy",
     "RunResult", "Settings", "Status",
 }
 

@@ -11,14 +11,21 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from atlas_sim.config import Settings
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy, Status
+from atlas_sim.policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    RetryPolicy,
+    Status,
+)
 from atlas_sim.results import ATTEMPT_COLUMNS, EVENT_COLUMNS, REQUEST_COLUMNS
-from atlas_sim.service import parse_server_timing, run_load, schedule
+from atlas_sim.service import LiveServer, parse_server_timing, run_load
 from atlas_sim.service._asyncio_stream import AsyncioBackend
 from atlas_sim.service.loadgen.children import drive_in_children as _drive_in_children
 from atlas_sim.service.loadgen.driver import Job as _Job
 from atlas_sim.service.loadgen.pool import ClientPool as _ClientPool
-from atlas_sim.workload import Distribution, arrival_times, rng_streams
+from atlas_sim.workload import Distribution, Fault, Load, arrival_times, rng_streams
 from tests.service_support import start_server
 
 QUICK = Settings(
@@ -41,15 +48,15 @@ def server():
 
 
 def test_the_schedule_is_the_simulators_for_the_same_seed():
-    times, length = schedule(50.0, duration=4.0, seed=3)
+    times, length = Load(rate=50.0, duration=4.0).schedule(3)
     expected = arrival_times(50.0, 4.0, rng_streams(3)["arrivals"])
     assert length == 4.0 and np.array_equal(times, expected)
-    cut, cut_length = schedule(50.0, duration=4.0, requests=10, seed=3)
+    cut, cut_length = Load(rate=50.0, duration=4.0, requests=10).schedule(3)
     assert np.array_equal(cut, expected[:10]) and cut_length == expected[10]
-    only, _ = schedule(50.0, requests=25, seed=3)
+    only, _ = Load(rate=50.0, requests=25).schedule(3)
     assert len(only) == 25
     with pytest.raises(ValueError, match="duration"):
-        schedule(50.0)
+        Load(rate=50.0)
 
 
 def test_server_timing_is_parsed_into_seconds():
@@ -61,14 +68,14 @@ def test_server_timing_is_parsed_into_seconds():
 
 def test_run_load_returns_the_simulations_tables_and_respects_the_count(server):
     # One slot of 10 ms and 150 requests/s (more than it can do): a queue must form.
-    result = run_load(server.url, rate=150, requests=60, seed=1, progress=False)
+    result = run_load(server.url, load=Load(rate=150, requests=60), seed=1, progress=False)
     assert tuple(result.requests.columns) == REQUEST_COLUMNS
     assert tuple(result.attempts.columns) == ATTEMPT_COLUMNS
     assert tuple(result.events.columns) == EVENT_COLUMNS
     assert result.source == "live" and len(result.requests) == 60
     assert (result.requests["status"] == 200).all() and result.requests["ok"].all()
     assert len(result.attempts) == 60
-    times, _ = schedule(150, requests=60, seed=1)
+    times, _ = Load(rate=150, requests=60).schedule(1)
     assert np.allclose(result.requests["t_start"], times)
     assert (result.requests["latency"] > 0).all()
     queue = result.attempts["queue_wait"]
@@ -79,21 +86,22 @@ def test_run_load_returns_the_simulations_tables_and_respects_the_count(server):
 
 def test_run_load_works_from_inside_a_running_event_loop(server):
     async def jupyter_cell():
-        return run_load(server.url, rate=100, requests=5, progress=False)
+        return run_load(server.url, load=Load(rate=100, requests=5), progress=False)
 
     assert len(asyncio.run(jupyter_cell()).requests) == 5
 
 
 def test_a_client_timeout_is_recorded_as_599(server):
-    result = run_load(server.url, rate=50, requests=4, path="/api/work?service_time=2",
-                      client_timeout=0.05, drain_timeout=5, progress=False)
+    result = run_load(server.url, load=Load(rate=50, requests=4),
+                      client=ClientPolicy(timeout=0.05), path="/api/work?service_time=2",
+                      drain_timeout=5, progress=False)
     assert (result.requests["status"] == Status.CLIENT_TIMEOUT).all()
     assert (result.attempts["status"] == Status.CLIENT_TIMEOUT).all()
     assert result.attempts["queue_wait"].isna().all()
 
 
 def test_unfinished_requests_are_cut_off_at_the_drain_deadline(server):
-    result = run_load(server.url, rate=50, requests=3, path="/api/work?service_time=2",
+    result = run_load(server.url, load=Load(rate=50, requests=3), path="/api/work?service_time=2",
                       drain_timeout=0.2, server_events=False, progress=False)
     assert (result.requests["status"] == Status.CLIENT_TIMEOUT).all()
     assert result.meta["unfinished"] == 3 and len(result.attempts) == 3
@@ -102,7 +110,7 @@ def test_unfinished_requests_are_cut_off_at_the_drain_deadline(server):
 def test_a_refused_connection_is_598():
     from tests.helpers import free_port
 
-    result = run_load(f"http://127.0.0.1:{free_port()}", rate=100, requests=3,
+    result = run_load(f"http://127.0.0.1:{free_port()}", load=Load(rate=100, requests=3),
                       server_events=False, progress=False)
     assert (result.requests["status"] == Status.CONNECTION_ERROR).all()
 
@@ -129,13 +137,13 @@ def test_an_injected_fault_shows_in_compose_and_opens_the_service_breaker(server
 
 def test_client_breaker_and_budget_refuse_under_a_dependency_outage(server):
     httpx.put(server.url + "/admin/faults", json={"outage": True}, trust_env=False)
-    result = run_load(
-        server.url, rate=100, requests=30, path="/api/compose", seed=2,
-        retry=RetryPolicy(max_attempts=3, backoff=Backoff(base=0.001, cap=0.002)),
-        budget=BudgetConfig(max_tokens=2, token_ratio=0.1),
-        breaker=BreakerConfig(failure_threshold=3, recovery_timeout=60),
-        client_timeout=2, progress=False,
-    )
+    result = run_load(server.url, load=Load(rate=100, requests=30),
+                      client=ClientPolicy(
+                          timeout=2,
+                          retry=RetryPolicy(max_attempts=3, backoff=Backoff(base=0.001, cap=0.002)),
+                          budget=BudgetConfig(max_tokens=2, token_ratio=0.1),
+                          breaker=BreakerConfig(failure_threshold=3, recovery_timeout=60)),
+                      path="/api/compose", seed=2, progress=False)
     statuses = set(result.requests["status"])
     assert Status.BUDGET_EXHAUSTED in statuses and Status.BREAKER_OPEN in statuses
     assert not result.requests["ok"].any()
@@ -149,28 +157,34 @@ def test_client_breaker_and_budget_refuse_under_a_dependency_outage(server):
     assert (events["time"] >= 0).all() and (events["time"] <= result.requests["t_end"].max()).all()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"rate": 10, "requests": 0}, "requests must be an integer >= 1"),
-    ({"rate": 10, "requests": 5, "process": "bursty"}, "process must be one of"),
-    ({"rate": 10, "requests": 5, "client_timeout": 0}, "client_timeout must be"),
-    ({"rate": 10, "requests": 5, "retry": 3}, "retry must be a RetryPolicy"),
-    ({"rate": 10, "requests": 5, "max_connections": 0}, "max_connections must be"),
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: Load(rate=10, requests=0), "requests must be an integer >= 1"),
+    (lambda: Load(rate=10, requests=5, process="bursty"), "process must be one of"),
+    (lambda: ClientPolicy(timeout=0), "timeout must be"),
+    (lambda: ClientPolicy(retry=3), "retry must be a RetryPolicy"),
+    (lambda: run_load("http://127.0.0.1:9", load=Load(rate=10, requests=5), max_connections=0),
+     "max_connections must be"),
+    (lambda: run_load("http://127.0.0.1:9", load={"rate": 10}), "load must be a Load"),
+    (lambda: run_load("http://127.0.0.1:9", load=Load(clients=3, duration=1.0)),
+     "load must be open loop"),
+    (lambda: run_load("http://127.0.0.1:9", load=Load(rate=10, requests=5), client=2.0),
+     "client must be a ClientPolicy"),
 ])
-def test_run_load_rejects_bad_arguments_naming_them(kwargs, message):
+def test_bad_arguments_are_refused_naming_them(make, message):
     with pytest.raises(ValueError, match=message):
-        run_load("http://127.0.0.1:9", progress=False, **kwargs)
+        make()
 
 
 def test_the_generator_can_run_in_a_child_process(server):
-    result = run_load(server.url, rate=100, requests=5, processes=1, progress=True)
+    result = run_load(server.url, load=Load(rate=100, requests=5), processes=1, progress=True)
     assert result.meta["generator"] == "1 child process(es)"
     assert len(result.requests) == 5 and (result.requests["status"] == 200).all()
 
 
 def test_several_child_processes_share_one_schedule_and_merge_in_order(server):
-    times, _ = schedule(200.0, requests=40, seed=3)
-    result = run_load(server.url, rate=200.0, requests=40, seed=3, processes=2, progress=False,
-                      path="/api/work?service_time=0.001")
+    times, _ = Load(rate=200.0, requests=40).schedule(3)
+    result = run_load(server.url, load=Load(rate=200.0, requests=40), seed=3, processes=2,
+                      progress=False, path="/api/work?service_time=0.001")
     req = result.requests
     assert list(req["request_id"]) == list(range(40)) and req["ok"].all()
     assert np.allclose(req["t_start"], times)  # each request keeps its place in the schedule
@@ -190,8 +204,8 @@ def health_requests(url: str) -> float:
 def test_each_generator_warms_up_with_health_requests_outside_the_result(server, processes,
                                                                          warm_up, expected):
     before = health_requests(server.url)
-    result = run_load(server.url, rate=100, requests=4, processes=processes, warm_up=warm_up,
-                      progress=False)
+    result = run_load(server.url, load=Load(rate=100, requests=4), processes=processes,
+                      warm_up=warm_up, progress=False)
     assert health_requests(server.url) - before == expected  # 8 connections per generator
     assert result.meta["warm_up"] is warm_up
     assert len(result.requests) == 4 and result.requests["ok"].all()  # none of them counted
@@ -215,32 +229,33 @@ def test_plain_http_clients_take_their_sockets_from_the_asyncio_backend():
 ])
 def test_a_bad_url_is_refused_naming_it(url, message):
     with pytest.raises(ValueError, match=message):
-        run_load(url, rate=10, requests=2, progress=False)
+        run_load(url, load=Load(rate=10, requests=2), progress=False)
 
 
 def test_a_child_that_fails_before_it_is_ready_sends_its_error_back():
     # Past run_load's checks, a port out of range fails in the child's warm-up (socket
     # connect); the child writes its exception instead of "ready", and it is raised here.
     bad = "http://127.0.0.1:99999"
-    job = _Job(target=bad + "/api/work", method="GET", headers={}, times=np.array([0.0]),
-               seed=0, client_timeout=None, retry=None, budget=None, breaker=None,
-               max_connections=4, drain_timeout=1.0, progress=False, warm_up_url=bad + "/health")
+    job = _Job(client=ClientPolicy(), target=bad + "/api/work", method="GET", headers={},
+               times=np.array([0.0]), seed=0, max_connections=4, drain_timeout=1.0,
+               progress=False, warm_up_url=bad + "/health")
     with pytest.raises(OverflowError, match="port must be 0-65535"):
         asyncio.run(_drive_in_children(job, 1))
 
 
 def test_a_shared_client_breaker_needs_a_single_process():
     with pytest.raises(ValueError, match="processes must be 0 or 1 with a client breaker"):
-        run_load("http://127.0.0.1:9", rate=10, requests=2, processes=2,
-                 breaker=BreakerConfig(), progress=False)
+        run_load("http://127.0.0.1:9", load=Load(rate=10, requests=2),
+                 client=ClientPolicy(breaker=BreakerConfig()), processes=2, progress=False)
 
 
 def test_timed_faults_are_applied_on_the_runs_clock_and_recorded():
     settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
     server, _ = start_server(settings, dependency_latency=Distribution(mean=0.001))
     try:
-        result = run_load(server.url, rate=100.0, duration=3.0, seed=4, path="/api/compose",
-                          faults=[(1.0, {"error_rate": 1.0}), (2.0, {"error_rate": 0.0})],
+        result = run_load(server.url, load=Load(rate=100.0, duration=3.0), seed=4,
+                          path="/api/compose",
+                          faults=[Fault(start=1.0, end=2.0, dependency_error_rate=1.0)],
                           progress=False)
         events = result.events[result.events["kind"] == "fault"]
         assert list(events["detail"]) == ["start", "end"]
@@ -257,15 +272,25 @@ def test_timed_faults_are_applied_on_the_runs_clock_and_recorded():
 
 
 @pytest.mark.parametrize(("faults", "message"), [
-    ([(5.0, {"outage": True})], r"faults\[0\] time must be a number >= 0 and <= 2"),
-    ([(1.0, "outage")], r"faults\[0\] must be a \(time, \{field: value\}\) pair"),
+    ([(5.0, {"outage": True})], r"faults\[0\] must be a Fault"),
+    ([Fault(start=1.0, end=2.0, added_latency=0.5)], r"faults\[0\].added_latency must be 0"),
 ])
-def test_fault_schedules_are_checked(faults, message):
+def test_fault_windows_are_checked(faults, message):
     with pytest.raises(ValueError, match=message):
-        run_load("http://127.0.0.1:9", rate=10, duration=2.0, faults=faults, progress=False)
-
-
-def test_a_fault_change_the_service_refuses_fails_the_run(server):
-    with pytest.raises(ValueError, match="the service refused the fault change"):
-        run_load(server.url, rate=10, duration=1.0, faults=[(0.1, {"error_rate": 7})],
+        run_load("http://127.0.0.1:9", load=Load(rate=10, duration=2.0), faults=faults,
                  progress=False)
+
+
+def test_a_fault_change_the_service_refuses_fails_the_run():
+    from fastapi import FastAPI
+
+    bare = FastAPI()  # healthy, but without the service's /admin/faults switch
+
+    @bare.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    with LiveServer(bare, name="test-no-fault-switch") as server, pytest.raises(
+            ValueError, match="the service refused the fault change"):
+        run_load(server.url, load=Load(rate=10, duration=1.0),
+                 faults=[Fault(start=0.1, end=0.5, dependency_error_rate=0.5)], progress=False)

@@ -8,6 +8,7 @@ import time
 import httpx
 
 from atlas_sim.config import Settings
+from atlas_sim.workload import Load
 from tests.service_support import start_server
 
 
@@ -58,10 +59,9 @@ def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
     latencies = Distribution(mean=0.002).sample(rng_streams(seed)["dependency"], n)
 
     # simulated: one request a second, no local work, one dependency call each
-    run = simulate(Scenario(arrival_rate=1.0, arrival_process="constant", duration=n,
+    run = simulate(Scenario(load=Load(rate=1.0, process="constant", duration=n),
                             service_time_mean=0.0, service_time_dist="constant",
-                            dependency=Dependency(latency_mean=0.002, error_rate=p),
-                            seed=seed))
+                            dependency=Dependency(latency_mean=0.002, error_rate=p), seed=seed))
     assert list(run.requests["status"]) == [503 if c < p else 200 for c in coins]
     ok = run.requests["ok"].to_numpy()
     assert np.allclose(run.requests["latency"].to_numpy()[ok], latencies[ok])

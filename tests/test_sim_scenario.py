@@ -6,50 +6,69 @@ import sys
 import pandas as pd
 import pytest
 
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
+from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, RetryPolicy
 from atlas_sim.sim import Dependency, Fault, Scenario, simulate
+from atlas_sim.workload import Load
 
 FULL_STACK = Scenario(
-    arrival_rate=150.0, duration=20.0, servers=4, service_time_mean=0.02,
-    service_time_dist="lognormal", service_time_shape=1.0,
-    max_concurrent=40, server_timeout=1.0, client_timeout=0.5, drop_expired=True,
-    retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.05, cap=1.0, jitter="full")),
-    budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
-    breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0),
-    dependency=Dependency(latency_mean=0.005, error_rate=0.01, timeout=0.2,
-                          retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01)),
-                          breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5)),
-    faults=(Fault(start=5.0, end=8.0, capacity=0.3), Fault(start=12.0, end=14.0,
-                                                            dependency_error_rate=1.0)),
+    load=Load(rate=150.0, duration=20.0), servers=4, service_time_mean=0.02,
+    service_time_dist="lognormal", service_time_shape=1.0, max_concurrent=40,
+    server_timeout=1.0, drop_expired=True,
+    client=ClientPolicy(
+        timeout=0.5,
+        retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.05, cap=1.0, jitter="full")),
+        budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
+        breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0)),
+    dependency=Dependency(
+        latency_mean=0.005, error_rate=0.01,
+        client=ClientPolicy(
+            timeout=0.2, retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01)),
+            breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5))),
+    faults=(Fault(start=5.0, end=8.0, capacity=0.3),
+            Fault(start=12.0, end=14.0, dependency_error_rate=1.0)),
     seed=42,
 )
 
 
+ONE_PER_SECOND = Load(rate=1, duration=10)
+
+
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("make", "message"),
     [
-        ({}, "give exactly one of arrival_rate"),
-        ({"arrival_rate": 1, "clients": 5}, "give exactly one of arrival_rate"),
-        ({"arrival_rate": -1}, "arrival_rate must be a number >= 0"),
-        ({"arrival_rate": 1, "duration": 0}, "duration must be a number > 0"),
-        ({"arrival_rate": 1, "servers": 0}, "servers must be an integer >= 1"),
-        ({"arrival_rate": 1, "service_time_mean": -0.1}, "service_time_mean must be a number >= 0"),
-        ({"arrival_rate": 1, "service_time_dist": "gamma"}, "service_time_dist must be one of"),
-        ({"arrival_rate": 1, "max_concurrent": 0}, "max_concurrent must be an integer >= 1"),
-        ({"arrival_rate": 1, "server_timeout": 0}, "server_timeout must be a number > 0"),
-        ({"arrival_rate": 1, "client_timeout": -1}, "client_timeout must be a number > 0"),
-        ({"arrival_rate": 1, "retry": 3}, "retry must be a RetryPolicy or None"),
-        ({"arrival_rate": 1, "faults": [1]}, r"faults\[0\] must be a Fault"),
-        ({"arrival_rate": 1, "seed": -3}, "seed must be an integer >= 0"),
-        ({"arrival_rate": 1, "load_steps": [(5.0, 2.0), (4.0, 1.0)]},
-         r"load_steps\[1\] time must be a number > 5"),
-        ({"clients": 3, "load_steps": [(1.0, 2.0)]}, "load_steps needs an open-loop"),
-        ({"clients": 0}, "clients must be an integer >= 1"),
+        (lambda: Load(), "give exactly one of rate"),
+        (lambda: Load(rate=1, clients=5, duration=1), "give exactly one of rate"),
+        (lambda: Load(rate=-1, duration=1), "rate must be a number >= 0"),
+        (lambda: Load(rate=1, duration=0), "duration must be a number > 0"),
+        (lambda: Load(rate=1), "needs duration"),
+        (lambda: Load(clients=3), "needs duration"),
+        (lambda: Load(rate=1, duration=10, steps=[(5.0, 2.0), (4.0, 1.0)]),
+         r"steps\[1\] time must be a number > 5"),
+        (lambda: Load(clients=3, duration=10, steps=[(1.0, 2.0)]), "steps need an open-loop"),
+        (lambda: Load(clients=0, duration=1), "clients must be an integer >= 1"),
+        (lambda: Scenario(), "load"),
+        (lambda: Scenario(load={"rate": 1}), "load must be a Load"),
+        (lambda: Scenario(load=ONE_PER_SECOND, servers=0), "servers must be an integer >= 1"),
+        (lambda: Scenario(load=ONE_PER_SECOND, service_time_mean=-0.1),
+         "service_time_mean must be a number >= 0"),
+        (lambda: Scenario(load=ONE_PER_SECOND, service_time_dist="gamma"),
+         "service_time_dist must be one of"),
+        (lambda: Scenario(load=ONE_PER_SECOND, max_concurrent=0),
+         "max_concurrent must be an integer >= 1"),
+        (lambda: Scenario(load=ONE_PER_SECOND, server_timeout=0),
+         "server_timeout must be a number > 0"),
+        (lambda: Scenario(load=ONE_PER_SECOND, client=ClientPolicy(timeout=-1)),
+         "timeout must be a number > 0"),
+        (lambda: Scenario(load=ONE_PER_SECOND, client=ClientPolicy(retry=3)),
+         "retry must be a RetryPolicy or None"),
+        (lambda: Scenario(load=ONE_PER_SECOND, client=None), "client must be a ClientPolicy"),
+        (lambda: Scenario(load=ONE_PER_SECOND, faults=[1]), r"faults\[0\] must be a Fault"),
+        (lambda: Scenario(load=ONE_PER_SECOND, seed=-3), "seed must be an integer >= 0"),
     ],
 )
-def test_impossible_scenarios_fail_at_construction_naming_the_field(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        Scenario(**kwargs)
+def test_impossible_scenarios_fail_at_construction_naming_the_field(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
 
 
 @pytest.mark.parametrize(
@@ -67,16 +86,18 @@ def test_impossible_dependencies_are_refused():
     with pytest.raises(ValueError, match="error_rate must be a number >= 0 and <= 1"):
         Dependency(error_rate=1.5)
     with pytest.raises(ValueError, match="timeout must be a number > 0"):
-        Dependency(timeout=0)
+        Dependency(client=ClientPolicy(timeout=0))
 
 
 def test_replace_reaches_nested_fields_and_validates():
-    s = Scenario(arrival_rate=5, retry=RetryPolicy())
-    t = s.replace({"retry.max_attempts": 5, "retry.backoff.jitter": "none"}, servers=3)
-    assert t.retry.max_attempts == 5 and t.retry.backoff.jitter == "none" and t.servers == 3
-    assert s.retry.max_attempts == 3  # the original is unchanged
+    s = Scenario(load=Load(rate=5, duration=60), client=ClientPolicy(retry=RetryPolicy()))
+    t = s.replace({"client.retry.max_attempts": 5, "client.retry.backoff.jitter": "none",
+                   "load.rate": 7.0}, servers=3)
+    assert t.client.retry.max_attempts == 5 and t.client.retry.backoff.jitter == "none"
+    assert t.servers == 3 and t.load.rate == 7.0
+    assert s.client.retry.max_attempts == 3  # the original is unchanged
     with pytest.raises(ValueError, match=r"cannot set breaker\.failure_threshold"):
-        s.replace({"breaker.failure_threshold": 3})
+        s.replace({"client.breaker.failure_threshold": 3})
     with pytest.raises(ValueError, match="Scenario has no field 'speed'"):
         s.replace(speed=2)
     with pytest.raises(ValueError, match="servers must be an integer >= 1"):

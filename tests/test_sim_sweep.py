@@ -5,12 +5,13 @@ from concurrent.futures import ThreadPoolExecutor
 import pandas as pd
 import pytest
 
-from atlas_sim.policies import RetryPolicy
+from atlas_sim.policies import ClientPolicy, RetryPolicy
 from atlas_sim.sim import Scenario, grid_points, simulate, sweep
+from atlas_sim.workload import Load
 
-BASE = Scenario(arrival_rate=20.0, service_time_mean=0.04, duration=30.0, retry=RetryPolicy(),
-                client_timeout=0.5)
-GRID = {"servers": [1, 2], "retry.max_attempts": [1, 3], "seed": [0, 1]}
+BASE = Scenario(load=Load(rate=20.0, duration=30.0), service_time_mean=0.04,
+                client=ClientPolicy(retry=RetryPolicy(), timeout=0.5))
+GRID = {"servers": [1, 2], "client.retry.max_attempts": [1, 3], "seed": [0, 1]}
 
 
 def test_grid_points_are_the_product_in_order():
@@ -23,10 +24,11 @@ def test_grid_points_are_the_product_in_order():
 
 def test_sweep_in_the_default_process_pool_matches_direct_runs():
     table = sweep(BASE, GRID, progress=False)
-    assert list(table.columns[:3]) == ["servers", "retry.max_attempts", "seed"]
+    assert list(table.columns[:3]) == ["servers", "client.retry.max_attempts", "seed"]
     assert len(table) == 8
     row = table.iloc[5]  # servers=2, max_attempts=1, seed=1
-    direct = simulate(BASE.replace({"servers": 2, "retry.max_attempts": 1, "seed": 1})).summary()
+    direct = simulate(BASE.replace(
+        {"servers": 2, "client.retry.max_attempts": 1, "seed": 1})).summary()
     assert row[list(direct)].to_dict() == direct
     one = table[(table["servers"] == 1) & (table["seed"] == 0)]
     assert one["amplification"].iloc[1] > one["amplification"].iloc[0]  # retries add attempts

@@ -15,6 +15,7 @@ import pytest
 
 from atlas_sim.analysis.stats import replications
 from atlas_sim.sim import Scenario, simulate
+from atlas_sim.workload import Load
 
 REFERENCE = {
     (int(r["servers"]), float(r["utilisation"])): {k: float(v) for k, v in r.items()}
@@ -32,8 +33,8 @@ def replicate(servers: int, utilisation: float) -> dict[str, list[float]]:
                                    "p99": [], "L": []}
     for seed in SEEDS:
         duration = CUSTOMERS / rate
-        run = simulate(Scenario(arrival_rate=rate, service_time_mean=1.0, servers=servers,
-                                duration=duration, seed=seed))
+        run = simulate(Scenario(load=Load(rate=rate, duration=duration), service_time_mean=1.0,
+                                servers=servers, seed=seed))
         a = run.attempts
         keep = a["t_start"].to_numpy() >= WARMUP * duration
         wait = a["queue_wait"].to_numpy()[keep]
@@ -66,8 +67,8 @@ def test_mmc_matches_erlang_c_mean_response_and_percentiles(servers, utilisation
 
 def test_littles_law_holds_on_the_simulated_tables():
     duration = 20_000.0
-    run = simulate(Scenario(arrival_rate=1.6, service_time_mean=1.0, servers=2,
-                            duration=duration, seed=11))
+    run = simulate(Scenario(load=Load(rate=1.6, duration=duration), service_time_mean=1.0,
+                            servers=2, seed=11))
     req = run.requests
     assert np.allclose(req["t_end"] - req["t_start"], req["latency"])
     inside = req[req["t_end"] <= duration]
@@ -77,5 +78,5 @@ def test_littles_law_holds_on_the_simulated_tables():
 
 
 def test_utilisation_and_capacity_are_what_the_scenario_says():
-    s = Scenario(arrival_rate=3.2, service_time_mean=0.5, servers=2)
+    s = Scenario(load=Load(rate=3.2, duration=60.0), service_time_mean=0.5, servers=2)
     assert s.capacity == 4.0 and s.utilisation == pytest.approx(0.8)

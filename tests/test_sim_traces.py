@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
+from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, RetryPolicy
 from atlas_sim.sim import Dependency, Fault, Scenario, simulate
+from atlas_sim.workload import Load
 
 NO_JITTER = Backoff(base=0.1, multiplier=2, cap=1, jitter="none")
 
@@ -22,10 +23,19 @@ def rows(table):
     return out
 
 
+LOAD_FIELDS = ("rate", "duration", "steps")
+CLIENT_FIELDS = ("timeout", "retry", "budget", "breaker")
+
+
 def one_request(**kwargs) -> Scenario:
-    base = {"arrival_rate": 1.0, "arrival_process": "constant", "duration": 1.0,
-            "service_time_mean": 0.1, "service_time_dist": "constant"}
-    return Scenario(**(base | kwargs))
+    """One request a second for a second, constant 0.1 s of work; keywords name a ``Load``
+    field (rate, duration, steps), a ``ClientPolicy`` field (timeout, retry, budget, breaker)
+    or a ``Scenario`` field."""
+    load = {"rate": 1.0, "process": "constant", "duration": 1.0}
+    load |= {k: kwargs.pop(k) for k in LOAD_FIELDS if k in kwargs}
+    client = {k: kwargs.pop(k) for k in CLIENT_FIELDS if k in kwargs}
+    base = {"service_time_mean": 0.1, "service_time_dist": "constant"}
+    return Scenario(load=Load(**load), client=ClientPolicy(**client), **(base | kwargs))
 
 
 def test_one_request():
@@ -49,14 +59,14 @@ def test_one_retry_after_the_server_was_down():
 def test_queueing_and_the_server_timeout():
     # Three requests 1/3000 s apart on one worker, 0.1 s each, HTTP_TIMEOUT 0.25 s: the third
     # starts at 0.2 s and is cut off at its deadline (arrival + 0.25 s) with 504, work dropped.
-    run = simulate(one_request(arrival_rate=3000.0, duration=0.001, server_timeout=0.25))
+    run = simulate(one_request(rate=3000.0, duration=0.001, server_timeout=0.25))
     assert [(r[0], r[2], r[4]) for r in rows(run.requests)] == [
         (0, 0.1, 200), (1, 0.2, 200), (2, round(2 / 3000 + 0.25, 9), 504)]
     assert rows(run.attempts)[2][6] == round(0.2 - 2 / 3000, 9)  # it did reach a worker
 
 
 def test_shedding_refuses_what_exceeds_max_concurrent():
-    run = simulate(one_request(arrival_rate=3000.0, duration=0.001, max_concurrent=2))
+    run = simulate(one_request(rate=3000.0, duration=0.001, max_concurrent=2))
     assert [r[4] for r in rows(run.requests)] == [200, 200, 429]
 
 
@@ -67,8 +77,8 @@ def test_client_timeout_and_the_work_nobody_waits_for():
     # a worker reaches it at 0.2 s. Without drop_expired the server does that work anyway and
     # the fourth waits behind it, too long (599); with it, the work is skipped and the fourth
     # is served at once (200).
-    base = one_request(arrival_rate=3000.0, load_steps=((0.001, 0.0), (0.22, 1000.0)),
-                       duration=0.2205, client_timeout=0.15)
+    base = one_request(rate=3000.0, steps=((0.001, 0.0), (0.22, 1000.0)),
+                       duration=0.2205, timeout=0.15)
     kept = simulate(base)
     assert [(r[1], r[4]) for r in rows(kept.requests)] == [
         (0.0, 200), (round(1 / 3000, 9), 599), (round(2 / 3000, 9), 599), (0.22, 599)]
@@ -79,7 +89,7 @@ def test_client_timeout_and_the_work_nobody_waits_for():
 
 def test_a_client_breaker_opens_rejects_and_half_opens():
     run = simulate(one_request(
-        arrival_rate=2.0, duration=4.0,
+        rate=2.0, duration=4.0,
         breaker=BreakerConfig(failure_threshold=2, recovery_timeout=1.0),
         faults=(Fault(start=0.0, end=2.4, capacity=0.0, name="down"),)))
     statuses = [(r[1], r[4], r[5]) for r in rows(run.requests)]
@@ -100,14 +110,14 @@ def test_budget_refuses_retries_once_half_its_tokens_are_spent():
 
 
 def test_dependency_failures_retries_and_breaker_in_the_handler():
-    dep = Dependency(latency_mean=0.02, latency_dist="exponential", timeout=0.05,
-                     retry=RetryPolicy(max_attempts=2, backoff=NO_JITTER),
-                     breaker=BreakerConfig(failure_threshold=2, recovery_timeout=10.0))
+    dep = Dependency(latency_mean=0.02, latency_dist="exponential", client=ClientPolicy(
+        timeout=0.05, retry=RetryPolicy(max_attempts=2, backoff=NO_JITTER),
+        breaker=BreakerConfig(failure_threshold=2, recovery_timeout=10.0)))
     # The dependency hangs (latency above its timeout) for the whole run: each call fails at
     # its 0.05 s timeout. Request 0: work 0.1, call, fail at 0.15, wait 0.1, call, fail at 0.3:
     # two failures open the breaker, 503. Request 1 (t=1): the breaker is open: 503 at 1.1.
     run = simulate(one_request(
-        arrival_rate=1.0, duration=2.0, dependency=dep,
+        rate=1.0, duration=2.0, dependency=dep,
         faults=(Fault(start=0.0, end=5.0, dependency_added_latency=1.0),)))
     assert [(r[2], r[4]) for r in rows(run.requests)] == [(0.3, 503), (1.1, 503)]
     breaker = run.events[run.events["kind"] == "breaker"]
@@ -116,8 +126,8 @@ def test_dependency_failures_retries_and_breaker_in_the_handler():
 
 
 def test_a_server_timeout_mid_call_counts_as_a_dependency_failure():
-    dep = Dependency(latency_mean=0.0, timeout=5.0,
-                     breaker=BreakerConfig(failure_threshold=1, recovery_timeout=10.0))
+    dep = Dependency(latency_mean=0.0, client=ClientPolicy(
+        timeout=5.0, breaker=BreakerConfig(failure_threshold=1, recovery_timeout=10.0)))
     run = simulate(one_request(
         server_timeout=0.5, dependency=dep,
         faults=(Fault(start=0.0, end=1.0, dependency_added_latency=2.0),)))
@@ -126,7 +136,8 @@ def test_a_server_timeout_mid_call_counts_as_a_dependency_failure():
 
 
 def test_closed_loop_clients_think_between_requests():
-    run = simulate(Scenario(clients=3, think_time=0.0, synchronized=True, duration=0.95,
+    run = simulate(Scenario(load=Load(clients=3, think_time=0.0, synchronized=True,
+                                        duration=0.95),
                             service_time_mean=0.1, service_time_dist="constant", servers=3))
     # Each client sends back to back: at 0, 0.1, ..., 0.9: 10 requests each.
     assert len(run.requests) == 30
@@ -136,21 +147,21 @@ def test_closed_loop_clients_think_between_requests():
 def test_the_server_log_shows_work_done_for_clients_who_gave_up():
     # Client timeout 0.05 s, service 0.1 s, one retry: both attempts time out at the client, yet
     # the server completes both: a non-idempotent operation would have been applied twice.
-    run = simulate(one_request(client_timeout=0.05,
+    run = simulate(one_request(timeout=0.05,
                                retry=RetryPolicy(max_attempts=2, backoff=NO_JITTER)))
     assert [r[5] for r in rows(run.attempts)] == [599, 599]
     log = run.meta["server_log"]
     assert list(zip(log["attempt"], log["time"].round(9), strict=True)) == [(1, 0.1), (2, 0.25)]
 
 
-def test_network_delay_and_handling_overhead():
+def test_round_trip_and_work_overhead():
     # Round trip 0.02 s (0.01 each way), handling overhead 0.005 s on top of 0.1 s of work:
     # the server sees the request at 0.01, works until 0.115, the answer lands at 0.125.
-    run = simulate(one_request(network_delay=0.02, handling_overhead=0.005))
+    run = simulate(one_request(round_trip=0.02, work_overhead=0.005))
     assert rows(run.attempts) == [(0, 1, 0.0, 0.125, 0.125, 200, 0.0)]
     assert rows(run.meta["server_log"]) == [(0, 1, 0.115)]
     # A client timeout counts the way there and back: 0.12 s is not enough.
-    late = simulate(one_request(network_delay=0.02, handling_overhead=0.005, client_timeout=0.12))
+    late = simulate(one_request(round_trip=0.02, work_overhead=0.005, timeout=0.12))
     assert rows(late.requests)[0][4] == 599
-    with pytest.raises(ValueError, match="network_delay must be a number >= 0"):
-        one_request(network_delay=-1)
+    with pytest.raises(ValueError, match="round_trip must be a number >= 0"):
+        one_request(round_trip=-1)

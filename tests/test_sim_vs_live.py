@@ -16,9 +16,10 @@ import pytest
 from atlas_sim.analysis import compare_runs
 from atlas_sim.config import Settings
 from atlas_sim.experiments.live import calibrate, work_twin
+from atlas_sim.policies import ClientPolicy
 from atlas_sim.service import LiveServer, create_app, run_load
 from atlas_sim.sim import simulate
-from atlas_sim.workload import Distribution
+from atlas_sim.workload import Distribution, Load
 
 SEED, RATE, DURATION, SERVERS, MEAN = 11, 60.0, 40.0, 2, 0.020
 
@@ -41,9 +42,10 @@ def _measure():
     app = create_app(Settings(), servers=SERVERS, service_time=Distribution(mean=MEAN),
                      seed=SEED)
     with LiveServer(app, name="sim-vs-live") as server:
-        live = run_load(server.url, rate=RATE, duration=DURATION, seed=SEED, path="/api/work",
-                        client_timeout=10.0, progress=False, server_events=False)
-    simulated = simulate(work_twin(rate=RATE, duration=DURATION, servers=SERVERS,
+        live = run_load(server.url, load=Load(rate=RATE, duration=DURATION),
+                        client=ClientPolicy(timeout=10.0), seed=SEED, path="/api/work",
+                        progress=False, server_events=False)
+    simulated = simulate(work_twin(load=Load(rate=RATE, duration=DURATION), servers=SERVERS,
                                    service_time=Distribution(mean=MEAN), seed=SEED,
                                    calibration=calibration))
     return simulated, live
@@ -52,7 +54,7 @@ def _measure():
 def test_the_calibration_is_small_and_positive(runs):
     simulated, _ = runs
     scenario = simulated.meta["scenario"]
-    assert 0 < scenario.network_delay < 0.02 and 0 <= scenario.handling_overhead < 0.005
+    assert 0 < scenario.round_trip < 0.02 and 0 <= scenario.work_overhead < 0.005
 
 
 def test_same_seed_same_arrivals(runs):

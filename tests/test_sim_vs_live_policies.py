@@ -9,20 +9,25 @@ import pytest
 
 from atlas_sim.config import Settings
 from atlas_sim.experiments.live import work_twin
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, RetryPolicy
+from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, RetryPolicy
 from atlas_sim.service import LiveServer, create_app, run_load
 from atlas_sim.sim import Fault, simulate
-from atlas_sim.workload import Distribution
+from atlas_sim.workload import Distribution, Load
 
 pytestmark = pytest.mark.live
 
-SEED, RATE, DURATION, SERVERS, MEAN, LIMIT = 5, 150.0, 8.0, 2, 0.02, 4
+SEED, SERVERS, MEAN, LIMIT = 5, 2, 0.02, 4
 OUTAGE = (5.0, 7.0)
-# The client's policy: retries only 503 (not the 429s of shedding), a budget, a breaker.
-RETRY = RetryPolicy(max_attempts=3, retry_on=frozenset({503}),
-                    backoff=Backoff(base=0.05, cap=0.5, jitter="full"))
-BUDGET = BudgetConfig(max_tokens=10, token_ratio=0.1)
-BREAKER = BreakerConfig(failure_threshold=5, recovery_timeout=0.5)
+# One description of the experiment, given unchanged to both worlds: the load, the client's
+# policy (retries only 503, not the 429s of shedding; a budget; a breaker) and the outage.
+LOAD = Load(rate=150.0, duration=8.0)
+CLIENT = ClientPolicy(
+    timeout=5.0,
+    retry=RetryPolicy(max_attempts=3, retry_on=frozenset({503}),
+                      backoff=Backoff(base=0.05, cap=0.5, jitter="full")),
+    budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
+    breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5))
+FAULTS = (Fault(start=OUTAGE[0], end=OUTAGE[1], capacity=0.0),)
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +39,13 @@ def runs():
         app = create_app(settings, servers=SERVERS, service_time=Distribution(mean=MEAN),
                          seed=SEED)
         with LiveServer(app, name="policies-twin") as server:
-            live = run_load(server.url, rate=RATE, duration=DURATION, seed=SEED,
-                            path="/api/work", client_timeout=5.0, retry=RETRY, budget=BUDGET,
-                            breaker=BREAKER, progress=False, server_events=False,
-                            faults=[(OUTAGE[0], {"capacity": 0}),
-                                    (OUTAGE[1], {"capacity": 1})])
+            live = run_load(server.url, load=LOAD, client=CLIENT, faults=FAULTS, seed=SEED,
+                            path="/api/work", progress=False, server_events=False)
     finally:
         gc.unfreeze()
-    scenario = work_twin(rate=RATE, duration=DURATION, servers=SERVERS,
-                         service_time=Distribution(mean=MEAN), seed=SEED, client_timeout=5.0)
-    simulated = simulate(scenario.replace(
-        max_concurrent=LIMIT, retry=RETRY, budget=BUDGET, breaker=BREAKER,
-        faults=(Fault(start=OUTAGE[0], end=OUTAGE[1], capacity=0.0),)))
-    return simulated, live
+    scenario = work_twin(load=LOAD, client=CLIENT, faults=FAULTS, servers=SERVERS,
+                         service_time=Distribution(mean=MEAN), seed=SEED)
+    return simulate(scenario.replace(max_concurrent=LIMIT)), live
 
 
 def counts(run) -> dict[int, int]:

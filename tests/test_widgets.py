@@ -6,14 +6,15 @@ import pytest
 from atlas_sim.analysis import plot_latency_cdf
 from atlas_sim.sim import Scenario, simulate
 from atlas_sim.widgets import Control, Panel
+from atlas_sim.workload import Load
 
 CALLS: list[dict] = []
 
 
 def run(servers: int, utilisation: float, dist: str, seed_twice: bool):
     CALLS.append({"servers": servers})
-    scenario = Scenario(arrival_rate=utilisation * servers / 0.05, service_time_mean=0.05,
-                        service_time_dist=dist, servers=servers, duration=30.0)
+    scenario = Scenario(load=Load(rate=utilisation * servers / 0.05, duration=30.0),
+                        service_time_mean=0.05, service_time_dist=dist, servers=servers)
     return {"queue": simulate(scenario)}
 
 

@@ -29,6 +29,8 @@ import numpy as np
 
 from atlas_sim import Backoff, RetryPolicy, Settings
 from atlas_sim.experiments import live
+from atlas_sim.policies import ClientPolicy
+from atlas_sim.workload import Fault, Load
 
 ERROR_RATE = 0.3
 DEFAULT_SEEDS = (2024, 1, 2, 3, 4, 5, 11, 12, 13, 14)
@@ -71,8 +73,9 @@ def main() -> None:
             server.stop()
             server = live.start_service("atlas-retry-check", settings=settings, seed=seed)
             runs = live.compose_experiment(
-                server, settings, calibration=calibration, rate=50.0, duration=10.0, seed=seed,
-                client_timeout=2.0, retry=policy, faults=[(0.0, {"error_rate": ERROR_RATE})],
+                server, settings, load=Load(rate=50.0, duration=10.0),
+                client=ClientPolicy(timeout=2.0, retry=policy), calibration=calibration,
+                faults=[Fault(start=0.0, dependency_error_rate=ERROR_RATE)], seed=seed,
                 progress=False)
             n = len(runs["live"].requests)
             failed = {k: int((~runs[k].requests["ok"]).sum()) for k in ("simulated", "live")}

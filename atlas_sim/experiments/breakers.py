@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..analysis.plots import plot_in_flight, plot_timeseries
 from ..analysis.tables import summary_table
-from ..policies import BreakerConfig, BreakerMode, Status
+from ..policies import BreakerConfig, BreakerMode, ClientPolicy, Status
 from ..results import RunResult, transition_times
 from ..sim import Scenario, simulate
 from ..sim.scenarios import (
@@ -24,7 +24,7 @@ from ..sim.scenarios import (
 )
 from ..validation import check_real
 from ..widgets import Control, Panel
-from ..workload import Distribution
+from ..workload import Distribution, Load
 
 __all__ = [
     "breaker_panel",
@@ -68,7 +68,7 @@ def breaker_panel(*, seed: int = 0) -> Panel:
                 recovery_timeout=recovery_timeout, half_open_max_calls=half_open_max_calls,
                 success_threshold=success_threshold, window_size=window_size,
                 minimum_calls=min(10, window_size))
-            scenario = scenario.replace({"dependency.breaker": config})
+            scenario = scenario.replace({"dependency.client.breaker": config})
         return {"breaker" if breaker else "no breaker": simulate(scenario)}
 
     def plot(results: dict[str, RunResult]) -> Any:
@@ -129,10 +129,10 @@ def timeouts(timeout: float, *, shape: float = 1.0, mean: float = 0.05,
              seed: int = 0) -> RunResult:
     """A lightly loaded server (30% utilisation) with lognormal work; clients give up after
     ``timeout`` and do not retry: every 599 is a false timeout of a healthy request."""
-    return simulate(Scenario(
-        arrival_rate=0.3 * 8 / mean, duration=60.0, servers=8, service_time_mean=mean,
-        service_time_dist="lognormal", service_time_shape=shape, client_timeout=timeout,
-        seed=seed))
+    return simulate(Scenario(load=Load(rate=0.3 * 8 / mean, duration=60.0), servers=8,
+                             service_time_mean=mean, service_time_dist="lognormal",
+                             service_time_shape=shape, seed=seed,
+                             client=ClientPolicy(timeout=timeout)))
 
 
 def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,

@@ -9,8 +9,8 @@ dependency outcomes, and differ only where the real system does.
 
 The pure model leaves out what a real server adds to every request: the HTTP round trip and the
 framework's and timer's overheads. ``calibrate`` measures both once, at low load, on the live
-service; ``Calibration.apply`` puts them into a scenario (``network_delay``,
-``handling_overhead``). A small constant per request matters more than it looks: a queue
+service; ``Calibration.apply`` puts them into a scenario under the same names (``round_trip``,
+``work_overhead``). A small constant per request matters more than it looks: a queue
 amplifies it.
 
 This module is the one place that imports both the simulator and the service: they stay
@@ -21,27 +21,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
 
 from ..config import Settings
-from ..policies import BreakerConfig, BudgetConfig, RetryPolicy
+from ..policies import ClientPolicy
 from ..results import RunResult
 from ..service import LiveServer, create_app, leftovers, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
 from ..sim import Dependency, Fault, Scenario, simulate
 from ..validation import check_real
-from ..workload import Distribution
+from ..workload import Distribution, Load
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "faults_from_schedule", "generator_note", "leftovers", "start_service",
+           "generator_note", "leftovers", "start_service",
            "transition_table", "work_twin"]
 
-#: How the simulator stands in for a dependency that hangs: slower than any timeout.
-HANG = 3600.0
+_NO_POLICY = ClientPolicy()
 
 
 def start_service(name: str, *, settings: Settings | None = None, servers: int = 2,
@@ -76,8 +74,7 @@ class Calibration:
 
     def apply(self, scenario: Scenario) -> Scenario:
         """``scenario`` with these costs added: the calibrated model."""
-        return scenario.replace(network_delay=self.round_trip,
-                                handling_overhead=self.work_overhead)
+        return scenario.replace(round_trip=self.round_trip, work_overhead=self.work_overhead)
 
 
 def calibrate(*, servers: int, utilisation: float = 0.6, probe: float = 0.02,
@@ -91,96 +88,77 @@ def calibrate(*, servers: int, utilisation: float = 0.6, probe: float = 0.02,
     and its breaker are never touched.
     """
     with LiveServer(create_app(Settings(), servers=servers), name="atlas-calibration") as server:
-        empty = run_load(server.url, rate=40.0, requests=requests, seed=seed,
-                         path="/api/work?service_time=0", client_timeout=5.0, progress=False,
+        patient = ClientPolicy(timeout=5.0)
+        empty = run_load(server.url, load=Load(rate=40.0, requests=requests), client=patient,
+                         seed=seed, path="/api/work?service_time=0", progress=False,
                          server_events=False)
-        busy = run_load(server.url, rate=utilisation * servers / probe, requests=requests,
-                        seed=seed + 1, path=f"/api/work?service_time={probe}",
-                        client_timeout=5.0, progress=False, server_events=False)
+        busy = run_load(server.url, load=Load(rate=utilisation * servers / probe,
+                                              requests=requests),
+                        client=patient, seed=seed + 1, path=f"/api/work?service_time={probe}",
+                        progress=False, server_events=False)
     return Calibration(
         round_trip=float(np.median(empty.requests["latency"])),
         work_overhead=max(0.0, float(np.nanmean(busy.meta["server_work"])) - probe))
 
 
-def work_twin(*, rate: float, duration: float, servers: int, service_time: Distribution,
-              seed: int, client_timeout: float | None = None,
+def work_twin(*, load: Load, servers: int, service_time: Distribution, seed: int,
+              client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
               calibration: Calibration | None = None) -> Scenario:
-    """The simulation of ``run_load(rate, duration, path="/api/work")`` against
-    ``create_app(servers=..., service_time=...)``: an M/M/c queue (M/G/c for other kinds)."""
-    scenario = Scenario(arrival_rate=rate, duration=duration, servers=servers,
-                        service_time_mean=service_time.mean, service_time_dist=service_time.kind,
-                        service_time_shape=service_time.shape, client_timeout=client_timeout,
-                        seed=seed)
+    """The simulation of ``run_load(load=..., client=..., faults=..., path="/api/work")``
+    against ``create_app(servers=..., service_time=...)``: an M/M/c queue (M/G/c for other
+    kinds). The load, client policy and faults are the very objects the live run takes."""
+    scenario = Scenario(load=load, servers=servers, service_time_mean=service_time.mean,
+                        service_time_dist=service_time.kind,
+                        service_time_shape=service_time.shape, client=client,
+                        faults=tuple(faults), seed=seed)
     return calibration.apply(scenario) if calibration else scenario
 
 
-def faults_from_schedule(schedule: Sequence[tuple[float, Mapping[str, Any]]],
-                         end: float) -> tuple[Fault, ...]:
-    """Turn ``run_load``'s ``faults=[(time, changes), ...]`` into the simulator's fault windows
-    (dependency error rate, added latency and outage; ``capacity`` concerns ``/api/work`` and
-    is not part of the compose path). The last state lasts until ``end``."""
-    state = {"error_rate": 0.0, "added_latency": 0.0, "outage": False}
-    changes = sorted(schedule, key=lambda item: item[0])
-    out = []
-    for i, (when, change) in enumerate(changes):
-        state.update({k: v for k, v in change.items() if k in state})
-        until = changes[i + 1][0] if i + 1 < len(changes) else end
-        if until <= when or not (state["error_rate"] or state["added_latency"]
-                                 or state["outage"]):
-            continue
-        out.append(Fault(
-            start=when, end=until, name="dependency",
-            dependency_error_rate=state["error_rate"] or None,
-            dependency_added_latency=HANG if state["outage"] else state["added_latency"]))
-    return tuple(out)
-
-
-def compose_twin(settings: Settings, *, rate: float, duration: float, seed: int,
+def compose_twin(settings: Settings, *, load: Load, seed: int,
+                 client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
                  dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
-                 client_timeout: float | None = None, retry: RetryPolicy | None = None,
-                 budget: BudgetConfig | None = None, breaker: BreakerConfig | None = None,
-                 faults: Sequence[tuple[float, Mapping[str, Any]]] = (),
                  calibration: Calibration | None = None) -> Scenario:
     """The simulation of ``run_load(path="/api/compose", ...)`` against ``create_app(settings)``.
 
-    ``/api/compose`` does no local work: it calls the dependency through the service's retry
-    policy, budget and breaker (from ``settings``), each call bounded by ``DATABASE_TIMEOUT``,
-    the whole request by ``HTTP_TIMEOUT``, with shedding above ``LOAD_SHEDDING_MAX_CONCURRENT``.
-    The client side (``client_timeout``, ``retry``, ``budget``, ``breaker``) is the reader's.
+    ``/api/compose`` does no local work: it calls the dependency with the service's own client
+    policy (``settings.dependency_client()``: each call bounded by ``DATABASE_TIMEOUT``, the
+    service's retry, budget and breaker), the whole request bounded by ``HTTP_TIMEOUT``, with
+    shedding above ``LOAD_SHEDDING_MAX_CONCURRENT``. ``load``, ``client`` (the reader's) and
+    ``faults`` pass through unchanged.
     """
     scenario = Scenario(
-        arrival_rate=rate, duration=duration, seed=seed,
+        load=load, seed=seed,
         servers=settings.load_shedding_max_concurrent,  # no work slots: never a queue
         service_time_mean=0.0, service_time_dist="constant",
         max_concurrent=settings.load_shedding_max_concurrent,
-        server_timeout=settings.http_timeout,
-        client_timeout=client_timeout, retry=retry, budget=budget, breaker=breaker,
+        server_timeout=settings.http_timeout, client=client,
         dependency=Dependency(
             latency_mean=dependency_latency.mean, latency_dist=dependency_latency.kind,
-            latency_shape=dependency_latency.shape, timeout=settings.database_timeout,
-            retry=settings.retry_policy(),
-            budget=settings.budget_config(), breaker=settings.breaker_config()),
-        faults=faults_from_schedule(faults, end=duration + settings.http_timeout + 60.0),
+            latency_shape=dependency_latency.shape, client=settings.dependency_client()),
+        faults=tuple(faults),
     )
     if calibration is None:
         return scenario
     # only the round trip: /api/compose holds no work slot, so the work overhead does not apply
-    return scenario.replace(network_delay=calibration.round_trip)
+    return scenario.replace(round_trip=calibration.round_trip)
 
 
-def compose_experiment(server: LiveServer, settings: Settings, *,
-                       calibration: Calibration | None = None, progress: bool = True,
-                       **setup: Any) -> dict[str, RunResult]:
+def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, seed: int,
+                       client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
+                       calibration: Calibration | None = None,
+                       progress: bool = True) -> dict[str, RunResult]:
     """One ``/api/compose`` experiment in both worlds: reset the live service (faults off, fresh
-    breaker and budget, random streams rewound to its seed), offer it the load of ``setup``
-    (``rate``, ``duration``, ``seed``, client policy, ``faults``: ``run_load``'s arguments),
-    and simulate the same setup. Returns ``{"simulated": ..., "live": ...}``.
+    breaker and budget, random streams rewound to its seed), offer it ``load`` with the
+    client policy ``client`` and the fault windows ``faults``, and simulate the same objects.
+    Returns ``{"simulated": ..., "live": ...}``.
 
     ``settings`` must be the ones the service was started with (its twin is built from them).
     """
     httpx.post(server.url + "/admin/reset", trust_env=False, timeout=10.0).raise_for_status()
-    measured = run_load(server.url, path="/api/compose", progress=progress, **setup)
-    simulated = simulate(compose_twin(settings, calibration=calibration, **setup))
+    measured = run_load(server.url, path="/api/compose", load=load, client=client,
+                        faults=faults, seed=seed, progress=progress)
+    simulated = simulate(compose_twin(settings, load=load, client=client, faults=faults,
+                                      seed=seed, calibration=calibration))
     return {"simulated": simulated, "live": measured}
 
 

@@ -14,13 +14,14 @@ import pandas as pd
 
 from ..analysis.plots import plot_call_timeline, plot_comparison, plot_timeseries
 from ..analysis.tables import summary_table
-from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, Jitter, RetryPolicy
+from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, ClientPolicy, Jitter, RetryPolicy
 from ..results import RunResult
 from ..sim import Dependency, Fault, Scenario, simulate
 from ..sim.contention import CONTENTION_STRATEGIES, compare_contention, contention
 from ..sim.scenarios import thundering_herd
 from ..validation import check_int
 from ..widgets import Control, Panel
+from ..workload import Load
 
 __all__ = [
     "POST_CONTENTION",
@@ -52,10 +53,10 @@ def transient_errors(error_rate: float = 0.1, max_attempts: int = 3, *, seed: in
     max_attempts``. The price is extra attempts: about ``1 + p + p**2 + ...`` per request.
     """
     return simulate(Scenario(
-        arrival_rate=50.0, duration=duration, servers=4, service_time_mean=0.01,
+        load=Load(rate=50.0, duration=duration), servers=4, service_time_mean=0.01,
         dependency=Dependency(latency_mean=0.005, error_rate=error_rate),
-        retry=RetryPolicy(max_attempts=max_attempts,
-                          backoff=Backoff(base=0.01, cap=0.1, jitter="full")),
+        client=ClientPolicy(retry=RetryPolicy(
+            max_attempts=max_attempts, backoff=Backoff(base=0.01, cap=0.1, jitter="full"))),
         seed=seed,
     ))
 
@@ -137,7 +138,7 @@ def herd_panel(*, seed: int = 0) -> Panel:
     def run(clients: int, outage: float, jitter: Jitter, base: float, multiplier: float,
             cap: float, max_attempts: int) -> dict[str, RunResult]:
         scenario = thundering_herd(clients, jitter, outage, seed=seed).replace({
-            "retry": RetryPolicy(max_attempts=max_attempts, backoff=Backoff(
+            "client.retry": RetryPolicy(max_attempts=max_attempts, backoff=Backoff(
                 base=base, multiplier=multiplier, cap=max(cap, base), jitter=jitter)),
         })
         return {f"jitter={jitter}": simulate(scenario)}
@@ -242,11 +243,13 @@ def error_burst(*, budget: bool, max_attempts: int = 4, max_tokens: float = 10.0
     """60% utilisation; for ``burst`` seconds from t = 10 s the handler's dependency fails
     ``error_rate`` of calls. Clients retry up to ``max_attempts``, with or without a budget."""
     scenario = Scenario(
-        arrival_rate=60.0, duration=40.0, servers=4, service_time_mean=0.04,
+        load=Load(rate=60.0, duration=40.0), servers=4, service_time_mean=0.04,
         dependency=Dependency(latency_mean=0.005),
-        retry=RetryPolicy(max_attempts=max_attempts,
-                          backoff=Backoff(base=0.05, cap=1.0, jitter="full")),
-        budget=BudgetConfig(max_tokens=max_tokens, token_ratio=token_ratio) if budget else None,
+        client=ClientPolicy(
+            retry=RetryPolicy(max_attempts=max_attempts,
+                              backoff=Backoff(base=0.05, cap=1.0, jitter="full")),
+            budget=(BudgetConfig(max_tokens=max_tokens, token_ratio=token_ratio) if budget
+                    else None)),
         faults=(Fault(start=10.0, end=10.0 + burst, dependency_error_rate=error_rate,
                       name="dependency errors"),),
         seed=seed,

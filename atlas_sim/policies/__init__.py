@@ -16,7 +16,7 @@ from .breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
-from .call import Guard, GuardedCall, counts_as_breaker_failure
+from .call import ClientPolicy, Guard, GuardedCall, counts_as_breaker_failure
 from .limiter import ConcurrencyLimiter
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .status import CLIENT_SIDE, DEFAULT_RETRYABLE, Status
@@ -33,6 +33,7 @@ __all__ = [
     "BreakerTransition",
     "BudgetConfig",
     "CircuitBreaker",
+    "ClientPolicy",
     "ConcurrencyLimiter",
     "Guard",
     "GuardedCall",

@@ -63,16 +63,18 @@ Not thread-safe: one event loop or one simulation owns a ``Guard`` and its calls
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
-from .breaker import CircuitBreaker
-from .retry import RetryBudget, RetryPolicy
+from ..validation import check_real
+from .breaker import BreakerConfig, BreakerListener, CircuitBreaker
+from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .status import Status
 
-__all__ = ["Guard", "GuardedCall", "counts_as_breaker_failure"]
+__all__ = ["ClientPolicy", "Guard", "GuardedCall", "counts_as_breaker_failure"]
 
 _BREAKER_OPEN: Final = int(Status.BREAKER_OPEN)
 _BUDGET_EXHAUSTED: Final = int(Status.BUDGET_EXHAUSTED)
@@ -85,6 +87,47 @@ def counts_as_breaker_failure(status: int) -> bool:
     (connection error) and 599 (client timeout). 596 and 597 are local refusals and are never
     recorded at all; every other status is a success (see the module docstring)."""
     return 500 <= status <= 599 and status != _BUDGET_EXHAUSTED and status != _BREAKER_OPEN
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClientPolicy:
+    """How a client calls: the one config object that ``Scenario.client``, ``run_load(client=)``
+    and a dependency's caller (``Dependency.client``, ``Settings.dependency_client()``) take.
+
+    Args:
+        timeout: seconds the client waits for one attempt before it gives up (599); None: no
+            limit of its own.
+        retry: the retry policy (None: one attempt per request).
+        budget: a retry budget shared by all of the client's calls (None: none).
+        breaker: a circuit breaker shared by all of the client's calls (None: none).
+
+    Configs only, never live state: ``guard(clock=..., rng=...)`` builds the state machines.
+    """
+
+    timeout: float | None = None
+    retry: RetryPolicy | None = None
+    budget: BudgetConfig | None = None
+    breaker: BreakerConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout",
+                               check_real("timeout", self.timeout, low=0, low_open=True))
+        for name, value, kind in (("retry", self.retry, RetryPolicy),
+                                  ("budget", self.budget, BudgetConfig),
+                                  ("breaker", self.breaker, BreakerConfig)):
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
+
+    def guard(self, *, clock: Callable[[], float], rng: np.random.Generator | None,
+              on_transition: BreakerListener | None = None) -> Guard:
+        """Fresh state machines for these settings: a full budget, a CLOSED breaker on
+        ``clock`` (reporting its changes to ``on_transition``), jitter from ``rng``."""
+        breaker = self.breaker.build(clock) if self.breaker is not None else None
+        if breaker is not None and on_transition is not None:
+            breaker.add_listener(on_transition)
+        return Guard(retry=self.retry, breaker=breaker, rng=rng,
+                     budget=self.budget.build() if self.budget is not None else None)
 
 
 class Guard:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .app import ServiceState, create_app
 from .dependency import Faults, FaultyDependency
 from .errors import error_body
-from .loadgen import parse_server_timing, run_load, run_load_async, schedule
+from .loadgen import parse_retry_after, parse_server_timing, run_load, run_load_async
 from .metrics import BUCKETS, UNMATCHED, MetricsMiddleware, ServiceMetrics
 from .middleware import (
     SHEDDING_EXEMPT,
@@ -42,10 +42,10 @@ __all__ = [
     "current_request_id",
     "error_body",
     "leftovers",
+    "parse_retry_after",
     "parse_server_timing",
     "run_load",
     "run_load_async",
     "running_servers",
-    "schedule",
     "stop_all",
 ]

@@ -131,14 +131,8 @@ def create_app(
         limiter=settings.limiter(),
         work=WorkStation(servers=servers, service_time=service_time, rng=streams["service"]),
         dependency=dependency,
-        caller=ResilientCaller(
-            dependency,
-            retry=settings.retry_policy(),
-            budget=settings.budget_config(),
-            breaker=settings.breaker_config(),
-            call_timeout=settings.database_timeout,
-            rng=streams["server"],
-        ),
+        caller=ResilientCaller(dependency, policy=settings.dependency_client(),
+                               rng=streams["server"]),
         max_body_bytes=max_body_bytes,
     )
 

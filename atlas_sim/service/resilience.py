@@ -22,17 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..policies import (
-    BreakerConfig,
-    BreakerTransition,
-    BudgetConfig,
-    CircuitBreaker,
-    Guard,
-    RetryBudget,
-    RetryPolicy,
-    Status,
-)
-from ..validation import check_real
+from ..policies import BreakerTransition, CircuitBreaker, ClientPolicy, RetryBudget, Status
 from ._timeouts import run_with_timeout
 from .dependency import DependencyError, FaultyDependency
 
@@ -72,19 +62,18 @@ class ResilientCaller:
         self,
         dependency: FaultyDependency,
         *,
-        retry: RetryPolicy,
-        budget: BudgetConfig,
-        breaker: BreakerConfig,
-        call_timeout: float,
+        policy: ClientPolicy,
         rng: np.random.Generator,
         clock: Callable[[], float] = time.monotonic,
         keep_transitions: int = 10_000,
     ) -> None:
+        timeout = policy.timeout if isinstance(policy, ClientPolicy) else None
+        if timeout is None or policy.budget is None or policy.breaker is None:
+            raise ValueError("policy must be a ClientPolicy with a timeout (DATABASE_TIMEOUT), "
+                             f"a budget and a breaker, got {policy!r}")
         self.dependency = dependency
-        self.retry = retry
-        self.budget_config = budget
-        self.breaker_config = breaker
-        self.call_timeout = check_real("call_timeout", call_timeout, low=0, low_open=True)
+        self.policy = policy
+        self.call_timeout = timeout
         self.clock = clock
         self._rng = rng
         self.transitions: deque[BreakerTransition] = deque(maxlen=keep_transitions)
@@ -98,11 +87,20 @@ class ResilientCaller:
     def reset(self) -> None:
         """A fresh breaker (CLOSED) and a full budget; the transition history is cleared."""
         self.transitions.clear()
-        self.budget: RetryBudget = self.budget_config.build()
-        self.breaker: CircuitBreaker = self.breaker_config.build(self.clock)
-        self.breaker.add_listener(self.transitions.append)
-        self._guard = Guard(retry=self.retry, budget=self.budget, breaker=self.breaker,
-                            rng=self._rng)
+        self._guard = self.policy.guard(clock=self.clock, rng=self._rng,
+                                        on_transition=self.transitions.append)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The breaker in use (replaced by ``reset``)."""
+        assert self._guard.breaker is not None  # the service's policy always has one
+        return self._guard.breaker
+
+    @property
+    def budget(self) -> RetryBudget:
+        """The retry budget in use (replaced by ``reset``)."""
+        assert self._guard.budget is not None
+        return self._guard.budget
 
     async def _attempt(self, number: int) -> AttemptRecord:
         start = time.perf_counter()

@@ -32,14 +32,12 @@ from simpy.events import Timeout
 
 from ..policies import (
     BreakerTransition,
-    CircuitBreaker,
     ConcurrencyLimiter,
-    Guard,
     GuardedCall,
     Status,
 )
 from ..results import RunResult
-from ..workload import arrival_times, rng_streams
+from ..workload import rng_streams
 from .scenario import Fault, Scenario
 
 __all__ = ["simulate"]
@@ -54,7 +52,7 @@ _EPS = 1e-12
 
 
 def simulate(scenario: Scenario) -> RunResult:
-    """Run ``scenario`` to completion: arrivals stop at ``duration``, then the system drains.
+    """Run ``scenario`` to completion: arrivals stop at the load's end, then the system drains.
 
     Same scenario (seed included), same tables, in any process on any machine.
     """
@@ -121,13 +119,14 @@ class _Conditions:
     """What the active faults do right now (updated at every fault boundary)."""
 
     __slots__ = ("added_latency", "capacity", "dependency_added_latency",
-                 "dependency_error_rate")
+                 "dependency_error_rate", "dependency_outage")
 
     def __init__(self) -> None:
         self.capacity = 1.0
         self.added_latency = 0.0
         self.dependency_error_rate: float | None = None
         self.dependency_added_latency = 0.0
+        self.dependency_outage = False
 
     def apply(self, active: list[Fault]) -> None:
         self.capacity = math.prod(f.capacity for f in active)
@@ -135,6 +134,7 @@ class _Conditions:
         rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
         self.dependency_error_rate = max(rates) if rates else None
         self.dependency_added_latency = sum(f.dependency_added_latency for f in active)
+        self.dependency_outage = any(f.dependency_outage for f in active)
 
 
 class _Run:
@@ -150,26 +150,33 @@ class _Run:
         self.server_rows: list[tuple] = []  # work the server completed, waited for or not
         self.next_request_id = 0
         self.conditions = _Conditions()
-        self.client_timeout = s.client_timeout
-        self.half_trip = s.network_delay / 2
-        self.client_guard = Guard(retry=s.retry, budget=s.budget.build() if s.budget else None,
-                                  breaker=self._breaker(s.breaker, "client"),
-                                  rng=self.streams["client"])
+        self.client_timeout = s.client.timeout
+        self.half_trip = s.round_trip / 2
+        self.client_guard = s.client.guard(clock=self.now, rng=self.streams["client"],
+                                           on_transition=self.recorder("client"))
+        load = s.load
+        self.times: list[float] = []
+        if load.open_loop:
+            times, self.duration = load.schedule(s.seed)
+            self.times = times.tolist()
+        else:
+            assert load.duration is not None  # Scenario checks it
+            self.duration = load.duration
         self.client_deadlines = _Deadlines(self, is_done=_Attempt.is_answered,
                                            expire=_Attempt.time_out)
         self.server = _Server(self)
 
-    def _breaker(self, config: Any, name: str) -> CircuitBreaker | None:
-        if config is None:
-            return None
-        env = self.env
-        breaker = config.build(lambda: env.now)
+    def now(self) -> float:
+        """The simulated clock, as the policies read it."""
+        return self.env.now
+
+    def recorder(self, name: str) -> Callable[[BreakerTransition], None]:
+        """A breaker listener that writes breaker ``name``'s transitions to the events table."""
 
         def record(t: BreakerTransition) -> None:
             self.event_rows.append((t.time, "breaker", name, t.new.value, t.reason))
 
-        breaker.add_listener(record)
-        return breaker
+        return record
 
     def log_completion(self, attempt: _Attempt) -> None:
         """The server finished ``attempt``'s work (whether or not its client still waits)."""
@@ -182,24 +189,23 @@ class _Run:
     # -- load ---------------------------------------------------------------------------
 
     def _open_loop(self) -> Generator[simpy.Event, Any, None]:
-        s, env = self.scenario, self.env
-        times = arrival_times(s.arrival_rate, s.duration, self.streams["arrivals"],  # type: ignore[arg-type]
-                              process=s.arrival_process, steps=s.load_steps)
-        for t in times.tolist():
+        env = self.env
+        for t in self.times:
             yield env.timeout(max(0.0, t - env.now))
             _Call(self).start()
 
     def _closed_loop(self) -> None:
-        s = self.scenario
-        rng = self.streams["think"]
-        think = (lambda: 0.0) if s.think_time == 0 else (
-            lambda: float(rng.exponential(s.think_time)))
-        for _ in range(s.clients):  # type: ignore[arg-type]
-            _Client(self, think).start(s.synchronized)
+        load = self.scenario.load
+        rng, mean = self.streams["think"], load.think_time
+        think = (lambda: 0.0) if mean == 0 else (lambda: float(rng.exponential(mean)))
+        assert load.clients is not None
+        for _ in range(load.clients):
+            _Client(self, think).start(load.synchronized)
 
     def _fault_windows(self) -> Generator[simpy.Event, Any, None]:
         env, faults, server = self.env, self.scenario.faults, self.server
-        for t in sorted({f.start for f in faults} | {f.end for f in faults}):
+        edges = {f.start for f in faults} | {f.end for f in faults if f.end < math.inf}
+        for t in sorted(edges):
             yield env.timeout(t - env.now)
             was_down = self.conditions.capacity == 0
             self.conditions.apply([f for f in faults if f.start <= t < f.end])
@@ -212,12 +218,13 @@ class _Run:
         s, env = self.scenario, self.env
         for f in s.faults:
             self.event_rows.append((f.start, "fault", f.name, "start", _describe(f)))
-            self.event_rows.append((f.end, "fault", f.name, "end", ""))
-        for t, rate in s.load_steps:
-            self.event_rows.append((t, "load", "arrival_rate", f"{rate:g}", "load step"))
+            if f.end < math.inf:  # a fault without an end lasts until the run is over
+                self.event_rows.append((f.end, "fault", f.name, "end", ""))
+        for t, rate in s.load.steps:
+            self.event_rows.append((t, "load", "rate", f"{rate:g}", "load step"))
         if s.faults:
             env.process(self._fault_windows())
-        if s.arrival_rate is not None:
+        if s.load.open_loop:
             env.process(self._open_loop())
         else:
             self._closed_loop()
@@ -237,7 +244,7 @@ class _Run:
                 ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait"),
                 attempts, strict=True)},
             events=self.event_rows,
-            duration=self.scenario.duration,
+            duration=self.duration,
             source="sim",
             meta={"scenario": self.scenario, "seed": self.scenario.seed,
                   "server_log": pd.DataFrame(self.server_rows,
@@ -261,6 +268,8 @@ def _describe(f: Fault) -> str:
         parts.append(f"dependency errors {f.dependency_error_rate:.0%}")
     if f.dependency_added_latency:
         parts.append(f"+{f.dependency_added_latency:g}s dependency latency")
+    if f.dependency_outage:
+        parts.append("dependency hangs")
     return ", ".join(parts)
 
 
@@ -280,7 +289,7 @@ class _Client:
 
     def send(self, _event: Any = None) -> None:
         run = self.run
-        if run.env.now < run.scenario.duration:
+        if run.env.now < run.duration:
             _Call(run, self.after).start()
 
     def after(self) -> None:
@@ -400,9 +409,9 @@ class _Server:
         self.timeout = s.server_timeout
         self.drop_expired = s.drop_expired
         self.draw_work = s.service_time.sampler(run.streams["service"])
-        self.overhead = s.handling_overhead
+        self.overhead = s.work_overhead
         dep = s.dependency
-        self.mean_work = (s.service_time_mean + s.handling_overhead
+        self.mean_work = (s.service_time_mean + s.work_overhead
                           + (dep.share * dep.latency_mean if dep else 0.0))
         self.reaper_armed = False
         self.dependency = _DependencyClient(run) if s.dependency is not None else None
@@ -518,7 +527,7 @@ class _DependencyClient:
         dep = run.scenario.dependency
         assert dep is not None
         self.run = run
-        self.timeout = dep.timeout
+        self.timeout = dep.client.timeout if dep.client.timeout is not None else math.inf
         self.error_rate = dep.error_rate
         self.share = dep.share
         # As in the live service: latencies from the "dependency" stream itself, error coins
@@ -529,9 +538,8 @@ class _DependencyClient:
         self.draw_latency = dep.latency.sampler(stream)
         self.draw_coin = _uniforms(coins)
         self.draw_uniform = _uniforms(shares)
-        self.guard = Guard(retry=dep.retry, budget=dep.budget.build() if dep.budget else None,
-                           breaker=run._breaker(dep.breaker, "dependency"),
-                           rng=run.streams["server"])
+        self.guard = dep.client.guard(clock=run.now, rng=run.streams["server"],
+                                      on_transition=run.recorder("dependency"))
 
 
 class _Handler:
@@ -572,12 +580,15 @@ class _Handler:
         failed = dep.draw_coin() < error_rate
         latency = dep.draw_latency() + conditions.dependency_added_latency
         status = _OK
-        if failed:
+        if conditions.dependency_outage:  # silence, whatever the coin said, as live
+            latency, status = math.inf, _CLIENT_TIMEOUT
+        elif failed:
             latency, status = 0.0, _UNAVAILABLE  # an error comes back at once (refused)
-        elif latency >= dep.timeout:
+        if latency >= dep.timeout:
             latency, status = dep.timeout, _CLIENT_TIMEOUT  # the call's own timeout
         self.in_call = True
-        self.server.run.later(latency, self.call_done, status)
+        if latency < math.inf:  # else it hangs: only the server timeout can end it
+            self.server.run.later(latency, self.call_done, status)
 
     def call_done(self, event: Any) -> None:
         if self.finished:

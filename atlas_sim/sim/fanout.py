@@ -35,7 +35,7 @@ def fanout(
     p_slow: float = 0.01,
     *,
     requests: int = 2000,
-    arrival_rate: float = 100.0,
+    rate: float = 100.0,
     fast: Distribution = FAST_BACKEND,
     slow_latency: float = 1.0,
     seed: int = 0,
@@ -43,13 +43,13 @@ def fanout(
     """Simulate ``requests`` user requests, each fanning out to ``backends`` calls.
 
     Each call is slow (``slow_latency`` seconds) with probability ``p_slow``, else drawn from
-    ``fast``. Requests are sent every ``1 / arrival_rate`` seconds, only to give the run a
+    ``fast``. Requests are sent every ``1 / rate`` seconds, only to give the run a
     time axis.
     """
     check_int("backends", backends, low=1, high=1000)
     check_real("p_slow", p_slow, low=0, high=1)
     check_int("requests", requests, low=1, high=1_000_000)
-    check_real("arrival_rate", arrival_rate, low=0, low_open=True)
+    check_real("rate", rate, low=0, low_open=True)
     check_real("slow_latency", slow_latency, low=0)
     if not isinstance(fast, Distribution):
         raise ValueError(f"fast must be a Distribution, got {fast!r}")
@@ -58,7 +58,7 @@ def fanout(
     latency = fast.sample(streams["dependency"], requests * backends).reshape(shape)
     slow = streams["server"].random(shape) < p_slow
     latency = np.where(slow, np.maximum(latency, slow_latency), latency)
-    t_start = np.arange(requests) / arrival_rate
+    t_start = np.arange(requests) / rate
     total = latency.max(axis=1)
     calls = requests * backends
     return RunResult.from_columns(
@@ -72,7 +72,7 @@ def fanout(
                   "t_end": (t_start[:, None] + latency).ravel(),
                   "latency": latency.ravel(), "status": np.full(calls, 200),
                   "queue_wait": np.full(calls, np.nan)},
-        duration=requests / arrival_rate,
+        duration=requests / rate,
         source="sim",
         meta={"model": "fanout", "backends": backends, "p_slow": p_slow, "seed": seed,
               "slow_calls": int(slow.sum()), "slow_requests": int(slow.any(axis=1).sum())},

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from ..policies import Backoff, BreakerConfig, BudgetConfig, Jitter, RetryPolicy
+from ..policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, Jitter, RetryPolicy
 from ..validation import check_choice, check_int, check_real
+from ..workload import Load
 from .contention import compare_contention, contention
 from .fanout import fanout, slow_request_probability
 from .scenario import Dependency, Fault, Scenario
@@ -40,8 +41,8 @@ def plain_queue(utilisation: float = 0.8, servers: int = 1, *, service_time_mean
     check_real("utilisation", utilisation, low=0, high=1, high_open=True)
     check_int("servers", servers, low=1)
     rate = utilisation * servers / service_time_mean
-    return Scenario(arrival_rate=rate, service_time_mean=service_time_mean, servers=servers,
-                    duration=duration, seed=seed)
+    return Scenario(load=Load(rate=rate, duration=duration), service_time_mean=service_time_mean,
+                    servers=servers, seed=seed)
 
 
 def thundering_herd(clients: int = 200, jitter: Jitter = "none", outage: float = 2.0, *,
@@ -60,9 +61,10 @@ def thundering_herd(clients: int = 200, jitter: Jitter = "none", outage: float =
     check_int("clients", clients, low=1, high=100_000)
     check_real("outage", outage, low=0, low_open=True)
     return Scenario(
-        clients=clients, synchronized=True, think_time=5.0, duration=20.0,
+        load=Load(clients=clients, synchronized=True, think_time=5.0, duration=20.0),
         servers=4, service_time_mean=0.02, service_time_dist="exponential", max_concurrent=20,
-        retry=RetryPolicy(max_attempts=8, backoff=Backoff(base=0.1, cap=5.0, jitter=jitter)),
+        client=ClientPolicy(retry=RetryPolicy(
+            max_attempts=8, backoff=Backoff(base=0.1, cap=5.0, jitter=jitter))),
         faults=(Fault(start=0.0, end=outage, capacity=0.0, name="outage"),),
         seed=seed,
     )
@@ -87,11 +89,13 @@ def dependency_outage(breaker: bool = True, *, outage: tuple[float, float] = (10
     """
     start, end = outage
     dep = Dependency(
-        latency_mean=0.01, timeout=1.0, share=share,
-        breaker=BreakerConfig(failure_threshold=5, recovery_timeout=2.0) if breaker else None,
+        latency_mean=0.01, share=share,
+        client=ClientPolicy(
+            timeout=1.0,
+            breaker=BreakerConfig(failure_threshold=5, recovery_timeout=2.0) if breaker else None),
     )
     return Scenario(
-        arrival_rate=50.0, duration=40.0, servers=10, service_time_mean=0.01,
+        load=Load(rate=50.0, duration=40.0), servers=10, service_time_mean=0.01,
         server_timeout=3.0, dependency=dep,
         faults=(Fault(start=start, end=end, dependency_added_latency=30.0,
                       name="dependency hangs"),),
@@ -113,7 +117,7 @@ def overload_spike(shedding: bool = True, *, spike: float = 2.0, seed: int = 0) 
     """
     check_real("spike", spike, low=0)
     return Scenario(
-        arrival_rate=56.0, load_steps=((10.0, 80.0 * spike), (20.0, 56.0)), duration=60.0,
+        load=Load(rate=56.0, steps=((10.0, 80.0 * spike), (20.0, 56.0)), duration=60.0),
         servers=4, service_time_mean=0.05, server_timeout=30.0,
         max_concurrent=20 if shedding else None, seed=seed,
     )
@@ -145,17 +149,19 @@ def retry_storm(fix: RetryStormFix = "none", *, seed: int = 0) -> Scenario:
     check_choice("fix", fix, RETRY_STORM_FIXES)
     retry = RetryPolicy(max_attempts=4, backoff=Backoff(base=0.05, cap=1.0, jitter="full"))
     scenario = Scenario(
-        arrival_rate=35.0, duration=60.0, servers=5, service_time_mean=0.1,
-        client_timeout=1.0, retry=retry,
+        load=Load(rate=35.0, duration=60.0), servers=5, service_time_mean=0.1,
+        client=ClientPolicy(timeout=1.0, retry=retry),
         faults=(Fault(start=15.0, end=25.0, capacity=0.3, name="capacity drop"),),
         seed=seed,
     )
     if fix == "backoff":
-        return scenario.replace({"retry.backoff": Backoff(base=1.0, cap=10.0, jitter="full")})
+        return scenario.replace(
+            {"client.retry.backoff": Backoff(base=1.0, cap=10.0, jitter="full")})
     if fix == "budget":
-        return scenario.replace(budget=BudgetConfig(max_tokens=10, token_ratio=0.1))
+        return scenario.replace({"client.budget": BudgetConfig(max_tokens=10, token_ratio=0.1)})
     if fix == "breaker":
-        return scenario.replace(breaker=BreakerConfig(failure_threshold=10, recovery_timeout=2.0))
+        return scenario.replace(
+            {"client.breaker": BreakerConfig(failure_threshold=10, recovery_timeout=2.0)})
     if fix == "shedding":
         return scenario.replace(max_concurrent=10)
     if fix == "drop_expired":
@@ -175,16 +181,20 @@ def full_stack(requests: int = 10_000, *, seed: int = 0) -> Scenario:
     rate = 300.0
     duration = requests / rate
     return Scenario(
-        arrival_rate=rate, duration=duration, servers=8, service_time_mean=0.02,
+        load=Load(rate=rate, duration=duration), servers=8, service_time_mean=0.02,
         service_time_dist="lognormal", service_time_shape=0.8,
-        max_concurrent=64, server_timeout=0.5, client_timeout=1.0,
-        retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.02, cap=1.0, jitter="full")),
-        budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
-        breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0),
+        max_concurrent=64, server_timeout=0.5,
+        client=ClientPolicy(
+            timeout=1.0,
+            retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.02, cap=1.0, jitter="full")),
+            budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
+            breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0)),
         dependency=Dependency(
-            latency_mean=0.005, error_rate=0.01, timeout=0.1, share=0.6,
-            retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01, cap=0.1)),
-            breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5)),
+            latency_mean=0.005, error_rate=0.01, share=0.6,
+            client=ClientPolicy(
+                timeout=0.1,
+                retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01, cap=0.1)),
+                breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5))),
         faults=(Fault(start=0.3 * duration, end=0.4 * duration, capacity=0.5,
                       name="capacity drop"),
                 Fault(start=0.6 * duration, end=0.7 * duration, dependency_error_rate=0.8,

@@ -38,7 +38,7 @@ SEED = 2024
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from atlas_sim import Backoff, RetryBudget, RetryPolicy, Settings
+from atlas_sim import Backoff, ClientPolicy, Fault, Load, RetryBudget, RetryPolicy, Settings
 from atlas_sim.analysis import (
     compare_runs,
     plot_call_timeline,
@@ -311,10 +311,11 @@ server = live.start_service("atlas-01", settings=settings, seed=SEED)
 server
 
 # %% [markdown]
-# The experiment: a fault makes 30% of the dependency's calls fail (set through the service's
-# `/admin/faults`), and the load generator sends 50 requests/s for 10 s, open loop, with the
-# client retry policy below. The simulator runs the same setup with the same seed: the same
-# arrival times and, call for call, the same coin flips in the dependency.
+# The experiment: a fault makes 30% of the dependency's calls fail (switched on through the
+# service's `/admin/faults` before the first request), and the load generator sends 50
+# requests/s for 10 s, open loop, with the client policy below. The same three objects, the
+# `Load`, the `ClientPolicy` and the `Fault`, describe the simulated run: same seed, same
+# arrival times and the same coin flips in the dependency.
 #
 # **Predict before you run.** With 3 attempts, what error rate, and how many attempts per
 # request? Then edit `policy` and run the two cells again: 1 attempt, 5 attempts, a budget.
@@ -323,8 +324,8 @@ server
 
 # %%
 policy = RetryPolicy(max_attempts=3, backoff=Backoff(base=0.05, cap=1.0, jitter="full"))
-setup = dict(rate=50.0, duration=10.0, seed=SEED, client_timeout=2.0, retry=policy,
-             budget=None, faults=[(0.0, {"error_rate": 0.3})])
+setup = dict(load=Load(rate=50.0, duration=10.0), client=ClientPolicy(timeout=2.0, retry=policy),
+             faults=[Fault(start=0.0, dependency_error_rate=0.3)], seed=SEED)
 
 # %%
 # NBVAL_IGNORE_OUTPUT

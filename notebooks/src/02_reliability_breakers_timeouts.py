@@ -27,7 +27,7 @@ import httpx
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from atlas_sim import BreakerConfig, Settings
+from atlas_sim import BreakerConfig, ClientPolicy, Fault, Load, Settings
 from atlas_sim.analysis import plot_breaker_timelines, plot_breaker_trace, plot_timeseries
 from atlas_sim.exercises import check
 from atlas_sim.experiments import breakers, live
@@ -254,7 +254,7 @@ breakers.storm_panel(seed=SEED)
 # Now the same kind of outage in the real service. First, what the model leaves out: every
 # real request crosses HTTP and the middleware stack, which takes a few milliseconds the
 # simulator knows nothing of. We measure that once, on a private server of its own, and give
-# it to the model (its `network_delay`). A queue amplifies such small constants, which is why
+# it to the model (its `round_trip`). A queue amplifies such small constants, which is why
 # they are worth measuring (DDIA chapter 1, "Describing Performance").
 
 # %%
@@ -276,8 +276,8 @@ calibration
 settings = Settings(http_timeout=2.0, database_timeout=0.5, retry_max_attempts=1,
                     circuit_breaker_failure_threshold=5, circuit_breaker_recovery_timeout=2.0)
 server = live.start_service("atlas-02", settings=settings, seed=SEED)
-outage = dict(rate=40.0, duration=20.0, seed=SEED, client_timeout=3.0,
-              faults=[(5.0, {"outage": True}), (12.0, {"outage": False})])
+outage = dict(load=Load(rate=40.0, duration=20.0), client=ClientPolicy(timeout=3.0),
+              faults=[Fault(start=5.0, end=12.0, dependency_outage=True)], seed=SEED)
 runs = live.compose_experiment(server, settings, calibration=calibration, **outage)
 live.generator_note(runs["live"])  # did the generator keep its schedule? (as in notebook 01)
 

@@ -5,8 +5,8 @@ it, and its latency is counted from that scheduled time. A closed-loop tester (s
 the answer, send the next) slows down exactly when the server does, and so never measures the
 queue that real users, who do not wait for each other, would build: coordinated omission.
 
-The schedule is ``arrival_times(rate, duration, rng_streams(seed)["arrivals"], ...)``, the one the
-simulator uses for the same seed. Optional client-side policies are the same objects as
+The schedule is ``load.schedule(seed)`` (``workload.Load``), the one the simulator uses for the
+same load and seed. Optional client-side policies are the same objects as
 everywhere else: a ``RetryPolicy`` (jitter from the ``"client"`` stream), a ``RetryBudget`` and a
 ``CircuitBreaker`` (on the run's clock: seconds since its start). Outcomes that never got an
 HTTP answer get the client-side codes of ``Status``: 599 client timeout, 598 connection error,
@@ -39,6 +39,5 @@ from __future__ import annotations
 
 from .driver import parse_retry_after, parse_server_timing
 from .run import run_load, run_load_async
-from .schedule import schedule
 
-__all__ = ["parse_retry_after", "parse_server_timing", "run_load", "run_load_async", "schedule"]
+__all__ = ["parse_retry_after", "parse_server_timing", "run_load", "run_load_async"]

@@ -14,7 +14,7 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
-from ...policies import BreakerConfig, BreakerTransition, BudgetConfig, Guard, RetryPolicy, Status
+from ...policies import BreakerTransition, ClientPolicy, Status
 from ...workload import rng_streams
 from .._timeouts import run_with_timeout
 from .pool import ClientPool
@@ -93,10 +93,7 @@ class Job:
     headers: dict[str, str]
     times: np.ndarray
     seed: int
-    client_timeout: float | None
-    retry: RetryPolicy | None
-    budget: BudgetConfig | None
-    breaker: BreakerConfig | None
+    client: ClientPolicy
     max_connections: int
     drain_timeout: float
     progress: bool
@@ -114,7 +111,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     """
     loop = asyncio.get_running_loop()
     method, target, headers = job.method, job.target, job.headers
-    client_timeout, retry, budget, breaker = job.client_timeout, job.retry, job.budget, job.breaker
+    client_timeout = job.client.timeout
     jitter = rng_streams(job.seed)["client"]
     if parts > 1:
         jitter = jitter.spawn(parts)[part]
@@ -125,14 +122,10 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     def clock() -> float:
         return loop.time() - t0
 
-    client_breaker = breaker.build(clock) if breaker is not None else None
-    if client_breaker is not None:
-        def on_transition(change: BreakerTransition) -> None:
-            events.append((change.time, "breaker", "client", change.new.value, change.reason))
+    def on_transition(change: BreakerTransition) -> None:
+        events.append((change.time, "breaker", "client", change.new.value, change.reason))
 
-        client_breaker.add_listener(on_transition)
-    guard = Guard(retry=retry, budget=budget.build() if budget is not None else None,
-                  breaker=client_breaker, rng=jitter)
+    guard = job.client.guard(clock=clock, rng=jitter, on_transition=on_transition)
 
     bar = tqdm(total=len(records), desc="requests", unit="req", disable=not job.progress,
                leave=False)
@@ -197,7 +190,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     try:
         if job.warm_up_url is not None:
             await pool.warm_up(job.warm_up_url, WARM_UP_CONNECTIONS,
-                               timeout=min(_WARM_UP_TIMEOUT, job.client_timeout or math.inf))
+                               timeout=min(_WARM_UP_TIMEOUT, client_timeout or math.inf))
         start_at = await start() if start is not None else None
         t0 = loop.time()
         if start_at is not None:  # the loop's clock may not be time.monotonic

@@ -4,30 +4,50 @@ the service breaker's transitions read back from ``/admin/breaker``, both on the
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
-from ...validation import check_real
+from ...workload import Fault
 
-__all__ = ["EventRow", "check_faults", "fetch_server_breaker", "inject_faults"]
+__all__ = ["EventRow", "fetch_server_breaker", "inject_faults", "plan_faults"]
 
 #: A row of ``RunResult.events``: time, kind, name, detail, reason.
 EventRow = tuple[float, str, str, str, str]
 
 
-def check_faults(faults: Sequence[tuple[float, Mapping[str, Any]]],
-                  length: float) -> list[tuple[float, dict[str, Any]]]:
+def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
+    """The ``/admin/faults`` changes that play ``faults`` (``Fault`` windows) on the live
+    service: at each window's start and end, the fields whose combined value changes, combined
+    as the simulator combines overlapping faults (capacities multiply, latencies add, the
+    largest error rate wins, any outage is an outage). Times are seconds of the run; a window
+    that never ends has no change at ``inf``, so its fault stays on until the run closes it.
+    """
+    for i, fault in enumerate(faults):
+        if not isinstance(fault, Fault):
+            raise ValueError(f"faults[{i}] must be a Fault, got {fault!r}")
+        if fault.added_latency:
+            raise ValueError(
+                f"faults[{i}].added_latency must be 0 for a live run (the service has no "
+                f"handling-latency switch; use capacity), got {fault.added_latency!r}")
+    edges = sorted({f.start for f in faults} | {f.end for f in faults})
+    state = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0, "outage": False}
     plan = []
-    for i, item in enumerate(faults):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2
-                and isinstance(item[1], Mapping)):
-            raise ValueError(f"faults[{i}] must be a (time, {{field: value}}) pair, got {item!r}")
-        when = check_real(f"faults[{i}] time", item[0], low=0, high=length)
-        plan.append((when, dict(item[1])))
-    return sorted(plan, key=lambda p: p[0])
+    for t in edges:
+        active = [f for f in faults if f.start <= t < f.end]
+        rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
+        now = {"capacity": math.prod(f.capacity for f in active),
+               "error_rate": max(rates) if rates else 0.0,
+               "added_latency": sum(f.dependency_added_latency for f in active),
+               "outage": any(f.dependency_outage for f in active)}
+        changes = {k: v for k, v in now.items() if v != state[k]}
+        state = now
+        if changes:
+            plan.append((t, changes))
+    return plan
 
 
 def _fault_events(when: float,
@@ -45,12 +65,12 @@ def _fault_events(when: float,
 
 async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
                         started: asyncio.Future[float] | None,
-                        events: list[EventRow]) -> None:
+                        events: list[EventRow], *, origin: float | None = None) -> None:
     """Apply each change to ``/admin/faults`` at its time on the run's clock.
 
-    With ``started`` None, the changes are applied now, before the run (its time 0 is not
-    chosen yet), and recorded at time 0: a fault at time 0 must be in force for the very first
-    request, not race it.
+    With ``started`` None, the changes are applied now and recorded at the run's time given by
+    ``origin`` (its time 0 on ``time.monotonic``), or at 0 before the run has one: a fault at
+    time 0 must be in force for the very first request, not race it.
     """
     t0 = await started if started is not None else None
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
@@ -63,7 +83,9 @@ async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
             if response.status_code != 200:
                 raise ValueError(f"the service refused the fault change {changes!r}: "
                                  f"{response.status_code} {response.text[:500]}")
-            events.extend(_fault_events(0.0 if t0 is None else time.monotonic() - t0, changes))
+            start = t0 if t0 is not None else origin
+            events.extend(_fault_events(0.0 if start is None else time.monotonic() - start,
+                                        changes))
 
 
 async def fetch_server_breaker(

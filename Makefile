@@ -16,7 +16,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 # Screenshots and timings of the browser tests.
 export ATLAS_BROWSER_ARTEFACTS ?= $(CURDIR)/build/browser
 
-.PHONY: lab test lint unit nbval browser notebooks bench clean
+.PHONY: lab test lint unit fast nbval browser notebooks bench clean
 
 # The virtual environment: created once, reinstalled when pyproject.toml changes.
 $(BIN)/python:
@@ -43,6 +43,11 @@ lint: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests --no-skips --ignore=tests/browser
+
+# The fast tier alone: no test that needs a socket, a child process or the wall clock
+# (those carry the `live` marker). For a quick loop while editing.
+fast: $(STAMP)
+	$(BIN)/python -m pytest tests --no-skips --ignore=tests/browser -m "not live"
 
 # Every notebook, executed cell by cell and compared with its committed outputs.
 nbval: $(STAMP)

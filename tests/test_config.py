@@ -1,3 +1,5 @@
+"""Settings from the environment: names, defaults, validation, and the policies they build."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,3 +1,5 @@
+"""Panels and controls: update(**values) changes the summary, caches, and validates its input."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

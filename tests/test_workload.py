@@ -1,3 +1,5 @@
+"""Shared inputs: distributions, arrival schedules and named random streams."""
+
 from __future__ import annotations
 
 import numpy as np

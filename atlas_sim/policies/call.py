@@ -25,7 +25,7 @@ A driver's loop::
         wait(delay)
     finish(call.status)
 
-The rule, in one place (each line is tested in ``tests/test_call.py``):
+The rule, in one place (each line is tested in ``tests/policies/test_call.py``):
 
 ========================  ======================================================================
 breaker failure           a 5xx status, a broken connection (598) or a client timeout (599): the

@@ -162,7 +162,7 @@ def plain_tcp_transport(limits: httpx.Limits,
     """httpx's transport, its connection pool taking sockets from ``AsyncioBackend``.
 
     httpx does not take a network backend as an argument, so its pool is replaced by an
-    equal one that does (``tests/test_service_loadgen.py`` checks that this still holds).
+    equal one that does (``tests/service/test_loadgen.py`` checks that this still holds).
     ``verify`` is only there so that httpx does not load the CA bundle again for each client.
     """
     transport = httpx.AsyncHTTPTransport(limits=limits, verify=verify, trust_env=False)

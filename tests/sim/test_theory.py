@@ -19,7 +19,7 @@ from atlas_sim.workload import Load
 
 REFERENCE = {
     (int(r["servers"]), float(r["utilisation"])): {k: float(v) for k, v in r.items()}
-    for r in csv.DictReader((Path(__file__).parent / "reference" / "mmc_queue.csv").open())
+    for r in csv.DictReader((Path(__file__).parents[1] / "reference" / "mmc_queue.csv").open())
 }
 SEEDS = range(8)
 CUSTOMERS = 40_000  # per replication

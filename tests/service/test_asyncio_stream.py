@@ -19,6 +19,8 @@ import pytest
 from atlas_sim.service._asyncio_stream import AsyncioBackend, plain_tcp_transport
 from tests.helpers import free_port
 
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
+
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 

@@ -11,7 +11,7 @@ import pytest
 from atlas_sim.analysis.queueing import MMc, erlang_c
 from atlas_sim.analysis.stats import batch_means, replications
 
-ROWS = list(csv.DictReader((Path(__file__).parent / "reference" / "mmc_queue.csv").open()))
+ROWS = list(csv.DictReader((Path(__file__).parents[1] / "reference" / "mmc_queue.csv").open()))
 
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"c{r['servers']}-rho{r['utilisation']}")

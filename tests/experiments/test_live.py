@@ -52,6 +52,7 @@ def test_the_compose_twin_mirrors_the_services_settings_and_the_clients_policy()
     assert twin.service_time_mean == 0.0 and twin.faults[0].dependency_error_rate == 0.2
 
 
+@pytest.mark.live
 def test_a_single_attempt_compose_experiment_matches_its_twin_exactly():
     settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
     server = live.start_service("test-compose-experiment", settings=settings, seed=9)
@@ -92,6 +93,7 @@ def test_the_generator_note_says_when_the_generator_fell_behind():
         live.generator_note(run(0.004), tolerance=-1)
 
 
+@pytest.mark.live
 def test_calibration_measures_small_positive_costs():
     calibration = live.calibrate(servers=2, requests=60)
     assert 0 < calibration.round_trip < 0.05 and 0 <= calibration.work_overhead < 0.01

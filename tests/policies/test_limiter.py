@@ -1,3 +1,5 @@
+"""The concurrency limiter: admits up to its limit, refuses beyond, and releases exactly."""
+
 from __future__ import annotations
 
 import pytest

@@ -6,10 +6,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from atlas_sim.config import Settings
 from atlas_sim.workload import Load
-from tests.service_support import start_server
+from tests.service.support import start_server
+
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
 
 def breaker_state(client: httpx.Client) -> str:
@@ -86,7 +89,7 @@ def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
 
 def test_the_request_timeout_still_fires_when_the_same_app_is_served_again():
     from atlas_sim.service import LiveServer, create_app
-    from tests.service_support import add_test_routes
+    from tests.service.support import add_test_routes
 
     app = create_app(Settings(http_timeout=0.2))
     probe = add_test_routes(app)

@@ -15,7 +15,9 @@ from atlas_sim.config import Settings
 from atlas_sim.service import BUCKETS, UNMATCHED, create_app
 from atlas_sim.service.request_id import is_valid_request_id, new_request_id
 from atlas_sim.workload import Distribution
-from tests.service_support import start_server
+from tests.service.support import start_server
+
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
 KNOWN_TEMPLATES = {"/health", "/metrics", "/api/work", "/api/compose", "/admin/faults",
                    "/admin/breaker", "/admin/reset", "/test/boom", "/test/slow", "/test/gate",

@@ -39,7 +39,8 @@ def test_contention_orderings_at_100_clients():
 
 
 #: The post's simulator at 100 clients, 5000 runs per strategy (tests/reference/README.md).
-AWS = pd.read_csv(Path(__file__).parent / "reference" / "contention_aws.csv", index_col="strategy")
+AWS = pd.read_csv(Path(__file__).parents[1] / "reference" / "contention_aws.csv",
+                  index_col="strategy")
 
 
 def test_contention_matches_the_posts_simulator_within_sampling_error():

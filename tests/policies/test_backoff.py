@@ -1,3 +1,5 @@
+"""Backoff: the four jitter strategies' ranges and ceilings, the cap, and bad arguments."""
+
 from __future__ import annotations
 
 from itertools import islice

@@ -1,3 +1,6 @@
+"""RetryPolicy and the retry budget (gRPC retry throttling): attempts, retryable statuses,
+tokens counted exactly."""
+
 from __future__ import annotations
 
 from fractions import Fraction

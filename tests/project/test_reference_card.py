@@ -8,7 +8,7 @@ from pathlib import Path
 
 from atlas_sim import Settings
 
-CARD = Path(__file__).resolve().parents[1] / "docs" / "reference-card.md"
+CARD = Path(__file__).resolve().parents[2] / "docs" / "reference-card.md"
 
 
 def card_settings() -> dict[str, str]:

@@ -1,3 +1,6 @@
+"""Summary tables, SLO checks at and around their boundaries, statistics and every plot, from
+simulated and live-shaped runs."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

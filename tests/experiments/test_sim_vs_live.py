@@ -21,6 +21,8 @@ from atlas_sim.service import LiveServer, create_app, run_load
 from atlas_sim.sim import simulate
 from atlas_sim.workload import Distribution, Load
 
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
+
 SEED, RATE, DURATION, SERVERS, MEAN = 11, 60.0, 40.0, 2, 0.020
 
 

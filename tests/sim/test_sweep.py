@@ -1,3 +1,6 @@
+"""Parameter sweeps: the grid, the default process pool and any Executor give the direct runs'
+numbers."""
+
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor

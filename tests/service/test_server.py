@@ -11,6 +11,8 @@ import pytest
 from atlas_sim.service import LiveServer, create_app, leftovers, running_servers, stop_all
 from tests.helpers import non_loopback_addresses, refuses_connection
 
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
+
 
 def server_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("atlas-server-")]

@@ -1,3 +1,6 @@
+"""The circuit breaker: consecutive and failure-rate modes, exact thresholds, half-open probes,
+generations and listeners, on a manual clock."""
+
 from __future__ import annotations
 
 from collections import deque

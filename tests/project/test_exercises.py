@@ -17,7 +17,7 @@ import pytest
 from atlas_sim import exercises
 from atlas_sim.exercises import Check, check
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted((ROOT / "notebooks" / "src").glob("*.py"))
 
 

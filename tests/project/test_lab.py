@@ -9,10 +9,13 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.helpers import free_port, non_loopback_addresses, refuses_connection
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_make_lab_serves_jupyterlab_on_loopback(tmp_path):

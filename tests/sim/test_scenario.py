@@ -1,3 +1,6 @@
+"""Scenario, Load and Fault validation, dotted replace, determinism across runs and processes,
+and a full-stack run that exercises every mechanism."""
+
 from __future__ import annotations
 
 import subprocess
@@ -115,7 +118,7 @@ def test_same_seed_same_tables_and_another_seed_other_tables():
 
 def test_same_seed_same_tables_in_another_process():
     code = (
-        "import pandas as pd, sys; from tests.test_sim_scenario import FULL_STACK; "
+        "import pandas as pd, sys; from tests.sim.test_scenario import FULL_STACK; "
         "from atlas_sim.sim import simulate; "
         "print(pd.util.hash_pandas_object(simulate(FULL_STACK).requests).sum())"
     )

@@ -26,7 +26,9 @@ from atlas_sim.service.loadgen.children import drive_in_children as _drive_in_ch
 from atlas_sim.service.loadgen.driver import Job as _Job
 from atlas_sim.service.loadgen.pool import ClientPool as _ClientPool
 from atlas_sim.workload import Distribution, Fault, Load, arrival_times, rng_streams
-from tests.service_support import start_server
+from tests.service.support import start_server
+
+pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
 QUICK = Settings(
     http_timeout=5,

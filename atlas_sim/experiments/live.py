@@ -36,7 +36,7 @@ from ..validation import check_real
 from ..workload import Distribution, Load
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "generator_note", "leftovers", "start_service",
+           "generator_note", "leftovers", "reset", "start_service",
            "transition_table", "work_twin"]
 
 _NO_POLICY = ClientPolicy()
@@ -154,12 +154,32 @@ def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, se
 
     ``settings`` must be the ones the service was started with (its twin is built from them).
     """
-    httpx.post(server.url + "/admin/reset", trust_env=False, timeout=10.0).raise_for_status()
-    measured = run_load(server.url, path="/api/compose", load=load, client=client,
-                        faults=faults, seed=seed, progress=progress)
+    reset(server)
+    try:
+        measured = run_load(server.url, path="/api/compose", load=load, client=client,
+                            faults=faults, seed=seed, progress=progress)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"the live run was interrupted; {reset(server, quiet=True)}") from None
     simulated = simulate(compose_twin(settings, load=load, client=client, faults=faults,
                                       seed=seed, calibration=calibration))
     return {"simulated": simulated, "live": measured}
+
+
+def reset(server: LiveServer, *, quiet: bool = False) -> str:
+    """``POST /admin/reset``: faults off, capacity 1, a fresh breaker and budget, the random
+    streams rewound to the service's seed. Returns a one-line account. With ``quiet``, a
+    service that does not answer is reported in that line instead of raising (for use while
+    an interrupted run is being cleaned up)."""
+    try:
+        httpx.post(server.url + "/admin/reset", trust_env=False,
+                   timeout=10.0).raise_for_status()
+    except httpx.HTTPError as exc:
+        if not quiet:
+            raise
+        return f"the service {server.name!r} could not be reset ({exc!r})"
+    return (f"the service {server.name!r} was reset: faults off, breaker closed, "
+            "random streams rewound")
 
 
 def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:

@@ -109,3 +109,49 @@ def test_transition_table_lines_up_the_breakers_of_two_runs():
     table = live.transition_table({"simulated": a, "live": a})
     assert list(table[("simulated", "state")][:2]) == ["open", "half_open"]
     assert (table[("live - simulated", "seconds")] == 0).all()
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("through", ["run_load", "compose_experiment"])
+def test_an_interrupted_live_run_leaves_no_fault_on(through):
+    import _thread
+    import threading
+
+    import httpx
+
+    from atlas_sim.service import run_load
+
+    settings = Settings(retry_max_attempts=1, http_timeout=1.0, database_timeout=0.2)
+    server = live.start_service("test-interrupt", settings=settings, seed=1)
+    faults = [Fault(start=0.0, dependency_outage=True),
+              Fault(start=0.0, end=30.0, dependency_error_rate=0.5)]
+    load = Load(rate=20.0, duration=20.0)
+    seen = {}
+
+    def interrupt_when_the_fault_is_on() -> None:
+        for _ in range(100):  # bounded: 10 s at most
+            state = httpx.get(server.url + "/admin/faults", trust_env=False).json()
+            if state["outage"]:
+                seen["during"] = state
+                _thread.interrupt_main()  # what the kernel's stop button does
+                return
+            threading.Event().wait(0.1)
+
+    watcher = threading.Thread(target=interrupt_when_the_fault_is_on, daemon=True)
+    try:
+        watcher.start()
+        with pytest.raises(KeyboardInterrupt) as raised:
+            if through == "run_load":
+                run_load(server.url, path="/api/compose", load=load, faults=faults,
+                         progress=False)
+            else:
+                live.compose_experiment(server, settings, load=load, faults=faults, seed=1,
+                                        progress=False)
+        watcher.join(15)
+        after = httpx.get(server.url + "/admin/faults", trust_env=False).json()
+    finally:
+        server.stop()
+    assert seen["during"]["outage"] and seen["during"]["error_rate"] == 0.5
+    assert not after["outage"] and after["error_rate"] == 0
+    if through == "compose_experiment":
+        assert "interrupted" in str(raised.value) and "was reset" in str(raised.value)

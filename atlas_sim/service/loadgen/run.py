@@ -22,7 +22,7 @@ from ...workload import Fault, Load
 from .children import drive_in_children
 from .driver import Job, drive
 from .result import to_result
-from .timeline import EventRow, fetch_server_breaker, inject_faults, plan_faults
+from .timeline import EventRow, fetch_server_breaker, inject_faults, plan_faults, switch_off
 
 __all__ = ["run_load", "run_load_async"]
 
@@ -66,7 +66,9 @@ async def run_load_async(
             latency, dependency outage; ``added_latency``, the server's handling, exists in the
             simulation only). Changes at time 0 are in force before the first request leaves;
             a window still open when the run ends (``end`` past the last send, or ``inf``) is
-            closed then. Each change is recorded in ``events`` (kind ``"fault"``).
+            closed then; a run that is interrupted (``KeyboardInterrupt``, cancellation) or
+            fails switches off every fault it set before it ends. Each change is recorded in
+            ``events`` (kind ``"fault"``).
         seed: one seed for the schedule (``"arrivals"``) and the retry jitter (``"client"``).
         path, method, headers: what each request asks for.
         max_connections: size of the client's connection pool. Requests beyond it wait for a
@@ -138,17 +140,21 @@ async def run_load_async(
     at_start = [change for change in fault_plan if change[0] == 0]
     later = [change for change in fault_plan if 0 < change[0] <= length]
     after = [change for change in fault_plan if change[0] > length]
-    if at_start:  # in force before the first request leaves
-        await inject_faults(base, at_start, None, fault_events)
     started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-    driver = (drive(job, on_start=started) if processes == 0
-              else drive_in_children(job, processes, on_start=started))
-    injector = (asyncio.ensure_future(inject_faults(base, later, started, fault_events))
-                if later else None)
+    injector: asyncio.Future[None] | None = None
     try:
-        run = await driver
+        if at_start:  # in force before the first request leaves
+            await inject_faults(base, at_start, None, fault_events)
+        if later:
+            injector = asyncio.ensure_future(inject_faults(base, later, started, fault_events))
+        run = await (drive(job, on_start=started) if processes == 0
+                     else drive_in_children(job, processes, on_start=started))
         if injector is not None:
             await injector
+    except BaseException:  # interrupted or failed: leave no fault switched on behind
+        if fault_plan:
+            await switch_off(base, fault_plan)
+        raise
     finally:  # a run that failed must not leave the injector waiting for a start
         if injector is not None and not injector.done():
             injector.cancel()
@@ -188,7 +194,7 @@ def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callab
     @functools.wraps(coroutine_function)
     def call(*args: P.args, **kwargs: P.kwargs) -> T:
         outcome: dict[str, Any] = {}
-        ready = threading.Event()
+        ready, done = threading.Event(), threading.Event()
         holder: dict[str, Any] = {}
 
         async def main() -> T:
@@ -204,18 +210,25 @@ def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callab
                 outcome["error"] = exc
             finally:
                 ready.set()
+                done.set()
 
         thread = threading.Thread(target=target, name="atlas-load", daemon=True)
         thread.start()
+        # Wait on an Event in short steps, not with Thread.join: a KeyboardInterrupt that
+        # lands inside join() marks a live thread as stopped (CPython's fix for bpo-45274), so
+        # the clean-up below would not wait for it; and the stop button must act at once.
         try:
-            thread.join()
+            while not done.wait(0.1):
+                pass
         except KeyboardInterrupt:
             ready.wait(1.0)
             loop, task = holder.get("loop"), holder.get("task")
             if loop is not None and task is not None:
-                loop.call_soon_threadsafe(task.cancel)
-            thread.join(10.0)
+                with contextlib.suppress(RuntimeError):  # the run may have just ended
+                    loop.call_soon_threadsafe(task.cancel)
+            done.wait(10.0)  # the run switches its faults off as it unwinds
             raise
+        thread.join()
         if "error" in outcome:
             raise outcome["error"]
         return outcome["result"]

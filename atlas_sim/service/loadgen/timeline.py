@@ -13,7 +13,8 @@ import httpx
 
 from ...workload import Fault
 
-__all__ = ["EventRow", "fetch_server_breaker", "inject_faults", "plan_faults"]
+__all__ = ["FAULTS_OFF", "EventRow", "fetch_server_breaker", "inject_faults", "plan_faults",
+           "switch_off"]
 
 #: A row of ``RunResult.events``: time, kind, name, detail, reason.
 EventRow = tuple[float, str, str, str, str]
@@ -86,6 +87,25 @@ async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
             start = t0 if t0 is not None else origin
             events.extend(_fault_events(0.0 if start is None else time.monotonic() - start,
                                         changes))
+
+
+#: Each fault field of ``/admin/faults`` when it is off.
+FAULTS_OFF: dict[str, Any] = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0,
+                              "outage": False}
+
+
+async def switch_off(base: str, plan: list[tuple[float, dict[str, Any]]]) -> bool:
+    """Switch off every fault field that ``plan`` touches, at once; True if the service said
+    yes. Best effort and bounded (5 s): it runs while a run is being interrupted, and the
+    service may be gone."""
+    fields = {key for _, changes in plan for key in changes}
+    try:
+        async with httpx.AsyncClient(timeout=5.0, trust_env=False) as client:
+            response = await client.put(base + "/admin/faults",
+                                        json={k: FAULTS_OFF[k] for k in sorted(fields)})
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
 
 
 async def fetch_server_breaker(

@@ -21,7 +21,7 @@ from .plots import (
 )
 from .queueing import MMc, erlang_b, erlang_c
 from .slo import SLO, SLO_TIERS, SLOReport, slo_check, slo_table
-from .stats import Interval, batch_means, replications
+from .stats import Interval, batch_means, proportion_interval, replications
 from .tables import compare_runs, name_runs, summary_table
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "plot_latency_histogram",
     "plot_sim_vs_live",
     "plot_timeseries",
+    "proportion_interval",
     "replications",
     "shade_breaker_states",
     "slo_check",

@@ -16,7 +16,7 @@ from scipy import stats
 
 from ..validation import check_int, check_real
 
-__all__ = ["Interval", "batch_means", "replications"]
+__all__ = ["Interval", "batch_means", "proportion_interval", "replications"]
 
 
 @dataclass(frozen=True)
@@ -58,3 +58,17 @@ def batch_means(values: Sequence[float] | np.ndarray, batches: int = 20,
     check_int("batches", batches, low=2, high=max(2, x.size))
     means = [b.mean() for b in np.array_split(x, batches)]
     return replications(means, confidence)
+
+
+def proportion_interval(count: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval ``(low, high)`` for a proportion seen ``count`` times in ``n``
+    independent trials (for example failed requests in a live run): the binomial sampling
+    error of a rate measured once. Wilson's interval (E. B. Wilson, "Probable Inference, the
+    Law of Succession, and Statistical Inference", 1927), computed by ``scipy.stats.binomtest``,
+    stays inside [0, 1] and behaves for small counts, where the normal approximation does not.
+    """
+    n = check_int("n", n, low=1)
+    count = check_int("count", count, low=0, high=n)
+    check_real("confidence", confidence, low=0, high=1, low_open=True, high_open=True)
+    ci = stats.binomtest(count, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(ci.high)

@@ -26,6 +26,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from ..analysis.stats import proportion_interval
 from ..config import Settings
 from ..policies import ClientPolicy
 from ..results import RunResult
@@ -36,8 +37,8 @@ from ..validation import check_real
 from ..workload import Distribution, Load
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "generator_note", "leftovers", "reset", "start_service",
-           "transition_table", "work_twin"]
+           "generator_note", "leftovers", "reset", "retry_table", "start_service",
+           "theory_verdict", "transition_table", "work_twin"]
 
 _NO_POLICY = ClientPolicy()
 
@@ -180,6 +181,43 @@ def reset(server: LiveServer, *, quiet: bool = False) -> str:
         return f"the service {server.name!r} could not be reset ({exc!r})"
     return (f"the service {server.name!r} was reset: faults off, breaker closed, "
             "random streams rewound")
+
+
+def retry_table(runs: Mapping[str, RunResult], *, error_rate: float, attempts: int,
+                confidence: float = 0.95) -> pd.DataFrame:
+    """Notebook 01's live retry experiment beside theory: per world, the share of requests
+    that failed with its Wilson interval (binomial sampling error: one run is one sample),
+    and the attempts per request; theory's ``error_rate ** attempts`` failures and
+    ``1 + p + ... + p**(attempts - 1)`` attempts (independent faults)."""
+    check_real("error_rate", error_rate, low=0, high=1)
+    rows = {}
+    for name, run in runs.items():
+        failed, n = int((~run.requests["ok"]).sum()), len(run.requests)
+        low, high = proportion_interval(failed, n, confidence)
+        rows[name] = {"requests": n, "failed": failed, "error rate": failed / n,
+                      f"{confidence:.0%} interval, low": low,
+                      f"{confidence:.0%} interval, high": high,
+                      "attempts per request": run.summary()["amplification"]}
+    rows["theory"] = {"error rate": error_rate**attempts,
+                      "attempts per request": sum(error_rate**k for k in range(attempts))}
+    return pd.DataFrame(rows).T.rename_axis("run")
+
+
+def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
+    """One sentence: does theory's error rate lie inside ``run``'s interval in ``table``
+    (from ``retry_table``)? Outside happens by chance in about one run in twenty."""
+    low_col = next(c for c in table.columns if str(c).endswith("interval, low"))
+    high_col = low_col.replace("low", "high")
+    theory = float(table["error rate"].to_dict()["theory"])
+    row = table.loc[run].to_dict()
+    low, high = float(row[low_col]), float(row[high_col])
+    level = low_col.split(" ")[0]
+    where = "inside" if low <= theory <= high else "outside"
+    tail = ("the two agree within sampling error" if where == "inside" else
+            "a disagreement that chance alone gives about one run in twenty; run it again "
+            "with another seed before suspecting the service")
+    return (f"theory's {theory:.2%} lies {where} the {run} run's {level} interval "
+            f"[{low:.2%}, {high:.2%}]: {tail}")
 
 
 def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:

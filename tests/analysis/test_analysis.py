@@ -164,3 +164,17 @@ def test_a_window_of_a_run_keeps_its_requests_attempts_and_events(outage_run):
     assert during.summary()["throughput"] == pytest.approx(len(during.requests) / 15.0)
     with pytest.raises(ValueError, match="end must be a number > start"):
         outage_run.window(5.0, 5.0)
+
+
+def test_the_proportion_interval_is_wilsons():
+    from atlas_sim.analysis import proportion_interval
+
+    low, high = proportion_interval(12, 510)
+    # Wilson's 95% interval for 12 of 510, by hand: centre (p + z²/2n)/(1 + z²/n) ± ...
+    z, n, p = 1.959963984540054, 510, 12 / 510
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    assert (low, high) == pytest.approx((centre - half, centre + half), rel=1e-9)
+    assert proportion_interval(0, 10)[0] == 0.0 and proportion_interval(10, 10)[1] == 1.0
+    with pytest.raises(ValueError, match="count must be an integer >= 0 and <= 10"):
+        proportion_interval(11, 10)

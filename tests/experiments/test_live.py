@@ -155,3 +155,19 @@ def test_an_interrupted_live_run_leaves_no_fault_on(through):
     assert not after["outage"] and after["error_rate"] == 0
     if through == "compose_experiment":
         assert "interrupted" in str(raised.value) and "was reset" in str(raised.value)
+
+
+def test_the_retry_table_shows_each_world_with_its_interval_and_theory():
+    from atlas_sim.sim import simulate
+    from atlas_sim.sim.scenarios import retry_storm
+
+    run = simulate(retry_storm("budget", seed=1))
+    table = live.retry_table({"simulated": run, "live": run}, error_rate=0.3, attempts=3)
+    assert table.loc["theory", "error rate"] == pytest.approx(0.027)
+    assert table.loc["theory", "attempts per request"] == pytest.approx(1.39)
+    low, high = table.loc["live", "95% interval, low"], table.loc["live", "95% interval, high"]
+    assert low < table.loc["live", "error rate"] < high
+    verdict = live.theory_verdict(table)
+    assert ("inside" in verdict) == (low <= 0.027 <= high)
+    table.loc["live", ["95% interval, low", "95% interval, high"]] = [0.0, 0.05]
+    assert "lies inside the live run's 95% interval [0.00%, 5.00%]" in live.theory_verdict(table)

@@ -19,6 +19,7 @@ independent of each other, and meet here and in ``RunResult``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -28,7 +29,7 @@ import pandas as pd
 
 from ..analysis.stats import proportion_interval
 from ..config import Settings
-from ..policies import ClientPolicy
+from ..policies import Backoff, ClientPolicy, RetryPolicy
 from ..results import RunResult
 from ..service import LiveServer, create_app, leftovers, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
@@ -37,8 +38,8 @@ from ..validation import check_real
 from ..workload import Distribution, Load
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "generator_note", "leftovers", "reset", "retry_table", "start_service",
-           "theory_verdict", "transition_table", "work_twin"]
+           "generator_note", "idempotency_table", "leftovers", "reset", "retry_table",
+           "start_service", "theory_verdict", "transition_table", "work_twin"]
 
 _NO_POLICY = ClientPolicy()
 
@@ -218,6 +219,43 @@ def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
             "with another seed before suspecting the service")
     return (f"theory's {theory:.2%} lies {where} the {run} run's {level} interval "
             f"[{low:.2%}, {high:.2%}]: {tail}")
+
+
+def idempotency_table(server: LiveServer, *, requests: int = 20, work: float = 0.1,
+                      timeout: float = 0.05, attempts: int = 4,
+                      seed: int = 0) -> pd.DataFrame:
+    """A retried write, live, without and with ``Idempotency-Key``: ``requests`` orders
+    (``POST /api/orders``), each ``work`` seconds of work, sent by a client that gives up
+    after ``timeout`` s and tries up to ``attempts`` times (retrying 599 and 409). One row
+    per way: requests, requests answered ok, attempts sent, orders the service applied
+    (counted once the work of abandoned attempts has finished). The service is reset
+    before each."""
+    policy = ClientPolicy(timeout=timeout, retry=RetryPolicy(
+        max_attempts=attempts, retry_on=frozenset({409, 599}),
+        backoff=Backoff(base=timeout, cap=timeout, jitter="none")))
+    rows = {}
+    for keys in (False, True):
+        reset(server)
+        run = run_load(server.url, path=f"/api/orders?service_time={work}", method="POST",
+                       load=Load(rate=10.0, requests=requests), client=policy, seed=seed,
+                       idempotency_keys=keys, progress=False, server_events=False)
+        rows["with Idempotency-Key" if keys else "without a key"] = {
+            "requests": requests, "answered ok": int(run.requests["ok"].sum()),
+            "attempts": len(run.attempts), "orders applied": _settled_orders(server)}
+    return pd.DataFrame(rows).T.rename_axis("client")
+
+
+def _settled_orders(server: LiveServer, *, within: float = 10.0) -> int:
+    """``/admin/orders``'s count once it stops changing (abandoned attempts still work)."""
+    last, deadline = -1, time.monotonic() + within
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=5.0) as client:
+        while time.monotonic() < deadline:
+            applied = int(client.get("/admin/orders").json()["applied"])
+            if applied == last:
+                break
+            last = applied
+            time.sleep(0.3)
+    return last
 
 
 def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:

@@ -6,10 +6,14 @@ Routes:
 ``GET /metrics``           Prometheus text from this app's own registry (never shed)
 ``GET /api/work``          simulated work: ``servers`` slots, FIFO queue, drawn service times
 ``GET /api/compose``       a call to the in-process dependency through retry, budget, breaker
+``POST /api/orders``       a write (an order applied after its work), deduplicated by an
+                           ``Idempotency-Key`` when the client sends one (``idempotency``)
+``GET /admin/orders``      how many orders were applied, and how many keys are remembered
 ``GET|PUT|POST /admin/faults``   read or set dependency faults and server capacity
 ``GET /admin/breaker``     the service breaker's state and its transitions
 ``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget, random streams
-                           rewound to the seed (a run after a reset repeats the draws)
+                           rewound to the seed (a run after a reset repeats the draws), no
+                           orders, no idempotency keys
 
 Everything stateful (work slots, dependency, policies, metrics) belongs to one app and is used
 only from the event loop that serves it; ``app.state.atlas`` (a ``ServiceState``) holds it for
@@ -18,7 +22,8 @@ tests and notebooks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -33,6 +38,13 @@ from ..validation import check_int
 from ..workload import Distribution, rng_streams
 from .dependency import Faults, FaultyDependency
 from .errors import error_body, install_error_handlers
+from .idempotency import (
+    IDEMPOTENCY_KEY_HEADER,
+    REPLAYED_HEADER,
+    IdempotencyStore,
+    Stored,
+    parse_idempotency_key,
+)
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .middleware import ErrorHandlingMiddleware, LoadSheddingMiddleware, TimeoutMiddleware
 from .request_id import RequestIDMiddleware, current_request_id
@@ -57,6 +69,8 @@ class ServiceState:
     dependency: FaultyDependency
     caller: ResilientCaller
     max_body_bytes: int
+    idempotency: IdempotencyStore = field(default_factory=IdempotencyStore)
+    orders_applied: int = 0  # writes /api/orders has applied (duplicates included)
 
     def rewind(self) -> None:
         """Restart every random stream from the seed: the next requests draw what a fresh
@@ -174,6 +188,61 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             headers={"Server-Timing": receipt.server_timing()},
         )
 
+    @app.post("/api/orders")
+    async def order(
+        request: Request,
+        service_time: float | None = Query(
+            None, ge=0, le=60, allow_inf_nan=False,
+            description="seconds of work instead of a drawn one (the draw is still made)"),
+    ) -> Response:
+        """A write: place an order (one work slot for a drawn service time, then one more
+        order applied). With an ``Idempotency-Key``, a repeat is answered from memory and
+        applies nothing (see ``idempotency``)."""
+        request_id = current_request_id()
+        header = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+        key = None
+        if header is not None:
+            try:
+                key = parse_idempotency_key(header)
+            except ValueError as exc:
+                return JSONResponse(error_body(str(exc), request_id), status_code=400)
+            body = await _read_body(request, state.max_body_bytes)
+            fingerprint = "POST /api/orders " + hashlib.sha256(body).hexdigest()
+            verdict = state.idempotency.begin(key, fingerprint)
+            if isinstance(verdict, Stored):
+                return Response(verdict.body, status_code=verdict.status,
+                                media_type=verdict.media_type, headers={REPLAYED_HEADER: "true"})
+            if verdict == "in progress":
+                return JSONResponse(error_body(
+                    "a request with this Idempotency-Key is still being processed; retry "
+                    "later", request_id), status_code=409)
+            if verdict == "mismatch":
+                return JSONResponse(error_body(
+                    "this Idempotency-Key was used for a different request", request_id),
+                    status_code=422)
+        try:
+            receipt = await state.work.serve(service_time)
+        except ServerDown:
+            if key is not None:
+                state.idempotency.abandon(key)
+            return JSONResponse(
+                error_body("server down (capacity 0)", request_id), status_code=503)
+        except BaseException:  # cancelled by the request's timeout: nothing was applied
+            if key is not None:
+                state.idempotency.abandon(key)
+            raise
+        state.orders_applied += 1
+        response = JSONResponse({"request_id": request_id, "order": state.orders_applied},
+                                headers={"Server-Timing": receipt.server_timing()})
+        if key is not None:
+            state.idempotency.complete(key, Stored(fingerprint, response.status_code,
+                                                   bytes(response.body), "application/json"))
+        return response
+
+    @app.get("/admin/orders")
+    async def orders() -> dict[str, int]:
+        return {"applied": state.orders_applied, "keys": len(state.idempotency)}
+
     @app.get("/api/compose")
     async def compose() -> JSONResponse:
         outcome = await state.caller.call()
@@ -248,6 +317,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         state.work.capacity = 1.0
         state.caller.reset()
         state.rewind()
+        state.idempotency.clear()
+        state.orders_applied = 0
         return state.faults_view()
 
 

@@ -277,8 +277,11 @@ retries.budget_panel(seed=SEED)
 # a bug for "add 10 to the balance" or "charge the card". DDIA discusses this under
 # *idempotence* (chapter 11, "Fault Tolerance") and *operation identifiers* (chapter 12, "The
 # end-to-end argument for databases"): give each logical request a unique ID, and have the
-# server remember which IDs it has already applied. Atlas's `X-Request-ID` is that kind of
-# identifier.
+# server remember which IDs it has already applied. HTTP has a header for it, from the IETF
+# draft "The Idempotency-Key HTTP Header Field": the client picks a key per logical request
+# and sends the same key with every attempt. (Atlas's `X-Request-ID` is not one: it names one
+# attempt for tracing, a retry gets a new one, and nobody remembers it.) The live section
+# below retries a write with and without a key.
 #
 # The simulator keeps the server's own log of completed work, including work for clients who
 # had already given up. In the retry storm of notebook 02 (1 s client timeout, 4 attempts):
@@ -371,6 +374,29 @@ live.theory_verdict(table)
 live.generator_note(runs["live"])
 
 # %% [markdown]
+# ### A retried write, with and without an idempotency key
+#
+# The service's `POST /api/orders` places an order: 0.1 s of work, then one more order
+# applied. Our client gives up after 0.05 s and tries again, up to four times, so every
+# attempt times out while the server is still at work. Without a key, the server cannot tell
+# a retry from a new order. With one, it remembers the key: a retry that arrives while the
+# first attempt is still at work gets 409 (try later), and one that arrives after gets the
+# first attempt's answer again, replayed, with nothing applied.
+#
+# **Predict before you run.** Twenty orders: how many does the service apply each way, and
+# how many does the client see succeed?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+live.idempotency_table(server, seed=SEED)
+
+# %% [markdown]
+# Without a key, every attempt was an order, and the client saw none of them succeed: the
+# worst of both. With a key, each order was applied once and every client got its answer,
+# after a few more attempts. The key costs the server a little memory per request (Atlas
+# keeps keys for five minutes); it is what makes retrying a write safe.
+
+# %% [markdown]
 # ## Exercises
 #
 # **Exercise 1.** A handler fails 20% of the time, independently. With 4 attempts, what share
@@ -434,7 +460,8 @@ check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to t
 #   struggling. A **retry budget** caps that amplification: it gives up success during a
 #   crisis to keep the crisis from becoming an outage for everyone.
 # * A retry may repeat work whose answer was lost: retried operations must be idempotent, or
-#   carry a request ID the server uses to suppress duplicates.
+#   carry an idempotency key, one per logical request and the same on every attempt, that the
+#   server remembers to suppress duplicates (a tracing ID such as `X-Request-ID` is not one).
 #
 # **Next:** `02_reliability_breakers_timeouts.ipynb`: circuit breakers, timeouts, shedding and
 # the retry storm.

@@ -98,6 +98,8 @@ class Job:
     drain_timeout: float
     progress: bool
     warm_up_url: str | None  # None: no warm-up
+    idempotency_keys: bool = False  # send an Idempotency-Key per logical request
+    run_id: str = ""  # makes the keys of two runs differ
 
 
 async def drive(job: Job, *, part: int = 0, parts: int = 1,
@@ -135,21 +137,26 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     # merging per attempt. Measured at 500 requests/s: median p99 send lag 3.5 ms against 6.4.
     prepared: dict[httpx.AsyncClient, httpx.Request] = {}
 
-    async def send(pool: ClientPool) -> httpx.Response:
+    async def send(pool: ClientPool, key: str | None) -> httpx.Response:
         client, gate = pool.pick()
-        request = prepared.get(client)
-        if request is None:
+        if key is not None:  # this logical request's own key, the same on every attempt
+            request = client.build_request(
+                method, target, headers={**headers, "Idempotency-Key": f'"{key}"'})
+        elif client in prepared:
+            request = prepared[client]
+        else:
             request = prepared[client] = client.build_request(method, target, headers=headers)
         async with gate:
             return await client.send(request)
 
-    async def attempt_once(pool: ClientPool) -> tuple[int, float, float, float | None]:
+    async def attempt_once(pool: ClientPool,
+                           key: str | None) -> tuple[int, float, float, float | None]:
         """One attempt: its status, the server's queue wait and work, and Retry-After."""
         try:
             if client_timeout is None:
-                response = await send(pool)
+                response = await send(pool, key)
             else:
-                response = await run_with_timeout(send(pool), client_timeout)
+                response = await run_with_timeout(send(pool, key), client_timeout)
         except (TimeoutError, httpx.TimeoutException):
             return Status.CLIENT_TIMEOUT, math.nan, math.nan, None
         except httpx.RequestError:
@@ -162,7 +169,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         return (status, parse_server_timing(timing, "queue"), parse_server_timing(timing, "work"),
                 retry_after)
 
-    async def one(pool: ClientPool, rec: Request, due: float) -> None:
+    async def one(pool: ClientPool, rec: Request, due: float, key: str | None) -> None:
         wait = due - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -172,7 +179,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
             rec.attempts = guarded.attempts
             start = rec.scheduled if rec.attempts == 1 else clock()
             rec.in_flight_since = start
-            status, queue_wait, work, retry_after = await attempt_once(pool)
+            status, queue_wait, work, retry_after = await attempt_once(pool, key)
             rec.in_flight_since = None
             rec.rows.append((rec.attempts, start, clock(), status, queue_wait, work))
             delay = guarded.after_attempt(status, retry_after=retry_after)
@@ -198,12 +205,14 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         t0_monotonic = time.monotonic() + (t0 - loop.time())
         if on_start is not None:
             on_start.set_result(t0_monotonic)
-        for rec in records:
+        for i, rec in enumerate(records):
             due = t0 + rec.scheduled
             wait = due - _LEAD - loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
-            tasks.append(loop.create_task(one(pool, rec, due)))
+            key = (f"atlas-{job.seed}-{job.run_id}-{part + i * parts}"
+                   if job.idempotency_keys else None)
+            tasks.append(loop.create_task(one(pool, rec, due, key)))
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=job.drain_timeout)
             if pending:

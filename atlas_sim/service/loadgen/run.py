@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import math
+import secrets
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
@@ -46,6 +47,7 @@ async def run_load_async(
     server_events: bool = True,
     processes: int = 0,
     warm_up: bool = True,
+    idempotency_keys: bool = False,
     progress: bool = True,
 ) -> RunResult:
     """Offer an open-loop load to ``url + path`` and return what every request saw.
@@ -90,6 +92,10 @@ async def run_load_async(
             ``url + "/health"`` on each (not counted in the result; any answer will do), so
             that the first scheduled requests do not pay for connecting and for the client's
             first-use imports.
+        idempotency_keys: send each logical request with its own ``Idempotency-Key`` (the
+            IETF draft "The Idempotency-Key HTTP Header Field"), the same on every attempt, so
+            that a service that remembers keys (``POST /api/orders``) applies a retried write
+            once. Keys are unique to the run.
         progress: show a tqdm progress bar (not shown with child processes).
 
     Returns ``RunResult(source="live")``. ``meta`` holds the load, the client policy, the send
@@ -113,6 +119,8 @@ async def run_load_async(
     if not isinstance(client, ClientPolicy):
         raise ValueError(f"client must be a ClientPolicy, got {client!r}")
     seed = check_int("seed", seed, low=0)
+    if not isinstance(idempotency_keys, bool):
+        raise ValueError(f"idempotency_keys must be True or False, got {idempotency_keys!r}")
     max_connections = check_int("max_connections", max_connections, low=1, high=100_000)
     processes = check_int("processes", processes, low=0, high=64)
     if processes > 1 and (client.breaker is not None or client.budget is not None):
@@ -135,6 +143,7 @@ async def run_load_async(
         seed=seed, client=client, max_connections=max_connections, drain_timeout=drain_timeout,
         progress=progress and processes == 0,
         warm_up_url=base + "/health" if warm_up else None,
+        idempotency_keys=idempotency_keys, run_id=secrets.token_hex(4),
     )
     fault_events: list[EventRow] = []
     at_start = [change for change in fault_plan if change[0] == 0]

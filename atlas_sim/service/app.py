@@ -45,6 +45,7 @@ from .middleware import (
     LoadSheddingMiddleware,
     LoopbackGuardMiddleware,
     TimeoutMiddleware,
+    check_allowed_hosts,
 )
 from .request_id import RequestIDMiddleware, current_request_id
 from .resilience import ResilientCaller
@@ -192,6 +193,7 @@ def create_app(
     seed = check_int("seed", seed, low=0)
     max_body_bytes = check_int("max_body_bytes", max_body_bytes, low=1, high=16 * 2**20)
     retry_after = check_int("retry_after", retry_after, low=0, high=3600)
+    allowed_hosts = check_allowed_hosts(allowed_hosts)
 
     streams = rng_streams(seed)
     dependency = FaultyDependency(latency=dependency_latency, rng=streams["dependency"])

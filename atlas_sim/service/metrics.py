@@ -177,7 +177,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        send = tracking_send(scope, send)
+        send = tracking_send(scope, send, receive)
         method, endpoint = self._labels(scope)
         in_progress = self.metrics.in_progress_child(method, endpoint)
         in_progress.inc()

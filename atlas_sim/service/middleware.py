@@ -85,7 +85,7 @@ class TimeoutMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = tracking_send(scope, send)
+        send = tracking_send(scope, send, receive)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._start_sweeper(loop)
@@ -166,6 +166,17 @@ def _is_loopback_name(name: str) -> bool:
         return False
 
 
+def check_allowed_hosts(allowed_hosts: Iterable[str] | None) -> frozenset[str] | None:
+    """The host names (lower case, no port) of ``allowed_hosts``; None stays None (loopback)."""
+    if allowed_hosts is None:
+        return None
+    hosts = None if isinstance(allowed_hosts, (str, bytes)) else list(allowed_hosts)
+    if not hosts or not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise ValueError(
+            f"allowed_hosts must be a non-empty list of host names, got {allowed_hosts!r}")
+    return frozenset(_host_name(h) for h in hosts)
+
+
 class LoopbackGuardMiddleware:
     """Keep other web pages away from a service that has no authentication.
 
@@ -190,14 +201,7 @@ class LoopbackGuardMiddleware:
 
     def __init__(self, app: ASGIApp, *, allowed_hosts: Iterable[str] | None = None) -> None:
         self.app = app
-        if allowed_hosts is None:
-            self.allowed_hosts: frozenset[str] | None = None
-        else:
-            hosts = list(allowed_hosts) if not isinstance(allowed_hosts, str) else None
-            if not hosts or not all(isinstance(h, str) and h.strip() for h in hosts):
-                raise ValueError(
-                    f"allowed_hosts must be a non-empty list of host names, got {allowed_hosts!r}")
-            self.allowed_hosts = frozenset(_host_name(h) for h in hosts)
+        self.allowed_hosts = check_allowed_hosts(allowed_hosts)
         self._accepted: set[bytes] = set()  # Host values seen and allowed (bounded below)
 
     def host_allowed(self, value: bytes) -> bool:
@@ -284,7 +288,7 @@ class ErrorHandlingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = tracking_send(scope, send)
+        send = tracking_send(scope, send, receive)
         try:
             await self.app(scope, receive, send)
         except ClientDisconnect:

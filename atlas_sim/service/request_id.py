@@ -18,7 +18,7 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .tracking import RESPONSE_COMPLETE, RESPONSE_STATUS, SERVER_SEND
+from .tracking import RESPONSE_COMPLETE, RESPONSE_STATUS, SERVER_RECEIVE
 
 __all__ = [
     "HEAD_SCOPE_KEY",
@@ -97,7 +97,7 @@ class RequestIDMiddleware:
             rid = new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         scope[RESPONSE_STATUS] = None  # this layer tracks the response for the inner ones
-        scope[SERVER_SEND] = send
+        scope[SERVER_RECEIVE] = receive
         header = (_HEADER, rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:

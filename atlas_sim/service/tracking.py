@@ -10,20 +10,21 @@ correct in any stack.
 
 Whether the client went away: a server may not tell the app. uvicorn neither cancels the
 request nor raises from ``send`` when the client disconnects; it drops what is sent and sets
-``disconnected`` on the request's cycle, whose bound method ``send`` is. ``client_gone`` reads
-that flag when the server has one, and also a mark set by a layer that saw the client leave
-(``http.disconnect`` while reading the body: ``mark_client_gone``).
+``disconnected`` on the request's cycle, whose bound method ``receive`` is (Starlette wraps
+``send`` but passes ``receive`` through). ``client_gone`` reads that flag when the server has
+one, and also a mark set by a layer that saw the client leave (``http.disconnect`` while
+reading the body: ``mark_client_gone``).
 """
 
 from __future__ import annotations
 
-from starlette.types import Message, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 __all__ = [
     "CLIENT_GONE",
     "RESPONSE_COMPLETE",
     "RESPONSE_STATUS",
-    "SERVER_SEND",
+    "SERVER_RECEIVE",
     "client_gone",
     "mark_client_gone",
     "response_complete",
@@ -36,8 +37,8 @@ __all__ = [
 RESPONSE_STATUS = "atlas.response_status"
 #: Scope key: True once the last body message (``more_body`` false) has been sent.
 RESPONSE_COMPLETE = "atlas.response_complete"
-#: Scope key: the server's own ``send`` (for ``client_gone``).
-SERVER_SEND = "atlas.server_send"
+#: Scope key: the server's own ``receive`` (for ``client_gone``).
+SERVER_RECEIVE = "atlas.server_receive"
 #: Scope key: True once a layer saw the client leave.
 CLIENT_GONE = "atlas.client_gone"
 
@@ -62,20 +63,20 @@ def mark_client_gone(scope: Scope) -> None:
 
 def client_gone(scope: Scope) -> bool:
     """True if the client went away before the response was complete (as far as we can tell:
-    a mark from a layer, or the server's own ``disconnected`` flag on its ``send``)."""
+    a mark from a layer, or the server's own ``disconnected`` flag behind its ``receive``)."""
     if scope.get(CLIENT_GONE):
         return True
-    owner = getattr(scope.get(SERVER_SEND), "__self__", None)
+    owner = getattr(scope.get(SERVER_RECEIVE), "__self__", None)
     return getattr(owner, "disconnected", False) is True
 
 
-def tracking_send(scope: Scope, send: Send) -> Send:
+def tracking_send(scope: Scope, send: Send, receive: Receive | None = None) -> Send:
     """``send`` itself if an outer layer already tracks the response; else a wrapper that
-    records the status and completion in ``scope``."""
+    records the status and completion in ``scope`` (and ``receive``, for ``client_gone``)."""
     if RESPONSE_STATUS in scope:
         return send
     scope[RESPONSE_STATUS] = None
-    scope[SERVER_SEND] = send
+    scope[SERVER_RECEIVE] = receive
 
     async def send_tracked(message: Message) -> None:
         if message["type"] == "http.response.start":

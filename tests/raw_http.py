@@ -84,6 +84,13 @@ def requests_counted(app: FastAPI, **labels: str) -> float:
                if all(found.get(k) == v for k, v in labels.items()))
 
 
+def settle(app: FastAPI) -> None:
+    """Wait until no request is in progress: every request answered so far is counted (the
+    client may see its answer a moment before the server counts it)."""
+    wait_for(lambda: sum(v for _, v in samples(app, "atlas_api_http_requests_in_progress")) == 0,
+             what="requests in progress to finish")
+
+
 class LogRecords(logging.Handler):
     """Collects WARNING and above from uvicorn's and the service's loggers.
 

@@ -20,6 +20,7 @@ from tests.raw_http import (
     read_until_closed,
     requests_counted,
     samples,
+    settle,
     status_of,
     wait_for,
 )
@@ -40,6 +41,7 @@ def clean(served):
     """The served app, faults reset before and after the test."""
     server, app, probe, client = served
     assert client.post("/admin/reset").status_code == 200
+    settle(app)
     yield server, app, probe, client
     client.post("/admin/reset")
 

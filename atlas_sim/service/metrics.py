@@ -188,9 +188,11 @@ class MetricsMiddleware:
             cancelled = True
             raise
         finally:
-            in_progress.dec()
-            self.metrics.record(method, endpoint, final_status(scope, cancelled),
-                                time.perf_counter() - start)
+            try:
+                self.metrics.record(method, endpoint, final_status(scope, cancelled),
+                                    time.perf_counter() - start)
+            finally:
+                in_progress.dec()  # after recording: a gauge at 0 means all are counted
 
     def _labels(self, scope: Scope) -> tuple[str, str]:
         method = scope["method"]

@@ -18,6 +18,7 @@ from .middleware import (
     SHEDDING_EXEMPT,
     ErrorHandlingMiddleware,
     LoadSheddingMiddleware,
+    LoopbackGuardMiddleware,
     TimeoutMiddleware,
 )
 from .request_id import REQUEST_ID_HEADER, RequestIDMiddleware, current_request_id
@@ -33,6 +34,7 @@ __all__ = [
     "FaultyDependency",
     "LiveServer",
     "LoadSheddingMiddleware",
+    "LoopbackGuardMiddleware",
     "MetricsMiddleware",
     "RequestIDMiddleware",
     "ServiceMetrics",

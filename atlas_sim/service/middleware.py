@@ -278,6 +278,9 @@ class ErrorHandlingMiddleware:
     The client gets ``{"error": "internal server error", "request_id": ...}``, never a stack
     trace; the log line (logger ``atlas.service``) has the request ID, the route, the exception
     and its traceback, as one JSON object on one line, ready for a log pipeline.
+
+    A client that left while its body was being read (Starlette's ``ClientDisconnect``) is not
+    an error of the server's: no answer, no log line, and Metrics counts it as 499.
     """
 
     def __init__(self, app: ASGIApp, *, log: logging.Logger | None = None) -> None:

@@ -98,7 +98,8 @@ class LiveServer:
         port: 0 (the default) lets the OS pick a free port.
         allow_external: permit a non-loopback ``host`` (the service has no authentication).
         start_timeout: seconds ``start()`` waits for ``health_path`` to answer 200.
-        stop_timeout: seconds ``stop()`` allows for a graceful shutdown before forcing it.
+        stop_timeout: seconds ``stop()`` allows for a graceful shutdown before forcing it;
+            requests in flight get half of it to finish, then a JSON 503 (see above).
         health_path: path polled by ``start()``; None waits only for uvicorn to say started.
     """
 

@@ -377,9 +377,9 @@ def test_an_answer_cut_by_the_timeout_after_it_started_is_a_504_not_a_200(clean)
     server, app, _, _ = clean
     before = requests_counted(app, endpoint="/test/stream")
     before_504 = requests_counted(app, endpoint="/test/stream", status="504")
-    # http_timeout is 2 s; the stream needs 3 x 1 s.
+    # http_timeout is 2 s; the third chunk would leave at 3 s.
     with connect(server.port) as sock:
-        sock.sendall(b"GET /test/stream?pause=1&chunks=3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.sendall(b"GET /test/stream?pause=1.5&chunks=3 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         raw = read_until_closed(sock)
     assert raw.startswith(b"HTTP/1.1 200") and b"chunk 2" not in raw
     wait_for(lambda: requests_counted(app, endpoint="/test/stream") > before,

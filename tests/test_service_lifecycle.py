@@ -141,12 +141,16 @@ LIMIT = 4
 
 def _overload_burst(server: LiveServer, app, probe) -> None:
     """LIMIT requests held, 3 shed, two clients that leave, then a stop with LIMIT in flight."""
+    work = app.state.atlas.work
+    counted = requests_counted(app, endpoint="/api/work")
     left = requests_counted(app, endpoint="/api/work", status="499")
     with connect(server.port) as sock:  # leaves while its work runs
-        sock.sendall(b"GET /api/work?service_time=0.05 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-        wait_for(lambda: total_in_progress(app) == 1, what="the work in flight")
-    wait_for(lambda: requests_counted(app, endpoint="/api/work", status="499") == left + 1,
-             what="the work's 499")
+        sock.sendall(b"GET /api/work?service_time=0.2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        wait_for(lambda: work.busy == 1, what="the work in flight")
+    wait_for(lambda: requests_counted(app, endpoint="/api/work") == counted + 1,
+             what="the work to be counted")
+    assert requests_counted(app, endpoint="/api/work", status="499") == left + 1, samples(
+        app, "atlas_api_http_requests_total")
     with ThreadPoolExecutor(LIMIT + 3) as pool:
         held = [pool.submit(get, server.url + "/test/hold") for _ in range(LIMIT)]
         wait_for(lambda: probe["at_gate"] == LIMIT, what="the limit to be reached")

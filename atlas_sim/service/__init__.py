@@ -4,7 +4,7 @@ the same ``RunResult`` tables as the simulation.
 
 >>> from atlas_sim.service import LiveServer, create_app, run_load
 >>> with LiveServer(create_app()) as server:                      # doctest: +SKIP
-...     result = run_load(server.url, rate=100, duration=5)
+...     result = run_load(server.url, load=Load(rate=100, duration=5))  # atlas_sim.Load
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .middleware import (
     SHEDDING_EXEMPT,
     ErrorHandlingMiddleware,
     LoadSheddingMiddleware,
+    LoopbackGuardMiddleware,
     TimeoutMiddleware,
 )
 from .request_id import REQUEST_ID_HEADER, RequestIDMiddleware, current_request_id
@@ -33,6 +34,7 @@ __all__ = [
     "FaultyDependency",
     "LiveServer",
     "LoadSheddingMiddleware",
+    "LoopbackGuardMiddleware",
     "MetricsMiddleware",
     "RequestIDMiddleware",
     "ServiceMetrics",

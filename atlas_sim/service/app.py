@@ -2,6 +2,8 @@
 
 Routes:
 
+Every GET route also answers HEAD (the same status and headers, no body).
+
 ``GET /health``            liveness (never shed)
 ``GET /metrics``           Prometheus text from this app's own registry (never shed)
 ``GET /api/work``          simulated work: ``servers`` slots, FIFO queue, drawn service times
@@ -15,6 +17,10 @@ Routes:
                            rewound to the seed (a run after a reset repeats the draws), no
                            orders, no idempotency keys
 
+State-changing admin requests take ``application/json`` (or no body at all) and are refused
+when they come from a web page (``Origin``); every request must name a loopback ``Host``
+(``LoopbackGuardMiddleware``).
+
 Everything stateful (work slots, dependency, policies, metrics) belongs to one app and is used
 only from the event loop that serves it; ``app.state.atlas`` (a ``ServiceState``) holds it for
 tests and notebooks.
@@ -23,14 +29,14 @@ tests and notebooks.
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from ..config import Settings
 from ..policies import ConcurrencyLimiter
@@ -46,7 +52,13 @@ from .idempotency import (
     parse_idempotency_key,
 )
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .middleware import ErrorHandlingMiddleware, LoadSheddingMiddleware, TimeoutMiddleware
+from .middleware import (
+    ErrorHandlingMiddleware,
+    LoadSheddingMiddleware,
+    LoopbackGuardMiddleware,
+    TimeoutMiddleware,
+    check_allowed_hosts,
+)
 from .request_id import RequestIDMiddleware, current_request_id
 from .resilience import ResilientCaller
 from .work import ServerDown, WorkStation
@@ -86,15 +98,72 @@ class ServiceState:
                 "outage": f.outage, "capacity": self.work.capacity}
 
 
-class FaultUpdate(BaseModel):
-    """Body of ``PUT/POST /admin/faults``: any subset of the fields; the rest stay as they are."""
+#: The fields of ``PUT/POST /admin/faults``: name -> (kind, low, high). One strict rule per
+#: kind: a number is a JSON number (not a boolean, not a string), finite, within [low, high];
+#: a flag is JSON ``true`` or ``false`` (not 0/1, not a string).
+FAULT_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
+    "error_rate": ("number", 0, 1),
+    "added_latency": ("number", 0, 3600),
+    "outage": ("boolean", None, None),
+    "capacity": ("number", 0, 1000),
+}
 
-    model_config = ConfigDict(extra="forbid")
 
-    error_rate: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    added_latency: float | None = Field(None, ge=0, le=3600, allow_inf_nan=False)
-    outage: StrictBool | None = None
-    capacity: float | None = Field(None, ge=0, le=1000, allow_inf_nan=False)
+class InvalidBody(ValueError):
+    """A request body that does not follow its schema; ``problems`` name each field."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(p["msg"] for p in problems))
+        self.problems = problems
+
+
+def _allowed(kind: str, low: float | None, high: float | None) -> str:
+    return "true or false" if kind == "boolean" else f"a number from {low:g} to {high:g}"
+
+
+def parse_fault_update(raw: bytes) -> dict[str, Any]:
+    """The changes in a ``/admin/faults`` body, all checked, or ``InvalidBody`` naming every
+    field that is wrong (an empty body changes nothing)."""
+    def refuse_constant(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in seen:
+                raise ValueError(f"field {key!r} given twice")
+            seen[key] = value
+        return seen
+
+    try:
+        body = json.loads(raw or b"{}", parse_constant=refuse_constant,
+                          object_pairs_hook=no_duplicates)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidBody([{"loc": ["body"], "msg": f"body is not valid JSON: {exc}"}]) from None
+    if not isinstance(body, dict):
+        raise InvalidBody([{"loc": ["body"],
+                            "msg": f"body must be a JSON object of {sorted(FAULT_FIELDS)}"}])
+    problems, changes = [], {}
+    for name, value in body.items():
+        if name not in FAULT_FIELDS:
+            problems.append({"loc": ["body", name], "field": name,
+                             "msg": f"unknown field {name!r}; allowed: {sorted(FAULT_FIELDS)}"})
+            continue
+        kind, low, high = FAULT_FIELDS[name]
+        allowed = _allowed(kind, low, high)
+        if kind == "boolean":
+            ok = isinstance(value, bool)
+        else:
+            # the range check also refuses inf (and huge integers) without converting them
+            ok = type(value) in (int, float) and low <= value <= high
+        if not ok:
+            problems.append({"loc": ["body", name], "field": name, "allowed": allowed,
+                             "msg": f"{name} must be {allowed}, got {json.dumps(value)[:50]}"})
+        else:
+            changes[name] = float(value) if kind == "number" else value
+    if problems:
+        raise InvalidBody(problems)
+    return changes
 
 
 def _check_distribution(name: str, value: object) -> Distribution:
@@ -112,6 +181,7 @@ def create_app(
     seed: int = 0,
     max_body_bytes: int = 64 * 1024,
     retry_after: int = 1,
+    allowed_hosts: Iterable[str] | None = None,
     title: str = "Atlas API",
 ) -> FastAPI:
     """Build the Atlas service.
@@ -125,6 +195,8 @@ def create_app(
         seed: the seed of every random stream (``rng_streams(seed)``), an integer >= 0.
         max_body_bytes: largest request body ``/admin/...`` accepts (1..16 MiB); beyond: 413.
         retry_after: seconds in the ``Retry-After`` header of a 429 (0..3600).
+        allowed_hosts: host names accepted in the ``Host`` header (default None: loopback
+            names only); name the machine's own here if it is served beyond loopback.
     """
     settings = Settings() if settings is None else settings
     if not isinstance(settings, Settings):
@@ -135,6 +207,7 @@ def create_app(
     seed = check_int("seed", seed, low=0)
     max_body_bytes = check_int("max_body_bytes", max_body_bytes, low=1, high=16 * 2**20)
     retry_after = check_int("retry_after", retry_after, low=0, high=3600)
+    allowed_hosts = check_allowed_hosts(allowed_hosts)
 
     streams = rng_streams(seed)
     dependency = FaultyDependency(latency=dependency_latency, rng=streams["dependency"])
@@ -156,6 +229,7 @@ def create_app(
     # add_middleware puts each layer outside the ones added before: add innermost first.
     app.add_middleware(LoadSheddingMiddleware, limiter=state.limiter, retry_after=retry_after)
     app.add_middleware(ErrorHandlingMiddleware)
+    app.add_middleware(LoopbackGuardMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, router=app.router)
     app.add_middleware(TimeoutMiddleware, timeout=settings.http_timeout)
     app.add_middleware(RequestIDMiddleware)
@@ -266,15 +340,13 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
     async def set_faults(request: Request) -> JSONResponse:
         raw = await _read_body(request, state.max_body_bytes)
         try:
-            update = FaultUpdate.model_validate_json(raw or b"{}")
-        except ValidationError as exc:
-            detail = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")}
-                      for e in exc.errors()]
+            changes = parse_fault_update(raw)
+        except InvalidBody as exc:
+            # Nothing is applied: every field is checked before any is used.
             return JSONResponse(
-                error_body("invalid faults", current_request_id(),
-                           detail=jsonable_encoder(detail)),
+                error_body(f"invalid faults: {exc}", current_request_id(),
+                           detail=exc.problems),
                 status_code=422)
-        changes = update.model_dump(exclude_none=True)
         capacity = changes.pop("capacity", None)
         if changes:
             current = state.dependency.faults

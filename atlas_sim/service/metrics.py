@@ -8,15 +8,27 @@ The names, labels and buckets are the reference card's::
     atlas_api_http_4xx_errors_total{method, endpoint}
     atlas_api_http_request_duration_seconds{method, endpoint}   (histogram)
 
+and one more, for Little's law and dashboards::
+
+    atlas_api_http_requests_in_progress{method, endpoint}       (gauge)
+
+The status counted is what the request came to, not only what it began with: the response's
+status once it has been sent completely; 499 whenever the client went away before that (mid-body,
+mid-response, or while its work was still running: never a 5xx, never a 200); 504 for a request
+cut off by the Timeout layer; 503 for one cut off because the server is stopping; 500 for a
+response that failed after it had started, or never started.
+
 Every app gets its own ``CollectorRegistry``, so two services in one Jupyter kernel never
 collide on a metric name (prometheus_client's default global registry would refuse the second).
 
 The ``endpoint`` label is the route template (``/api/work``), never the raw path: one label value
 per raw path would let any client create unlimited time series (``/x1``, ``/x2``, ...). Every path
 that matches no route shares the single value ``UNMATCHED``; unknown HTTP methods share
-``OTHER``. The template is the route the router picked (``scope["route"]``) or, for requests that
-never reached the router (shed with 429 by an inner layer), the first route that matches, found
-by asking the app's routes in order, as the router would. Nothing is cached by raw path.
+``OTHER``. The template is the first route that matches, found
+by asking the app's routes in order, as the router would. The label is fixed when the request
+arrives (the in-progress gauge needs it then): the app's routes are asked in order, as the router
+will. Only answers for routes without path parameters (whose template is the path itself) are
+cached, by method and path, so the cache is bounded by the routes and never by what clients send.
 """
 
 from __future__ import annotations
@@ -25,14 +37,24 @@ import asyncio
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .middleware import DEADLINE_SCOPE_KEY
-from .tracking import response_status, tracking_send
+from .middleware import DEADLINE_SCOPE_KEY, SERVER_STOPPING
+from .request_id import HEAD_SCOPE_KEY
+from .tracking import RESPONSE_COMPLETE, RESPONSE_STATUS, client_gone, tracking_send
 
-__all__ = ["BUCKETS", "METHODS", "OTHER", "UNMATCHED", "MetricsMiddleware", "ServiceMetrics"]
+__all__ = [
+    "BUCKETS",
+    "CLIENT_CLOSED",
+    "METHODS",
+    "OTHER",
+    "UNMATCHED",
+    "MetricsMiddleware",
+    "ServiceMetrics",
+    "final_status",
+]
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE",
@@ -44,7 +66,7 @@ CLIENT_CLOSED = 499
 
 
 class ServiceMetrics:
-    """The card's five metrics in a registry of their own."""
+    """The card's five metrics, and the in-progress gauge, in a registry of their own."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
@@ -60,8 +82,28 @@ class ServiceMetrics:
         self.duration = Histogram("atlas_api_http_request_duration_seconds",
                                   "Time from request to the end of the answer",
                                   ["method", "endpoint"], buckets=BUCKETS, registry=r)
+        self.in_progress = Gauge("atlas_api_http_requests_in_progress",
+                                 "HTTP requests received and not yet finished",
+                                 ["method", "endpoint"], registry=r)
         # Label children, looked up once: the keys are bounded (methods x routes x statuses).
         self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+        self._in_progress_cells: dict[tuple[str, str], list[int]] = {}
+
+    def in_progress_cell(self, method: str, endpoint: str) -> list[int]:
+        """The count behind the gauge child for these labels: ``cell[0] += 1`` on arrival,
+        ``-= 1`` when finished.
+
+        The gauge child reads the cell when ``/metrics`` is scraped (``set_function``): a
+        request costs two integer updates on the event loop instead of two locked gauge
+        updates (measured: about 2 us of the stack's 13 us). Only the serving loop's thread
+        writes the cells (one app, one server); a scrape from another thread reads an int.
+        """
+        key = (method, endpoint)
+        cell = self._in_progress_cells.get(key)
+        if cell is None:
+            cell = self._in_progress_cells[key] = [0]
+            self.in_progress.labels(method, endpoint).set_function(lambda: cell[0])
+        return cell
 
     def record(self, method: str, endpoint: str, status: int, seconds: float) -> None:
         """Count one answered request."""
@@ -109,48 +151,70 @@ def resolve_endpoint(routes: Any, scope: Scope) -> str:
     return (route_template(partial) or UNMATCHED) if partial is not None else UNMATCHED
 
 
+def final_status(scope: Scope, cancelled: bool) -> int:
+    """The status a finished request is counted as (see the module docstring)."""
+    if client_gone(scope):
+        return CLIENT_CLOSED
+    status = scope.get(RESPONSE_STATUS)
+    if status is not None and scope.get(RESPONSE_COMPLETE):
+        return status
+    if cancelled:
+        deadline = scope.get(DEADLINE_SCOPE_KEY)
+        timed_out = deadline is not None and asyncio.get_running_loop().time() >= deadline
+        return 504 if timed_out else SERVER_STOPPING
+    return 500  # never answered, or the answer broke off after it started
+
+
 class MetricsMiddleware:
     """Record every HTTP request in ``metrics`` (pure ASGI).
 
-    ``router`` is the app's router (``app.router``); its routes are read at each call, so routes
-    added after the app was built are labelled too. A request cancelled by the outer Timeout is
-    recorded as 504 (the answer the client gets); one cancelled because its client went away,
-    as 499.
+    ``router`` is the app's router (``app.router``); its routes are read when they change, so
+    routes added after the app was built are labelled too. The in-progress gauge goes up when a
+    request arrives and down when it is finished, whatever way it ends (``finally``).
     """
 
     def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics, router: Any) -> None:
         self.app = app
         self.metrics = metrics
         self.router = router
+        # (method label, path) -> (endpoint, in-progress cell), for paths that are the template
+        # of a route without parameters: bounded by the routes, never by what clients send.
+        self._static: dict[tuple[str, str], tuple[str, list[int]]] = {}
+        self._routes_seen = -1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        send = tracking_send(scope, send)
-        cancelled_as: int | None = None
+        send = tracking_send(scope, send, receive)
+        method = scope["method"]
+        if method == "GET" and HEAD_SCOPE_KEY in scope:
+            method = "HEAD"
+        elif method not in METHODS:
+            method = OTHER
+        routes = self.router.routes
+        if len(routes) != self._routes_seen:  # routes added: forget what they may change
+            self._static.clear()
+            self._routes_seen = len(routes)
+        key = (method, scope["path"])
+        labels = self._static.get(key)
+        if labels is None:
+            endpoint = resolve_endpoint(routes, scope)
+            labels = (endpoint, self.metrics.in_progress_cell(method, endpoint))
+            if endpoint == key[1] and method != OTHER:
+                self._static[key] = labels
+        endpoint, in_progress = labels
+        in_progress[0] += 1
+        cancelled = False
         try:
             await self.app(scope, receive, send)
         except asyncio.CancelledError:
-            deadline = scope.get(DEADLINE_SCOPE_KEY)
-            timed_out = deadline is not None and asyncio.get_running_loop().time() >= deadline
-            cancelled_as = 504 if timed_out else CLIENT_CLOSED
+            cancelled = True
             raise
         finally:
-            status = response_status(scope)
-            if status is None:
-                # Not answered: cut off (504, or 499 if the client left), or an app that
-                # returned or raised without answering, which the server turns into a 500.
-                status = cancelled_as if cancelled_as is not None else 500
-            self._record(scope, status, time.perf_counter() - start)
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
-        endpoint = route_template(route) if route is not None else None
-        if endpoint is None:
-            endpoint = resolve_endpoint(self.router.routes, scope)
-        method = scope["method"]
-        if method not in METHODS:
-            method = OTHER
-        self.metrics.record(method, endpoint, status, seconds)
+            try:
+                self.metrics.record(method, endpoint, final_status(scope, cancelled),
+                                    time.perf_counter() - start)
+            finally:
+                in_progress[0] -= 1  # after recording: a gauge at 0 means all are counted

@@ -18,9 +18,10 @@ from contextvars import ContextVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .tracking import RESPONSE_STATUS
+from .tracking import RESPONSE_COMPLETE, RESPONSE_STATUS, SERVER_RECEIVE
 
 __all__ = [
+    "HEAD_SCOPE_KEY",
     "REQUEST_ID_HEADER",
     "RequestIDMiddleware",
     "current_request_id",
@@ -31,6 +32,9 @@ __all__ = [
 REQUEST_ID_HEADER = "X-Request-ID"
 _HEADER = REQUEST_ID_HEADER.lower().encode("latin-1")
 _VALID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+
+#: Scope key, True on a ``HEAD`` request: the layers and routes inside see it as ``GET``.
+HEAD_SCOPE_KEY = "atlas.head"
 
 _request_id: ContextVar[str | None] = ContextVar("atlas_request_id", default=None)
 
@@ -65,7 +69,14 @@ def request_id_of(scope: Scope) -> str | None:
 
 
 class RequestIDMiddleware:
-    """Keep or create ``X-Request-ID`` and return it on every response (pure ASGI)."""
+    """Keep or create ``X-Request-ID`` and return it on every response (pure ASGI).
+
+    As the outermost layer it also tracks the response for the inner ones (``tracking.py``),
+    and serves ``HEAD`` as ``GET`` (RFC 9110 9.3.2: a general-purpose server supports HEAD on
+    every GET resource; health checkers send it). The inner layers and the router get a copy
+    of the scope that says ``GET`` (and ``HEAD_SCOPE_KEY``); the server keeps its own scope
+    that says ``HEAD``, so it sends the GET answer's status and headers without the body.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -74,6 +85,8 @@ class RequestIDMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if scope["method"] == "HEAD":
+            scope = {**scope, "method": "GET", HEAD_SCOPE_KEY: True}
         incoming = None
         for name, value in scope["headers"]:
             if name == _HEADER:
@@ -84,6 +97,7 @@ class RequestIDMiddleware:
             rid = new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         scope[RESPONSE_STATUS] = None  # this layer tracks the response for the inner ones
+        scope[SERVER_RECEIVE] = receive
         header = (_HEADER, rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -96,6 +110,8 @@ class RequestIDMiddleware:
                     headers = [h for h in headers or () if h[0].lower() != _HEADER]
                     message["headers"] = headers
                 headers.append(header)  # in place, as Starlette's own middleware does
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                scope[RESPONSE_COMPLETE] = True
             await send(message)
 
         token = _request_id.set(rid)

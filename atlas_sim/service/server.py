@@ -9,10 +9,21 @@ handed to uvicorn, so ``url`` is known before the first request.
 Servers are registered by ``name``: starting one under a name that is already serving stops the
 old one first, so running a notebook cell twice leaves no second thread, port or server behind.
 ``stop_all()`` stops every one, and runs at interpreter exit.
+
+One app, one server: an app keeps per-event-loop state (the Timeout layer's sweeper, the work
+slots), so serving the same app object from two servers at once would let each loop reset the
+other's. Starting a server for an app that another running server (under another name) serves
+raises ``RuntimeError`` naming that server.
+
+Stopping: new connections are refused at once, idle ones closed; requests in flight get up to
+half of ``stop_timeout`` to finish, then are cancelled, and each one that had not started its
+answer gets a JSON 503 with its request ID (counted as 503 in the metrics), logged by nobody:
+an orderly stop is not an error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import ipaddress
@@ -30,6 +41,37 @@ __all__ = ["LiveServer", "running_servers", "stop_all"]
 
 _registry: dict[str, LiveServer] = {}
 _registry_lock = threading.Lock()
+
+#: The message of the cancellation a stopping server sends to requests still in flight.
+STOP_MESSAGE = "atlas: server stopping"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server with a quiet, bounded graceful shutdown.
+
+    uvicorn's own logs "Cancel N running task(s), timeout graceful shutdown exceeded" as an
+    ERROR, and polls every 0.1 s. Here: stop listening, close idle connections, give requests in
+    flight ``timeout_graceful_shutdown`` seconds, then cancel the rest (the app's Timeout layer
+    answers them 503) and wait briefly for them to send that answer.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (self.config.timeout_graceful_shutdown or 0.0)
+        tasks = self.server_state.tasks
+        while tasks and not self.force_exit and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        pending = list(tasks)
+        for task in pending:
+            task.cancel(msg=STOP_MESSAGE)
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
 
 
 def _is_loopback(host: str) -> bool:
@@ -56,7 +98,8 @@ class LiveServer:
         port: 0 (the default) lets the OS pick a free port.
         allow_external: permit a non-loopback ``host`` (the service has no authentication).
         start_timeout: seconds ``start()`` waits for ``health_path`` to answer 200.
-        stop_timeout: seconds ``stop()`` allows for a graceful shutdown before forcing it.
+        stop_timeout: seconds ``stop()`` allows for a graceful shutdown before forcing it;
+            requests in flight get half of it to finish, then a JSON 503 (see above).
         health_path: path polled by ``start()``; None waits only for uvicorn to say started.
     """
 
@@ -122,6 +165,14 @@ class LiveServer:
             previous = _registry.get(self.name)
         if previous is not None and previous is not self:
             previous.stop()
+        with _registry_lock:
+            other = next((s for s in _registry.values()
+                          if s is not self and s.app is self.app and s.running), None)
+        if other is not None:
+            raise RuntimeError(
+                f"this app is already served by LiveServer {other.name!r} at {other.url}; "
+                f"stop that one first (one app, one server), or build a new app with "
+                f"create_app() for a second server")
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
         # TCP, and without it every answer written in two parts waits ~40 ms for a delayed ACK.
@@ -143,7 +194,7 @@ class LiveServer:
             # a float: a stop must not wait a whole second for an idle connection.
             timeout_graceful_shutdown=cast(int, max(0.1, self.stop_timeout / 2)),
         )
-        server = uvicorn.Server(config)
+        server = _Server(config)
         self._server, self._error = server, None
         self._thread = threading.Thread(
             target=self._serve, args=(server, sock), name=f"atlas-server-{self.name}", daemon=True

@@ -227,7 +227,9 @@ def test_two_apps_in_one_process_keep_separate_metrics():
 ])
 def test_malformed_input_is_a_4xx_json_error_never_a_500(served, method, path, kwargs, status):
     _, _, client = served
-    r = client.request(method, path, headers={"X-Request-ID": "bad-1"}, **kwargs)
+    # Content-Type is JSON throughout: these bodies must fail for what they hold.
+    r = client.request(method, path, **kwargs,
+                       headers={"X-Request-ID": "bad-1", "Content-Type": "application/json"})
     assert r.status_code == status, r.text
     body = r.json()
     assert body["request_id"] == "bad-1" and body["error"]

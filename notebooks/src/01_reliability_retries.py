@@ -80,9 +80,15 @@ summary_table(attempts, digits=4)[["requests", "error_rate", "amplification"]]
 #
 # Retrying at once hammers a server that just said no. **Exponential backoff** waits longer
 # after each failure: before its *k*-th retry (k = 1, 2, ...) a client waits up to
-# `ceiling(k) = min(cap, base × multiplier^(k−1))`: 100 ms, 200 ms, 400 ms, ... with the
-# reference card's numbers. The AWS Architecture Blog's "Exponential Backoff and Jitter" then
-# asks how to randomise that wait:
+# `ceiling(k) = min(cap, base × multiplier^(k−1))`.
+#
+# Two bases appear in this workbook. The client experiments here use `Backoff()`, whose base is
+# 100 ms, doubling: 100 ms, 200 ms, 400 ms, ... The live service's own setting,
+# `RETRY_MIN_WAIT`, is 1 s: 1 s, 2 s, 4 s, ... The reference card (`docs/reference-card.md`)
+# states both, with their units.
+#
+# The AWS Architecture Blog's "Exponential Backoff and Jitter" then asks how to randomise the
+# wait:
 #
 # | strategy | wait before retry *k* | |
 # |---|---|---|

@@ -125,7 +125,8 @@ breakers.breaker_panel(seed=SEED)
 # A timeout is a guess at "this will never answer". DDIA (chapter 8, "Timeouts and Unbounded
 # Delays") warns that there is no right value: too long and users wait for nothing, too short
 # and healthy-but-slow requests are cut off. A common rule is to set it at a high percentile of
-# the latency you observe when healthy. Then the percentile *is* the false-timeout rate.
+# the latency you observe when healthy. A timeout at the percentile *q* (the p99 is q = 0.99)
+# cuts off the slowest 1 − *q* of healthy requests: its false-timeout rate is 1 − *q*.
 #
 # **Predict before you run.** A timeout at the p99 of healthy latency cuts off what share of
 # healthy requests? At the p99.9?
@@ -154,8 +155,16 @@ breakers.timeout_panel(seed=SEED)
 # | **503** Service Unavailable | a dependency's breaker, or a server that is down | "something I need is broken" | yes, later; it will not help right away |
 #
 # A 429 is the cheapest failure: it costs the server almost nothing and tells the client the
-# truth. A 504 is the most expensive: the work was done (partly) and thrown away.
-#
+# truth. A 504 is the most expensive: the work was done (partly) and thrown away. (RFC 9110
+# defines 504 for a gateway whose upstream was too slow; using it for a server's own deadline
+# is a common convention, which Atlas follows.)
+
+# %% [markdown]
+# A request can also end on the client, without any HTTP answer. Atlas records those with
+# codes of its own, outside HTTP's: 596 retry budget exhausted, 597 circuit breaker open, 598
+# connection error, 599 client timeout. They are not HTTP statuses; no server sends them.
+
+# %% [markdown]
 # The simulator's `full_stack` scenario switches on every mechanism at once: load near
 # capacity, shedding, a server timeout inside the client's, client retries with a budget and a
 # breaker, and a dependency with its own retries and breaker, with a capacity drop and an error
@@ -171,7 +180,7 @@ breakers.status_breakdown(simulate(full_stack(10_000, seed=SEED)))
 # %% [markdown]
 # Attempts end in all three. Requests do not: every 429, 503
 # and 504 was retried, and what the user finally saw was either a success or a 596, "budget
-# exhausted", the client's own code for a retry its budget refused. The retries hid the
+# exhausted", Atlas's client-side code for a retry its budget refused. The retries hid the
 # server's failures until the budget said stop.
 
 # %% [markdown]

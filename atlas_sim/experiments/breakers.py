@@ -45,11 +45,12 @@ __all__ = [
 # -- the breaker under load -------------------------------------------------------------------
 
 def outage_table(results: dict[str, RunResult]) -> pd.DataFrame:
-    """Latency, errors, goodput and the share answered well (ok within 200 ms), per run."""
-    table = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
-                                              "goodput"]]
-    table["within 200 ms"] = [
-        round(float(((r.requests["latency"] <= 0.2) & r.requests["ok"]).mean()), 3)
+    """Latency, errors, goodput and the share answered well (ok within 200 ms), per run, with
+    units (rates as percentages)."""
+    table = summary_table(results, digits=3, units=True,
+                          columns=["requests", "p50", "p99", "error_rate", "goodput"])
+    table["ok within 200 ms (%)"] = [
+        round(100 * float(((r.requests["latency"] <= 0.2) & r.requests["ok"]).mean()), 1)
         for r in results.values()]
     return table
 
@@ -112,7 +113,8 @@ def outage_comparison(*, seed: int = 0) -> dict[str, RunResult]:
 def plot_outage_pile_up(results: dict[str, RunResult]) -> Any:
     """Attempts in flight (queued or holding a worker) over time, per run."""
     ax = plot_in_flight(results)
-    ax.axvspan(10, 25, color="#9e9e9e", alpha=0.2, lw=0)
+    ax.axvspan(10, 25, color="#9e9e9e", alpha=0.2, lw=0, label="dependency hangs")
+    ax.legend(fontsize="small", loc="upper right")
     ax.set_title("Requests inside the server: the pile-up", fontsize="medium")
     return ax.figure
 
@@ -138,7 +140,7 @@ def timeouts(timeout: float, *, shape: float = 1.0, mean: float = 0.05,
 def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
                   shape: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """A timeout set at each percentile of the work's latency distribution, the false-timeout
-    rate the distribution predicts, and the rate measured on a lightly loaded server."""
+    rate (%) the distribution predicts, and the rate measured on a lightly loaded server."""
     latency = Distribution(mean=0.05, kind="lognormal", shape=shape)
     rows = {}
     for q in percentiles:
@@ -146,9 +148,10 @@ def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
         run = timeouts(timeout, shape=shape, seed=seed)
         rows[f"p{100 * q:g}"] = {
             "timeout (s)": round(timeout, 4),
-            "predicted": round(false_timeout_rate(timeout, latency), 4),
-            "measured": round(float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean()),
-                              4),
+            "false timeouts predicted (%)": round(100 * false_timeout_rate(timeout, latency),
+                                                  2),
+            "measured (%)": round(
+                100 * float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean()), 2),
         }
     return pd.DataFrame(rows).T.rename_axis("timeout at")
 
@@ -188,10 +191,10 @@ def timeout_panel(*, seed: int = 0) -> Panel:
             "timeout (s)": [results["timeout"]],
             "percentile it sits at": [round(float((latency <= results["timeout"]).mean()) * 100,
                                             2)],
-            "false timeouts (measured)": [round(measured, 4)],
-            "false timeouts (service time alone)": [round(false_timeout_rate(
+            "false timeouts, measured (%)": [round(100 * measured, 2)],
+            "false timeouts, service time alone (%)": [round(100 * false_timeout_rate(
                 results["timeout"], Distribution(mean=0.05, kind="lognormal",
-                                                 shape=results["shape"])), 4)],
+                                                 shape=results["shape"])), 2)],
         })
 
     return Panel(
@@ -232,11 +235,14 @@ def overload_panel(*, seed: int = 0) -> Panel:
         (name, result), = results.items()
         return plot_timeseries(result, 1.0, title=f"Overload spike from 10 s to 20 s ({name})")
 
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        return summary_table(results, digits=3, units=True)
+
     return Panel(
         run,
         [Control.slider("max_concurrent", 0, 200, 20, step=4, label="concurrency limit"),
          Control.slider("spike", 1.0, 4.0, 2.0, step=0.25, label="spike (x capacity)")],
-        plot, title="Load shedding under an overload spike",
+        plot, table=table, title="Load shedding under an overload spike",
     )
 
 
@@ -257,9 +263,9 @@ def storm_comparison(*, seed: int = 0) -> pd.DataFrame:
     for fix in RETRY_STORM_FIXES:
         run = simulate(retry_storm(fix, seed=seed))
         s = run.summary()
-        rows[fix] = {"amplification": round(s["amplification"], 2),
-                     "ok after 40 s": round(_recovery(run, RECOVERED_BY), 3),
-                     "p99 after 40 s": round(float(np.percentile(
+        rows[fix] = {"attempts per request": round(s["amplification"], 2),
+                     "ok after 40 s (%)": round(100 * _recovery(run, RECOVERED_BY), 1),
+                     "p99 after 40 s (s)": round(float(np.percentile(
                          run.requests.loc[run.requests["t_start"] >= RECOVERED_BY, "latency"],
                          99)), 3)}
     return pd.DataFrame(rows).T.rename_axis("fix")
@@ -282,9 +288,10 @@ def storm_panel(*, seed: int = 0) -> Panel:
         return plot_timeseries(result, 1.0, title=f"Retry storm ({name})")
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
-        out = summary_table(results, digits=3)[["requests", "p99", "error_rate",
-                                                "amplification"]]
-        out["ok after 40 s"] = [round(_recovery(r, RECOVERED_BY), 3) for r in results.values()]
+        out = summary_table(results, digits=3, units=True,
+                            columns=["requests", "p99", "error_rate", "amplification"])
+        out["ok after 40 s (%)"] = [round(100 * _recovery(r, RECOVERED_BY), 1)
+                                    for r in results.values()]
         return out
 
     return Panel(

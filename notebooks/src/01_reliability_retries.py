@@ -64,7 +64,7 @@ from atlas_sim.sim.scenarios import retry_storm, thundering_herd
 # %%
 # NBVAL_CHECK_OUTPUT
 attempts = {f"{n} attempt(s)": retries.transient_errors(0.1, n, seed=SEED) for n in (1, 2, 3)}
-summary_table(attempts, digits=4)[["requests", "error_rate", "amplification"]]
+summary_table(attempts, digits=2, units=True, columns=["requests", "error_rate", "amplification"])
 
 # %% [markdown]
 # Each extra attempt divides the error rate by ten: a request now fails only if *every*
@@ -118,7 +118,8 @@ retries.backoff_panel(seed=SEED)
 # %%
 # NBVAL_CHECK_OUTPUT
 waits = {j: retries.backoff_waits(Backoff(jitter=j), retries=6, seed=SEED) for j in JITTER_STRATEGIES}
-pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()}).round(3)
+means = pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()})
+means.round(3).rename_axis(columns="mean wait (s)")
 
 # %% [markdown]
 # Full jitter waits, on average, half as long as no jitter; equal jitter three quarters as
@@ -128,8 +129,8 @@ pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()}).r
 # ## The thundering herd after an outage
 #
 # 200 clients reconnect at the same instant, as they do after a network partition heals, and
-# find the server down for 2 s. They retry with exponential backoff (100 ms doubling, 8
-# attempts). The server has 4 workers and room for 20 requests; above that it sheds with 429,
+# find the server down for 2 s. They retry with exponential backoff (100 ms doubling, capped at
+# 5 s, 8 attempts). The server has 4 workers and room for 20 requests; above that it sheds with 429,
 # which clients also retry. A client that got its answer goes on polling every 5 s or so, so
 # over the 20 s of the run the table counts several requests per client.
 #
@@ -144,16 +145,19 @@ herd = {f"jitter={j}": simulate(thundering_herd(jitter=j, seed=SEED)) for j in (
 retries.herd_table(herd)
 
 # %%
-plot_call_timeline(herd, bin_width=0.05, until=15.0)
+retries.plot_herd(herd)
 plt.show()
 
 # %% [markdown]
 # Without jitter the clients stay in lock step: every retry wave leaves at 0.1, 0.3, 0.7, 1.5,
-# 3.1, 6.3 and 11.3 s. When the server returns, a wave of 200 meets room for 20; 180 are shed,
-# and those 180 come back together again 3.2 s later. Backoff spaced the retries out in time,
-# but not the clients out from each other. With full jitter the same retries arrive as a
-# trickle the server absorbs: the peak rate after the outage is more than ten times lower and
-# almost no request fails.
+# 3.1, 6.3 and 11.3 s (the last wait is the 5 s cap, not 6.4 s). When the server returns, a
+# wave of 200 meets room for 20; 180 are shed, and those 180 come back together again 3.2 s
+# later. Backoff spaced the retries out in time, but not the clients out from each other.
+#
+# With full jitter the same retries arrive as a trickle the server absorbs: the peak rate
+# after the outage is more than ten times lower and almost no request fails. (The table's
+# "peak attempts/s after" is the highest bar right of the shaded outage: both count in 100 ms
+# bins, shown per second.)
 #
 # Try the panel: more clients, a longer outage, another strategy, a larger base.
 
@@ -179,7 +183,7 @@ contention = retries.contention_vs_post(seeds=range(SEED, SEED + 20)).round(1)
 contention
 
 # %%
-plot_comparison(contention, ["work", "completion_time"], title="100 clients, mean of 20 runs")
+plot_comparison(contention, ["write calls", "completion time (s)"], title="100 clients, mean of 20 runs")
 plt.show()
 
 # %% [markdown]
@@ -251,7 +255,7 @@ pd.DataFrame({f"{layers} layers": {f"{a} attempts": retries.retry_amplification(
 # NBVAL_CHECK_OUTPUT
 burst = {name: retries.error_burst(budget=flag, seed=SEED)
          for name, flag in (("no budget", False), ("budget", True))}
-summary_table(burst, digits=3)[["p50", "p99", "error_rate", "amplification"]]
+summary_table(burst, digits=3, units=True, columns=["p50", "p99", "error_rate", "amplification"])
 
 # %%
 plot_timeseries(burst["no budget"], 0.5, title="Error burst from 10 s to 20 s, no budget")
@@ -338,7 +342,7 @@ setup = dict(load=Load(rate=50.0, duration=10.0), client=ClientPolicy(timeout=2.
 runs = live.compose_experiment(server, settings, **setup)
 table = compare_runs(runs["simulated"], runs["live"], metrics=("error_rate", "amplification"))
 table["theory"] = [0.3**policy.max_attempts, sum(0.3**k for k in range(policy.max_attempts))]
-table
+table.round({"simulated": 4, "live": 4, "theory": 4, "difference (%)": 1})
 
 # %% [markdown]
 # Theory, simulation and the live service tell the same story: about 0.3 × 0.3 × 0.3 = 2.7%

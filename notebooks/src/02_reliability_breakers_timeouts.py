@@ -58,14 +58,15 @@ traces = {name: drive_breaker(config, script) for name, config in modes.items()}
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pd.DataFrame({name: {"first open at (s)": t.first("open"),
-                     "calls rejected": int((t.calls["outcome"] == "rejected").sum())}
-              for name, t in traces.items()})
+pd.DataFrame.from_dict({name: {"first open at (s)": t.first("open"),
+                              "calls rejected": int((t.calls["outcome"] == "rejected").sum())}
+                       for name, t in traces.items()}, orient="index")
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
 for ax, (name, trace) in zip(axes, traces.items(), strict=True):
     plot_breaker_trace(trace, ax).set_title(name, fontsize="medium")
+axes[0].set_xlabel("")
 plt.show()
 
 # %% [markdown]
@@ -347,8 +348,8 @@ check(answer_2, Distribution(mean=0.05, kind="lognormal", shape=1.0).quantile(0.
 answer_3 = ...
 
 # %%
-check(answer_3, set(storm.index[storm["ok after 40 s"] >= 0.95]), choices=list(storm.index),
-      hint="read the 'ok after 40 s' column of the storm table")
+check(answer_3, set(storm.index[storm["ok after 40 s (%)"] >= 95]), choices=list(storm.index),
+      hint="read the 'ok after 40 s (%)' column of the storm table")
 
 # %% [markdown]
 # **Exercise 4.** In the overload panel, what is the largest concurrency limit, in steps of 4
@@ -359,8 +360,8 @@ answer_4 = ...
 
 # %%
 panel = breakers.overload_panel(seed=SEED)
-limits = [n for n in range(4, 81, 4) if panel.update(max_concurrent=n).table["p99"].iloc[0] < 0.5]
-check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99']")
+limits = [n for n in range(4, 81, 4) if panel.update(max_concurrent=n).table["p99 (s)"].iloc[0] < 0.5]
+check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99 (s)']")
 
 # %% [markdown]
 # ## Recap

@@ -229,8 +229,9 @@ retries.contention_panel(seed=SEED)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pd.DataFrame({f"{layers} layers": {f"{a} attempts": retries.retry_amplification(a, layers)
-                                   for a in (2, 3, 4, 5)} for layers in (1, 2, 3, 4)})
+calls = pd.DataFrame({layers: {a: retries.retry_amplification(a, layers) for a in (2, 3, 4, 5)}
+                      for layers in (1, 2, 3, 4)})
+calls.rename_axis(index="attempts per layer", columns="calls at the bottom, by layers")
 
 # %% [markdown]
 # 64. In practice: retry at one layer only (usually the one closest to the user), and make the

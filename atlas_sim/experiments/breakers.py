@@ -233,7 +233,12 @@ def overload_panel(*, seed: int = 0) -> Panel:
 
     def plot(results: dict[str, RunResult]) -> Any:
         (name, result), = results.items()
-        return plot_timeseries(result, 1.0, title=f"Overload spike from 10 s to 20 s ({name})")
+        fig = plot_timeseries(result, 1.0,
+                              title=f"Overload spike from 10 s to 20 s, shaded ({name})")
+        steps = result.events.loc[result.events["kind"] == "load", "time"].tolist()
+        for ax in fig.axes[:3] if len(steps) >= 2 else ():
+            ax.axvspan(steps[0], steps[1], color="#ffcc80", alpha=0.3, lw=0, zorder=0)
+        return fig
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         return summary_table(results, digits=3, units=True)

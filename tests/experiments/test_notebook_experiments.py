@@ -150,3 +150,9 @@ def test_the_herd_tables_peak_is_the_plots_highest_bar_after_the_outage():
     first_after = round(outage_end / retries.HERD_BIN)
     assert view.table.iloc[0]["peak attempts/s after"] == int(heights[first_after:].max())
     assert any(a.get_label() == "outage" for a in ax.patches)  # the outage is shaded, named
+
+
+def test_the_overload_panel_shades_the_spike_it_talks_about():
+    figure = breakers.overload_panel().update(max_concurrent=0).figure
+    spans = [p.get_x() for p in figure.axes[0].patches if p.get_width() == pytest.approx(10.0)]
+    assert spans == [pytest.approx(10.0)]

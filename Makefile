@@ -1,15 +1,24 @@
 # Atlas: two commands matter.
-#   make lab   - set up .venv (first time only) and start JupyterLab on notebooks/, on 127.0.0.1
-#   make test  - the same set-up, then lint, unit tests, nbval over every notebook, and every
-#                notebook run in JupyterLab in headless Chromium (tests/browser)
+#   make lab   - set up .venv with what a reader needs (first time only), bring the reader's own
+#                copy of the notebooks (workbook/, ignored by git) up to date, and start
+#                JupyterLab on it, on 127.0.0.1; LAB_PORT=8890 picks the port, LAB_ARGS adds options
+#   make test  - set up .venv with the test tools as well, then lint, unit tests, nbval over
+#                every notebook, and every notebook run in JupyterLab in headless Chromium
 # Everything else here is a helper for maintainers.
 
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.atlas-installed
+# Two set-ups: a reader's (the package and JupyterLab) and a maintainer's (also the test and
+# lint tools: pytest, nbval, playwright, dask, ruff, mypy, ...). Each is redone when pyproject.toml
+# changes.
+LAB_STAMP := $(VENV)/.atlas-lab-installed
+STAMP := $(VENV)/.atlas-test-installed
 LAB_PORT ?= 8888
 LAB_ARGS ?=
+# The reader's copy: JupyterLab saves answers and outputs here, never into notebooks/, so that
+# git pull keeps working (tools/reader_copy.py never overwrites a notebook the reader changed).
+WORKBOOK ?= workbook
 # Jupyter refuses to start as root unless told; containers and CI machines often run as root.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
@@ -21,15 +30,31 @@ export ATLAS_BROWSER_ARTEFACTS ?= $(CURDIR)/build/browser
 # The virtual environment: created once, reinstalled when pyproject.toml changes.
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 10) else f"Atlas needs Python 3.10 or newer, found {v.major}.{v.minor}: run make with PYTHON=python3.1x")'
-	$(PYTHON) -m venv $(VENV)
+	@echo "Creating the virtual environment $(VENV) (first run only)"
+	@$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lab,test]'
+$(LAB_STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing Atlas and JupyterLab into $(VENV): about a minute on a first run, quiet meanwhile"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lab]'
+	@echo "Installed."
 	@touch $@
 
-lab: $(STAMP)
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo "Installing Atlas, JupyterLab and the test tools into $(VENV): a few minutes on a first run, quiet meanwhile"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[lab,test]'
+	@echo "Installed."
+	@touch $@ $(LAB_STAMP)
+
+# The notebook sources (notebooks/src/) are hidden from JupyterLab's file browser: a reader opens
+# the .ipynb files. hide_globs replaces jupyter_server's default list, so that list is repeated.
+LAB_HIDE := src __pycache__ '*.pyc' '*.pyo' .DS_Store '*~'
+
+lab: $(LAB_STAMP)
+	@$(BIN)/python tools/reader_copy.py --target $(WORKBOOK)
+	@echo "Starting JupyterLab on http://127.0.0.1:$(LAB_PORT)/ (Ctrl+C twice to stop)"
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
-		--ServerApp.root_dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
+		--ServerApp.root_dir=$(WORKBOOK) $(foreach glob,$(LAB_HIDE),--ContentsManager.hide_globs=$(glob)) \
+		$(ROOT_FLAG) $(LAB_ARGS)
 
 test: lint unit nbval browser
 

@@ -1,6 +1,7 @@
 """Atlas's settings, read from environment variables, and the policies built from them.
 
-The names and defaults are the reference card's (``../shared/ATLAS.md``, Configuration)::
+The names, defaults and units are the reference card's (``docs/reference-card.md``, "Settings";
+``tests/project/test_reference_card.py`` checks the card against this module)::
 
     HTTP_TIMEOUT=30  DATABASE_TIMEOUT=10  REDIS_TIMEOUT=5
     RETRY_MAX_ATTEMPTS=3  RETRY_MULTIPLIER=2  RETRY_MIN_WAIT=1  RETRY_MAX_WAIT=10  RETRY_JITTER=true
@@ -33,6 +34,7 @@ Three things worth knowing:
 
 from __future__ import annotations
 
+import pandas as pd
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -45,7 +47,7 @@ from .policies import (
     RetryPolicy,
 )
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "unit_of"]
 
 
 class Settings(BaseSettings):
@@ -59,44 +61,53 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(populate_by_name=True, frozen=True, extra="forbid")
 
     http_timeout: float = Field(
-        30.0, gt=0, validation_alias="HTTP_TIMEOUT",
-        description="seconds a request may take before the server answers 504")
+        30.0, gt=0, validation_alias="HTTP_TIMEOUT", json_schema_extra={"unit": "s"},
+        description="a request's deadline; past it, 504")
     database_timeout: float = Field(
-        10.0, gt=0, validation_alias="DATABASE_TIMEOUT",
-        description="seconds per call to the database (the live dependency)")
-    redis_timeout: float = Field(5.0, gt=0, validation_alias="REDIS_TIMEOUT",
-                                 description="seconds per call to the cache")
-    retry_max_attempts: int = Field(3, ge=1, le=100, validation_alias="RETRY_MAX_ATTEMPTS",
-                                    description="attempts in all, the first call included")
-    retry_multiplier: float = Field(2.0, ge=1, validation_alias="RETRY_MULTIPLIER",
-                                    description="backoff growth per retry")
-    retry_min_wait: float = Field(1.0, ge=0, validation_alias="RETRY_MIN_WAIT",
-                                  description="first backoff ceiling, seconds")
-    retry_max_wait: float = Field(10.0, ge=0, validation_alias="RETRY_MAX_WAIT",
-                                  description="largest backoff, seconds")
-    retry_jitter: bool = Field(True, validation_alias="RETRY_JITTER",
-                               description="full jitter if true, none if false")
+        10.0, gt=0, validation_alias="DATABASE_TIMEOUT", json_schema_extra={"unit": "s"},
+        description="one call to the dependency")
+    redis_timeout: float = Field(
+        5.0, gt=0, validation_alias="REDIS_TIMEOUT", json_schema_extra={"unit": "s"},
+        description="one call to the cache (not used by the workbook yet)")
+    retry_max_attempts: int = Field(
+        3, ge=1, le=100, validation_alias="RETRY_MAX_ATTEMPTS",
+        json_schema_extra={"unit": "attempts"}, description="attempts in all, the first included")
+    retry_multiplier: float = Field(
+        2.0, ge=1, validation_alias="RETRY_MULTIPLIER", json_schema_extra={"unit": "(factor)"},
+        description="growth of the backoff ceiling per retry")
+    retry_min_wait: float = Field(
+        1.0, ge=0, validation_alias="RETRY_MIN_WAIT", json_schema_extra={"unit": "s"},
+        description="the first backoff ceiling (the base)")
+    retry_max_wait: float = Field(
+        10.0, ge=0, validation_alias="RETRY_MAX_WAIT", json_schema_extra={"unit": "s"},
+        description="the largest backoff (the cap)")
+    retry_jitter: bool = Field(
+        True, validation_alias="RETRY_JITTER", json_schema_extra={"unit": "(flag)"},
+        description="full jitter if true, none if false")
     circuit_breaker_failure_threshold: int = Field(
         5, ge=1, validation_alias="CIRCUIT_BREAKER_FAILURE_THRESHOLD",
+        json_schema_extra={"unit": "failures"},
         description="consecutive failures that open the circuit")
     circuit_breaker_recovery_timeout: float = Field(
         60.0, ge=0, validation_alias="CIRCUIT_BREAKER_RECOVERY_TIMEOUT",
-        description="seconds open before probing")
+        json_schema_extra={"unit": "s"}, description="time open before probing")
     circuit_breaker_half_open_max_calls: int = Field(
         1, ge=1, validation_alias="CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS",
-        description="probes in flight while half-open (workbook addition)")
+        json_schema_extra={"unit": "calls"},
+        description="probes in flight while half-open (Atlas's addition)")
     circuit_breaker_success_threshold: int = Field(
         1, ge=1, validation_alias="CIRCUIT_BREAKER_SUCCESS_THRESHOLD",
-        description="probe successes that close the circuit (workbook addition)")
+        json_schema_extra={"unit": "calls"},
+        description="probe successes that close the circuit (Atlas's addition)")
     retry_budget_max_tokens: float = Field(
         10.0, ge=0.001, le=1000, validation_alias="RETRY_BUDGET_MAX_TOKENS",
-        description="gRPC retry throttling tokens (workbook addition)")
+        json_schema_extra={"unit": "tokens"}, description="retry budget size (Atlas's addition)")
     retry_budget_token_ratio: float = Field(
         0.1, ge=0.001, validation_alias="RETRY_BUDGET_TOKEN_RATIO",
-        description="tokens earned per success (workbook addition)")
+        json_schema_extra={"unit": "tokens"}, description="earned per success (Atlas's addition)")
     load_shedding_max_concurrent: int = Field(
         1000, ge=1, validation_alias="LOAD_SHEDDING_MAX_CONCURRENT",
-        description="requests in progress before the server answers 429")
+        json_schema_extra={"unit": "requests"}, description="in progress before 429")
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
@@ -117,6 +128,19 @@ class Settings(BaseSettings):
         fields = type(self).model_fields
         return {str(fields[name].validation_alias): value
                 for name, value in self.model_dump().items()}
+
+    def table(self) -> pd.DataFrame:
+        """The settings as the reference card lists them: one row per environment variable,
+        with its value here (``:g`` for numbers, ``true``/``false`` for flags), its unit and
+        its meaning. Units and meanings live beside the fields above, and nowhere else in
+        the code; the card's test compares its table with them."""
+        rows = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            shown = str(value).lower() if isinstance(value, bool) else f"{value:g}"
+            rows[str(field.validation_alias)] = {"value": shown, "unit": unit_of(name),
+                                                 "meaning": field.description}
+        return pd.DataFrame(rows).T.rename_axis("variable")
 
     # -- the policies these settings describe --------------------------------------------
 
@@ -157,3 +181,14 @@ class Settings(BaseSettings):
     def limiter(self) -> ConcurrencyLimiter:
         """A fresh ``ConcurrencyLimiter(LOAD_SHEDDING_MAX_CONCURRENT)``."""
         return ConcurrencyLimiter(self.load_shedding_max_concurrent)
+
+
+def unit_of(name: str) -> str:
+    """The unit of the setting ``name`` (a field name, e.g. ``"http_timeout"``): ``"s"``,
+    ``"attempts"``, ... as the reference card states it."""
+    field = Settings.model_fields[name]
+    extra = field.json_schema_extra
+    unit = extra.get("unit") if isinstance(extra, dict) else None
+    if not isinstance(unit, str):
+        raise ValueError(f"the setting {name} has no unit")
+    return unit

@@ -13,6 +13,7 @@ from matplotlib.patches import Patch
 
 __all__ = [
     "STATE_COLORS",
+    "bar_label",
     "mark_faults",
     "plot_breaker_timelines",
     "plot_breaker_trace",
@@ -33,6 +34,13 @@ _OUTCOME_STYLE: dict[str, dict[str, Any]] = {
     "failure": {"marker": "x", "color": "#c62828"},
     "rejected": {"marker": "s", "color": "#757575"},
 }
+
+
+def _legend_outside(ax: Axes, handles: list[Any], **options: Any) -> None:
+    """The legend to the right of ``ax``, outside the data, so that it never covers a line,
+    a band or a band's label (constrained layout makes room for it)."""
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+              fontsize="small", **options)
 
 
 def _axes(ax: Axes | None, **figure: Any) -> Axes:
@@ -93,7 +101,7 @@ def plot_breaker_trace(trace: Any, ax: Axes | None = None) -> Axes:
     ax.set_xlim(0, trace.until)
     ax.set_xlabel("time (s)")
     ax.set_title("Circuit breaker: each call, and the state it met")
-    ax.legend(handles=handles, loc="upper right", fontsize="small", title="state")
+    _legend_outside(ax, handles)
     return ax
 
 
@@ -179,18 +187,9 @@ def mark_faults(ax: Axes, events: pd.DataFrame, *, until: float | None = None,
     Each fault's ``start`` is paired with the next ``end`` of the same name; a fault still on at
     the end of the run reaches ``until`` (default: the last event's time).
     """
-    faults = events[events["kind"] == "fault"]
     right = until if until is not None else (float(events["time"].max()) if len(events) else 0)
-    for name, group in faults.groupby("name", sort=False):
-        begun: float | None = None
-        for time, detail in zip(group["time"], group["detail"], strict=True):
-            if detail == "start" and begun is None:
-                begun = time
-            elif detail == "end" and begun is not None:
-                _fault_span(ax, begun, time, str(name), label)
-                begun = None
-        if begun is not None:
-            _fault_span(ax, begun, right, str(name), label)
+    for start, end, name in _fault_windows(events, right):
+        _fault_span(ax, start, end, name, label)
 
 
 def _fault_span(ax: Axes, start: float, end: float, name: str, label: bool) -> None:
@@ -198,6 +197,39 @@ def _fault_span(ax: Axes, start: float, end: float, name: str, label: bool) -> N
     if label:
         ax.annotate(name, (start, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -9),
                     textcoords="offset points", fontsize="x-small", color="white", zorder=3)
+
+
+def _fault_names(events: pd.DataFrame) -> list[str]:
+    faults = events[events["kind"] == "fault"]
+    return [str(name) for name in dict.fromkeys(faults["name"])]
+
+
+def _fault_windows(events: pd.DataFrame, until: float) -> list[tuple[float, float, str]]:
+    """``(start, end, name)`` of each fault window in ``events``; one still on ends at
+    ``until``."""
+    windows = []
+    faults = events[events["kind"] == "fault"]
+    for name, group in faults.groupby("name", sort=False):
+        begun: float | None = None
+        for time, detail in zip(group["time"], group["detail"], strict=True):
+            if detail == "start" and begun is None:
+                begun = float(time)
+            elif detail == "end" and begun is not None:
+                windows.append((begun, float(time), str(name)))
+                begun = None
+        if begun is not None:
+            windows.append((begun, until, str(name)))
+    return windows
+
+
+def bar_label(value: float) -> str:
+    """A bar's value as a reader writes it: ``2,426``, ``63.8``, ``5``, ``0.0123``; never
+    ``2.43e+03``."""
+    if not np.isfinite(value):
+        return str(value)
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
 def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None,
@@ -223,8 +255,9 @@ def plot_timeseries(run: Any, window: float = 1.0, *, breaker: str | None = None
     rates.plot(x, ts["attempts"], label="attempts", color="#ef6c00", ls="--")
     rates.plot(x, ts["goodput"], label="goodput", color="#2e7d32")
     rates.set_ylabel("per second")
-    rates.legend(handles=[*rates.get_legend_handles_labels()[0], *handles], fontsize="small",
-                 loc="upper left", ncol=2)
+    fault_handles = [Patch(color="#616161", alpha=0.6, label=name)
+                     for name in _fault_names(run.events)]
+    _legend_outside(rates, [*rates.get_legend_handles_labels()[0], *handles, *fault_handles])
     errors.plot(x, ts["error_rate"], color="#c62828")
     errors.set_ylabel("error rate")
     errors.set_ylim(-0.02, 1.02)
@@ -274,7 +307,8 @@ def plot_comparison(table: pd.DataFrame, columns: Any = None, *, title: str = ""
         ax.set_title(column.replace("_", " "), fontsize="medium")
         ax.tick_params(axis="x", rotation=30)
         for i, v in enumerate(values):
-            ax.annotate(f"{v:.3g}", (i, v), ha="center", va="bottom", fontsize="x-small")
+            ax.annotate(bar_label(v), (i, v), ha="center", va="bottom", fontsize="x-small")
+        ax.margins(y=0.12)  # room above the tallest bar for its label
         ax.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title, fontsize="medium")
@@ -288,9 +322,11 @@ def plot_sim_vs_live(sim: Any, live: Any, ax: Axes | None = None) -> Axes:
     return ax
 
 
-def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | None = None) -> Any:
-    """When attempts were sent, one panel per run, all on the same scale: clustered waves
-    versus a smooth spread."""
+def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | None = None,
+                       what: str = "calls") -> Any:
+    """When attempts were sent, as a rate (``what`` per second, in ``bin_width`` bins), one
+    panel per run, all on the same scale: clustered waves versus a smooth spread. A run's
+    fault windows (an outage, say) are shaded and named in the legend."""
     named = _runs(runs)
     fig, axes = plt.subplots(len(named), 1, figsize=(9, 1.6 * len(named) + 0.7), sharex=True,
                              sharey=True, layout="constrained", squeeze=False)
@@ -299,13 +335,18 @@ def plot_call_timeline(runs: Any, *, bin_width: float = 0.01, until: float | Non
     edges = np.arange(0.0, end + bin_width, bin_width)
     for ax, (name, run) in zip(axes[:, 0], named.items(), strict=True):
         counts, _ = np.histogram(run.attempts["t_start"], bins=edges)
-        ax.stairs(counts, edges, fill=True, color="#5c6bc0")
+        ax.stairs(counts / bin_width, edges, fill=True, color="#5c6bc0", label=what)
+        for start, stop, fault in _fault_windows(run.events, end):
+            ax.axvspan(start, stop, color="#9e9e9e", alpha=0.35, lw=0, zorder=0, label=fault)
         ax.set_title(name, fontsize="small", loc="left")
-        ax.set_ylabel("calls")
+        ax.set_ylabel(f"{what}/s")
         ax.grid(axis="y", alpha=0.3)
+        if len(run.events) and (run.events["kind"] == "fault").any():
+            _legend_outside(ax, ax.get_legend_handles_labels()[0])
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, end)
-    fig.suptitle(f"Calls over time ({1000 * bin_width:.0f} ms bins)", fontsize="medium")
+    fig.suptitle(f"{what.capitalize()} sent per second ({_seconds(bin_width)} bins)",
+                 fontsize="medium")
     return fig
 
 
@@ -332,8 +373,7 @@ def plot_breaker_timelines(runs: Any, *, name: str = "dependency",
         ax.set_ylim(5e-5, max(slowest, 1e-3) * 8)  # room above the dots for the fault bar
         ax.set_ylabel("latency (s)")
         ax.set_title(label, fontsize="medium", loc="left")
-        ax.legend(handles=[*ax.get_legend_handles_labels()[0], *handles], fontsize="x-small",
-                  loc="upper right", ncol=2)
+        _legend_outside(ax, [*ax.get_legend_handles_labels()[0], *handles])
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, until)
     fig.suptitle(title, fontsize="medium")

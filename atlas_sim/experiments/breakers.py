@@ -53,15 +53,15 @@ def _answered_well(run: RunResult) -> pd.Series:
 
 
 def outage_table(results: dict[str, RunResult]) -> pd.DataFrame:
-    """Per run: latency (s), error rate, goodput (successful requests per second, however
-    late), and the share of requests answered well (a success within 200 ms) with its rate
-    per second."""
-    table = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
-                                              "goodput"]]
-    table["ok within 200 ms"] = [round(float(_answered_well(r).mean()), 3)
-                                 for r in results.values()]
-    table["goodput within 200 ms"] = [round(float(_answered_well(r).sum()) / r.duration, 1)
-                                      for r in results.values()]
+    """Per run, with units: latency (s), errors (%), goodput (successful requests per second,
+    however late), and the requests answered well (a success within 200 ms), as a share (%)
+    and per second."""
+    table = summary_table(results, digits=3, units=True,
+                          columns=["requests", "p50", "p99", "error_rate", "goodput"])
+    table["ok within 200 ms (%)"] = [round(100 * float(_answered_well(r).mean()), 1)
+                                     for r in results.values()]
+    table["goodput within 200 ms (/s)"] = [
+        round(float(_answered_well(r).sum()) / r.duration, 1) for r in results.values()]
     return table
 
 
@@ -96,7 +96,8 @@ def breaker_panel(*, seed: int = 0) -> Panel:
         (name, result), = results.items()
         end = float(result.events.loc[result.events["detail"] == "end", "time"].iloc[0])
         out = outage_table({f"{name}, during the outage": result.window(10.0, end)})
-        out = out[["requests", "p50", "p99", "ok within 200 ms", "goodput within 200 ms"]]
+        out = out[["requests", "p50 (s)", "p99 (s)", "ok within 200 ms (%)",
+                   "goodput within 200 ms (/s)"]]
         closes = transition_times(result.events, "closed")
         out["times opened"] = len(transition_times(result.events, "open"))
         out["closed again at (s)"] = round(float(closes[-1]), 2) if len(closes) else "never"
@@ -127,7 +128,8 @@ def outage_comparison(*, seed: int = 0) -> dict[str, RunResult]:
 def plot_outage_pile_up(results: dict[str, RunResult]) -> Any:
     """Attempts in flight (queued or holding a worker) over time, per run."""
     ax = plot_in_flight(results)
-    ax.axvspan(10, 25, color="#9e9e9e", alpha=0.2, lw=0)
+    ax.axvspan(10, 25, color="#9e9e9e", alpha=0.2, lw=0, label="dependency hangs")
+    ax.legend(fontsize="small", loc="upper right")
     ax.set_title("Requests inside the server: the pile-up", fontsize="medium")
     return ax.figure
 
@@ -153,7 +155,7 @@ def timeouts(timeout: float, *, shape: float = 1.0, mean: float = 0.05,
 def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
                   shape: float = 1.0, seed: int = 0) -> pd.DataFrame:
     """A timeout set at each percentile of the work's latency distribution, the false-timeout
-    rate the distribution predicts, and the rate measured on a lightly loaded server."""
+    rate (%) the distribution predicts, and the rate measured on a lightly loaded server."""
     latency = Distribution(mean=0.05, kind="lognormal", shape=shape)
     rows = {}
     for q in percentiles:
@@ -161,9 +163,10 @@ def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
         run = timeouts(timeout, shape=shape, seed=seed)
         rows[f"p{100 * q:g}"] = {
             "timeout (s)": round(timeout, 4),
-            "predicted": round(false_timeout_rate(timeout, latency), 4),
-            "measured": round(float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean()),
-                              4),
+            "false timeouts predicted (%)": round(100 * false_timeout_rate(timeout, latency),
+                                                  2),
+            "measured (%)": round(
+                100 * float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean()), 2),
         }
     return pd.DataFrame(rows).T.rename_axis("timeout at")
 
@@ -203,10 +206,10 @@ def timeout_panel(*, seed: int = 0) -> Panel:
             "timeout (s)": [results["timeout"]],
             "percentile it sits at": [round(float((latency <= results["timeout"]).mean()) * 100,
                                             2)],
-            "false timeouts (measured)": [round(measured, 4)],
-            "false timeouts (service time alone)": [round(false_timeout_rate(
+            "false timeouts, measured (%)": [round(100 * measured, 2)],
+            "false timeouts, service time alone (%)": [round(100 * false_timeout_rate(
                 results["timeout"], Distribution(mean=0.05, kind="lognormal",
-                                                 shape=results["shape"])), 4)],
+                                                 shape=results["shape"])), 2)],
         })
 
     return Panel(
@@ -245,13 +248,21 @@ def overload_panel(*, seed: int = 0) -> Panel:
 
     def plot(results: dict[str, RunResult]) -> Any:
         (name, result), = results.items()
-        return plot_timeseries(result, 1.0, title=f"Overload spike from 10 s to 20 s ({name})")
+        fig = plot_timeseries(result, 1.0,
+                              title=f"Overload spike from 10 s to 20 s, shaded ({name})")
+        steps = result.events.loc[result.events["kind"] == "load", "time"].tolist()
+        for ax in fig.axes[:3] if len(steps) >= 2 else ():
+            ax.axvspan(steps[0], steps[1], color="#ffcc80", alpha=0.3, lw=0, zorder=0)
+        return fig
+
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        return summary_table(results, digits=3, units=True)
 
     return Panel(
         run,
         [Control.slider("max_concurrent", 0, 200, 20, step=4, label="concurrency limit"),
          Control.slider("spike", 1.0, 4.0, 2.0, step=0.25, label="spike (x capacity)")],
-        plot, title="Load shedding under an overload spike",
+        plot, table=table, title="Load shedding under an overload spike",
     )
 
 
@@ -281,9 +292,9 @@ def storm_comparison(*, seed: int = 0) -> pd.DataFrame:
     for fix in RETRY_STORM_FIXES:
         run = simulate(retry_storm(fix, seed=seed))
         s = run.summary()
-        rows[fix] = {"amplification": round(s["amplification"], 2),
-                     "ok 15 s after the drop": round(_recovery(run, RECOVERED_BY), 3),
-                     "p99 15 s after the drop": round(float(np.percentile(
+        rows[fix] = {"attempts per request": round(s["amplification"], 2),
+                     "ok 15 s after the drop (%)": round(100 * _recovery(run, RECOVERED_BY), 1),
+                     "p99 15 s after the drop (s)": round(float(np.percentile(
                          run.requests.loc[run.requests["t_start"] >= RECOVERED_BY, "latency"],
                          99)), 3)}
     return pd.DataFrame(rows).T.rename_axis("fix")
@@ -308,10 +319,10 @@ def storm_panel(*, seed: int = 0) -> Panel:
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         # recovery judged 15 s after the drop ends, wherever the sliders put its end
-        out = summary_table(results, digits=3)[["requests", "p99", "error_rate",
-                                                "amplification"]]
-        out["ok 15 s after the drop"] = [
-            round(_recovery(r, _drop_end(r) + RECOVERY_TIME), 3) for r in results.values()]
+        out = summary_table(results, digits=3, units=True,
+                            columns=["requests", "p99", "error_rate", "amplification"])
+        out["ok 15 s after the drop (%)"] = [
+            round(100 * _recovery(r, _drop_end(r) + RECOVERY_TIME), 1) for r in results.values()]
         return out
 
     return Panel(

@@ -186,30 +186,32 @@ def reset(server: LiveServer, *, quiet: bool = False) -> str:
 
 def retry_table(runs: Mapping[str, RunResult], *, error_rate: float, attempts: int,
                 confidence: float = 0.95) -> pd.DataFrame:
-    """Notebook 01's live retry experiment beside theory: per world, the share of requests
-    that failed with its Wilson interval (binomial sampling error: one run is one sample),
-    and the attempts per request; theory's ``error_rate ** attempts`` failures and
+    """Notebook 01's live retry experiment beside theory: per world, the requests that failed
+    (%) with their Wilson interval (binomial sampling error: one run is one sample), and the
+    attempts per request; theory's ``error_rate ** attempts`` failures and
     ``1 + p + ... + p**(attempts - 1)`` attempts (independent faults)."""
     check_real("error_rate", error_rate, low=0, high=1)
+    level = f"{confidence:.0%}"
     rows = {}
     for name, run in runs.items():
         failed, n = int((~run.requests["ok"]).sum()), len(run.requests)
         low, high = proportion_interval(failed, n, confidence)
-        rows[name] = {"requests": n, "failed": failed, "error rate": failed / n,
-                      f"{confidence:.0%} interval, low": low,
-                      f"{confidence:.0%} interval, high": high,
+        rows[name] = {"requests": n, "failed": failed, "errors (%)": 100 * failed / n,
+                      f"{level} interval, low (%)": 100 * low,
+                      f"{level} interval, high (%)": 100 * high,
                       "attempts per request": run.summary()["amplification"]}
-    rows["theory"] = {"error rate": error_rate**attempts,
+    rows["theory"] = {"errors (%)": 100 * error_rate**attempts,
                       "attempts per request": sum(error_rate**k for k in range(attempts))}
-    return pd.DataFrame(rows).T.rename_axis("run")
+    table = pd.DataFrame(rows).T.rename_axis("run").round(2)
+    return table.astype({"requests": "Int64", "failed": "Int64"})
 
 
 def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
     """One sentence: does theory's error rate lie inside ``run``'s interval in ``table``
     (from ``retry_table``)? Outside happens by chance in about one run in twenty."""
-    low_col = next(c for c in table.columns if str(c).endswith("interval, low"))
+    low_col = next(c for c in table.columns if str(c).endswith("interval, low (%)"))
     high_col = low_col.replace("low", "high")
-    theory = float(table["error rate"].to_dict()["theory"])
+    theory = float(table["errors (%)"].to_dict()["theory"])
     row = table.loc[run].to_dict()
     low, high = float(row[low_col]), float(row[high_col])
     level = low_col.split(" ")[0]
@@ -217,8 +219,8 @@ def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
     tail = ("the two agree within sampling error" if where == "inside" else
             "a disagreement that chance alone gives about one run in twenty; run it again "
             "with another seed before suspecting the service")
-    return (f"theory's {theory:.2%} lies {where} the {run} run's {level} interval "
-            f"[{low:.2%}, {high:.2%}]: {tail}")
+    return (f"theory's {theory:.2f}% lies {where} the {run} run's {level} interval "
+            f"[{low:.2f}%, {high:.2f}%]: {tail}")
 
 
 def idempotency_table(server: LiveServer, *, requests: int = 20, work: float = 0.1,

@@ -24,6 +24,7 @@ from ..widgets import Control, Panel
 from ..workload import Load
 
 __all__ = [
+    "HERD_BIN",
     "POST_CONTENTION",
     "backoff_panel",
     "backoff_waits",
@@ -37,6 +38,7 @@ __all__ = [
     "herd_table",
     "peak_after_faults",
     "plot_backoff_waits",
+    "plot_herd",
     "retry_amplification",
     "transient_errors",
 ]
@@ -108,7 +110,8 @@ def plot_backoff_waits(waits: pd.DataFrame) -> Any:
 def _waits_table(waits: pd.DataFrame) -> pd.DataFrame:
     per_retry = waits.groupby("retry")["wait"].agg(["mean", "min", "max"])
     per_retry["ceiling"] = waits.groupby("retry")["ceiling"].first()
-    return per_retry.round(4)
+    return per_retry.round(4).rename(columns=lambda c: f"{c} wait (s)" if c != "ceiling"
+                                     else "ceiling (s)")
 
 
 def backoff_panel(*, seed: int = 0) -> Panel:
@@ -131,6 +134,16 @@ def backoff_panel(*, seed: int = 0) -> Panel:
 
 # -- the thundering herd ---------------------------------------------------------------------
 
+#: The bins, in seconds, of the herd's timeline and of its table's peak rate: the peak in the
+#: table is the highest bar of the plot after the outage.
+HERD_BIN = 0.1
+
+
+def plot_herd(results: dict[str, RunResult]) -> Any:
+    """Attempts per second in ``HERD_BIN`` bins over the first 15 s, the outage shaded."""
+    return plot_call_timeline(results, bin_width=HERD_BIN, until=15.0, what="attempts")
+
+
 def herd_panel(*, seed: int = 0) -> Panel:
     """The thundering herd after an outage (``scenarios.thundering_herd``), with sliders for
     clients, outage length, jitter, base delay, multiplier, cap and max attempts."""
@@ -143,9 +156,6 @@ def herd_panel(*, seed: int = 0) -> Panel:
         })
         return {f"jitter={jitter}": simulate(scenario)}
 
-    def plot(results: dict[str, RunResult]) -> Any:
-        return plot_call_timeline(results, bin_width=0.05, until=15.0)
-
     return Panel(
         run,
         [Control.slider("clients", 10, 500, 200, step=10),
@@ -155,21 +165,22 @@ def herd_panel(*, seed: int = 0) -> Panel:
          Control.slider("multiplier", 1.0, 4.0, 2.0, step=0.25),
          Control.slider("cap", 0.5, 10.0, 5.0, step=0.5, label="cap (s)"),
          Control.slider("max_attempts", 1, 10, 8)],
-        plot, table=herd_table, title="Thundering herd after an outage",
+        plot_herd, table=herd_table, title="Thundering herd after an outage",
     )
 
 
 def herd_table(results: dict[str, RunResult]) -> pd.DataFrame:
     """Requests, p50, p99, error rate, amplification, the peak attempt rate once the server is
-    back, and how many attempts were shed."""
-    out = summary_table(results, digits=3)[["requests", "p50", "p99", "error_rate",
-                                            "amplification"]]
+    back (in ``HERD_BIN`` bins, as ``plot_herd`` draws them), and how many attempts were
+    shed."""
+    out = summary_table(results, digits=3, units=True,
+                        columns=["requests", "p50", "p99", "error_rate", "amplification"])
     out["peak attempts/s after"] = [int(peak_after_faults(r)) for r in results.values()]
     out["shed (429)"] = [int((r.attempts["status"] == 429).sum()) for r in results.values()]
     return out
 
 
-def peak_after_faults(run: RunResult, window: float = 0.1) -> float:
+def peak_after_faults(run: RunResult, window: float = HERD_BIN) -> float:
     """The highest attempt rate (per second, in ``window``-second bins) once every fault
     window of the run has ended: the herd arriving at a server that is back."""
     ends = run.events.loc[(run.events["kind"] == "fault") & (run.events["detail"] == "end"),
@@ -196,19 +207,23 @@ def contention_vs_post(seeds: Any = range(20)) -> pd.DataFrame:
     post simulator's (``POST_CONTENTION``)."""
     ours = compare_contention(100, seeds=seeds)
     post = POST_CONTENTION.loc[ours.index]
-    return pd.DataFrame({"work": ours["work"], "work (post)": post["work"],
-                         "completion_time": ours["completion_time"],
-                         "completion_time (post)": post["completion_time"]})
+    return pd.DataFrame({"write calls": ours["work"], "write calls (post)": post["work"],
+                         "completion time (s)": ours["completion_time"],
+                         "completion time (s, post)": post["completion_time"]})
+
+
+def _contention_units(table: pd.DataFrame) -> pd.DataFrame:
+    return table.rename(columns={"work": "write calls", "completion_time": "completion time (s)"})
 
 
 def contention_panel(*, seed: int = 0) -> Panel:
     """Work and completion time per strategy in the AWS contention experiment."""
 
     def run(clients: int, repeats: int) -> pd.DataFrame:
-        return compare_contention(clients, seeds=range(seed, seed + repeats))
+        return _contention_units(compare_contention(clients, seeds=range(seed, seed + repeats)))
 
     def plot(table: pd.DataFrame) -> Any:
-        return plot_comparison(table, ["work", "completion_time"],
+        return plot_comparison(table, ["write calls", "completion time (s)"],
                                title="Optimistic concurrency: calls and time to finish")
 
     return Panel(run,
@@ -271,6 +286,9 @@ def budget_panel(*, seed: int = 0) -> Panel:
         (name, run), = results.items()
         return plot_timeseries(run, 0.5, title=f"Error burst, {name}")
 
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        return summary_table(results, digits=3, units=True)
+
     return Panel(
         run,
         [Control.checkbox("budget", True, label="retry budget"),
@@ -279,7 +297,7 @@ def budget_panel(*, seed: int = 0) -> Panel:
          Control.slider("token_ratio", 0.01, 1.0, 0.1, step=0.01),
          Control.slider("burst", 1.0, 20.0, 10.0, step=1.0, label="burst (s)"),
          Control.slider("error_rate", 0.1, 1.0, 0.9, step=0.05, label="errors during burst")],
-        plot, title="Retry budget during an error burst",
+        plot, table=table, title="Retry budget during an error burst",
     )
 
 

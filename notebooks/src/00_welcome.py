@@ -44,7 +44,6 @@ SEED = 2024
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
 from atlas_sim import Backoff, BreakerConfig, Settings
 from atlas_sim.analysis import plot_breaker_trace
@@ -84,12 +83,21 @@ first_waits(SEED), first_waits(SEED), first_waits(SEED + 1)
 # failure? *Metrics* and *RequestID*: how will an operator see what happened (the chapter's
 # "Operability")?
 #
-# The service is configured the way a deployed one would be, by environment variables. These are
-# the defaults, straight from the reference card:
+# One convention in that picture: RFC 9110 ("HTTP Semantics") defines 504 Gateway Timeout for
+# a gateway whose upstream did not answer in time. Atlas, like many services, also answers 504
+# when its own deadline passes.
+
+# %% [markdown]
+# The service is configured the way a deployed one would be, by environment variables. The
+# **reference card**, `docs/reference-card.md` in the repository, lists them on one page with
+# the request path and the patterns. Here are the defaults, each with its unit:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pd.Series(Settings().environment(), name="default")
+Settings().table()
+
+# %% [markdown]
+# `Settings(http_timeout=2.0).table()` shows any other choice the same way.
 
 # %% [markdown]
 # ## A first experiment: a circuit breaker meets an outage

@@ -63,7 +63,7 @@ from atlas_sim.sim.scenarios import retry_storm, thundering_herd
 # %%
 # NBVAL_CHECK_OUTPUT
 attempts = {f"{n} attempt(s)": retries.transient_errors(0.1, n, seed=SEED) for n in (1, 2, 3)}
-summary_table(attempts, digits=4)[["requests", "error_rate", "amplification"]]
+summary_table(attempts, digits=2, units=True, columns=["requests", "error_rate", "amplification"])
 
 # %% [markdown]
 # Each extra attempt divides the error rate by ten: a request now fails only if *every*
@@ -79,9 +79,15 @@ summary_table(attempts, digits=4)[["requests", "error_rate", "amplification"]]
 #
 # Retrying at once hammers a server that just said no. **Exponential backoff** waits longer
 # after each failure: before its *k*-th retry (k = 1, 2, ...) a client waits up to
-# `ceiling(k) = min(cap, base × multiplier^(k−1))`: 100 ms, 200 ms, 400 ms, ... with the
-# reference card's numbers. The AWS Architecture Blog's "Exponential Backoff and Jitter" then
-# asks how to randomise that wait:
+# `ceiling(k) = min(cap, base × multiplier^(k−1))`.
+#
+# Two bases appear in this workbook. The client experiments here use `Backoff()`, whose base is
+# 100 ms, doubling: 100 ms, 200 ms, 400 ms, ... The live service's own setting,
+# `RETRY_MIN_WAIT`, is 1 s: 1 s, 2 s, 4 s, ... The reference card (`docs/reference-card.md`)
+# states both, with their units.
+#
+# The AWS Architecture Blog's "Exponential Backoff and Jitter" then asks how to randomise the
+# wait:
 #
 # | strategy | wait before retry *k* | |
 # |---|---|---|
@@ -111,7 +117,8 @@ retries.backoff_panel(seed=SEED)
 # %%
 # NBVAL_CHECK_OUTPUT
 waits = {j: retries.backoff_waits(Backoff(jitter=j), retries=6, seed=SEED) for j in JITTER_STRATEGIES}
-pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()}).round(3)
+means = pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()})
+means.round(3).rename_axis(columns="mean wait (s)")
 
 # %% [markdown]
 # Full jitter waits, on average, half as long as no jitter; equal jitter three quarters as
@@ -121,8 +128,8 @@ pd.DataFrame({j: w.groupby("retry")["wait"].mean() for j, w in waits.items()}).r
 # ## The thundering herd after an outage
 #
 # 200 clients reconnect at the same instant, as they do after a network partition heals, and
-# find the server down for 2 s. They retry with exponential backoff (100 ms doubling, 8
-# attempts). The server has 4 workers and room for 20 requests; above that it sheds with 429,
+# find the server down for 2 s. They retry with exponential backoff (100 ms doubling, capped at
+# 5 s, 8 attempts). The server has 4 workers and room for 20 requests; above that it sheds with 429,
 # which clients also retry. A client that got its answer goes on polling every 5 s or so, so
 # over the 20 s of the run the table counts several requests per client.
 #
@@ -137,16 +144,19 @@ herd = {f"jitter={j}": simulate(thundering_herd(jitter=j, seed=SEED)) for j in (
 retries.herd_table(herd)
 
 # %%
-plot_call_timeline(herd, bin_width=0.05, until=15.0)
+retries.plot_herd(herd)
 plt.show()
 
 # %% [markdown]
 # Without jitter the clients stay in lock step: every retry wave leaves at 0.1, 0.3, 0.7, 1.5,
-# 3.1, 6.3 and 11.3 s. When the server returns, a wave of 200 meets room for 20; 180 are shed,
-# and those 180 come back together again 3.2 s later. Backoff spaced the retries out in time,
-# but not the clients out from each other. With full jitter the same retries arrive as a
-# trickle the server absorbs: the peak rate after the outage is more than ten times lower and
-# almost no request fails.
+# 3.1, 6.3 and 11.3 s (the last wait is the 5 s cap, not 6.4 s). When the server returns, a
+# wave of 200 meets room for 20; 180 are shed, and those 180 come back together again 3.2 s
+# later. Backoff spaced the retries out in time, but not the clients out from each other.
+#
+# With full jitter the same retries arrive as a trickle the server absorbs: the peak rate
+# after the outage is more than ten times lower and almost no request fails. (The table's
+# "peak attempts/s after" is the highest bar right of the shaded outage: both count in 100 ms
+# bins, shown per second.)
 #
 # Try the panel: more clients, a longer outage, another strategy, a larger base.
 
@@ -172,7 +182,7 @@ contention = retries.contention_vs_post(seeds=range(SEED, SEED + 20)).round(1)
 contention
 
 # %%
-plot_comparison(contention, ["work", "completion_time"], title="100 clients, mean of 20 runs")
+plot_comparison(contention, ["write calls", "completion time (s)"], title="100 clients, mean of 20 runs")
 plt.show()
 
 # %% [markdown]
@@ -218,8 +228,9 @@ retries.contention_panel(seed=SEED)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pd.DataFrame({f"{layers} layers": {f"{a} attempts": retries.retry_amplification(a, layers)
-                                   for a in (2, 3, 4, 5)} for layers in (1, 2, 3, 4)})
+calls = pd.DataFrame({layers: {a: retries.retry_amplification(a, layers) for a in (2, 3, 4, 5)}
+                      for layers in (1, 2, 3, 4)})
+calls.rename_axis(index="attempts per layer", columns="calls at the bottom, by layers")
 
 # %% [markdown]
 # 64. In practice: retry at one layer only (usually the one closest to the user), and make the
@@ -244,7 +255,7 @@ pd.DataFrame({f"{layers} layers": {f"{a} attempts": retries.retry_amplification(
 # NBVAL_CHECK_OUTPUT
 burst = {name: retries.error_burst(budget=flag, seed=SEED)
          for name, flag in (("no budget", False), ("budget", True))}
-summary_table(burst, digits=3)[["p50", "p99", "error_rate", "amplification"]]
+summary_table(burst, digits=3, units=True, columns=["p50", "p99", "error_rate", "amplification"])
 
 # %%
 plot_timeseries(burst["no budget"], 0.5, title="Error burst from 10 s to 20 s, no budget")

@@ -58,14 +58,15 @@ traces = {name: drive_breaker(config, script) for name, config in modes.items()}
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pd.DataFrame({name: {"first open at (s)": t.first("open"),
-                     "calls rejected": int((t.calls["outcome"] == "rejected").sum())}
-              for name, t in traces.items()})
+pd.DataFrame.from_dict({name: {"first open at (s)": t.first("open"),
+                              "calls rejected": int((t.calls["outcome"] == "rejected").sum())}
+                       for name, t in traces.items()}, orient="index")
 
 # %%
 fig, axes = plt.subplots(2, 1, figsize=(9, 5.5), sharex=True, layout="constrained")
 for ax, (name, trace) in zip(axes, traces.items(), strict=True):
     plot_breaker_trace(trace, ax).set_title(name, fontsize="medium")
+axes[0].set_xlabel("")
 plt.show()
 
 # %% [markdown]
@@ -135,7 +136,8 @@ breakers.breaker_panel(seed=SEED)
 # A timeout is a guess at "this will never answer". DDIA (chapter 8, "Timeouts and Unbounded
 # Delays") warns that there is no right value: too long and users wait for nothing, too short
 # and healthy-but-slow requests are cut off. A common rule is to set it at a high percentile of
-# the latency you observe when healthy. Then the percentile *is* the false-timeout rate.
+# the latency you observe when healthy. A timeout at the percentile *q* (the p99 is q = 0.99)
+# cuts off the slowest 1 − *q* of healthy requests: its false-timeout rate is 1 − *q*.
 #
 # **Predict before you run.** A timeout at the p99 of healthy latency cuts off what share of
 # healthy requests? At the p99.9?
@@ -164,8 +166,16 @@ breakers.timeout_panel(seed=SEED)
 # | **503** Service Unavailable | a dependency's breaker, or a server that is down | "something I need is broken" | yes, later; it will not help right away |
 #
 # A 429 is the cheapest failure: it costs the server almost nothing and tells the client the
-# truth. A 504 is the most expensive: the work was done (partly) and thrown away.
-#
+# truth. A 504 is the most expensive: the work was done (partly) and thrown away. (RFC 9110
+# defines 504 for a gateway whose upstream was too slow; using it for a server's own deadline
+# is a common convention, which Atlas follows.)
+
+# %% [markdown]
+# A request can also end on the client, without any HTTP answer. Atlas records those with
+# codes of its own, outside HTTP's: 596 retry budget exhausted, 597 circuit breaker open, 598
+# connection error, 599 client timeout. They are not HTTP statuses; no server sends them.
+
+# %% [markdown]
 # The simulator's `full_stack` scenario switches on every mechanism at once: load near
 # capacity, shedding, a server timeout inside the client's, client retries with a budget and a
 # breaker, and a dependency with its own retries and breaker, with a capacity drop and an error
@@ -181,7 +191,7 @@ breakers.status_breakdown(simulate(full_stack(10_000, seed=SEED)))
 # %% [markdown]
 # Attempts end in all three. Requests do not: every 429, 503
 # and 504 was retried, and what the user finally saw was either a success or a 596, "budget
-# exhausted", the client's own code for a retry its budget refused. The retries hid the
+# exhausted", Atlas's client-side code for a retry its budget refused. The retries hid the
 # server's failures until the budget said stop.
 
 # %% [markdown]
@@ -351,8 +361,9 @@ check(answer_2, Distribution(mean=0.05, kind="lognormal", shape=1.0).quantile(0.
 answer_3 = ...
 
 # %%
-check(answer_3, set(storm.index[storm["ok 15 s after the drop"] >= 0.95]),
-      choices=list(storm.index), hint="read the 'ok 15 s after the drop' column of the storm table")
+check(answer_3, set(storm.index[storm["ok 15 s after the drop (%)"] >= 95]),
+      choices=list(storm.index),
+      hint="read the 'ok 15 s after the drop (%)' column of the storm table")
 
 # %% [markdown]
 # **Exercise 4.** In the overload panel, what is the largest concurrency limit, in steps of 4
@@ -363,8 +374,8 @@ answer_4 = ...
 
 # %%
 panel = breakers.overload_panel(seed=SEED)
-limits = [n for n in range(4, 81, 4) if panel.update(max_concurrent=n).table["p99"].iloc[0] < 0.5]
-check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99']")
+limits = [n for n in range(4, 81, 4) if panel.update(max_concurrent=n).table["p99 (s)"].iloc[0] < 0.5]
+check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99 (s)']")
 
 # %% [markdown]
 # ## Recap

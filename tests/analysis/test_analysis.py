@@ -9,6 +9,7 @@ import pytest
 
 from atlas_sim.analysis import (
     SLO,
+    compare_runs,
     plot_breaker_timelines,
     plot_call_timeline,
     plot_comparison,
@@ -21,9 +22,10 @@ from atlas_sim.analysis import (
     slo_table,
     summary_table,
 )
+from atlas_sim.analysis.plots import bar_label
 from atlas_sim.results import RunResult
 from atlas_sim.sim import simulate
-from atlas_sim.sim.scenarios import dependency_outage
+from atlas_sim.sim.scenarios import dependency_outage, thundering_herd
 
 
 def made_up(latencies, oks, *, duration=10.0, source="sim", starts=None) -> RunResult:
@@ -178,3 +180,60 @@ def test_the_proportion_interval_is_wilsons():
     assert proportion_interval(0, 10)[0] == 0.0 and proportion_interval(10, 10)[1] == 1.0
     with pytest.raises(ValueError, match="count must be an integer >= 0 and <= 10"):
         proportion_interval(11, 10)
+
+
+def test_summary_table_with_units_labels_every_column_and_gives_rates_as_percentages():
+    run = made_up([0.2] * 100, [True] * 90 + [False] * 10)
+    table = summary_table(run, units=True, columns=["requests", "p99", "error_rate",
+                                                    "amplification"])
+    assert list(table.columns) == ["requests", "p99 (s)", "errors (%)", "attempts per request"]
+    assert table.iloc[0]["errors (%)"] == pytest.approx(10.0)
+    assert table["requests"].dtype.kind == "i"  # a count, never 100.0
+    with pytest.raises(ValueError, match="columns must be among"):
+        summary_table(run, columns=["p42"])
+
+
+def test_compare_runs_gives_the_difference_in_percent():
+    sim = made_up([0.1] * 100, [True] * 100)
+    live = made_up([0.11] * 100, [True] * 100, source="live")
+    table = compare_runs(sim, live, metrics=("p50",))
+    assert table.loc["p50", "difference (%)"] == pytest.approx(10.0)
+
+
+def test_bar_labels_are_written_as_a_reader_writes_them():
+    assert [bar_label(v) for v in (2426.0, 1854.4, 63.8, 5.0, 0.0123)] == [
+        "2,426", "1,854", "63.8", "5", "0.0123"]
+    fig = plot_comparison(summary_table({"a": made_up([0.1] * 10, [True] * 10)}), ["requests"])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["10"]
+    plt.close(fig)
+
+
+def _overlaps(fig, legend, ax) -> bool:
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+    return box.x0 < area.x1 and area.x0 < box.x1 and box.y0 < area.y1 and area.y0 < box.y1
+
+
+def test_legends_stay_outside_the_data(outage_run):
+    """No legend covers the lines, the breaker bands or the fault bar and its label."""
+    fig = plot_timeseries(outage_run, 1.0)
+    legend = fig.axes[0].get_legend()
+    assert legend is not None and not any(_overlaps(fig, legend, ax) for ax in fig.axes)
+    labels = {t.get_text() for t in legend.get_texts()}
+    assert {"offered", "attempts", "goodput", "closed", "open"} <= labels
+    fig = plot_breaker_timelines({"sim": outage_run})
+    assert not _overlaps(fig, fig.axes[0].get_legend(), fig.axes[0])
+    plt.close("all")
+
+
+def test_the_call_timeline_is_a_rate_with_the_faults_shaded():
+    run = simulate(thundering_herd(jitter="none", seed=1))
+    fig = plot_call_timeline({"none": run}, bin_width=0.5, until=10.0, what="attempts")
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "attempts/s"
+    (bars,) = [p for p in ax.patches if p.get_label() == "attempts"]
+    counts, _ = np.histogram(run.attempts["t_start"], bins=np.arange(0.0, 10.5, 0.5))
+    assert bars.get_data()[0] == pytest.approx(counts / 0.5)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["attempts", "outage"]
+    plt.close(fig)

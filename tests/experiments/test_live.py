@@ -163,11 +163,13 @@ def test_the_retry_table_shows_each_world_with_its_interval_and_theory():
 
     run = simulate(retry_storm("budget", seed=1))
     table = live.retry_table({"simulated": run, "live": run}, error_rate=0.3, attempts=3)
-    assert table.loc["theory", "error rate"] == pytest.approx(0.027)
+    assert table.loc["theory", "errors (%)"] == pytest.approx(2.7)
     assert table.loc["theory", "attempts per request"] == pytest.approx(1.39)
-    low, high = table.loc["live", "95% interval, low"], table.loc["live", "95% interval, high"]
-    assert low < table.loc["live", "error rate"] < high
+    low = table.loc["live", "95% interval, low (%)"]
+    high = table.loc["live", "95% interval, high (%)"]
+    assert low < table.loc["live", "errors (%)"] < high
+    assert table.loc["live", "requests"] == len(run.requests)  # a count, not 2196.0
     verdict = live.theory_verdict(table)
-    assert ("inside" in verdict) == (low <= 0.027 <= high)
-    table.loc["live", ["95% interval, low", "95% interval, high"]] = [0.0, 0.05]
+    assert ("inside" in verdict) == (low <= 2.7 <= high)
+    table.loc["live", ["95% interval, low (%)", "95% interval, high (%)"]] = [0.0, 5.0]
     assert "lies inside the live run's 95% interval [0.00%, 5.00%]" in live.theory_verdict(table)

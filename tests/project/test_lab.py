@@ -1,4 +1,5 @@
-"""``make lab`` really serves JupyterLab, on loopback only."""
+"""``make lab`` really serves JupyterLab, on loopback only, on the reader's own copy of the
+notebooks (never the tracked ones), with the notebook sources hidden."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def test_make_lab_serves_jupyterlab_on_loopback(tmp_path):
     port, token = free_port(), "atlas-test-token"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)}
     lab = subprocess.Popen(
-        ["make", "-s", "lab", f"LAB_PORT={port}",
+        ["make", "-s", "lab", f"LAB_PORT={port}", f"WORKBOOK={tmp_path / 'workbook'}",
          f"LAB_ARGS=--no-browser --IdentityProvider.token={token}"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -42,9 +43,25 @@ def test_make_lab_serves_jupyterlab_on_loopback(tmp_path):
         tree = httpx.get(f"http://127.0.0.1:{port}/api/contents",
                          headers={"Authorization": f"token {token}"}, timeout=5).json()
         names = {item["name"] for item in tree["content"]}
-        assert "00_welcome.ipynb" in names  # rooted at notebooks/
+        assert "00_welcome.ipynb" in names  # rooted at the reader's copy
+        assert (tmp_path / "workbook" / "00_welcome.ipynb").exists()
+        assert "src" not in names  # the jupytext sources are not offered to readers
         for address in non_loopback_addresses():
             assert refuses_connection(address, port), f"JupyterLab is reachable on {address}"
     finally:
         os.killpg(lab.pid, signal.SIGTERM)
         lab.wait(timeout=30)
+
+
+def test_make_lab_installs_only_what_a_reader_needs():
+    """The lab target depends on the reader's set-up, which installs the ``lab`` extra only;
+    the test targets install the ``test`` extra as well, and say what they are doing."""
+    plan = subprocess.run(["make", "-n", "-B", "lab", "VENV=/nonexistent-venv"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    installs = [line for line in plan.splitlines() if "pip install" in line]
+    assert installs and all("'.[lab]'" in line for line in installs), plan
+    assert "Installing Atlas and JupyterLab" in plan
+    assert "--ContentsManager.hide_globs=src" in plan
+    tests = subprocess.run(["make", "-n", "-B", "unit", "VENV=/nonexistent-venv"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout
+    assert "'.[lab,test]'" in tests

@@ -157,7 +157,8 @@ def _host_name(value: str) -> str:
     return name if colon and port.isdigit() else value
 
 
-def _is_loopback_name(name: str) -> bool:
+def is_loopback_name(name: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
     if name == "localhost":
         return True
     try:
@@ -208,7 +209,7 @@ class LoopbackGuardMiddleware:
         if value in self._accepted:
             return True
         name = _host_name(value.decode("latin-1"))
-        ok = _is_loopback_name(name) if self.allowed_hosts is None else name in self.allowed_hosts
+        ok = is_loopback_name(name) if self.allowed_hosts is None else name in self.allowed_hosts
         if ok and len(self._accepted) < 256:
             self._accepted.add(value)
         return ok

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import ipaddress
 import socket
 import threading
 import time
@@ -36,6 +35,7 @@ import httpx
 import uvicorn
 
 from ..validation import check_int, check_real
+from .middleware import is_loopback_name
 
 __all__ = ["LiveServer", "running_servers", "stop_all"]
 
@@ -74,15 +74,6 @@ class _Server(uvicorn.Server):
             await asyncio.wait(pending, timeout=1.0)
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class LiveServer:
     """An ASGI app served by uvicorn in a daemon thread, on ``host`` (loopback by default).
 
@@ -117,7 +108,7 @@ class LiveServer:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
-        if not _is_loopback(host) and allow_external is not True:
+        if not is_loopback_name(host) and allow_external is not True:
             raise ValueError(
                 f"host must be a loopback address such as '127.0.0.1', got {host!r}; "
                 "pass allow_external=True to serve beyond this machine (no authentication!)"

@@ -90,7 +90,9 @@ async def run_load_async(
             ``url + "/health"`` on each (not counted in the result; any answer will do), so
             that the first scheduled requests do not pay for connecting and for the client's
             first-use imports.
-        progress: show a tqdm progress bar (not shown with child processes).
+        progress: show how many requests have finished (``atlas_sim.progress``: a line of text
+            rewritten in place in a notebook, a tqdm bar in a terminal; not shown with
+            child processes).
 
     Returns ``RunResult(source="live")``. ``meta`` holds the load, the client policy, the send
     lag (``send_lag``, seconds per request, and ``send_lag_p50/p99/max``) and ``server_work``:

@@ -176,6 +176,7 @@ class Panel:
         self._output: Any = None
         self._muted = False  # True while reset() moves the widgets back: one redraw, not many
         self._shown: tuple[bytes, pd.DataFrame] | None = None  # the PNG and table last shown
+        self._draws = 0  # how many times the output area was drawn
         self.last: PanelView | None = None
 
     @property
@@ -274,13 +275,18 @@ class Panel:
         comm message back on the shell channel for every output, and that send is what leaves
         its wait for the cell's reply asleep until the cell timeout (nbclient issue 312).
         Setting the state sends only from the kernel, and the figure replaces the old one
-        without a blank in between.
+        without a blank in between. Each draw is numbered in the outputs' metadata: an output
+        equal to the one shown would be no change to ipywidgets (nor to the page's Backbone
+        model), and a slider release must always draw anew, even an identical figure.
         """
+        self._draws += 1
+        drawn = {"atlas_panel_draw": self._draws}
         try:
             view = produce()
         except ValueError as err:  # a bad combination: say so, keep the kernel alive
-            self._output.outputs = ({"output_type": "stream", "name": "stdout",
-                                     "text": f"Cannot run this combination: {err}\n"},)
+            said = {"text/plain": f"Cannot run this combination: {err}"}
+            self._output.outputs = ({"output_type": "display_data", "data": said,
+                                     "metadata": drawn},)
             return
         png = render_png(view.figure)
         self._shown = (png, view.table)
@@ -288,7 +294,7 @@ class Panel:
                   "text/plain": f"<Figure: {self.title or 'panel'}>"}
         table = {"text/html": view.table.to_html(), "text/plain": view.table.to_string()}
         self._output.outputs = tuple({"output_type": "display_data", "data": data,
-                                      "metadata": {}} for data in (figure, table))
+                                      "metadata": drawn} for data in (figure, table))
 
     def static_html(self) -> str:
         """What the widget shows now, as HTML that needs no kernel and no widget manager: the

@@ -156,6 +156,11 @@ def test_the_output_area_holds_exactly_one_figure_and_one_table_after_each_move(
     panel._widgets["utilisation"].value = 0.95
     panel._widgets["servers"].value = 1  # utilisation 0.95 on one server: still valid
     assert len(panel._output.outputs) == 2
+    sent: list[object] = []
+    panel._output.observe(lambda change: sent.append(change["new"]), names="outputs")
+    panel._widgets["seed_twice"].value = True  # changes nothing in the figure or the table
+    panel._widgets["seed_twice"].value = False
+    assert len(sent) == 2 and sent[0] != sent[1]  # drawn anew each time all the same
     plt.close("all")
 
 
@@ -173,5 +178,5 @@ def test_a_refused_combination_is_said_in_the_output_area():
     panel.widget()
     panel._widgets["n"].value = 2
     [said] = panel._output.outputs
-    assert said["text"].startswith("Cannot run this combination: no such queue")
+    assert said["data"]["text/plain"].startswith("Cannot run this combination: no such queue")
     plt.close("all")

@@ -271,7 +271,7 @@ class Panel:
 
         The output area's ``outputs`` are set from here, in one piece, rather than captured
         with ``with output: display(...)``: a captured display makes a script that executes
-        the notebook (nbclient, so nbconvert, papermill, nbval) play the front end and send a
+        the notebook (nbclient, so nbconvert and papermill) play the front end and send a
         comm message back on the shell channel for every output, and that send is what leaves
         its wait for the cell's reply asleep until the cell timeout (nbclient issue 312).
         Setting the state sends only from the kernel, and the figure replaces the old one

@@ -25,7 +25,7 @@ def kernel_time(stamp: str) -> datetime:
 @pytest.mark.live
 @pytest.mark.parametrize("source", SOURCES, ids=lambda p: p.stem)
 def test_nbconvert_executes_the_notebook_without_a_stall(source, tmp_path):
-    """A reader's command line. nbclient (under nbconvert, papermill, nbval) can miss a cell's
+    """A reader's command line. nbclient (under nbconvert and papermill) can miss a cell's
     reply that is already waiting and sleep until the cell timeout (nbclient issue 312); it
     then finds the reply and carries on without an error, so a stall shows only in the timing:
     the next cell starts a whole timeout after this one did, however short this one was. No

@@ -14,10 +14,18 @@ returns a ``PanelView`` (parameters, results, table, figure): tests and benchmar
 Results for parameter values seen before come from a small cache, so moving a slider back is
 instant. Sliders use ``continuous_update=False``: the experiment runs when a slider is released,
 not on every pixel of a drag. A Reset button restores the defaults.
+
+Displayed in a notebook, a panel is one output that carries two forms: the live widget
+(JupyterLab, with a kernel, shows it) and a static copy of what the widget showed when the cell
+ran, the figure as an inline PNG and the table as HTML. A reader who has not run anything
+(GitHub, nbviewer, an untrusted notebook in JupyterLab, nbconvert to HTML) sees the static copy
+instead of a one-line widget repr.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -167,6 +175,8 @@ class Panel:
         self._widgets: dict[str, Any] = {}
         self._output: Any = None
         self._muted = False  # True while reset() moves the widgets back: one redraw, not many
+        self._shown: tuple[bytes, pd.DataFrame] | None = None  # the PNG and table last shown
+        self._draws = 0  # how many times the output area was drawn
         self.last: PanelView | None = None
 
     @property
@@ -257,19 +267,62 @@ class Panel:
         self._show(lambda: self.update(**{name: change["new"]}))
 
     def _show(self, produce: Callable[[], PanelView]) -> None:
-        from IPython.display import Image, display
+        """Run ``produce`` and put its figure and table in the panel's output area.
 
-        with self._output:
-            self._output.clear_output(wait=True)
-            try:
-                view = produce()
-            except ValueError as err:  # a bad combination: say so, keep the kernel alive
-                print(f"Cannot run this combination: {err}")
-                return
-            display(Image(render_png(view.figure)))
-            display(view.table)
+        The output area's ``outputs`` are set from here, in one piece, rather than captured
+        with ``with output: display(...)``: a captured display makes a script that executes
+        the notebook (nbclient, so nbconvert and papermill) play the front end and send a
+        comm message back on the shell channel for every output, and that send is what leaves
+        its wait for the cell's reply asleep until the cell timeout (nbclient issue 312).
+        Setting the state sends only from the kernel, and the figure replaces the old one
+        without a blank in between. Each draw is numbered in the outputs' metadata: an output
+        equal to the one shown would be no change to ipywidgets (nor to the page's Backbone
+        model), and a slider release must always draw anew, even an identical figure.
+        """
+        self._draws += 1
+        drawn = {"atlas_panel_draw": self._draws}
+        try:
+            view = produce()
+        except ValueError as err:  # a bad combination: say so, keep the kernel alive
+            said = {"text/plain": f"Cannot run this combination: {err}"}
+            self._output.outputs = ({"output_type": "display_data", "data": said,
+                                     "metadata": drawn},)
+            return
+        png = render_png(view.figure)
+        self._shown = (png, view.table)
+        figure = {"image/png": base64.b64encode(png).decode("ascii"),
+                  "text/plain": f"<Figure: {self.title or 'panel'}>"}
+        table = {"text/html": view.table.to_html(), "text/plain": view.table.to_string()}
+        self._output.outputs = tuple({"output_type": "display_data", "data": data,
+                                      "metadata": drawn} for data in (figure, table))
 
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
+    def static_html(self) -> str:
+        """What the widget shows now, as HTML that needs no kernel and no widget manager: the
+        title, the controls' values, the figure (an inline PNG) and the table."""
+        if self._shown is None:  # not displayed yet: draw the current values
+            view = self.update()
+            self._shown = (render_png(view.figure), view.table)
+        png, table = self._shown
+        settings = ", ".join(f"{c.label or name.replace('_', ' ')} = {self._values[name]!r}"
+                             for name, c in self.controls.items())
+        title = f"<p><b>{html.escape(self.title)}</b></p>" if self.title else ""
+        image = base64.b64encode(png).decode("ascii")
+        return (f'<div class="atlas-panel-static">{title}'
+                f"<p><i>{html.escape(settings)} (run the notebook to move the sliders)</i></p>"
+                f'<img src="data:image/png;base64,{image}" alt="{html.escape(self.title)}"/>'
+                f"{table.to_html()}</div>")
 
-        display(self.widget())
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={value!r}" for name, value in self._values.items())
+        return f"<Panel {self.title!r}: {values}>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """The live widget for a front end with a kernel, and its static copy (``text/html``)
+        for everything else; ``text/plain`` names the panel rather than repeating the widget
+        tree."""
+        live = getattr(self.widget(), "_repr_mimebundle_", None)  # None once closed
+        bundle = {key: value for key, value in (live() if callable(live) else {}).items()
+                  if key != "text/plain"}
+        bundle["text/html"] = self.static_html()
+        bundle["text/plain"] = repr(self)
+        return bundle

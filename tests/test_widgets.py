@@ -131,3 +131,52 @@ def test_panel_figures_render_to_png_once():
 
     png = render_png(make_panel().update().figure)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_displayed_panel_carries_the_widget_and_a_static_figure_and_table():
+    panel = make_panel()
+    bundle = panel._repr_mimebundle_()
+    view = bundle["application/vnd.jupyter.widget-view+json"]
+    assert view["model_id"] == panel.widget().model_id
+    static = bundle["text/html"]
+    assert '<img src="data:image/png;base64,' in static and "<table" in static
+    assert "A queue" in static and "servers = 2" in static
+    assert "VBox" not in bundle["text/plain"] and "A queue" in bundle["text/plain"]
+    plt.close("all")
+
+
+def test_the_output_area_holds_exactly_one_figure_and_one_table_after_each_move():
+    panel = make_panel()
+    panel.widget()
+    first = panel._output.outputs
+    panel._widgets["servers"].value = 3
+    kinds = [sorted(o["data"]) for o in panel._output.outputs]
+    assert kinds == [["image/png", "text/plain"], ["text/html", "text/plain"]]
+    assert panel._output.outputs != first
+    panel._widgets["utilisation"].value = 0.95
+    panel._widgets["servers"].value = 1  # utilisation 0.95 on one server: still valid
+    assert len(panel._output.outputs) == 2
+    sent: list[object] = []
+    panel._output.observe(lambda change: sent.append(change["new"]), names="outputs")
+    panel._widgets["seed_twice"].value = True  # changes nothing in the figure or the table
+    panel._widgets["seed_twice"].value = False
+    assert len(sent) == 2 and sent[0] != sent[1]  # drawn anew each time all the same
+    plt.close("all")
+
+
+def test_a_refused_combination_is_said_in_the_output_area():
+    def run(n: int):
+        if n == 2:
+            raise ValueError("no such queue")
+        return run_queue(n)
+
+    def run_queue(n: int):
+        return {"queue": simulate(Scenario(load=Load(rate=10.0, duration=5.0), servers=n))}
+
+    panel = Panel(run, [Control.slider("n", 1, 3, 1)],
+                  lambda results: plot_latency_cdf(results).figure)
+    panel.widget()
+    panel._widgets["n"].value = 2
+    [said] = panel._output.outputs
+    assert said["data"]["text/plain"].startswith("Cannot run this combination: no such queue")
+    plt.close("all")

@@ -71,6 +71,12 @@ def poll_in_steps(channel: Any, step: float = 1.0) -> None:
     lasted the whole cell timeout and ended with the reply found, so a 20 s build took
     65-140 s. A poll that times out looks at the socket once more, so short polls bound the
     delay to ``step``.
+
+    What set it off: panels displayed into an ipywidgets ``Output`` with ``with output:``,
+    and for each captured display nbclient, playing the front end, sends a comm message on the
+    shell channel. Panels now set the output area's state instead, and readers' tools
+    (nbconvert, papermill) no longer stall (``tests/project/test_nbconvert_execute.py``);
+    the short polls stay as a guard should a cell capture into an ``Output`` again.
     """
     get_msg = channel.get_msg
 

@@ -15,8 +15,8 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_complet
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
+from ..progress import Progress
 from .engine import simulate
 from .scenario import Scenario
 
@@ -71,10 +71,13 @@ def sweep(scenario: Scenario, grid: Mapping[str, Iterable[Any]], executor: Execu
         futures: dict[Future, int] = {pool.submit(_summarise, s): i
                                       for i, s in enumerate(scenarios)}
         summaries: list[dict[str, float] | None] = [None] * len(points)
-        done = as_completed(futures)
-        for future in tqdm(done, total=len(futures), disable=not progress, desc="sweep",
-                           unit="run"):
-            summaries[futures[future]] = future.result()
+        bar = Progress(len(futures), desc="sweep", unit="run", enabled=progress)
+        try:
+            for future in as_completed(futures):
+                summaries[futures[future]] = future.result()
+                bar.update()
+        finally:
+            bar.close()
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
-from tqdm.auto import tqdm
 
 from ...policies import BreakerTransition, ClientPolicy, Status
+from ...progress import Progress
 from ...workload import rng_streams
 from .._timeouts import run_with_timeout
 from .pool import ClientPool
@@ -129,8 +129,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
 
     guard = job.client.guard(clock=clock, rng=jitter, on_transition=on_transition)
 
-    bar = tqdm(total=len(records), desc="requests", unit="req", disable=not job.progress,
-               leave=False)
+    bar = Progress(len(records), desc="requests", unit="req", enabled=job.progress)
 
     # Every attempt asks for the same thing, so each client builds its request once and sends
     # that object again (a GET has an empty, re-readable body): no URL parsing and header

@@ -96,7 +96,9 @@ async def run_load_async(
             IETF draft "The Idempotency-Key HTTP Header Field"), the same on every attempt, so
             that a service that remembers keys (``POST /api/orders``) applies a retried write
             once. Keys are unique to the run.
-        progress: show a tqdm progress bar (not shown with child processes).
+        progress: show how many requests have finished (``atlas_sim.progress``: a line of text
+            rewritten in place in a notebook, a tqdm bar in a terminal; not shown with
+            child processes).
 
     Returns ``RunResult(source="live")``. ``meta`` holds the load, the client policy, the send
     lag (``send_lag``, seconds per request, and ``send_lag_p50/p99/max``) and ``server_work``:

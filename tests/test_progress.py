@@ -1,0 +1,58 @@
+"""Progress: a text line rewritten in place in a kernel, ending in "done"; tqdm's bar elsewhere."""
+
+from __future__ import annotations
+
+import IPython.display
+import pytest
+
+from atlas_sim import progress
+from atlas_sim.progress import Progress
+
+
+class Handle:
+    def __init__(self, shown: list[str]) -> None:
+        self.shown = shown
+
+    def update(self, data, raw=False):
+        assert raw
+        self.shown.append(data["text/plain"])
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    shown: list[str] = []
+
+    def display(data, raw=False, display_id=False):
+        assert raw and display_id
+        shown.append(data["text/plain"])
+        return Handle(shown)
+
+    monkeypatch.setattr(progress, "in_kernel", lambda: True)
+    monkeypatch.setattr(IPython.display, "display", display)
+    return shown
+
+
+def test_in_a_kernel_the_line_ends_saying_done_and_is_not_rewritten_on_every_step(kernel):
+    bar = Progress(500, desc="requests", unit="req", interval=60.0)
+    for _ in range(500):
+        bar.update()
+    bar.close()
+    bar.close()  # once only
+    assert kernel[0].startswith("requests:   0%|")
+    assert len(kernel) == 2 and kernel[-1].startswith("requests: 500/500 req in ")
+    assert kernel[-1].endswith(", done")
+
+
+def test_disabled_shows_nothing(kernel):
+    bar = Progress(3, desc="sweep", unit="run", enabled=False)
+    bar.update()
+    bar.close()
+    assert kernel == []
+
+
+def test_outside_a_kernel_it_is_tqdm_on_stderr(capsys):
+    assert not progress.in_kernel()
+    bar = Progress(2, desc="sweep", unit="run", interval=0.0)
+    bar.update(2)
+    bar.close()
+    assert "sweep" in capsys.readouterr().err

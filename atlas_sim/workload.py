@@ -323,3 +323,18 @@ class Fault:
         if not isinstance(self.dependency_outage, bool):
             raise ValueError(f"dependency_outage must be True or False, "
                              f"got {self.dependency_outage!r}")
+
+    def describe(self) -> str:
+        """What goes wrong, in a few words (the events table's ``reason``)."""
+        parts = []
+        if self.capacity != 1:
+            parts.append("server down" if self.capacity == 0 else f"capacity x{self.capacity:g}")
+        if self.added_latency:
+            parts.append(f"+{self.added_latency:g}s handling")
+        if self.dependency_error_rate is not None:
+            parts.append(f"dependency errors {self.dependency_error_rate:.0%}")
+        if self.dependency_added_latency:
+            parts.append(f"+{self.dependency_added_latency:g}s dependency latency")
+        if self.dependency_outage:
+            parts.append("dependency hangs")
+        return ", ".join(parts)

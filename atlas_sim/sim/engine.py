@@ -217,7 +217,7 @@ class _Run:
     def execute(self) -> RunResult:
         s, env = self.scenario, self.env
         for f in s.faults:
-            self.event_rows.append((f.start, "fault", f.name, "start", _describe(f)))
+            self.event_rows.append((f.start, "fault", f.name, "start", f.describe()))
             if f.end < math.inf:  # a fault without an end lasts until the run is over
                 self.event_rows.append((f.end, "fault", f.name, "end", ""))
         for t, rate in s.load.steps:
@@ -256,21 +256,6 @@ def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
     if not rows:
         return [np.empty(0) for _ in range(width)]
     return [np.asarray(col) for col in zip(*rows, strict=True)]
-
-
-def _describe(f: Fault) -> str:
-    parts = []
-    if f.capacity != 1:
-        parts.append("server down" if f.capacity == 0 else f"capacity x{f.capacity:g}")
-    if f.added_latency:
-        parts.append(f"+{f.added_latency:g}s handling")
-    if f.dependency_error_rate is not None:
-        parts.append(f"dependency errors {f.dependency_error_rate:.0%}")
-    if f.dependency_added_latency:
-        parts.append(f"+{f.dependency_added_latency:g}s dependency latency")
-    if f.dependency_outage:
-        parts.append("dependency hangs")
-    return ", ".join(parts)
 
 
 class _Client:

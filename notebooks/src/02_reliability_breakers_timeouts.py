@@ -300,7 +300,8 @@ settings = Settings(http_timeout=2.0, database_timeout=0.5, retry_max_attempts=1
                     circuit_breaker_failure_threshold=5, circuit_breaker_recovery_timeout=2.0)
 server = live.start_service("atlas-02", settings=settings, seed=SEED)
 outage = dict(load=Load(rate=40.0, duration=20.0), client=ClientPolicy(timeout=3.0),
-              faults=[Fault(start=5.0, end=12.0, dependency_outage=True)], seed=SEED)
+              faults=[Fault(start=5.0, end=12.0, dependency_outage=True, name="dependency hangs")],
+              seed=SEED)
 runs = live.compose_experiment(server, settings, calibration=calibration, **outage)
 live.generator_note(runs["live"])  # did the generator keep its schedule? (as in notebook 01)
 

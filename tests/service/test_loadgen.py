@@ -257,11 +257,14 @@ def test_timed_faults_are_applied_on_the_runs_clock_and_recorded():
     try:
         result = run_load(server.url, load=Load(rate=100.0, duration=3.0), seed=4,
                           path="/api/compose",
-                          faults=[Fault(start=1.0, end=2.0, dependency_error_rate=1.0)],
+                          faults=[Fault(start=1.0, end=2.0, dependency_error_rate=1.0,
+                                        name="errors")],
                           progress=False)
         events = result.events[result.events["kind"] == "fault"]
+        # the rows the simulator writes for the same window, at the times the service switched
         assert list(events["detail"]) == ["start", "end"]
-        assert list(events["name"]) == ["dependency", "dependency"]
+        assert list(events["name"]) == ["errors", "errors"]
+        assert events["reason"].iloc[0] == "dependency errors 100%"
         start, end = events["time"]
         assert 1.0 <= start < 1.5 and 2.0 <= end < 2.5  # bounds, not a timing measurement
         req = result.requests

@@ -23,7 +23,13 @@ from ...workload import Fault, Load
 from .children import drive_in_children
 from .driver import Job, drive
 from .result import to_result
-from .timeline import EventRow, fetch_server_breaker, inject_faults, plan_faults, switch_off
+from .timeline import (
+    fault_events,
+    fetch_server_breaker,
+    inject_faults,
+    plan_faults,
+    switch_off,
+)
 
 __all__ = ["run_load", "run_load_async"]
 
@@ -147,7 +153,7 @@ async def run_load_async(
         warm_up_url=base + "/health" if warm_up else None,
         idempotency_keys=idempotency_keys, run_id=secrets.token_hex(4),
     )
-    fault_events: list[EventRow] = []
+    applied: dict[float, float] = {}  # planned time of a fault change -> when it took effect
     at_start = [change for change in fault_plan if change[0] == 0]
     later = [change for change in fault_plan if 0 < change[0] <= length]
     after = [change for change in fault_plan if change[0] > length]
@@ -155,9 +161,9 @@ async def run_load_async(
     injector: asyncio.Future[None] | None = None
     try:
         if at_start:  # in force before the first request leaves
-            await inject_faults(base, at_start, None, fault_events)
+            await inject_faults(base, at_start, None, applied)
         if later:
-            injector = asyncio.ensure_future(inject_faults(base, later, started, fault_events))
+            injector = asyncio.ensure_future(inject_faults(base, later, started, applied))
         run = await (drive(job, on_start=started) if processes == 0
                      else drive_in_children(job, processes, on_start=started))
         if injector is not None:
@@ -172,8 +178,8 @@ async def run_load_async(
             with contextlib.suppress(asyncio.CancelledError):
                 await injector
     if after:  # windows still open when the last request has left: closed now
-        await inject_faults(base, after, None, fault_events, origin=run.origin_monotonic)
-    records, events = run.records, run.events + fault_events
+        await inject_faults(base, after, None, applied, origin=run.origin_monotonic)
+    records, events = run.records, run.events + fault_events(faults, applied)
     server_note = "not requested"
     if server_events:
         server_note = await fetch_server_breaker(base, run.origin_monotonic, events)

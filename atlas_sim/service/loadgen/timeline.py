@@ -6,15 +6,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
 from ...workload import Fault
 
-__all__ = ["FAULTS_OFF", "EventRow", "fetch_server_breaker", "inject_faults", "plan_faults",
-           "switch_off"]
+__all__ = ["FAULTS_OFF", "EventRow", "fault_events", "fetch_server_breaker", "inject_faults",
+           "plan_faults", "switch_off"]
 
 #: A row of ``RunResult.events``: time, kind, name, detail, reason.
 EventRow = tuple[float, str, str, str, str]
@@ -51,27 +51,15 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
     return plan
 
 
-def _fault_events(when: float,
-                  changes: Mapping[str, Any]) -> list[EventRow]:
-    """One event per changed field: ``start`` when it turns a fault on, ``end`` when off."""
-    out = []
-    for key, value in changes.items():
-        if key == "capacity":
-            name, faulty = "server", value != 1
-        else:
-            name, faulty = "dependency", bool(value)
-        out.append((when, "fault", name, "start" if faulty else "end", f"{key}={value}"))
-    return out
-
-
 async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
-                        started: asyncio.Future[float] | None,
-                        events: list[EventRow], *, origin: float | None = None) -> None:
-    """Apply each change to ``/admin/faults`` at its time on the run's clock.
+                        started: asyncio.Future[float] | None, applied: dict[float, float],
+                        *, origin: float | None = None) -> None:
+    """Apply each change to ``/admin/faults`` at its time on the run's clock, and note in
+    ``applied`` when each planned time really took effect (seconds of the run).
 
-    With ``started`` None, the changes are applied now and recorded at the run's time given by
-    ``origin`` (its time 0 on ``time.monotonic``), or at 0 before the run has one: a fault at
-    time 0 must be in force for the very first request, not race it.
+    With ``started`` None, the changes are applied now, at the run's time given by ``origin``
+    (its time 0 on ``time.monotonic``), or at 0 before the run has one: a fault at time 0 must
+    be in force for the very first request, not race it.
     """
     t0 = await started if started is not None else None
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
@@ -85,8 +73,20 @@ async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
                 raise ValueError(f"the service refused the fault change {changes!r}: "
                                  f"{response.status_code} {response.text[:500]}")
             start = t0 if t0 is not None else origin
-            events.extend(_fault_events(0.0 if start is None else time.monotonic() - start,
-                                        changes))
+            applied[when] = 0.0 if start is None else time.monotonic() - start
+
+
+def fault_events(faults: Sequence[Fault], applied: dict[float, float]) -> list[EventRow]:
+    """The events table's rows for ``faults``, as the simulator writes them (name, ``start``
+    with the fault's description, ``end``), at the times the service really switched: a
+    window that began or ended with no change to send (another window already had the same
+    effect) is put at its planned time."""
+    rows = []
+    for f in faults:
+        rows.append((applied.get(f.start, f.start), "fault", f.name, "start", f.describe()))
+        if f.end in applied or f.end < math.inf:
+            rows.append((applied.get(f.end, f.end), "fault", f.name, "end", ""))
+    return sorted(rows)
 
 
 #: Each fault field of ``/admin/faults`` when it is off.

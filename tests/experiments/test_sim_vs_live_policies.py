@@ -65,8 +65,11 @@ def test_the_outage_is_retried_and_then_refused_alike(runs):
     simulated, live = runs
     sim, real = counts(simulated.window(*OUTAGE)), counts(live.window(*OUTAGE))
     for run in (simulated, live):
-        first = run.window(*OUTAGE).requests.iloc[0]
-        assert first["status"] != 596  # the budget was full when the outage began
+        # The 429s before the outage cost no token, so the budget refuses only the few retries
+        # after the outage's first failures; the breaker, open within a few dozen ms, refuses
+        # the rest. (Had the 429s drained the budget, nearly every request would end 596.)
+        outage = run.window(*OUTAGE).requests
+        assert (outage["status"] == 596).sum() < 0.1 * len(outage)
     # Breaker refusals (597) dominate the outage and budget refusals (596) follow the breaker's
     # probes: a 10% tolerance (and a floor of 5 requests) absorbs the live run's timing noise.
     for code in (596, 597):

@@ -20,6 +20,13 @@ from .plots import (
     shade_breaker_states,
 )
 from .queueing import MMc, erlang_b, erlang_c
+from .reliability import (
+    annualised_failure_rate,
+    down_at_once,
+    failures_per_unit_time,
+    loss_probability,
+    mttf_from_afr,
+)
 from .slo import SLO, SLO_TIERS, SLOReport, slo_check, slo_table
 from .stats import Interval, batch_means, proportion_interval, replications
 from .tables import compare_runs, name_runs, summary_table
@@ -31,11 +38,16 @@ __all__ = [
     "Interval",
     "MMc",
     "SLOReport",
+    "annualised_failure_rate",
     "batch_means",
     "compare_runs",
+    "down_at_once",
     "erlang_b",
     "erlang_c",
+    "failures_per_unit_time",
+    "loss_probability",
     "mark_faults",
+    "mttf_from_afr",
     "name_runs",
     "plot_breaker_timelines",
     "plot_breaker_trace",

@@ -2,7 +2,8 @@
 
 ``Scenario`` describes an experiment, ``simulate`` runs it and returns a ``RunResult``,
 ``sweep`` runs it over a grid of parameters, and ``scenarios`` holds the canonical experiments
-of the workbook (contention and fan-out have small models of their own).
+of the workbook (contention, fan-out and hardware faults at fleet scale have small models of
+their own).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from . import scenarios
 from .contention import CONTENTION_STRATEGIES, compare_contention, contention
 from .engine import simulate
 from .fanout import fanout, slow_request_probability
+from .fleet import FleetRun, fleet, replica_loss
 from .scenario import Dependency, Fault, Scenario, evolve
 from .sweep import grid_points, sweep
 
@@ -18,12 +20,15 @@ __all__ = [
     "CONTENTION_STRATEGIES",
     "Dependency",
     "Fault",
+    "FleetRun",
     "Scenario",
     "compare_contention",
     "contention",
     "evolve",
     "fanout",
+    "fleet",
     "grid_points",
+    "replica_loss",
     "scenarios",
     "simulate",
     "slow_request_probability",

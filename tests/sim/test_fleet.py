@@ -1,0 +1,82 @@
+"""Hardware faults at fleet scale and redundancy: the simulated fleet and replica sets against
+their closed forms (failures per day, the number down at once, loss with and without
+common-mode faults), and DDIA's one-disk-a-day figure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from atlas_sim.analysis.reliability import (
+    annualised_failure_rate,
+    down_at_once,
+    failures_per_unit_time,
+    loss_probability,
+    mttf_from_afr,
+)
+from atlas_sim.sim.fleet import fleet, replica_loss
+from atlas_sim.workload import rng_streams
+
+YEAR = 365.0  # days
+
+
+def test_ddia_ten_thousand_disks_lose_about_one_a_day():
+    # MTTF 10 to 50 years: 2.7 to 0.55 failures a day among 10,000 disks ("Hardware Faults")
+    low, high = (failures_per_unit_time(10_000, years * YEAR, 1.0) for years in (50, 10))
+    assert 0.5 < low < 1 < high < 3
+    run = fleet(10_000, 30 * YEAR, 1.0, 3 * YEAR, rng=rng_streams(1)["server"])
+    expected = failures_per_unit_time(10_000, 30 * YEAR, 1.0) * 3 * YEAR
+    assert abs(len(run.failures) - expected) < 4 * math.sqrt(expected)  # Poisson counts
+
+
+@pytest.mark.parametrize(("lifetime", "shape", "repair"), [
+    ("exponential", 1.0, "constant"), ("weibull", 3.0, "exponential")])
+def test_how_many_are_down_at_once_is_binomial_whatever_the_distributions(lifetime, shape,
+                                                                           repair):
+    n, mttf, mttr = 2000, 50.0, 5.0
+    run = fleet(n, mttf, mttr, 2000.0, rng=rng_streams(2)["server"], lifetime=lifetime,
+                shape=shape, repair=repair)
+    times = np.arange(300.0, 2000.0, 20.0)  # past the start, spaced beyond a repair
+    counts = run.down_at(times)
+    pmf = down_at_once(n, mttf, mttr)
+    mean = float((np.arange(n + 1) * pmf).sum())
+    var = float(((np.arange(n + 1) - mean) ** 2 * pmf).sum())
+    assert mean == pytest.approx(n * mttr / (mttf + mttr))
+    assert abs(counts.mean() - mean) < 4 * math.sqrt(var / len(times))
+    assert 0.5 * var < counts.var(ddof=1) < 1.6 * var
+    after = run.failures_per_unit_time(after=300.0)
+    rate = failures_per_unit_time(n, mttf, mttr)
+    assert abs(after - rate) < 4 * math.sqrt(rate * 1700.0) / 1700.0
+
+
+def test_annualised_failure_rates_and_mttfs_convert_both_ways():
+    assert annualised_failure_rate(1_000_000) == pytest.approx(0.00872, rel=1e-3)
+    for afr in (0.01, 0.015, 0.02):
+        assert annualised_failure_rate(mttf_from_afr(afr)) == pytest.approx(afr)
+    with pytest.raises(ValueError, match="afr must be a number > 0 and < 1"):
+        mttf_from_afr(1.0)
+
+
+def test_one_replica_is_lost_as_soon_as_it_fails():
+    assert loss_probability(1, 100.0, 5.0, 50.0) == pytest.approx(1 - math.exp(-0.5))
+
+
+@pytest.mark.parametrize(("replicas", "shock_rate"), [(2, 0.0), (3, 0.0), (2, 0.002)])
+def test_the_simulated_loss_matches_the_markov_chain(replicas, shock_rate):
+    exact = loss_probability(replicas, 20.0, 5.0, 100.0, shock_rate=shock_rate)
+    trials = 20_000
+    seen = replica_loss(replicas, 20.0, 5.0, 100.0, shock_rate=shock_rate, trials=trials,
+                        rng=rng_streams(3)["server"])
+    assert 0.01 < exact < 0.99
+    assert abs(seen - exact) < 4 * math.sqrt(exact * (1 - exact) / trials)
+
+
+def test_more_replicas_help_against_independent_faults_and_not_against_a_shared_one():
+    independent = [loss_probability(r, 1000.0, 1.0, YEAR) for r in (1, 2, 3)]
+    assert independent[0] > 100 * independent[1] > 100 * 100 * independent[2]
+    # the same replicas behind one shared fault (a rack, a bad release) about once a decade
+    shared = [loss_probability(r, 1e12, 1.0, YEAR, shock_rate=1 / (10 * YEAR))
+              for r in (1, 2, 3)]
+    assert shared == pytest.approx([1 - math.exp(-0.1)] * 3, rel=1e-6)

@@ -9,6 +9,8 @@
 # **In this notebook you will**
 #
 # 1. tell a *fault* from a *failure*, and see a retry turn transient faults into successes;
+#    meet DDIA's three kinds of fault, and see why redundancy beats independent hardware faults
+#    and does nothing against a fault that every replica shares;
 # 2. compare exponential backoff with the four jitter strategies of the AWS post "Exponential
 #    Backoff and Jitter", on sliders;
 # 3. watch a thundering herd form after an outage, and jitter break it up;
@@ -46,10 +48,78 @@ from atlas_sim.analysis import (
     summary_table,
 )
 from atlas_sim.exercises import check
-from atlas_sim.experiments import live, retries
+from atlas_sim.experiments import faults, live, retries
 from atlas_sim.policies import JITTER_STRATEGIES
 from atlas_sim.sim import simulate
 from atlas_sim.sim.scenarios import retry_storm, thundering_herd
+
+# %% [markdown]
+# ## Three kinds of fault
+#
+# DDIA ("Reliability") sorts faults into three kinds, and each calls for its own defence.
+#
+# **Hardware faults** are many and independent. Disks have a mean time to failure (MTTF) of
+# about 10 to 50 years, so a cluster of 10,000 disks loses about one a day, and a disk's death
+# says nothing about its neighbour's. Large operators' published fleet statistics say the same
+# in another unit: an annualised failure rate of about 1-2% a year. Such faults are fought with
+# redundancy: a second copy is unlikely to die while the first is being replaced.
+#
+# **Predict before you run.** 10,000 disks with an MTTF of 30 years, each replaced within a day:
+# how many fail per day, and how many are dead at the same moment on a typical day?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+faults.fleet_table(10_000, mttf_years=30, repair_days=1, seed=SEED)
+
+# %% [markdown]
+# A year of the fleet, simulated, beside the long-run formulas: `n / (MTTF + MTTR)` failures a
+# day, and at any moment Binomial(`n`, `MTTR / (MTTF + MTTR)`) disks down. Move the sliders.
+# The Weibull shape models wear-out (above 1): a young fleet of such disks fails *less* than
+# the long-run rate at first and more later, which is why real fleets report failure rates by
+# drive age.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+faults.fleet_panel(seed=SEED)
+
+# %% [markdown]
+# **Software errors** are the opposite: systematic and correlated. One bad input, one leap
+# second, one runaway process hits every node that runs the same code at the same time. Copies
+# do not help, because they fail together. The next table puts both kinds on replicas of some
+# data: each replica fails now and then on its own (MTTF 500 days, 5 days to repair), and, once
+# a decade, a fault they all share (a rack, a power feed, a bad software release) takes every
+# replica down at once. Data is lost when every replica is down at the same moment.
+#
+# **Predict before you run.** Against the independent faults, how much does a third replica
+# buy over a second? Against the shared one?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+redundancy = faults.redundancy_table(3, mttf_days=500, repair_days=5, shared_per_decade=1,
+                                     seed=SEED)
+redundancy
+
+# %% [markdown]
+# The theory columns are exact (a Markov chain over the number of replicas down); the
+# simulation checks one of them. Each replica cuts the independent risk by about a factor of a
+# hundred; the shared fault's risk does not move past the second replica, because it never
+# needed more than one event. Redundancy is a defence against *independent* faults only. Try the
+# sliders: no replica count beats a shared fault rate.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+faults.redundancy_panel(seed=SEED)
+
+# %% [markdown]
+# **Human errors**, DDIA reports from a study of large internet services, caused more outages
+# than hardware faults: configuration mistakes by operators above all. Neither retries nor
+# replicas help: a wrong configuration pushed everywhere is a shared fault of the worst kind.
+# The chapter's remedies are tooling and process: interfaces that make the right thing easy,
+# sandboxes to try things in, thorough testing, quick rollback, gradual rollouts that expose a
+# change to a few users first, and telemetry that shows early that something is wrong. A later
+# notebook (operability) rolls a bad change out to a canary and watches its error budget burn.
+#
+# The rest of this notebook is about the one fault a retry *can* absorb: the transient one.
 
 # %% [markdown]
 # ## Why retry
@@ -459,10 +529,57 @@ answer_4 = ...
 check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to the power of layers")
 
 # %% [markdown]
+# **Exercise 5.** A fleet of 20,000 disks, each with an MTTF of 40 years and replaced within a
+# day. How many disks fail per day, in the long run? Give a number (e.g. `1.2`).
+
+# %%
+answer_5 = ...
+
+# %%
+check(answer_5, 20_000 / (40 * 365 + 1), rel=0.02, hint="n / (MTTF + MTTR), in days")
+
+# %% [markdown]
+# **Exercise 6.** In the redundancy table (MTTF 500 days, 5 days to repair, a shared fault
+# once a decade), what does a third replica do to the chance of losing the data in a year,
+# against the second? Give the letter, e.g. `"a"`:
+#
+# * `"a"`: it divides it by about a hundred;
+# * `"b"`: it hardly changes it;
+# * `"c"`: it doubles it.
+
+# %%
+answer_6 = ...
+
+# %%
+with_shared = redundancy["with the shared fault, theory"].str.rstrip("%").astype(float)
+ratio = with_shared[3] / with_shared[2]
+effect = "a" if ratio < 0.05 else ("b" if ratio < 1.5 else "c")
+check(answer_6, effect, choices=["a", "b", "c"],
+      hint="read the column 'with the shared fault, theory' for 2 and 3 replicas")
+
+# %% [markdown]
+# **Exercise 7.** An operator's configuration change took down every instance of a service at
+# once. Which defence would have limited the damage most? Give the letter:
+#
+# * `"a"`: more client retries, with jitter;
+# * `"b"`: a gradual rollout (a canary first), with quick rollback;
+# * `"c"`: a third replica of every instance.
+
+# %%
+answer_7 = ...
+
+# %%
+check(answer_7, "b", choices=["a", "b", "c"],
+      hint="the change is a fault every instance shares: what stops it reaching all of them?")
+
+# %% [markdown]
 # ## Recap
 #
-# * A fault is a component misbehaving; a failure is the user not being served. Retries turn
-#   *transient, independent* faults into successes at little cost.
+# * A fault is a component misbehaving; a failure is the user not being served. Hardware faults
+#   are independent and beaten by redundancy (each replica divides the risk); software errors
+#   and human errors are shared, and no number of replicas helps: testing, gradual rollouts,
+#   quick rollback and telemetry do.
+# * Retries turn *transient, independent* faults into successes at little cost.
 # * Exponential backoff spaces retries out in time; only **jitter** spaces *clients* out from
 #   each other. Without it, synchronised clients form a thundering herd that a recovering
 #   server cannot absorb. In the AWS experiment full jitter does the least work, with equal
@@ -483,6 +600,8 @@ check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to t
 #   "Unreliable Networks" ("Timeouts and Unbounded Delays"); chapter 11, "Fault Tolerance"
 #   ("Idempotence"); chapter 12, "The end-to-end argument for databases".
 # * M. Brooker, "Exponential Backoff and Jitter", AWS Architecture Blog, 2015.
+# * Backblaze, "Hard Drive Stats" (yearly reports of annualised failure rates).
+# * S. M. Ross, *Introduction to Probability Models*, chapter 7 (alternating renewal processes).
 # * B. Beyer et al. (eds.), *Site Reliability Engineering*, chapter 21, "Handling Overload",
 #   and chapter 22, "Addressing Cascading Failures".
 # * gRPC, "Retry design" (gRFC A6): retry throttling with `maxTokens` and `tokenRatio`.

@@ -171,3 +171,21 @@ def test_the_overload_panel_shades_the_spike_it_talks_about():
     figure = breakers.overload_panel().update(max_concurrent=0).figure
     spans = [p.get_x() for p in figure.axes[0].patches if p.get_width() == pytest.approx(10.0)]
     assert spans == [pytest.approx(10.0)]
+
+
+def test_the_fault_panels_answer_their_sliders_and_agree_with_theory():
+    from atlas_sim.experiments import faults
+
+    fleet = faults.fleet_panel()
+    table = fleet.update().table
+    sim, theory = table["simulated (2nd year)"], table["theory (long run)"]
+    assert abs(float(sim["failures per day"]) - float(theory["failures per day"])) < 0.3
+    assert fleet.update(disks=20_000).table.loc["failures per day", "theory (long run)"] != (
+        theory["failures per day"])
+    redundancy = faults.redundancy_panel()
+    shown = redundancy.update(replicas=4).table
+    assert shown.iloc[3, -1] != "" and shown.iloc[2, -1] == ""  # the simulated row follows
+    shared = shown["with the shared fault, theory"].str.rstrip("%").astype(float)
+    assert abs(shared[5] - shared[2]) < 0.2 * shared[2]  # replicas do not help against it
+    independent = shown["independent faults only, theory"].str.rstrip("%").astype(float)
+    assert independent[3] < independent[2] / 20  # but they do against independent faults

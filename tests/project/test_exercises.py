@@ -157,12 +157,19 @@ def _other_names(e: Exercise) -> list[Any]:
     return [names - {min(names)}, names | {min(others)}, set()]
 
 
+def _rate_forms(e: Exercise) -> list[Any]:
+    x = float(e.expected)
+    return [x, np.float64(x), str(x), f"{x:.2f}", f"{x:.3g}", f" {x:.2f} "]
+
+
 COUNT = Kind(_count_forms, lambda e: [e.expected + 1, str(e.expected - 1)], ["many", [1], True],
              lambda x: isinstance(x, int) and not isinstance(x, bool))
 TIME = Kind(_time_forms, lambda e: [1.5 * e.expected + 1, f"{1.5 * e.expected + 1:g} s"],
             ["later", (1.0,), "soon s"], lambda x: isinstance(x, float))
 SHARE = Kind(_share_forms, lambda e: [2 * e.expected, f"{200 * e.expected:g}%"],
              ["tiny", [0.1], "1/0"], lambda x: isinstance(x, float) and 0 <= x <= 1)
+RATE = Kind(_rate_forms, lambda e: [2 * e.expected, f"{e.expected / 2:.2f}"],
+            ["daily", [1.0], "1.3 or so"], lambda x: isinstance(x, float) and x > 1)
 NAME = Kind(_name_forms, _other_choice, [3, "no idea", {"full"}], lambda x: isinstance(x, str))
 LETTER = Kind(_letter_forms, _other_choice, ["d", 2, "a or b"], lambda x: x == "b")
 NAMES = Kind(_names_forms, _other_names, [42, ["budget", 3], "budget, nonsense"],
@@ -179,6 +186,9 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("01_reliability_retries", "answer_2"): NAME,  # the jitter with the lowest peak
     ("01_reliability_retries", "answer_3"): COUNT,  # failures before the budget refuses
     ("01_reliability_retries", "answer_4"): COUNT,  # 3 ** 4 calls
+    ("01_reliability_retries", "answer_5"): RATE,  # disks failing per day
+    ("01_reliability_retries", "answer_6"): LETTER,  # a third replica against a shared fault
+    ("01_reliability_retries", "answer_7"): LETTER,  # what limits a human error
     ("02_reliability_breakers_timeouts", "answer_1"): TIME,  # first half-open, s
     ("02_reliability_breakers_timeouts", "answer_2"): TIME,  # a timeout, s
     ("02_reliability_breakers_timeouts", "answer_3"): NAMES,  # the fixes that recover

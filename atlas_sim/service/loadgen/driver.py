@@ -141,10 +141,12 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         if key is not None:  # this logical request's own key, the same on every attempt
             request = client.build_request(
                 method, target, headers={**headers, "Idempotency-Key": f'"{key}"'})
-        elif client in prepared:
-            request = prepared[client]
         else:
-            request = prepared[client] = client.build_request(method, target, headers=headers)
+            cached = prepared.get(client)  # one lookup on the hot path
+            if cached is None:
+                cached = prepared[client] = client.build_request(method, target,
+                                                                 headers=headers)
+            request = cached
         async with gate:
             return await client.send(request)
 

@@ -133,8 +133,6 @@ class Scenario:
         set_ = object.__setattr__
         if not isinstance(self.load, Load):
             raise ValueError(f"load must be a Load, got {self.load!r}")
-        if self.load.duration is None and not self.load.open_loop:
-            raise ValueError("load needs a duration")
         self.service_time  # noqa: B018 - validates mean, dist and shape
         check_int("servers", self.servers, low=1, high=10_000)
         _optional(check_int, "max_concurrent", self.max_concurrent, low=1)

@@ -9,6 +9,8 @@
   step changes of the rate), used by the simulator's arrival process and the live load generator.
 * ``Fault``: a window of trouble (server capacity, dependency errors, latency or outage) that
   the simulator models and the live generator switches on in the service.
+* ``request_inputs``: what each request carries, as one number per request, the same on every
+  attempt and in both worlds (a bad input, ``Fault.bad_input_rate``, is decided by it).
 * ``rng_streams``: one seed, split into named independent random streams. Simulation and live
   service take their streams by the same names, so a live run and a simulated run with the same
   seed send the same arrivals and draw the same service times (common random numbers): the two
@@ -34,6 +36,7 @@ __all__ = [
     "Fault",
     "Load",
     "arrival_times",
+    "request_inputs",
     "rng_streams",
 ]
 
@@ -42,7 +45,7 @@ ArrivalProcess = Literal["poisson", "constant"]
 
 #: The named random streams, in spawn order. Append only: a stream's numbers depend on its
 #: position, so inserting a name would change every run after it.
-STREAM_NAMES = ("arrivals", "service", "client", "dependency", "server", "think")
+STREAM_NAMES = ("arrivals", "service", "client", "dependency", "server", "think", "inputs")
 
 
 def rng_streams(seed: int | None) -> dict[str, np.random.Generator]:
@@ -55,6 +58,21 @@ def rng_streams(seed: int | None) -> dict[str, np.random.Generator]:
         name: np.random.default_rng(child)
         for name, child in zip(STREAM_NAMES, children, strict=True)
     }
+
+
+def request_inputs(seed: int | None, count: int) -> np.ndarray:
+    """What requests ``0 .. count - 1`` of a run carry, each as a number in [0, 1): the first
+    ``count`` draws of the ``"inputs"`` stream, in request order (a request's index in its
+    schedule, or the order closed-loop clients send in). Shape ``(count,)``.
+
+    A request's input is fixed when it is made: every attempt of it, on any server, carries the
+    same one. ``Fault(bad_input_rate=q)`` makes the handler crash on the inputs below ``q``, so
+    raising ``q`` keeps the bad inputs of a smaller ``q`` bad (common random numbers). Drawing
+    more later continues the same sequence: ``request_inputs(s, 10)`` is the start of
+    ``request_inputs(s, 20)``.
+    """
+    check_int("count", count, low=0)
+    return rng_streams(seed)["inputs"].random(count)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,9 +315,16 @@ class Fault:
         dependency_added_latency: seconds added to every dependency call.
         dependency_outage: every dependency call hangs until its caller's timeout ends it
             (a dead database looks like silence, not an error).
+        bad_input_rate: a software error every server shares, in [0, 1]: the handler crashes
+            (500) on a request whose input (``request_inputs``) is below this share, at once,
+            on every attempt and every server, because the bug is in the code they all run
+            and the input travels with the request (DDIA, "Software Errors": "a software bug
+            that causes every instance of an application server to crash when given a
+            particular bad input"). Unlike ``dependency_error_rate``, whose every attempt is a
+            new coin, a retry cannot help.
         name: a label for the events table.
 
-    Overlapping faults combine: capacities multiply, latencies add, the larger error rate wins.
+    Overlapping faults combine: capacities multiply, latencies add, the larger rate wins.
     A request's speed is fixed when its service starts.
     """
 
@@ -310,6 +335,7 @@ class Fault:
     dependency_error_rate: float | None = None
     dependency_added_latency: float = 0.0
     dependency_outage: bool = False
+    bad_input_rate: float = 0.0
     name: str = "fault"
 
     def __post_init__(self) -> None:
@@ -323,6 +349,7 @@ class Fault:
         if not isinstance(self.dependency_outage, bool):
             raise ValueError(f"dependency_outage must be True or False, "
                              f"got {self.dependency_outage!r}")
+        check_real("bad_input_rate", self.bad_input_rate, low=0, high=1)
 
     def describe(self) -> str:
         """What goes wrong, in a few words (the events table's ``reason``)."""
@@ -337,4 +364,6 @@ class Fault:
             parts.append(f"+{self.dependency_added_latency:g}s dependency latency")
         if self.dependency_outage:
             parts.append("dependency hangs")
+        if self.bad_input_rate:
+            parts.append(f"bad input crashes {self.bad_input_rate:.0%} of requests")
         return ", ".join(parts)

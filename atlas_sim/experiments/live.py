@@ -19,8 +19,10 @@ independent of each other, and meet here and in ``RunResult``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -34,12 +36,13 @@ from ..results import RunResult
 from ..service import LiveServer, create_app, leftovers, run_load
 from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
 from ..sim import Dependency, Fault, Scenario, simulate
-from ..validation import check_real
+from ..validation import check_int, check_real
 from ..workload import Distribution, Load
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
            "generator_note", "idempotency_table", "leftovers", "reset", "retry_table",
-           "start_service", "theory_verdict", "transition_table", "work_twin"]
+           "shared_fault_experiment", "shared_fault_table", "start_instances", "start_service",
+           "theory_verdict", "transition_table", "work_twin"]
 
 _NO_POLICY = ClientPolicy()
 
@@ -291,3 +294,123 @@ def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency")
         table[("live - simulated", "seconds")] = (
             table[("live", "time")] - table[("simulated", "time")]).round(3)
     return table.rename_axis("transition")
+
+
+# -- one fault on every instance, and one per attempt -----------------------------------------
+
+def start_instances(server: LiveServer, count: int = 2) -> list[LiveServer]:
+    """Start ``count`` more instances of ``server``'s service in this kernel: the same settings,
+    work slots, service times and dependency, each on its own port, with seeds ``seed + 1``,
+    ``seed + 2``, ... (their random streams are independent of each other's, as separate
+    machines' are). Named ``"<name>-2"``, ``"<name>-3"``, ...: running the cell again replaces
+    them. Returns the new instances only; stop each when done."""
+    check_int("count", count, low=1, high=8)
+    state = server.app.state.atlas
+    return [start_service(f"{server.name}-{j + 2}", settings=state.settings,
+                          servers=state.work.servers, service_time=state.work.service_time,
+                          dependency_latency=state.dependency.latency, seed=state.seed + j + 1)
+            for j in range(count)]
+
+
+class _CrashCounter(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += '"unhandled_exception"' in record.getMessage()
+
+
+@contextlib.contextmanager
+def _crash_log() -> Iterator[_CrashCounter]:
+    """Count the service's crash log lines (``ErrorHandlingMiddleware``) meanwhile; they go
+    nowhere else (a notebook would print each traceback)."""
+    log = logging.getLogger("atlas.service")
+    counter, propagate = _CrashCounter(), log.propagate
+    log.addHandler(counter)
+    log.propagate = False
+    try:
+        yield counter
+    finally:
+        log.removeHandler(counter)
+        log.propagate = propagate
+
+
+_SHARED_FAULT_LOAD = Load(rate=200.0, duration=1.5)
+
+
+def shared_fault_experiment(
+    instances: Sequence[LiveServer], settings: Settings, *, seed: int,
+    load: Load = _SHARED_FAULT_LOAD, error_rate: float = 0.2, bad_input_rate: float = 0.05,
+    attempts: int = 3, progress: bool = False,
+) -> dict[str, dict[str, RunResult]]:
+    """Two faults, each in both worlds, against a client that retries on the next instance:
+
+    * ``"independent"``: every dependency call fails with probability ``error_rate``, a new
+      coin each time (``Fault(dependency_error_rate=...)``), as a flaky disk or link would;
+    * ``"shared"``: the handler crashes on the ``bad_input_rate`` share of inputs, on every
+      instance (``Fault(bad_input_rate=...)``): the same code with the same bug runs on all.
+
+    ``instances`` (at least two, e.g. ``[server, *start_instances(server)]``, all started with
+    ``settings``) are reset, then get ``load`` on ``/api/compose`` from one client
+    (``attempts`` attempts, 10 ms backoff; attempt ``k`` of request ``i`` goes to instance
+    ``(i + k - 1) % n``). The simulated twin is ``compose_twin`` with the same objects (one
+    pool of handlers: neither fault depends on which instance answers). Each live run's
+    ``meta["crash_log_lines"]`` counts the crashes the instances logged.
+    Returns ``{fault: {"simulated": RunResult, "live": RunResult}}``.
+    """
+    if len(instances) < 2:
+        raise ValueError(f"instances must hold at least 2 servers, got {len(instances)}")
+    check_real("error_rate", error_rate, low=0, high=1)
+    check_real("bad_input_rate", bad_input_rate, low=0, high=1)
+    check_int("attempts", attempts, low=1, high=10)
+    client = ClientPolicy(timeout=2.0, retry=RetryPolicy(
+        max_attempts=attempts, backoff=Backoff(base=0.01, cap=0.1, jitter="full")))
+    faults = {"independent": Fault(start=0.0, dependency_error_rate=error_rate,
+                                   name="independent"),
+              "shared": Fault(start=0.0, bad_input_rate=bad_input_rate, name="bad input")}
+    runs: dict[str, dict[str, RunResult]] = {}
+    for kind, fault in faults.items():
+        for instance in instances:
+            reset(instance)
+        with _crash_log() as crashes:
+            measured = run_load(instances[0].url, instances=[i.url for i in instances[1:]],
+                                path="/api/compose", load=load, client=client, faults=[fault],
+                                seed=seed, progress=progress)
+        measured.meta["crash_log_lines"] = crashes.count
+        simulated = simulate(compose_twin(settings, load=load, client=client, faults=[fault],
+                                          seed=seed))
+        runs[kind] = {"simulated": simulated, "live": measured}
+    return runs
+
+
+def shared_fault_table(runs: Mapping[str, Mapping[str, RunResult]], *, error_rate: float,
+                       bad_input_rate: float, attempts: int) -> pd.DataFrame:
+    """``shared_fault_experiment``'s runs beside theory, a row per fault and world: the share
+    of first attempts that failed, of requests that failed after every attempt, attempts per
+    request, and the crash log lines (live).
+
+    Theory: an independent fault fails a first attempt with probability p and a request with
+    p**k, at 1 + p + ... + p**(k-1) attempts per request; a shared one fails both with
+    probability q, at 1 + (k - 1) q attempts per request.
+    """
+    p, q, k = error_rate, bad_input_rate, attempts
+    theory = {"independent": (p, p ** k, sum(p ** j for j in range(k))),
+              "shared": (q, q, 1 + (k - 1) * q)}
+    rows = {}
+    for kind, worlds in runs.items():
+        first, failed, per = theory[kind]
+        rows[(kind, "theory")] = {"first attempts failed (%)": 100 * first,
+                                  "requests failed (%)": 100 * failed,
+                                  "attempts per request": per, "crash log lines": "-"}
+        for world, run in worlds.items():
+            requests, tries = run.requests, run.attempts
+            firsts = tries[tries["attempt"] == 1]
+            rows[(kind, world)] = {
+                "first attempts failed (%)": 100 * float((firsts["status"] != 200).mean()),
+                "requests failed (%)": 100 * float((~requests["ok"]).mean()),
+                "attempts per request": len(tries) / len(requests),
+                "crash log lines": run.meta.get("crash_log_lines", "-")}
+    table = pd.DataFrame.from_dict(rows, orient="index").round(2)
+    table.index.names = ["fault", "world"]
+    return table

@@ -11,7 +11,10 @@ Every GET route also answers HEAD (the same status and headers, no body).
 ``POST /api/orders``       a write (an order applied after its work), deduplicated by an
                            ``Idempotency-Key`` when the client sends one (``idempotency``)
 ``GET /admin/orders``      how many orders were applied, and how many keys are remembered
-``GET|PUT|POST /admin/faults``   read or set dependency faults and server capacity
+``GET|PUT|POST /admin/faults``   read or set dependency faults, server capacity and the share of
+                           inputs the handlers crash on (``bad_input_rate``: a request whose
+                           ``X-Atlas-Input`` header is below it gets a 500 from every route
+                           that does work, on every instance with the same setting)
 ``GET /admin/breaker``     the service breaker's state and its transitions
 ``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget, random streams
                            rewound to the seed (a run after a reset repeats the draws), no
@@ -63,7 +66,17 @@ from .request_id import RequestIDMiddleware, current_request_id
 from .resilience import ResilientCaller
 from .work import ServerDown, WorkStation
 
-__all__ = ["ServiceState", "create_app"]
+__all__ = ["INPUT_HEADER", "BadInput", "ServiceState", "create_app"]
+
+#: The header that carries what a request's input is, as a number in [0, 1)
+#: (``workload.request_inputs``); the load generator sends it when a fault needs it.
+INPUT_HEADER = "x-atlas-input"
+
+
+class BadInput(RuntimeError):
+    """The handler's bug: it dies on a bad input (``bad_input_rate``). Left unhandled on
+    purpose, so that the service answers and logs it as any crash (``ErrorHandlingMiddleware``:
+    500, one log line with the traceback)."""
 
 DEFAULT_SERVICE_TIME = Distribution(mean=0.02)
 DEFAULT_DEPENDENCY_LATENCY = Distribution(mean=0.005)
@@ -83,6 +96,22 @@ class ServiceState:
     max_body_bytes: int
     idempotency: IdempotencyStore = field(default_factory=IdempotencyStore)
     orders_applied: int = 0  # writes /api/orders has applied (duplicates included)
+    bad_input_rate: float = 0.0  # the handlers crash on inputs below this (a software error)
+
+    def check_input(self, request: Request) -> None:
+        """Crash (``BadInput``) if the request carries a bad input; a request without a
+        readable ``X-Atlas-Input`` carries a good one. A server that is down (capacity 0)
+        answers 503 before any handler code runs, as in the simulator."""
+        if not self.bad_input_rate or self.work.capacity == 0:
+            return
+        header = request.headers.get(INPUT_HEADER)
+        try:
+            value = float(header) if header is not None else 1.0
+        except ValueError:
+            return
+        if value < self.bad_input_rate:
+            raise BadInput(f"the handler cannot process input {value!r} "
+                           f"(bad_input_rate {self.bad_input_rate:g})")
 
     def rewind(self) -> None:
         """Restart every random stream from the seed: the next requests draw what a fresh
@@ -95,7 +124,8 @@ class ServiceState:
     def faults_view(self) -> dict[str, Any]:
         f = self.dependency.faults
         return {"error_rate": f.error_rate, "added_latency": f.added_latency,
-                "outage": f.outage, "capacity": self.work.capacity}
+                "outage": f.outage, "capacity": self.work.capacity,
+                "bad_input_rate": self.bad_input_rate}
 
 
 #: The fields of ``PUT/POST /admin/faults``: name -> (kind, low, high). One strict rule per
@@ -106,6 +136,7 @@ FAULT_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "added_latency": ("number", 0, 3600),
     "outage": ("boolean", None, None),
     "capacity": ("number", 0, 1000),
+    "bad_input_rate": ("number", 0, 1),
 }
 
 
@@ -248,10 +279,12 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.get("/api/work")
     async def work(
+        request: Request,
         service_time: float | None = Query(
             None, ge=0, le=60, allow_inf_nan=False,
             description="seconds of work instead of a drawn one (the draw is still made)"),
     ) -> Response:
+        state.check_input(request)
         try:
             receipt = await state.work.serve(service_time)
         except ServerDown:
@@ -273,6 +306,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         order applied). With an ``Idempotency-Key``, a repeat is answered from memory and
         applies nothing (see ``idempotency``)."""
         request_id = current_request_id()
+        state.check_input(request)
         header = request.headers.get(IDEMPOTENCY_KEY_HEADER)
         key = None
         if header is not None:
@@ -318,7 +352,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         return {"applied": state.orders_applied, "keys": len(state.idempotency)}
 
     @app.get("/api/compose")
-    async def compose() -> JSONResponse:
+    async def compose(request: Request) -> JSONResponse:
+        state.check_input(request)
         outcome = await state.caller.call()
         body: dict[str, Any] = {
             "request_id": current_request_id(),
@@ -348,6 +383,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                            detail=exc.problems),
                 status_code=422)
         capacity = changes.pop("capacity", None)
+        bad_input_rate = changes.pop("bad_input_rate", None)
         if changes:
             current = state.dependency.faults
             state.dependency.faults = Faults(
@@ -357,6 +393,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             )
         if capacity is not None:
             state.work.capacity = capacity
+        if bad_input_rate is not None:
+            state.bad_input_rate = bad_input_rate
         return JSONResponse(state.faults_view())
 
     app.add_api_route("/admin/faults", set_faults, methods=["PUT", "POST"])
@@ -387,6 +425,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
     async def reset() -> dict[str, Any]:
         state.dependency.faults = Faults()
         state.work.capacity = 1.0
+        state.bad_input_rate = 0.0
         state.caller.reset()
         state.rewind()
         state.idempotency.clear()

@@ -45,6 +45,7 @@ __all__ = ["simulate"]
 _OK = int(Status.OK)
 _SHED = int(Status.TOO_MANY_REQUESTS)
 _UNAVAILABLE = int(Status.SERVICE_UNAVAILABLE)
+_CRASH = int(Status.INTERNAL_ERROR)
 _SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
 _CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
 _NAN = math.nan
@@ -118,11 +119,12 @@ class _Deadlines:
 class _Conditions:
     """What the active faults do right now (updated at every fault boundary)."""
 
-    __slots__ = ("added_latency", "capacity", "dependency_added_latency",
+    __slots__ = ("added_latency", "bad_input_rate", "capacity", "dependency_added_latency",
                  "dependency_error_rate", "dependency_outage")
 
     def __init__(self) -> None:
         self.capacity = 1.0
+        self.bad_input_rate = 0.0
         self.added_latency = 0.0
         self.dependency_error_rate: float | None = None
         self.dependency_added_latency = 0.0
@@ -135,6 +137,7 @@ class _Conditions:
         self.dependency_error_rate = max(rates) if rates else None
         self.dependency_added_latency = sum(f.dependency_added_latency for f in active)
         self.dependency_outage = any(f.dependency_outage for f in active)
+        self.bad_input_rate = max((f.bad_input_rate for f in active), default=0.0)
 
 
 class _Run:
@@ -165,6 +168,14 @@ class _Run:
         self.client_deadlines = _Deadlines(self, is_done=_Attempt.is_answered,
                                            expire=_Attempt.time_out)
         self.server = _Server(self)
+        self.inputs = np.empty(0)  # request_inputs(seed, ...), drawn as far as needed
+
+    def input_of(self, request_id: int) -> float:
+        """What request ``request_id`` carries: ``workload.request_inputs``, continued."""
+        if request_id >= len(self.inputs):
+            more = max(1024, request_id + 1 - len(self.inputs), len(self.inputs))
+            self.inputs = np.concatenate([self.inputs, self.streams["inputs"].random(more)])
+        return float(self.inputs[request_id])
 
     def now(self) -> float:
         """The simulated clock, as the policies read it."""
@@ -408,12 +419,18 @@ class _Server:
         self.submit(event._value)
 
     def submit(self, attempt: _Attempt) -> None:
-        """An attempt arrives: refuse it (503 down, 429 shed), start it, or queue it."""
+        """An attempt arrives: refuse it (503 down, 429 shed), crash on its input (500), start
+        it, or queue it."""
         if self.conditions.capacity == 0:
             attempt.answer(_UNAVAILABLE)
             return
         if self.limiter is not None and not self.limiter.try_acquire():
             attempt.answer(_SHED)
+            return
+        rate = self.conditions.bad_input_rate
+        if rate and self.run.input_of(attempt.call.request_id) < rate:
+            self.leave()  # the handler died on what the request carries, before any work
+            attempt.answer(_CRASH)
             return
         attempt.t_arrive = self.env.now
         if self.free:

@@ -478,6 +478,46 @@ live.idempotency_table(server, seed=SEED)
 # keeps keys for five minutes); it is what makes retrying a write safe.
 
 # %% [markdown]
+# ### A fault every instance shares
+#
+# Back to DDIA's second kind of fault. Real services run several instances of the same code,
+# and a client that gets an error often retries on another one. That works against a fault that
+# strikes one attempt at random (a flaky disk, a dropped packet): the next attempt is a new
+# coin. It does nothing against a software error that every instance shares, such as a bug
+# that crashes the handler on one particular input: the input travels with the request, so
+# every instance it reaches runs the same code and crashes the same way.
+#
+# The next cell starts two more instances of the service beside `server` (same settings, each
+# its own port and random streams). The client sends each request to the next instance in
+# turn and makes up to three attempts, each retry going to the next instance. Two faults, one
+# at a time, with the same `Fault` objects in both worlds: the dependency fails 20% of calls at
+# random, or the handler crashes on 5% of inputs (`Fault(bad_input_rate=0.05)`, switched on in
+# all three instances, as a bad release would be).
+#
+# **Predict before you run.** With three attempts, what share of requests fail under each
+# fault? How many crashes do the instances log for one bad request?
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+instances = [server, *live.start_instances(server, 2)]
+[instance.url for instance in instances]
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+shared = live.shared_fault_experiment(instances, settings, seed=SEED)
+live.shared_fault_table(shared, error_rate=0.2, bad_input_rate=0.05, attempts=3)
+
+# %% [markdown]
+# Retries on other instances rescue almost every request from the random fault (theory: 0.2³ =
+# 0.8% fail) and none from the bad input: each of those requests fails three times, on three
+# instances, and the simulated and live runs fail on exactly the same requests, because each
+# request carries the same input in both worlds. Worse, every retry of a bad input is one more
+# crash, and the instances log three tracebacks per request, a flood of alarms for one cause.
+# Replicas and retries are the answer to independent faults; a shared one needs what the
+# section on human errors listed: testing, a gradual rollout that exposes the new version to
+# a few requests first, and a quick rollback.
+
+# %% [markdown]
 # ## Exercises
 #
 # **Exercise 1.** A handler fails 20% of the time, independently. With 4 attempts, what share
@@ -573,13 +613,26 @@ check(answer_7, "b", choices=["a", "b", "c"],
       hint="the change is a fault every instance shares: what stops it reaching all of them?")
 
 # %% [markdown]
+# **Exercise 8.** The handler crashes on 4% of inputs, on every instance, and clients make up to
+# five attempts, each on the next of three instances. What share of requests fail (theory)?
+
+# %%
+answer_8 = ...
+
+# %%
+check(answer_8, 0.04, rel=0.01,
+      hint="a bad input fails on every attempt, wherever it goes: retries change nothing")
+
+# %% [markdown]
 # ## Recap
 #
 # * A fault is a component misbehaving; a failure is the user not being served. Hardware faults
 #   are independent and beaten by redundancy (each replica divides the risk); software errors
 #   and human errors are shared, and no number of replicas helps: testing, gradual rollouts,
 #   quick rollback and telemetry do.
-# * Retries turn *transient, independent* faults into successes at little cost.
+# * Retries turn *transient, independent* faults into successes at little cost; against a fault
+#   every instance shares (a bad input that crashes the same code everywhere) they only
+#   multiply the crashes.
 # * Exponential backoff spaces retries out in time; only **jitter** spaces *clients* out from
 #   each other. Without it, synchronised clients form a thundering herd that a recovering
 #   server cannot absorb. In the AWS experiment full jitter does the least work, with equal
@@ -611,7 +664,8 @@ check(answer_7, "b", choices=["a", "b", "c"],
 # left nothing behind in this kernel: no server, no thread.
 
 # %%
-server.stop()
+for instance in instances:  # server and the two instances started beside it
+    instance.stop()
 left = live.leftovers()
 print(f"{server}; still running in this kernel: {left or 'nothing'}")
 assert not left, left

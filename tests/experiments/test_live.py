@@ -31,6 +31,11 @@ def test_fault_windows_become_the_services_timed_changes():
     ]
     with pytest.raises(ValueError, match=r"faults\[0\].added_latency must be 0"):
         plan_faults([Fault(start=1.0, end=2.0, added_latency=0.1)])
+    # a shared software error: the larger share of bad inputs wins, like an error rate
+    assert plan_faults([Fault(start=0.0, end=4.0, bad_input_rate=0.1),
+                        Fault(start=2.0, bad_input_rate=0.05)]) == [
+        (0.0, {"bad_input_rate": 0.1}), (4.0, {"bad_input_rate": 0.05}),
+        (math.inf, {"bad_input_rate": 0.0})]
 
 
 def test_the_compose_twin_mirrors_the_services_settings_and_the_clients_policy():
@@ -173,3 +178,34 @@ def test_the_retry_table_shows_each_world_with_its_interval_and_theory():
     assert ("inside" in verdict) == (low <= 2.7 <= high)
     table.loc["live", ["95% interval, low (%)", "95% interval, high (%)"]] = [0.0, 5.0]
     assert "lies inside the live run's 95% interval [0.00%, 5.00%]" in live.theory_verdict(table)
+
+
+@pytest.mark.live
+def test_a_shared_software_fault_beats_retries_on_other_instances_and_an_independent_one_not():
+    settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
+    server = live.start_service("test-shared-fault", settings=settings, seed=5)
+    instances = [server, *live.start_instances(server, 2)]
+    try:
+        assert [i.name for i in instances] == ["test-shared-fault", "test-shared-fault-2",
+                                               "test-shared-fault-3"]
+        assert [i.app.state.atlas.seed for i in instances] == [5, 6, 7]
+        runs = live.shared_fault_experiment(instances, settings, seed=5,
+                                            load=Load(rate=200.0, requests=200))
+        table = live.shared_fault_table(runs, error_rate=0.2, bad_input_rate=0.05, attempts=3)
+    finally:
+        for instance in instances:
+            instance.stop()
+    assert not [name for name in live.leftovers() if name.startswith("test-shared-fault")]
+    failed = table["requests failed (%)"]
+    first = table["first attempts failed (%)"]
+    # the shared fault: the same requests fail in both worlds, on every attempt and instance
+    assert failed["shared", "live"] == failed["shared", "simulated"] == first["shared", "live"]
+    assert 1 <= failed["shared", "live"] <= 10  # theory 5% of 200 requests
+    bad = runs["shared"]["live"].requests["status"].eq(500).sum()
+    assert table.loc[("shared", "live"), "crash log lines"] == 3 * bad  # every attempt crashed
+    # the independent fault: a fifth of first attempts fail, retries elsewhere rescue them
+    assert 10 <= first["independent", "live"] <= 30 and 10 <= first["independent", "simulated"] <= 30
+    assert failed["independent", "live"] <= 3 and failed["independent", "simulated"] <= 3
+    assert table.loc[("shared", "theory"), "attempts per request"] == pytest.approx(1.1)
+    with pytest.raises(ValueError, match="instances must hold at least 2 servers"):
+        live.shared_fault_experiment(instances[:1], settings, seed=5)

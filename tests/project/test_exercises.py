@@ -189,6 +189,7 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("01_reliability_retries", "answer_5"): RATE,  # disks failing per day
     ("01_reliability_retries", "answer_6"): LETTER,  # a third replica against a shared fault
     ("01_reliability_retries", "answer_7"): LETTER,  # what limits a human error
+    ("01_reliability_retries", "answer_8"): SHARE,  # a shared fault: retries change nothing
     ("02_reliability_breakers_timeouts", "answer_1"): TIME,  # first half-open, s
     ("02_reliability_breakers_timeouts", "answer_2"): TIME,  # a timeout, s
     ("02_reliability_breakers_timeouts", "answer_3"): NAMES,  # the fixes that recover

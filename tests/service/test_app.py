@@ -242,13 +242,52 @@ def test_faults_and_capacity_can_be_set_and_read_back(served):
         r = client.put("/admin/faults", json={"added_latency": 0.5, "capacity": 0.5})
         assert r.status_code == 200
         assert client.get("/admin/faults").json() == {
-            "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 0.5}
+            "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 0.5,
+            "bad_input_rate": 0.0}
         client.post("/admin/faults", json={"capacity": 0})
         down = client.get("/api/work")
         assert down.status_code == 503 and down.json()["request_id"]
     finally:
         client.post("/admin/reset")
     assert client.get("/api/work?service_time=0").status_code == 200
+
+
+def test_a_bad_input_crashes_every_route_that_does_work_and_is_logged_once(served, caplog):
+    _, _, client = served
+    try:
+        assert client.put("/admin/faults", json={"bad_input_rate": 0.25}).status_code == 200
+        assert client.get("/admin/faults").json()["bad_input_rate"] == 0.25
+        with caplog.at_level(logging.ERROR, logger="atlas.service"):
+            for route, method in (("/api/work?service_time=0", "GET"),
+                                  ("/api/compose", "GET"),
+                                  ("/api/orders?service_time=0", "POST")):
+                bad = client.request(method, route, headers={"X-Atlas-Input": "0.2",
+                                                             "X-Request-ID": "bad-input-1"})
+                assert bad.status_code == 500, (route, bad.text)
+                assert bad.json() == {"error": "internal server error",
+                                      "request_id": "bad-input-1"}  # no traceback leaks
+                good = client.request(method, route, headers={"X-Atlas-Input": "0.25"})
+                assert good.status_code == 200, (route, good.text)
+                # no input, or one that cannot be read, is a good input
+                assert client.request(method, route).status_code == 200
+                assert client.request(method, route,
+                                      headers={"X-Atlas-Input": "n/a"}).status_code == 200
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "atlas.service"]
+        assert [(line["exception"], line["path"]) for line in lines] == [
+            ("BadInput", "/api/work"), ("BadInput", "/api/compose"), ("BadInput", "/api/orders")]
+    finally:
+        client.post("/admin/reset")
+    assert client.get("/admin/faults").json()["bad_input_rate"] == 0.0
+    assert client.get("/api/work?service_time=0",
+                      headers={"X-Atlas-Input": "0.0"}).status_code == 200
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "0.1", True])
+def test_a_bad_input_rate_outside_0_to_1_is_refused(served, value):
+    _, _, client = served
+    r = client.put("/admin/faults", json={"bad_input_rate": value})
+    assert r.status_code == 422 and "bad_input_rate" in r.text, r.text
+    assert client.get("/admin/faults").json()["bad_input_rate"] == 0.0
 
 
 def test_work_reports_its_queue_and_work_time_in_server_timing(served):

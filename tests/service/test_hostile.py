@@ -194,10 +194,10 @@ def test_non_json_numbers_and_duplicate_fields_are_refused(clean, raw):
 def test_integers_are_numbers_and_every_field_can_still_be_set(clean):
     _, _, _, client = clean
     r = client.put("/admin/faults", json={"error_rate": 1, "added_latency": 0, "capacity": 2,
-                                          "outage": False})
+                                          "outage": False, "bad_input_rate": 1})
     assert r.status_code == 200
     assert r.json() == {"error_rate": 1.0, "added_latency": 0.0, "outage": False,
-                        "capacity": 2.0}
+                        "capacity": 2.0, "bad_input_rate": 1.0}
 
 
 # -- 3. no cross-site admin writes, no DNS rebinding -----------------------------------------
@@ -246,7 +246,8 @@ def test_an_admin_write_from_another_origin_is_refused(clean, origin, path, kwar
     r = client.post(path, headers={"Origin": origin}, **kwargs)
     assert r.status_code == 403 and r.json()["request_id"]
     assert client.get("/admin/faults").json() == {
-        "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 1.0}
+        "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 1.0,
+        "bad_input_rate": 0.0}
 
 
 def test_the_notebooks_ways_of_calling_admin_still_work(clean):

@@ -25,7 +25,14 @@ from atlas_sim.service._asyncio_stream import AsyncioBackend
 from atlas_sim.service.loadgen.children import drive_in_children as _drive_in_children
 from atlas_sim.service.loadgen.driver import Job as _Job
 from atlas_sim.service.loadgen.pool import ClientPool as _ClientPool
-from atlas_sim.workload import Distribution, Fault, Load, arrival_times, rng_streams
+from atlas_sim.workload import (
+    Distribution,
+    Fault,
+    Load,
+    arrival_times,
+    request_inputs,
+    rng_streams,
+)
 from tests.service.support import start_server
 
 pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
@@ -299,3 +306,47 @@ def test_a_fault_change_the_service_refuses_fails_the_run():
             ValueError, match="the service refused the fault change"):
         run_load(server.url, load=Load(rate=10, duration=1.0),
                  faults=[Fault(start=0.1, end=0.5, dependency_error_rate=0.5)], progress=False)
+
+
+# -- several instances, and inputs that travel with the request --------------------------------
+
+def test_each_retry_goes_to_the_next_instance_and_faults_reach_every_instance():
+    settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
+    started = [start_server(settings, servers=2, service_time=Distribution(mean=0.001))[0]
+               for _ in range(3)]
+    down, up, other = started
+    try:
+        httpx.put(down.url + "/admin/faults", json={"capacity": 0}, trust_env=False)
+        retry = RetryPolicy(max_attempts=2, backoff=Backoff(base=0.001, cap=0.001))
+        result = run_load(down.url, instances=[up.url, other.url], seed=2,
+                          load=Load(rate=200.0, requests=60), client=ClientPolicy(retry=retry),
+                          faults=[Fault(start=0.0, bad_input_rate=0.2)], progress=False)
+        bad = request_inputs(2, 60) < 0.2
+        attempts = result.attempts.set_index(["request_id", "attempt"])["status"]
+        for i in range(60):
+            first = attempts[(i, 1)]
+            if i % 3 == 0:  # the first attempt met the instance that is down
+                assert first == 503
+                assert attempts[(i, 2)] == (500 if bad[i] else 200)  # the next one answers
+            else:  # a bad input crashes whichever instance gets it, on every attempt
+                assert first == (500 if bad[i] else 200)
+                assert ((i, 2) in attempts.index) == bool(bad[i])
+                if bad[i]:
+                    assert attempts[(i, 2)] in (500, 503)
+        assert result.meta["instances"] == (up.url, other.url)
+        for server in started:  # the run switched its fault off on every instance
+            view = httpx.get(server.url + "/admin/faults", trust_env=False).json()
+            assert view["bad_input_rate"] == 0.0
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.mark.parametrize(("instances", "message"), [
+    ("http://127.0.0.1:9", "instances must be a list of base URLs"),
+    (["ftp://127.0.0.1:9"], r"instances\[0\] must be an http:// or https:// URL"),
+])
+def test_bad_instances_are_refused_naming_them(instances, message):
+    with pytest.raises(ValueError, match=message):
+        run_load("http://127.0.0.1:9", instances=instances, load=Load(rate=10, requests=2),
+                 progress=False)

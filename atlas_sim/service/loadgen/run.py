@@ -19,7 +19,7 @@ import numpy as np
 from ...policies import ClientPolicy
 from ...results import RunResult
 from ...validation import check_int, check_real
-from ...workload import Fault, Load
+from ...workload import Fault, Load, request_inputs
 from .children import drive_in_children
 from .driver import Job, drive
 from .result import to_result
@@ -54,6 +54,7 @@ async def run_load_async(
     processes: int = 0,
     warm_up: bool = True,
     idempotency_keys: bool = False,
+    instances: Sequence[str] = (),
     progress: bool = True,
 ) -> RunResult:
     """Offer an open-loop load to ``url + path`` and return what every request saw.
@@ -102,6 +103,14 @@ async def run_load_async(
             IETF draft "The Idempotency-Key HTTP Header Field"), the same on every attempt, so
             that a service that remembers keys (``POST /api/orders``) applies a retried write
             once. Keys are unique to the run.
+        instances: the base URLs of the same service's other instances (``url`` is the
+            first). Attempt ``k`` of request ``i`` goes to instance ``(i + k - 1) % n``: first
+            attempts round-robin, and each retry goes to the next instance, as a client that
+            retries elsewhere does. ``faults`` are played on every instance (the same version
+            and settings run on all of them); warm-up and ``server_events`` use ``url`` only.
+            A ``Fault`` with a ``bad_input_rate`` makes every request carry its input
+            (``workload.request_inputs`` for ``seed``, by schedule index) in an
+            ``X-Atlas-Input`` header, on every attempt.
         progress: show how many requests have finished (``atlas_sim.progress``: a line of text
             rewritten in place in a notebook, a tqdm bar in a terminal; not shown with
             child processes).
@@ -111,14 +120,11 @@ async def run_load_async(
     each attempt's work as the server reported it (``Server-Timing``; NaN if it did not), in the
     order of the ``attempts`` table.
     """
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
-    try:
-        port = httpx.URL(url).port
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"url must be a valid URL, got {url!r}: {exc}") from None
-    if port is not None and not 1 <= port <= 65535:
-        raise ValueError(f"url's port must be in 1..65535, got {port} in {url!r}")
+    _check_url("url", url)
+    if isinstance(instances, str) or not isinstance(instances, Sequence):
+        raise ValueError(f"instances must be a list of base URLs, got {instances!r}")
+    for i, other in enumerate(instances):
+        _check_url(f"instances[{i}]", other)
     if not isinstance(load, Load):
         raise ValueError(f"load must be a Load, got {load!r}")
     if not load.open_loop:
@@ -146,31 +152,38 @@ async def run_load_async(
     drain_timeout = check_real("drain_timeout", drain_timeout, low=0, low_open=True)
 
     base = url.rstrip("/")
+    bases = [base, *(other.rstrip("/") for other in instances)]
     job = Job(
         target=base + path, method=method, headers=dict(headers or {}), times=times,
         seed=seed, client=client, max_connections=max_connections, drain_timeout=drain_timeout,
         progress=progress and processes == 0,
         warm_up_url=base + "/health" if warm_up else None,
         idempotency_keys=idempotency_keys, run_id=secrets.token_hex(4),
+        instance_targets=tuple(b + path for b in bases[1:]),
+        inputs=(request_inputs(seed, len(times))
+                if any(f.bad_input_rate for f in faults) else None),
     )
     applied: dict[float, float] = {}  # planned time of a fault change -> when it took effect
     at_start = [change for change in fault_plan if change[0] == 0]
     later = [change for change in fault_plan if 0 < change[0] <= length]
     after = [change for change in fault_plan if change[0] > length]
     started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-    injector: asyncio.Future[None] | None = None
+    injector: asyncio.Future[Any] | None = None
     try:
         if at_start:  # in force before the first request leaves
-            await inject_faults(base, at_start, None, applied)
+            for b in bases:
+                await inject_faults(b, at_start, None, applied)
         if later:
-            injector = asyncio.ensure_future(inject_faults(base, later, started, applied))
+            injector = asyncio.ensure_future(asyncio.gather(
+                *(inject_faults(b, later, started, applied) for b in bases)))
         run = await (drive(job, on_start=started) if processes == 0
                      else drive_in_children(job, processes, on_start=started))
         if injector is not None:
             await injector
     except BaseException:  # interrupted or failed: leave no fault switched on behind
         if fault_plan:
-            await switch_off(base, fault_plan)
+            for b in bases:
+                await switch_off(b, fault_plan)
         raise
     finally:  # a run that failed must not leave the injector waiting for a start
         if injector is not None and not injector.done():
@@ -178,7 +191,8 @@ async def run_load_async(
             with contextlib.suppress(asyncio.CancelledError):
                 await injector
     if after:  # windows still open when the last request has left: closed now
-        await inject_faults(base, after, None, applied, origin=run.origin_monotonic)
+        for b in bases:
+            await inject_faults(b, after, None, applied, origin=run.origin_monotonic)
     records, events = run.records, run.events + fault_events(faults, applied)
     server_note = "not requested"
     if server_events:
@@ -187,7 +201,8 @@ async def run_load_async(
     lag = np.array([r.sent - r.scheduled for r in records], dtype=float)
     sent_lag = lag[~np.isnan(lag)]
     meta: dict[str, Any] = {
-        "url": base, "path": path, "method": method, "load": load, "client": client,
+        "url": base, "instances": tuple(bases[1:]), "path": path, "method": method,
+        "load": load, "client": client,
         "faults": tuple(faults), "seed": seed, "scheduled": len(times),
         "drain_timeout": drain_timeout, "max_connections": max_connections, "warm_up": warm_up,
         "generator": f"{processes} child process(es)" if processes else "this process",
@@ -198,6 +213,18 @@ async def run_load_async(
         "send_lag_max": float(sent_lag.max()) if sent_lag.size else math.nan,
     }
     return to_result(records, events, length, meta)
+
+
+def _check_url(name: str, url: object) -> None:
+    """``url`` is an http(s) URL with a valid port, or a ValueError naming ``name``."""
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ValueError(f"{name} must be an http:// or https:// URL, got {url!r}")
+    try:
+        port = httpx.URL(url).port
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"{name} must be a valid URL, got {url!r}: {exc}") from None
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{name}'s port must be in 1..65535, got {port} in {url!r}")
 
 
 def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:

@@ -24,8 +24,9 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
     """The ``/admin/faults`` changes that play ``faults`` (``Fault`` windows) on the live
     service: at each window's start and end, the fields whose combined value changes, combined
     as the simulator combines overlapping faults (capacities multiply, latencies add, the
-    largest error rate wins, any outage is an outage). Times are seconds of the run; a window
-    that never ends has no change at ``inf``, so its fault stays on until the run closes it.
+    largest error rate and bad-input share win, any outage is an outage). Times are seconds of
+    the run; a window that never ends has no change at ``inf``, so its fault stays on until the
+    run closes it.
     """
     for i, fault in enumerate(faults):
         if not isinstance(fault, Fault):
@@ -35,7 +36,7 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
                 f"faults[{i}].added_latency must be 0 for a live run (the service has no "
                 f"handling-latency switch; use capacity), got {fault.added_latency!r}")
     edges = sorted({f.start for f in faults} | {f.end for f in faults})
-    state = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0, "outage": False}
+    state = dict(FAULTS_OFF)
     plan = []
     for t in edges:
         active = [f for f in faults if f.start <= t < f.end]
@@ -43,7 +44,8 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
         now = {"capacity": math.prod(f.capacity for f in active),
                "error_rate": max(rates) if rates else 0.0,
                "added_latency": sum(f.dependency_added_latency for f in active),
-               "outage": any(f.dependency_outage for f in active)}
+               "outage": any(f.dependency_outage for f in active),
+               "bad_input_rate": max((f.bad_input_rate for f in active), default=0.0)}
         changes = {k: v for k, v in now.items() if v != state[k]}
         state = now
         if changes:
@@ -91,7 +93,7 @@ def fault_events(faults: Sequence[Fault], applied: dict[float, float]) -> list[E
 
 #: Each fault field of ``/admin/faults`` when it is off.
 FAULTS_OFF: dict[str, Any] = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0,
-                              "outage": False}
+                              "outage": False, "bad_input_rate": 0.0}
 
 
 async def switch_off(base: str, plan: list[tuple[float, dict[str, Any]]]) -> bool:

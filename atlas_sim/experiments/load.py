@@ -151,7 +151,7 @@ def plot_load(model: HomeTimeline, threshold: float = DEFAULT_THRESHOLD) -> Any:
     left.grid(alpha=0.3)
     _log_axes(left)
 
-    ts = np.geomspace(max(f.minimum, 1.0), f.largest, 200)
+    ts = np.geomspace(max(f.minimum, 1.0), max(f.largest, threshold) * 1.5, 200)
     costs = [model.hybrid(t) for t in ts]
     right.loglog(ts, [c.timeline_inserts for c in costs], label="timeline inserts",
                  color="#1565c0")

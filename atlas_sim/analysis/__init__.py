@@ -1,10 +1,19 @@
-"""Reading results: summary tables, SLO checks, statistics, queueing theory and plots.
+"""Reading results: summary tables, SLO checks, statistics, queueing theory, percentiles and
+latency recording, the home-timeline load model, and plots.
 
-Everything here works on ``RunResult`` tables, whichever world (simulated or live) made them.
+What reads runs works on ``RunResult`` tables, whichever world (simulated or live) made them.
 """
 
 from __future__ import annotations
 
+from .percentiles import (
+    PROMETHEUS_DEFAULT_BUCKETS,
+    HdrRecorder,
+    averaged_vs_merged,
+    bucket_counts,
+    bucket_quantile,
+    exact_percentiles,
+)
 from .plots import (
     STATE_COLORS,
     mark_faults,
@@ -30,20 +39,30 @@ from .reliability import (
 from .slo import SLO, SLO_TIERS, SLOReport, slo_check, slo_table
 from .stats import Interval, batch_means, proportion_interval, replications
 from .tables import compare_runs, name_runs, summary_table
+from .timeline import FollowerDistribution, HomeTimeline, TimelineCosts
 
 __all__ = [
+    "PROMETHEUS_DEFAULT_BUCKETS",
     "SLO",
     "SLO_TIERS",
     "STATE_COLORS",
+    "FollowerDistribution",
+    "HdrRecorder",
+    "HomeTimeline",
     "Interval",
     "MMc",
     "SLOReport",
+    "TimelineCosts",
     "annualised_failure_rate",
+    "averaged_vs_merged",
     "batch_means",
+    "bucket_counts",
+    "bucket_quantile",
     "compare_runs",
     "down_at_once",
     "erlang_b",
     "erlang_c",
+    "exact_percentiles",
     "failures_per_unit_time",
     "loss_probability",
     "mark_faults",

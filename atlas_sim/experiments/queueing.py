@@ -111,9 +111,10 @@ def hockey_stick(*, servers: Sequence[int] = (1, 2, 8),
     ``k`` (in table order) runs with seed ``seed + k``: independent points, so their errors
     scatter around the curve rather than all leaning one way.
 
-    Near saturation a run must be long to settle (the queue's relaxation time grows like
-    1 / (1 - sqrt(rho))**2 service times), so the default grid stops at 0.9, where 10 000
-    arrivals still give the mean within about 20% and the p99 only roughly.
+    Near saturation a run must be long to settle (with one server the queue's relaxation time
+    grows like 1 / (1 - sqrt(rho))**2 service times), so the default grid stops at 0.9, where
+    10 000 arrivals give the one-server mean to about 30% (its interval says how well) and
+    the p99 only roughly.
 
     Raises ValueError for a server count outside 1..64, a utilisation outside (0, 1) or fewer
     than 1000 customers.
@@ -185,7 +186,6 @@ def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> 
     if live_marks:
         mean_ax.legend(live_marks, [m.get_label() for m in live_marks], loc="upper left",
                        fontsize="small")
-    plt.close(fig)
     return fig
 
 
@@ -222,6 +222,7 @@ class _GaugePoller:
     def __init__(self, url: str, interval: float) -> None:
         self.url, self.interval = url, interval
         self.samples: list[tuple[float, float]] = []
+        self.error: Exception | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="atlas-gauge-poller",
                                         daemon=True)
@@ -231,7 +232,11 @@ class _GaugePoller:
         with httpx.Client(base_url=self.url, trust_env=False, timeout=5.0) as client:
             while not self._stop.is_set():
                 sent = time.monotonic()
-                text = client.get("/metrics").text
+                try:
+                    text = client.get("/metrics").text
+                except httpx.HTTPError as exc:  # the service went away: the run will say so
+                    self.error = exc
+                    return
                 value = 0.0
                 for labels, number in _GAUGE.findall(text):
                     if wanted <= set(labels.split(",")):
@@ -293,6 +298,9 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
     """
     state = server.app.state.atlas
     servers, service_time, seed = state.work.servers, state.work.service_time, state.seed
+    if service_time.mean <= 0:
+        raise ValueError(f"the service's service_time must have a mean > 0 for a sweep of "
+                         f"utilisation, got {service_time!r}")
     seconds = check_real("seconds", seconds, low=0, high=15, low_open=True)
     check_real("poll_interval", poll_interval, low=0.005, high=1.0)
     levels = [check_real("utilisation", u, low=0, high=1.5, low_open=True)
@@ -301,7 +309,7 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
         raise ValueError(f"utilisations x seconds must be at most 60 s of load, got "
                          f"{len(levels)} x {seconds} s")
     points = []
-    bar = Progress(len(levels), desc="live sweep", unit="point", enabled=progress)
+    bar = Progress(len(levels), desc="live sweep", unit="points", enabled=progress)
     try:
         with httpx.Client(base_url=server.url, trust_env=False, timeout=5.0) as client:
             for level in levels:
@@ -313,6 +321,9 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
                                    seed=seed, path=_WORK, progress=False,
                                    server_events=False)
                 after = _settled_counts(client)
+                if poller.error is not None:
+                    raise RuntimeError(f"reading /metrics failed during the run: "
+                                       f"{poller.error!r}")
                 origin = run.meta["origin_monotonic"]
                 gauge = np.array([(t - origin, v) for t, v in poller.samples]).reshape(-1, 2)
                 points.append(LivePoint(utilisation=level, run=run, gauge=gauge,
@@ -354,8 +365,10 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
     Columns: requests; utilisation (measured) ``lambda S / c`` with S the mean slot time the
     service reported (its work plus the event loop's lateness); the mean latency W and the
     median round trip (ms); ``W/S live`` = (W - round trip) / S; Erlang C at the measured
-    utilisation; and the simulated twin (``live.work_twin`` with the measured round trip and
-    work overhead, the same arrivals and service times), as (W - round trip) / S too.
+    utilisation; the simulated twin (``live.work_twin`` with the measured round trip and
+    work overhead, the same arrivals and service times), as (W - round trip) / S too; and the
+    generator's p99 send lag (a few ms is the machine's noise; much more means the latencies
+    include the generator's own delay, see ``live.generator_note``).
     """
     rows = []
     c = sweep.servers
@@ -378,6 +391,7 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
             "W/S Erlang C": (MMc(arrival_rate=rho * c, service_rate=1.0, servers=c).W
                              if rho < 1 else math.inf),
             "W/S twin": (float(twin.requests["latency"].mean()) - f["round trip"]) / f["S"],
+            "send lag p99 (ms)": 1e3 * float(point.run.meta["send_lag_p99"]),
         })
     return pd.DataFrame(rows)
 
@@ -531,7 +545,6 @@ def plot_head_of_line(runs: dict[str, RunResult]) -> Any:
     ax.set_title("One slow request in a FIFO queue (everything else constant)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    plt.close(fig)
     return fig
 
 

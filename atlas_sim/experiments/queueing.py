@@ -405,18 +405,27 @@ def littles_law_table(sweep: LiveSweep) -> pd.DataFrame:
     wait plus work, from ``Server-Timing``). The gauge counts a request from the service's
     Metrics layer to its end, which leaves out the round trip, so it should agree with the
     second; the first is larger by lambda times the round trip. The differences are relative
-    to lambda W, in per cent; expect some of ten per cent from sampling alone (about
-    ``seconds / poll_interval`` correlated readings).
+    to lambda W, in per cent. Over the window, lambda W is the exact time average of the
+    number in the service (Little's law as an identity, up to requests that straddle the
+    window's end); the gauge's mean is that average read at ``seconds / poll_interval``
+    instants. ``L ± (95%)`` is the error of such a reading: 1.96 standard deviations of the
+    readings over the square root of their number, as if they were independent (close to
+    true when readings are farther apart than a request's stay; when they are closer,
+    consecutive readings see the same path and the error is smaller). At light load, where
+    the gauge reads mostly 0 or 1, a difference of 20% is within it.
     """
     rows = []
     for point in sweep.points:
         f = _point_figures(point, sweep)
         t, value = point.gauge[:, 0], point.gauge[:, 1]
         window = (t >= 0) & (t <= sweep.seconds)
-        L = float(value[window].mean()) if window.any() else math.nan
+        readings = value[window]
+        L = float(readings.mean()) if readings.size else math.nan
+        spread = (1.96 * float(readings.std(ddof=1)) / math.sqrt(readings.size)
+                  if readings.size >= 2 else math.nan)
         rows.append({
-            "utilisation (offered)": point.utilisation, "gauge readings": int(window.sum()),
-            "L (gauge)": L, "λ (1/s)": f["rate"],
+            "utilisation (offered)": point.utilisation, "gauge readings": int(readings.size),
+            "L (gauge)": L, "L ± (95%)": spread, "λ (1/s)": f["rate"],
             "W generator (ms)": 1e3 * f["W"], "λ·W generator": f["rate"] * f["W"],
             "difference generator (%)": 100 * (L / (f["rate"] * f["W"]) - 1),
             "W in service (ms)": 1e3 * f["W inside"],

@@ -28,7 +28,7 @@ from .plots import (
     plot_timeseries,
     shade_breaker_states,
 )
-from .queueing import MMc, erlang_b, erlang_c
+from .queueing import MGc, MMc, erlang_b, erlang_c, squared_cv, time_average_in_system
 from .reliability import (
     annualised_failure_rate,
     down_at_once,
@@ -50,6 +50,7 @@ __all__ = [
     "HdrRecorder",
     "HomeTimeline",
     "Interval",
+    "MGc",
     "MMc",
     "SLOReport",
     "TimelineCosts",
@@ -82,5 +83,7 @@ __all__ = [
     "shade_breaker_states",
     "slo_check",
     "slo_table",
+    "squared_cv",
     "summary_table",
+    "time_average_in_system",
 ]

@@ -4,6 +4,11 @@ Poisson arrivals at ``arrival_rate``, exponential service at ``service_rate`` pe
 ``servers`` servers sharing one FIFO queue. Erlang's formulas give the chance of waiting and the
 mean wait; the response-time distribution is a mix of an exponential service time and a wait
 that is zero with probability 1 - C and exponential with rate ``c mu - lambda`` otherwise.
+
+For other service-time shapes (M/G/c), ``MGc`` gives the mean wait by the Allen-Cunneen
+approximation, exact for one server (the Pollaczek-Khinchine formula) and for exponential
+service (Erlang C). ``time_average_in_system`` measures L from a run's request table, for
+Little's law.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from scipy.optimize import brentq
 
 from ..validation import check_int, check_real
+from ..workload import Distribution
 
-__all__ = ["MMc", "erlang_b", "erlang_c"]
+__all__ = ["MGc", "MMc", "erlang_b", "erlang_c", "squared_cv", "time_average_in_system"]
 
 
 def erlang_b(servers: int, offered: float) -> float:
@@ -91,3 +98,100 @@ class MMc:
         while self.tail(high) > 1 - p:
             high *= 2
         return brentq(lambda t: self.tail(t) - (1 - p), 0.0, high, xtol=1e-12)
+
+
+def squared_cv(distribution: Distribution) -> float:
+    """The squared coefficient of variation (variance / mean squared) of a service-time
+    ``Distribution``: 1 for exponential, 0 for constant, ``exp(shape**2) - 1`` for lognormal
+    (``shape`` is the sigma of the underlying normal). Raises ValueError for anything that is
+    not a ``Distribution``."""
+    if not isinstance(distribution, Distribution):
+        raise ValueError(f"distribution must be a Distribution, got {distribution!r}")
+    if distribution.kind == "constant" or distribution.mean == 0:
+        return 0.0
+    if distribution.kind == "exponential":
+        return 1.0
+    return math.expm1(distribution.shape ** 2)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MGc:
+    """Mean figures for M/G/c: Poisson arrivals, ``servers`` servers, one FIFO queue, service
+    times of mean ``1 / service_rate`` and squared coefficient of variation ``scv``
+    (``squared_cv``: 1 exponential, 0 constant).
+
+    The mean wait is the Allen-Cunneen approximation (A. O. Allen, "Probability, Statistics,
+    and Queueing Theory with Computer Science Applications", 2nd ed., 1990)::
+
+        Wq ~= Wq(M/M/c) * (1 + scv) / 2
+
+    With one server it is exact: the Pollaczek-Khinchine formula, ``Wq = rho S (1 + scv) /
+    (2 (1 - rho))``. With ``scv`` = 1 it is exact too (Erlang C). With several servers and
+    another shape it is an approximation: against the simulator at utilisation 0.8, constant
+    service, it was 5% low with two servers and 10% low with eight (lognormal service of
+    sigma 1: within the simulation's error).
+    Only means: M/G/c has no closed form for its percentiles.
+
+    Raises ValueError for ``scv`` < 0 and, as ``MMc``, for an unstable queue.
+    """
+
+    arrival_rate: float
+    service_rate: float
+    servers: int = 1
+    scv: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_real("scv", self.scv, low=0)
+        MMc(arrival_rate=self.arrival_rate, service_rate=self.service_rate,
+            servers=self.servers)  # validates the rest
+
+    @property
+    def utilisation(self) -> float:
+        return self.arrival_rate / (self.servers * self.service_rate)
+
+    @property
+    def Wq(self) -> float:
+        """Mean wait in the queue (approximate for several servers, see the class)."""
+        exponential = MMc(arrival_rate=self.arrival_rate, service_rate=self.service_rate,
+                          servers=self.servers).Wq
+        return exponential * (1 + self.scv) / 2
+
+    @property
+    def W(self) -> float:
+        """Mean response time: wait plus service."""
+        return self.Wq + 1 / self.service_rate
+
+    @property
+    def L(self) -> float:
+        """Mean number in the system (Little's law)."""
+        return self.arrival_rate * self.W
+
+
+def time_average_in_system(t_start: np.ndarray, t_end: np.ndarray, *, start: float,
+                           end: float) -> float:
+    """The time-average number of requests in the system over [``start``, ``end``] (seconds):
+    L, measured. ``t_start`` and ``t_end`` are each request's arrival and departure (equal
+    length, seconds, ``t_end >= t_start``).
+
+    Built as the integral of the step function N(t) (up one at each arrival, down one at each
+    departure) over the window, divided by its length. Over a window that starts empty and
+    ends after the last departure, L equals (requests / window) times their mean time in the
+    system exactly: Little's law as an identity (J. D. C. Little, "A Proof for the Queuing
+    Formula: L = lambda W", Operations Research 9(3), 1961).
+    """
+    check_real("end", end, low=start, low_open=True)
+    arrive = np.clip(np.asarray(t_start, dtype=float), start, end)
+    leave = np.clip(np.asarray(t_end, dtype=float), start, end)
+    if arrive.shape != leave.shape:
+        raise ValueError(f"t_start and t_end must have the same length, got {arrive.size} "
+                         f"and {leave.size}")
+    if not (np.all(np.isfinite(arrive)) and np.all(np.isfinite(leave))):
+        raise ValueError("t_start and t_end must be finite (a request still open has no t_end)")
+    if np.any(leave < arrive):
+        raise ValueError("t_end must be >= t_start for every request")
+    times = np.concatenate([arrive, leave])
+    steps = np.concatenate([np.ones(arrive.size), -np.ones(leave.size)])
+    order = np.argsort(times, kind="stable")
+    times, level = times[order], np.cumsum(steps[order])
+    widths = np.diff(np.append(times, end))
+    return float((level * widths).sum() / (end - start))

@@ -4,12 +4,15 @@ see tests/reference/README.md)."""
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from atlas_sim.analysis.queueing import MMc, erlang_c
+from atlas_sim.analysis.queueing import MGc, MMc, erlang_c, squared_cv, time_average_in_system
 from atlas_sim.analysis.stats import batch_means, replications
+from atlas_sim.workload import Distribution
 
 ROWS = list(csv.DictReader((Path(__file__).parents[1] / "reference" / "mmc_queue.csv").open()))
 
@@ -42,3 +45,52 @@ def test_intervals():
     assert batch_means(list(range(100)), batches=4).mean == pytest.approx(49.5)
     with pytest.raises(ValueError, match="number of values must be an integer >= 2"):
         replications([1.0])
+
+
+def test_squared_coefficient_of_variation_of_each_shape():
+    assert squared_cv(Distribution(mean=0.02)) == 1.0
+    assert squared_cv(Distribution(mean=0.02, kind="constant")) == 0.0
+    lognormal = Distribution(mean=1.0, kind="lognormal", shape=1.0)
+    assert squared_cv(lognormal) == pytest.approx(math.e - 1)
+    draws = lognormal.sample(np.random.default_rng(0), 2_000_000)
+    assert draws.var() / draws.mean() ** 2 == pytest.approx(math.e - 1, rel=0.05)
+    with pytest.raises(ValueError, match="distribution must be a Distribution"):
+        squared_cv(0.5)
+
+
+def test_mgc_is_erlang_c_for_exponential_and_pollaczek_khinchine_for_one_server():
+    for row in ROWS:
+        lam, mu, c = float(row["arrival_rate"]), float(row["service_rate"]), int(row["servers"])
+        assert pytest.approx(
+            float(row["W"]), abs=6e-5) == MGc(arrival_rate=lam, service_rate=mu, servers=c).W
+    # M/D/1 at rho = 0.8, S = 1: Wq = rho S / (2 (1 - rho)) = 2 (half of M/M/1's 4)
+    md1 = MGc(arrival_rate=0.8, service_rate=1.0, scv=0.0)
+    assert md1.Wq == pytest.approx(2.0) and pytest.approx(3.0) == md1.W
+    assert pytest.approx(2.4) == md1.L and md1.utilisation == pytest.approx(0.8)
+    # lognormal sigma 1: Wq = 4 (1 + e - 1) / 2 = 2 e
+    assert MGc(arrival_rate=0.8, service_rate=1.0, scv=math.e - 1).Wq == pytest.approx(2 * math.e)
+
+
+def test_mgc_refuses_bad_input():
+    with pytest.raises(ValueError, match="scv must be a number >= 0"):
+        MGc(arrival_rate=0.5, service_rate=1.0, scv=-1.0)
+    with pytest.raises(ValueError, match="arrival_rate must be a number >= 0 and < 8"):
+        MGc(arrival_rate=8.0, service_rate=1.0, servers=8, scv=0.0)
+
+
+def test_time_average_in_system_by_hand():
+    # requests in the system: [0, 2) one, [1, 3) one, [4, 5) one -> area 2 + 2 + 1 = 5
+    t_start, t_end = np.array([0.0, 1.0, 4.0]), np.array([2.0, 3.0, 5.0])
+    assert time_average_in_system(t_start, t_end, start=0.0, end=5.0) == pytest.approx(1.0)
+    # clipped to [1, 4]: one from [1, 2) and one from [1, 3): area 1 + 2 = 3 over 3 s
+    assert time_average_in_system(t_start, t_end, start=1.0, end=4.0) == pytest.approx(1.0)
+    # [1.5, 2.5]: two until 2, then one: 0.5 * 2 + 0.5 * 1 = 1.5 over 1 s
+    assert time_average_in_system(t_start, t_end, start=1.5, end=2.5) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="t_end must be >= t_start"):
+        time_average_in_system(t_end, t_start, start=0.0, end=5.0)
+    with pytest.raises(ValueError, match="must be finite"):
+        time_average_in_system(t_start, np.array([2.0, np.nan, 5.0]), start=0.0, end=5.0)
+    with pytest.raises(ValueError, match="end must be a number > 5"):
+        time_average_in_system(t_start, t_end, start=5.0, end=5.0)
+    with pytest.raises(ValueError, match="same length"):
+        time_average_in_system(t_start, t_end[:2], start=0.0, end=5.0)

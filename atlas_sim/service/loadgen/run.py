@@ -116,9 +116,11 @@ async def run_load_async(
             child processes).
 
     Returns ``RunResult(source="live")``. ``meta`` holds the load, the client policy, the send
-    lag (``send_lag``, seconds per request, and ``send_lag_p50/p99/max``) and ``server_work``:
+    lag (``send_lag``, seconds per request, and ``send_lag_p50/p99/max``), ``server_work``:
     each attempt's work as the server reported it (``Server-Timing``; NaN if it did not), in the
-    order of the ``attempts`` table.
+    order of the ``attempts`` table, and ``origin_monotonic``: the run's time 0 on
+    ``time.monotonic`` (to put what else was measured meanwhile, a scrape of ``/metrics`` say,
+    on the run's clock).
     """
     _check_url("url", url)
     if isinstance(instances, str) or not isinstance(instances, Sequence):
@@ -207,6 +209,7 @@ async def run_load_async(
         "drain_timeout": drain_timeout, "max_connections": max_connections, "warm_up": warm_up,
         "generator": f"{processes} child process(es)" if processes else "this process",
         "unfinished": run.unfinished, "server_events": server_note,
+        "origin_monotonic": run.origin_monotonic,
         "send_lag": lag,
         "send_lag_p50": float(np.percentile(sent_lag, 50)) if sent_lag.size else math.nan,
         "send_lag_p99": float(np.percentile(sent_lag, 99)) if sent_lag.size else math.nan,

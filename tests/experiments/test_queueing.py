@@ -1,0 +1,163 @@
+"""Notebook 03's queueing section: the hockey stick against Erlang C, head-of-line blocking
+against its hand-computed trace, the panel, and (live) the service's own counts against the
+generator's."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from atlas_sim.analysis.queueing import MMc
+from atlas_sim.config import Settings
+from atlas_sim.experiments import queueing
+from atlas_sim.service import LiveServer, create_app
+from atlas_sim.workload import Distribution
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_the_hockey_stick_agrees_with_erlang_c_within_its_interval():
+    table = queueing.hockey_stick(servers=(1, 2, 8), utilisations=(0.5, 0.8),
+                                  customers=20_000, seed=4)
+    assert list(table["servers"]) == [1, 1, 2, 2, 8, 8]
+    for row in table.to_dict("records"):
+        theory = MMc(arrival_rate=row["utilisation"] * row["servers"], service_rate=1.0,
+                     servers=row["servers"])
+        assert row["W/S Erlang C"] == pytest.approx(theory.W)
+        assert row["p99/S Erlang C"] == pytest.approx(theory.quantile(0.99))
+        assert row["W/S low"] <= theory.W <= row["W/S high"], row
+        assert row["requests"] > 18_000
+    # the hockey stick itself: at 80% one server is five service times, eight servers 1.29
+    assert table["W/S Erlang C"].iloc[1] == pytest.approx(5.0)
+    assert table["W/S Erlang C"].iloc[5] == pytest.approx(1.286, abs=1e-3)
+    figure = queueing.plot_hockey_stick(table)
+    assert len(figure.axes) == 2
+
+
+def test_the_hockey_stick_refuses_bad_input():
+    with pytest.raises(ValueError, match="utilisation must be a number > 0 and < 1"):
+        queueing.hockey_stick(utilisations=(1.0,))
+    with pytest.raises(ValueError, match="customers must be an integer >= 1000"):
+        queueing.hockey_stick(customers=10)
+    with pytest.raises(ValueError, match="servers must be an integer >= 1 and <= 64"):
+        queueing.hockey_stick(servers=(0,))
+
+
+def test_one_slow_request_delays_everyone_behind_it_with_one_server():
+    runs = queueing.head_of_line(servers=(1,), utilisation=0.8, service_time=0.02, slow=1.0,
+                                 at=2.0, duration=8.0)
+    req = runs["c = 1"].requests
+    latency = req["latency"].to_numpy()
+    # sends every 25 ms; the one sent at 2.0 s (the 81st) takes 1.02 s and ends at 3.02 s.
+    # Request j behind it starts when the one before it ends, at 3.02 + 0.02 (j - 1), and
+    # ends 20 ms later: its latency is 3.02 + 0.02 j - (2.0 + 0.025 j) = 1.02 - 0.005 j,
+    # until j = 200, where the queue has caught up.
+    slow = 80
+    assert req["t_start"].iloc[slow] == pytest.approx(2.0)
+    assert latency[slow] == pytest.approx(1.02)
+    j = np.arange(1, 200)
+    assert latency[slow + j] == pytest.approx(1.02 - 0.005 * j)
+    assert latency[:slow] == pytest.approx(0.02) and latency[slow + 200:] == pytest.approx(0.02)
+    table = queueing.head_of_line_table(runs)
+    row = table.loc["c = 1"]
+    assert row["requests delayed"] == 199 and row["worst delayed (s)"] == pytest.approx(1.015)
+    # the busy period a 1.02 s job starts at rho = 0.8 lasts 1.02 / 0.2 = 5.1 s (fluid)
+    assert row["fluid estimate (s)"] == pytest.approx(5.1)
+    assert row["disturbed for (s)"] == pytest.approx(5.1, rel=0.03)
+
+
+def test_more_servers_absorb_the_slow_request():
+    runs = queueing.head_of_line(servers=(1, 2, 8))
+    table = queueing.head_of_line_table(runs)
+    assert list(table.index) == ["c = 1", "c = 2", "c = 8"]
+    assert list(table["slow request (s)"]) == pytest.approx([1.02, 1.02, 1.02])
+    worst = table["worst delayed (s)"]
+    assert worst["c = 1"] > worst["c = 2"] > worst["c = 8"] == 0.0
+    assert table.loc["c = 8", "requests delayed"] == 0
+    # c = 2 at 0.8: the other server takes 50 of 80 requests/s; the backlog clears after
+    # 1.02 / (2 * 0.2) = 2.55 s
+    assert table.loc["c = 2", "fluid estimate (s)"] == pytest.approx(2.55)
+    assert table.loc["c = 2", "disturbed for (s)"] == pytest.approx(2.55, rel=0.03)
+    assert len(queueing.plot_head_of_line(runs).axes) == 1
+    with pytest.raises(ValueError, match="at must be a number > 0 and <= 4"):
+        queueing.head_of_line(at=5.0)
+
+
+def test_the_panel_answers_its_sliders_with_theory_beside_the_simulation():
+    panel = queueing.queueing_panel(seed=1)
+    view = panel.update()
+    assert view.params == {"servers": 1, "utilisation": 0.8, "service": "exponential"}
+    table = view.table
+    assert table.loc["M/M/1, Erlang C (exponential)", "W/S"] == "5.00"
+    assert table.loc["M/G/1, Pollaczek-Khinchine (exact)", "W/S"] == "5.00"
+    assert len(view.figure.axes) == 2
+    # lognormal sigma 1 on one server: 1 + 4 (1 + (e - 1)) / 2 = 1 + 2 e service times
+    lognormal = panel.update(service="lognormal").table
+    expected = f"{1 + 2 * math.e:.2f}"
+    assert lognormal.loc["M/G/1, Pollaczek-Khinchine (exact)", "W/S"] == expected
+    eight = panel.update(servers=8, service="constant").table
+    assert "M/G/8, Allen-Cunneen (approx.)" in eight.index
+    simulated = float(eight.iloc[0]["W/S"].split(" ± ")[0])
+    assert 1.0 < simulated < 1.29  # constant service waits less than M/M/8's 1.29
+    assert panel.update(servers=1, service="exponential").cached
+    with pytest.raises(ValueError, match="service must be one of"):
+        panel.update(service="pareto")
+    with pytest.raises(ValueError, match="servers must be one of"):
+        panel.update(servers=3)
+
+
+# -- live ------------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_the_services_metrics_and_the_generator_agree_on_request_counts():
+    """A short, bounded live sweep (two points of 1 s, about 80 requests) against a service
+    that sheds above 2 requests in progress, so both 200 and 429 answers are counted."""
+    app = create_app(Settings(load_shedding_max_concurrent=2), servers=1,
+                     service_time=Distribution(mean=0.02), seed=5)
+    with LiveServer(app, name="test-queueing-counts") as server:
+        sweep = queueing.live_sweep(server, utilisations=(0.5, 1.4), seconds=1.0,
+                                    progress=False)
+    assert sweep.servers == 1 and sweep.seed == 5
+    counts = queueing.count_table(sweep)
+    assert (counts["difference"] == 0).all(), counts.to_string()
+    assert counts["generator"].sum() == sum(len(p.run.attempts) for p in sweep.points)
+    statuses = set(counts.index.get_level_values("status"))
+    assert 200 in statuses and 429 in statuses, counts.to_string()
+    for point in sweep.points:
+        assert len(point.run.requests) == point.run.meta["scheduled"]
+
+    little = queueing.littles_law_table(sweep)
+    assert (little["gauge readings"] >= 10).all() and (little["L (gauge)"] > 0).all()
+    assert (little["λ (1/s)"] == [len(p.run.requests) / 1.0 for p in sweep.points]).all()
+
+    table = queueing.live_table(sweep)
+    assert list(table["requests"]) == [len(p.run.requests) for p in sweep.points]
+    assert np.isfinite(table["W/S twin"]).all() and (table["round trip (ms)"] > 0).all()
+    assert len(queueing.plot_hockey_stick(queueing.hockey_stick(servers=(1,),
+                                                                utilisations=(0.5,)),
+                                          table).axes) == 2
+
+
+def test_a_live_sweep_refuses_an_unbounded_run():
+    class Fake:
+        class app:
+            class state:
+                class atlas:
+                    seed = 0
+
+                    class work:
+                        servers = 2
+                        service_time = Distribution(mean=0.02)
+
+    with pytest.raises(ValueError, match="at most 60 s of load"):
+        queueing.live_sweep(Fake(), utilisations=(0.5,) * 5, seconds=15.0)
+    with pytest.raises(ValueError, match=r"utilisation must be a number > 0 and <= 1\.5"):
+        queueing.live_sweep(Fake(), utilisations=(2.0,))

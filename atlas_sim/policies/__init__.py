@@ -16,7 +16,7 @@ from .breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
-from .call import ClientPolicy, Guard, GuardedCall, counts_as_breaker_failure
+from .call import ClientPolicy, Guard, GuardedCall, HedgePolicy, counts_as_breaker_failure
 from .limiter import ConcurrencyLimiter
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .status import CLIENT_SIDE, DEFAULT_RETRYABLE, Status
@@ -37,6 +37,7 @@ __all__ = [
     "ConcurrencyLimiter",
     "Guard",
     "GuardedCall",
+    "HedgePolicy",
     "Jitter",
     "RetryBudget",
     "RetryPolicy",

@@ -123,7 +123,8 @@ class CircuitBreaker:
         else:
             fail fast
 
-    Every call that ``allow()`` admitted must report exactly one outcome. Passing the
+    Every call that ``allow()`` admitted must report exactly one outcome, or be ``release``d
+    if it was cancelled without one. Passing the
     ``generation`` read just after ``allow()`` is optional but exact: an outcome from an earlier
     generation (a call admitted before the breaker last changed state) is ignored, so a slow
     answer sent before the circuit opened is never mistaken for a probe's. Without it, an outcome
@@ -266,6 +267,15 @@ class CircuitBreaker:
                 self._check_failure_rate()
         elif state is BreakerState.HALF_OPEN:
             self._open("probe failed")
+
+    def release(self, generation: int | None = None) -> None:
+        """An admitted call was cancelled before it had an outcome (a hedged call's losing
+        copy): it counts as neither a success nor a failure, and a half-open probe's slot is
+        given back (Resilience4j's ``releasePermission``)."""
+        if not self._current(generation):
+            return
+        if self._state is BreakerState.HALF_OPEN:
+            self._probes_in_flight = max(0, self._probes_in_flight - 1)
 
     # -- internals -----------------------------------------------------------------------
 

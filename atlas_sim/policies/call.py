@@ -55,6 +55,64 @@ abandoned attempt         an attempt cut off from outside (the caller's own dead
                           as a client timeout (599), without a retry.
 ========================  ======================================================================
 
+Hedged calls
+------------
+With ``ClientPolicy(hedge=HedgePolicy(delay=d))`` a call sends a second copy of itself when the
+first has not answered after ``d`` seconds, takes whichever answers first and cancels the other
+(Dean and Barroso, "The Tail at Scale", CACM 2013, "hedged requests"). The rule follows gRPC's
+hedging policy (gRFC A6, "gRPC Retry Design", "Hedging Policy" and "Throttling Retry Attempts and
+Hedged RPCs"):
+
+========================  ======================================================================
+retry or hedge            one or the other, never both: a ``ClientPolicy`` with both is refused
+                          (in gRPC's service config "only one of retryPolicy or hedgingPolicy may
+                          be set"). When every copy has failed, no retry follows: hedging "can be
+                          seen as retrying the original RPC before a failure is even received".
+when a copy is sent       the first at once; each further copy ``delay`` seconds after the latest
+                          one if no copy has answered by then (gRPC's ``hedgingDelay``), up to
+                          ``max_extra`` copies beyond the first (gRPC's ``maxAttempts`` - 1); and
+                          at once, without waiting for the delay, after a copy fails with a
+                          ``non_fatal`` status (gRPC: "the next hedged request in line is sent
+                          immediately, shortcutting its hedging delay").
+who wins                  the first copy to answer 2xx, or with a status that is not
+                          ``non_fatal`` (a fatal one: 404, say, which another copy would only
+                          repeat). The call ends with that status; every copy still in flight
+                          is the driver's to cancel (``cancelled``).
+the losers                recorded nowhere: a cancelled copy is neither a breaker failure nor a
+                          success (``CircuitBreaker.release`` gives back a half-open probe's
+                          slot, as Resilience4j's ``releasePermission``), costs no budget token
+                          and is not a retry. Only answers are counted; a late answer from a
+                          copy already cancelled is ignored.
+breaker and budget        every copy is admitted by the breaker, and each answer is recorded in
+                          the breaker and the budget as an attempt's is (above; a ``non_fatal``
+                          failure costs a token, as a retryable one does). A copy after the
+                          first is sent only while the budget has more than half its tokens:
+                          gRPC throttles hedges with the very token bucket that throttles
+                          retries ("subsequent hedged RPCs will only be sent if token_count is
+                          greater than the threshold"). A copy refused by the budget or the
+                          breaker stops the hedging of that call.
+all copies failed         the status of the last answer, or 596 (budget) or 597 (breaker) if a
+                          further copy was refused, as for a refused retry.
+========================  ======================================================================
+
+A hedging driver's loop (copies run concurrently; the driver owns the timers)::
+
+    call = guard.call()
+    if call.before_attempt():               # the first copy (597: refused, nothing sent)
+        send(1); arm(call.hedge_delay(), sent=1)
+        until call.done, on the first of:
+            the timer armed at sent=n fires:
+                if call.before_hedge(n):    # a copy now? (not if stale, done or refused)
+                    send(call.attempts); arm(call.hedge_delay(), sent=call.attempts)
+            copy k answers status:
+                if call.after_attempt(status, attempt=k) == 0.0:   # non-fatal: next copy now
+                    if call.before_hedge(call.attempts): send(...); arm(...)
+        cancel call.cancelled
+    finish(call.status)
+
+``hedge_delay()`` is None when no further copy will be sent, so the same loop drives a call
+without hedging (one copy, no timer).
+
 Breaker outcomes carry the breaker's ``generation`` read at admission, so a late answer from
 before a state change is never mistaken for a probe's (see ``CircuitBreaker``).
 
@@ -63,23 +121,26 @@ Not thread-safe: one event loop or one simulation owns a ``Guard`` and its calls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 
-from ..validation import check_real
+from ..validation import check_int, check_real
 from .breaker import BreakerConfig, BreakerListener, CircuitBreaker
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
-from .status import Status
+from .status import DEFAULT_RETRYABLE, Status
 
-__all__ = ["ClientPolicy", "Guard", "GuardedCall", "counts_as_breaker_failure"]
+__all__ = ["ClientPolicy", "Guard", "GuardedCall", "HedgePolicy", "counts_as_breaker_failure"]
 
 _BREAKER_OPEN: Final = int(Status.BREAKER_OPEN)
 _BUDGET_EXHAUSTED: Final = int(Status.BUDGET_EXHAUSTED)
 _CLIENT_TIMEOUT: Final = int(Status.CLIENT_TIMEOUT)
 _NO_RETRY: Final = frozenset[int]()
+# Shared by every call without hedging, which never changes them.
+_NO_COPIES: Final[set[int]] = set()
+_NO_GENS: Final[list[int]] = []
 
 
 def counts_as_breaker_failure(status: int) -> bool:
@@ -87,6 +148,37 @@ def counts_as_breaker_failure(status: int) -> bool:
     (connection error) and 599 (client timeout). 596 and 597 are local refusals and are never
     recorded at all; every other status is a success (see the module docstring)."""
     return 500 <= status <= 599 and status != _BUDGET_EXHAUSTED and status != _BREAKER_OPEN
+
+
+@dataclass(frozen=True, kw_only=True)
+class HedgePolicy:
+    """Hedged requests: send another copy of a call that has not answered after ``delay``
+    seconds, keep the first answer, cancel the rest (Dean and Barroso, "The Tail at Scale",
+    CACM 2013; gRPC's ``hedgingPolicy``, gRFC A6). See the module docstring for the rule.
+
+    Args:
+        delay: seconds to wait for an answer before the next copy (gRPC's ``hedgingDelay``),
+            0..3600. Dean and Barroso suggest the 95th percentile of the call's latency: at
+            most about 5% more calls. 0 sends every copy at once.
+        max_extra: copies beyond the first, 1..4 (gRPC's ``maxAttempts`` counts the first
+            copy too, and is capped at 5 by default).
+        non_fatal: statuses after which another copy is worth sending at once (gRPC's
+            ``nonFatalStatusCodes``). Default: the statuses ``RetryPolicy`` retries (429, 5xx
+            faults, timeouts, broken connections); any other failure ends the call.
+    """
+
+    delay: float
+    max_extra: int = 1
+    non_fatal: frozenset[int] = DEFAULT_RETRYABLE
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delay", check_real("delay", self.delay, low=0, high=3600))
+        check_int("max_extra", self.max_extra, low=1, high=4)
+        codes = self.non_fatal
+        if isinstance(codes, (str, bytes)) or not isinstance(codes, Iterable):
+            raise ValueError(f"non_fatal must be a set of status codes, got {codes!r}")
+        codes = frozenset(check_int("non_fatal", c, low=300, high=599) for c in codes)
+        object.__setattr__(self, "non_fatal", codes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -100,6 +192,8 @@ class ClientPolicy:
         retry: the retry policy (None: one attempt per request).
         budget: a retry budget shared by all of the client's calls (None: none).
         breaker: a circuit breaker shared by all of the client's calls (None: none).
+        hedge: hedged requests (None: one copy at a time). Not with ``retry``: as in gRPC, a
+            call is retried or hedged, never both.
 
     Configs only, never live state: ``guard(clock=..., rng=...)`` builds the state machines.
     """
@@ -108,6 +202,7 @@ class ClientPolicy:
     retry: RetryPolicy | None = None
     budget: BudgetConfig | None = None
     breaker: BreakerConfig | None = None
+    hedge: HedgePolicy | None = None
 
     def __post_init__(self) -> None:
         if self.timeout is not None:
@@ -115,9 +210,13 @@ class ClientPolicy:
                                check_real("timeout", self.timeout, low=0, low_open=True))
         for name, value, kind in (("retry", self.retry, RetryPolicy),
                                   ("budget", self.budget, BudgetConfig),
-                                  ("breaker", self.breaker, BreakerConfig)):
+                                  ("breaker", self.breaker, BreakerConfig),
+                                  ("hedge", self.hedge, HedgePolicy)):
             if value is not None and not isinstance(value, kind):
                 raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
+        if self.retry is not None and self.hedge is not None:
+            raise ValueError("retry and hedge cannot both be set: a call is retried or hedged, "
+                             "never both (gRFC A6: only one of retryPolicy or hedgingPolicy)")
 
     def guard(self, *, clock: Callable[[], float], rng: np.random.Generator | None,
               on_transition: BreakerListener | None = None) -> Guard:
@@ -126,7 +225,7 @@ class ClientPolicy:
         breaker = self.breaker.build(clock) if self.breaker is not None else None
         if breaker is not None and on_transition is not None:
             breaker.add_listener(on_transition)
-        return Guard(retry=self.retry, breaker=breaker, rng=rng,
+        return Guard(retry=self.retry, breaker=breaker, rng=rng, hedge=self.hedge,
                      budget=self.budget.build() if self.budget is not None else None)
 
 
@@ -139,13 +238,15 @@ class Guard:
         budget: the client's retry budget (None: no throttling of retries).
         breaker: the client's circuit breaker (None: every attempt is sent).
         rng: where backoff jitter comes from (required when ``retry`` jitters).
+        hedge: hedged requests (None: none); not with ``retry``.
     """
 
-    __slots__ = ("_retry_on", "breaker", "budget", "retry", "rng")
+    __slots__ = ("_retry_on", "breaker", "budget", "hedge", "retry", "rng")
 
     def __init__(self, *, retry: RetryPolicy | None = None, budget: RetryBudget | None = None,
                  breaker: CircuitBreaker | None = None,
-                 rng: np.random.Generator | None = None) -> None:
+                 rng: np.random.Generator | None = None,
+                 hedge: HedgePolicy | None = None) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ValueError(f"retry must be a RetryPolicy or None, got {retry!r}")
         if budget is not None and not isinstance(budget, RetryBudget):
@@ -154,6 +255,11 @@ class Guard:
             raise ValueError(f"breaker must be a CircuitBreaker or None, got {breaker!r}")
         if rng is None and retry is not None and retry.backoff.jitter != "none":
             raise ValueError(f"rng is required for jitter={retry.backoff.jitter!r}")
+        if hedge is not None and not isinstance(hedge, HedgePolicy):
+            raise ValueError(f"hedge must be a HedgePolicy or None, got {hedge!r}")
+        if hedge is not None and retry is not None:
+            raise ValueError("retry and hedge cannot both be set (see ClientPolicy)")
+        self.hedge = hedge
         self.retry = retry
         self.budget = budget
         self.breaker = breaker
@@ -165,30 +271,57 @@ class Guard:
         return GuardedCall(self)
 
     def __repr__(self) -> str:
-        return f"Guard(retry={self.retry!r}, budget={self.budget!r}, breaker={self.breaker!r})"
+        hedge = f", hedge={self.hedge!r}" if self.hedge is not None else ""
+        return (f"Guard(retry={self.retry!r}, budget={self.budget!r}, "
+                f"breaker={self.breaker!r}{hedge})")
 
 
 class GuardedCall:
-    """One logical call's decisions; see the module docstring for the loop and the rule.
+    """One logical call's decisions; see the module docstring for the loops and the rules.
 
     Attributes:
-        attempts: attempts admitted so far (the first included).
+        attempts: attempts (copies, when hedged) admitted so far, the first included.
         status: the final status once the call is done (0 before).
+        winner: the copy whose answer ended a hedged call (0 if none did).
     """
 
-    __slots__ = ("_delays", "_generation", "_guard", "attempts", "status")
+    __slots__ = ("_delays", "_generation", "_gens", "_guard", "_hedge", "_in_flight",
+                 "_refused", "attempts", "cancelled", "status", "winner")
 
     def __init__(self, guard: Guard) -> None:
         self._guard = guard
+        self._hedge = guard.hedge
         self._delays: Iterator[float] | None = None
         self._generation = 0
+        hedged = guard.hedge is not None
+        # hedged: each copy's breaker generation (by copy - 1), the copies not yet answered
+        self._gens: list[int] = [] if hedged else _NO_GENS
+        self._in_flight: set[int] = set() if hedged else _NO_COPIES
+        self._refused = 0  # hedged: 596 or 597 once a further copy was refused
         self.attempts = 0
         self.status = 0
+        self.winner = 0
+        self.cancelled: tuple[int, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        """True once the call has its final ``status``."""
+        return self.status != 0
+
+    @property
+    def in_flight(self) -> tuple[int, ...]:
+        """Hedged calls: the copies sent and not yet answered, in order (empty otherwise)."""
+        return tuple(sorted(self._in_flight))
 
     def before_attempt(self) -> bool:
         """May the next attempt be sent now? False: the breaker refused it and the call is done
         with ``status`` 597. True: send it, then call ``after_attempt`` exactly once (or
-        ``abandon``)."""
+        ``abandon``). For a hedged call this admits the first copy; later copies go through
+        ``before_hedge``."""
+        if self._hedge is not None:
+            if self.attempts:
+                raise RuntimeError("a hedged call's further copies are admitted by before_hedge")
+            return self._admit_copy()
         breaker = self._guard.breaker
         if breaker is not None:
             if not breaker.allow():
@@ -198,17 +331,70 @@ class GuardedCall:
         self.attempts += 1
         return True
 
-    def after_attempt(self, status: int, *, retry_after: float | None = None) -> float | None:
+    def hedge_delay(self) -> float | None:
+        """Seconds from the latest copy's send until the next copy is due, if no copy has
+        answered by then; None when no further copy will be sent (no hedging, the call is done,
+        every copy allowed is out, or a copy was refused)."""
+        hedge = self._hedge
+        if (hedge is None or self.status or self._refused
+                or self.attempts > hedge.max_extra):
+            return None
+        return hedge.delay
+
+    def before_hedge(self, sent: int) -> bool:
+        """The hedge timer armed when ``sent`` copies were out has fired (or, with ``sent ==
+        attempts``, a non-fatal failure asked for the next copy at once): may a copy be sent
+        now? False when the timer is stale (a copy left since), the call is done, no copy is
+        left, or the budget (at or below half its tokens: 596) or the breaker (597) refuses it;
+        a refusal stops the call's hedging, and ends the call if no copy is still out. True:
+        send copy number ``attempts``, and arm the next timer with ``hedge_delay()``."""
+        hedge = self._hedge
+        if (hedge is None or self.status or self._refused or sent != self.attempts
+                or self.attempts > hedge.max_extra):
+            return False
+        budget = self._guard.budget
+        if budget is not None and not budget.can_retry():
+            return self._refuse(_BUDGET_EXHAUSTED)
+        return self._admit_copy()
+
+    def _admit_copy(self) -> bool:
+        breaker = self._guard.breaker
+        generation = 0
+        if breaker is not None:
+            if not breaker.allow():
+                return self._refuse(_BREAKER_OPEN)
+            generation = breaker.generation
+        self.attempts += 1
+        self._gens.append(generation)
+        self._in_flight.add(self.attempts)
+        return True
+
+    def _refuse(self, status: int) -> bool:
+        self._refused = status
+        if not self._in_flight:  # nothing left to wait for
+            self.status = status
+        return False
+
+    def after_attempt(self, status: int, *, retry_after: float | None = None,
+                      attempt: int | None = None) -> float | None:
         """Record the attempt's outcome once and decide.
 
         Args:
             status: the attempt's HTTP status, or a client-side code (598, 599).
             retry_after: seconds from the answer's ``Retry-After``, if it had one.
+            attempt: which copy answered (hedged calls; default the latest).
 
         Returns the seconds to wait before the next attempt (then call ``before_attempt``), or
         None when the call is done; its final status is then in ``status``: the attempt's own,
         or 596 when the budget refused a retry.
+
+        Hedged calls: None means nothing to send now; if the call is ``done``, its copies in
+        ``cancelled`` are to be cancelled, else other copies are still out. 0.0 means a
+        non-fatal failure asks for the next copy at once (``before_hedge(attempts)``). An
+        answer from a copy not in flight (cancelled already) is ignored.
         """
+        if self._hedge is not None:
+            return self._after_copy(status, self.attempts if attempt is None else attempt)
         guard = self._guard
         ok = 200 <= status < 300
         breaker = guard.breaker
@@ -238,10 +424,63 @@ class GuardedCall:
             return retry_after
         return delay
 
-    def abandon(self) -> None:
-        """The attempt in flight was cut off from outside (the caller's own deadline): record
-        it as a client timeout (599) and end the call without a retry."""
+    def _after_copy(self, status: int, copy: int) -> float | None:
+        hedge = self._hedge
+        assert hedge is not None
+        if self.status or copy not in self._in_flight:
+            return None  # a loser's late answer: it was cancelled, it counts for nothing
+        self._in_flight.discard(copy)
         guard = self._guard
+        ok = 200 <= status < 300
+        non_fatal = status in hedge.non_fatal
+        breaker = guard.breaker
+        if breaker is not None:
+            if counts_as_breaker_failure(status):
+                breaker.record_failure(self._gens[copy - 1])
+            else:
+                breaker.record_success(self._gens[copy - 1])
+        budget = guard.budget
+        if budget is not None:
+            if ok:
+                budget.record_success()
+            elif non_fatal:
+                budget.record_failure()
+        if ok or not non_fatal:  # the winner, or a fatal answer: the call ends here
+            self.status = status
+            self.winner = copy
+            self._cancel_rest()
+            return None
+        if not self._refused and self.attempts <= hedge.max_extra:
+            return 0.0  # another copy may still succeed: send it now
+        if not self._in_flight:
+            self.status = self._refused or status
+        return None
+
+    def _cancel_rest(self) -> None:
+        """The copies still out lose: the driver cancels them; they count for nothing."""
+        breaker = self._guard.breaker
+        losers = tuple(sorted(self._in_flight))
+        if breaker is not None:
+            for copy in losers:
+                breaker.release(self._gens[copy - 1])
+        self._in_flight.clear()
+        self.cancelled = losers
+
+    def abandon(self) -> None:
+        """The attempt in flight (every copy in flight, when hedged) was cut off from outside
+        (the caller's own deadline): record each as a client timeout (599) and end the call
+        without a retry."""
+        guard = self._guard
+        if self._hedge is not None:
+            costs_token = _CLIENT_TIMEOUT in self._hedge.non_fatal
+            for copy in sorted(self._in_flight):
+                if guard.breaker is not None:
+                    guard.breaker.record_failure(self._gens[copy - 1])
+                if guard.budget is not None and costs_token:
+                    guard.budget.record_failure()
+            self._in_flight.clear()
+            self.status = _CLIENT_TIMEOUT
+            return
         if guard.breaker is not None:
             guard.breaker.record_failure(self._generation)
         if guard.budget is not None and _CLIENT_TIMEOUT in guard._retry_on:
@@ -249,4 +488,7 @@ class GuardedCall:
         self.status = _CLIENT_TIMEOUT
 
     def __repr__(self) -> str:
+        if self._hedge is not None:
+            return (f"GuardedCall(attempts={self.attempts}, status={self.status}, "
+                    f"winner={self.winner}, in_flight={self.in_flight})")
         return f"GuardedCall(attempts={self.attempts}, status={self.status})"

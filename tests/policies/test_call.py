@@ -3,6 +3,7 @@ waits, and that every driver in both worlds goes through it."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from atlas_sim.policies import (
     BudgetConfig,
     ClientPolicy,
     Guard,
+    HedgePolicy,
     RetryPolicy,
     counts_as_breaker_failure,
 )
@@ -215,3 +217,167 @@ def test_the_sequencing_lives_in_one_module_and_every_driver_uses_it():
     for path in drivers:
         text = path.read_text()
         assert "before_attempt()" in text and "after_attempt(" in text, path
+
+
+# -- hedged calls (gRFC A6's hedging policy, driven by the same GuardedCall) -----------------
+
+def hedged(*, delay=0.05, max_extra=1, budget=None, breaker=None, clock=None, **hedge):
+    clock = clock or ManualClock()
+    return Guard(hedge=HedgePolicy(delay=delay, max_extra=max_extra, **hedge),
+                 budget=budget.build() if budget else None,
+                 breaker=breaker.build(clock) if breaker else None)
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"delay": -0.1}, "delay"), ({"delay": math.inf}, "delay"), ({"delay": "1"}, "delay"),
+    ({"delay": 0.1, "max_extra": 0}, "max_extra"), ({"delay": 0.1, "max_extra": 5}, "max_extra"),
+    ({"delay": 0.1, "non_fatal": "503"}, "non_fatal"),
+    ({"delay": 0.1, "non_fatal": {200}}, "non_fatal"),
+])
+def test_a_bad_hedge_policy_is_refused_naming_the_field(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        HedgePolicy(**kwargs)
+
+
+def test_a_call_is_retried_or_hedged_never_both():
+    with pytest.raises(ValueError, match="retry and hedge"):
+        ClientPolicy(retry=RetryPolicy(), hedge=HedgePolicy(delay=0.1))
+    with pytest.raises(ValueError, match="hedge must be a HedgePolicy"):
+        ClientPolicy(hedge=0.1)
+    assert ClientPolicy().hedge is None  # nothing changes for existing users
+
+
+def test_a_call_that_answers_before_the_delay_sends_one_copy():
+    call = hedged(delay=0.05).call()
+    assert call.before_attempt()
+    assert call.hedge_delay() == 0.05
+    assert call.after_attempt(200, attempt=1) is None
+    assert (call.done, call.status, call.winner, call.attempts, call.cancelled) == (
+        True, 200, 1, 1, ())
+    assert call.hedge_delay() is None and not call.before_hedge(1)
+
+
+def test_a_slow_first_copy_gets_a_hedge_and_the_loser_counts_for_nothing():
+    g = hedged(delay=0.05, budget=BudgetConfig(max_tokens=10, token_ratio=0.5),
+               breaker=BreakerConfig(failure_threshold=1))
+    g.budget._milli = 8000  # 8 tokens: room to earn
+    call = g.call()
+    call.before_attempt()
+    assert call.before_hedge(1)  # the timer fired: copy 2 now
+    assert call.attempts == 2 and call.in_flight == (1, 2)
+    assert call.hedge_delay() is None  # max_extra=1: no third copy
+    assert call.after_attempt(200, attempt=2) is None
+    assert (call.status, call.winner, call.cancelled) == (200, 2, (1,))
+    assert g.budget.tokens == 8.5  # one success earned, once
+    # the loser's late answer is ignored: no breaker failure, no token spent, no retry
+    assert call.after_attempt(503, attempt=1) is None
+    assert g.breaker.state is BreakerState.CLOSED and g.budget.tokens == 8.5
+    assert call.status == 200
+
+
+def test_a_cancelled_probe_gives_its_half_open_slot_back():
+    clock = ManualClock()
+    g = hedged(breaker=BreakerConfig(failure_threshold=1, recovery_timeout=1.0,
+                                     half_open_max_calls=2, success_threshold=2), clock=clock)
+    first = g.call()
+    first.before_attempt()
+    first.after_attempt(503, attempt=1)  # opens (503 is non-fatal: a copy is asked for...)
+    assert not first.before_hedge(first.attempts)  # ...and refused by the open breaker
+    assert first.status == 597
+    clock.advance(1.0)
+    call = g.call()
+    assert call.before_attempt() and call.before_hedge(1)  # two probes
+    assert g.breaker.probes_in_flight == 2
+    call.after_attempt(200, attempt=1)
+    assert call.cancelled == (2,)
+    assert g.breaker.state is BreakerState.HALF_OPEN and g.breaker.probes_in_flight == 0
+
+
+def test_hedges_are_throttled_by_the_retry_budget_first_copies_never():
+    g = hedged(budget=BudgetConfig(max_tokens=4))
+    g.budget._milli = 2000  # exactly half: gRPC sends no hedge ("greater than the threshold")
+    call = g.call()
+    assert call.before_attempt()  # the first copy is always sent
+    assert not call.before_hedge(1)
+    assert not call.done and call.hedge_delay() is None  # hedging stopped; copy 1 still out
+    assert call.after_attempt(200, attempt=1) is None
+    assert (call.status, call.attempts) == (200, 1)
+
+
+def test_a_non_fatal_failure_sends_the_next_copy_at_once_and_a_fatal_one_ends_the_call():
+    call = hedged(max_extra=2).call()
+    call.before_attempt()
+    assert call.after_attempt(503, attempt=1) == 0.0  # gRFC A6: shortcut the delay
+    assert call.before_hedge(call.attempts) and call.attempts == 2
+    assert not call.before_hedge(1)  # the timer armed for copy 1 is stale now
+    assert call.before_hedge(2)  # copy 2's own timer fired: copy 3
+    assert call.after_attempt(404, attempt=3) is None  # fatal: another copy would only repeat
+    assert (call.status, call.winner, call.cancelled) == (404, 3, (2,))
+
+
+def test_when_every_copy_fails_the_call_ends_with_the_last_failure_or_the_refusal():
+    g = hedged(max_extra=1, budget=BudgetConfig(max_tokens=10))
+    call = g.call()
+    call.before_attempt()
+    assert call.before_hedge(1)
+    assert call.after_attempt(503, attempt=1) is None  # no copy left; copy 2 still out
+    assert not call.done
+    assert call.after_attempt(599, attempt=2) is None
+    assert (call.status, call.winner) == (599, 0)
+    assert g.budget.tokens == 8  # each non-fatal failure costs a token, as a retryable one
+    g.budget._milli = 5000  # half: the next copy the failure asks for is refused
+    call = g.call()
+    call.before_attempt()
+    assert call.after_attempt(503, attempt=1) == 0.0
+    assert not call.before_hedge(1)
+    assert call.status == 596
+
+
+def test_abandoning_a_hedged_call_records_each_copy_out_as_a_timeout():
+    g = hedged(breaker=BreakerConfig(failure_threshold=2), budget=BudgetConfig(max_tokens=10))
+    call = g.call()
+    call.before_attempt()
+    call.before_hedge(1)
+    call.abandon()
+    assert call.status == 599 and call.in_flight == ()
+    assert g.breaker.state is BreakerState.OPEN and g.budget.tokens == 8
+
+
+def test_without_hedging_the_hedging_loop_sends_one_attempt():
+    call = guard(retry=None).call()
+    assert call.before_attempt()
+    assert call.hedge_delay() is None and not call.before_hedge(1)
+    assert call.after_attempt(200) is None and call.status == 200
+
+
+@given(answers=st.lists(st.tuples(st.integers(1, 5), st.sampled_from([200, 404, 503, 599])),
+                        max_size=12),
+       timers=st.lists(st.integers(1, 5), max_size=6), max_extra=st.integers(1, 4),
+       tokens=st.integers(0, 10))
+def test_a_hedged_call_never_exceeds_its_copies_and_counts_each_copy_at_most_once(
+        answers, timers, max_extra, tokens):
+    g = hedged(max_extra=max_extra, budget=BudgetConfig(max_tokens=10, token_ratio=1))
+    g.budget._milli = tokens * 1000
+    call = g.call()
+    assert call.before_attempt()
+    counted = []
+    events = [("answer", a) for a in answers] + [("timer", t) for t in timers]
+    for kind, value in events:
+        if kind == "timer":
+            call.before_hedge(value)
+        else:
+            copy, status = value
+            before = g.budget.tokens, call.in_flight
+            if call.after_attempt(status, attempt=copy) == 0.0:
+                call.before_hedge(call.attempts)
+            if copy in before[1]:
+                counted.append(copy)
+            else:
+                assert g.budget.tokens == before[0]  # not in flight: not counted
+        assert 1 <= call.attempts <= 1 + max_extra
+        assert set(call.in_flight) <= set(range(1, call.attempts + 1))
+        if call.done:
+            assert call.in_flight == () and call.status in {200, 404, 503, 599, 596}
+    assert len(counted) == len(set(counted))
+    if not call.done:
+        assert call.in_flight  # a call that is not over still waits for a copy

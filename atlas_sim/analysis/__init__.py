@@ -39,6 +39,7 @@ from .reliability import (
 from .slo import SLO, SLO_TIERS, SLOReport, slo_check, slo_table
 from .stats import Interval, batch_means, proportion_interval, replications
 from .tables import compare_runs, name_runs, summary_table
+from .tail import TailModel, hedge_delay_at
 from .timeline import FollowerDistribution, HomeTimeline, TimelineCosts
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "MGc",
     "MMc",
     "SLOReport",
+    "TailModel",
     "TimelineCosts",
     "annualised_failure_rate",
     "averaged_vs_merged",
@@ -65,6 +67,7 @@ __all__ = [
     "erlang_c",
     "exact_percentiles",
     "failures_per_unit_time",
+    "hedge_delay_at",
     "loss_probability",
     "mark_faults",
     "mttf_from_afr",

@@ -458,6 +458,8 @@ class GuardedCall:
 
     def _cancel_rest(self) -> None:
         """The copies still out lose: the driver cancels them; they count for nothing."""
+        if not self._in_flight:
+            return
         breaker = self._guard.breaker
         losers = tuple(sorted(self._in_flight))
         if breaker is not None:

@@ -2,25 +2,49 @@
 
 DDIA's "tail latency amplification": even if only 1% of backend calls are slow, a request that
 needs 100 of them is slow whenever *any* one is, with probability ``1 - (1 - p)**n`` (63% for
-p = 1%, n = 100). The request's latency is the maximum of its calls' latencies.
+p = 1%, n = 100; Dean and Barroso, "The Tail at Scale", CACM 2013). The request's latency is the
+maximum of its calls' latencies.
 
 There is no queueing here (every backend has room), so the model is plain numpy, not SimPy: it
 draws every call at once. It returns a ``RunResult`` with one request per user request and one
-attempt row per backend call.
+attempt row per call on the wire.
+
+With a client policy (``client=ClientPolicy(...)``), each backend call is a logical call driven
+through the client's ``GuardedCall``, the same decisions the simulated and live clients take
+(``policies.call``): hedged requests (``HedgePolicy``: a second copy after a delay, the first
+answer wins, the loser is cancelled), a per-attempt timeout (599), retries with backoff, a retry
+budget. This module supplies only the send (a latency drawn for each copy) and the wait (the
+call's own clock). Calls are independent, so each is driven on its own clock from its send,
+one call after another in the order they were sent; a budget shared by the client's calls
+therefore sees their outcomes in send order rather than in answer order. That is exact when the
+budget never falls to half (no failures, as with slow backends and no timeout); a breaker,
+whose state depends on the time, is refused here (use the event engine, ``sim.engine``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 import numpy as np
 
+from ..policies import ClientPolicy, GuardedCall, Status
 from ..results import RunResult
 from ..validation import check_int, check_real
 from ..workload import Distribution, rng_streams
 
-__all__ = ["FAST_BACKEND", "fanout", "slow_request_probability"]
+__all__ = ["CANCELLED", "FAST_BACKEND", "fanout", "slow_request_probability"]
 
 #: A healthy backend call: 10 ms on average, exponential.
 FAST_BACKEND = Distribution(mean=0.01, kind="exponential")
+
+#: The status of a copy cancelled because another copy won: nginx's 499 ("client closed
+#: request"), which the live service also counts when a client leaves before its answer.
+CANCELLED = 499
+
+_OK = int(Status.OK)
+_CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
+_INF = math.inf
 
 
 def slow_request_probability(backends: int, p_slow: float) -> float:
@@ -38,13 +62,28 @@ def fanout(
     rate: float = 100.0,
     fast: Distribution = FAST_BACKEND,
     slow_latency: float = 1.0,
+    client: ClientPolicy | None = None,
     seed: int = 0,
 ) -> RunResult:
     """Simulate ``requests`` user requests, each fanning out to ``backends`` calls.
 
-    Each call is slow (``slow_latency`` seconds) with probability ``p_slow``, else drawn from
-    ``fast``. Requests are sent every ``1 / rate`` seconds, only to give the run a
-    time axis.
+    Each call is slow with probability ``p_slow`` (it then takes ``max(x, slow_latency)``
+    seconds for its draw ``x``), else it takes ``x``, drawn from ``fast``. Requests are sent
+    every ``1 / rate`` seconds, only to give the run a time axis.
+
+    Args:
+        client: how each backend call is made (see the module docstring); None: one attempt
+            per call, no timeout (the first copies' draws are the same either way, so a policy
+            changes only what it decides). Not with a ``breaker``.
+
+    Returns a ``RunResult``: ``requests`` (latency: the slowest call's; status: the worst
+    call's, 200 if all succeeded; attempts: copies sent for the request) and ``attempts`` (one
+    row per copy on the wire; a copy cancelled because another won has status 499), and in
+    ``meta`` the counts ``calls``, ``copies``, ``hedges`` (copies sent beyond the first of each
+    call) and ``cancelled``, and ``call_latency`` (each call's latency, requests x backends).
+
+    Raises:
+        ValueError: a parameter out of range (named), or a client policy with a breaker.
     """
     check_int("backends", backends, low=1, high=1000)
     check_real("p_slow", p_slow, low=0, high=1)
@@ -53,12 +92,39 @@ def fanout(
     check_real("slow_latency", slow_latency, low=0)
     if not isinstance(fast, Distribution):
         raise ValueError(f"fast must be a Distribution, got {fast!r}")
+    if client is not None and not isinstance(client, ClientPolicy):
+        raise ValueError(f"client must be a ClientPolicy or None, got {client!r}")
+    if client is not None and client.breaker is not None:
+        raise ValueError("client.breaker must be None here: the fan-out model drives each call "
+                         "on its own clock (use the event engine for a breaker)")
     streams = rng_streams(seed)
     shape = (requests, backends)
     latency = fast.sample(streams["dependency"], requests * backends).reshape(shape)
     slow = streams["server"].random(shape) < p_slow
     latency = np.where(slow, np.maximum(latency, slow_latency), latency)
     t_start = np.arange(requests) / rate
+    meta = {"model": "fanout", "backends": backends, "p_slow": p_slow, "seed": seed,
+            "slow_calls": int(slow.sum()), "slow_requests": int(slow.any(axis=1).sum())}
+    if client is None:
+        return _plain(latency, t_start, requests / rate, meta)
+    # Copies after the first (hedges, retries) draw from streams of their own, in the order
+    # they are sent: the first copies' draws never shift.
+    draw_fast = fast.sampler(streams["dependency"].spawn(1)[0])
+    coins = streams["server"].spawn(1)[0]
+    coin_buffer: list[float] = []
+
+    def draw() -> float:
+        if not coin_buffer:
+            coin_buffer.extend(reversed(coins.random(4096).tolist()))
+        x = draw_fast()
+        return max(x, slow_latency) if coin_buffer.pop() < p_slow else x
+
+    return _guarded(latency, t_start, requests / rate, meta, client, draw, seed)
+
+
+def _plain(latency: np.ndarray, t_start: np.ndarray, duration: float,
+           meta: dict[str, object]) -> RunResult:
+    requests, backends = latency.shape
     total = latency.max(axis=1)
     calls = requests * backends
     return RunResult.from_columns(
@@ -72,8 +138,156 @@ def fanout(
                   "t_end": (t_start[:, None] + latency).ravel(),
                   "latency": latency.ravel(), "status": np.full(calls, 200),
                   "queue_wait": np.full(calls, np.nan)},
-        duration=requests / rate,
+        duration=duration,
         source="sim",
-        meta={"model": "fanout", "backends": backends, "p_slow": p_slow, "seed": seed,
-              "slow_calls": int(slow.sum()), "slow_requests": int(slow.any(axis=1).sum())},
+        meta={**meta, "calls": calls, "copies": calls, "hedges": 0, "cancelled": 0,
+              "call_latency": latency},
     )
+
+
+def _guarded(latency: np.ndarray, t_start: np.ndarray, duration: float,
+             meta: dict[str, object], client: ClientPolicy, draw: Callable[[], float],
+             seed: int) -> RunResult:
+    requests, backends = latency.shape
+    calls = requests * backends
+    guard = client.guard(clock=lambda: 0.0, rng=rng_streams(seed)["client"])
+    timeout = client.timeout if client.timeout is not None else _INF
+    hedged = client.hedge is not None
+    call_end = np.empty(calls)
+    call_status = np.empty(calls, dtype=np.int64)
+    call_copies = np.empty(calls, dtype=np.int64)
+    # one row per copy, in send order: send and end (seconds after the request's start), status
+    rows_send: list[float] = []
+    rows_end: list[float] = []
+    rows_status: list[int] = []
+    for i, x in enumerate(latency.ravel().tolist()):
+        call = guard.call()
+        end, copies = _drive(call, x, draw, timeout, hedged, rows_send, rows_end, rows_status)
+        call_end[i] = end
+        call_status[i] = call.status
+        call_copies[i] = copies
+    ends = call_end.reshape(requests, backends)
+    statuses = call_status.reshape(requests, backends)
+    total = ends.max(axis=1)
+    ok_calls = (statuses >= 200) & (statuses < 300)
+    ok = ok_calls.all(axis=1)
+    worst = np.where(ok_calls, 0, statuses).max(axis=1)
+    request_ids = np.repeat(np.arange(calls) // backends, call_copies)
+    sends = np.asarray(rows_send)
+    end_times = np.asarray(rows_end)
+    row_status = np.asarray(rows_status, dtype=np.int64)
+    copies_per_request = call_copies.reshape(requests, backends).sum(axis=1)
+    return RunResult.from_columns(
+        requests={"request_id": np.arange(requests), "t_start": t_start,
+                  "t_end": t_start + total, "latency": total,
+                  "status": np.where(ok, _OK, worst), "attempts": copies_per_request,
+                  "ok": ok},
+        attempts={"request_id": request_ids,
+                  "attempt": _numbering(request_ids),
+                  "t_start": t_start[request_ids] + sends,
+                  "t_end": t_start[request_ids] + end_times,
+                  "latency": end_times - sends, "status": row_status,
+                  "queue_wait": np.full(len(request_ids), np.nan)},
+        duration=duration,
+        source="sim",
+        meta={**meta, "calls": calls, "copies": len(request_ids),
+              "hedges": int((call_copies - 1).clip(min=0).sum()) if hedged else 0,
+              "cancelled": int((row_status == CANCELLED).sum()), "call_latency": ends},
+    )
+
+
+def _numbering(request_ids: np.ndarray) -> np.ndarray:
+    """1, 2, ... within each request (rows are grouped by request, in send order)."""
+    n = len(request_ids)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, request_ids[1:] != request_ids[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    return np.arange(n) - np.repeat(starts, counts) + 1
+
+
+def _drive(call: GuardedCall, first: float, draw: Callable[[], float], timeout: float,
+           hedged: bool, rows_send: list[float], rows_end: list[float],
+           rows_status: list[int]) -> tuple[float, int]:
+    """Drive one backend call through ``call`` on its own clock (0 at its send): the copies'
+    answers, the hedge timer and the retry wait, whichever comes first, each handed to the
+    guarded call to decide. Appends one row per copy sent (the first copy's latency is
+    ``first``, later ones come from ``draw``); returns when the call ended and the copies
+    sent."""
+    if not call.before_attempt():
+        return 0.0, 0
+    row0 = len(rows_send)
+    if first <= timeout:
+        t_first, s_first = first, _OK
+    else:
+        t_first, s_first = timeout, _CLIENT_TIMEOUT
+    rows_send.append(0.0)
+    rows_end.append(t_first)
+    rows_status.append(s_first)
+    delay = call.hedge_delay()
+    if delay is None or t_first <= delay:
+        # The usual case: the first copy answers before anything else happens.
+        wait = call.after_attempt(s_first, attempt=1)
+        if call.status:
+            return t_first, 1
+        out: dict[int, tuple[float, int]] = {}
+        now, timer, retry_at = t_first, _INF, _INF
+        armed = 1
+    else:
+        out = {1: (t_first, s_first)}  # copy -> (when it answers, status)
+        now, timer, retry_at = 0.0, delay, _INF
+        armed = 1
+        wait = None
+
+    def send() -> None:
+        nonlocal timer, armed
+        x = draw()
+        t, status = (now + x, _OK) if x <= timeout else (now + timeout, _CLIENT_TIMEOUT)
+        out[call.attempts] = (t, status)
+        rows_send.append(now)
+        rows_end.append(t)
+        rows_status.append(status)
+        if hedged:
+            delay = call.hedge_delay()
+            timer = _INF if delay is None else now + delay
+            armed = call.attempts
+
+    if wait is not None:  # the first copy failed: act on the decision taken above
+        if hedged:
+            if call.before_hedge(call.attempts):
+                send()
+        else:
+            retry_at = now + wait
+    while not call.status:
+        copy, t_answer, status = 0, _INF, 0
+        for c, (t, s) in out.items():
+            if t < t_answer:
+                copy, t_answer, status = c, t, s
+        if timer < t_answer and timer <= retry_at:  # the hedge timer fires first (a tie
+            # goes to the answer: a copy is sent only when the call is slower than the delay,
+            # P(X > d), as in analysis.tail)
+            now, timer = timer, _INF
+            if call.before_hedge(armed):
+                send()
+        elif retry_at < t_answer:  # a retry's wait is over
+            now, retry_at = retry_at, _INF
+            if call.before_attempt():
+                send()
+        else:
+            if t_answer == _INF:
+                raise RuntimeError(f"{call!r} waits for nothing")  # a driver bug, never data
+            now = t_answer
+            del out[copy]
+            wait = call.after_attempt(status, attempt=copy)
+            if wait is None:
+                continue
+            if hedged:
+                if call.before_hedge(call.attempts):  # a non-fatal failure: next copy now
+                    send()
+            else:
+                retry_at = now + wait
+    for copy in call.cancelled:  # the losers, cancelled when the call ended
+        row = row0 + copy - 1
+        rows_end[row] = now
+        rows_status[row] = CANCELLED
+    return now, len(rows_send) - row0

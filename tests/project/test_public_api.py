@@ -13,8 +13,8 @@ PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis", "atlas_sim.
 
 TOP_LEVEL = {
     "JITTER_STRATEGIES", "Backoff", "BreakerConfig", "BreakerState", "BreakerTransition",
-    "BudgetConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter", "Fault", "HedgePolicy", "Load",
-    "RetryBudget", "RetryPolicy",
+    "BudgetConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter", "Fault",
+    "HedgePolicy", "Load", "RetryBudget", "RetryPolicy",
     "RunResult", "Settings", "Status",
 }
 

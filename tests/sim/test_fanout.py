@@ -1,0 +1,131 @@
+"""The fan-out model with a client policy: each backend call driven through GuardedCall, graded
+against the closed forms of analysis.tail (hedged survival, extra calls, 1 - (1 - S)^n)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from atlas_sim.analysis.tail import TailModel, hedge_delay_at
+from atlas_sim.policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    HedgePolicy,
+    RetryPolicy,
+)
+from atlas_sim.sim.fanout import CANCELLED, fanout
+from atlas_sim.workload import Distribution
+
+FAST = Distribution(mean=0.01)
+SLOW = 0.3
+MODEL = TailModel(fast=FAST, p_slow=0.01, slow_latency=SLOW)
+
+
+def within(measured: float, expected: float, n: int, sigmas: float = 4.0) -> bool:
+    """A proportion measured over ``n`` draws agrees with ``expected`` within binomial error."""
+    se = np.sqrt(max(expected * (1 - expected), 1e-12) / n)
+    return abs(measured - expected) <= sigmas * se + 1e-12
+
+
+def hedge(delay: float, max_extra: int = 1, **kwargs) -> ClientPolicy:
+    return ClientPolicy(hedge=HedgePolicy(delay=delay, max_extra=max_extra), **kwargs)
+
+
+def test_a_policy_that_decides_nothing_changes_nothing():
+    plain = fanout(10, 0.01, requests=300, fast=FAST, slow_latency=SLOW, seed=4)
+    driven = fanout(10, 0.01, requests=300, fast=FAST, slow_latency=SLOW, seed=4,
+                    client=ClientPolicy())
+    for column in ("latency", "status", "attempts"):
+        assert np.array_equal(plain.requests[column], driven.requests[column]), column
+    assert np.array_equal(plain.attempts["latency"], driven.attempts["latency"])
+    assert driven.meta["hedges"] == 0 and driven.meta["copies"] == 3000
+
+
+@pytest.mark.parametrize("percentile", [90.0, 95.0, 99.0])
+def test_hedged_call_latency_follows_the_closed_form(percentile):
+    delay = hedge_delay_at(MODEL, percentile)
+    n = 40_000
+    run = fanout(1, 0.01, requests=n, fast=FAST, slow_latency=SLOW, client=hedge(delay),
+                 seed=11)
+    latency = run.requests["latency"].to_numpy()
+    for t in (0.5 * delay, delay, 1.5 * delay, 2 * delay, 0.1, 0.25, 0.31):
+        assert within(float((latency > t).mean()), MODEL.hedged_survival(t, delay), n), t
+    # the extra load: a hedge for every call still out at the delay, S(d)...
+    assert within(run.meta["hedges"] / n, MODEL.extra_calls(delay), n)
+    assert MODEL.extra_calls(delay) == MODEL.survival(delay)
+    # ...which is 1 - percentile, except where the percentile sits on the slow calls' atom
+    # (every slow call takes exactly 0.3 s, so the p99 is 0.3 s and nothing is slower)
+    expected = 1 - percentile / 100 if percentile < 99 else 0.0
+    assert MODEL.extra_calls(delay) == pytest.approx(expected, abs=1e-7)  # bisection to 1 ns
+    # every hedge leaves exactly one loser, cancelled when the winner answers
+    assert run.meta["cancelled"] == run.meta["hedges"]
+    losers = run.attempts[run.attempts["status"] == CANCELLED]
+    assert len(losers) == run.meta["hedges"]
+    assert run.requests["ok"].all()
+
+
+def test_two_extra_copies_follow_the_closed_form():
+    delay = hedge_delay_at(MODEL, 90.0)
+    n = 40_000
+    run = fanout(1, 0.01, requests=n, fast=FAST, slow_latency=SLOW,
+                 client=hedge(delay, max_extra=2), seed=12)
+    latency = run.requests["latency"].to_numpy()
+    for t in (0.5 * delay, 1.5 * delay, 2.5 * delay, 0.2):
+        assert within(float((latency > t).mean()), MODEL.hedged_survival(t, delay, 2), n), t
+    third = float((run.requests["attempts"] == 3).mean())
+    assert within(third, MODEL.survival(delay) * MODEL.survival(2 * delay), n)
+    assert run.meta["hedges"] / n == pytest.approx(MODEL.extra_calls(delay, 2), abs=0.01)
+
+
+def test_a_hedged_fanout_request_waits_for_its_slowest_hedged_call():
+    delay = hedge_delay_at(MODEL, 95.0)
+    n, width = 8000, 10
+    run = fanout(width, 0.01, requests=n, fast=FAST, slow_latency=SLOW, client=hedge(delay),
+                 seed=13)
+    latency = run.requests["latency"].to_numpy()
+    for t in (0.03, 0.05, 0.08):
+        assert within(float((latency > t).mean()), MODEL.request_survival(t, width, delay), n)
+    # without hedging, the share held up by a slow call is 1 - (1 - p)^n
+    plain = fanout(width, 0.01, requests=n, fast=FAST, slow_latency=SLOW, seed=13)
+    share = float((plain.requests["latency"] >= SLOW).mean())
+    assert within(share, MODEL.slow_share(width), n)
+    assert np.percentile(latency, 99) < 0.1 < SLOW == np.percentile(plain.requests["latency"], 99)
+
+
+def test_a_copy_that_times_out_asks_for_the_next_at_once_and_all_failing_ends_599():
+    # every call is slow (0.5 s); copies give up at 0.2 s; a hedge after 0.1 s
+    always_slow = dict(fast=Distribution(mean=0.01, kind="constant"), slow_latency=0.5)
+    run = fanout(1, 1.0, requests=3, client=hedge(0.1, max_extra=2, timeout=0.2),
+                 **always_slow)
+    # copy 1 at 0, copy 2 at 0.1 (timer), copy 1 times out at 0.2 -> copy 3 at once (0.2);
+    # copy 2 times out at 0.3, copy 3 at 0.4: the call ends 599 at 0.4
+    assert run.requests["status"].tolist() == [599] * 3
+    assert run.requests["latency"].to_numpy() == pytest.approx([0.4] * 3)
+    first = run.attempts[run.attempts["request_id"] == 0]
+    assert first["t_start"].to_numpy() == pytest.approx([0.0, 0.1, 0.2])
+    assert first["status"].tolist() == [599, 599, 599]
+
+
+def test_retries_drive_through_the_same_call_and_a_budget_throttles_hedges():
+    always_slow = dict(fast=Distribution(mean=0.01, kind="constant"), slow_latency=0.5)
+    no_jitter = Backoff(base=0.1, multiplier=2.0, cap=1.0, jitter="none")
+    run = fanout(1, 1.0, requests=2, client=ClientPolicy(
+        timeout=0.2, retry=RetryPolicy(max_attempts=2, backoff=no_jitter)), **always_slow)
+    assert run.requests["latency"].to_numpy() == pytest.approx([0.5, 0.5])  # 0.2 + 0.1 + 0.2
+    assert run.requests["attempts"].tolist() == [2, 2]
+    # a budget of 4 tokens: each timed-out copy costs one, hedges stop at half (2 tokens)
+    run = fanout(1, 1.0, requests=4, client=hedge(0.05, timeout=0.2,
+                                                  budget=BudgetConfig(max_tokens=4)),
+                 **always_slow)
+    assert run.requests["attempts"].tolist() == [2, 1, 1, 1]
+    assert run.requests["status"].tolist() == [599, 596, 596, 596]
+
+
+def test_a_breaker_is_refused_and_runs_repeat_per_seed():
+    with pytest.raises(ValueError, match=r"client\.breaker"):
+        fanout(2, 0.1, requests=10, client=ClientPolicy(breaker=BreakerConfig()))
+    a = fanout(5, 0.05, requests=200, client=hedge(0.02), seed=9)
+    b = fanout(5, 0.05, requests=200, client=hedge(0.02), seed=9)
+    assert a.requests.equals(b.requests) and a.attempts.equals(b.attempts)

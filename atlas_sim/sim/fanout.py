@@ -170,7 +170,7 @@ def _guarded(latency: np.ndarray, t_start: np.ndarray, duration: float,
     statuses = call_status.reshape(requests, backends)
     total = ends.max(axis=1)
     ok_calls = (statuses >= 200) & (statuses < 300)
-    ok = ok_calls.all(axis=1)
+    ok = np.asarray(ok_calls.all(axis=1), dtype=bool)
     worst = np.where(ok_calls, 0, statuses).max(axis=1)
     request_ids = np.repeat(np.arange(calls) // backends, call_copies)
     sends = np.asarray(rows_send)

@@ -322,9 +322,14 @@ class Fault:
             that causes every instance of an application server to crash when given a
             particular bad input"). Unlike ``dependency_error_rate``, whose every attempt is a
             new coin, a retry cannot help.
+        dependency_slow_rate: probability that a dependency call is slow, in [0, 1]: it then
+            takes at least ``dependency_slow_latency`` (a garbage-collection pause, a busy
+            disk, a noisy neighbour: the "1 in 100 slow calls" of the tail at scale).
+        dependency_slow_latency: seconds a slow dependency call takes at least, >= 0.
         name: a label for the events table.
 
-    Overlapping faults combine: capacities multiply, latencies add, the larger rate wins.
+    Overlapping faults combine: capacities multiply, latencies add, the larger rate wins (and
+    the larger slow latency).
     A request's speed is fixed when its service starts.
     """
 
@@ -336,6 +341,8 @@ class Fault:
     dependency_added_latency: float = 0.0
     dependency_outage: bool = False
     bad_input_rate: float = 0.0
+    dependency_slow_rate: float = 0.0
+    dependency_slow_latency: float = 0.0
     name: str = "fault"
 
     def __post_init__(self) -> None:
@@ -350,6 +357,8 @@ class Fault:
             raise ValueError(f"dependency_outage must be True or False, "
                              f"got {self.dependency_outage!r}")
         check_real("bad_input_rate", self.bad_input_rate, low=0, high=1)
+        check_real("dependency_slow_rate", self.dependency_slow_rate, low=0, high=1)
+        check_real("dependency_slow_latency", self.dependency_slow_latency, low=0, high=3600)
 
     def describe(self) -> str:
         """What goes wrong, in a few words (the events table's ``reason``)."""
@@ -366,4 +375,7 @@ class Fault:
             parts.append("dependency hangs")
         if self.bad_input_rate:
             parts.append(f"bad input crashes {self.bad_input_rate:.0%} of requests")
+        if self.dependency_slow_rate:
+            parts.append(f"{self.dependency_slow_rate:.1%} of dependency calls slow "
+                         f"(>= {self.dependency_slow_latency:g}s)")
         return ", ".join(parts)

@@ -125,6 +125,13 @@ class TailModel:
                 low = mid
             else:
                 high = mid
+        if delay is None and high < self.slow_latency and self.p_slow > 0:
+            # Below slow_latency the survival is 1 - (1 - p)^n plus the fast calls' tail, which
+            # is never 0 but falls below a float's resolution: where the plateau itself is the
+            # target (the p99 of one call slow once in 100), the quantile is slow_latency.
+            plateau = self.slow_share(n)
+            if abs(plateau - target) <= 1e-12 * target:
+                return self.slow_latency
         return high
 
     def slow_share(self, n: int) -> float:

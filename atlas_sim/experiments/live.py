@@ -40,9 +40,10 @@ from ..validation import check_int, check_real
 from ..workload import Distribution, Load
 
 __all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "generator_note", "idempotency_table", "leftovers", "reset", "retry_table",
-           "shared_fault_experiment", "shared_fault_table", "start_instances", "start_service",
-           "theory_verdict", "transition_table", "work_twin"]
+           "dependency_latency", "fanout_run", "generator_note", "idempotency_table",
+           "leftovers", "reset", "retry_table", "shared_fault_experiment", "shared_fault_table",
+           "start_instances", "start_service", "theory_verdict", "transition_table",
+           "work_twin"]
 
 _NO_POLICY = ClientPolicy()
 
@@ -169,6 +170,42 @@ def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, se
     simulated = simulate(compose_twin(settings, load=load, client=client, faults=faults,
                                       seed=seed, calibration=calibration))
     return {"simulated": simulated, "live": measured}
+
+
+def dependency_latency(server: LiveServer) -> Distribution:
+    """The latency of one call to ``server``'s in-process dependency when no fault is on (the
+    ``dependency_latency`` it was started with): the fast calls of ``/api/fanout``."""
+    latency = server.app.state.atlas.dependency.latency
+    assert isinstance(latency, Distribution)
+    return latency
+
+
+def fanout_run(server: LiveServer, *, width: int, load: Load, hedge_delay: float | None = None,
+               faults: Sequence[Fault] = (), seed: int = 0, timeout: float = 5.0,
+               progress: bool = False) -> RunResult:
+    """One ``/api/fanout?width=...`` run: reset the service, set its fan-out hedge delay
+    (``PUT /admin/fanout``; None: no hedging), offer ``load`` with the fault windows ``faults``
+    (``Fault(dependency_slow_rate=..., dependency_slow_latency=...)`` makes calls slow), and
+    read back what the service sent: ``meta["fanout"]`` has its counts of ``requests``,
+    ``calls``, ``copies``, ``hedges`` and ``cancelled`` copies (``GET /admin/fanout``).
+
+    The client makes one attempt per request, waiting up to ``timeout`` seconds.
+    """
+    check_real("timeout", timeout, low=0, low_open=True)
+    reset(server)
+    base = server.url
+    httpx.put(base + "/admin/fanout", json={"hedge_delay": hedge_delay}, trust_env=False,
+              timeout=10.0).raise_for_status()
+    try:
+        run = run_load(base, path=f"/api/fanout?width={int(width)}", load=load,
+                       client=ClientPolicy(timeout=timeout), faults=faults, seed=seed,
+                       progress=progress, server_events=False)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"the live run was interrupted; {reset(server, quiet=True)}") from None
+    counts = httpx.get(base + "/admin/fanout", trust_env=False, timeout=10.0).json()
+    run.meta["fanout"] = counts
+    return run
 
 
 def reset(server: LiveServer, *, quiet: bool = False) -> str:

@@ -8,6 +8,9 @@ Every GET route also answers HEAD (the same status and headers, no body).
 ``GET /metrics``           Prometheus text from this app's own registry (never shed)
 ``GET /api/work``          simulated work: ``servers`` slots, FIFO queue, drawn service times
 ``GET /api/compose``       a call to the in-process dependency through retry, budget, breaker
+``GET /api/fanout``        ``width`` concurrent calls to the dependency, each hedged when the
+                           service's fan-out policy says so; the answer says how many copies
+                           were sent (the tail at scale, and hedged requests)
 ``POST /api/orders``       a write (an order applied after its work), deduplicated by an
                            ``Idempotency-Key`` when the client sends one (``idempotency``)
 ``GET /admin/orders``      how many orders were applied, and how many keys are remembered
@@ -15,10 +18,11 @@ Every GET route also answers HEAD (the same status and headers, no body).
                            inputs the handlers crash on (``bad_input_rate``: a request whose
                            ``X-Atlas-Input`` header is below it gets a 500 from every route
                            that does work, on every instance with the same setting)
+``GET|PUT|POST /admin/fanout``   read or set the fan-out's hedge delay, and read its counts
 ``GET /admin/breaker``     the service breaker's state and its transitions
 ``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget, random streams
                            rewound to the seed (a run after a reset repeats the draws), no
-                           orders, no idempotency keys
+                           orders, no idempotency keys, no hedging and fan-out counts at 0
 
 State-changing admin requests take ``application/json`` (or no body at all) and are refused
 when they come from a web page (``Origin``); every request must name a loopback ``Host``
@@ -31,6 +35,7 @@ tests and notebooks.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from collections.abc import Iterable
@@ -42,7 +47,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import Settings
-from ..policies import ConcurrencyLimiter
+from ..policies import ClientPolicy, ConcurrencyLimiter, HedgePolicy
 from ..validation import check_int
 from ..workload import Distribution, rng_streams
 from .dependency import Faults, FaultyDependency
@@ -63,7 +68,7 @@ from .middleware import (
     check_allowed_hosts,
 )
 from .request_id import RequestIDMiddleware, current_request_id
-from .resilience import ResilientCaller
+from .resilience import CallOutcome, ResilientCaller
 from .work import ServerDown, WorkStation
 
 __all__ = ["INPUT_HEADER", "BadInput", "ServiceState", "create_app"]
@@ -83,6 +88,30 @@ DEFAULT_DEPENDENCY_LATENCY = Distribution(mean=0.005)
 
 
 @dataclass(eq=False)
+class FanoutCounts:
+    """What ``/api/fanout`` has done since the last reset or policy change: requests answered,
+    logical backend calls, copies sent (calls plus hedges), hedges, and copies cancelled."""
+
+    requests: int = 0
+    calls: int = 0
+    copies: int = 0
+    hedges: int = 0
+    cancelled: int = 0
+
+    def add(self, outcomes: list[CallOutcome]) -> tuple[int, int, int]:
+        """Count one request's calls; returns its copies, hedges and cancelled copies."""
+        copies = sum(len(o.attempts) for o in outcomes)
+        hedges = sum(max(0, len(o.attempts) - 1) for o in outcomes)
+        cancelled = sum(a.outcome == "cancelled" for o in outcomes for a in o.attempts)
+        self.requests += 1
+        self.calls += len(outcomes)
+        self.copies += copies
+        self.hedges += hedges
+        self.cancelled += cancelled
+        return copies, hedges, cancelled
+
+
+@dataclass(eq=False)
 class ServiceState:
     """The live parts of one app (reach them as ``app.state.atlas``)."""
 
@@ -94,9 +123,11 @@ class ServiceState:
     dependency: FaultyDependency
     caller: ResilientCaller
     max_body_bytes: int
+    fanout: ResilientCaller  # /api/fanout's calls: DATABASE_TIMEOUT, budget, breaker, hedge
     idempotency: IdempotencyStore = field(default_factory=IdempotencyStore)
     orders_applied: int = 0  # writes /api/orders has applied (duplicates included)
     bad_input_rate: float = 0.0  # the handlers crash on inputs below this (a software error)
+    fanout_counts: FanoutCounts = field(default_factory=FanoutCounts)
 
     def check_input(self, request: Request) -> None:
         """Crash (``BadInput``) if the request carries a bad input; a request without a
@@ -120,23 +151,57 @@ class ServiceState:
         self.work.use_stream(streams["service"])
         self.dependency.use_stream(streams["dependency"])
         self.caller.use_stream(streams["server"])
+        self.fanout.use_stream(streams["server"])
 
     def faults_view(self) -> dict[str, Any]:
         f = self.dependency.faults
         return {"error_rate": f.error_rate, "added_latency": f.added_latency,
                 "outage": f.outage, "capacity": self.work.capacity,
-                "bad_input_rate": self.bad_input_rate}
+                "bad_input_rate": self.bad_input_rate,
+                "slow_rate": f.slow_rate, "slow_latency": f.slow_latency}
+
+    def set_hedge(self, delay: float | None) -> None:
+        """Hedge ``/api/fanout``'s calls after ``delay`` seconds (None: no hedging), with a
+        fresh breaker and budget, and its counts from 0."""
+        hedge = HedgePolicy(delay=delay) if delay is not None else None
+        self.fanout = ResilientCaller(self.dependency, policy=fanout_client(self.settings, hedge),
+                                      rng=rng_streams(self.seed)["server"])
+        self.fanout_counts = FanoutCounts()
+
+    def fanout_view(self) -> dict[str, Any]:
+        hedge = self.fanout.policy.hedge
+        c = self.fanout_counts
+        return {"hedge_delay": hedge.delay if hedge is not None else None,
+                "max_extra": hedge.max_extra if hedge is not None else 0,
+                "requests": c.requests, "calls": c.calls, "copies": c.copies,
+                "hedges": c.hedges, "cancelled": c.cancelled}
+
+
+def fanout_client(settings: Settings, hedge: HedgePolicy | None = None) -> ClientPolicy:
+    """How ``/api/fanout`` calls the dependency: ``DATABASE_TIMEOUT`` per copy, the service's
+    budget and breaker settings (a breaker and a budget of its own), and ``hedge``; no retry
+    (a call is retried or hedged, never both)."""
+    return ClientPolicy(timeout=settings.database_timeout, budget=settings.budget_config(),
+                        breaker=settings.breaker_config(), hedge=hedge)
 
 
 #: The fields of ``PUT/POST /admin/faults``: name -> (kind, low, high). One strict rule per
 #: kind: a number is a JSON number (not a boolean, not a string), finite, within [low, high];
-#: a flag is JSON ``true`` or ``false`` (not 0/1, not a string).
+#: a flag is JSON ``true`` or ``false`` (not 0/1, not a string); ``number or null`` is a number
+#: so checked, or JSON ``null``.
 FAULT_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "error_rate": ("number", 0, 1),
     "added_latency": ("number", 0, 3600),
     "outage": ("boolean", None, None),
     "capacity": ("number", 0, 1000),
     "bad_input_rate": ("number", 0, 1),
+    "slow_rate": ("number", 0, 1),
+    "slow_latency": ("number", 0, 3600),
+}
+
+#: The fields of ``PUT/POST /admin/fanout``: the hedge delay in seconds, null for none.
+FANOUT_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
+    "hedge_delay": ("number or null", 0, 60),
 }
 
 
@@ -149,12 +214,23 @@ class InvalidBody(ValueError):
 
 
 def _allowed(kind: str, low: float | None, high: float | None) -> str:
-    return "true or false" if kind == "boolean" else f"a number from {low:g} to {high:g}"
+    if kind == "boolean":
+        return "true or false"
+    number = f"a number from {low:g} to {high:g}"
+    return number + " or null" if kind == "number or null" else number
 
 
 def parse_fault_update(raw: bytes) -> dict[str, Any]:
     """The changes in a ``/admin/faults`` body, all checked, or ``InvalidBody`` naming every
     field that is wrong (an empty body changes nothing)."""
+    return parse_admin_update(raw, FAULT_FIELDS)
+
+
+def parse_admin_update(raw: bytes,
+                       fields: dict[str, tuple[str, float | None, float | None]]
+                       ) -> dict[str, Any]:
+    """The changes in an admin body whose ``fields`` are name -> (kind, low, high), all
+    checked, or ``InvalidBody`` naming every field that is wrong."""
     def refuse_constant(token: str) -> None:
         raise ValueError(f"{token} is not JSON")
 
@@ -173,17 +249,19 @@ def parse_fault_update(raw: bytes) -> dict[str, Any]:
         raise InvalidBody([{"loc": ["body"], "msg": f"body is not valid JSON: {exc}"}]) from None
     if not isinstance(body, dict):
         raise InvalidBody([{"loc": ["body"],
-                            "msg": f"body must be a JSON object of {sorted(FAULT_FIELDS)}"}])
+                            "msg": f"body must be a JSON object of {sorted(fields)}"}])
     problems, changes = [], {}
     for name, value in body.items():
-        if name not in FAULT_FIELDS:
+        if name not in fields:
             problems.append({"loc": ["body", name], "field": name,
-                             "msg": f"unknown field {name!r}; allowed: {sorted(FAULT_FIELDS)}"})
+                             "msg": f"unknown field {name!r}; allowed: {sorted(fields)}"})
             continue
-        kind, low, high = FAULT_FIELDS[name]
+        kind, low, high = fields[name]
         allowed = _allowed(kind, low, high)
         if kind == "boolean":
             ok = isinstance(value, bool)
+        elif kind == "number or null" and value is None:
+            ok = True
         else:
             # the range check also refuses inf (and huge integers) without converting them
             ok = type(value) in (int, float) and low <= value <= high
@@ -191,7 +269,7 @@ def parse_fault_update(raw: bytes) -> dict[str, Any]:
             problems.append({"loc": ["body", name], "field": name, "allowed": allowed,
                              "msg": f"{name} must be {allowed}, got {json.dumps(value)[:50]}"})
         else:
-            changes[name] = float(value) if kind == "number" else value
+            changes[name] = value if kind == "boolean" or value is None else float(value)
     if problems:
         raise InvalidBody(problems)
     return changes
@@ -251,6 +329,8 @@ def create_app(
         dependency=dependency,
         caller=ResilientCaller(dependency, policy=settings.dependency_client(),
                                rng=streams["server"]),
+        fanout=ResilientCaller(dependency, policy=fanout_client(settings),
+                               rng=rng_streams(seed)["server"]),
         max_body_bytes=max_body_bytes,
     )
 
@@ -368,6 +448,50 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             body = {**error_body(outcome.reason, current_request_id()), **body}
         return JSONResponse(body, status_code=outcome.status)
 
+    @app.get("/api/fanout")
+    async def fan_out(
+        request: Request,
+        width: int = Query(10, ge=1, le=100,
+                           description="backend calls made concurrently; the answer waits "
+                                       "for all of them"),
+    ) -> JSONResponse:
+        """``width`` calls to the dependency at once, each through the fan-out's guarded call
+        (hedged if ``/admin/fanout`` set a delay). The answer counts what was sent."""
+        state.check_input(request)
+        outcomes = await asyncio.gather(*(state.fanout.call() for _ in range(width)))
+        copies, hedges, cancelled = state.fanout_counts.add(outcomes)
+        body: dict[str, Any] = {
+            "request_id": current_request_id(), "width": width, "calls": width,
+            "copies": copies, "hedges": hedges, "cancelled": cancelled,
+            "slowest": max(max((a.seconds for a in o.attempts), default=0.0)
+                           for o in outcomes),
+        }
+        failed = [o for o in outcomes if not o.ok]
+        if failed:
+            body = {**error_body(f"{len(failed)} of {width} calls failed: {failed[0].reason}",
+                                 current_request_id()), **body}
+            return JSONResponse(body, status_code=failed[0].status)
+        return JSONResponse(body)
+
+    @app.get("/admin/fanout")
+    async def get_fanout() -> dict[str, Any]:
+        return state.fanout_view()
+
+    async def set_fanout(request: Request) -> JSONResponse:
+        raw = await _read_body(request, state.max_body_bytes)
+        try:
+            changes = parse_admin_update(raw, FANOUT_FIELDS)
+        except InvalidBody as exc:
+            return JSONResponse(
+                error_body(f"invalid fan-out settings: {exc}", current_request_id(),
+                           detail=exc.problems),
+                status_code=422)
+        if "hedge_delay" in changes:
+            state.set_hedge(changes["hedge_delay"])
+        return JSONResponse(state.fanout_view())
+
+    app.add_api_route("/admin/fanout", set_fanout, methods=["PUT", "POST"])
+
     @app.get("/admin/faults")
     async def get_faults() -> dict[str, Any]:
         return state.faults_view()
@@ -390,6 +514,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                 error_rate=changes.get("error_rate", current.error_rate),
                 added_latency=changes.get("added_latency", current.added_latency),
                 outage=changes.get("outage", current.outage),
+                slow_rate=changes.get("slow_rate", current.slow_rate),
+                slow_latency=changes.get("slow_latency", current.slow_latency),
             )
         if capacity is not None:
             state.work.capacity = capacity
@@ -427,6 +553,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         state.work.capacity = 1.0
         state.bad_input_rate = 0.0
         state.caller.reset()
+        state.set_hedge(None)
         state.rewind()
         state.idempotency.clear()
         state.orders_applied = 0

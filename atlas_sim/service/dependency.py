@@ -9,11 +9,15 @@ and three faults can be switched on while the service runs (``/admin/faults``):
 * ``added_latency``: seconds added to every call (a slow disk, a saturated network);
 * ``outage``: every call hangs until its caller gives up, which is what a dead database looks
   like from outside: not an error, a silence. Only the caller's timeout ends it.
+* ``slow_rate`` and ``slow_latency``: a call is slow with this probability, and then takes at
+  least ``slow_latency`` seconds (a garbage-collection pause, a busy disk: the occasional slow
+  call that fan-out turns into a slow request, and that hedged requests work around).
 
-Every call draws one coin (from a generator spawned off the ``"dependency"`` stream) and one
-latency (from the stream itself), whatever the faults, exactly as the simulator's dependency
-does: switching a fault on or off never shifts the sequence of draws, and a seeded live run sees
-the same latencies and coin flips as a seeded simulation.
+Every call draws two coins (error and slow, from generators spawned off the ``"dependency"``
+stream: its first and third children) and one latency (from the stream itself), whatever the
+faults, exactly as the simulator's dependency does: switching a fault on or off never shifts
+the sequence of draws, and a seeded live run sees the same latencies and coin flips as a seeded
+simulation.
 """
 
 from __future__ import annotations
@@ -41,11 +45,15 @@ class Faults:
         error_rate: probability that a call fails at once (0..1).
         added_latency: seconds added to every call (0..3600).
         outage: if true, calls never answer (their caller's timeout ends them).
+        slow_rate: probability that a call is slow (0..1).
+        slow_latency: seconds a slow call takes at least (0..3600).
     """
 
     error_rate: float = 0.0
     added_latency: float = 0.0
     outage: bool = False
+    slow_rate: float = 0.0
+    slow_latency: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "error_rate", check_real("error_rate", self.error_rate,
@@ -55,6 +63,10 @@ class Faults:
                                                              high=3600))
         if not isinstance(self.outage, bool):
             raise ValueError(f"outage must be true or false, got {self.outage!r}")
+        object.__setattr__(self, "slow_rate", check_real("slow_rate", self.slow_rate,
+                                                         low=0, high=1))
+        object.__setattr__(self, "slow_latency", check_real("slow_latency", self.slow_latency,
+                                                            low=0, high=3600))
 
 
 class FaultyDependency:
@@ -69,9 +81,11 @@ class FaultyDependency:
         self.calls = 0
 
     def use_stream(self, rng: np.random.Generator) -> None:
-        """Draw latencies from ``rng`` and coins from its first child from now on."""
+        """Draw latencies from ``rng``, error coins from its first child and slow-call coins
+        from its third from now on (the second is the simulator's, for which requests call
+        the dependency at all)."""
         self._draw = self.latency.sampler(rng)
-        self._coin = rng.spawn(1)[0]
+        self._coin, _, self._slow = rng.spawn(3)
 
     async def call(self) -> float:
         """One call: returns the seconds it took, or raises ``DependencyError``.
@@ -82,6 +96,8 @@ class FaultyDependency:
         faults = self.faults
         failed = self._coin.random() < faults.error_rate
         seconds = self._draw() + faults.added_latency
+        if self._slow.random() < faults.slow_rate:
+            seconds = max(seconds, faults.slow_latency)
         if faults.outage:
             await asyncio.Event().wait()  # a dead database: silence until the caller gives up
         if failed:

@@ -9,6 +9,12 @@ decided there, once for both worlds. A call cut off because the whole request ti
 (``HTTP_TIMEOUT``) is recorded as abandoned (a failure) before the cancellation goes on:
 otherwise a half-open probe's slot would never be freed.
 
+With a hedging policy (``ClientPolicy(hedge=...)``, used by ``/api/fanout``) the copies of a
+call run as concurrent tasks: the first at once, the next when the guarded call's hedge delay
+passes without an answer (or at once after a non-fatal failure), and when the call is decided
+the copies still out are cancelled (their ``asyncio.sleep`` ends there: a loser costs no more
+time) and recorded as ``"cancelled"``, counted nowhere else.
+
 All of this runs on the service's own event loop: the policies are not thread-safe.
 """
 
@@ -31,7 +37,8 @@ __all__ = ["AttemptRecord", "CallOutcome", "ResilientCaller"]
 
 @dataclass(frozen=True)
 class AttemptRecord:
-    """One call to the dependency: ``outcome`` is ``"ok"``, ``"error"`` or ``"timeout"``."""
+    """One call to the dependency: ``outcome`` is ``"ok"``, ``"error"`` or ``"timeout"``, or
+    ``"cancelled"`` for a hedged call's copy that lost (``seconds``: until it was cancelled)."""
 
     attempt: int
     outcome: str
@@ -114,7 +121,9 @@ class ResilientCaller:
         return AttemptRecord(number, outcome, time.perf_counter() - start)
 
     async def call(self) -> CallOutcome:
-        """One logical call, with as many attempts as the policies allow."""
+        """One logical call, with as many attempts (or hedged copies) as the policies allow."""
+        if self.policy.hedge is not None:
+            return await self._hedged_call()
         guarded = self._guard.call()
         attempts: list[AttemptRecord] = []
         while guarded.before_attempt():
@@ -134,6 +143,62 @@ class ResilientCaller:
         if status == Status.OK:
             return CallOutcome(Status.OK, "ok", attempts)
         return CallOutcome(Status.SERVICE_UNAVAILABLE, _reason(status, attempts), attempts)
+
+
+    async def _hedged_call(self) -> CallOutcome:
+        """The hedging loop of ``policies.call`` on the event loop: copies as tasks, the hedge
+        timer as the ``asyncio.wait`` timeout."""
+        guarded = self._guard.call()
+        loop = asyncio.get_running_loop()
+        tasks: dict[asyncio.Task[AttemptRecord], int] = {}
+        started: dict[int, float] = {}
+        records: dict[int, AttemptRecord] = {}
+        timer: tuple[float, int] | None = None  # (when on the loop's clock, copies out then)
+
+        def send() -> tuple[float, int] | None:
+            copy = guarded.attempts
+            started[copy] = time.perf_counter()
+            tasks[loop.create_task(self._attempt(copy))] = copy
+            delay = guarded.hedge_delay()
+            return None if delay is None else (loop.time() + delay, copy)
+
+        if guarded.before_attempt():
+            timer = send()
+        try:
+            while not guarded.done:
+                wait = None if timer is None else max(0.0, timer[0] - loop.time())
+                done, _ = await asyncio.wait(tasks, timeout=wait,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the hedge timer fired
+                    assert timer is not None
+                    sent, timer = timer[1], None
+                    if guarded.before_hedge(sent):
+                        timer = send()
+                    continue
+                for task in sorted(done, key=tasks.__getitem__):
+                    copy = tasks.pop(task)
+                    record = records[copy] = task.result()
+                    at_once = guarded.after_attempt(_STATUS[record.outcome], attempt=copy) == 0.0
+                    if at_once and guarded.before_hedge(guarded.attempts):  # non-fatal
+                        timer = send()
+                    if guarded.done:
+                        break
+        except asyncio.CancelledError:
+            # The request's own timeout (HTTP_TIMEOUT) cut the call off: every copy out is a
+            # failure from the caller's side, recorded before the cancellation goes on.
+            guarded.abandon()
+            raise
+        finally:
+            now = time.perf_counter()
+            for task, copy in tasks.items():  # the losers (or, when cut off, every copy out)
+                task.cancel()
+                records.setdefault(copy, AttemptRecord(copy, "cancelled", now - started[copy]))
+        attempts = [records[k] for k in sorted(records)]
+        status = guarded.status
+        if status == Status.OK:
+            return CallOutcome(Status.OK, "ok", attempts)
+        answered = [a for a in attempts if a.outcome != "cancelled"]
+        return CallOutcome(Status.SERVICE_UNAVAILABLE, _reason(status, answered), attempts)
 
 
 #: What each kind of attempt counts as: an error the dependency answered is a 503 from it; a

@@ -120,7 +120,8 @@ class _Conditions:
     """What the active faults do right now (updated at every fault boundary)."""
 
     __slots__ = ("added_latency", "bad_input_rate", "capacity", "dependency_added_latency",
-                 "dependency_error_rate", "dependency_outage")
+                 "dependency_error_rate", "dependency_outage", "dependency_slow_latency",
+                 "dependency_slow_rate")
 
     def __init__(self) -> None:
         self.capacity = 1.0
@@ -129,6 +130,8 @@ class _Conditions:
         self.dependency_error_rate: float | None = None
         self.dependency_added_latency = 0.0
         self.dependency_outage = False
+        self.dependency_slow_rate = 0.0
+        self.dependency_slow_latency = 0.0
 
     def apply(self, active: list[Fault]) -> None:
         self.capacity = math.prod(f.capacity for f in active)
@@ -138,6 +141,9 @@ class _Conditions:
         self.dependency_added_latency = sum(f.dependency_added_latency for f in active)
         self.dependency_outage = any(f.dependency_outage for f in active)
         self.bad_input_rate = max((f.bad_input_rate for f in active), default=0.0)
+        self.dependency_slow_rate = max((f.dependency_slow_rate for f in active), default=0.0)
+        self.dependency_slow_latency = max((f.dependency_slow_latency for f in active),
+                                           default=0.0)
 
 
 class _Run:
@@ -533,13 +539,15 @@ class _DependencyClient:
         self.error_rate = dep.error_rate
         self.share = dep.share
         # As in the live service: latencies from the "dependency" stream itself, error coins
-        # from its first spawned child (one of each per call, faults or not), and the draws
-        # that decide which requests call the dependency at all from a second child.
+        # from its first spawned child and slow-call coins from its third (one of each per
+        # call, faults or not), and the draws that decide which requests call the dependency
+        # at all from the second.
         stream = run.streams["dependency"]
-        coins, shares = stream.spawn(2)
+        coins, shares, slow = stream.spawn(3)
         self.draw_latency = dep.latency.sampler(stream)
         self.draw_coin = _uniforms(coins)
         self.draw_uniform = _uniforms(shares)
+        self.draw_slow = _uniforms(slow)
         self.guard = dep.client.guard(clock=run.now, rng=run.streams["server"],
                                       on_transition=run.recorder("dependency"))
 
@@ -581,6 +589,8 @@ class _Handler:
             error_rate = dep.error_rate
         failed = dep.draw_coin() < error_rate
         latency = dep.draw_latency() + conditions.dependency_added_latency
+        if dep.draw_slow() < conditions.dependency_slow_rate:
+            latency = max(latency, conditions.dependency_slow_latency)
         status = _OK
         if conditions.dependency_outage:  # silence, whatever the coin said, as live
             latency, status = math.inf, _CLIENT_TIMEOUT

@@ -20,13 +20,17 @@ def test_fault_windows_become_the_services_timed_changes():
     plan = plan_faults([Fault(start=5.0, end=8.0, dependency_outage=True),
                         Fault(start=8.0, end=12.0, dependency_error_rate=0.3),
                         Fault(start=10.0, end=14.0, dependency_error_rate=0.5, capacity=0.5),
-                        Fault(start=13.0, dependency_added_latency=0.1)])
+                        Fault(start=13.0, dependency_added_latency=0.1),
+                        Fault(start=13.0, end=14.0, dependency_slow_rate=0.01,
+                              dependency_slow_latency=0.3),
+                        Fault(start=13.0, end=14.0, dependency_slow_rate=0.02,
+                              dependency_slow_latency=0.2)])
     assert plan == [
         (5.0, {"outage": True}),
         (8.0, {"error_rate": 0.3, "outage": False}),
         (10.0, {"capacity": 0.5, "error_rate": 0.5}),  # overlapping: the larger rate wins
-        (13.0, {"added_latency": 0.1}),
-        (14.0, {"capacity": 1.0, "error_rate": 0.0}),
+        (13.0, {"added_latency": 0.1, "slow_rate": 0.02, "slow_latency": 0.3}),  # larger wins
+        (14.0, {"capacity": 1.0, "error_rate": 0.0, "slow_rate": 0.0, "slow_latency": 0.0}),
         (math.inf, {"added_latency": 0.0}),  # closed when the run ends
     ]
     with pytest.raises(ValueError, match=r"faults\[0\].added_latency must be 0"):

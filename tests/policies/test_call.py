@@ -206,8 +206,8 @@ def test_the_outage_after_a_shedding_spell_is_retried_in_the_simulator():
 
 def test_the_sequencing_lives_in_one_module_and_every_driver_uses_it():
     root = Path(__file__).resolve().parents[2] / "atlas_sim"
-    drivers = [root / "sim" / "engine.py", root / "service" / "resilience.py",
-               root / "service" / "loadgen" / "driver.py"]
+    drivers = [root / "sim" / "engine.py", root / "sim" / "fanout.py",
+               root / "service" / "resilience.py", root / "service" / "loadgen" / "driver.py"]
     recording = re.compile(r"\.(record_failure|record_success|can_retry|should_retry)\(")
     for path in root.rglob("*.py"):
         if path.parent.name == "policies":

@@ -243,7 +243,7 @@ def test_faults_and_capacity_can_be_set_and_read_back(served):
         assert r.status_code == 200
         assert client.get("/admin/faults").json() == {
             "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 0.5,
-            "bad_input_rate": 0.0}
+            "bad_input_rate": 0.0, "slow_rate": 0.0, "slow_latency": 0.0}
         client.post("/admin/faults", json={"capacity": 0})
         down = client.get("/api/work")
         assert down.status_code == 503 and down.json()["request_id"]

@@ -129,3 +129,21 @@ def test_a_breaker_is_refused_and_runs_repeat_per_seed():
     a = fanout(5, 0.05, requests=200, client=hedge(0.02), seed=9)
     b = fanout(5, 0.05, requests=200, client=hedge(0.02), seed=9)
     assert a.requests.equals(b.requests) and a.attempts.equals(b.attempts)
+
+
+def test_the_event_engine_plays_the_slow_call_fault_as_the_service_does():
+    from atlas_sim.sim import Dependency, Fault, Scenario, simulate
+    from atlas_sim.workload import Load
+
+    base = Scenario(load=Load(rate=50.0, duration=40.0), servers=50, service_time_mean=0.001,
+                    dependency=Dependency(latency_mean=0.002), seed=5)
+    plain = simulate(base)
+    slow = simulate(base.replace(faults=(Fault(start=10.0, end=30.0, dependency_slow_rate=0.3,
+                                               dependency_slow_latency=0.2),)))
+    window = slow.window(10.0, 29.5).requests["latency"].to_numpy()
+    n = len(window)
+    assert within(float((window >= 0.2).mean()), 0.3, n)
+    assert (slow.window(0.0, 10.0).requests["latency"] < 0.2).all()
+    # the slow coins come from a stream of their own: the other draws do not move
+    outside = slow.window(31.0, 40.0).requests["latency"].to_numpy()
+    assert np.array_equal(outside, plain.window(31.0, 40.0).requests["latency"].to_numpy())

@@ -20,13 +20,19 @@ __all__ = ["FAULTS_OFF", "EventRow", "fault_events", "fetch_server_breaker", "in
 EventRow = tuple[float, str, str, str, str]
 
 
+#: Each fault field of ``/admin/faults`` when it is off.
+FAULTS_OFF: dict[str, Any] = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0,
+                              "outage": False, "bad_input_rate": 0.0, "slow_rate": 0.0,
+                              "slow_latency": 0.0}
+
+
 def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
     """The ``/admin/faults`` changes that play ``faults`` (``Fault`` windows) on the live
     service: at each window's start and end, the fields whose combined value changes, combined
     as the simulator combines overlapping faults (capacities multiply, latencies add, the
-    largest error rate and bad-input share win, any outage is an outage). Times are seconds of
-    the run; a window that never ends has no change at ``inf``, so its fault stays on until the
-    run closes it.
+    largest error rate, bad-input share, slow rate and slow latency win, any outage is an
+    outage). Times are seconds of the run; a window that never ends has no change at ``inf``,
+    so its fault stays on until the run closes it.
     """
     for i, fault in enumerate(faults):
         if not isinstance(fault, Fault):
@@ -45,7 +51,9 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
                "error_rate": max(rates) if rates else 0.0,
                "added_latency": sum(f.dependency_added_latency for f in active),
                "outage": any(f.dependency_outage for f in active),
-               "bad_input_rate": max((f.bad_input_rate for f in active), default=0.0)}
+               "bad_input_rate": max((f.bad_input_rate for f in active), default=0.0),
+               "slow_rate": max((f.dependency_slow_rate for f in active), default=0.0),
+               "slow_latency": max((f.dependency_slow_latency for f in active), default=0.0)}
         changes = {k: v for k, v in now.items() if v != state[k]}
         state = now
         if changes:
@@ -89,11 +97,6 @@ def fault_events(faults: Sequence[Fault], applied: dict[float, float]) -> list[E
         if f.end in applied or f.end < math.inf:
             rows.append((applied.get(f.end, f.end), "fault", f.name, "end", ""))
     return sorted(rows)
-
-
-#: Each fault field of ``/admin/faults`` when it is off.
-FAULTS_OFF: dict[str, Any] = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0,
-                              "outage": False, "bad_input_rate": 0.0}
 
 
 async def switch_off(base: str, plan: list[tuple[float, dict[str, Any]]]) -> bool:

@@ -1,0 +1,335 @@
+"""The experiments of notebook 03, section 5: tail-latency amplification and hedged requests.
+
+A user request that fans out to ``N`` backend calls waits for the slowest; with one slow call in
+100 the share of slow user requests is ``1 - 0.99**N`` (Dean and Barroso, "The Tail at Scale",
+CACM 2013). Hedging each call (``HedgePolicy``: a second copy after a delay at a percentile of
+the call's latency, the first answer wins, the loser is cancelled) cuts the tail for a few
+percent more calls. Three views of the same model, side by side:
+
+* theory: ``analysis.tail.TailModel`` (closed forms);
+* simulation: ``sim.fanout`` with the hedging client policy, each call driven by ``GuardedCall``;
+* live: ``/api/fanout`` on the in-kernel service, each backend call driven by the same
+  ``GuardedCall`` inside ``ResilientCaller`` (``experiments.live.fanout_run``).
+
+The backend: the service's dependency, 5 ms on average (exponential); a slow call takes 300 ms
+(``Fault(dependency_slow_rate=..., dependency_slow_latency=...)`` live, ``p_slow`` and
+``slow_latency`` in the model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..analysis.tail import TailModel, hedge_delay_at
+from ..policies import ClientPolicy, HedgePolicy
+from ..results import RunResult
+from ..sim.fanout import fanout
+from ..validation import check_int, check_real
+from ..widgets import Control, Panel
+from ..workload import Distribution, Fault, Load
+from . import live
+
+if TYPE_CHECKING:  # experiments.live is the one module that imports the service
+    from ..service import LiveServer
+
+__all__ = [
+    "FAST",
+    "HEDGE_WIDTH",
+    "PUBLISHED",
+    "SLOW_LATENCY",
+    "WIDTHS",
+    "hedge_table",
+    "hedging_comparison",
+    "live_tail",
+    "plot_tail",
+    "published_table",
+    "slow_share_table",
+    "tail_model",
+    "tail_panel",
+]
+
+#: A fast backend call: the service's dependency, 5 ms on average, exponential.
+FAST = Distribution(mean=0.005)
+#: How long a slow call takes (seconds).
+SLOW_LATENCY = 0.3
+#: Fan-out widths of the amplification table.
+WIDTHS = (1, 5, 10, 20, 50, 100)
+#: The fan-out width of the hedging comparison.
+HEDGE_WIDTH = 5
+
+#: Dean and Barroso, "The Tail at Scale" (CACM 2013), as published: the share of user
+#: requests slower than one second when each server is slow (one second) for a share of its
+#: requests ("Component-Level Variability Amplified by Scale"), and the hedged-request
+#: benchmark ("Hedged requests": a BigTable read of 1,000 keys over 100 servers, a hedge after
+#: a 10 ms delay; separately, hedging after the p95 "limits the additional load to
+#: approximately 5%").
+PUBLISHED: dict[str, Any] = {
+    "fan-out": [
+        {"servers": 100, "slow share": 0.01, "published": "63%"},
+        {"servers": 2000, "slow share": 1e-4, "published": "almost one in five"},
+    ],
+    "bigtable p99.9 without hedging (ms)": 1800,
+    "bigtable p99.9 hedged after 10 ms (ms)": 74,
+    "bigtable extra requests": 0.02,
+    "extra load hedging after the p95": 0.05,
+}
+
+
+def tail_model(p_slow: float = 0.01, *, fast: Distribution = FAST,
+               slow_latency: float = SLOW_LATENCY) -> TailModel:
+    """The backend call of this section in closed form."""
+    return TailModel(fast=fast, p_slow=p_slow, slow_latency=slow_latency)
+
+
+def published_table() -> pd.DataFrame:
+    """Dean and Barroso's fan-out figures beside ``1 - (1 - p)**N``."""
+    rows = {}
+    for case in PUBLISHED["fan-out"]:
+        servers, p = case["servers"], case["slow share"]
+        rows[f"N = {servers:,}, 1 call in {round(1 / p):,} slow"] = {
+            "published": case["published"],
+            "1 - (1 - p)^N (%)": round(100 * tail_model(p).slow_share(servers), 1)}
+    return pd.DataFrame(rows).T.rename_axis("user requests waiting for a slow call")
+
+
+# -- amplification ---------------------------------------------------------------------------
+
+def _slow_share(run: RunResult, slow_latency: float) -> float:
+    return float((run.requests["latency"].to_numpy() >= slow_latency).mean())
+
+
+def slow_share_table(widths: Sequence[int] = WIDTHS, *, p_slow: float = 0.01,
+                     requests: int = 4000, seed: int = 0,
+                     live_runs: Mapping[str, RunResult] | None = None) -> pd.DataFrame:
+    """The share of user requests (%) that wait for a slow call, by fan-out width ``N``:
+    theory ``1 - (1 - p)**N``, simulated (``requests`` user requests per width), and live
+    where ``live_runs`` (from ``live_tail``) has an unhedged run of that width."""
+    model = tail_model(p_slow)
+    rows = {}
+    for n in widths:
+        n = check_int("width", n, low=1, high=1000)
+        run = fanout(n, p_slow, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
+                     seed=seed)
+        rows[n] = {"theory (%)": 100 * model.slow_share(n),
+                   "simulated (%)": 100 * _slow_share(run, SLOW_LATENCY)}
+        if live_runs is not None:
+            measured = [r for r in live_runs.values() if _is_live(r, n, hedged=False)]
+            rows[n]["live (%)"] = (100 * _slow_share(measured[0], SLOW_LATENCY) if measured
+                                   else np.nan)
+    return pd.DataFrame(rows).T.round(1).rename_axis("fan-out width N")
+
+
+def _is_live(run: RunResult, width: int, *, hedged: bool) -> bool:
+    return (run.meta.get("width") == width
+            and (run.meta.get("hedge_delay") is not None) == hedged)
+
+
+# -- hedging ---------------------------------------------------------------------------------
+
+def hedging_comparison(width: int = HEDGE_WIDTH, *, p_slow: float = 0.01,
+                       percentile: float = 95.0, requests: int = 20_000,
+                       seed: int = 0) -> dict[str, RunResult]:
+    """Simulated fan-out of ``width`` calls, without and with hedging after the
+    ``percentile`` of one call's latency: ``{"no hedging": ..., "hedged": ...}``. Both see
+    the same first copies (the same draws); ``meta`` records the model and the delay."""
+    model = tail_model(p_slow)
+    delay = hedge_delay_at(model, percentile)
+    plain = fanout(width, p_slow, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
+                   seed=seed)
+    hedged = fanout(width, p_slow, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
+                    seed=seed, client=ClientPolicy(hedge=HedgePolicy(delay=delay)))
+    for run, d in ((plain, None), (hedged, delay)):
+        run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model)
+    return {"no hedging": plain, "hedged": hedged}
+
+
+def _extra_calls(run: RunResult) -> float:
+    """Copies sent beyond one per logical call, per call."""
+    counts = run.meta.get("fanout")
+    if counts is not None:  # live: the service's own counts
+        return counts["hedges"] / counts["calls"] if counts["calls"] else np.nan
+    return run.meta["hedges"] / run.meta["calls"]
+
+
+def hedge_table(sim: Mapping[str, RunResult],
+                live_runs: Mapping[str, RunResult] | None = None) -> pd.DataFrame:
+    """p99 and p99.9 of the user request (ms) and the extra backend calls (%), without and
+    with hedging: theory, simulated (``hedging_comparison``) and, given ``live_runs`` (from
+    ``live_tail``), live."""
+    plain, hedged = sim["no hedging"], sim["hedged"]
+    model: TailModel = hedged.meta["model"]
+    width, delay = hedged.meta["width"], hedged.meta["hedge_delay"]
+    label = f"hedged after the p{hedged.meta['percentile']:g} ({1e3 * delay:.1f} ms)"
+    rows: dict[str, dict[str, float]] = {}
+    for name, run, d in (("no hedging", plain, None), (label, hedged, delay)):
+        latency = run.requests["latency"].to_numpy()
+        row = {}
+        for q, tag in ((0.99, "p99"), (0.999, "p99.9")):
+            row[f"{tag} theory (ms)"] = 1e3 * model.quantile(q, n=width, delay=d)
+            row[f"{tag} simulated (ms)"] = 1e3 * float(np.percentile(latency, 100 * q))
+            if live_runs is not None:
+                measured = [r for r in live_runs.values()
+                            if _is_live(r, width, hedged=d is not None)]
+                row[f"{tag} live (ms)"] = (
+                    1e3 * float(np.percentile(measured[0].requests["latency"], 100 * q))
+                    if measured else np.nan)
+        row["extra calls theory (%)"] = 100 * model.extra_calls(d)
+        row["extra calls simulated (%)"] = 100 * _extra_calls(run)
+        if live_runs is not None:
+            measured = [r for r in live_runs.values() if _is_live(r, width, hedged=d is not None)]
+            row["extra calls live (%)"] = 100 * _extra_calls(measured[0]) if measured else np.nan
+        rows[name] = row
+    table = pd.DataFrame(rows).T
+    order = [c for tag in ("p99", "p99.9", "extra calls") for c in table.columns
+             if c.startswith(tag + " ")]
+    return table[order].round(1).rename_axis(f"fan-out to {width} calls")
+
+
+# -- live ------------------------------------------------------------------------------------
+
+def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
+              hedge_width: int = HEDGE_WIDTH, p_slow: float = 0.01, percentile: float = 95.0,
+              requests: int = 200, rate: float = 200.0, seed: int = 0,
+              progress: bool = False) -> dict[str, RunResult]:
+    """``/api/fanout`` on the live service: one unhedged run for each of ``widths`` and one
+    run of ``hedge_width`` hedged after the ``percentile`` of one call's latency (the model's,
+    with the service's own dependency latency). Each run: ``requests`` requests at ``rate``
+    per second, ``p_slow`` of the dependency calls slow (``SLOW_LATENCY``). Keys: ``"N = 5"``,
+    ``"N = 5, hedged"``; ``meta`` says the width and the hedge delay.
+
+    About ``len(widths) + 1`` times ``requests / rate`` seconds, plus a few tenths.
+    """
+    check_real("rate", rate, low=0, low_open=True)
+    requests = check_int("requests", requests, low=1, high=100_000)
+    model = tail_model(p_slow, fast=live.dependency_latency(server))
+    delay = hedge_delay_at(model, percentile)
+    slow = [Fault(start=0.0, dependency_slow_rate=p_slow, dependency_slow_latency=SLOW_LATENCY,
+                  name=f"{p_slow:.0%} of calls slow")]
+    load = Load(rate=rate, requests=requests)
+    plan: list[tuple[str, int, float | None]] = [(f"N = {n}", n, None) for n in widths]
+    plan.append((f"N = {hedge_width}, hedged", hedge_width, delay))
+    runs = {}
+    for name, width, d in plan:
+        run = live.fanout_run(server, width=width, load=load, hedge_delay=d, faults=slow,
+                              seed=seed, progress=progress)
+        run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model)
+        runs[name] = run
+    return runs
+
+
+# -- plots -----------------------------------------------------------------------------------
+
+_COLORS = {"no hedging": "#c62828", "hedged": "#1565c0"}
+
+
+def _survival_axes(ax: Any, model: TailModel, width: int, delay: float,
+                   runs: Mapping[str, RunResult], *, live_runs: Sequence[RunResult] = ()
+                   ) -> None:
+    top = 1.2 * model.slow_latency
+    t = np.linspace(0.0, top, 400)
+    for name, d in (("no hedging", None), ("hedged", delay)):
+        color = _COLORS[name]
+        theory = [model.request_survival(x, width, d) for x in t]
+        ax.plot(t * 1e3, theory, color=color, lw=1.2, label=f"{name}, theory")
+        latency = np.sort(runs[name].requests["latency"].to_numpy())
+        survival = 1.0 - np.arange(1, latency.size + 1) / latency.size
+        keep = survival > 0
+        ax.step(latency[keep] * 1e3, survival[keep], where="post", color=color, lw=2.2,
+                alpha=0.45, label=f"{name}, simulated")
+    for run in live_runs:
+        name = "hedged" if run.meta.get("hedge_delay") is not None else "no hedging"
+        latency = np.sort(run.requests["latency"].to_numpy())
+        survival = 1.0 - np.arange(1, latency.size + 1) / latency.size
+        keep = survival > 0
+        ax.plot(latency[keep] * 1e3, survival[keep], "o", ms=2.5, color=_COLORS[name],
+                label=f"{name}, live")
+    for q, style in ((0.99, ":"), (0.999, "--")):
+        ax.axhline(1 - q, color="#555", ls=style, lw=0.8)
+        ax.annotate(f"p{100 * q:g}", (top * 1e3, 1 - q), fontsize="x-small", ha="right",
+                    va="bottom", color="#555")
+    ax.axvline(delay * 1e3, color=_COLORS["hedged"], ls="-.", lw=0.8)
+    ax.annotate("hedge delay", (delay * 1e3, 0.3), rotation=90, fontsize="x-small",
+                va="top", ha="right", color=_COLORS["hedged"])
+    ax.set_yscale("log")
+    ax.set_ylim(1e-4, 1.2)
+    ax.set_xlim(0, top * 1e3)
+    ax.set_xlabel("user request latency t (ms)")
+    ax.set_ylabel("share of requests slower than t")
+    ax.set_title(f"Fan-out to {width} calls, {model.p_slow:.1%} of calls slow",
+                 fontsize="medium")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+
+
+def plot_tail(shares: pd.DataFrame, sim: Mapping[str, RunResult],
+              live_runs: Mapping[str, RunResult] | None = None) -> Any:
+    """Two panels: the share of slow user requests against the fan-out width (theory curve,
+    simulated and live points), and the hedging comparison's latency tail (theory lines,
+    simulated and live)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained",
+                                      width_ratios=(1, 1.5))
+    hedged = sim["hedged"]
+    model: TailModel = hedged.meta["model"]
+    n = np.unique(np.geomspace(1, max(shares.index.max(), 100), 200).round().astype(int))
+    left.plot(n, [100 * model.slow_share(int(k)) for k in n], color="#37474f",
+              label="1 − (1 − p)^N")
+    left.plot(shares.index, shares["simulated (%)"], "s", color="#90a4ae", label="simulated")
+    if "live (%)" in shares:
+        left.plot(shares.index, shares["live (%)"], "o", color="#c62828", label="live")
+    left.set_xscale("log")
+    left.set_xlabel("fan-out width N (calls per user request)")
+    left.set_ylabel("user requests waiting for a slow call (%)")
+    left.set_title(f"{model.p_slow:.0%} of calls slow", fontsize="medium")
+    left.set_ylim(0, 100)
+    left.grid(alpha=0.3)
+    left.legend(fontsize="small", loc="upper left")
+    live_list = [r for r in (live_runs or {}).values()
+                 if r.meta.get("width") == hedged.meta["width"]]
+    _survival_axes(right, model, hedged.meta["width"], hedged.meta["hedge_delay"], sim,
+                   live_runs=live_list)
+    return fig
+
+
+# -- panel -----------------------------------------------------------------------------------
+
+def tail_panel(*, seed: int = 0, requests: int = 2000) -> Panel:
+    """Sliders: fan-out width, slow-call probability, hedge delay percentile. The figure is the
+    user request's latency tail without and with hedging (theory and simulated); the table
+    gives the slow share, p99, p99.9 and extra calls, theory beside simulated."""
+
+    def run(width: int, p_slow: float, percentile: float) -> dict[str, RunResult]:
+        return hedging_comparison(width, p_slow=p_slow, percentile=percentile,
+                                  requests=requests, seed=seed)
+
+    def plot(results: dict[str, RunResult]) -> Any:
+        fig, ax = plt.subplots(figsize=(9.5, 3.6), layout="constrained")
+        hedged = results["hedged"]
+        _survival_axes(ax, hedged.meta["model"], hedged.meta["width"],
+                       hedged.meta["hedge_delay"], results)
+        return fig
+
+    def table(results: dict[str, RunResult]) -> pd.DataFrame:
+        hedged, plain = results["hedged"], results["no hedging"]
+        model: TailModel = hedged.meta["model"]
+        width, delay = hedged.meta["width"], hedged.meta["hedge_delay"]
+        out = hedge_table(results)
+        out.insert(0, "≥ 300 ms simulated (%)",
+                   [100 * _slow_share(r, SLOW_LATENCY) for r in (plain, hedged)])
+        out.insert(0, "≥ 300 ms theory (%)",
+                   [100 * model.request_survival(SLOW_LATENCY * (1 - 1e-9), width, d)
+                    for d in (None, delay)])
+        return out.round(1)
+
+    return Panel(
+        run,
+        [Control.slider("width", 1, 100, HEDGE_WIDTH, label="fan-out width N"),
+         Control.slider("p_slow", 0.001, 0.05, 0.01, step=0.001, label="slow-call probability"),
+         Control.slider("percentile", 50.0, 99.9, 95.0, step=0.1,
+                        label="hedge delay percentile")],
+        plot, table=table, title="Tail at scale: fan-out and hedged requests",
+    )

@@ -1,0 +1,85 @@
+"""Notebook 03, section 5: the tail-at-scale tables, plot and panel, and the live fan-out."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from atlas_sim.experiments import live, tail
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_the_published_fanout_figures_are_one_minus_one_minus_p_to_the_n():
+    table = tail.published_table()
+    assert table["1 - (1 - p)^N (%)"].tolist() == [63.4, 18.1]
+    assert table["published"].tolist() == ["63%", "almost one in five"]
+
+
+def test_the_share_of_slow_requests_grows_as_theory_says():
+    table = tail.slow_share_table((1, 10, 100), requests=4000, seed=1)
+    for n, row in table.iterrows():
+        p = row["theory (%)"] / 100
+        se = np.sqrt(p * (1 - p) / 4000)
+        assert row["simulated (%)"] / 100 == pytest.approx(p, abs=4 * se + 0.001), n
+    assert table.loc[100, "theory (%)"] == pytest.approx(63.4, abs=0.05)
+
+
+def test_hedging_cuts_the_tail_for_a_few_percent_more_calls():
+    runs = tail.hedging_comparison(5, percentile=95.0, requests=10_000, seed=2)
+    table = tail.hedge_table(runs)
+    plain, hedged = table.iloc[0], table.iloc[1]
+    assert plain["p99 theory (ms)"] == plain["p99 simulated (ms)"] == 300.0
+    assert hedged["p99 simulated (ms)"] == pytest.approx(hedged["p99 theory (ms)"], rel=0.1)
+    assert hedged["p99.9 theory (ms)"] < 50 < 300 == plain["p99.9 simulated (ms)"]
+    assert hedged["extra calls theory (%)"] == pytest.approx(5.0, abs=0.05)
+    assert hedged["extra calls simulated (%)"] == pytest.approx(5.0, abs=4 * 100 * np.sqrt(
+        0.05 * 0.95 / 50_000))
+    assert plain["extra calls simulated (%)"] == 0.0
+    fig = tail.plot_tail(tail.slow_share_table((1, 10), requests=500), runs)
+    assert len(fig.axes) == 2
+
+
+def test_the_panel_answers_its_three_sliders():
+    panel = tail.tail_panel(seed=3, requests=1000)
+    default = panel.update().table
+    assert default.index.name == "fan-out to 5 calls"
+    assert default.iloc[1]["extra calls theory (%)"] == pytest.approx(5.0, abs=0.05)
+    later = panel.update(percentile=99.5).table
+    assert later.iloc[1]["extra calls simulated (%)"] < default.iloc[1]["extra calls simulated (%)"]
+    wide = panel.update(width=50, percentile=95.0).table
+    assert wide.index.name == "fan-out to 50 calls"
+    assert wide.iloc[0]["≥ 300 ms theory (%)"] == pytest.approx(39.5, abs=0.05)
+    rare = panel.update(width=5, p_slow=0.001).table
+    assert rare.iloc[0]["≥ 300 ms theory (%)"] == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ValueError, match="percentile"):
+        panel.update(percentile=100.0)
+
+
+@pytest.mark.live
+def test_the_live_fanout_counts_its_calls_and_hedges():
+    server = live.start_service("test-tail", seed=4)
+    try:
+        runs = tail.live_tail(server, widths=(3,), hedge_width=3, requests=60, rate=200.0,
+                              seed=4)
+    finally:
+        server.stop()
+    assert list(runs) == ["N = 3", "N = 3, hedged"]
+    plain, hedged = runs["N = 3"], runs["N = 3, hedged"]
+    assert plain.meta["fanout"]["calls"] == plain.meta["fanout"]["copies"] == 180
+    counts = hedged.meta["fanout"]
+    assert counts["requests"] == 60 and counts["calls"] == 180
+    assert counts["copies"] == 180 + counts["hedges"] and counts["cancelled"] <= counts["hedges"]
+    assert hedged.meta["hedge_delay"] == pytest.approx(
+        tail.tail_model(fast=live.dependency_latency(server)).quantile(0.95))
+    assert plain.requests["ok"].all() and hedged.requests["ok"].all()
+    shares = tail.slow_share_table((1, 3), requests=500, live_runs=runs)
+    assert np.isnan(shares.loc[1, "live (%)"]) and not np.isnan(shares.loc[3, "live (%)"])
+    table = tail.hedge_table(tail.hedging_comparison(3, requests=500), live_runs=runs)
+    assert table.iloc[1]["extra calls live (%)"] == pytest.approx(
+        100 * counts["hedges"] / counts["calls"], abs=0.05)

@@ -254,8 +254,8 @@ def _survival_axes(ax: Any, model: TailModel, width: int, delay: float,
         ax.annotate(f"p{100 * q:g}", (top * 1e3, 1 - q), fontsize="x-small", ha="right",
                     va="bottom", color="#555")
     ax.axvline(delay * 1e3, color=_COLORS["hedged"], ls="-.", lw=0.8)
-    ax.annotate("hedge delay", (delay * 1e3, 0.3), rotation=90, fontsize="x-small",
-                va="top", ha="right", color=_COLORS["hedged"])
+    ax.annotate(" hedge delay", (delay * 1e3, 1.2e-4), rotation=90, fontsize="x-small",
+                va="bottom", ha="right", color=_COLORS["hedged"])
     ax.set_yscale("log")
     ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost half the drawing
     ax.set_ylim(1e-4, 1.2)

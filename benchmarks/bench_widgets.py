@@ -1,6 +1,6 @@
 """How fast do the notebooks' slider panels answer?
 
-For every panel of notebooks 01 and 02, at its default values: the median wall time of
+For every panel of notebooks 01, 02 and 03, at its default values: the median wall time of
 ``panel.update()`` with an empty cache (simulation + figure + table: what a slider release
 costs before anything is drawn), and of update plus rendering the figure to PNG as the notebook
 displays it (``atlas_sim.widgets.render_png``, 90 dpi). A cached update (a value seen before)
@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from atlas_sim.experiments import breakers, retries, welcome
+from atlas_sim.experiments import breakers, retries, tail, welcome
 from atlas_sim.widgets import render_png
 
 PANELS = {
@@ -34,6 +34,7 @@ PANELS = {
     "02 timeout": breakers.timeout_panel,
     "02 overload": breakers.overload_panel,
     "02 retry storm": breakers.storm_panel,
+    "03 tail at scale": tail.tail_panel,
 }
 
 

@@ -193,7 +193,10 @@ class ClientPolicy:
         budget: a retry budget shared by all of the client's calls (None: none).
         breaker: a circuit breaker shared by all of the client's calls (None: none).
         hedge: hedged requests (None: one copy at a time). Not with ``retry``: as in gRPC, a
-            call is retried or hedged, never both.
+            call is retried or hedged, never both. Driven by the fan-out model
+            (``sim.fanout``) and the service's ``ResilientCaller`` (``/api/fanout``); the
+            drivers that keep one attempt in flight (``Scenario``'s clients, ``run_load``)
+            refuse it.
 
     Configs only, never live state: ``guard(clock=..., rng=...)`` builds the state machines.
     """

@@ -29,6 +29,13 @@ from ..workload import Distribution, DistributionKind, Fault, Load
 __all__ = ["Dependency", "Fault", "Scenario", "evolve"]
 
 
+def _no_hedge(name: str, client: ClientPolicy) -> None:
+    """The event engine's drivers (``_Call``, ``_Handler``) make one attempt at a time."""
+    if client.hedge is not None:
+        raise ValueError(f"{name}.hedge must be None: the event engine does not drive hedged "
+                         "calls (the fan-out model, sim.fanout, does)")
+
+
 def _optional(check: Any, name: str, value: Any, **limits: Any) -> Any:
     return None if value is None else check(name, value, **limits)
 
@@ -66,6 +73,7 @@ class Dependency:
         check_real("error_rate", self.error_rate, low=0, high=1)
         if not isinstance(self.client, ClientPolicy):
             raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
+        _no_hedge("client", self.client)
 
     @property
     def latency(self) -> Distribution:
@@ -142,6 +150,7 @@ class Scenario:
         check_real("round_trip", self.round_trip, low=0)
         if not isinstance(self.client, ClientPolicy):
             raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
+        _no_hedge("client", self.client)
         if not isinstance(self.drop_expired, bool):
             raise ValueError(f"drop_expired must be True or False, got {self.drop_expired!r}")
         _instance("dependency", self.dependency, Dependency)

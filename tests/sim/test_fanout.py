@@ -147,3 +147,17 @@ def test_the_event_engine_plays_the_slow_call_fault_as_the_service_does():
     # the slow coins come from a stream of their own: the other draws do not move
     outside = slow.window(31.0, 40.0).requests["latency"].to_numpy()
     assert np.array_equal(outside, plain.window(31.0, 40.0).requests["latency"].to_numpy())
+
+
+def test_drivers_that_send_one_attempt_at_a_time_refuse_a_hedging_policy():
+    from atlas_sim.service import run_load
+    from atlas_sim.sim import Dependency, Scenario
+    from atlas_sim.workload import Load
+
+    hedging = hedge(0.01)
+    with pytest.raises(ValueError, match=r"client\.hedge must be None"):
+        Scenario(load=Load(rate=1.0, duration=1.0), client=hedging)
+    with pytest.raises(ValueError, match=r"client\.hedge must be None"):
+        Dependency(client=hedging)
+    with pytest.raises(ValueError, match=r"client\.hedge must be None"):
+        run_load("http://127.0.0.1:9", load=Load(rate=1.0, requests=1), client=hedging)

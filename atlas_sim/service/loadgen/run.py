@@ -134,6 +134,9 @@ async def run_load_async(
                          "closed-loop clients")
     if not isinstance(client, ClientPolicy):
         raise ValueError(f"client must be a ClientPolicy, got {client!r}")
+    if client.hedge is not None:
+        raise ValueError("client.hedge must be None: the load generator sends one attempt at a "
+                         "time (the service hedges its own calls: /api/fanout, /admin/fanout)")
     seed = check_int("seed", seed, low=0)
     if not isinstance(idempotency_keys, bool):
         raise ValueError(f"idempotency_keys must be True or False, got {idempotency_keys!r}")

@@ -71,3 +71,13 @@ def test_bad_parameters_are_named(kwargs, name):
         hedge_delay_at(model, 100)
     with pytest.raises(ValueError, match="max_extra"):
         model.extra_calls(0.01, max_extra=5)
+
+
+def test_a_percentile_on_the_slow_calls_plateau_is_the_slow_latency():
+    # exactly 1 call in 100 takes 300 ms and every other call is faster: the p99 is 300 ms,
+    # although the fast calls' tail is below a float's resolution long before
+    model = TailModel(fast=Distribution(mean=0.005), p_slow=0.01, slow_latency=0.3)
+    assert model.quantile(0.99) == 0.3
+    assert model.quantile(0.98) < 0.03
+    # and a hedge at that percentile is never sent: nothing is slower than 300 ms
+    assert model.extra_calls(hedge_delay_at(model, 99)) == 0.0

@@ -68,7 +68,9 @@ def test_the_window_bounds_the_bad_inputs_and_closed_loop_requests_carry_inputs_
 def test_request_inputs_continue_one_sequence_and_bad_shares_are_checked():
     assert np.array_equal(request_inputs(7, 20)[:10], request_inputs(7, 10))
     values = request_inputs(7, 1000)
-    assert values.shape == (1000,) and 0 <= values.min() and values.max() < 1
+    assert values.shape == (1000,)
+    assert values.min() >= 0
+    assert values.max() < 1
     with pytest.raises(ValueError, match=r"bad_input_rate must be .*<= 1"):
         Fault(start=0.0, bad_input_rate=1.5)
     with pytest.raises(ValueError, match="count must be an integer >= 0"):

@@ -14,11 +14,12 @@ Every GET route also answers HEAD (the same status and headers, no body).
 ``GET|PUT|POST /admin/faults``   read or set dependency faults, server capacity and the share of
                            inputs the handlers crash on (``bad_input_rate``: a request whose
                            ``X-Atlas-Input`` header is below it gets a 500 from every route
-                           that does work, on every instance with the same setting)
+                           that does work, on every instance with the same setting), and
+                           a stall (``stall``: the work station answers nothing)
 ``GET /admin/breaker``     the service breaker's state and its transitions
-``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget, random streams
-                           rewound to the seed (a run after a reset repeats the draws), no
-                           orders, no idempotency keys
+``POST /admin/reset``      faults off, capacity 1, no stall, fresh breaker and budget, random
+                           streams rewound to the seed (a run after a reset repeats the
+                           draws), no orders, no idempotency keys
 
 State-changing admin requests take ``application/json`` (or no body at all) and are refused
 when they come from a web page (``Origin``); every request must name a loopback ``Host``
@@ -125,7 +126,8 @@ class ServiceState:
         f = self.dependency.faults
         return {"error_rate": f.error_rate, "added_latency": f.added_latency,
                 "outage": f.outage, "capacity": self.work.capacity,
-                "bad_input_rate": self.bad_input_rate}
+                "bad_input_rate": self.bad_input_rate,
+                "stall": self.work.stalled}
 
 
 #: The fields of ``PUT/POST /admin/faults``: name -> (kind, low, high). One strict rule per
@@ -137,6 +139,7 @@ FAULT_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "outage": ("boolean", None, None),
     "capacity": ("number", 0, 1000),
     "bad_input_rate": ("number", 0, 1),
+    "stall": ("boolean", None, None),  # the work station answers nothing (``Fault.stall``)
 }
 
 
@@ -384,6 +387,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                 status_code=422)
         capacity = changes.pop("capacity", None)
         bad_input_rate = changes.pop("bad_input_rate", None)
+        stall = changes.pop("stall", None)
         if changes:
             current = state.dependency.faults
             state.dependency.faults = Faults(
@@ -395,6 +399,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             state.work.capacity = capacity
         if bad_input_rate is not None:
             state.bad_input_rate = bad_input_rate
+        if stall is not None:
+            state.work.stalled = stall
         return JSONResponse(state.faults_view())
 
     app.add_api_route("/admin/faults", set_faults, methods=["PUT", "POST"])
@@ -426,6 +432,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         state.dependency.faults = Faults()
         state.work.capacity = 1.0
         state.bad_input_rate = 0.0
+        state.work.stalled = False
         state.caller.reset()
         state.rewind()
         state.idempotency.clear()

@@ -277,14 +277,14 @@ def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
                  figsize: tuple[float, float] | None = None) -> Any:
     """One panel per world, side by side: each generator's latency by percentile (ms) on a
     log "nines" axis, as HdrHistogram plots them, with the open loop's theory dashed and the
-    stall's length dotted. Returns the figure, open in pyplot for the cell that shows it
+    stall's length dotted; each title counts the samples of each generator. Returns the figure, open in pyplot for the cell that shows it
     (``plt.show()``)."""
     worlds = dict(worlds)
     fig, axes = plt.subplots(1, len(worlds), figsize=figsize or (4.6 * len(worlds) + 1.6, 3.4),
                              sharey=True, layout="constrained", squeeze=False)
     top = 1.0
     for ax, (world, runs) in zip(axes[0], worlds.items(), strict=True):
-        stall = None
+        stall, counts = None, []
         for generator in GENERATORS:
             if generator not in runs:
                 continue
@@ -292,8 +292,8 @@ def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
             latency = run.requests["latency"].to_numpy()
             x, y = _spectrum(latency)
             top = max(top, float(x[-1]) if x.size else top)
-            ax.step(x, 1e3 * y, where="post", label=f"{generator} ({latency.size} samples)",
-                    **_STYLES[generator])
+            ax.step(x, 1e3 * y, where="post", label=generator, **_STYLES[generator])
+            counts.append(f"{latency.size} {generator.split()[0]}")
             fault = _stall_of(run)
             stall = fault.end - fault.start
             if generator == "open loop":
@@ -309,7 +309,7 @@ def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
                         label="open loop, theory")
         if stall is not None:
             ax.axhline(1e3 * stall, color="0.6", lw=0.8, ls=":", label="the stall's length")
-        ax.set_title(world, fontsize="medium")
+        ax.set_title(f"{world}: {', '.join(counts)}-loop samples", fontsize="medium")
         ax.set_xlabel("percentile")
         ax.grid(alpha=0.3)
     nines = math.ceil(top)

@@ -119,7 +119,8 @@ def test_the_spectra_plot_one_panel_per_world_on_a_nines_axis():
     assert labels[:4] == ["0%", "90%", "99%", "99.9%"]
     lines = {line.get_label(): line for line in ax.get_lines()}
     n = len(runs["closed loop"].requests)
-    x, y = lines[f"closed loop ({n} samples)"].get_data()
+    assert ax.get_title() == f"simulated: 200 open, {n} closed-loop samples"
+    x, y = lines["closed loop"].get_data()
     assert x[-1] == pytest.approx(math.log10(n))  # the largest sample sits at 1 - 1/N
     assert np.sort(y)[-4] > 900 > np.sort(y)[-5]  # its 4 stalled samples, at the top
 

@@ -277,8 +277,8 @@ def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
                  figsize: tuple[float, float] | None = None) -> Any:
     """One panel per world, side by side: each generator's latency by percentile (ms) on a
     log "nines" axis, as HdrHistogram plots them, with the open loop's theory dashed and the
-    stall's length dotted; each title counts the samples of each generator. Returns the figure, open in pyplot for the cell that shows it
-    (``plt.show()``)."""
+    stall's length dotted; each title counts the samples of each generator. Returns the
+    figure, open in pyplot for the cell that shows it (``plt.show()``)."""
     worlds = dict(worlds)
     fig, axes = plt.subplots(1, len(worlds), figsize=figsize or (4.6 * len(worlds) + 1.6, 3.4),
                              sharey=True, layout="constrained", squeeze=False)

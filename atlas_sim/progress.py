@@ -26,14 +26,15 @@ def in_kernel() -> bool:
 
 
 class Progress:
-    """``total`` steps of work, counted with ``update()`` and ended with ``close()``.
+    """``total`` steps of work (None: not known in advance), counted with ``update()`` and
+    ended with ``close()``.
 
     In a kernel the line is rewritten at most every ``interval`` seconds (each rewrite is one
     message to the front end) and once more on ``close()``, when it says how many steps
     finished, in how long, and ``done``. Safe to call from the thread that does the work.
     """
 
-    def __init__(self, total: int, *, desc: str, unit: str, enabled: bool = True,
+    def __init__(self, total: int | None, *, desc: str, unit: str, enabled: bool = True,
                  interval: float = 0.5) -> None:
         self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
         self.n = 0
@@ -73,12 +74,14 @@ class Progress:
 
     def final_line(self) -> str:
         elapsed = time.monotonic() - self.started
-        return f"{self.desc}: {self.n}/{self.total} {self.unit} in {elapsed:.1f} s, done"
+        count = f"{self.n}" if self.total is None else f"{self.n}/{self.total}"
+        return f"{self.desc}: {count} {self.unit} in {elapsed:.1f} s, done"
 
     def _meter(self) -> str:
         from tqdm import tqdm
 
-        return tqdm.format_meter(self.n, self.total, time.monotonic() - self.started,
+        return tqdm.format_meter(self.n, self.total,  # type: ignore[arg-type]  # None: no total
+                                 time.monotonic() - self.started,
                                  prefix=self.desc, unit=self.unit)
 
     @staticmethod

@@ -7,8 +7,8 @@
   or a closed population of clients who think between requests.
 * ``arrival_times``: when requests are sent (open-loop Poisson or evenly spaced, with optional
   step changes of the rate), used by the simulator's arrival process and the live load generator.
-* ``Fault``: a window of trouble (server capacity, dependency errors, latency or outage) that
-  the simulator models and the live generator switches on in the service.
+* ``Fault``: a window of trouble (server capacity, a stall, dependency errors, latency or
+  outage) that the simulator models and the live generator switches on in the service.
 * ``request_inputs``: what each request carries, as one number per request, the same on every
   attempt and in both worlds (a bad input, ``Fault.bad_input_rate``, is decided by it).
 * ``rng_streams``: one seed, split into named independent random streams. Simulation and live
@@ -310,6 +310,13 @@ class Fault:
             3.3 times as long; 0 means the server is down and answers 503 at once.
         added_latency: seconds added to the handling of every request the server starts
             (a slow disk, a garbage-collection pause). Simulation only.
+        stall: the server answers nothing during the window, as in a stop-the-world
+            garbage-collection pause: no request starts its work (arrivals and the queue
+            wait), work already under way runs on but its answer is held, and when the window
+            ends the held answers leave and the queue is served again in arrival order. The
+            server's own timeout still answers 504, and shedding still answers 429 at once
+            (both sit in front of the work). A server that is down (``capacity`` 0) still
+            answers 503 at once.
         dependency_error_rate: probability that a dependency call fails at once (instead of
             the dependency's own rate), in [0, 1].
         dependency_added_latency: seconds added to every dependency call.
@@ -329,14 +336,15 @@ class Fault:
         name: a label for the events table.
 
     Overlapping faults combine: capacities multiply, latencies add, the larger rate wins (and
-    the larger slow latency).
-    A request's speed is fixed when its service starts.
+    the larger slow latency), any stall or outage is one. A request's speed is fixed when its
+    service starts.
     """
 
     start: float
     end: float = math.inf
     capacity: float = 1.0
     added_latency: float = 0.0
+    stall: bool = False
     dependency_error_rate: float | None = None
     dependency_added_latency: float = 0.0
     dependency_outage: bool = False
@@ -350,6 +358,8 @@ class Fault:
         check_real("end", self.end, low=start, low_open=True, allow_inf=True)
         check_real("capacity", self.capacity, low=0, high=1)
         check_real("added_latency", self.added_latency, low=0)
+        if not isinstance(self.stall, bool):
+            raise ValueError(f"stall must be True or False, got {self.stall!r}")
         if self.dependency_error_rate is not None:
             check_real("dependency_error_rate", self.dependency_error_rate, low=0, high=1)
         check_real("dependency_added_latency", self.dependency_added_latency, low=0)
@@ -367,6 +377,8 @@ class Fault:
             parts.append("server down" if self.capacity == 0 else f"capacity x{self.capacity:g}")
         if self.added_latency:
             parts.append(f"+{self.added_latency:g}s handling")
+        if self.stall:
+            parts.append("server stalled")
         if self.dependency_error_rate is not None:
             parts.append(f"dependency errors {self.dependency_error_rate:.0%}")
         if self.dependency_added_latency:

@@ -43,6 +43,14 @@ def test_in_a_kernel_the_line_ends_saying_done_and_is_not_rewritten_on_every_ste
     assert kernel[-1].endswith(", done")
 
 
+def test_without_a_total_it_counts_and_still_ends_saying_done(kernel):
+    bar = Progress(None, desc="requests", unit="req", interval=0.0)  # a closed loop's
+    bar.update(3)
+    bar.close()
+    assert kernel[0].startswith("requests: 0req") and "%" not in kernel[0]
+    assert kernel[-1].startswith("requests: 3 req in ") and kernel[-1].endswith(", done")
+
+
 def test_disabled_shows_nothing(kernel):
     bar = Progress(3, desc="sweep", unit="run", enabled=False)
     bar.update()

@@ -1,11 +1,18 @@
 """Reading results: summary tables, SLO checks, statistics, queueing theory, percentiles and
-latency recording, the home-timeline load model, and plots.
+latency recording, the home-timeline load model, coordinated omission in closed form, and plots.
 
 What reads runs works on ``RunResult`` tables, whichever world (simulated or live) made them.
 """
 
 from __future__ import annotations
 
+from .omission import (
+    closed_loop_percentile,
+    closed_loop_stalled,
+    open_loop_percentile,
+    open_loop_stalled,
+    stalled_share_over,
+)
 from .percentiles import (
     PROMETHEUS_DEFAULT_BUCKETS,
     HdrRecorder,
@@ -61,6 +68,8 @@ __all__ = [
     "batch_means",
     "bucket_counts",
     "bucket_quantile",
+    "closed_loop_percentile",
+    "closed_loop_stalled",
     "compare_runs",
     "down_at_once",
     "erlang_b",
@@ -72,6 +81,8 @@ __all__ = [
     "mark_faults",
     "mttf_from_afr",
     "name_runs",
+    "open_loop_percentile",
+    "open_loop_stalled",
     "plot_breaker_timelines",
     "plot_breaker_trace",
     "plot_call_timeline",
@@ -87,6 +98,7 @@ __all__ = [
     "slo_check",
     "slo_table",
     "squared_cv",
+    "stalled_share_over",
     "summary_table",
     "time_average_in_system",
 ]

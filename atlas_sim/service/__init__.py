@@ -1,6 +1,6 @@
 """The live Atlas service: a FastAPI app with the card's middleware stack, served from a
-background thread of the notebook's own process, and an open-loop load generator that returns
-the same ``RunResult`` tables as the simulation.
+background thread of the notebook's own process, and a load generator (open loop, or closed
+loop when asked) that returns the same ``RunResult`` tables as the simulation.
 
 >>> from atlas_sim.service import LiveServer, create_app, run_load
 >>> with LiveServer(create_app()) as server:                      # doctest: +SKIP

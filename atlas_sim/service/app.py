@@ -17,12 +17,14 @@ Every GET route also answers HEAD (the same status and headers, no body).
 ``GET|PUT|POST /admin/faults``   read or set dependency faults, server capacity and the share of
                            inputs the handlers crash on (``bad_input_rate``: a request whose
                            ``X-Atlas-Input`` header is below it gets a 500 from every route
-                           that does work, on every instance with the same setting)
+                           that does work, on every instance with the same setting), and
+                           a stall (``stall``: the work station answers nothing)
 ``GET|PUT|POST /admin/fanout``   read or set the fan-out's hedge delay, and read its counts
 ``GET /admin/breaker``     the service breaker's state and its transitions
-``POST /admin/reset``      faults off, capacity 1, fresh breaker and budget, random streams
-                           rewound to the seed (a run after a reset repeats the draws), no
-                           orders, no idempotency keys, no hedging and fan-out counts at 0
+``POST /admin/reset``      faults off, capacity 1, no stall, fresh breaker and budget, random
+                           streams rewound to the seed (a run after a reset repeats the
+                           draws), no orders, no idempotency keys, no hedging and fan-out
+                           counts at 0
 
 State-changing admin requests take ``application/json`` (or no body at all) and are refused
 when they come from a web page (``Origin``); every request must name a loopback ``Host``
@@ -158,7 +160,8 @@ class ServiceState:
         return {"error_rate": f.error_rate, "added_latency": f.added_latency,
                 "outage": f.outage, "capacity": self.work.capacity,
                 "bad_input_rate": self.bad_input_rate,
-                "slow_rate": f.slow_rate, "slow_latency": f.slow_latency}
+                "slow_rate": f.slow_rate, "slow_latency": f.slow_latency,
+                "stall": self.work.stalled}
 
     def set_hedge(self, delay: float | None) -> None:
         """Hedge ``/api/fanout``'s calls after ``delay`` seconds (None: no hedging), with a
@@ -197,6 +200,7 @@ FAULT_FIELDS: dict[str, tuple[str, float | None, float | None]] = {
     "bad_input_rate": ("number", 0, 1),
     "slow_rate": ("number", 0, 1),
     "slow_latency": ("number", 0, 3600),
+    "stall": ("boolean", None, None),  # the work station answers nothing (``Fault.stall``)
 }
 
 #: The fields of ``PUT/POST /admin/fanout``: the hedge delay in seconds, null for none.
@@ -508,6 +512,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
                 status_code=422)
         capacity = changes.pop("capacity", None)
         bad_input_rate = changes.pop("bad_input_rate", None)
+        stall = changes.pop("stall", None)
         if changes:
             current = state.dependency.faults
             state.dependency.faults = Faults(
@@ -521,6 +526,8 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
             state.work.capacity = capacity
         if bad_input_rate is not None:
             state.bad_input_rate = bad_input_rate
+        if stall is not None:
+            state.work.stalled = stall
         return JSONResponse(state.faults_view())
 
     app.add_api_route("/admin/faults", set_faults, methods=["PUT", "POST"])
@@ -552,6 +559,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
         state.dependency.faults = Faults()
         state.work.capacity = 1.0
         state.bad_input_rate = 0.0
+        state.work.stalled = False
         state.caller.reset()
         state.set_hedge(None)
         state.rewind()

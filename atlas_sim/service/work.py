@@ -6,6 +6,12 @@ from a ``Distribution``, divided by the current capacity factor (1.0 normal, 0.5
 order slots are acquired, which is how the simulator draws them (in order of service start, from
 the same named stream): a seeded live run and a seeded simulated run see the same service times,
 so whatever differs between them is the real world's doing.
+
+A stall (``stalled = True``, the live side of ``Fault.stall``) answers nothing until it is
+lifted, as a stop-the-world pause does: arriving requests wait at the door, and a request whose
+work ends keeps its slot and waits before it answers. Lifted, the door opens (in arrival order,
+behind the requests already waiting for a slot) and the held answers leave, as the simulator's
+server does.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ class WorkStation:
         self.service_time = service_time
         self.use_stream(rng)
         self._capacity = 1.0
+        self._resume: asyncio.Event | None = None  # set while stalled; set() lifts the stall
         self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.busy = 0
@@ -71,6 +78,26 @@ class WorkStation:
     def capacity(self, value: float) -> None:
         self._capacity = check_real("capacity", value, low=0, high=1000)
 
+    @property
+    def stalled(self) -> bool:
+        """True while the station answers nothing (see the module docstring)."""
+        return self._resume is not None
+
+    @stalled.setter
+    def stalled(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"stalled must be True or False, got {value!r}")
+        if value and self._resume is None:
+            self._resume = asyncio.Event()
+        elif not value and self._resume is not None:
+            self._resume.set()  # wakes every held request, in the order it began to wait
+            self._resume = None
+
+    async def _stall_over(self) -> None:
+        resume = self._resume
+        if resume is not None:
+            await resume.wait()
+
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._slots is None or self._loop is not loop:
@@ -82,7 +109,9 @@ class WorkStation:
         draw is still made, so later requests keep their place in the stream).
 
         Raises ``ServerDown`` at once when capacity is 0, before queueing or after (if the
-        capacity dropped to 0 while this request waited).
+        capacity dropped to 0 while this request waited). While ``stalled``, waits at the door
+        before queueing, and after its work before answering (its time at the door counts as
+        queueing, its time held after the work as neither).
         """
         if self._capacity == 0:
             raise ServerDown
@@ -90,10 +119,14 @@ class WorkStation:
         arrived = time.perf_counter()
         self.waiting += 1
         try:
+            if self._resume is not None:
+                await self._stall_over()
             await slots.acquire()
         finally:
             self.waiting -= 1
         try:
+            if self._resume is not None:  # a slot freed during a stall: still no work starts
+                await self._stall_over()
             acquired = time.perf_counter()
             drawn = self._draw()  # in order of slot acquisition: no await since acquire()
             capacity = self._capacity
@@ -105,6 +138,9 @@ class WorkStation:
                 await asyncio.sleep(seconds)
             finally:
                 self.busy -= 1
-            return WorkReceipt(queue=acquired - arrived, work=time.perf_counter() - acquired)
+            receipt = WorkReceipt(queue=acquired - arrived, work=time.perf_counter() - acquired)
+            if self._resume is not None:
+                await self._stall_over()  # the answer waits, and the slot with it
+            return receipt
         finally:
             slots.release()

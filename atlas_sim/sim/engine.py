@@ -121,12 +121,13 @@ class _Conditions:
 
     __slots__ = ("added_latency", "bad_input_rate", "capacity", "dependency_added_latency",
                  "dependency_error_rate", "dependency_outage", "dependency_slow_latency",
-                 "dependency_slow_rate")
+                 "dependency_slow_rate", "stall")
 
     def __init__(self) -> None:
         self.capacity = 1.0
         self.bad_input_rate = 0.0
         self.added_latency = 0.0
+        self.stall = False
         self.dependency_error_rate: float | None = None
         self.dependency_added_latency = 0.0
         self.dependency_outage = False
@@ -136,6 +137,7 @@ class _Conditions:
     def apply(self, active: list[Fault]) -> None:
         self.capacity = math.prod(f.capacity for f in active)
         self.added_latency = sum(f.added_latency for f in active)
+        self.stall = any(f.stall for f in active)
         rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
         self.dependency_error_rate = max(rates) if rates else None
         self.dependency_added_latency = sum(f.dependency_added_latency for f in active)
@@ -220,13 +222,16 @@ class _Run:
             _Client(self, think).start(load.synchronized)
 
     def _fault_windows(self) -> Generator[simpy.Event, Any, None]:
-        env, faults, server = self.env, self.scenario.faults, self.server
+        env, faults, server, conditions = self.env, self.scenario.faults, self.server, \
+            self.conditions
         edges = {f.start for f in faults} | {f.end for f in faults if f.end < math.inf}
         for t in sorted(edges):
             yield env.timeout(t - env.now)
-            was_down = self.conditions.capacity == 0
-            self.conditions.apply([f for f in faults if f.start <= t < f.end])
-            if was_down and self.conditions.capacity > 0:
+            was_down, was_stalled = conditions.capacity == 0, conditions.stall
+            conditions.apply([f for f in faults if f.start <= t < f.end])
+            if was_stalled and not conditions.stall:
+                server.release_held()
+            if (was_down or was_stalled) and conditions.capacity > 0 and not conditions.stall:
                 server.resume()
 
     # -- running ------------------------------------------------------------------------
@@ -264,6 +269,7 @@ class _Run:
             duration=self.duration,
             source="sim",
             meta={"scenario": self.scenario, "seed": self.scenario.seed,
+                  "loop": "open" if self.scenario.load.open_loop else "closed",
                   "server_log": pd.DataFrame(self.server_rows,
                                              columns=["request_id", "attempt", "time"])},
         )
@@ -396,7 +402,13 @@ class _Attempt:
 
 
 class _Server:
-    """``servers`` workers behind one FIFO queue, with shedding, a timeout and faults."""
+    """``servers`` workers behind one FIFO queue, with shedding, a timeout and faults.
+
+    During a stall (``Fault.stall``) no attempt starts: arrivals queue (after shedding), and an
+    attempt whose work ends is held with its worker in ``held`` until the stall ends (or its
+    server timeout, if that comes first: the timeout sits in front of the work, as the live
+    Timeout layer does).
+    """
 
     def __init__(self, run: _Run) -> None:
         s = run.scenario
@@ -419,6 +431,8 @@ class _Server:
         self.dependency = _DependencyClient(run) if s.dependency is not None else None
         self.handler_deadlines = _Deadlines(run, is_done=_Handler.is_finished,
                                             expire=_Handler.time_out)
+        # answers held by a stall, oldest first: attempt or handler -> what answers it
+        self.held: dict[Any, Callable[[], None]] = {}
 
     def arrive(self, event: Any) -> None:
         """An attempt reaches the server after its way there on the wire."""
@@ -439,7 +453,7 @@ class _Server:
             attempt.answer(_CRASH)
             return
         attempt.t_arrive = self.env.now
-        if self.free:
+        if self.free and not self.conditions.stall:
             self.free -= 1
             self.start(attempt)
         else:
@@ -466,10 +480,33 @@ class _Server:
 
     def done(self, event: Any) -> None:
         attempt = event._value
+        if self.conditions.stall and attempt.status == _OK:
+            self.held[attempt] = lambda: self.finish(attempt)  # answered when the stall ends
+            if self.timeout is not None:  # ... or cut off at its deadline, if that is sooner
+                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                               attempt)
+            return
+        self.finish(attempt)
+
+    def finish(self, attempt: _Attempt) -> None:
+        """``attempt``'s work is over: free its worker and answer."""
         self.release()
         if attempt.status == _OK:
             self.run.log_completion(attempt)
         attempt.answer(attempt.status)
+
+    def cut_held(self, event: Any) -> None:
+        """The server timeout of an attempt held by a stall: 504, as the live Timeout layer."""
+        attempt = event._value
+        if self.held.pop(attempt, None) is not None:
+            attempt.status = _SERVER_TIMEOUT
+            self.finish(attempt)
+
+    def release_held(self) -> None:
+        """The stall is over: the held answers leave, in the order their work ended."""
+        held, self.held = self.held, {}
+        for answer in held.values():
+            answer()
 
     def leave(self) -> None:
         """An admitted attempt leaves the server (answered, skipped or reaped)."""
@@ -483,8 +520,8 @@ class _Server:
 
     def take_next(self) -> None:
         """A worker is available: start the next queued attempt, or idle."""
-        if self.conditions.capacity == 0:
-            self.free += 1  # the server is down: workers stall until it resumes
+        if self.conditions.capacity == 0 or self.conditions.stall:
+            self.free += 1  # the server is down or stalled: workers wait until it resumes
             return
         queue = self.queue
         done_by = -math.inf  # when a queued attempt started now would be done, if we care
@@ -502,7 +539,7 @@ class _Server:
         self.free += 1
 
     def resume(self) -> None:
-        """The server is back up: idle workers take queued attempts."""
+        """The server is back up (or its stall is over): idle workers take queued attempts."""
         while self.free and self.queue:
             self.free -= 1
             self.take_next()
@@ -626,6 +663,16 @@ class _Handler:
         self.finish(_SERVER_TIMEOUT)
 
     def finish(self, status: int) -> None:
+        server = self.server
+        if server.conditions.stall and status != _SERVER_TIMEOUT:
+            server.held[self] = lambda: self.finish_now(status)  # the stall holds its answer
+            return
+        server.held.pop(self, None)  # a 504 while held: the timeout answers, not the stall
+        self.finish_now(status)
+
+    def finish_now(self, status: int) -> None:
+        if self.finished:
+            return
         self.finished = True
         self.server.release()
         if status == _OK:

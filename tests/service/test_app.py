@@ -243,7 +243,7 @@ def test_faults_and_capacity_can_be_set_and_read_back(served):
         assert r.status_code == 200
         assert client.get("/admin/faults").json() == {
             "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 0.5,
-            "bad_input_rate": 0.0, "slow_rate": 0.0, "slow_latency": 0.0}
+            "bad_input_rate": 0.0, "slow_rate": 0.0, "slow_latency": 0.0, "stall": False}
         client.post("/admin/faults", json={"capacity": 0})
         down = client.get("/api/work")
         assert down.status_code == 503 and down.json()["request_id"]
@@ -288,6 +288,34 @@ def test_a_bad_input_rate_outside_0_to_1_is_refused(served, value):
     r = client.put("/admin/faults", json={"bad_input_rate": value})
     assert r.status_code == 422 and "bad_input_rate" in r.text, r.text
     assert client.get("/admin/faults").json()["bad_input_rate"] == 0.0
+
+
+def test_a_stall_holds_work_until_it_is_lifted_and_reset_lifts_it(served):
+    server, _, client = served
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as other, \
+            ThreadPoolExecutor(2) as pool:
+        try:
+            assert client.put("/admin/faults", json={"stall": True}).json()["stall"] is True
+            held = [pool.submit(other.get, "/api/work?service_time=0")]
+            work = server.app.state.atlas.work
+            deadline = time.monotonic() + 5
+            while work.waiting == 0 and time.monotonic() < deadline:
+                time.sleep(0.005)  # until it waits at the door
+            time.sleep(0.1)
+            assert work.waiting == 1 and not held[0].done()  # no answer while stalled ...
+            assert client.get("/health").status_code == 200  # ... but the operator's routes
+            assert client.put("/admin/faults", json={"stall": False}).json()["stall"] is False
+            answer = held[0].result(timeout=5)
+            assert answer.status_code == 200
+            queued = float(answer.headers["server-timing"].split(",")[0].split("=")[1])
+            assert queued >= 100  # ms held at the door count as queueing
+            client.put("/admin/faults", json={"stall": True})
+            held.append(pool.submit(other.get, "/api/work?service_time=0"))
+            time.sleep(0.05)
+        finally:
+            client.post("/admin/reset")
+        assert held[1].result(timeout=5).status_code == 200  # the reset lifted it
+        assert client.get("/admin/faults").json()["stall"] is False
 
 
 def test_work_reports_its_queue_and_work_time_in_server_timing(served):

@@ -156,6 +156,8 @@ def test_a_client_that_leaves_before_its_work_ends_is_a_499_not_a_200(clean, pat
     ({"slow_rate": None}, "slow_rate", "from 0 to 1"),
     ({"slow_latency": True}, "slow_latency", "from 0 to 3600"),
     ({"slow_latency": -0.1}, "slow_latency", "from 0 to 3600"),
+    ({"stall": 1}, "stall", "true or false"),
+    ({"stall": None}, "stall", "true or false"),
 ])
 def test_an_admin_field_of_the_wrong_type_is_a_422_naming_field_range_and_request_id(
         clean, body, field, allowed):
@@ -198,11 +200,12 @@ def test_non_json_numbers_and_duplicate_fields_are_refused(clean, raw):
 def test_integers_are_numbers_and_every_field_can_still_be_set(clean):
     _, _, _, client = clean
     r = client.put("/admin/faults", json={"error_rate": 1, "added_latency": 0, "capacity": 2,
-                                          "outage": False, "bad_input_rate": 1})
+                                          "outage": False, "bad_input_rate": 1,
+                                          "stall": False})
     assert r.status_code == 200
     assert r.json() == {"error_rate": 1.0, "added_latency": 0.0, "outage": False,
                         "capacity": 2.0, "bad_input_rate": 1.0, "slow_rate": 0.0,
-                        "slow_latency": 0.0}
+                        "slow_latency": 0.0, "stall": False}
     r = client.put("/admin/faults", json={"slow_rate": 1, "slow_latency": 0})
     assert r.status_code == 200 and (r.json()["slow_rate"], r.json()["slow_latency"]) == (1.0, 0.0)
 
@@ -254,7 +257,7 @@ def test_an_admin_write_from_another_origin_is_refused(clean, origin, path, kwar
     assert r.status_code == 403 and r.json()["request_id"]
     assert client.get("/admin/faults").json() == {
         "error_rate": 0.0, "added_latency": 0.5, "outage": False, "capacity": 1.0,
-        "bad_input_rate": 0.0, "slow_rate": 0.0, "slow_latency": 0.0}
+        "bad_input_rate": 0.0, "slow_rate": 0.0, "slow_latency": 0.0, "stall": False}
 
 
 def test_the_notebooks_ways_of_calling_admin_still_work(clean):

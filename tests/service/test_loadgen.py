@@ -174,8 +174,10 @@ def test_client_breaker_and_budget_refuse_under_a_dependency_outage(server):
     (lambda: run_load("http://127.0.0.1:9", load=Load(rate=10, requests=5), max_connections=0),
      "max_connections must be"),
     (lambda: run_load("http://127.0.0.1:9", load={"rate": 10}), "load must be a Load"),
-    (lambda: run_load("http://127.0.0.1:9", load=Load(clients=3, duration=1.0)),
-     "load must be open loop"),
+    (lambda: run_load("http://127.0.0.1:9", load=Load(clients=3, duration=1.0), processes=1),
+     "processes must be 0 for a closed-loop load"),
+    (lambda: run_load("http://127.0.0.1:9", load=Load(rate=10, requests=5), start_at="now"),
+     "start_at must be a number"),
     (lambda: run_load("http://127.0.0.1:9", load=Load(rate=10, requests=5), client=2.0),
      "client must be a ClientPolicy"),
 ])

@@ -4,6 +4,9 @@ Open loop: request ``i`` is sent at its scheduled time whatever happened to the 
 it, and its latency is counted from that scheduled time. A closed-loop tester (send, wait for
 the answer, send the next) slows down exactly when the server does, and so never measures the
 queue that real users, who do not wait for each other, would build: coordinated omission.
+The generator runs that way too when asked (a closed-loop ``Load``: ``clients`` that think
+between requests, latency from the actual send, as ``wrk`` measures), so that the two can be
+compared on the same service at the same time (``start_at``; ``meta["loop"]`` says which).
 
 The schedule is ``load.schedule(seed)`` (``workload.Load``), the one the simulator uses for the
 same load and seed. Optional client-side policies are the same objects as
@@ -38,6 +41,6 @@ compete with the service for the two cores, 3.8-8.3 ms (BENCHMARKS.md).
 from __future__ import annotations
 
 from .driver import parse_retry_after, parse_server_timing
-from .run import run_load, run_load_async
+from .run import blocking, run_load, run_load_async
 
-__all__ = ["parse_retry_after", "parse_server_timing", "run_load", "run_load_async"]
+__all__ = ["blocking", "parse_retry_after", "parse_server_timing", "run_load", "run_load_async"]

@@ -19,12 +19,14 @@ __all__ = ["drive_in_children"]
 
 
 async def drive_in_children(job: Job, processes: int,
-                             on_start: asyncio.Future[float] | None = None) -> Run:
+                             on_start: asyncio.Future[float] | None = None,
+                             start_at: float | None = None) -> Run:
     """Split ``job`` round-robin between ``processes`` children; merge what they saw.
 
     Each child gets its part, imports, warms up, says it is ready, and waits; once all are
-    ready the parent sends them one shared start instant, so that request ``i`` leaves at
-    ``times[i]`` whichever process sends it.
+    ready the parent sends them one shared start instant (``start_at`` on ``time.monotonic``
+    if given, else just after the last is ready), so that request ``i`` leaves at ``times[i]``
+    whichever process sends it.
     """
     children = [await asyncio.create_subprocess_exec(
         sys.executable, "-m", "atlas_sim.service.loadgen._child",
@@ -41,7 +43,8 @@ async def drive_in_children(job: Job, processes: int,
             ready = await asyncio.wait_for(child.stdout.readline(), 60)  # type: ignore[union-attr]
             if ready != b"ready\n":
                 await _raise_its_error(child, ready)
-        start_at = time.monotonic() + 0.05
+        if start_at is None:
+            start_at = time.monotonic() + 0.05
         if on_start is not None:
             on_start.set_result(start_at)
         outputs = await asyncio.gather(*(child.communicate(f"{start_at!r}\n".encode())

@@ -1,6 +1,12 @@
 """One generator's loop: send each request of its share at its time, through the client's
 guarded call (``policies.GuardedCall``: breaker, retries, budget and backoff decided there, as
-in the simulator), and keep what every attempt saw."""
+in the simulator), and keep what every attempt saw.
+
+Open loop (a schedule of send times): each request leaves at its time whatever became of the
+others, and its latency counts from that time. Closed loop (``Job.clients``): each client sends,
+waits for the outcome, thinks (exponential, mean ``think_time``, from the ``"think"`` stream, as
+the simulator's clients), and sends again while the run lasts; its latency counts from the
+actual send, as a closed-loop tester (``wrk``) measures it."""
 
 from __future__ import annotations
 
@@ -106,25 +112,51 @@ class Job:
     # What each request carries (workload.request_inputs, by schedule index), sent in the
     # X-Atlas-Input header on every attempt; None: no such header.
     inputs: np.ndarray | None = None
+    # Closed loop: ``clients`` > 0 clients instead of ``times`` (which is then empty), each
+    # thinking ``think_time`` seconds on average between requests, sending new ones until
+    # ``duration``; ``synchronized``: all send their first request at time 0.
+    clients: int = 0
+    think_time: float = 0.0
+    duration: float = 0.0
+    synchronized: bool = False
 
 
 async def drive(job: Job, *, part: int = 0, parts: int = 1,
                  start: Callable[[], Awaitable[float]] | None = None,
                  on_start: asyncio.Future[float] | None = None) -> Run:
-    """Send requests ``part, part + parts, ...`` of ``job``'s schedule.
+    """Send requests ``part, part + parts, ...`` of ``job``'s schedule, or run its closed-loop
+    clients (``job.clients``; one part only).
 
     First the client warms up (``job.warm_up_url``); then time 0 is the instant on
     ``time.monotonic`` that ``start()`` returns (default: now), so that parts in several
-    processes align, and it is told to ``on_start``.
+    processes (or generators in one) align, and it is told to ``on_start``.
     """
     loop = asyncio.get_running_loop()
     method, headers = job.method, job.headers
     targets = (job.target, *job.instance_targets)
     inputs = job.inputs
+    more_inputs: list[np.random.Generator] = []  # the "inputs" stream, past job.inputs
+
+    def input_of(index: int) -> float:
+        """What request ``index`` carries; a closed loop, which has no schedule, draws more
+        of the same sequence as it goes (``workload.request_inputs``, continued)."""
+        nonlocal inputs
+        assert inputs is not None
+        if index >= len(inputs):
+            if not more_inputs:
+                stream = rng_streams(job.seed)["inputs"]
+                stream.random(len(inputs))  # past the draws already made
+                more_inputs.append(stream)
+            more = max(1024, index + 1 - len(inputs))
+            inputs = np.concatenate([inputs, more_inputs[0].random(more)])
+        return float(inputs[index])
     client_timeout = job.client.timeout
     jitter = rng_streams(job.seed)["client"]
     if parts > 1:
         jitter = jitter.spawn(parts)[part]
+    closed = job.clients > 0
+    if closed and parts != 1:
+        raise ValueError("a closed-loop job runs in one part")
     records = [Request(scheduled=float(t)) for t in job.times[part::parts]]
     events: list[EventRow] = []
     t0 = 0.0  # set just before the first send
@@ -137,7 +169,8 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
 
     guard = job.client.guard(clock=clock, rng=jitter, on_transition=on_transition)
 
-    bar = Progress(len(records), desc="requests", unit="req", enabled=job.progress)
+    bar = Progress(None if closed else len(records), desc="requests", unit="req",
+                   enabled=job.progress)
 
     # Every attempt asks for the same thing, so each client builds its request once and sends
     # that object again (a GET has an empty, re-readable body): no URL parsing and header
@@ -183,7 +216,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         if job.idempotency_keys:  # its own key, the same on every attempt
             extra = {"Idempotency-Key": f'"atlas-{job.seed}-{job.run_id}-{index}"'}
         if inputs is not None:
-            extra = {**(extra or {}), "X-Atlas-Input": repr(float(inputs[index]))}
+            extra = {**(extra or {}), "X-Atlas-Input": repr(input_of(index))}
         wait = due - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
@@ -205,6 +238,20 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         rec.end = clock()
         bar.update()
 
+    think_rng = rng_streams(job.seed)["think"]
+    think_time = job.think_time
+
+    async def client_loop(pool: ClientPool) -> None:
+        """One closed-loop client: think, send, wait for the outcome, again until the end."""
+        if not job.synchronized and think_time > 0:
+            await asyncio.sleep(float(think_rng.exponential(think_time)))
+        while clock() < job.duration:
+            rec = Request(scheduled=clock())  # counted from the actual send
+            records.append(rec)
+            await one(pool, rec, loop.time(), len(records) - 1)  # indexed in the order sent
+            if think_time > 0:
+                await asyncio.sleep(float(think_rng.exponential(think_time)))
+
     tasks: list[asyncio.Task[None]] = []
     unfinished = 0
     t0_monotonic = math.nan
@@ -218,17 +265,23 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         t0 = loop.time()
         if start_at is not None:  # the loop's clock may not be time.monotonic
             t0 += start_at - time.monotonic()
-        t0_monotonic = time.monotonic() + (t0 - loop.time())
+        t0_monotonic = (start_at if start_at is not None
+                        else time.monotonic() + (t0 - loop.time()))
         if on_start is not None:
             on_start.set_result(t0_monotonic)
-        for i, rec in enumerate(records):
-            due = t0 + rec.scheduled
-            wait = due - _LEAD - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            tasks.append(loop.create_task(one(pool, rec, due, part + i * parts)))
+        if closed:
+            tasks = [loop.create_task(client_loop(pool)) for _ in range(job.clients)]
+            drain_at = t0 + job.duration + job.drain_timeout
+        else:
+            for i, rec in enumerate(records):
+                due = t0 + rec.scheduled
+                wait = due - _LEAD - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                tasks.append(loop.create_task(one(pool, rec, due, part + i * parts)))
+            drain_at = loop.time() + job.drain_timeout
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=job.drain_timeout)
+            _, pending = await asyncio.wait(tasks, timeout=max(0.0, drain_at - loop.time()))
             if pending:
                 gave_up = clock()
                 for task in pending:

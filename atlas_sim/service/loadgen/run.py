@@ -1,6 +1,7 @@
 """``run_load_async`` and ``run_load``: the generator's one entry point, in a coroutine and for
 ordinary code and notebook cells; they check the arguments, plan the job, run it here or in
-child processes, apply timed faults and return a ``RunResult``."""
+child processes, apply timed faults and return a ``RunResult``. ``blocking`` turns any such
+coroutine function into a call for ordinary code and cells (two generators at once, say)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import functools
 import math
 import secrets
 import threading
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,7 +33,7 @@ from .timeline import (
     switch_off,
 )
 
-__all__ = ["run_load", "run_load_async"]
+__all__ = ["blocking", "run_load", "run_load_async"]
 
 _NO_POLICY = ClientPolicy()  # one attempt, no timeout of its own, no budget, no breaker
 P = ParamSpec("P")
@@ -56,8 +58,9 @@ async def run_load_async(
     idempotency_keys: bool = False,
     instances: Sequence[str] = (),
     progress: bool = True,
+    start_at: float | None = None,
 ) -> RunResult:
-    """Offer an open-loop load to ``url + path`` and return what every request saw.
+    """Offer a load to ``url + path`` and return what every request saw.
 
     ``load``, ``client`` and ``faults`` are the very objects a ``Scenario`` holds
     (``Scenario.load``, ``Scenario.client``, ``Scenario.faults``), so a simulated and a live run
@@ -65,20 +68,27 @@ async def run_load_async(
 
     Args:
         url: the service's base URL, e.g. ``LiveServer.url``.
-        load: an open-loop ``Load`` (rate, duration or a count of requests, process, steps);
-            its schedule for ``seed`` is the simulator's.
+        load: an open-loop ``Load`` (rate, duration or a count of requests, process, steps):
+            its schedule for ``seed`` is the simulator's, and each request's latency counts
+            from its scheduled time. Or a closed-loop ``Load`` (``clients``, ``think_time``,
+            ``synchronized``, ``duration``): each of ``clients`` clients (a connection each,
+            as ``wrk -c``) sends a request, waits for its outcome (retries included), thinks
+            for an exponential time of mean ``think_time`` (from the ``"think"`` stream, as in
+            the simulator) and sends again, until ``duration``; latency counts from the actual
+            send, as a closed-loop tester such as ``wrk`` measures it (see ``meta["loop"]``).
         client: the client's ``ClientPolicy``: ``timeout`` per attempt (past it the attempt
             ends 599; None: no limit but the drain deadline), ``retry``, ``budget`` (a refused
             retry ends the request 596) and ``breaker`` (a refused send ends it 597).
         faults: ``Fault`` windows switched on in the service at ``start`` and off at ``end``
-            through ``/admin/faults`` (capacity, dependency error rate, added dependency
+            through ``/admin/faults`` (capacity, stall, dependency error rate, added dependency
             latency, dependency outage; ``added_latency``, the server's handling, exists in the
             simulation only). Changes at time 0 are in force before the first request leaves;
             a window still open when the run ends (``end`` past the last send, or ``inf``) is
             closed then; a run that is interrupted (``KeyboardInterrupt``, cancellation) or
             fails switches off every fault it set before it ends. Each change is recorded in
             ``events`` (kind ``"fault"``).
-        seed: one seed for the schedule (``"arrivals"``) and the retry jitter (``"client"``).
+        seed: one seed for the schedule (``"arrivals"``), the retry jitter (``"client"``) and
+            the think times of a closed loop (``"think"``).
         path, method, headers: what each request asks for.
         max_connections: size of the client's connection pool. Requests beyond it wait for a
             connection inside the client; their latency still counts from the schedule.
@@ -94,7 +104,7 @@ async def run_load_async(
             processes than free cores slow each other down). Starting them costs about a
             second. A client breaker or budget is one shared state machine, so it needs
             ``processes`` 0 or 1; with more than one process each draws its retry jitter from
-            its own part of the ``"client"`` stream.
+            its own part of the ``"client"`` stream. A closed loop runs here only (0).
         warm_up: before time 0, each generator opens up to 8 connections with a ``GET`` of
             ``url + "/health"`` on each (not counted in the result; any answer will do), so
             that the first scheduled requests do not pay for connecting and for the client's
@@ -114,13 +124,20 @@ async def run_load_async(
         progress: show how many requests have finished (``atlas_sim.progress``: a line of text
             rewritten in place in a notebook, a tqdm bar in a terminal; not shown with
             child processes).
+        start_at: the run's time 0 as an instant on ``time.monotonic`` (after the warm-up),
+            so that generators started together share one clock: two ``run_load_async``
+            gathered with the same ``start_at`` (one of them playing the faults) measure the
+            same fault at the same time of their runs. Default: as soon as it is warmed up.
+            An instant already past is still time 0 (the first requests then leave late, as
+            the send lag says).
 
-    Returns ``RunResult(source="live")``. ``meta`` holds the load, the client policy, the send
-    lag (``send_lag``, seconds per request, and ``send_lag_p50/p99/max``), ``server_work``:
-    each attempt's work as the server reported it (``Server-Timing``; NaN if it did not), in the
-    order of the ``attempts`` table, and ``origin_monotonic``: the run's time 0 on
-    ``time.monotonic`` (to put what else was measured meanwhile, a scrape of ``/metrics`` say,
-    on the run's clock).
+    Returns ``RunResult(source="live")``. ``meta`` holds the load, ``loop`` (``"open"`` or
+    ``"closed"``, as a simulated run's), the client policy, the send lag (``send_lag``,
+    seconds per request, and ``send_lag_p50/p99/max``; about 0 in a closed loop, which sends
+    when it decides to), ``server_work``: each attempt's work as the server reported it
+    (``Server-Timing``; NaN if it did not), in the order of the ``attempts`` table, and
+    ``origin_monotonic``: the run's time 0 on ``time.monotonic`` (to put what else was
+    measured meanwhile, a scrape of ``/metrics`` say, on the run's clock).
     """
     _check_url("url", url)
     if isinstance(instances, str) or not isinstance(instances, Sequence):
@@ -129,9 +146,6 @@ async def run_load_async(
         _check_url(f"instances[{i}]", other)
     if not isinstance(load, Load):
         raise ValueError(f"load must be a Load, got {load!r}")
-    if not load.open_loop:
-        raise ValueError("load must be open loop (a rate): the live generator does not run "
-                         "closed-loop clients")
     if not isinstance(client, ClientPolicy):
         raise ValueError(f"client must be a ClientPolicy, got {client!r}")
     if client.hedge is not None:
@@ -142,11 +156,20 @@ async def run_load_async(
         raise ValueError(f"idempotency_keys must be True or False, got {idempotency_keys!r}")
     max_connections = check_int("max_connections", max_connections, low=1, high=100_000)
     processes = check_int("processes", processes, low=0, high=64)
+    if not load.open_loop and processes:
+        raise ValueError(f"processes must be 0 for a closed-loop load (clients), got "
+                         f"{processes}: its clients run in this process")
+    if start_at is not None:
+        start_at = check_real("start_at", start_at)
     if processes > 1 and (client.breaker is not None or client.budget is not None):
         raise ValueError(
             "processes must be 0 or 1 with a client breaker or budget: each is one shared "
             f"state machine, and {processes} processes would each keep their own")
-    times, length = load.schedule(seed)
+    if load.open_loop:
+        times, length = load.schedule(seed)
+    else:
+        assert load.duration is not None and load.clients is not None  # Load checks both
+        times, length = np.empty(0), load.duration
     fault_plan = plan_faults(faults)
     retry = client.retry
     max_attempts = retry.max_attempts if retry is not None else 1
@@ -167,7 +190,10 @@ async def run_load_async(
         instance_targets=tuple(b + path for b in bases[1:]),
         inputs=(request_inputs(seed, len(times))
                 if any(f.bad_input_rate for f in faults) else None),
+        clients=0 if load.open_loop else int(load.clients or 0), think_time=load.think_time,
+        duration=length, synchronized=load.synchronized,
     )
+    start = None if start_at is None else _until(start_at)
     applied: dict[float, float] = {}  # planned time of a fault change -> when it took effect
     at_start = [change for change in fault_plan if change[0] == 0]
     later = [change for change in fault_plan if 0 < change[0] <= length]
@@ -181,8 +207,9 @@ async def run_load_async(
         if later:
             injector = asyncio.ensure_future(asyncio.gather(
                 *(inject_faults(b, later, started, applied) for b in bases)))
-        run = await (drive(job, on_start=started) if processes == 0
-                     else drive_in_children(job, processes, on_start=started))
+        run = await (drive(job, start=start, on_start=started) if processes == 0
+                     else drive_in_children(job, processes, on_start=started,
+                                            start_at=start_at))
         if injector is not None:
             await injector
     except BaseException:  # interrupted or failed: leave no fault switched on behind
@@ -207,8 +234,9 @@ async def run_load_async(
     sent_lag = lag[~np.isnan(lag)]
     meta: dict[str, Any] = {
         "url": base, "instances": tuple(bases[1:]), "path": path, "method": method,
-        "load": load, "client": client,
-        "faults": tuple(faults), "seed": seed, "scheduled": len(times),
+        "load": load, "loop": "open" if load.open_loop else "closed", "client": client,
+        "faults": tuple(faults), "seed": seed,
+        "scheduled": len(times) if load.open_loop else None,
         "drain_timeout": drain_timeout, "max_connections": max_connections, "warm_up": warm_up,
         "generator": f"{processes} child process(es)" if processes else "this process",
         "unfinished": run.unfinished, "server_events": server_note,
@@ -233,7 +261,19 @@ def _check_url(name: str, url: object) -> None:
         raise ValueError(f"{name}'s port must be in 1..65535, got {port} in {url!r}")
 
 
-def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+def _until(instant: float) -> Callable[[], Coroutine[Any, Any, float]]:
+    """A ``drive`` start: wait until ``instant`` on ``time.monotonic``, then say it is time 0."""
+
+    async def start() -> float:
+        delay = instant - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return instant
+
+    return start
+
+
+def blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
     """The same call for ordinary code and Jupyter cells: same parameters, same types.
 
     A Jupyter cell's thread already runs an event loop, so the coroutine runs in a short-lived
@@ -286,7 +326,7 @@ def _blocking(coroutine_function: Callable[P, Coroutine[Any, Any, T]]) -> Callab
     return call
 
 
-run_load = _blocking(run_load_async)
+run_load = blocking(run_load_async)
 run_load.__name__ = run_load.__qualname__ = "run_load"
 run_load.__doc__ = (
     "``run_load_async`` for ordinary code and Jupyter cells (same arguments, same result).\n\n"

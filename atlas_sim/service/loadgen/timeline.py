@@ -23,15 +23,15 @@ EventRow = tuple[float, str, str, str, str]
 #: Each fault field of ``/admin/faults`` when it is off.
 FAULTS_OFF: dict[str, Any] = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0,
                               "outage": False, "bad_input_rate": 0.0, "slow_rate": 0.0,
-                              "slow_latency": 0.0}
+                              "slow_latency": 0.0, "stall": False}
 
 
 def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
     """The ``/admin/faults`` changes that play ``faults`` (``Fault`` windows) on the live
     service: at each window's start and end, the fields whose combined value changes, combined
     as the simulator combines overlapping faults (capacities multiply, latencies add, the
-    largest error rate, bad-input share, slow rate and slow latency win, any outage is an
-    outage). Times are seconds of the run; a window that never ends has no change at ``inf``,
+    largest error rate, bad-input share, slow rate and slow latency win, any outage or stall
+    is one). Times are seconds of the run; a window that never ends has no change at ``inf``,
     so its fault stays on until the run closes it.
     """
     for i, fault in enumerate(faults):
@@ -53,7 +53,8 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
                "outage": any(f.dependency_outage for f in active),
                "bad_input_rate": max((f.bad_input_rate for f in active), default=0.0),
                "slow_rate": max((f.dependency_slow_rate for f in active), default=0.0),
-               "slow_latency": max((f.dependency_slow_latency for f in active), default=0.0)}
+               "slow_latency": max((f.dependency_slow_latency for f in active), default=0.0),
+               "stall": any(f.stall for f in active)}
         changes = {k: v for k, v in now.items() if v != state[k]}
         state = now
         if changes:
@@ -71,8 +72,10 @@ async def inject_faults(base: str, plan: list[tuple[float, dict[str, Any]]],
     (its time 0 on ``time.monotonic``), or at 0 before the run has one: a fault at time 0 must
     be in force for the very first request, not race it.
     """
-    t0 = await started if started is not None else None
+    # The client first: making one loads the TLS settings (tens of milliseconds of CPU), which
+    # at time 0 would hold up the generator's first sends on the same event loop.
     async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        t0 = await started if started is not None else None
         for when, changes in plan:
             if t0 is not None:
                 delay = t0 + when - time.monotonic()

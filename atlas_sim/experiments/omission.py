@@ -1,0 +1,355 @@
+"""Notebook 03, section 3: coordinated omission. One stall of the server, measured by a
+closed-loop generator (each connection sends its next request only when the last one has been
+answered, as ``wrk`` does) and by an open-loop one (requests leave on a schedule and are timed
+from it, as ``wrk2`` does), simulated and live, beside the closed forms of
+``analysis.omission``.
+
+The simulator runs one load per scenario, so the simulated generators measure the same stall in
+two runs of the same seed; live, both run at once against the one service, on one clock
+(``run_load_async(start_at=...)``), and the open-loop run switches the stall on and off for
+both. At the default settings the service is lightly loaded (about a fifth of its capacity), so
+each generator's requests barely wait for the other's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import math
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..analysis.omission import (
+    closed_loop_percentile,
+    closed_loop_stalled,
+    open_loop_percentile,
+    open_loop_stalled,
+)
+from ..results import RunResult
+from ..service import LiveServer
+from ..service.loadgen import blocking, run_load_async
+from ..sim import Scenario, simulate
+from ..validation import check_int, check_real
+from ..widgets import Control, Panel
+from ..workload import Fault, Load
+from .live import reset
+
+__all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "live_omission", "omission_loads",
+           "omission_panel", "omission_table", "plot_spectra", "simulate_omission",
+           "stall_fault", "stall_window", "stalled_samples"]
+
+#: The two ways of measuring, in the order shown.
+GENERATORS = ("open loop", "closed loop")
+
+#: The percentiles of the table: (column, quantile).
+PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))
+
+#: The section's setting, in both worlds: 50 requests/s on a schedule (wrk2's constant rate),
+#: 4 closed-loop connections that think 20 ms between requests, for 4 s; the server (2 workers,
+#: 1 ms of work a request) stalls for 1 s from t = 1.5 s.
+DEFAULTS: dict[str, Any] = {"rate": 50.0, "clients": 4, "think_time": 0.02, "duration": 4.0,
+                            "stall": 1.0, "stall_start": 1.5, "servers": 2,
+                            "service_time": 0.001}
+
+
+def stall_fault(stall: float = DEFAULTS["stall"],
+                stall_start: float = DEFAULTS["stall_start"]) -> Fault:
+    """The stall: the server answers nothing from ``stall_start`` for ``stall`` seconds."""
+    stall = check_real("stall", stall, low=0, low_open=True)
+    stall_start = check_real("stall_start", stall_start, low=0)
+    return Fault(start=stall_start, end=stall_start + stall, stall=True, name="stall")
+
+
+def omission_loads(*, rate: float = DEFAULTS["rate"], clients: int = DEFAULTS["clients"],
+                   think_time: float = DEFAULTS["think_time"],
+                   duration: float = DEFAULTS["duration"]) -> dict[str, Load]:
+    """The two generators' loads: ``rate`` requests per second evenly spaced (open loop), and
+    ``clients`` connections thinking ``think_time`` s on average between requests (closed
+    loop), both for ``duration`` seconds."""
+    return {"open loop": Load(rate=rate, duration=duration, process="constant"),
+            "closed loop": Load(clients=clients, think_time=think_time, duration=duration)}
+
+
+def _check_window(stall: float, stall_start: float, duration: float) -> None:
+    if stall_start + stall >= duration:
+        raise ValueError(f"stall_start + stall must end before duration ({duration:g} s), got "
+                         f"{stall_start:g} + {stall:g} s")
+
+
+def simulate_omission(*, rate: float = DEFAULTS["rate"], clients: int = DEFAULTS["clients"],
+                      think_time: float = DEFAULTS["think_time"],
+                      duration: float = DEFAULTS["duration"], stall: float = DEFAULTS["stall"],
+                      stall_start: float = DEFAULTS["stall_start"],
+                      servers: int = DEFAULTS["servers"],
+                      service_time: float = DEFAULTS["service_time"],
+                      seed: int = 0) -> dict[str, RunResult]:
+    """The stall measured by both generators in the simulator: ``{"open loop": run,
+    "closed loop": run}``, one run each (same seed, same stall; ``servers`` workers, constant
+    ``service_time`` seconds of work per request)."""
+    _check_window(stall, stall_start, duration)
+    fault = stall_fault(stall, stall_start)
+    return {name: simulate(Scenario(load=load, servers=servers, service_time_mean=service_time,
+                                    service_time_dist="constant", faults=(fault,), seed=seed))
+            for name, load in omission_loads(rate=rate, clients=clients, think_time=think_time,
+                                             duration=duration).items()}
+
+
+def live_omission(server: LiveServer, *, rate: float = DEFAULTS["rate"],
+                  clients: int = DEFAULTS["clients"],
+                  think_time: float = DEFAULTS["think_time"],
+                  duration: float = DEFAULTS["duration"], stall: float = DEFAULTS["stall"],
+                  stall_start: float = DEFAULTS["stall_start"],
+                  service_time: float = DEFAULTS["service_time"],
+                  seed: int = 0) -> dict[str, RunResult]:
+    """Both generators at once against the live ``server`` (``/api/work`` with a fixed
+    ``service_time``), through one stall: ``{"open loop": run, "closed loop": run}``.
+
+    The service is reset first (faults off, streams rewound). The two runs share time 0
+    (``start_at``), and the open-loop run plays the stall on ``/admin/faults`` for both; its
+    fault events are copied into the closed-loop run's, on the same clock. The garbage
+    collector's old objects are set aside meanwhile (``gc.freeze``), so that a full collection
+    of the kernel's objects cannot pause the service and both generators mid-run. About
+    ``duration`` + 0.5 s.
+    """
+    _check_window(stall, stall_start, duration)
+    check_real("service_time", service_time, low=0, high=60)
+    fault = stall_fault(stall, stall_start)
+    loads = omission_loads(rate=rate, clients=clients, think_time=think_time,
+                           duration=duration)
+    path = f"/api/work?service_time={service_time:g}"
+    reset(server)
+
+    async def both() -> list[RunResult]:
+        start_at = time.monotonic() + 0.4  # time for both to warm up
+        return list(await asyncio.gather(
+            run_load_async(server.url, load=loads["open loop"], faults=[fault], seed=seed,
+                           path=path, progress=False, start_at=start_at),
+            run_load_async(server.url, load=loads["closed loop"], seed=seed, path=path,
+                           progress=False, server_events=False, start_at=start_at)))
+
+    try:
+        with _collector_frozen():
+            opened, closed = blocking(both)()
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"the live run was interrupted; {reset(server, quiet=True)}") from None
+    played = opened.events[opened.events["kind"] == "fault"]
+    closed = dataclasses.replace(closed, events=pd.concat(
+        [closed.events, played], ignore_index=True).sort_values("time", kind="stable",
+                                                               ignore_index=True),
+        meta={**closed.meta, "faults": (fault,), "faults_played_by": "open loop"})
+    return {"open loop": opened, "closed loop": closed}
+
+
+@contextlib.contextmanager
+def _collector_frozen() -> Iterator[None]:
+    """Python's garbage collector with every object made so far set aside (``gc.freeze``):
+    its full collections then scan only what the run makes. In a kernel with pandas and
+    matplotlib loaded a full collection took about 100 ms (measured), a stall of the service
+    and both generators in this process that would show up in both spectra."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+def stalled_samples(run: RunResult, start: float, end: float) -> int:
+    """The requests that waited for a stall from ``start`` to ``end`` (seconds of the run):
+    sent before it ended and answered after it began."""
+    req = run.requests
+    return int(((req["t_start"] < end) & (req["t_end"] > start)).sum())
+
+
+def stall_window(run: RunResult) -> tuple[float, float]:
+    """When ``run``'s stall held requests (seconds of the run): from when the service said it
+    had begun (the fault's ``start`` event; live, a few milliseconds after the planned start,
+    and a request answered in between did not wait) to its planned end (live, it ends a
+    little later, so a request sent in between waited a few milliseconds at most)."""
+    fault = _stall_of(run)
+    events = run.events
+    began = events.loc[(events["kind"] == "fault") & (events["name"] == fault.name)
+                       & (events["detail"] == "start"), "time"]
+    start = max([fault.start, *began.to_numpy(dtype=float)[:1]])
+    return start, fault.end
+
+
+def _stall_of(run: RunResult) -> Fault:
+    for fault in run.meta.get("faults") or run.meta["scenario"].faults:
+        if fault.stall:
+            return fault
+    raise ValueError("the run has no stall among its faults")
+
+
+def _load_of(run: RunResult) -> Load:
+    return run.meta["load"] if "load" in run.meta else run.meta["scenario"].load
+
+
+def _utilisation(runs: Mapping[str, RunResult], generator: str, service_time: float,
+                 servers: int) -> float:
+    """The share of the servers' capacity used while ``generator``'s backlog drains: its own
+    requests in a simulation (one generator a run), both generators' live (one service)."""
+    run = runs[generator]
+    together = runs.values() if run.source == "live" else [run]
+    rate = sum(len(r.requests) / r.duration for r in together)
+    return min(0.95, rate * service_time / servers)
+
+
+def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
+                   servers: int = DEFAULTS["servers"],
+                   service_time: float = DEFAULTS["service_time"]) -> pd.DataFrame:
+    """Per world (e.g. ``{"simulated": ..., "live": ...}``, each ``{"open loop": run,
+    "closed loop": run}``) and generator: the samples recorded, those that waited for the stall,
+    p50, p90, p99, p99.9 and max latency (ms), each followed by theory's row
+    (``analysis.omission``) for the same rate, stall, connections and sample count.
+
+    Theory's base latency is the run's own median (what a request sees without the stall);
+    its open-loop drain uses the run's share of the ``servers``' capacity (each request
+    ``service_time`` s of work).
+    """
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    for world, runs in worlds.items():
+        for generator in GENERATORS:
+            if generator not in runs:
+                continue
+            run = runs[generator]
+            fault, load = _stall_of(run), _load_of(run)
+            latency = run.requests["latency"].to_numpy()
+            n = int(latency.size)
+            base = float(np.median(latency))
+            measured: dict[str, float] = {
+                "samples": n, "saw the stall": stalled_samples(run, *stall_window(run))}
+            measured.update({name: 1e3 * float(np.quantile(latency, q))
+                             for name, q in PERCENTILES})
+            measured["max"] = 1e3 * float(latency.max())
+            rows[(world, generator)] = measured
+            stall = fault.end - fault.start
+            if generator == "open loop":
+                assert load.rate is not None
+                rate, rho = load.rate, _utilisation(runs, generator, service_time, servers)
+                stalled: float = open_loop_stalled(rate, stall)
+                quantiles = {name: open_loop_percentile(q, rate=rate, stall=stall, samples=n,
+                                                        base=base, utilisation=rho)
+                             for name, q in PERCENTILES}
+            else:
+                assert load.clients is not None
+                stalled = closed_loop_stalled(load.clients)
+                quantiles = {name: closed_loop_percentile(q, clients=load.clients,
+                                                          stall=stall, samples=n, base=base)
+                             for name, q in PERCENTILES}
+            theory: dict[str, float] = {
+                "samples": n, "saw the stall": stalled,
+                **{name: 1e3 * value for name, value in quantiles.items()},
+                "max": 1e3 * (base + stall)}
+            rows[(world, f"{generator}, theory")] = theory
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["world", "generator"])
+    table = table.rename(columns={name: f"{name} (ms)" for name, _ in PERCENTILES}
+                         | {"max": "max (ms)"})
+    table["samples"] = table["samples"].astype("int64")
+    table["saw the stall"] = table["saw the stall"].round(0).astype("int64")
+    return table.round(1)
+
+
+def _spectrum(latency: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HdrHistogram's percentile distribution: the i-th of N sorted latencies at the
+    percentile i / N, placed on the "nines" axis -log10(1 - i / N) (0 is p0, 1 is p90, 2 p99,
+    3 p99.9)."""
+    ordered = np.sort(latency)
+    share = np.arange(ordered.size) / ordered.size
+    return -np.log10(1.0 - share), ordered
+
+
+_STYLES = {"open loop": {"color": "C0"}, "closed loop": {"color": "C3"}}
+
+
+def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
+                 servers: int = DEFAULTS["servers"],
+                 service_time: float = DEFAULTS["service_time"],
+                 figsize: tuple[float, float] | None = None) -> Any:
+    """One panel per world, side by side: each generator's latency by percentile (ms) on a
+    log "nines" axis, as HdrHistogram plots them, with the open loop's theory dashed and the
+    stall's length dotted; each title counts the samples of each generator. Returns the
+    figure, open in pyplot for the cell that shows it (``plt.show()``)."""
+    worlds = dict(worlds)
+    fig, axes = plt.subplots(1, len(worlds), figsize=figsize or (4.6 * len(worlds) + 1.6, 3.4),
+                             sharey=True, layout="constrained", squeeze=False)
+    top = 1.0
+    for ax, (world, runs) in zip(axes[0], worlds.items(), strict=True):
+        stall, counts = None, []
+        for generator in GENERATORS:
+            if generator not in runs:
+                continue
+            run = runs[generator]
+            latency = run.requests["latency"].to_numpy()
+            x, y = _spectrum(latency)
+            top = max(top, float(x[-1]) if x.size else top)
+            ax.step(x, 1e3 * y, where="post", label=generator, **_STYLES[generator])
+            counts.append(f"{latency.size} {generator.split()[0]}")
+            fault = _stall_of(run)
+            stall = fault.end - fault.start
+            if generator == "open loop":
+                load = _load_of(run)
+                assert load.rate is not None
+                q = 1.0 - 10.0 ** -np.linspace(0, x[-1], 200)
+                theory = [open_loop_percentile(
+                    min(max(v, 1e-12), 1 - 1e-12), rate=load.rate, stall=stall,
+                    samples=latency.size, base=float(np.median(latency)),
+                    utilisation=_utilisation(runs, generator, service_time, servers))
+                    for v in q]
+                ax.plot(-np.log10(1 - q), 1e3 * np.asarray(theory), "--", color="0.35", lw=1,
+                        label="open loop, theory")
+        if stall is not None:
+            ax.axhline(1e3 * stall, color="0.6", lw=0.8, ls=":", label="the stall's length")
+        ax.set_title(f"{world}: {', '.join(counts)}-loop samples", fontsize="medium")
+        ax.set_xlabel("percentile")
+        ax.grid(alpha=0.3)
+    nines = math.ceil(top)
+    for ax in axes[0]:
+        ax.set_xlim(0, nines)
+        ax.set_xticks(range(nines + 1))
+        ax.set_xticklabels([_nines_label(k) for k in range(nines + 1)])
+    axes[0][0].set_ylabel("latency (ms)")
+    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    return fig
+
+
+def _nines_label(k: int) -> str:
+    """The percentile at k nines: 0%, 90%, 99%, 99.9%, ..."""
+    return "0%" if k == 0 else f"{100 * (1 - 10.0 ** -k):.{max(0, k - 2)}f}%"
+
+
+def omission_panel(*, seed: int = 0) -> Panel:
+    """Sliders for the stall's length, the closed loop's connections and the open loop's rate,
+    over the simulation (the other settings are ``DEFAULTS``)."""
+
+    def run(stall: float, clients: int, rate: float) -> dict[str, dict[str, RunResult]]:
+        check_int("clients", clients, low=1)
+        return {"simulated": simulate_omission(stall=stall, clients=clients, rate=rate,
+                                               seed=seed)}
+
+    def plot(worlds: dict[str, dict[str, RunResult]]) -> Any:
+        fig = plot_spectra(worlds, figsize=(7.2, 3.4))
+        plt.close(fig)  # shown where the panel puts it
+        return fig
+
+    def table(worlds: dict[str, dict[str, RunResult]]) -> pd.DataFrame:
+        return omission_table(worlds).droplevel("world")
+
+    return Panel(
+        run,
+        [Control.slider("stall", 0.1, 2.0, DEFAULTS["stall"], step=0.1,
+                        label="stall (s)"),
+         Control.slider("clients", 1, 32, DEFAULTS["clients"], label="closed-loop connections"),
+         Control.slider("rate", 10.0, 200.0, DEFAULTS["rate"], step=10.0,
+                        label="open-loop rate (/s)")],
+        plot, table=table, title="One stall, two generators (simulated)",
+    )

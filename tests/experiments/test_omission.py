@@ -1,0 +1,148 @@
+"""Notebook 03's coordinated-omission section: the closed forms, the simulated pair of
+generators against them, the panel, and (live) both generators at once through one stall."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from atlas_sim.analysis.omission import (
+    closed_loop_percentile,
+    closed_loop_stalled,
+    open_loop_percentile,
+    open_loop_stalled,
+    stalled_share_over,
+)
+from atlas_sim.experiments import live
+from atlas_sim.experiments import omission as om
+from atlas_sim.service.loadgen.timeline import plan_faults
+from atlas_sim.workload import Fault
+
+# -- the closed forms -------------------------------------------------------------------------
+
+
+def test_the_closed_forms_by_hand():
+    # 100/s through a 1 s stall in a 10 s run: 100 samples delayed, evenly from 1 s down to 0.
+    assert open_loop_stalled(100.0, 1.0) == 100.0
+    assert open_loop_stalled(100.0, 1.0, utilisation=0.5) == 200.0  # the drain doubles it
+    assert closed_loop_stalled(8) == 8
+    assert stalled_share_over(0.5, rate=100.0, stall=1.0, samples=1000) == pytest.approx(0.05)
+    assert stalled_share_over(2.0, rate=100.0, stall=1.0, samples=1000) == 0.0
+    shares = stalled_share_over(np.array([0.0, 0.25, 1.0]), rate=100.0, stall=1.0,
+                                samples=1000)
+    assert shares == pytest.approx([0.1, 0.075, 0.0])
+    # p99: 1% of 1000 samples = 10 above it, the 10 sent in the stall's first 0.1 s: 0.9 s
+    assert open_loop_percentile(0.99, rate=100.0, stall=1.0, samples=1000) == pytest.approx(0.9)
+    assert open_loop_percentile(0.5, rate=100.0, stall=1.0, samples=1000, base=0.002) == 0.002
+    # and it inverts the share: share_over(p_q) = 1 - q
+    p = open_loop_percentile(0.95, rate=100.0, stall=1.0, samples=1000, utilisation=0.2)
+    assert stalled_share_over(p, rate=100.0, stall=1.0, samples=1000,
+                              utilisation=0.2) == pytest.approx(0.05)
+    # 8 stalled samples of 1000: the p99 (10 above it) misses them, the p99.9 does not
+    assert closed_loop_percentile(0.99, clients=8, stall=1.0, samples=1000) == 0.0
+    assert closed_loop_percentile(0.999, clients=8, stall=1.0, samples=1000) == 1.0
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: open_loop_stalled(-1.0, 1.0), "rate must be a number >= 0"),
+    (lambda: open_loop_stalled(1.0, 1.0, utilisation=1.0), "utilisation must be a number"),
+    (lambda: closed_loop_stalled(0), "clients must be an integer >= 1"),
+    (lambda: open_loop_percentile(1.0, rate=1.0, stall=1.0, samples=10), "q must be"),
+    (lambda: open_loop_percentile(0.5, rate=0.0, stall=1.0, samples=10), "rate must be"),
+    (lambda: stalled_share_over(0.1, rate=1.0, stall=-1.0, samples=10), "stall must be"),
+    (lambda: closed_loop_percentile(0.5, clients=1, stall=1.0, samples=0), "samples must be"),
+    (lambda: om.stall_fault(0.0), "stall must be a number > 0"),
+    (lambda: om.simulate_omission(stall=3.0, stall_start=1.5), "stall_start \\+ stall must end"),
+    (lambda: Fault(start=0.0, stall=1), "stall must be True or False"),
+])
+def test_bad_arguments_are_refused_naming_them(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_a_stall_is_one_switch_on_the_live_service():
+    assert plan_faults([Fault(start=1.0, end=2.0, stall=True)]) == [
+        (1.0, {"stall": True}), (2.0, {"stall": False})]
+    # overlapping stalls are one stall, as in the simulator
+    assert plan_faults([Fault(start=1.0, end=3.0, stall=True),
+                        Fault(start=2.0, end=4.0, stall=True, capacity=0.5)]) == [
+        (1.0, {"stall": True}), (2.0, {"capacity": 0.5}),
+        (4.0, {"capacity": 1.0, "stall": False})]  # nothing to change at 3.0
+    assert Fault(start=0.0, stall=True).describe() == "server stalled"
+
+
+# -- simulated --------------------------------------------------------------------------------
+
+
+def test_the_simulated_pair_matches_theory():
+    runs = om.simulate_omission(seed=5)
+    assert runs["open loop"].meta["loop"] == "open"
+    assert runs["closed loop"].meta["loop"] == "closed"
+    table = om.omission_table({"simulated": runs})
+    sim = table.loc["simulated"]
+    # one stalled sample per connection, exactly; lambda T for the open loop
+    assert sim.loc["closed loop", "saw the stall"] == om.DEFAULTS["clients"] == 4
+    assert sim.loc["open loop", "saw the stall"] == sim.loc["open loop, theory",
+                                                            "saw the stall"] == 50
+    for column in ("p90 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)"):
+        assert sim.loc["open loop", column] == pytest.approx(
+            sim.loc["open loop, theory", column], abs=20.0), column  # one send interval
+    # the closed loop hides the stall below its p99.9; the open loop shows it from p80 up
+    assert sim.loc["closed loop", "p99 (ms)"] < 5 < 500 < sim.loc["open loop", "p90 (ms)"]
+    assert sim.loc["closed loop", "p99.9 (ms)"] > 900
+
+
+def test_the_panel_runs_the_simulation_for_its_sliders():
+    panel = om.omission_panel(seed=5)
+    first = panel.update()
+    assert first.table.loc["closed loop", "saw the stall"] == 4
+    more = panel.update(clients=8)
+    assert more.table.loc["closed loop", "saw the stall"] == 8
+    shorter = panel.update(stall=0.5, rate=100.0)
+    assert shorter.table.loc["open loop", "saw the stall"] == 50  # 100/s for 0.5 s
+    assert shorter.table.loc["open loop", "max (ms)"] < 600
+    assert shorter.figure is not first.figure and len(shorter.figure.axes) == 1
+    with pytest.raises(ValueError, match="clients must be an integer"):
+        panel.update(clients=0)
+
+
+def test_the_spectra_plot_one_panel_per_world_on_a_nines_axis():
+    runs = om.simulate_omission(seed=5)
+    fig = om.plot_spectra({"simulated": runs, "again": runs})
+    plt.close(fig)
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels[:4] == ["0%", "90%", "99%", "99.9%"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    n = len(runs["closed loop"].requests)
+    assert ax.get_title() == f"simulated: 200 open, {n} closed-loop samples"
+    x, y = lines["closed loop"].get_data()
+    assert x[-1] == pytest.approx(math.log10(n))  # the largest sample sits at 1 - 1/N
+    assert np.sort(y)[-4] > 900 > np.sort(y)[-5]  # its 4 stalled samples, at the top
+
+
+# -- live -------------------------------------------------------------------------------------
+
+
+@pytest.mark.live
+def test_live_both_generators_at_once_record_the_stall_as_theory_says():
+    # 2.5 s of load (about 125 open-loop and 300 closed-loop requests), a 0.8 s stall.
+    server = live.start_service("test-omission", seed=3)
+    try:
+        runs = om.live_omission(server, duration=2.5, stall=0.8, stall_start=0.8, seed=3)
+    finally:
+        server.stop()
+    table = om.omission_table({"live": runs}).loc["live"]
+    assert (runs["open loop"].requests["ok"].all() and runs["closed loop"].requests["ok"].all())
+    # the stall is the open run's, on the closed run's clock too
+    assert list(runs["closed loop"].events["reason"])[:1] == ["server stalled"]
+    assert abs(table.loc["closed loop", "saw the stall"] - 4) <= 1
+    assert abs(table.loc["open loop", "saw the stall"] - 40) <= 2  # 50/s x 0.8 s
+    for column in ("p90 (ms)", "p99 (ms)", "max (ms)"):
+        assert table.loc["open loop", column] == pytest.approx(
+            table.loc["open loop, theory", column], abs=100.0), column
+    assert table.loc["closed loop", "p90 (ms)"] < 100 < 400 < table.loc["open loop", "p90 (ms)"]

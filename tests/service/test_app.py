@@ -386,15 +386,31 @@ def count_in(registry, endpoint: str) -> float:
 
 def test_reset_rewinds_the_random_streams_so_a_run_repeats_its_draws():
     server, _ = start_server(Settings(), seed=5)
+    station = server.app.state.atlas.work
+    drawn: list[float] = []  # the service times the station draws, in order (not timed)
+    use_stream = station.use_stream
+
+    def spy_on(rng):
+        use_stream(rng)
+        draw = station._draw
+
+        def spy() -> float:
+            drawn.append(draw())
+            return drawn[-1]
+
+        station._draw = spy
+
+    station.use_stream = spy_on  # type: ignore[method-assign]
+    server.app.state.atlas.rewind()  # from the seed, as a fresh service: now spied on
     try:
         with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
-            def works(n):
-                return [client.get("/api/work").json()["work"] for _ in range(n)]
-
-            first = works(5)
-            assert works(5) != pytest.approx(first, abs=0.004)  # the stream moves on
+            for _ in range(10):
+                assert client.get("/api/work").status_code == 200
             client.post("/admin/reset")
-            again = works(5)
-        assert again == pytest.approx(first, abs=0.004)  # the same draws, each +- timer slack
+            for _ in range(5):
+                assert client.get("/api/work").status_code == 200
     finally:
         server.stop()
+    assert len(drawn) == 15
+    assert drawn[5:10] != drawn[:5]  # the stream moves on
+    assert drawn[10:] == drawn[:5]  # after the reset, the very same draws

@@ -194,6 +194,16 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("02_reliability_breakers_timeouts", "answer_2"): TIME,  # a timeout, s
     ("02_reliability_breakers_timeouts", "answer_3"): NAMES,  # the fixes that recover
     ("02_reliability_breakers_timeouts", "answer_4"): COUNT,  # a concurrency limit
+    ("03_scalability_load_and_latency", "answer_1"): RATE,  # peak timeline inserts per second
+    ("03_scalability_load_and_latency", "answer_2"): RATE,  # followers of the largest account
+    ("03_scalability_load_and_latency", "answer_3"): TIME,  # averaged p99 of 30 s windows, s
+    ("03_scalability_load_and_latency", "answer_4"): TIME,  # histogram_quantile(0.8), s
+    ("03_scalability_load_and_latency", "answer_5"): COUNT,  # closed-loop stalled samples
+    ("03_scalability_load_and_latency", "answer_6"): TIME,  # open-loop p99 under a stall, s
+    ("03_scalability_load_and_latency", "answer_7"): RATE,  # M/M/1 W at 90%, service times
+    ("03_scalability_load_and_latency", "answer_8"): TIME,  # head-of-line busy period, s
+    ("03_scalability_load_and_latency", "answer_9"): SHARE,  # 1 - 0.99 ** 100
+    ("03_scalability_load_and_latency", "answer_10"): COUNT,  # width where hedging's floor bites
 }
 CASES = sorted(KINDS)
 

@@ -664,8 +664,9 @@ check(answer_8, 0.04, rel=0.01,
 # left nothing behind in this kernel: no server, no thread.
 
 # %%
-for instance in instances:  # server and the two instances started beside it
+for instance in instances[1:]:  # the two instances started beside it
     instance.stop()
+server.stop()
 left = live.leftovers()
 print(f"{server}; still running in this kernel: {left or 'nothing'}")
 assert not left, left

@@ -279,6 +279,25 @@ class Guard:
                 f"breaker={self.breaker!r}{hedge})")
 
 
+def _record(guard: Guard, status: int, generation: int, *, spends_token: bool) -> None:
+    """Record one answer, once, by the module's rule: the breaker counts a failure for 5xx,
+    598 and 599 and a success otherwise; the budget earns credit for a 2xx and spends a token
+    for a failure the caller would try again (``spends_token``: a retryable status, or a
+    hedge's non-fatal one)."""
+    breaker = guard.breaker
+    if breaker is not None:
+        if counts_as_breaker_failure(status):
+            breaker.record_failure(generation)
+        else:
+            breaker.record_success(generation)
+    budget = guard.budget
+    if budget is not None:
+        if 200 <= status < 300:
+            budget.record_success()
+        elif spends_token:
+            budget.record_failure()
+
+
 class GuardedCall:
     """One logical call's decisions; see the module docstring for the loops and the rules.
 
@@ -400,19 +419,9 @@ class GuardedCall:
             return self._after_copy(status, self.attempts if attempt is None else attempt)
         guard = self._guard
         ok = 200 <= status < 300
-        breaker = guard.breaker
-        if breaker is not None:
-            if counts_as_breaker_failure(status):
-                breaker.record_failure(self._generation)
-            else:
-                breaker.record_success(self._generation)
         retryable = status in guard._retry_on
+        _record(guard, status, self._generation, spends_token=retryable)
         budget = guard.budget
-        if budget is not None:
-            if ok:
-                budget.record_success()
-            elif retryable:
-                budget.record_failure()
         retry = guard.retry
         if ok or not retryable or retry is None or self.attempts >= retry.max_attempts:
             self.status = status
@@ -433,21 +442,9 @@ class GuardedCall:
         if self.status or copy not in self._in_flight:
             return None  # a loser's late answer: it was cancelled, it counts for nothing
         self._in_flight.discard(copy)
-        guard = self._guard
         ok = 200 <= status < 300
         non_fatal = status in hedge.non_fatal
-        breaker = guard.breaker
-        if breaker is not None:
-            if counts_as_breaker_failure(status):
-                breaker.record_failure(self._gens[copy - 1])
-            else:
-                breaker.record_success(self._gens[copy - 1])
-        budget = guard.budget
-        if budget is not None:
-            if ok:
-                budget.record_success()
-            elif non_fatal:
-                budget.record_failure()
+        _record(self._guard, status, self._gens[copy - 1], spends_token=non_fatal)
         if ok or not non_fatal:  # the winner, or a fatal answer: the call ends here
             self.status = status
             self.winner = copy

@@ -5,7 +5,11 @@ A ``Panel`` is built from
 * ``run(**params)``: a pure function from parameter values to results (a ``RunResult`` or a
   ``{name: RunResult}`` dict), for example "build a scenario, simulate it";
 * a list of ``Control`` specs, one per parameter (a slider, a dropdown or a checkbox);
-* ``plot(results)``: a function that draws the results and returns a matplotlib ``Figure``;
+* ``plot``: either a function ``plot(results)`` that draws the results on a new matplotlib
+  ``Figure`` and returns it, or an in-place plot (``InPlacePlot``: an object whose
+  ``draw(results)`` returns one figure, built on the first call and updated in place after
+  that, such as ``atlas_sim.analysis.figures.InPlaceFigure`` and its subclasses). A slider
+  move then redraws only what changed: new data on the same artists, the layout kept;
 * optionally ``table(results)``: the numbers shown under the figure (default: the runs'
   ``summary_table``).
 
@@ -30,7 +34,7 @@ import io
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -38,7 +42,7 @@ import pandas as pd
 from .analysis.tables import summary_table
 from .validation import check_choice, check_int, check_real
 
-__all__ = ["Control", "Panel", "PanelView", "render_png"]
+__all__ = ["Control", "InPlacePlot", "Panel", "PanelView", "render_png"]
 
 ControlKind = Literal["int", "float", "choice", "bool"]
 
@@ -128,6 +132,16 @@ class Control:
                           description=description, style=style)
 
 
+@runtime_checkable
+class InPlacePlot(Protocol):
+    """A plot a panel updates in place: ``draw(results)`` returns the figure showing
+    ``results``, the same ``Figure`` from one call to the next (built on the first), with new
+    data on its artists. ``atlas_sim.analysis.figures.InPlaceFigure`` is one; a panel takes it
+    where it would take a plot function."""
+
+    def draw(self, results: Any) -> Any: ...
+
+
 def render_png(figure: Any, dpi: int = 90) -> bytes:
     """The figure as PNG bytes, drawn once. (IPython's default display computes a tight bounding
     box first, which draws the figure twice; the panels' figures lay themselves out.)"""
@@ -143,7 +157,7 @@ class PanelView:
     params: dict[str, Any]
     results: Any
     table: pd.DataFrame
-    figure: Any = field(repr=False)
+    figure: Any = field(repr=False)  # with an in-place plot, the panel's one figure
     cached: bool = False
 
 
@@ -154,7 +168,7 @@ class Panel:
         self,
         run: Callable[..., Any],
         controls: Sequence[Control],
-        plot: Callable[[Any], Any],
+        plot: Callable[[Any], Any] | InPlacePlot,
         *,
         table: Callable[[Any], pd.DataFrame] | None = None,
         title: str = "",
@@ -205,10 +219,14 @@ class Panel:
         """Run the experiment for these values (the others unchanged), draw, tabulate."""
         params = self._merge(values)
         results, cached = self.results(**params)
-        figure = self.plot_fn(results)
+        if isinstance(self.plot_fn, InPlacePlot):
+            figure = self.plot_fn.draw(results)  # the same figure, new data on its artists
+        else:
+            figure = self.plot_fn(results)
         # Take the figure off pyplot's books: it is shown only where the panel displays it
         # (a notebook's inline backend would otherwise also show every open figure at the end
-        # of the cell), and it cannot pile up in memory as sliders move.
+        # of the cell), and it cannot pile up in memory as sliders move. (An in-place plot's
+        # figure is usually not on them: closing it is then nothing.)
         plt.close(figure)
         view = PanelView(params=params, results=results, table=self.table_fn(results),
                          figure=figure, cached=cached)
@@ -250,9 +268,9 @@ class Panel:
             widget.observe(self._on_change, names="value")
         reset = w.Button(description="Reset", icon="undo", tooltip="restore the defaults")
         reset.on_click(lambda _: self._show(self.reset))
-        self._output = w.Output()
         header = [w.HTML(f"<b>{self.title}</b>")] if self.title else []
         controls = w.VBox([*self._widgets.values(), reset])
+        self._output = w.Output()
         self._box = w.VBox([*header, controls, self._output])
         self._show(self.update)
         return self._box

@@ -5,6 +5,13 @@ Everything here works on ``RunResult`` tables, whichever world (simulated or liv
 
 from __future__ import annotations
 
+from .figures import (
+    BreakerTraceFigure,
+    CallTimelineFigure,
+    ComparisonFigure,
+    InPlaceFigure,
+    TimeseriesFigure,
+)
 from .plots import (
     STATE_COLORS,
     mark_faults,
@@ -35,9 +42,14 @@ __all__ = [
     "SLO",
     "SLO_TIERS",
     "STATE_COLORS",
+    "BreakerTraceFigure",
+    "CallTimelineFigure",
+    "ComparisonFigure",
+    "InPlaceFigure",
     "Interval",
     "MMc",
     "SLOReport",
+    "TimeseriesFigure",
     "annualised_failure_rate",
     "batch_means",
     "compare_runs",

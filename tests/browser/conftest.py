@@ -77,14 +77,42 @@ class Timings:
         self.notebooks.setdefault(notebook, {}).update(values)
 
     def as_dict(self) -> dict[str, object]:
-        rows = {}
+        """Per notebook, what was recorded, and for the slider moves (``slider_moves_each``:
+        one dict per move with ``panel``, ``title``, ``slider``, ``key``, ``seconds`` as the
+        test saw it and ``in_page`` by the page's clock) the median and 90th percentile of
+        key press to new figure and table, over the notebook and per panel."""
+        rows: dict[str, dict[str, object]] = {}
         for name, values in self.notebooks.items():
-            moves = values.get("slider_to_output", [])
-            rows[name] = {k: v for k, v in values.items() if k != "slider_to_output"}
-            if moves:
-                rows[name]["slider_to_output_median"] = statistics.median(moves)
-                rows[name]["slider_moves"] = len(moves)
+            rows[name] = dict(values)
+            moves = values.get("slider_moves_each")
+            if not isinstance(moves, list) or not moves:
+                continue
+            rows[name].update(spread("slider_to_output", [m["seconds"] for m in moves]))
+            rows[name].update(spread("slider_to_paint_in_page",
+                                     [m["in_page"] for m in moves]))
+            rows[name]["slider_moves"] = len(moves)
+            panels: dict[str, dict[str, object]] = {}
+            for move in moves:
+                panel = panels.setdefault(str(move["panel"]), {"title": move["title"],
+                                                               "seconds": [], "in_page": []})
+                panel["seconds"].append(move["seconds"])  # type: ignore[union-attr]
+                panel["in_page"].append(move["in_page"])  # type: ignore[union-attr]
+            rows[name]["panels"] = {
+                key: {"title": p["title"], "slider_moves": len(p["seconds"]),  # type: ignore
+                      **spread("slider_to_output", p["seconds"]),  # type: ignore[arg-type]
+                      **spread("slider_to_paint_in_page", p["in_page"])}  # type: ignore
+                for key, p in panels.items()}
         return {"jupyterlab_start": self.lab_start, "notebooks": rows}
+
+
+def spread(name: str, seconds: list[float | None]) -> dict[str, float | None]:
+    """``{name_median, name_p90}`` of the values that are there (None where none is); the 90th
+    percentile interpolated between the two nearest (``statistics.quantiles``, inclusive)."""
+    known = sorted(s for s in seconds if s is not None)
+    if not known:
+        return {f"{name}_median": None, f"{name}_p90": None}
+    p90 = statistics.quantiles(known, n=10, method="inclusive")[8] if len(known) > 1 else known[0]
+    return {f"{name}_median": statistics.median(known), f"{name}_p90": p90}
 
 
 @pytest.fixture(scope="session")

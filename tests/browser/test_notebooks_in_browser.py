@@ -87,24 +87,26 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
 
         panels = nb.panels()
         assert panels, f"{notebook.name} shows no slider panel"
-        moves: list[float] = []
+        moves: list[dict[str, object]] = []
         keys: dict[str, list[str]] = {}
         for k, panel in enumerate(panels, start=1):
             panel.root.scroll_into_view_if_needed()
             panel.root.screenshot(path=shots / f"panel{k}-before.png")
+            title = panel.title()
             for label in panel.slider_labels():
                 before = panel.reset()
                 for other, value in SETTINGS_FIRST.get(label, ()):
                     before = (panel.choose(other, value) if isinstance(value, str)
                               else panel.set_slider(other, value))
                 try:
-                    key, seconds = panel.move_until_it_changes(label, before)
+                    key, seconds, in_page = panel.move_until_it_changes(label, before)
                 except AssertionError as err:
                     raise AssertionError(f"{notebook.name}, panel {k}: {err}") from None
-                moves.append(seconds)
+                moves.append({"panel": f"panel{k}", "title": title, "slider": label,
+                              "key": key, "seconds": seconds, "in_page": in_page})
                 keys.setdefault(key, []).append(f"{notebook.stem} panel {k}: {label}")
             panel.root.screenshot(path=shots / f"panel{k}-after.png")
-        timings.record(notebook.stem, slider_to_output=moves, keys=keys)
+        timings.record(notebook.stem, slider_moves_each=moves, keys=keys)
 
         if starts_the_service(notebook):
             # the measured numbers: a table that sets the live run beside the simulated one

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pytest
 from matplotlib.colors import to_hex
 
-from atlas_sim.experiments import breakers, retries
+from atlas_sim.experiments import breakers, faults, retries, welcome
 from atlas_sim.policies import Backoff
 from atlas_sim.sim import simulate
 from atlas_sim.sim.scenarios import full_stack, retry_storm
@@ -193,3 +193,34 @@ def test_the_fault_panels_answer_their_sliders_and_agree_with_theory():
     assert abs(shared[5] - shared[2]) < 0.2 * shared[2]  # replicas do not help against it
     independent = shown["independent faults only, theory"].str.rstrip("%").astype(float)
     assert independent[3] < independent[2] / 20  # but they do against independent faults
+
+
+PANEL_MOVES = {
+    welcome.breaker_panel: [{"failure_threshold": 2}, {"down_from": 12.0, "down_until": 30.0}],
+    faults.fleet_panel: [{"disks": 50_000}, {"repair_days": 20.0}],
+    faults.redundancy_panel: [{"replicas": 5}, {"shared_per_decade": 0.0}],
+    retries.backoff_panel: [{"jitter": "none"}, {"retries": 10}],
+    retries.herd_panel: [{"jitter": "full"}, {"clients": 500}],
+    retries.contention_panel: [{"clients": 30, "repeats": 1}],
+    retries.budget_panel: [{"budget": False}, {"burst": 3.0}],
+    breakers.breaker_panel: [{"mode": "failure_rate"}, {"breaker": False}],
+    breakers.timeout_panel: [{"timeout": 0.05}, {"shape": 2.0}],
+    breakers.overload_panel: [{"max_concurrent": 0}, {"spike": 4.0}],
+    breakers.storm_panel: [{"fix": "budget"}, {"drop_for": 25.0}],
+}
+
+
+@pytest.mark.parametrize("make", PANEL_MOVES, ids=lambda make: make.__module__.split(".")[-1]
+                         + "." + make.__name__)
+def test_every_panel_redraws_in_place_what_a_new_figure_would_show(make):
+    from tests.analysis.test_figures import out_of_view, snapshot
+
+    panel = make()
+    figure = panel.update().figure
+    for move in PANEL_MOVES[make]:
+        view = panel.update(**move)
+        assert view.figure is figure  # the panel's one figure, updated in place
+        assert not out_of_view(figure)  # limits set from the new data
+        fresh = make()
+        expected = fresh.update(**view.params).figure  # built anew for these values
+        assert snapshot(view.figure) == snapshot(expected)

@@ -59,10 +59,9 @@ def out_of_view(figure: Figure) -> list[str]:
         for label, xy in points:
             xy = np.asarray(xy, dtype=float)
             xy = xy[np.isfinite(xy).all(axis=1)]
-            slack_x, slack_y = 1e-9 * max(1.0, abs(x1)), 1e-9 * max(1.0, abs(y1))
-            if len(xy) and not ((xy[:, 0] >= x0 - slack_x).all() and (xy[:, 0] <= x1 + slack_x).all()
-                                and (xy[:, 1] >= y0 - slack_y).all()
-                                and (xy[:, 1] <= y1 + slack_y).all()):
+            low = np.array([x0, y0]) - 1e-9 * max(1.0, abs(x1), abs(y1))
+            high = np.array([x1, y1]) + 1e-9 * max(1.0, abs(x1), abs(y1))
+            if len(xy) and not ((xy >= low).all() and (xy <= high).all()):
                 found.append(f"axes {k}: {label}")
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
@@ -224,3 +225,24 @@ def test_every_panel_redraws_in_place_what_a_new_figure_would_show(make):
         fresh = make()
         expected = fresh.update(**view.params).figure  # built anew for these values
         assert snapshot(view.figure) == snapshot(expected)
+
+
+def test_the_contention_panel_reuses_each_seeds_runs_and_keeps_the_means(monkeypatch):
+    from atlas_sim.sim.contention import compare_contention
+
+    panel = retries.contention_panel(seed=5)
+    three = panel.update(clients=30, repeats=3).results
+    expected = compare_contention(30, seeds=range(5, 8)).rename(
+        columns={"work": "write calls", "completion_time": "completion time (s)"})
+    pd.testing.assert_frame_equal(three, expected)  # the very same numbers
+    seeds_run: list[list[int]] = []
+
+    def counting(clients, seeds, **options):
+        seeds_run.append(list(seeds))
+        return compare_contention(clients, seeds, **options)
+
+    monkeypatch.setattr(retries, "compare_contention", counting)
+    panel.update(repeats=4)  # one more seed: only its runs
+    panel.update(repeats=2)  # fewer: nothing to run
+    panel.update(clients=40)  # other clients: both seeds anew
+    assert seeds_run == [[8], [5], [6]]

@@ -177,6 +177,17 @@ class InPlaceFigure:
         FigureCanvasAgg(figure)
         return figure, figure.subplots(nrows, ncols, **options)
 
+    def set_suptitle(self, text: str, **options: Any) -> None:
+        """The figure's title. A title already there gets the new text in its place:
+        ``Figure.suptitle`` would put it back at its default height, below where constrained
+        layout moved it (a title of another width changes ``layout_key``: laid out anew)."""
+        assert self.figure is not None
+        shown = getattr(self.figure, "_suptitle", None)  # matplotlib keeps it there
+        if shown is None:
+            self.figure.suptitle(text, **options)
+        elif text != shown.get_text():
+            shown.set_text(text)
+
     def _settle_layout(self) -> None:
         figure = self.figure
         assert figure is not None
@@ -186,10 +197,9 @@ class InPlaceFigure:
                 self.freeze_layout = False
                 return
             figure.set_layout_engine(None)  # no engine: savefig draws once, and lays out nothing
-        key = layout_key(figure)
-        if key != self._key:
+        if layout_key(figure) != self._key:
             self._engine.execute(figure)
-            self._key = key
+            self._key = layout_key(figure)  # after: the number of ticks follows the axes' size
             self.layouts += 1
 
 
@@ -450,9 +460,8 @@ class TimeseriesFigure(InPlaceFigure):
         self.legend.set([self.offered, self.attempts, self.goodput, *handles,
                          *(Patch(color=FAULT_COLOR, alpha=0.6, label=name)
                            for name in fault_names(events))])
-        assert self.figure is not None
         title = self.title or f"{run.source} run, {window:g} s windows"
-        self.figure.suptitle(title.replace("{name}", name), fontsize="medium")
+        self.set_suptitle(title.replace("{name}", name), fontsize="medium")
 
 
 def _one_run(results: Any) -> tuple[str, Any]:

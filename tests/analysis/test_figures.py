@@ -102,6 +102,10 @@ def test_the_layout_is_solved_once_and_again_only_when_a_margin_text_changes(run
     figure = plot.draw({"breaker": runs["breaker"]})
     assert plot.layouts == 1 and figure.get_layout_engine() is None  # draws lay out nothing
     positions = [ax.get_position().bounds for ax in figure.axes]
+    (title,) = [t for t in figure.texts if t.get_text() == figure.get_suptitle()]
+    title_at = title.get_position()  # where constrained layout put it
+    plot.draw({"breaker": runs["breaker"]})  # the same again: nothing to lay out anew
+    assert title.get_position() == title_at and plot.layouts == 1  # the title stays there
     plot.draw({"breaker": simulate(dependency_outage(True, seed=4))})  # another seed
     key = layout_key(figure)
     plot.draw({"breaker": simulate(dependency_outage(True, seed=4))})

@@ -31,6 +31,9 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +162,8 @@ class PanelView:
     table: pd.DataFrame
     figure: Any = field(repr=False)  # with an in-place plot, the panel's one figure
     cached: bool = False
+    #: wall seconds of each step: ``run`` (the experiment, or the cache), ``figure``, ``table``
+    seconds: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 class Panel:
@@ -191,6 +196,7 @@ class Panel:
         self._muted = False  # True while reset() moves the widgets back: one redraw, not many
         self._shown: tuple[bytes, pd.DataFrame] | None = None  # the PNG and table last shown
         self._draws = 0  # how many times the output area was drawn
+        self.last_draw: dict[str, Any] = {}  # the last draw's seconds per step (see _show)
         self.last: PanelView | None = None
 
     @property
@@ -218,7 +224,9 @@ class Panel:
     def update(self, **values: Any) -> PanelView:
         """Run the experiment for these values (the others unchanged), draw, tabulate."""
         params = self._merge(values)
+        started = time.perf_counter()
         results, cached = self.results(**params)
+        ran = time.perf_counter()
         if isinstance(self.plot_fn, InPlacePlot):
             figure = self.plot_fn.draw(results)  # the same figure, new data on its artists
         else:
@@ -228,8 +236,12 @@ class Panel:
         # of the cell), and it cannot pile up in memory as sliders move. (An in-place plot's
         # figure is usually not on them: closing it is then nothing.)
         plt.close(figure)
-        view = PanelView(params=params, results=results, table=self.table_fn(results),
-                         figure=figure, cached=cached)
+        plotted = time.perf_counter()
+        table = self.table_fn(results)
+        seconds = {"run": ran - started, "figure": plotted - ran,
+                   "table": time.perf_counter() - plotted}
+        view = PanelView(params=params, results=results, table=table, figure=figure,
+                         cached=cached, seconds=seconds)
         self._values = params
         self.last = view
         return view
@@ -296,9 +308,16 @@ class Panel:
         without a blank in between. Each draw is numbered in the outputs' metadata: an output
         equal to the one shown would be no change to ipywidgets (nor to the page's Backbone
         model), and a slider release must always draw anew, even an identical figure.
+
+        ``last_draw`` keeps the wall seconds of each step in the kernel (``run``, ``figure``,
+        ``table``, ``png``: draw and encode; ``send``: the HTML table, the message and its
+        send; ``total``); with ``ATLAS_PANEL_LOG`` set to a file, each draw is appended to it
+        as a line of JSON (the browser tests set it, to split a move's time between kernel and
+        browser).
         """
         self._draws += 1
         drawn = {"atlas_panel_draw": self._draws}
+        started = time.perf_counter()
         try:
             view = produce()
         except ValueError as err:  # a bad combination: say so, keep the kernel alive
@@ -306,13 +325,22 @@ class Panel:
             self._output.outputs = ({"output_type": "display_data", "data": said,
                                      "metadata": drawn},)
             return
+        produced = time.perf_counter()
         png = render_png(view.figure)
+        rendered = time.perf_counter()
         self._shown = (png, view.table)
         figure = {"image/png": base64.b64encode(png).decode("ascii"),
                   "text/plain": f"<Figure: {self.title or 'panel'}>"}
         table = {"text/html": view.table.to_html(), "text/plain": view.table.to_string()}
         self._output.outputs = tuple({"output_type": "display_data", "data": data,
                                       "metadata": drawn} for data in (figure, table))
+        sent = time.perf_counter()
+        self.last_draw = {"title": self.title, "draw": self._draws, "cached": view.cached,
+                          **view.seconds, "png": rendered - produced, "send": sent - rendered,
+                          "total": sent - started}
+        if log := os.environ.get("ATLAS_PANEL_LOG"):
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(json.dumps(self.last_draw) + "\n")
 
     def static_html(self) -> str:
         """What the widget shows now, as HTML that needs no kernel and no widget manager: the

@@ -170,19 +170,23 @@ def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
 
 def timeout_panel(*, seed: int = 0) -> Panel:
     """Set a timeout against a latency distribution and see how many healthy requests it
-    cuts off, measured and predicted."""
+    cuts off, measured and predicted.
+
+    One simulation per tail shape, none per timeout: a client that gives up (and does not
+    retry) leaves the server's work as it was, so under common random numbers the run with a
+    timeout times out exactly the requests whose latency without one exceeds it (a test
+    compares the two, request by request). Moving the timeout reads the untimed run again.
+    """
 
     untimed = functools.lru_cache(maxsize=16)(
         lambda shape: timeouts(60.0, shape=shape, seed=seed))  # depends on the shape only
 
     def run(timeout: float, shape: float) -> dict[str, Any]:
-        return {"run": timeouts(timeout, shape=shape, seed=seed), "untimed": untimed(shape),
-                "timeout": timeout, "shape": shape}
+        return {"untimed": untimed(shape), "timeout": timeout, "shape": shape}
 
     def table(results: dict[str, Any]) -> pd.DataFrame:
-        run, untimed = results["run"], results["untimed"]
-        latency = untimed.requests["latency"].to_numpy()
-        measured = float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean())
+        latency = results["untimed"].requests["latency"].to_numpy()
+        measured = float((latency > results["timeout"]).mean())  # as timeouts() would say
         return pd.DataFrame(index=pd.Index(["this timeout"], name="setting"), data={
             "timeout (s)": [results["timeout"]],
             "percentile it sits at": [round(float((latency <= results["timeout"]).mean()) * 100,

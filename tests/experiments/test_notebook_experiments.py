@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_hex
 
 from atlas_sim.experiments import breakers, faults, retries, welcome
-from atlas_sim.policies import Backoff
+from atlas_sim.policies import Backoff, Status
 from atlas_sim.sim import simulate
 from atlas_sim.sim.scenarios import full_stack, retry_storm
 
@@ -93,6 +93,20 @@ def test_timeout_panel_measures_what_the_distribution_predicts():
     assert table["false timeouts, measured (%)"] == pytest.approx(
         table["false timeouts, service time alone (%)"], abs=1)
     assert 0 < table["false timeouts, measured (%)"] < 10
+
+
+@pytest.mark.parametrize("shape", [0.5, 2.0])
+def test_a_timeout_cuts_off_exactly_the_requests_slower_than_it_under_common_random_numbers(
+        shape):
+    # why the timeout panel reads its untimed run instead of simulating each timeout
+    untimed = breakers.timeouts(60.0, shape=shape, seed=7).requests
+    panel = breakers.timeout_panel(seed=7)
+    for timeout in (0.03, 0.1, 0.4):
+        timed = breakers.timeouts(timeout, shape=shape, seed=7).requests
+        cut = timed["status"] == Status.CLIENT_TIMEOUT
+        assert (cut.to_numpy() == (untimed["latency"] > timeout).to_numpy()).all()
+        shown = panel.update(timeout=timeout, shape=shape).table.iloc[0]
+        assert shown["false timeouts, measured (%)"] == round(100 * cut.mean(), 2)
 
 
 def test_status_breakdown_names_429_503_504_and_client_codes():

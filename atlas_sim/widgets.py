@@ -280,9 +280,9 @@ class Panel:
             widget.observe(self._on_change, names="value")
         reset = w.Button(description="Reset", icon="undo", tooltip="restore the defaults")
         reset.on_click(lambda _: self._show(self.reset))
+        self._output = w.Output()
         header = [w.HTML(f"<b>{self.title}</b>")] if self.title else []
         controls = w.VBox([*self._widgets.values(), reset])
-        self._output = w.Output()
         self._box = w.VBox([*header, controls, self._output])
         self._show(self.update)
         return self._box

@@ -18,8 +18,10 @@ when it builds anew. ``atlas_sim.widgets.Panel`` takes such an object in place o
 function. The static plot functions draw through the same classes (``pyplot=True``,
 layout left to constrained layout), so a panel and a static cell look alike.
 
-Breaker states and fault windows are shaded with one ``PolyCollection`` per colour rather
-than a rectangle per span: a run with many breaker transitions draws in a few calls.
+Breaker states and the fault bars along the top are shaded with one ``PolyCollection`` per
+colour rather than a rectangle per span: a run with many breaker transitions draws in a few
+calls. (Shaded spans that carry a legend label, such as the call timeline's outage, stay
+rectangles, reused from one update to the next.)
 """
 
 from __future__ import annotations

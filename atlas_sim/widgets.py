@@ -5,7 +5,11 @@ A ``Panel`` is built from
 * ``run(**params)``: a pure function from parameter values to results (a ``RunResult`` or a
   ``{name: RunResult}`` dict), for example "build a scenario, simulate it";
 * a list of ``Control`` specs, one per parameter (a slider, a dropdown or a checkbox);
-* ``plot(results)``: a function that draws the results and returns a matplotlib ``Figure``;
+* ``plot``: either a function ``plot(results)`` that draws the results on a new matplotlib
+  ``Figure`` and returns it, or an in-place plot (``InPlacePlot``: an object whose
+  ``draw(results)`` returns one figure, built on the first call and updated in place after
+  that, such as ``atlas_sim.analysis.figures.InPlaceFigure`` and its subclasses). A slider
+  move then redraws only what changed: new data on the same artists, the layout kept;
 * optionally ``table(results)``: the numbers shown under the figure (default: the runs'
   ``summary_table``).
 
@@ -27,10 +31,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
+import os
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -38,7 +45,7 @@ import pandas as pd
 from .analysis.tables import summary_table
 from .validation import check_choice, check_int, check_real
 
-__all__ = ["Control", "Panel", "PanelView", "render_png"]
+__all__ = ["Control", "InPlacePlot", "Panel", "PanelView", "render_png"]
 
 ControlKind = Literal["int", "float", "choice", "bool"]
 
@@ -128,6 +135,16 @@ class Control:
                           description=description, style=style)
 
 
+@runtime_checkable
+class InPlacePlot(Protocol):
+    """A plot a panel updates in place: ``draw(results)`` returns the figure showing
+    ``results``, the same ``Figure`` from one call to the next (built on the first), with new
+    data on its artists. ``atlas_sim.analysis.figures.InPlaceFigure`` is one; a panel takes it
+    where it would take a plot function."""
+
+    def draw(self, results: Any) -> Any: ...
+
+
 def render_png(figure: Any, dpi: int = 90) -> bytes:
     """The figure as PNG bytes, drawn once. (IPython's default display computes a tight bounding
     box first, which draws the figure twice; the panels' figures lay themselves out.)"""
@@ -143,8 +160,10 @@ class PanelView:
     params: dict[str, Any]
     results: Any
     table: pd.DataFrame
-    figure: Any = field(repr=False)
+    figure: Any = field(repr=False)  # with an in-place plot, the panel's one figure
     cached: bool = False
+    #: wall seconds of each step: ``run`` (the experiment, or the cache), ``figure``, ``table``
+    seconds: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 class Panel:
@@ -154,7 +173,7 @@ class Panel:
         self,
         run: Callable[..., Any],
         controls: Sequence[Control],
-        plot: Callable[[Any], Any],
+        plot: Callable[[Any], Any] | InPlacePlot,
         *,
         table: Callable[[Any], pd.DataFrame] | None = None,
         title: str = "",
@@ -177,6 +196,7 @@ class Panel:
         self._muted = False  # True while reset() moves the widgets back: one redraw, not many
         self._shown: tuple[bytes, pd.DataFrame] | None = None  # the PNG and table last shown
         self._draws = 0  # how many times the output area was drawn
+        self.last_draw: dict[str, Any] = {}  # the last draw's seconds per step (see _show)
         self.last: PanelView | None = None
 
     @property
@@ -204,14 +224,24 @@ class Panel:
     def update(self, **values: Any) -> PanelView:
         """Run the experiment for these values (the others unchanged), draw, tabulate."""
         params = self._merge(values)
+        started = time.perf_counter()
         results, cached = self.results(**params)
-        figure = self.plot_fn(results)
+        ran = time.perf_counter()
+        if isinstance(self.plot_fn, InPlacePlot):
+            figure = self.plot_fn.draw(results)  # the same figure, new data on its artists
+        else:
+            figure = self.plot_fn(results)
         # Take the figure off pyplot's books: it is shown only where the panel displays it
         # (a notebook's inline backend would otherwise also show every open figure at the end
-        # of the cell), and it cannot pile up in memory as sliders move.
+        # of the cell), and it cannot pile up in memory as sliders move. (An in-place plot's
+        # figure is usually not on them: closing it is then nothing.)
         plt.close(figure)
-        view = PanelView(params=params, results=results, table=self.table_fn(results),
-                         figure=figure, cached=cached)
+        plotted = time.perf_counter()
+        table = self.table_fn(results)
+        seconds = {"run": ran - started, "figure": plotted - ran,
+                   "table": time.perf_counter() - plotted}
+        view = PanelView(params=params, results=results, table=table, figure=figure,
+                         cached=cached, seconds=seconds)
         self._values = params
         self.last = view
         return view
@@ -278,9 +308,16 @@ class Panel:
         without a blank in between. Each draw is numbered in the outputs' metadata: an output
         equal to the one shown would be no change to ipywidgets (nor to the page's Backbone
         model), and a slider release must always draw anew, even an identical figure.
+
+        ``last_draw`` keeps the wall seconds of each step in the kernel (``run``, ``figure``,
+        ``table``, ``png``: draw and encode; ``send``: the HTML table, the message and its
+        send; ``total``); with ``ATLAS_PANEL_LOG`` set to a file, each draw is appended to it
+        as a line of JSON (the browser tests set it, to split a move's time between kernel and
+        browser).
         """
         self._draws += 1
         drawn = {"atlas_panel_draw": self._draws}
+        started = time.perf_counter()
         try:
             view = produce()
         except ValueError as err:  # a bad combination: say so, keep the kernel alive
@@ -288,13 +325,22 @@ class Panel:
             self._output.outputs = ({"output_type": "display_data", "data": said,
                                      "metadata": drawn},)
             return
+        produced = time.perf_counter()
         png = render_png(view.figure)
+        rendered = time.perf_counter()
         self._shown = (png, view.table)
         figure = {"image/png": base64.b64encode(png).decode("ascii"),
                   "text/plain": f"<Figure: {self.title or 'panel'}>"}
         table = {"text/html": view.table.to_html(), "text/plain": view.table.to_string()}
         self._output.outputs = tuple({"output_type": "display_data", "data": data,
                                       "metadata": drawn} for data in (figure, table))
+        sent = time.perf_counter()
+        self.last_draw = {"title": self.title, "draw": self._draws, "cached": view.cached,
+                          **view.seconds, "png": rendered - produced, "send": sent - rendered,
+                          "total": sent - started}
+        if log := os.environ.get("ATLAS_PANEL_LOG"):
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(json.dumps(self.last_draw) + "\n")
 
     def static_html(self) -> str:
         """What the widget shows now, as HTML that needs no kernel and no widget manager: the

@@ -1,31 +1,65 @@
-"""How fast do the notebooks' slider panels answer?
+"""How fast do the notebooks' slider panels answer? One slider move, kernel side, by phase.
 
-For every panel of notebooks 01, 02 and 03, at its default values: the median wall time of
-``panel.update()`` with an empty cache (simulation + figure + table: what a slider release
-costs before anything is drawn), and of update plus rendering the figure to PNG as the notebook
-displays it (``atlas_sim.widgets.render_png``, 90 dpi). A cached update (a value seen before)
-skips the simulation. Target: update under 300 ms median on a 2-core machine.
+For every panel of notebooks 00-03, one slider (the panel's first) is moved step by step
+through values not seen before (so nothing comes from the panel's cache), as a reader moves it,
+and each move is timed by phase with ``time.perf_counter``:
 
-Run: .venv/bin/python benchmarks/bench_widgets.py [--repeats N]
+* run: the experiment (simulation, or closed forms) for the new values;
+* table: the numbers under the figure;
+* figure: the plot. "in place" is what the panels do (``analysis.figures.InPlaceFigure``:
+  new data on the figure's artists, the layout kept); "rebuilt" is what they did before issue
+  14, measured in the same run as a baseline: a new figure per move, constrained layout solved
+  at every draw (the same drawing code with a fresh figure each time);
+* png: ``widgets.render_png`` (draw at 90 dpi and encode), and of that the encoding alone;
+* message: the PNG in base64 and the table in HTML, as JSON (what the comm carries).
+
+Run: .venv/bin/python benchmarks/bench_widgets.py [--moves N] [--profile PANEL]
+
+``--profile "02 retry storm"`` prints cProfile's top functions over the moves of one panel,
+in place. What the browser adds (comm round trip, JupyterLab rendering the output, the image
+decoded and painted) is measured by the browser tests: ``build/browser/timings.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import copy
+import cProfile
+import io
+import json
+import os
 import platform
+import pstats
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.image import imsave
 
-from atlas_sim.experiments import breakers, retries, tail, welcome
-from atlas_sim.widgets import render_png
+from atlas_sim.experiments import (
+    breakers,
+    faults,
+    load,
+    omission,
+    percentiles,
+    queueing,
+    retries,
+    tail,
+    welcome,
+)
+from atlas_sim.widgets import InPlacePlot, Panel, render_png
 
-PANELS = {
+PANELS: dict[str, Callable[[], Panel]] = {
     "00 breaker": welcome.breaker_panel,
+    "01 fleet": faults.fleet_panel,
+    "01 redundancy": faults.redundancy_panel,
     "01 backoff": retries.backoff_panel,
     "01 thundering herd": retries.herd_panel,
     "01 contention": retries.contention_panel,
@@ -34,37 +68,121 @@ PANELS = {
     "02 timeout": breakers.timeout_panel,
     "02 overload": breakers.overload_panel,
     "02 retry storm": breakers.storm_panel,
+    "03 load parameters": load.load_panel,
+    "03 recording": percentiles.recording_panel,
+    "03 omission": omission.omission_panel,
+    "03 queueing": queueing.queueing_panel,
     "03 tail at scale": tail.tail_panel,
 }
+PHASES = ("run", "table", "figure", "png", "encode", "message")
 
 
-def measure(make, repeats: int) -> tuple[float, float, float]:
-    update, rendered, cached = [], [], []
-    for _ in range(repeats):
-        panel = make()
-        started = time.perf_counter()
-        view = panel.update()
-        update.append(time.perf_counter() - started)
+def slider_values(panel: Panel, moves: int) -> tuple[str, list[Any]]:
+    """The first slider of ``panel`` and ``moves`` values it takes from its default, step by
+    step, turning back at an end."""
+    control = next(c for c in panel.controls.values() if c.kind in ("int", "float"))
+    assert control.step is not None and control.low is not None and control.high is not None
+    values, value, step = [], control.default, control.step
+    while len(values) < moves:
+        if not control.low <= value + step <= control.high:
+            step = -step
+        value = value + step
+        values.append(int(value) if control.kind == "int" else round(value, 10))
+    return control.name, values
+
+
+def rebuilt(plot: Any) -> Callable[[Any], Any]:
+    """The figure as panels drew it before issue 14: a new figure per move, laid out by
+    constrained layout at every draw."""
+    if not isinstance(plot, InPlacePlot):
+        return plot  # a plot function already makes a new figure each time
+
+    def draw(results: Any) -> Any:
+        fresh = copy.copy(plot)
+        fresh.figure, fresh.freeze_layout = None, False  # type: ignore[attr-defined]
+        return fresh.draw(results)
+    return draw
+
+
+def encode_only(figure: Any) -> float:
+    """Seconds to encode the figure's last drawing as PNG (what ``savefig`` does after its
+    draw)."""
+    started = time.perf_counter()
+    imsave(io.BytesIO(), np.asarray(figure.canvas.buffer_rgba()), format="png")
+    return time.perf_counter() - started
+
+
+def one_move(panel: Panel, draw: Callable[[Any], Any], params: dict[str, Any]) -> dict[str, float]:
+    times: dict[str, float] = {}
+    started = time.perf_counter()
+    results = panel.run_fn(**params)
+    times["run"] = time.perf_counter() - started
+    started = time.perf_counter()
+    table = panel.table_fn(results)
+    times["table"] = time.perf_counter() - started
+    started = time.perf_counter()
+    figure = draw(results)
+    times["figure"] = time.perf_counter() - started
+    started = time.perf_counter()
+    png = render_png(figure)
+    times["png"] = time.perf_counter() - started
+    times["encode"] = encode_only(figure)
+    started = time.perf_counter()
+    message = json.dumps([{"image/png": base64.b64encode(png).decode("ascii")},
+                          {"text/html": table.to_html()}])
+    times["message"] = time.perf_counter() - started
+    times["kb"] = len(message) / 1024
+    plt.close("all")
+    return times
+
+
+def measure(make: Callable[[], Panel], moves: int, mode: str) -> dict[str, float]:
+    panel = make()
+    panel.update()  # the cell that shows the panel: the figure is built here
+    name, values = slider_values(panel, moves)
+    draw = panel.plot_fn.draw if mode == "in place" else rebuilt(panel.plot_fn)
+    rows = [one_move(panel, draw, {**panel.defaults, name: value}) for value in values]
+    medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    medians["total"] = sum(medians[p] for p in ("run", "table", "figure", "png", "message"))
+    return medians
+
+
+def profile(name: str, moves: int) -> None:
+    panel = PANELS[name]()
+    panel.update()
+    slider, values = slider_values(panel, moves)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for value in values:
+        view = panel.update(**{slider: value})
         render_png(view.figure)
-        rendered.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        panel.update()
-        cached.append(time.perf_counter() - started)
-        plt.close("all")
-    return (statistics.median(update), statistics.median(rendered), statistics.median(cached))
+    profiler.disable()
+    print(f"cProfile, {name}: {moves} moves of {slider!r}, update + render_png")
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--moves", type=int, default=9)
+    parser.add_argument("--profile", choices=sorted(PANELS))
     args = parser.parse_args()
+    if args.profile:
+        profile(args.profile, args.moves)
+        return
     print(f"python {platform.python_version()}, matplotlib {matplotlib.__version__}, "
-          f"{platform.machine()}, median of {args.repeats}")
-    print(f"{'panel':<22}{'update':>10}{'+ render':>11}{'cached':>10}")
+          f"{platform.machine()}, load average {os.getloadavg()[0]:.2f}; median of "
+          f"{args.moves} moves, ms")
+    header = "".join(f"{p:>8}" for p in ("run", "table", "figure", "png", "(enc)", "msg"))
+    print(f"{'panel':<20}{'mode':<10}{header}{'total':>8}{'KB':>6}{'ratio':>7}")
     for name, make in PANELS.items():
-        update, rendered, cached = measure(make, args.repeats)
-        print(f"{name:<22}{1000 * update:>8.0f} ms{1000 * rendered:>8.0f} ms"
-              f"{1000 * cached:>7.0f} ms")
+        before = measure(make, args.moves, "rebuilt")
+        after = measure(make, args.moves, "in place")
+        for mode, row in (("rebuilt", before), ("in place", after)):
+            cells = "".join(f"{1000 * row[p]:8.1f}" for p in PHASES)
+            ratio = f"{after['total'] / before['total']:7.2f}" if mode == "in place" else ""
+            print(f"{name:<20}{mode:<10}{cells}{1000 * row['total']:8.0f}{row['kb']:6.0f}"
+                  f"{ratio}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -180,3 +180,61 @@ def test_a_refused_combination_is_said_in_the_output_area():
     [said] = panel._output.outputs
     assert said["data"]["text/plain"].startswith("Cannot run this combination: no such queue")
     plt.close("all")
+
+
+class CountingPlot:
+    """An in-place plot: one figure, its line given each run's latencies."""
+
+    def __init__(self) -> None:
+        self.figure = None
+        self.built = 0
+
+    def draw(self, results):
+        latency = results["queue"].requests["latency"].sort_values().to_numpy()
+        if self.figure is None:
+            self.built += 1
+            self.figure = plt.figure()  # on pyplot's books: the panel takes it off
+            (self.line,) = self.figure.subplots().plot(latency)
+        self.line.set_ydata(latency)
+        self.line.set_xdata(range(len(latency)))
+        return self.figure
+
+
+def in_place_panel() -> tuple[Panel, CountingPlot]:
+    plot = CountingPlot()
+    return Panel(run, [Control.slider("servers", 1, 8, 2),
+                       Control.slider("utilisation", 0.1, 0.95, 0.7, step=0.05),
+                       Control.dropdown("dist", ["exponential", "constant"], "exponential"),
+                       Control.checkbox("seed_twice", False)], plot, title="In place"), plot
+
+
+def test_an_in_place_plot_keeps_one_figure_and_moves_its_data():
+    from atlas_sim.widgets import InPlacePlot
+
+    panel, plot = in_place_panel()
+    assert isinstance(plot, InPlacePlot)
+    calm = panel.update()
+    line = calm.figure.axes[0].lines[0]
+    calm_data = line.get_ydata().copy()
+    busy = panel.update(utilisation=0.95)
+    assert busy.figure is calm.figure and busy.figure.axes[0].lines[0] is line
+    assert plot.built == 1 and len(line.get_ydata()) != len(calm_data)
+    assert line.get_ydata().max() > 2 * calm_data.max()  # the busier queue's tail
+    assert plt.get_fignums() == []  # taken off pyplot's books all the same
+
+
+def test_a_plot_function_still_gets_a_new_figure_per_update():
+    panel = make_panel()
+    first = panel.update().figure
+    assert panel.update(servers=3).figure is not first
+    plt.close("all")
+
+
+def test_an_in_place_panel_shows_a_new_png_after_each_move():
+    panel, plot = in_place_panel()
+    panel.widget()
+    shown = panel._output.outputs[0]["data"]["image/png"]
+    panel._widgets["utilisation"].value = 0.95
+    now = panel._output.outputs[0]["data"]["image/png"]
+    assert now != shown and plot.built == 1
+    assert panel.static_html().count("data:image/png;base64," + now) == 1

@@ -6,6 +6,13 @@ What reads runs works on ``RunResult`` tables, whichever world (simulated or liv
 
 from __future__ import annotations
 
+from .figures import (
+    BreakerTraceFigure,
+    CallTimelineFigure,
+    ComparisonFigure,
+    InPlaceFigure,
+    TimeseriesFigure,
+)
 from .omission import (
     closed_loop_percentile,
     closed_loop_stalled,
@@ -54,15 +61,20 @@ __all__ = [
     "SLO",
     "SLO_TIERS",
     "STATE_COLORS",
+    "BreakerTraceFigure",
+    "CallTimelineFigure",
+    "ComparisonFigure",
     "FollowerDistribution",
     "HdrRecorder",
     "HomeTimeline",
+    "InPlaceFigure",
     "Interval",
     "MGc",
     "MMc",
     "SLOReport",
     "TailModel",
     "TimelineCosts",
+    "TimeseriesFigure",
     "annualised_failure_rate",
     "averaged_vs_merged",
     "batch_means",

@@ -6,11 +6,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.plots import plot_in_flight, plot_timeseries
+from ..analysis.figures import InPlaceFigure, TimeseriesFigure, VerticalBands, autoscale
+from ..analysis.plots import plot_in_flight
 from ..analysis.tables import summary_table
 from ..policies import BreakerConfig, BreakerMode, ClientPolicy, Status
 from ..results import RunResult, transition_times
@@ -82,11 +82,6 @@ def breaker_panel(*, seed: int = 0) -> Panel:
             scenario = scenario.replace({"dependency.client.breaker": config})
         return {"breaker" if breaker else "no breaker": simulate(scenario)}
 
-    def plot(results: dict[str, RunResult]) -> Any:
-        (name, result), = results.items()
-        return plot_timeseries(result, 0.5, breaker="dependency",
-                               title=f"Dependency hangs from t = 10 s ({name})")
-
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         # the requests sent while the dependency hung, and how the breaker behaved: how often
         # it opened, and when it closed again afterwards. Not the error rate or the goodput:
@@ -115,7 +110,9 @@ def breaker_panel(*, seed: int = 0) -> Panel:
          Control.slider("window_size", 5, 100, 20, step=5,
                         label="window (rate mode)"),
          Control.slider("outage", 2.0, 25.0, 15.0, step=1.0, label="outage (s)")],
-        plot, table=table, title="Circuit breaker: fail fast during an outage",
+        TimeseriesFigure(0.5, breaker="dependency",
+                         title="Dependency hangs from t = 10 s ({name})"),
+        table=table, title="Circuit breaker: fail fast during an outage",
     )
 
 
@@ -173,35 +170,23 @@ def timeout_table(percentiles: tuple[float, ...] = (0.5, 0.9, 0.99, 0.999), *,
 
 def timeout_panel(*, seed: int = 0) -> Panel:
     """Set a timeout against a latency distribution and see how many healthy requests it
-    cuts off, measured and predicted."""
+    cuts off, measured and predicted.
+
+    One simulation per tail shape, none per timeout: a client that gives up (and does not
+    retry) leaves the server's work as it was, so under common random numbers the run with a
+    timeout times out exactly the requests whose latency without one exceeds it (a test
+    compares the two, request by request). Moving the timeout reads the untimed run again.
+    """
 
     untimed = functools.lru_cache(maxsize=16)(
         lambda shape: timeouts(60.0, shape=shape, seed=seed))  # depends on the shape only
 
     def run(timeout: float, shape: float) -> dict[str, Any]:
-        return {"run": timeouts(timeout, shape=shape, seed=seed), "untimed": untimed(shape),
-                "timeout": timeout, "shape": shape}
-
-    def plot(results: dict[str, Any]) -> Any:
-        fig, ax = plt.subplots(figsize=(9, 3.4), layout="constrained")
-        latency = results["untimed"].requests["latency"].to_numpy()
-        edges = np.geomspace(max(latency.min(), 1e-4), latency.max() * 1.01, 70)
-        counts, edges = np.histogram(latency, bins=edges)
-        ax.stairs(counts, edges, fill=True, color="#90a4ae")
-        ax.set_xscale("log")
-        for q, style in ((50, ":"), (99, "-."), (99.9, "--")):
-            ax.axvline(np.percentile(latency, q), color="#37474f", ls=style, label=f"p{q:g}")
-        ax.axvline(results["timeout"], color="#c62828", lw=2, label="timeout")
-        ax.set_xlabel("latency without a timeout (s)")
-        ax.set_ylabel("requests")
-        ax.legend(fontsize="small")
-        ax.set_title("Where the timeout falls in the latency distribution", fontsize="medium")
-        return fig
+        return {"untimed": untimed(shape), "timeout": timeout, "shape": shape}
 
     def table(results: dict[str, Any]) -> pd.DataFrame:
-        run, untimed = results["run"], results["untimed"]
-        latency = untimed.requests["latency"].to_numpy()
-        measured = float((run.requests["status"] == Status.CLIENT_TIMEOUT).mean())
+        latency = results["untimed"].requests["latency"].to_numpy()
+        measured = float((latency > results["timeout"]).mean())  # as timeouts() would say
         return pd.DataFrame(index=pd.Index(["this timeout"], name="setting"), data={
             "timeout (s)": [results["timeout"]],
             "percentile it sits at": [round(float((latency <= results["timeout"]).mean()) * 100,
@@ -216,8 +201,43 @@ def timeout_panel(*, seed: int = 0) -> Panel:
         run,
         [Control.slider("timeout", 0.02, 2.0, 0.3, step=0.01, label="timeout (s)"),
          Control.slider("shape", 0.2, 2.0, 1.0, step=0.1, label="tail (lognormal sigma)")],
-        plot, table=table, title="Choosing a timeout",
+        _TimeoutFigure(), table=table, title="Choosing a timeout",
     )
+
+
+class _TimeoutFigure(InPlaceFigure):
+    """Where the timeout falls in the latency distribution (without a timeout): a histogram
+    on a log scale, its p50, p99 and p99.9, and the timeout in red."""
+
+    PERCENTILES = ((50, ":"), (99, "-."), (99.9, "--"))
+
+    def build(self, results: dict[str, Any]) -> Any:
+        figure, ax = self.subplots(figsize=(9, 3.4))
+        self.ax = ax
+        self.histogram = ax.stairs([0.0], [1e-3, 1.0], fill=True, color="#90a4ae")
+        ax.set_xscale("log")
+        self.marks = [ax.axvline(1.0, color="#37474f", ls=style, label=f"p{q:g}")
+                      for q, style in self.PERCENTILES]
+        self.timeout = ax.axvline(1.0, color="#c62828", lw=2, label="timeout")
+        ax.set_xlabel("latency without a timeout (s)")
+        ax.set_ylabel("requests")
+        ax.legend(fontsize="small")
+        ax.set_title("Where the timeout falls in the latency distribution", fontsize="medium")
+        self.shown: Any = None
+        return figure
+
+    def update(self, results: dict[str, Any]) -> None:
+        if results["untimed"] is not self.shown:  # a new tail: a new histogram
+            latency = results["untimed"].requests["latency"].to_numpy()
+            edges = np.geomspace(max(latency.min(), 1e-4), latency.max() * 1.01, 70)
+            counts, edges = np.histogram(latency, bins=edges)
+            self.histogram.set_data(counts, edges)
+            for mark, (q, _) in zip(self.marks, self.PERCENTILES, strict=True):
+                x = float(np.percentile(latency, q))
+                mark.set_xdata([x, x])
+            self.shown = results["untimed"]
+        self.timeout.set_xdata([results["timeout"]] * 2)
+        autoscale(self.ax)
 
 
 # -- 429, 503, 504 -------------------------------------------------------------------------
@@ -246,15 +266,6 @@ def overload_panel(*, seed: int = 0) -> Panel:
         name = f"limit {max_concurrent}" if max_concurrent else "no limit"
         return {name: simulate(scenario)}
 
-    def plot(results: dict[str, RunResult]) -> Any:
-        (name, result), = results.items()
-        fig = plot_timeseries(result, 1.0,
-                              title=f"Overload spike from 10 s to 20 s, shaded ({name})")
-        steps = result.events.loc[result.events["kind"] == "load", "time"].tolist()
-        for ax in fig.axes[:3] if len(steps) >= 2 else ():
-            ax.axvspan(steps[0], steps[1], color="#ffcc80", alpha=0.3, lw=0, zorder=0)
-        return fig
-
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         return summary_table(results, digits=3, units=True)
 
@@ -262,8 +273,26 @@ def overload_panel(*, seed: int = 0) -> Panel:
         run,
         [Control.slider("max_concurrent", 0, 200, 20, step=4, label="concurrency limit"),
          Control.slider("spike", 1.0, 4.0, 2.0, step=0.25, label="spike (x capacity)")],
-        plot, table=table, title="Load shedding under an overload spike",
+        _OverloadFigure(1.0, title="Overload spike from 10 s to 20 s, shaded ({name})"),
+        table=table, title="Load shedding under an overload spike",
     )
+
+
+class _OverloadFigure(TimeseriesFigure):
+    """The run over time with the spike (between the load's two steps) shaded in orange."""
+
+    def build(self, results: Any) -> Any:
+        figure = super().build(results)
+        self.spikes = [VerticalBands(ax, facecolors="#ffcc80", alpha=0.3, zorder=0)
+                       for ax in self.axes]
+        return figure
+
+    def update(self, results: Any) -> None:
+        super().update(results)
+        (_, run), = results.items()
+        steps = run.events.loc[run.events["kind"] == "load", "time"].tolist()
+        for spike in self.spikes:
+            spike.set([(steps[0], steps[1])] if len(steps) >= 2 else [])
 
 
 # -- the retry storm -----------------------------------------------------------------------
@@ -313,10 +342,6 @@ def storm_panel(*, seed: int = 0) -> Panel:
             faults=(Fault(start=fault.start, end=end, capacity=drop_to, name=fault.name),))
         return {f"fix={fix}": simulate(scenario)}
 
-    def plot(results: dict[str, RunResult]) -> Any:
-        (name, result), = results.items()
-        return plot_timeseries(result, 1.0, title=f"Retry storm ({name})")
-
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         # recovery judged 15 s after the drop ends, wherever the sliders put its end
         out = summary_table(results, digits=3, units=True,
@@ -330,5 +355,6 @@ def storm_panel(*, seed: int = 0) -> Panel:
         [Control.dropdown("fix", RETRY_STORM_FIXES, "none"),
          Control.slider("drop_to", 0.0, 1.0, 0.3, step=0.05, label="capacity during drop"),
          Control.slider("drop_for", 1.0, 30.0, 10.0, step=1.0, label="drop length (s)")],
-        plot, table=table, title="Retry storm: a metastable failure",
+        TimeseriesFigure(1.0, title="Retry storm ({name})"), table=table,
+        title="Retry storm: a metastable failure",
     )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.figures import InPlaceFigure, autoscale
 from ..analysis.reliability import down_at_once, failures_per_unit_time, loss_probability
 from ..analysis.stats import proportion_interval
 from ..sim.fleet import fleet, replica_loss
@@ -50,24 +50,36 @@ def fleet_panel(*, seed: int = 0) -> Panel:
     def run(disks: int, mttf_years: float, repair_days: float, shape: float) -> pd.DataFrame:
         return fleet_table(disks, mttf_years, repair_days, shape=shape, seed=seed)
 
-    def plot(table: pd.DataFrame) -> Any:
-        fig, ax = plt.subplots(figsize=(7, 3), constrained_layout=True)
-        numbers = table.loc[["failures per day", "down at once, mean"]].astype(float)
-        numbers.T.plot.bar(ax=ax, rot=0)
-        ax.set_ylabel("disks")
-        ax.set_title("A year of a fleet: simulated against theory")
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-        plt.close(fig)
-        return fig
-
     return Panel(
         run,
         [Control.slider("disks", 1000, 100_000, 10_000, step=1000),
          Control.slider("mttf_years", 1.0, 100.0, 30.0, step=1.0, label="MTTF (years)"),
          Control.slider("repair_days", 0.5, 30.0, 1.0, step=0.5, label="repair (days)"),
          Control.slider("shape", 0.5, 4.0, 1.0, step=0.5, label="Weibull shape")],
-        plot, table=lambda t: t, title="Hardware faults at fleet scale",
+        _FleetFigure(), table=lambda t: t, title="Hardware faults at fleet scale",
     )
+
+
+class _FleetFigure(InPlaceFigure):
+    """The fleet table's two numbers as bars, simulated beside theory."""
+
+    ROWS = ("failures per day", "down at once, mean")
+
+    def build(self, table: pd.DataFrame) -> Any:
+        figure, ax = self.subplots(figsize=(7, 3))
+        self.ax = ax
+        table.loc[list(self.ROWS)].astype(float).T.plot.bar(ax=ax, rot=0)
+        ax.set_ylabel("disks")
+        ax.set_title("A year of a fleet: simulated against theory")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        return figure
+
+    def update(self, table: pd.DataFrame) -> None:
+        heights = table.loc[list(self.ROWS)].astype(float).T.to_numpy()  # runs x numbers
+        for j, bars in enumerate(self.ax.containers):
+            for i, bar in enumerate(bars):
+                bar.set_height(heights[i, j])
+        autoscale(self.ax, scalex=False)
 
 
 def redundancy_table(replicas: int, mttf_days: float, repair_days: float,
@@ -99,27 +111,43 @@ def _percent(p: float) -> str:
     return f"{100 * p:.3g}%"
 
 
+class _RedundancyFigure(InPlaceFigure):
+    """P(lose every replica in a year) against the replica count, theory with and without
+    the shared fault on a log scale, and a dotted line at the count that was simulated."""
+
+    COLUMNS = (("independent faults only, theory", "o-"),
+               ("with the shared fault, theory", "s--"))
+
+    def build(self, table: pd.DataFrame) -> Any:
+        figure, ax = self.subplots(figsize=(7, 3))
+        self.ax = ax
+        self.lines = [ax.semilogy(table.index, np.ones(len(table)), style, label=column)[0]
+                      for column, style in self.COLUMNS]
+        self.chosen = ax.axvline(table.index[0], color="0.6", lw=1, ls=":")
+        ax.set_xlabel("replicas")
+        ax.set_ylabel("P(lose every replica in a year)")
+        ax.set_xticks(list(table.index))
+        return figure
+
+    def update(self, table: pd.DataFrame) -> None:
+        for line, (column, _) in zip(self.lines, self.COLUMNS, strict=True):
+            values = table[column].str.rstrip("%").astype(float) / 100
+            line.set_data(table.index, values.clip(lower=1e-12))
+        chosen = table.index[table.iloc[:, -1] != ""][0]  # the count that was simulated
+        self.chosen.set_xdata([chosen, chosen])
+        label = f"simulated: {chosen} replicas"
+        if self.chosen.get_label() != label or self.ax.get_legend() is None:
+            self.chosen.set_label(label)
+            self.ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        autoscale(self.ax)
+
+
 def redundancy_panel(*, seed: int = 0) -> Panel:
     """Sliders for the replica count, the MTTF, the repair time and the shared fault's rate."""
 
     def run(replicas: int, mttf_days: float, repair_days: float,
             shared_per_decade: float) -> pd.DataFrame:
         return redundancy_table(replicas, mttf_days, repair_days, shared_per_decade, seed=seed)
-
-    def plot(table: pd.DataFrame) -> Any:
-        fig, ax = plt.subplots(figsize=(7, 3), constrained_layout=True)
-        for column, style in (("independent faults only, theory", "o-"),
-                              ("with the shared fault, theory", "s--")):
-            values = table[column].str.rstrip("%").astype(float) / 100
-            ax.semilogy(table.index, values.clip(lower=1e-12), style, label=column)
-        chosen = table.index[table.iloc[:, -1] != ""][0]  # the count that was simulated
-        ax.axvline(chosen, color="0.6", lw=1, ls=":", label=f"simulated: {chosen} replicas")
-        ax.set_xlabel("replicas")
-        ax.set_ylabel("P(lose every replica in a year)")
-        ax.set_xticks(list(table.index))
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-        plt.close(fig)
-        return fig
 
     return Panel(
         run,
@@ -128,5 +156,6 @@ def redundancy_panel(*, seed: int = 0) -> Panel:
          Control.slider("repair_days", 0.5, 30.0, 5.0, step=0.5, label="repair (days)"),
          Control.slider("shared_per_decade", 0.0, 5.0, 1.0, step=0.5,
                         label="shared faults per decade")],
-        plot, table=lambda t: t, title="Redundancy against independent and shared faults",
+        _RedundancyFigure(), table=lambda t: t,
+        title="Redundancy against independent and shared faults",
     )

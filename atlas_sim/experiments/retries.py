@@ -6,13 +6,20 @@ notebook shows it, the tests and benchmarks drive it with ``panel.update(**value
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.plots import plot_call_timeline, plot_comparison, plot_timeseries
+from ..analysis.figures import (
+    CallTimelineFigure,
+    ComparisonFigure,
+    InPlaceFigure,
+    TimeseriesFigure,
+    autoscale,
+)
+from ..analysis.plots import plot_call_timeline
 from ..analysis.tables import summary_table
 from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, ClientPolicy, Jitter, RetryPolicy
 from ..results import RunResult
@@ -26,6 +33,7 @@ from ..workload import Load
 __all__ = [
     "HERD_BIN",
     "POST_CONTENTION",
+    "BackoffFigure",
     "backoff_panel",
     "backoff_waits",
     "budget_panel",
@@ -89,22 +97,38 @@ def backoff_waits(backoff: Backoff, *, retries: int = 6, clients: int = 200,
 def plot_backoff_waits(waits: pd.DataFrame) -> Any:
     """Left: each retry's waits across clients (dots) under the exponential ceiling.
     Right: when the retries of all clients go out, as a histogram over time."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    jitter = np.random.default_rng(1).uniform(-0.25, 0.25, len(waits))
-    left.scatter(waits["retry"] + jitter, waits["wait"], s=4, alpha=0.35, color="#5c6bc0")
-    ceilings = waits.groupby("retry")["ceiling"].first()
-    left.step(ceilings.index, ceilings.values, where="mid", color="#c62828", label="ceiling")
-    left.set_xlabel("retry number")
-    left.set_ylabel("wait before it (s)")
-    left.legend(fontsize="small")
-    left.set_title("Waits per retry", fontsize="medium")
-    end = float(waits["start"].max()) or 1.0
-    counts, edges = np.histogram(waits["start"], bins=np.linspace(0, end * 1.01, 80))
-    right.stairs(counts, edges, fill=True, color="#5c6bc0")
-    right.set_xlabel("time the retry is sent (s)")
-    right.set_ylabel("retries")
-    right.set_title("All clients' retries over time", fontsize="medium")
-    return fig
+    return BackoffFigure(pyplot=True).draw(waits)
+
+
+class BackoffFigure(InPlaceFigure):
+    """``plot_backoff_waits``'s figure, updated in place by the backoff panel."""
+
+    def build(self, waits: pd.DataFrame) -> Any:
+        figure, (left, right) = self.subplots(1, 2, figsize=(10, 3.6))
+        self.left, self.right = left, right
+        self.dots = left.scatter(np.empty(0), np.empty(0), s=4, alpha=0.35, color="#5c6bc0")
+        (self.ceiling,) = left.step([], [], where="mid", color="#c62828", label="ceiling")
+        left.set_xlabel("retry number")
+        left.set_ylabel("wait before it (s)")
+        left.legend(fontsize="small")
+        left.set_title("Waits per retry", fontsize="medium")
+        self.sent = right.stairs([0.0], [0.0, 1.0], fill=True, color="#5c6bc0")
+        right.set_xlabel("time the retry is sent (s)")
+        right.set_ylabel("retries")
+        right.set_title("All clients' retries over time", fontsize="medium")
+        return figure
+
+    def update(self, waits: pd.DataFrame) -> None:
+        jitter = np.random.default_rng(1).uniform(-0.25, 0.25, len(waits))
+        dots = np.column_stack([waits["retry"].to_numpy() + jitter, waits["wait"].to_numpy()])
+        self.dots.set_offsets(dots)
+        ceilings = waits.groupby("retry")["ceiling"].first()
+        self.ceiling.set_data(ceilings.index.to_numpy(), ceilings.to_numpy())
+        end = float(waits["start"].max()) or 1.0
+        counts, edges = np.histogram(waits["start"], bins=np.linspace(0, end * 1.01, 80))
+        self.sent.set_data(counts, edges)
+        autoscale(self.left, points=dots)
+        autoscale(self.right)
 
 
 def _waits_table(waits: pd.DataFrame) -> pd.DataFrame:
@@ -128,7 +152,7 @@ def backoff_panel(*, seed: int = 0) -> Panel:
          Control.slider("cap", 0.1, 20.0, 2.0, step=0.1, label="cap (s)"),
          Control.slider("retries", 1, 10, 6),
          Control.dropdown("jitter", JITTER_STRATEGIES, "full")],
-        plot_backoff_waits, table=_waits_table, title="Backoff and jitter: 200 clients",
+        BackoffFigure(), table=_waits_table, title="Backoff and jitter: 200 clients",
     )
 
 
@@ -165,7 +189,8 @@ def herd_panel(*, seed: int = 0) -> Panel:
          Control.slider("multiplier", 1.0, 4.0, 2.0, step=0.25),
          Control.slider("cap", 0.5, 10.0, 5.0, step=0.5, label="cap (s)"),
          Control.slider("max_attempts", 1, 10, 8)],
-        plot_herd, table=herd_table, title="Thundering herd after an outage",
+        CallTimelineFigure(bin_width=HERD_BIN, until=15.0, what="attempts"), table=herd_table,
+        title="Thundering herd after an outage",
     )
 
 
@@ -217,15 +242,23 @@ def _contention_units(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def contention_panel(*, seed: int = 0) -> Panel:
-    """Work and completion time per strategy in the AWS contention experiment."""
+    """Work and completion time per strategy in the AWS contention experiment.
+
+    Each seed's runs are kept (per number of clients): more repeats run only the new seeds,
+    fewer run nothing. The means are those of ``compare_contention`` over the same seeds,
+    summed in the same order.
+    """
+
+    @functools.lru_cache(maxsize=256)
+    def one_seed(clients: int, run_seed: int) -> pd.DataFrame:
+        return compare_contention(clients, seeds=[run_seed])
 
     def run(clients: int, repeats: int) -> pd.DataFrame:
-        return _contention_units(compare_contention(clients, seeds=range(seed, seed + repeats)))
+        runs = pd.concat([one_seed(clients, s) for s in range(seed, seed + repeats)])
+        return _contention_units(runs.groupby(level="strategy", sort=False).mean())
 
-    def plot(table: pd.DataFrame) -> Any:
-        return plot_comparison(table, ["write calls", "completion time (s)"],
-                               title="Optimistic concurrency: calls and time to finish")
-
+    plot = ComparisonFigure(["write calls", "completion time (s)"],
+                            title="Optimistic concurrency: calls and time to finish")
     return Panel(run,
                  [Control.slider("clients", 10, 200, 100, step=10),
                   Control.slider("repeats", 1, 10, 3)],
@@ -282,10 +315,6 @@ def budget_panel(*, seed: int = 0) -> Panel:
                                   max_tokens=max_tokens, token_ratio=token_ratio, burst=burst,
                                   error_rate=error_rate, seed=seed)}
 
-    def plot(results: dict[str, RunResult]) -> Any:
-        (name, run), = results.items()
-        return plot_timeseries(run, 0.5, title=f"Error burst, {name}")
-
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         return summary_table(results, digits=3, units=True)
 
@@ -297,7 +326,8 @@ def budget_panel(*, seed: int = 0) -> Panel:
          Control.slider("token_ratio", 0.01, 1.0, 0.1, step=0.01),
          Control.slider("burst", 1.0, 20.0, 10.0, step=1.0, label="burst (s)"),
          Control.slider("error_rate", 0.1, 1.0, 0.9, step=0.05, label="errors during burst")],
-        plot, table=table, title="Retry budget during an error burst",
+        TimeseriesFigure(0.5, title="Error burst, {name}"), table=table,
+        title="Retry budget during an error burst",
     )
 
 

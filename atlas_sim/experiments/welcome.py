@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..analysis.plots import plot_breaker_trace
+from ..analysis.figures import BreakerTraceFigure
 from ..policies import BreakerConfig
 from ..scripted import BreakerTrace, drive_breaker, outage_script
 from ..widgets import Control, Panel
@@ -26,9 +26,6 @@ def breaker_panel() -> Panel:
                                recovery_timeout=recovery_timeout)
         return drive_breaker(config, script)
 
-    def plot(trace: BreakerTrace) -> Any:
-        return plot_breaker_trace(trace).figure
-
     def table(trace: BreakerTrace) -> pd.DataFrame:
         # Counts of calls by outcome, and when the breaker first opened and last closed: a
         # shifted outage moves the times even when it leaves the counts as they were.
@@ -47,5 +44,5 @@ def breaker_panel() -> Panel:
                         label="recovery timeout (s)"),
          Control.slider("down_from", 0.0, 40.0, 5.0, step=1.0, label="down from (s)"),
          Control.slider("down_until", 0.0, 40.0, 20.0, step=1.0, label="down until (s)")],
-        plot, table=table, title="A circuit breaker and a scripted outage",
+        BreakerTraceFigure(), table=table, title="A circuit breaker and a scripted outage",
     )

@@ -50,6 +50,10 @@ LAB_SETTINGS = {
 }
 
 
+# Each panel draw in a kernel, as a line of JSON (``atlas_sim.widgets.Panel._show``).
+PANEL_LOG = "panel_draws.jsonl"
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
@@ -77,14 +81,46 @@ class Timings:
         self.notebooks.setdefault(notebook, {}).update(values)
 
     def as_dict(self) -> dict[str, object]:
-        rows = {}
+        """Per notebook, what was recorded, and for the slider moves (``slider_moves_each``:
+        one dict per move with ``panel``, ``title``, ``slider``, ``key``, ``seconds`` as the
+        test saw it, ``in_page`` by the page's clock, and ``kernel``: the kernel's own time
+        for the draw, with ``kernel_steps`` its split) the median and 90th percentile of key
+        press to new figure and table, and of the kernel's part, over the notebook and per
+        panel."""
+        rows: dict[str, dict[str, object]] = {}
         for name, values in self.notebooks.items():
-            moves = values.get("slider_to_output", [])
-            rows[name] = {k: v for k, v in values.items() if k != "slider_to_output"}
-            if moves:
-                rows[name]["slider_to_output_median"] = statistics.median(moves)
-                rows[name]["slider_moves"] = len(moves)
+            rows[name] = dict(values)
+            moves = values.get("slider_moves_each")
+            if not isinstance(moves, list) or not moves:
+                continue
+            rows[name].update(spread("slider_to_output", [m["seconds"] for m in moves]))
+            rows[name].update(spread("slider_to_paint_in_page",
+                                     [m["in_page"] for m in moves]))
+            rows[name].update(spread("kernel", [m.get("kernel") for m in moves]))
+            rows[name]["slider_moves"] = len(moves)
+            panels: dict[str, dict[str, object]] = {}
+            for move in moves:
+                panel = panels.setdefault(str(move["panel"]), {
+                    "title": move["title"], "seconds": [], "in_page": [], "kernel": []})
+                for key in ("seconds", "in_page", "kernel"):
+                    panel[key].append(move.get(key))  # type: ignore[union-attr]
+            rows[name]["panels"] = {
+                key: {"title": p["title"], "slider_moves": len(p["seconds"]),  # type: ignore
+                      **spread("slider_to_output", p["seconds"]),  # type: ignore[arg-type]
+                      **spread("slider_to_paint_in_page", p["in_page"]),  # type: ignore
+                      **spread("kernel", p["kernel"])}  # type: ignore[arg-type]
+                for key, p in panels.items()}
         return {"jupyterlab_start": self.lab_start, "notebooks": rows}
+
+
+def spread(name: str, seconds: list[float | None]) -> dict[str, float | None]:
+    """``{name_median, name_p90}`` of the values that are there (None where none is); the 90th
+    percentile interpolated between the two nearest (``statistics.quantiles``, inclusive)."""
+    known = sorted(s for s in seconds if s is not None)
+    if not known:
+        return {f"{name}_median": None, f"{name}_p90": None}
+    p90 = statistics.quantiles(known, n=10, method="inclusive")[8] if len(known) > 1 else known[0]
+    return {f"{name}_median": statistics.median(known), f"{name}_p90": p90}
 
 
 @pytest.fixture(scope="session")
@@ -161,7 +197,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, timings: Timings,
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(values))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    env = {**os.environ, "ATLAS_PANEL_LOG": str(artefacts / PANEL_LOG),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
            "JUPYTER_CONFIG_DIR": str(home / "config"),
            "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces")}

@@ -152,12 +152,53 @@ class Reading:
 ESCALATION = ("step", "End", "Home")
 
 
+# The page's own stopwatch for one redraw, run on the panel's output element before a key press
+# or click: the input event's time (a keydown, pointerdown or change anywhere in the page,
+# captured first) to the moment the output holds a new figure (an image not tagged as seen, or
+# the tagged image with a new source) and a table, the image decoded and two animation frames
+# later: painted. Python's polling of the page adds tens of milliseconds that this leaves out.
+WATCH = """o => {
+  const imgs = () => o.querySelectorAll('img');
+  imgs().forEach(i => { i.dataset.seen = '1'; i.dataset.seenSrc = i.src.length + ':' +
+                                                    i.src.slice(-64); });
+  if (window.__atlasObserver) window.__atlasObserver.disconnect();
+  const watch = window.__atlasWatch = {input: null, shown: null, painted: null};
+  const onInput = e => { if (watch.input === null) watch.input = e.timeStamp; };
+  for (const kind of ['keydown', 'pointerdown', 'change'])
+    document.addEventListener(kind, onInput, {capture: true, once: true});
+  const fresh = i => !i.dataset.seen ||
+      i.dataset.seenSrc !== i.src.length + ':' + i.src.slice(-64);
+  const check = () => {
+    const shown = imgs();
+    if (watch.shown !== null || shown.length !== 1 || !fresh(shown[0]) ||
+        o.querySelectorAll('table').length !== 1) return;
+    watch.shown = performance.now();
+    window.__atlasObserver.disconnect();
+    const img = shown[0];
+    const painted = () => requestAnimationFrame(() => requestAnimationFrame(() => {
+      watch.painted = performance.now(); }));
+    (img.decode ? img.decode() : Promise.resolve()).then(painted, painted);
+  };
+  window.__atlasObserver = new MutationObserver(check);
+  window.__atlasObserver.observe(o, {subtree: true, childList: true, attributes: true,
+                                     attributeFilter: ['src']});
+}"""
+
+
 class Panel:
     """One ``atlas_sim.widgets.Panel`` as rendered in the page."""
 
     def __init__(self, root: Locator) -> None:
         self.root = root
         self.output = root.locator(".widget-output")
+        self.in_page: float | None = None  # the last redraw's seconds by the page's clock
+        self.acted_at = 0.0  # time.perf_counter() just before the last key press or click
+        self.answered_at = 0.0  # and when the test saw its new figure and table
+
+    def title(self) -> str:
+        """The panel's title (its first bold text), or "" if it has none."""
+        bold = self.root.locator(".widget-html b")
+        return (bold.first.text_content() or "").strip() if bold.count() else ""
 
     def sliders(self) -> Locator:
         return self.root.locator(".widget-slider")
@@ -185,14 +226,17 @@ class Panel:
 
     def _mark_shown(self) -> None:
         """Tag the figure now shown, so that a redraw (a new image element) can be told from
-        it even when the new figure is identical."""
-        self.output.evaluate("o => o.querySelectorAll('img').forEach(i => i.dataset.seen = '1')")
+        it even when the new figure is identical; and start the page's own stopwatch (see
+        ``WATCH``)."""
+        self.output.evaluate(WATCH)
 
     def _wait_for_redraw(self, timeout: float = 60) -> Reading:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            fresh = self.output.locator("img:not([data-seen])")
-            if fresh.count() == 1 and (now := self.reading()) is not None:
+            watch = self.root.page.evaluate("() => window.__atlasWatch || null")
+            if watch and watch.get("shown") is not None and (now := self.reading()) is not None:
+                self.answered_at = time.perf_counter()
+                self.in_page = self._in_page_seconds()
                 return now
             if "Cannot run this combination" in self.message():
                 raise AssertionError(f"the panel refused: {self.message()[:300]}")
@@ -200,9 +244,24 @@ class Panel:
         raise AssertionError(f"no redraw within {timeout} s; the panel shows "
                              f"{self.message()[:300]!r}")
 
+    def _in_page_seconds(self, timeout: float = 5) -> float | None:
+        """Seconds from the key press (or click) to the new figure and table painted, by the
+        page's own clock (``WATCH``); None if the page saw no input event (a programmatic
+        change)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            watch = self.root.page.evaluate("() => window.__atlasWatch")
+            if watch and watch.get("painted") is not None:
+                if watch.get("input") is None:
+                    return None
+                return (watch["painted"] - watch["input"]) / 1000
+            time.sleep(0.01)
+        return None
+
     def act(self, action: Callable[[], None]) -> Reading:
         """Do ``action`` (a click, a key) and return what the panel shows once redrawn."""
         self._mark_shown()
+        self.acted_at = time.perf_counter()
         action()
         return self._wait_for_redraw()
 
@@ -243,15 +302,18 @@ class Panel:
             has=self.root.page.get_by_text(label, exact=True))
         return self.act(lambda: dropdown.locator("select").select_option(option))
 
-    def move_until_it_changes(self, label: str, before: Reading) -> tuple[str, float]:
+    def move_until_it_changes(self, label: str,
+                              before: Reading) -> tuple[str, float, float | None]:
         """Press the ESCALATION keys in turn until both the figure and the numbers differ from
-        ``before``; return the key that did it and the seconds from that key to the redraw.
+        ``before``; return the key that did it, the seconds from that key press to the redraw
+        as the test saw it (polling the page every 20 ms), and the same by the page's own clock
+        (``WATCH``: key press to the new figure painted; None if the page could not tell).
         Fails naming the slider if none did."""
         for key in ESCALATION:
-            pressed = time.perf_counter()
+            self.in_page = None
             now = self.press(label, key)
             if now.figure != before.figure and now.numbers != before.numbers:
-                return key, time.perf_counter() - pressed
+                return key, self.answered_at - self.acted_at, self.in_page
         same = "figure" if now.figure == before.figure else "numbers"
         raise AssertionError(f"slider {label!r}: after {', '.join(ESCALATION)} the panel still "
                              f"shows the same {same}: {self.message()[:300]!r}")

@@ -3,7 +3,9 @@ from the Run menu, every widget rendered, every slider moved with the keyboard a
 a new figure and new numbers, the live service stopped at the end with nothing left behind.
 
 Screenshots (each panel before and after its sliders moved, and the notebook's first screen)
-go to the artefacts folder; timings to its ``timings.json``. Timings are recorded, not asserted.
+go to the artefacts folder; timings to its ``timings.json`` (per slider move: key press to the
+new figure and table as the test saw it and by the page's own clock, and the kernel's share
+from the panels' draw log). Timings are recorded, not asserted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import NOTEBOOKS
+from tests.browser.conftest import NOTEBOOKS, PANEL_LOG
 
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text form: "requests:  40%|####      | 204/510"
 
@@ -36,6 +38,25 @@ def committed_widget_count(notebook: Path) -> int:
              for output in cell.get("outputs", [])
              if "application/vnd.jupyter.widget-view+json" in output.get("data", {})]
     return sum(not PROGRESS_BAR.search("".join(view.get("text/plain", ""))) for view in views)
+
+
+def kernel_draws(artefacts: Path) -> list[dict[str, object]]:
+    """Every panel draw the kernels have logged so far (``PANEL_LOG``)."""
+    log = artefacts / PANEL_LOG
+    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def last_kernel_draw(artefacts: Path, *, after: int, timeout: float = 2.0) -> dict[str, object]:
+    """The last draw logged after the first ``after`` ones (the kernel writes it just after
+    sending the figure, so it is there once the page shows it), or {} if none came."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        draws = kernel_draws(artefacts)
+        if len(draws) > after:
+            return draws[-1]
+        time.sleep(0.02)
+    return {}
 
 
 def starts_the_service(notebook: Path) -> bool:
@@ -87,24 +108,29 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
 
         panels = nb.panels()
         assert panels, f"{notebook.name} shows no slider panel"
-        moves: list[float] = []
+        moves: list[dict[str, object]] = []
         keys: dict[str, list[str]] = {}
         for k, panel in enumerate(panels, start=1):
             panel.root.scroll_into_view_if_needed()
             panel.root.screenshot(path=shots / f"panel{k}-before.png")
+            title = panel.title()
             for label in panel.slider_labels():
                 before = panel.reset()
                 for other, value in SETTINGS_FIRST.get(label, ()):
                     before = (panel.choose(other, value) if isinstance(value, str)
                               else panel.set_slider(other, value))
+                drawn = len(kernel_draws(artefacts))
                 try:
-                    key, seconds = panel.move_until_it_changes(label, before)
+                    key, seconds, in_page = panel.move_until_it_changes(label, before)
                 except AssertionError as err:
                     raise AssertionError(f"{notebook.name}, panel {k}: {err}") from None
-                moves.append(seconds)
+                steps = last_kernel_draw(artefacts, after=drawn)
+                moves.append({"panel": f"panel{k}", "title": title, "slider": label,
+                              "key": key, "seconds": seconds, "in_page": in_page,
+                              "kernel": steps.get("total"), "kernel_steps": steps})
                 keys.setdefault(key, []).append(f"{notebook.stem} panel {k}: {label}")
             panel.root.screenshot(path=shots / f"panel{k}-after.png")
-        timings.record(notebook.stem, slider_to_output=moves, keys=keys)
+        timings.record(notebook.stem, slider_moves_each=moves, keys=keys)
 
         if starts_the_service(notebook):
             # the measured numbers: a table that sets the live run beside the simulated one

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
 
-from atlas_sim.experiments import breakers, retries
-from atlas_sim.policies import Backoff
+from atlas_sim.experiments import breakers, faults, retries, welcome
+from atlas_sim.policies import Backoff, Status
 from atlas_sim.sim import simulate
 from atlas_sim.sim.scenarios import full_stack, retry_storm
 
@@ -93,6 +95,20 @@ def test_timeout_panel_measures_what_the_distribution_predicts():
     assert 0 < table["false timeouts, measured (%)"] < 10
 
 
+@pytest.mark.parametrize("shape", [0.5, 2.0])
+def test_a_timeout_cuts_off_exactly_the_requests_slower_than_it_under_common_random_numbers(
+        shape):
+    # why the timeout panel reads its untimed run instead of simulating each timeout
+    untimed = breakers.timeouts(60.0, shape=shape, seed=7).requests
+    panel = breakers.timeout_panel(seed=7)
+    for timeout in (0.03, 0.1, 0.4):
+        timed = breakers.timeouts(timeout, shape=shape, seed=7).requests
+        cut = timed["status"] == Status.CLIENT_TIMEOUT
+        assert (cut.to_numpy() == (untimed["latency"] > timeout).to_numpy()).all()
+        shown = panel.update(timeout=timeout, shape=shape).table.iloc[0]
+        assert shown["false timeouts, measured (%)"] == round(100 * cut.mean(), 2)
+
+
 def test_status_breakdown_names_429_503_504_and_client_codes():
     run = simulate(full_stack(3000))
     table = breakers.status_breakdown(run)
@@ -169,8 +185,11 @@ def test_the_herd_tables_peak_is_the_plots_highest_bar_after_the_outage():
 
 def test_the_overload_panel_shades_the_spike_it_talks_about():
     figure = breakers.overload_panel().update(max_concurrent=0).figure
-    spans = [p.get_x() for p in figure.axes[0].patches if p.get_width() == pytest.approx(10.0)]
-    assert spans == [pytest.approx(10.0)]
+    for ax in figure.axes:  # an orange band from 10 s to 20 s behind each panel
+        (band,) = [c for c in ax.collections
+                   if len(c.get_paths()) and to_hex(c.get_facecolor()[0]) == "#ffcc80"]
+        spans = [(p.vertices[:, 0].min(), p.vertices[:, 0].max()) for p in band.get_paths()]
+        assert spans == [(pytest.approx(10.0), pytest.approx(20.0))]
 
 
 def test_the_fault_panels_answer_their_sliders_and_agree_with_theory():
@@ -189,3 +208,55 @@ def test_the_fault_panels_answer_their_sliders_and_agree_with_theory():
     assert abs(shared[5] - shared[2]) < 0.2 * shared[2]  # replicas do not help against it
     independent = shown["independent faults only, theory"].str.rstrip("%").astype(float)
     assert independent[3] < independent[2] / 20  # but they do against independent faults
+
+
+PANEL_MOVES = {
+    welcome.breaker_panel: [{"failure_threshold": 2}, {"down_from": 12.0, "down_until": 30.0}],
+    faults.fleet_panel: [{"disks": 50_000}, {"repair_days": 20.0}],
+    faults.redundancy_panel: [{"replicas": 5}, {"shared_per_decade": 0.0}],
+    retries.backoff_panel: [{"jitter": "none"}, {"retries": 10}],
+    retries.herd_panel: [{"jitter": "full"}, {"clients": 500}],
+    retries.contention_panel: [{"clients": 30, "repeats": 1}],
+    retries.budget_panel: [{"budget": False}, {"burst": 3.0}],
+    breakers.breaker_panel: [{"mode": "failure_rate"}, {"breaker": False}],
+    breakers.timeout_panel: [{"timeout": 0.05}, {"shape": 2.0}],
+    breakers.overload_panel: [{"max_concurrent": 0}, {"spike": 4.0}],
+    breakers.storm_panel: [{"fix": "budget"}, {"drop_for": 25.0}],
+}
+
+
+@pytest.mark.parametrize("make", PANEL_MOVES, ids=lambda make: make.__module__.split(".")[-1]
+                         + "." + make.__name__)
+def test_every_panel_redraws_in_place_what_a_new_figure_would_show(make):
+    from tests.analysis.test_figures import out_of_view, snapshot
+
+    panel = make()
+    figure = panel.update().figure
+    for move in PANEL_MOVES[make]:
+        view = panel.update(**move)
+        assert view.figure is figure  # the panel's one figure, updated in place
+        assert not out_of_view(figure)  # limits set from the new data
+        fresh = make()
+        expected = fresh.update(**view.params).figure  # built anew for these values
+        assert snapshot(view.figure) == snapshot(expected)
+
+
+def test_the_contention_panel_reuses_each_seeds_runs_and_keeps_the_means(monkeypatch):
+    from atlas_sim.sim.contention import compare_contention
+
+    panel = retries.contention_panel(seed=5)
+    three = panel.update(clients=30, repeats=3).results
+    expected = compare_contention(30, seeds=range(5, 8)).rename(
+        columns={"work": "write calls", "completion_time": "completion time (s)"})
+    pd.testing.assert_frame_equal(three, expected)  # the very same numbers
+    seeds_run: list[list[int]] = []
+
+    def counting(clients, seeds, **options):
+        seeds_run.append(list(seeds))
+        return compare_contention(clients, seeds, **options)
+
+    monkeypatch.setattr(retries, "compare_contention", counting)
+    panel.update(repeats=4)  # one more seed: only its runs
+    panel.update(repeats=2)  # fewer: nothing to run
+    panel.update(clients=40)  # other clients: both seeds anew
+    assert seeds_run == [[8], [5], [6]]

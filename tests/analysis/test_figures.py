@@ -1,0 +1,135 @@
+"""Figures updated in place: the same figure, new data on its artists, the limits a new figure
+would have, and the layout solved again only when a margin's text changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from atlas_sim.analysis import TimeseriesFigure, plot_timeseries
+from atlas_sim.analysis.figures import ComparisonFigure, layout_key
+from atlas_sim.sim import simulate
+from atlas_sim.sim.scenarios import dependency_outage, retry_storm
+
+
+def snapshot(figure: Figure) -> list[dict[str, object]]:
+    """What a figure shows, in data coordinates (so not the layout): per axes the limits,
+    titles, lines, patches, collections, texts and legend."""
+    def rounded(values: object) -> list[float | None]:  # None for NaN: NaN != NaN
+        flat = np.round(np.asarray(values, dtype=float), 9).ravel()
+        return [None if np.isnan(v) else float(v) for v in flat]
+
+    def named(artist: object) -> str:  # "_child3" and the like: an artist without a name
+        label = str(artist.get_label())  # type: ignore[attr-defined]
+        return "" if label.startswith("_") else label
+
+    shown = []
+    for ax in figure.axes:
+        legend = ax.get_legend()
+        shown.append({
+            "limits": rounded([*ax.get_xlim(), *ax.get_ylim()]),
+            "labels": (ax.get_title(), ax.get_title("left"), ax.get_xlabel(), ax.get_ylabel()),
+            "lines": [(named(line), rounded(line.get_xdata()), rounded(line.get_ydata()))
+                      for line in ax.lines],
+            "patches": [rounded(p.get_patch_transform().transform(p.get_path().vertices))
+                        for p in ax.patches],
+            "collections": [([rounded(path.vertices) for path in c.get_paths()],
+                             rounded(c.get_offsets())) for c in ax.collections],
+            "texts": [(t.get_text(), rounded(getattr(t, "xy", t.get_position())))
+                      for t in ax.texts],
+            "legend": [t.get_text() for t in legend.get_texts()] if legend else None,
+        })
+    shown.append({"suptitle": figure.get_suptitle()})
+    return shown
+
+
+def out_of_view(figure: Figure) -> list[str]:
+    """The artists whose data (lines, patches and dots placed in data coordinates) reach
+    outside their axes' limits: a figure whose limits were set from its data has none."""
+    found = []
+    for k, ax in enumerate(figure.axes):
+        (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
+        points = [(str(line.get_label()), np.column_stack([line.get_xdata(), line.get_ydata()]))
+                  for line in ax.lines if line.get_transform() == ax.transData]
+        points += [(str(p.get_label()), p.get_patch_transform().transform(p.get_path().vertices))
+                   for p in ax.patches if p.get_transform().contains_branch(ax.transData)]
+        points += [(str(c.get_label()), c.get_offsets()) for c in ax.collections
+                   if len(c.get_offsets()) and c.get_offset_transform() == ax.transData]
+        for label, xy in points:
+            xy = np.asarray(xy, dtype=float)
+            xy = xy[np.isfinite(xy).all(axis=1)]
+            low = np.array([x0, y0]) - 1e-9 * max(1.0, abs(x1), abs(y1))
+            high = np.array([x1, y1]) + 1e-9 * max(1.0, abs(x1), abs(y1))
+            if len(xy) and not ((xy >= low).all() and (xy <= high).all()):
+                found.append(f"axes {k}: {label}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def runs():
+    return {"breaker": simulate(dependency_outage(True, seed=3)),
+            "no breaker": simulate(dependency_outage(False, seed=3)),
+            "storm": simulate(retry_storm("none", seed=3))}
+
+
+def test_an_update_keeps_the_figure_and_puts_the_new_data_on_its_artists(runs):
+    plot = TimeseriesFigure(1.0, title="{name}")
+    figure = plot.draw({"breaker": runs["breaker"]})
+    rates = figure.axes[0]
+    offered = rates.lines[0]
+    assert plot.draw({"no breaker": runs["no breaker"]}) is figure  # the same figure ...
+    assert rates.lines[0] is offered  # ... and the same line, with the other run's data
+    ts = runs["no breaker"].timeseries(1.0)
+    assert offered.get_ydata() == pytest.approx(ts["offered"].to_numpy())
+    assert figure.get_suptitle() == "no breaker"
+    shaded = [c for c in rates.collections if len(c.get_paths())]
+    assert shaded == [c for c in shaded if c.get_alpha() == 0.6]  # only the fault bar is left
+
+
+@pytest.mark.parametrize("order", [("breaker", "no breaker", "storm"),
+                                   ("storm", "breaker", "no breaker")])
+def test_updated_in_place_it_shows_what_a_new_figure_shows(runs, order):
+    plot = TimeseriesFigure(1.0)
+    for name in order:
+        figure = plot.draw(runs[name])
+    fresh = plot_timeseries(runs[order[-1]], 1.0)
+    assert snapshot(figure) == snapshot(fresh)  # data, limits, shading, legend, titles
+
+
+def test_the_layout_is_solved_once_and_again_only_when_a_margin_text_changes(runs):
+    plot = TimeseriesFigure(1.0, title="Dependency hangs ({name})")
+    figure = plot.draw({"breaker": runs["breaker"]})
+    assert plot.layouts == 1 and figure.get_layout_engine() is None  # draws lay out nothing
+    positions = [ax.get_position().bounds for ax in figure.axes]
+    (title,) = [t for t in figure.texts if t.get_text() == figure.get_suptitle()]
+    title_at = title.get_position()  # where constrained layout put it
+    plot.draw({"breaker": runs["breaker"]})  # the same again: nothing to lay out anew
+    assert title.get_position() == title_at and plot.layouts == 1  # the title stays there
+    plot.draw({"breaker": simulate(dependency_outage(True, seed=4))})  # another seed
+    key = layout_key(figure)
+    plot.draw({"breaker": simulate(dependency_outage(True, seed=4))})
+    assert layout_key(figure) == key and plot.layouts <= 2
+    solved = plot.layouts
+    plot.draw({"no breaker": runs["no breaker"]})  # fewer legend entries: new margins
+    assert plot.layouts == solved + 1
+    assert [ax.get_position().bounds for ax in figure.axes] != positions
+
+
+def test_digits_count_as_one_width_in_the_layout_key():
+    from atlas_sim.analysis.figures import _shape_of
+
+    assert _shape_of("120") == _shape_of("350") != _shape_of("1200")
+    assert _shape_of(r"$\mathdefault{10^{-3}}$") == _shape_of(r"$\mathdefault{10^{-7}}$")
+
+
+def test_a_table_with_other_rows_gets_a_new_figure():
+    import pandas as pd
+
+    plot = ComparisonFigure(["calls"])
+    first = plot.draw(pd.DataFrame({"calls": [3.0, 5.0]}, index=["a", "b"]))
+    same_rows = plot.draw(pd.DataFrame({"calls": [30.0, 50.0]}, index=["a", "b"]))
+    assert same_rows is first
+    assert [t.get_text() for t in first.axes[0].texts] == ["30", "50"]
+    other_rows = plot.draw(pd.DataFrame({"calls": [1.0]}, index=["c"]))
+    assert other_rows is not first and len(other_rows.axes[0].patches) == 1

@@ -41,6 +41,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.image import imsave
 
 from atlas_sim.experiments import (
@@ -82,7 +83,8 @@ def slider_values(panel: Panel, moves: int) -> tuple[str, list[Any]]:
     step, turning back at an end."""
     control = next(c for c in panel.controls.values() if c.kind in ("int", "float"))
     assert control.step is not None and control.low is not None and control.high is not None
-    values, value, step = [], control.default, control.step
+    values: list[Any] = []
+    value, step = control.default, control.step
     while len(values) < moves:
         if not control.low <= value + step <= control.high:
             step = -step
@@ -107,8 +109,12 @@ def rebuilt(plot: Any) -> Callable[[Any], Any]:
 def encode_only(figure: Any) -> float:
     """Seconds to encode the figure's last drawing as PNG (what ``savefig`` does after its
     draw)."""
+    canvas = figure.canvas
+    if not hasattr(canvas, "buffer_rgba"):  # a figure closed in pyplot: give it Agg's canvas
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()
     started = time.perf_counter()
-    imsave(io.BytesIO(), np.asarray(figure.canvas.buffer_rgba()), format="png")
+    imsave(io.BytesIO(), np.asarray(canvas.buffer_rgba()), format="png")
     return time.perf_counter() - started
 
 
@@ -140,7 +146,9 @@ def measure(make: Callable[[], Panel], moves: int, mode: str) -> dict[str, float
     panel = make()
     panel.update()  # the cell that shows the panel: the figure is built here
     name, values = slider_values(panel, moves)
-    draw = panel.plot_fn.draw if mode == "in place" else rebuilt(panel.plot_fn)
+    plot = panel.plot_fn
+    # a panel with a plain plot function draws a new figure per move in either mode
+    draw = plot.draw if mode == "in place" and isinstance(plot, InPlacePlot) else rebuilt(plot)
     rows = [one_move(panel, draw, {**panel.defaults, name: value}) for value in values]
     medians = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
     medians["total"] = sum(medians[p] for p in ("run", "table", "figure", "png", "message"))

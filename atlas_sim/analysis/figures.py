@@ -53,6 +53,7 @@ __all__ = [
     "VerticalBands",
     "autoscale",
     "bar_label",
+    "clip_to_view",
     "fault_names",
     "fault_windows",
     "layout_key",
@@ -363,6 +364,65 @@ def autoscale(ax: Axes, *, points: Any = None, scalex: bool = True,
     if points is not None and len(points):
         ax.update_datalim(points)
     ax.autoscale_view(scalex=scalex, scaley=scaley)
+
+
+def _scaled(y: Any, log: bool) -> np.ndarray:
+    """``y`` as an axis draws it: as is, or log10 with a value <= 0 at -1000 (what a log
+    axis's default ``nonpositive="clip"`` puts there: far below the view)."""
+    y = np.asarray(y, dtype=float)
+    if not log:
+        return y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(y > 0, np.log10(np.where(y > 0, y, 1.0)), -1000.0)
+
+
+def clip_to_view(x: Any, y: Any, low: float, high: float, *, log: bool = False,
+                 steps: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The line through ``(x, y)`` cut to the band ``low <= y <= high`` (an axes' fixed y
+    limits): the points outside are left out, and where the line crosses ``low`` or ``high``
+    the crossing is put in its place, a NaN after it where the line leaves the band (a gap).
+
+    Drawn, the cut line covers the same pixels as the whole line clipped by the axes, but
+    its data stay in view. ``log``: the crossing is found in log10 y, as a log axis draws a
+    segment (straight in log y); ``steps``: the line is drawn ``drawstyle="steps-post"``, so
+    it crosses a bound on the riser at the later point's x. Returns new arrays (or the given
+    ones, as float arrays, when all of the line is in the band). NaN in ``y`` counts as
+    outside."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    v = _scaled(y, log)
+    bounds = {-1: (float(_scaled(low, log)), float(low)),
+              1: (float(_scaled(high, log)), float(high))}
+    side = np.where(v < bounds[-1][0], -1, np.where(v > bounds[1][0], 1, 0))
+    side[np.isnan(v)] = 2
+    if not side.any():
+        return x, y
+    xs: list[Any] = []
+    ys: list[Any] = []
+    start = 0
+    for k in [*(np.flatnonzero(side[1:] != side[:-1]) + 1), len(x)]:
+        if side[start] == 0:
+            xs.append(x[start:k])
+            ys.append(y[start:k])
+        if k == len(x):
+            break
+        a, b = k - 1, k
+        if 2 in (side[a], side[b]):
+            xs.append([np.nan])
+            ys.append([np.nan])
+            start = k
+            continue
+        for s in (side[a], side[b]):  # the bounds crossed, in the order met (0: none)
+            if s == 0:
+                continue
+            level, value = bounds[int(s)]
+            at = x[b] if steps else x[a] + (level - v[a]) / (v[b] - v[a]) * (x[b] - x[a])
+            xs.append([at])
+            ys.append([value])
+        if side[b] != 0:
+            xs.append([np.nan])
+            ys.append([np.nan])
+        start = k
+    return np.concatenate(xs), np.concatenate(ys)
 
 
 def _autoscale_y(*axes: Axes) -> None:

@@ -31,8 +31,10 @@ import httpx
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 from prometheus_client.parser import text_string_to_metric_families
 
+from ..analysis.figures import InPlaceFigure, clip_to_view
 from ..analysis.queueing import MGc, MMc, squared_cv
 from ..analysis.stats import batch_means
 from ..policies import ClientPolicy
@@ -589,42 +591,80 @@ def _panel_table(result: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows).T
 
 
-def _panel_plot(result: dict[str, Any]) -> Any:
-    c, rho, latency = result["servers"], result["utilisation"], result["latency"]
-    fig, (curve_ax, tail_ax) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
-    grid = np.linspace(0.02, 0.96, 40)
-    mmc_curve = [MMc(arrival_rate=r * c, service_rate=1.0, servers=c).W for r in grid]
-    mgc_curve = [MGc(arrival_rate=r * c, service_rate=1.0, servers=c, scv=result["scv"]).W
-                 for r in grid]
-    curve_ax.plot(grid, mmc_curve, color=_color(c), label=f"M/M/{c} (Erlang C)")
-    curve_ax.plot(grid, mgc_curve, color="black", ls="--",
-                  label=f"M/G/{c}, {result['service']}")
-    ci = result["ci"]
-    curve_ax.errorbar([rho], [ci.mean], yerr=[[ci.half_width], [ci.half_width]], fmt="o",
-                      color="black", capsize=3, label="simulated (95% interval)")
-    curve_ax.set_xlim(0, 1)
-    curve_ax.set_ylim(0, max(12.0, 1.2 * ci.high))
-    curve_ax.set_xlabel("utilisation ρ")
-    curve_ax.set_ylabel("mean response time / service time")
-    curve_ax.grid(alpha=0.3)
-    curve_ax.legend(loc="upper left", fontsize="small")
-    ordered = np.sort(latency)
-    share = 1.0 - np.arange(ordered.size) / ordered.size
-    step = max(1, ordered.size // 400)  # a few hundred points draw the same curve
-    tail_ax.semilogy(ordered[::step], share[::step], color="black",
-                     label=f"simulated ({result['service']})")
-    mmc = MMc(arrival_rate=rho * c, service_rate=1.0, servers=c)
-    t = np.linspace(0.0, max(float(ordered[-1]), 1e-9), 60)
-    tail_ax.semilogy(t, [mmc.tail(x) for x in t], color=_color(c), ls=":",
-                     label=f"M/M/{c} (Erlang C)")
-    tail_ax.set_ylim(max(1.0 / ordered.size, 1e-4), 1.0)
-    tail_ax.set_xlabel("response time / service time")
-    tail_ax.set_ylabel("P(response time > t)")
-    tail_ax.grid(alpha=0.3)
-    tail_ax.legend(loc="upper right", fontsize="small")
-    fig.suptitle(f"c = {c}, ρ = {rho:.2f}, {result['service']} service times")
-    plt.close(fig)
-    return fig
+class _QueueingFigure(InPlaceFigure):
+    """The panel's figure, updated in place. Left: the simulated mean (with its 95% interval)
+    on the theory curves of mean response time against utilisation, M/M/c (Erlang C) and
+    M/G/c for the chosen service shape. Right: the simulated response-time tail beside
+    M/M/c's, on a log scale. Results: ``_panel_run``'s dict."""
+
+    def build(self, result: dict[str, Any]) -> Figure:
+        figure, (curve_ax, tail_ax) = self.subplots(1, 2, figsize=(10, 3.6))
+        self.curve_ax, self.tail_ax = curve_ax, tail_ax
+        (self.mmc_curve,) = curve_ax.plot([], [])
+        (self.mgc_curve,) = curve_ax.plot([], [], color="black", ls="--")
+        self.point = curve_ax.errorbar([0.0], [0.0], yerr=[[0.0], [0.0]], fmt="o",
+                                       color="black", capsize=3,
+                                       label="simulated (95% interval)")
+        curve_ax.set_xlim(0, 1)
+        curve_ax.set_xlabel("utilisation ρ")
+        curve_ax.set_ylabel("mean response time / service time")
+        curve_ax.grid(alpha=0.3)
+        tail_ax.set_yscale("log")
+        (self.simulated_tail,) = tail_ax.plot([], [], color="black")
+        (self.mmc_tail,) = tail_ax.plot([], [], ls=":")
+        tail_ax.set_xlabel("response time / service time")
+        tail_ax.set_ylabel("P(response time > t)")
+        tail_ax.grid(alpha=0.3)
+        self.legend_labels: tuple[str, ...] | None = None
+        return figure
+
+    def update(self, result: dict[str, Any]) -> None:
+        c, rho, latency = result["servers"], result["utilisation"], result["latency"]
+        service, ci = result["service"], result["ci"]
+        grid = np.linspace(0.02, 0.96, 40)
+        mmc_curve = [MMc(arrival_rate=r * c, service_rate=1.0, servers=c).W for r in grid]
+        mgc_curve = [MGc(arrival_rate=r * c, service_rate=1.0, servers=c, scv=result["scv"]).W
+                     for r in grid]
+        top = max(12.0, 1.2 * ci.high)
+        self.mmc_curve.set_data(*clip_to_view(grid, mmc_curve, 0.0, top))
+        self.mmc_curve.set_color(_color(c))
+        self.mmc_curve.set_label(f"M/M/{c} (Erlang C)")
+        self.mgc_curve.set_data(*clip_to_view(grid, mgc_curve, 0.0, top))
+        self.mgc_curve.set_label(f"M/G/{c}, {service}")
+        mark, (low_cap, high_cap), (bar,) = self.point.lines
+        mark.set_data([rho], [ci.mean])
+        low_cap.set_data([rho], [ci.mean - ci.half_width])
+        high_cap.set_data([rho], [ci.mean + ci.half_width])
+        bar.set_segments([[(rho, ci.mean - ci.half_width), (rho, ci.mean + ci.half_width)]])
+        self.curve_ax.set_ylim(0, top)
+
+        ordered = np.sort(latency)
+        share = 1.0 - np.arange(ordered.size) / ordered.size
+        step = max(1, ordered.size // 400)  # a few hundred points draw the same curve
+        bottom = max(1.0 / ordered.size, 1e-4)
+        self.simulated_tail.set_data(*clip_to_view(ordered[::step], share[::step], bottom, 1.0,
+                                                   log=True))
+        self.simulated_tail.set_label(f"simulated ({service})")
+        mmc = MMc(arrival_rate=rho * c, service_rate=1.0, servers=c)
+        end = max(float(ordered[-1]), 1e-9)
+        t = np.linspace(0.0, end, 60)
+        self.mmc_tail.set_data(*clip_to_view(t, [mmc.tail(x) for x in t], bottom, 1.0,
+                                             log=True))
+        self.mmc_tail.set_color(_color(c))
+        self.mmc_tail.set_label(f"M/M/{c} (Erlang C)")
+        # x as autoscaling sets it for the whole curves (from 0 to the slowest response),
+        # not for the parts left in view
+        margin = plt.rcParams["axes.xmargin"] * end
+        self.tail_ax.set_xlim(-margin, end + margin)
+        self.tail_ax.set_ylim(bottom, 1.0)
+
+        labels = (self.mmc_curve.get_label(), self.mgc_curve.get_label(),
+                  self.simulated_tail.get_label(), self.mmc_tail.get_label())
+        if labels != self.legend_labels:  # a legend copies its handles' styles: remade
+            self.legend_labels = labels
+            self.curve_ax.legend(loc="upper left", fontsize="small")
+            self.tail_ax.legend(loc="upper right", fontsize="small")
+        self.set_suptitle(f"c = {c}, ρ = {rho:.2f}, {service} service times")
 
 
 def queueing_panel(*, customers: int = 6000, seed: int = 0) -> Panel:
@@ -644,5 +684,5 @@ def queueing_panel(*, customers: int = 6000, seed: int = 0) -> Panel:
          Control.slider("utilisation", 0.05, 0.95, 0.8, step=0.05, label="utilisation ρ"),
          Control.dropdown("service", tuple(SERVICE_SHAPES), "exponential",
                           label="service time")],
-        _panel_plot, table=_panel_table, title="Response time against utilisation",
+        _QueueingFigure(), table=_panel_table, title="Response time against utilisation",
     )

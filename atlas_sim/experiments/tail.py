@@ -24,8 +24,12 @@ from typing import TYPE_CHECKING, Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from ..analysis.figures import InPlaceFigure, clip_to_view
 from ..analysis.tail import TailModel, hedge_delay_at
 from ..policies import ClientPolicy, HedgePolicy
 from ..results import RunResult
@@ -44,6 +48,7 @@ __all__ = [
     "PUBLISHED",
     "SLOW_LATENCY",
     "WIDTHS",
+    "HedgedTailFigure",
     "hedge_table",
     "hedging_comparison",
     "live_tail",
@@ -228,44 +233,95 @@ def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
 _COLORS = {"no hedging": "#c62828", "hedged": "#1565c0"}
 
 
-def _survival_axes(ax: Any, model: TailModel, width: int, delay: float,
-                   runs: Mapping[str, RunResult], *, live_runs: Sequence[RunResult] = ()
-                   ) -> None:
-    top = 1.2 * model.slow_latency
-    t = np.linspace(0.0, top, 400)
-    for name, d in (("no hedging", None), ("hedged", delay)):
-        color = _COLORS[name]
-        theory = [model.request_survival(x, width, d) for x in t]
-        ax.plot(t * 1e3, theory, color=color, lw=1.2, label=f"{name}, theory")
-        latency = np.sort(runs[name].requests["latency"].to_numpy())
-        survival = 1.0 - np.arange(1, latency.size + 1) / latency.size
-        keep = survival > 0
-        ax.step(latency[keep] * 1e3, survival[keep], where="post", color=color, lw=2.2,
-                alpha=0.45, label=f"{name}, simulated")
-    for run in live_runs:
-        name = "hedged" if run.meta.get("hedge_delay") is not None else "no hedging"
-        latency = np.sort(run.requests["latency"].to_numpy())
-        survival = 1.0 - np.arange(1, latency.size + 1) / latency.size
-        keep = survival > 0
-        ax.plot(latency[keep] * 1e3, survival[keep], "o", ms=2.5, color=_COLORS[name],
-                label=f"{name}, live")
-    for q, style in ((0.99, ":"), (0.999, "--")):
-        ax.axhline(1 - q, color="#555", ls=style, lw=0.8)
-        ax.annotate(f"p{100 * q:g}", (top * 1e3, 1 - q), fontsize="x-small", ha="right",
-                    va="bottom", color="#555")
-    ax.axvline(delay * 1e3, color=_COLORS["hedged"], ls="-.", lw=0.8)
-    ax.annotate(" hedge delay", (delay * 1e3, 1.2e-4), rotation=90, fontsize="x-small",
-                va="bottom", ha="right", color=_COLORS["hedged"])
-    ax.set_yscale("log")
-    ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost half the drawing
-    ax.set_ylim(1e-4, 1.2)
-    ax.set_xlim(0, top * 1e3)
-    ax.set_xlabel("user request latency t (ms)")
-    ax.set_ylabel("share of requests slower than t")
-    ax.set_title(f"Fan-out to {width} calls, {model.p_slow:.1%} of calls slow",
-                 fontsize="medium")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+#: The lowest share the tail figure shows.
+_FLOOR = 1e-4
+
+
+class HedgedTailFigure(InPlaceFigure):
+    """The user request's latency tail, ``P(request > t)`` on a log scale, without and with
+    hedging: theory lines (``TailModel.request_survival``), the simulated runs as steps, and
+    ``live_runs`` (from ``live_tail``, of the same width) as dots; the p99 and p99.9 levels and
+    the hedge delay marked. Results: ``hedging_comparison``'s ``{"no hedging": ...,
+    "hedged": ...}``. ``ax``: draw there instead of a new figure. The tail panel updates it in
+    place; ``plot_tail`` draws its right-hand panel with it."""
+
+    def __init__(self, *, live_runs: Sequence[RunResult] = (), ax: Axes | None = None,
+                 **options: Any) -> None:
+        super().__init__(**options)
+        self.live_runs, self.given_ax = tuple(live_runs), ax
+
+    def build(self, runs: Mapping[str, RunResult]) -> Figure:
+        if self.given_ax is not None:
+            ax = self.given_ax
+            root = ax.get_figure(root=True)
+            assert root is not None  # an axes always belongs to a figure
+            figure = root
+        else:
+            figure, ax = self.subplots(figsize=(9.5, 3.6))
+        self.ax = ax
+        self.curves: dict[str, tuple[Line2D, Line2D]] = {}
+        for name in ("no hedging", "hedged"):
+            color = _COLORS[name]
+            (theory,) = ax.plot([], [], color=color, lw=1.2, label=f"{name}, theory")
+            (simulated,) = ax.step([], [], where="post", color=color, lw=2.2, alpha=0.45,
+                                   label=f"{name}, simulated")
+            self.curves[name] = (theory, simulated)
+        self.live_dots = []
+        for run in self.live_runs:
+            name = "hedged" if run.meta.get("hedge_delay") is not None else "no hedging"
+            self.live_dots.append(ax.plot([], [], "o", ms=2.5, color=_COLORS[name],
+                                          label=f"{name}, live")[0])
+        self.levels = []
+        for q, style in ((0.99, ":"), (0.999, "--")):
+            ax.axhline(1 - q, color="#555", ls=style, lw=0.8)
+            self.levels.append((q, ax.annotate(f"p{100 * q:g}", (0.0, 1 - q),
+                                               fontsize="x-small", ha="right", va="bottom",
+                                               color="#555")))
+        self.delay_line = ax.axvline(0.0, color=_COLORS["hedged"], ls="-.", lw=0.8)
+        self.delay_note = ax.annotate(" hedge delay", (0.0, 1.2e-4), rotation=90,
+                                      fontsize="x-small", va="bottom", ha="right",
+                                      color=_COLORS["hedged"])
+        ax.set_yscale("log")
+        ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost half the drawing
+        ax.set_ylim(_FLOOR, 1.2)
+        ax.set_xlabel("user request latency t (ms)")
+        ax.set_ylabel("share of requests slower than t")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        return figure
+
+    def update(self, runs: Mapping[str, RunResult]) -> None:
+        hedged = runs["hedged"]
+        model: TailModel = hedged.meta["model"]
+        width, delay = hedged.meta["width"], hedged.meta["hedge_delay"]
+        top = 1.2 * model.slow_latency
+        t = np.linspace(0.0, top, 400)
+        for name, d in (("no hedging", None), ("hedged", delay)):
+            theory, simulated = self.curves[name]
+            survival = [model.request_survival(x, width, d) for x in t]
+            theory.set_data(*clip_to_view(t * 1e3, survival, _FLOOR, 1.2, log=True))
+            simulated.set_data(*_survival_steps(runs[name], steps=True))
+        for dots, run in zip(self.live_dots, self.live_runs, strict=True):
+            dots.set_data(*_survival_steps(run, steps=False))
+        for q, note in self.levels:
+            note.xy = note.xyann = (top * 1e3, 1 - q)  # the text sits on the point
+        self.delay_line.set_xdata([delay * 1e3, delay * 1e3])
+        self.delay_note.xy = self.delay_note.xyann = (delay * 1e3, 1.2e-4)
+        self.ax.set_xlim(0, top * 1e3)
+        self.ax.set_title(f"Fan-out to {width} calls, {model.p_slow:.1%} of calls slow",
+                          fontsize="medium")
+
+
+def _survival_steps(run: RunResult, *, steps: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A run's empirical ``P(latency > t)``, t in ms, above zero and cut to the figure's
+    view."""
+    latency = np.sort(run.requests["latency"].to_numpy())
+    survival = 1.0 - np.arange(1, latency.size + 1) / latency.size
+    keep = survival > 0
+    if not steps:  # dots: those in view
+        keep &= survival >= _FLOOR
+        return latency[keep] * 1e3, survival[keep]
+    return clip_to_view(latency[keep] * 1e3, survival[keep], _FLOOR, 1.2, log=True, steps=True)
 
 
 def plot_tail(shares: pd.DataFrame, sim: Mapping[str, RunResult],
@@ -292,8 +348,7 @@ def plot_tail(shares: pd.DataFrame, sim: Mapping[str, RunResult],
     left.legend(fontsize="small", loc="upper left")
     live_list = [r for r in (live_runs or {}).values()
                  if r.meta.get("width") == hedged.meta["width"]]
-    _survival_axes(right, model, hedged.meta["width"], hedged.meta["hedge_delay"], sim,
-                   live_runs=live_list)
+    HedgedTailFigure(live_runs=live_list, ax=right, pyplot=True).draw(sim)
     return fig
 
 
@@ -307,13 +362,6 @@ def tail_panel(*, seed: int = 0, requests: int = 2000) -> Panel:
     def run(width: int, p_slow: float, percentile: float) -> dict[str, RunResult]:
         return hedging_comparison(width, p_slow=p_slow, percentile=percentile,
                                   requests=requests, seed=seed)
-
-    def plot(results: dict[str, RunResult]) -> Any:
-        fig, ax = plt.subplots(figsize=(9.5, 3.6), layout="constrained")
-        hedged = results["hedged"]
-        _survival_axes(ax, hedged.meta["model"], hedged.meta["width"],
-                       hedged.meta["hedge_delay"], results)
-        return fig
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         hedged, plain = results["hedged"], results["no hedging"]
@@ -333,5 +381,5 @@ def tail_panel(*, seed: int = 0, requests: int = 2000) -> Panel:
          Control.slider("p_slow", 0.001, 0.05, 0.01, step=0.001, label="slow-call probability"),
          Control.slider("percentile", 50.0, 99.9, 95.0, step=0.1,
                         label="hedge delay percentile")],
-        plot, table=table, title="Tail at scale: fan-out and hedged requests",
+        HedgedTailFigure(), table=table, title="Tail at scale: fan-out and hedged requests",
     )

@@ -133,3 +133,26 @@ def test_a_table_with_other_rows_gets_a_new_figure():
     assert [t.get_text() for t in first.axes[0].texts] == ["30", "50"]
     other_rows = plot.draw(pd.DataFrame({"calls": [1.0]}, index=["c"]))
     assert other_rows is not first and len(other_rows.axes[0].patches) == 1
+
+
+def test_a_line_cut_to_the_view_ends_where_it_crosses_the_limits():
+    from atlas_sim.analysis.figures import clip_to_view
+
+    # rises through 10 between x = 1 and 2 (at 1.5), comes back at 3.5, and leaves by 0
+    x, y = clip_to_view([0, 1, 2, 3, 4, 5], [5, 8, 12, 14, 6, -2], 0.0, 10.0)
+    assert np.allclose(x, [0, 1, 1.5, np.nan, 3.5, 4, 4.75, np.nan], equal_nan=True)
+    assert np.allclose(y, [5, 8, 10, np.nan, 10, 6, 0, np.nan], equal_nan=True)
+    # a line all in view comes back as it is
+    x, y = clip_to_view([0, 1], [1, 2], 0.0, 10.0)
+    assert x.tolist() == [0, 1] and y.tolist() == [1, 2]
+    # a log axis draws a segment straight in log y: 1e-2 -> 1e-6 crosses 1e-4 half-way;
+    # a zero (clipped far below by the axis) crosses at once
+    x, y = clip_to_view([0, 2, 3], [1e-2, 1e-6, 0.0], 1e-4, 1.0, log=True)
+    assert np.allclose(x, [0, 1, np.nan], equal_nan=True)
+    x, y = clip_to_view([0, 1], [1e-3, 0.0], 1e-4, 1.0, log=True)
+    assert x[1] == pytest.approx(0.0, abs=1e-2) and y[1] == 1e-4
+    # a steps-post line crosses on the riser, at the later point's x; a segment through the
+    # whole view crosses both limits
+    x, y = clip_to_view([0, 1, 2, 3], [0.5, 0.2, 20, -5], 0.0, 10.0, steps=True)
+    assert np.allclose(x, [0, 1, 2, np.nan, 3, 3, np.nan], equal_nan=True)
+    assert np.allclose(y, [0.5, 0.2, 10, np.nan, 10, 0, np.nan], equal_nan=True)

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 
-from atlas_sim.experiments import breakers, faults, retries, welcome
+from atlas_sim.experiments import breakers, faults, queueing, retries, tail, welcome
 from atlas_sim.policies import Backoff, Status
 from atlas_sim.sim import simulate
 from atlas_sim.sim.scenarios import full_stack, retry_storm
@@ -222,6 +222,12 @@ PANEL_MOVES = {
     breakers.timeout_panel: [{"timeout": 0.05}, {"shape": 2.0}],
     breakers.overload_panel: [{"max_concurrent": 0}, {"spike": 4.0}],
     breakers.storm_panel: [{"fix": "budget"}, {"drop_for": 25.0}],
+    # notebook 03: the theory curves run off the fixed limits (a curve cut at its edge), the
+    # legend and the suptitle follow servers and shape, the tail's x follows the slowest
+    queueing.queueing_panel: [{"servers": 8, "service": "lognormal"}, {"utilisation": 0.95},
+                              {"servers": 2, "service": "constant", "utilisation": 0.3}],
+    tail.tail_panel: [{"width": 40, "p_slow": 0.03}, {"percentile": 99.9},
+                      {"width": 1, "p_slow": 0.001, "percentile": 50.0}],
 }
 
 

@@ -44,6 +44,18 @@ def test_hedging_cuts_the_tail_for_a_few_percent_more_calls():
     assert plain[("extra calls (%)", "simulated")] == 0.0
     fig = tail.plot_tail(tail.slow_share_table((1, 10), requests=500), runs)
     assert len(fig.axes) == 2
+    # the right-hand panel is the tail panel's figure (HedgedTailFigure), drawn once; a
+    # live run of the same width adds its dots (here the simulated run stands in for one)
+    with_live = tail.plot_tail(tail.slow_share_table((1,), requests=500), runs,
+                               {"N = 5": runs["no hedging"]})
+    right = with_live.axes[1]
+    assert [t.get_text() for t in right.get_legend().get_texts()] == [
+        "no hedging, theory", "no hedging, simulated", "hedged, theory", "hedged, simulated",
+        "no hedging, live"]
+    assert right.get_title() == "Fan-out to 5 calls, 1.0% of calls slow"
+    assert right.get_yscale() == "log" and right.get_xlim() == (0, 360)
+    dots = right.lines[4]
+    assert dots.get_ydata().min() >= 1e-4  # the 10,000 requests' last share is below the view
 
 
 def test_the_panel_answers_its_three_sliders():

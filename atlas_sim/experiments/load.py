@@ -7,11 +7,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+from ..analysis.figures import InPlaceFigure
 from ..analysis.timeline import (
     DDIA_LARGEST_FOLLOWERS,
     DDIA_POSTS_PER_SECOND,
@@ -24,6 +24,7 @@ from ..widgets import Control, Panel
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "LoadFigure",
     "approaches_table",
     "ddia_check",
     "load_panel",
@@ -134,43 +135,95 @@ def _log_axes(ax: Any) -> None:
 def plot_load(model: HomeTimeline, threshold: float = DEFAULT_THRESHOLD) -> Any:
     """Two panels: the follower distribution (accounts with more than x followers, log-log,
     the threshold and the largest account marked) and the work per second against the hybrid's
-    threshold (inserts, lookups, total; the pure approaches as horizontal lines)."""
-    f = model.followers
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
-    xs = np.geomspace(1.0, f.largest * 0.999, 200)
-    left.loglog(xs, [max(f.accounts_above(x), 0.5) for x in xs], color="#37474f")
-    left.axvline(threshold, color="#c62828", ls="--", lw=1, label=f"threshold {si(threshold)}")
-    left.axvline(f.largest, color="0.5", ls=":", lw=1, label=f"largest {si(f.largest)}")
-    left.axvline(DDIA_LARGEST_FOLLOWERS, color="0.75", lw=3, alpha=0.5, label="DDIA: over 30M")
-    left.set_ylim(0.5, f.accounts * 2)
-    left.set_xlabel("followers x")
-    left.set_ylabel("accounts with more than x followers")
-    left.set_title(f"Followers: Pareto, tail index {f.tail_index:g}, mean {f.mean:g}",
-                   fontsize="medium")
-    left.legend(loc="lower left", fontsize="small")
-    left.grid(alpha=0.3)
-    _log_axes(left)
+    threshold (inserts, lookups, total; the pure approaches as horizontal lines). Drawn by
+    ``LoadFigure``, which the load panel updates in place."""
+    return LoadFigure(pyplot=True).draw({"model": model, "threshold": threshold})
 
-    ts = np.geomspace(max(f.minimum, 1.0), max(f.largest, threshold) * 1.5, 200)
-    costs = [model.hybrid(t) for t in ts]
-    right.loglog(ts, [c.timeline_inserts for c in costs], label="timeline inserts",
-                 color="#1565c0")
-    right.loglog(ts, [c.lookups for c in costs], label="lookups", color="#ef6c00")
-    right.loglog(ts, [c.total for c in costs], label="total", color="#37474f", lw=2)
-    right.axhline(model.fan_out_on_write().total, color="#1565c0", ls=":", lw=1,
-                  label="fan-out on write, total")
-    right.axhline(model.fan_out_on_read().total, color="#ef6c00", ls=":", lw=1,
-                  label="fan-out on read, total")
-    right.axvline(threshold, color="#c62828", ls="--", lw=1)
-    hybrid = model.hybrid(threshold)
-    right.set_title(f"Hybrid at {si(threshold)}: {si(hybrid.total)} ops/s, one post at most "
-                    f"{si(hybrid.worst_post)} inserts", fontsize="medium")
-    right.set_xlabel("threshold (followers above it are read on demand)")
-    right.set_ylabel("operations per second")
-    right.grid(alpha=0.3)
-    _log_axes(right)
-    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    return fig
+
+class LoadFigure(InPlaceFigure):
+    """``plot_load``'s figure. Results: ``{"model": HomeTimeline, "threshold": followers}``."""
+
+    def build(self, results: dict[str, Any]) -> Any:
+        figure, (left, right) = self.subplots(1, 2, figsize=(11, 3.8))
+        self.left, self.right = left, right
+        (self.accounts,) = left.loglog([], [], color="#37474f")
+        self.threshold = left.axvline(1.0, color="#c62828", ls="--", lw=1)
+        self.largest = left.axvline(1.0, color="0.5", ls=":", lw=1)
+        self.ddia = left.axvline(DDIA_LARGEST_FOLLOWERS, color="0.75", lw=3, alpha=0.5,
+                                 label="DDIA: over 30M")
+        left.set_xlabel("followers x")
+        left.set_ylabel("accounts with more than x followers")
+        left.grid(alpha=0.3)
+        _log_axes(left)
+        self.shown_labels: tuple[str, ...] | None = None
+
+        self.inserts = right.loglog([], [], label="timeline inserts", color="#1565c0")[0]
+        self.lookups = right.loglog([], [], label="lookups", color="#ef6c00")[0]
+        self.total = right.loglog([], [], label="total", color="#37474f", lw=2)[0]
+        self.on_write = right.axhline(1.0, color="#1565c0", ls=":", lw=1,
+                                      label="fan-out on write, total")
+        self.on_read = right.axhline(1.0, color="#ef6c00", ls=":", lw=1,
+                                     label="fan-out on read, total")
+        self.threshold_right = right.axvline(1.0, color="#c62828", ls="--", lw=1)
+        right.set_xlabel("threshold (followers above it are read on demand)")
+        right.set_ylabel("operations per second")
+        right.grid(alpha=0.3)
+        _log_axes(right)
+        right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        return figure
+
+    def update(self, results: dict[str, Any]) -> None:
+        model: HomeTimeline = results["model"]
+        threshold: float = results["threshold"]
+        f = model.followers
+        left, right = self.left, self.right
+        xs = np.geomspace(1.0, f.largest * 0.999, 200)
+        self.accounts.set_data(xs, [max(f.accounts_above(x), 0.5) for x in xs])
+        self.threshold.set_xdata([threshold, threshold])
+        self.threshold.set_label(f"threshold {si(threshold)}")
+        self.largest.set_xdata([f.largest, f.largest])
+        self.largest.set_label(f"largest {si(f.largest)}")
+        labels = (self.threshold.get_label(), self.largest.get_label())
+        if labels != self.shown_labels:
+            left.legend(loc="lower left", fontsize="small")
+            self.shown_labels = labels
+        left.set_title(f"Followers: Pareto, tail index {f.tail_index:g}, mean {f.mean:g}",
+                       fontsize="medium")
+        _autoscale_as_drawn(left, [(self.threshold, "x"), (self.largest, "x"),
+                                   (self.ddia, "x")], scaley=False)
+        left.set_ylim(0.5, f.accounts * 2)
+
+        ts = np.geomspace(max(f.minimum, 1.0), max(f.largest, threshold) * 1.5, 200)
+        costs = [model.hybrid(t) for t in ts]
+        self.inserts.set_data(ts, [c.timeline_inserts for c in costs])
+        self.lookups.set_data(ts, [c.lookups for c in costs])
+        self.total.set_data(ts, [c.total for c in costs])
+        on_write, on_read = model.fan_out_on_write().total, model.fan_out_on_read().total
+        self.on_write.set_ydata([on_write, on_write])
+        self.on_read.set_ydata([on_read, on_read])
+        self.threshold_right.set_xdata([threshold, threshold])
+        hybrid = model.hybrid(threshold)
+        right.set_title(f"Hybrid at {si(threshold)}: {si(hybrid.total)} ops/s, one post at "
+                        f"most {si(hybrid.worst_post)} inserts", fontsize="medium")
+        _autoscale_as_drawn(right, [(self.on_write, "y"), (self.on_read, "y"),
+                                    (self.threshold_right, "x")])
+
+
+def _autoscale_as_drawn(ax: Any, marks: list[tuple[Any, str]], *, scaley: bool = True) -> None:
+    """Limits of ``ax`` as a new figure gets them when its curves are drawn first and then
+    ``marks`` (``axvline`` "x", ``axhline`` "y") one by one: a mark widens the limits only if
+    it falls outside those in view when it is added (matplotlib's ``axvline``)."""
+    for line, _ in marks:
+        line.set_visible(False)
+    ax.relim(visible_only=True)
+    ax.autoscale_view(scaley=scaley)
+    for line, axis in marks:
+        line.set_visible(True)
+        low, high = ax.get_xbound() if axis == "x" else ax.get_ybound()
+        at = float((line.get_xdata() if axis == "x" else line.get_ydata())[0])
+        if not low <= at <= high:
+            ax.relim(visible_only=True)
+            ax.autoscale_view(scalex=axis == "x", scaley=axis == "y")
 
 
 def load_panel() -> Panel:
@@ -181,11 +234,6 @@ def load_panel() -> Panel:
             -> dict[str, Any]:
         return {"model": timeline_model(tail_index, read_write_ratio),
                 "threshold": 10.0 ** log10_threshold}
-
-    def plot(results: dict[str, Any]) -> Any:
-        fig = plot_load(results["model"], results["threshold"])
-        plt.close(fig)
-        return fig
 
     def table(results: dict[str, Any]) -> pd.DataFrame:
         return approaches_table(results["model"], results["threshold"])
@@ -198,5 +246,6 @@ def load_panel() -> Panel:
                         label="celebrity threshold (log10 followers)"),
          Control.slider("read_write_ratio", 0.5, 200.0, _DDIA_RATIO, step=0.5,
                         label="timeline reads per post")],
-        plot, table=table, title="Home timelines: fan-out on write, on read, and the hybrid",
+        LoadFigure(), table=table,
+        title="Home timelines: fan-out on write, on read, and the hybrid",
     )

@@ -19,13 +19,13 @@ import dataclasses
 import gc
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.figures import InPlaceFigure
 from ..analysis.omission import (
     closed_loop_percentile,
     closed_loop_stalled,
@@ -41,9 +41,9 @@ from ..widgets import Control, Panel
 from ..workload import Fault, Load
 from .live import reset
 
-__all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "live_omission", "omission_loads",
-           "omission_panel", "omission_table", "plot_spectra", "simulate_omission",
-           "stall_fault", "stall_window", "stalled_samples"]
+__all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "SpectraFigure", "live_omission",
+           "omission_loads", "omission_panel", "omission_table", "plot_spectra",
+           "simulate_omission", "stall_fault", "stall_window", "stalled_samples"]
 
 #: The two ways of measuring, in the order shown.
 GENERATORS = ("open loop", "closed loop")
@@ -278,48 +278,87 @@ def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
     """One panel per world, side by side: each generator's latency by percentile (ms) on a
     log "nines" axis, as HdrHistogram plots them, with the open loop's theory dashed and the
     stall's length dotted; each title counts the samples of each generator. Returns the
-    figure, open in pyplot for the cell that shows it (``plt.show()``)."""
-    worlds = dict(worlds)
-    fig, axes = plt.subplots(1, len(worlds), figsize=figsize or (4.6 * len(worlds) + 1.6, 3.4),
-                             sharey=True, layout="constrained", squeeze=False)
-    top = 1.0
-    for ax, (world, runs) in zip(axes[0], worlds.items(), strict=True):
-        stall, counts = None, []
-        for generator in GENERATORS:
-            if generator not in runs:
-                continue
-            run = runs[generator]
-            latency = run.requests["latency"].to_numpy()
-            x, y = _spectrum(latency)
-            top = max(top, float(x[-1]) if x.size else top)
-            ax.step(x, 1e3 * y, where="post", label=generator, **_STYLES[generator])
-            counts.append(f"{latency.size} {generator.split()[0]}")
-            fault = _stall_of(run)
-            stall = fault.end - fault.start
-            if generator == "open loop":
-                load = _load_of(run)
-                assert load.rate is not None
-                q = 1.0 - 10.0 ** -np.linspace(0, x[-1], 200)
-                theory = [open_loop_percentile(
-                    min(max(v, 1e-12), 1 - 1e-12), rate=load.rate, stall=stall,
-                    samples=latency.size, base=float(np.median(latency)),
-                    utilisation=_utilisation(runs, generator, service_time, servers))
-                    for v in q]
-                ax.plot(-np.log10(1 - q), 1e3 * np.asarray(theory), "--", color="0.35", lw=1,
-                        label="open loop, theory")
-        if stall is not None:
-            ax.axhline(1e3 * stall, color="0.6", lw=0.8, ls=":", label="the stall's length")
-        ax.set_title(f"{world}: {', '.join(counts)}-loop samples", fontsize="medium")
-        ax.set_xlabel("percentile")
-        ax.grid(alpha=0.3)
-    nines = math.ceil(top)
-    for ax in axes[0]:
-        ax.set_xlim(0, nines)
-        ax.set_xticks(range(nines + 1))
-        ax.set_xticklabels([_nines_label(k) for k in range(nines + 1)])
-    axes[0][0].set_ylabel("latency (ms)")
-    axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    return fig
+    figure, open in pyplot for the cell that shows it (``plt.show()``). Drawn by
+    ``SpectraFigure``, which the omission panel updates in place."""
+    return SpectraFigure(servers=servers, service_time=service_time, figsize=figsize,
+                         pyplot=True).draw(worlds)
+
+
+class SpectraFigure(InPlaceFigure):
+    """``plot_spectra``'s figure. Results: ``{world: {generator: RunResult}}``; a new figure
+    when the worlds or their generators change."""
+
+    def __init__(self, *, servers: int = DEFAULTS["servers"],
+                 service_time: float = DEFAULTS["service_time"],
+                 figsize: tuple[float, float] | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        self.servers, self.service_time, self.figsize = servers, service_time, figsize
+
+    def shape(self, worlds: Mapping[str, Mapping[str, RunResult]]) -> Hashable:
+        return tuple((world, tuple(g for g in GENERATORS if g in runs))
+                     for world, runs in worlds.items())
+
+    def build(self, worlds: Mapping[str, Mapping[str, RunResult]]) -> Any:
+        figure, axes = self.subplots(1, len(worlds),
+                                     figsize=self.figsize or (4.6 * len(worlds) + 1.6, 3.4),
+                                     sharey=True, squeeze=False)
+        self.axes = list(axes[0])
+        self.panels: list[tuple[Any, dict[str, Any], Any, Any]] = []
+        for ax, runs in zip(self.axes, worlds.values(), strict=True):
+            steps, theory = {}, None
+            for generator in GENERATORS:
+                if generator not in runs:
+                    continue
+                (steps[generator],) = ax.step([], [], where="post", label=generator,
+                                              **_STYLES[generator])
+                if generator == "open loop":
+                    (theory,) = ax.plot([], [], "--", color="0.35", lw=1,
+                                        label="open loop, theory")
+            stall = (ax.axhline(1.0, color="0.6", lw=0.8, ls=":", label="the stall's length")
+                     if steps else None)
+            ax.set_xlabel("percentile")
+            ax.grid(alpha=0.3)
+            self.panels.append((ax, steps, theory, stall))
+        self.axes[0].set_ylabel("latency (ms)")
+        self.axes[-1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+        return figure
+
+    def update(self, worlds: Mapping[str, Mapping[str, RunResult]]) -> None:
+        top = 1.0
+        for (ax, steps, theory, stall_line), (world, runs) in zip(
+                self.panels, worlds.items(), strict=True):
+            stall, counts = None, []
+            for generator, line in steps.items():
+                run = runs[generator]
+                latency = run.requests["latency"].to_numpy()
+                x, y = _spectrum(latency)
+                top = max(top, float(x[-1]) if x.size else top)
+                line.set_data(x, 1e3 * y)
+                counts.append(f"{latency.size} {generator.split()[0]}")
+                fault = _stall_of(run)
+                stall = fault.end - fault.start
+                if generator == "open loop":
+                    load = _load_of(run)
+                    assert load.rate is not None and theory is not None
+                    rho = _utilisation(runs, generator, self.service_time, self.servers)
+                    q = 1.0 - 10.0 ** -np.linspace(0, x[-1], 200)
+                    values = [open_loop_percentile(
+                        min(max(v, 1e-12), 1 - 1e-12), rate=load.rate, stall=stall,
+                        samples=latency.size, base=float(np.median(latency)),
+                        utilisation=rho) for v in q]
+                    theory.set_data(-np.log10(1 - q), 1e3 * np.asarray(values))
+            if stall is not None and stall_line is not None:
+                stall_line.set_ydata([1e3 * stall, 1e3 * stall])
+            ax.set_title(f"{world}: {', '.join(counts)}-loop samples", fontsize="medium")
+        nines = math.ceil(top)
+        for ax in self.axes:
+            ax.set_xlim(0, nines)
+            ax.set_xticks(range(nines + 1))
+            ax.set_xticklabels([_nines_label(k) for k in range(nines + 1)])
+        for ax in self.axes:  # shared y: every axes' data first, then the limits
+            ax.relim()
+        for ax in self.axes:
+            ax.autoscale_view(scalex=False)
 
 
 def _nines_label(k: int) -> str:
@@ -336,11 +375,6 @@ def omission_panel(*, seed: int = 0) -> Panel:
         return {"simulated": simulate_omission(stall=stall, clients=clients, rate=rate,
                                                seed=seed)}
 
-    def plot(worlds: dict[str, dict[str, RunResult]]) -> Any:
-        fig = plot_spectra(worlds, figsize=(7.2, 3.4))
-        plt.close(fig)  # shown where the panel puts it
-        return fig
-
     def table(worlds: dict[str, dict[str, RunResult]]) -> pd.DataFrame:
         return omission_table(worlds).droplevel("world")
 
@@ -351,5 +385,6 @@ def omission_panel(*, seed: int = 0) -> Panel:
          Control.slider("clients", 1, 32, DEFAULTS["clients"], label="closed-loop connections"),
          Control.slider("rate", 10.0, 200.0, DEFAULTS["rate"], step=10.0,
                         label="open-loop rate (/s)")],
-        plot, table=table, title="One stall, two generators (simulated)",
+        SpectraFigure(figsize=(7.2, 3.4)), table=table,
+        title="One stall, two generators (simulated)",
     )

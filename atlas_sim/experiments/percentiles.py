@@ -5,12 +5,14 @@ histogram and Prometheus buckets report against the exact percentiles. The arith
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.figures import InPlaceFigure, autoscale
 from ..analysis.percentiles import (
     PERCENTILES,
     PROMETHEUS_DEFAULT_BUCKETS,
@@ -30,6 +32,7 @@ from ..workload import Distribution, Load, rng_streams
 __all__ = [
     "BUCKET_SETS",
     "RECORDING_PERCENTILES",
+    "RecordingFigure",
     "averaging_table",
     "distribution_table",
     "plot_distribution",
@@ -204,47 +207,86 @@ def plot_recording(latencies: Any, table: pd.DataFrame,
                    bounds: tuple[float, ...] = PROMETHEUS_DEFAULT_BUCKETS) -> Any:
     """Left: the share of requests at or below each latency on a "nines" scale (p90, p99,
     p99.9 evenly spaced), exact and as the buckets' linear interpolation has it, with the
-    bucket bounds. Right: each estimate's error per percentile."""
-    x = np.sort(np.asarray(latencies, dtype=float))
-    n = x.size
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), layout="constrained")
-    shares = np.arange(1, n + 1) / (n + 1)  # below 1, so the last point has finite nines
-    keep = np.unique(np.concatenate([np.linspace(0, n - 1, 1500).astype(int),
-                                     np.arange(max(0, n - 500), n)]))  # the tail in full
-    left.plot(np.maximum(x[keep], 1e-4), _nines(shares[keep]), color="#37474f",
-              label="exact (every latency)")
-    counts = bucket_counts(x, bounds)
-    finite = np.array([b for b in bounds if np.isfinite(b)])
-    grid = np.geomspace(max(float(x[0]), 1e-4), finite[-1], 400)
-    interpolated = np.interp(grid, np.concatenate([[0.0], finite]),
-                             np.concatenate([[0.0], counts[:-1] / n]))
-    inside = interpolated < 1.0
-    left.plot(grid[inside], _nines(interpolated[inside]), "--", color="#ef6c00",
-              label="buckets, linear inside each")
-    for b in finite:
-        left.axvline(b, color="#ef6c00", lw=0.5, alpha=0.5)
-    levels = [(0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9")]
-    left.set_yticks([float(_nines(q)) for q, _ in levels], [name for _, name in levels])
-    left.set_ylim(0, float(_nines(0.9995)))
-    left.set_xscale("log")
-    left.set_xlim(max(float(x[0]), 1e-4), max(float(x[-1]), float(finite[0])) * 1.3)
-    left.set_xlabel("response time (s); bucket bounds in orange")
-    left.set_ylabel("share at or below")
-    left.grid(alpha=0.3, axis="y")
-    left.legend(loc="upper left", fontsize="small")
-    left.set_title("The tail, as recorded and as interpolated", fontsize="medium")
-    positions = np.arange(len(table))
-    worst = float(table["HDR error (%)"].abs().max())
-    right.bar(positions - 0.2, table["HDR error (%)"], 0.4,
-              label=f"HDR histogram (at most {worst:.2g}%)", color="#1565c0")
-    right.bar(positions + 0.2, table["buckets error (%)"], 0.4, label="Prometheus buckets",
-              color="#ef6c00")
-    right.axhline(0, color="0.3", lw=0.8)
-    right.set_xticks(positions, list(table.index))
-    right.set_ylabel("error against exact (%)")
-    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
-    right.set_title("Error of each recording, per percentile", fontsize="medium")
-    return fig
+    bucket bounds. Right: each estimate's error per percentile (``table``: a
+    ``recording_table``). Drawn by ``RecordingFigure``, which the recording panel updates in
+    place."""
+    return RecordingFigure(pyplot=True).draw(
+        {"latencies": latencies, "table": table, "bounds": bounds})
+
+
+_LEVELS = ((0.5, "p50"), (0.9, "p90"), (0.99, "p99"), (0.999, "p99.9"))
+
+
+class RecordingFigure(InPlaceFigure):
+    """``plot_recording``'s figure. Results: ``{"latencies": seconds, "table":
+    recording_table(...), "bounds": bucket upper bounds}``."""
+
+    def shape(self, results: dict[str, Any]) -> Hashable:
+        return tuple(map(str, results["table"].index))
+
+    def build(self, results: dict[str, Any]) -> Any:
+        figure, (left, right) = self.subplots(1, 2, figsize=(11, 3.6))
+        self.left, self.right = left, right
+        (self.exact,) = left.plot([], [], color="#37474f", label="exact (every latency)")
+        (self.interpolated,) = left.plot([], [], "--", color="#ef6c00",
+                                         label="buckets, linear inside each")
+        self.bounds: list[Any] = []
+        left.set_yticks([float(_nines(q)) for q, _ in _LEVELS], [name for _, name in _LEVELS])
+        left.set_ylim(0, float(_nines(0.9995)))
+        left.set_xscale("log")
+        left.set_xlabel("response time (s); bucket bounds in orange")
+        left.set_ylabel("share at or below")
+        left.grid(alpha=0.3, axis="y")
+        left.legend(loc="upper left", fontsize="small")
+        left.set_title("The tail, as recorded and as interpolated", fontsize="medium")
+        table = results["table"]
+        positions = np.arange(len(table))
+        zeros = np.zeros(len(table))
+        self.hdr = right.bar(positions - 0.2, zeros, 0.4, label="HDR histogram",
+                             color="#1565c0")
+        self.buckets = right.bar(positions + 0.2, zeros, 0.4, label="Prometheus buckets",
+                                 color="#ef6c00")
+        right.axhline(0, color="0.3", lw=0.8)
+        right.set_xticks(positions, list(table.index))
+        right.set_ylabel("error against exact (%)")
+        right.set_title("Error of each recording, per percentile", fontsize="medium")
+        self.legend_label: str | None = None
+        return figure
+
+    def update(self, results: dict[str, Any]) -> None:
+        bounds, table = results["bounds"], results["table"]
+        left, right = self.left, self.right
+        x = np.sort(np.asarray(results["latencies"], dtype=float))
+        n = x.size
+        shares = np.arange(1, n + 1) / (n + 1)  # below 1, so the last point has finite nines
+        keep = np.unique(np.concatenate([np.linspace(0, n - 1, 1500).astype(int),
+                                         np.arange(max(0, n - 500), n)]))  # the tail in full
+        self.exact.set_data(np.maximum(x[keep], 1e-4), _nines(shares[keep]))
+        counts = bucket_counts(x, bounds)
+        finite = np.array([b for b in bounds if np.isfinite(b)])
+        grid = np.geomspace(max(float(x[0]), 1e-4), finite[-1], 400)
+        interpolated = np.interp(grid, np.concatenate([[0.0], finite]),
+                                 np.concatenate([[0.0], counts[:-1] / n]))
+        inside = interpolated < 1.0
+        self.interpolated.set_data(grid[inside], _nines(interpolated[inside]))
+        while len(self.bounds) > len(finite):
+            self.bounds.pop().remove()
+        while len(self.bounds) < len(finite):
+            self.bounds.append(left.axvline(1.0, color="#ef6c00", lw=0.5, alpha=0.5))
+        for line, b in zip(self.bounds, finite, strict=True):
+            line.set_xdata([b, b])
+        left.set_xlim(max(float(x[0]), 1e-4), max(float(x[-1]), float(finite[0])) * 1.3)
+
+        for bars, column in ((self.hdr, "HDR error (%)"), (self.buckets, "buckets error (%)")):
+            for bar, value in zip(bars, table[column].to_numpy(dtype=float), strict=True):
+                bar.set_height(value)
+        worst = float(table["HDR error (%)"].abs().max())
+        label = f"HDR histogram (at most {worst:.2g}%)"
+        if label != self.legend_label:
+            self.hdr.set_label(label)
+            right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+            self.legend_label = label
+        autoscale(right)
 
 
 def _lognormal_sample(mean_ms: float, shape: float, size: int, seed: int) -> np.ndarray:
@@ -265,11 +307,6 @@ def recording_panel(*, seed: int = 0, size: int = 20_000) -> Panel:
                 "table": recording_table(x, significant_figures=significant_figures,
                                          bounds=bounds)}
 
-    def plot(results: dict[str, Any]) -> Any:
-        fig = plot_recording(results["latencies"], results["table"], results["bounds"])
-        plt.close(fig)
-        return fig
-
     return Panel(
         run,
         [Control.slider("mean_ms", 5.0, 1000.0, 50.0, step=5.0, label="mean latency (ms)"),
@@ -277,6 +314,6 @@ def recording_panel(*, seed: int = 0, size: int = 20_000) -> Panel:
          Control.slider("significant_figures", 1, 5, 3, label="HDR significant figures"),
          Control.dropdown("buckets", list(BUCKET_SETS), "prometheus_client default",
                           label="buckets")],
-        plot, table=lambda results: results["table"],
+        RecordingFigure(), table=lambda results: results["table"],
         title="Recording latency: exact, HDR histogram, Prometheus buckets",
     )

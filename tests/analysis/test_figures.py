@@ -46,7 +46,8 @@ def snapshot(figure: Figure) -> list[dict[str, object]]:
 
 def out_of_view(figure: Figure) -> list[str]:
     """The artists whose data (lines, patches and dots placed in data coordinates) reach
-    outside their axes' limits: a figure whose limits were set from its data has none."""
+    outside their axes' limits: a figure whose limits were set from its data has none. (On a
+    log axis, values at or below zero are left out: matplotlib masks them.)"""
     found = []
     for k, ax in enumerate(figure.axes):
         (x0, x1), (y0, y1) = sorted(ax.get_xlim()), sorted(ax.get_ylim())
@@ -59,6 +60,9 @@ def out_of_view(figure: Figure) -> list[str]:
         for label, xy in points:
             xy = np.asarray(xy, dtype=float)
             xy = xy[np.isfinite(xy).all(axis=1)]
+            for i, scale in enumerate((ax.get_xscale(), ax.get_yscale())):
+                if scale == "log":  # a log axis cannot show zero or less: matplotlib masks it
+                    xy = xy[xy[:, i] > 0]
             low = np.array([x0, y0]) - 1e-9 * max(1.0, abs(x1), abs(y1))
             high = np.array([x1, y1]) + 1e-9 * max(1.0, abs(x1), abs(y1))
             if len(xy) and not ((xy >= low).all() and (xy <= high).all()):

@@ -34,6 +34,7 @@ __all__ = [
     "Distribution",
     "DistributionKind",
     "Fault",
+    "FaultConditions",
     "Load",
     "arrival_times",
     "request_inputs",
@@ -391,3 +392,39 @@ class Fault:
             parts.append(f"{self.dependency_slow_rate:.1%} of dependency calls slow "
                          f"(>= {self.dependency_slow_latency:g}s)")
         return ", ".join(parts)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultConditions:
+    """What the faults active at one moment do together, in both worlds: the rule for
+    overlapping ``Fault`` windows, written once (the simulator applies it at every window
+    edge, ``run_load`` sends it to the service). Capacities multiply, latencies add, the
+    largest rate or share wins (and the largest slow latency), any outage or stall is one;
+    ``dependency_error_rate`` is None when no window sets one (the dependency's own rate).
+    ``FaultConditions.of(())`` is everything off."""
+
+    capacity: float = 1.0
+    added_latency: float = 0.0
+    stall: bool = False
+    dependency_error_rate: float | None = None
+    dependency_added_latency: float = 0.0
+    dependency_outage: bool = False
+    bad_input_rate: float = 0.0
+    dependency_slow_rate: float = 0.0
+    dependency_slow_latency: float = 0.0
+
+    @classmethod
+    def of(cls, active: Sequence[Fault]) -> FaultConditions:
+        rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
+        return cls(
+            capacity=math.prod(f.capacity for f in active),
+            added_latency=sum(f.added_latency for f in active),
+            stall=any(f.stall for f in active),
+            dependency_error_rate=max(rates) if rates else None,
+            dependency_added_latency=sum(f.dependency_added_latency for f in active),
+            dependency_outage=any(f.dependency_outage for f in active),
+            bad_input_rate=max((f.bad_input_rate for f in active), default=0.0),
+            dependency_slow_rate=max((f.dependency_slow_rate for f in active), default=0.0),
+            dependency_slow_latency=max((f.dependency_slow_latency for f in active),
+                                        default=0.0),
+        )

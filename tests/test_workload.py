@@ -103,3 +103,19 @@ def test_streams_are_reproducible_and_independent():
     assert rng_streams(8)["service"].random() != rng_streams(7)["service"].random()
     with pytest.raises(ValueError, match="seed must be an integer >= 0 or None"):
         rng_streams(-1)
+
+
+def test_overlapping_faults_combine_by_one_rule():
+    from atlas_sim.workload import Fault, FaultConditions
+
+    assert FaultConditions.of(()) == FaultConditions()
+    both = FaultConditions.of([
+        Fault(start=0.0, capacity=0.5, added_latency=0.1, dependency_error_rate=0.2,
+              bad_input_rate=0.01, dependency_slow_rate=0.1, dependency_slow_latency=0.3),
+        Fault(start=0.0, capacity=0.5, added_latency=0.2, dependency_error_rate=0.1,
+              dependency_added_latency=0.05, dependency_outage=True, stall=True,
+              bad_input_rate=0.05, dependency_slow_rate=0.02, dependency_slow_latency=0.5)])
+    assert both == FaultConditions(
+        capacity=0.25, added_latency=pytest.approx(0.3), stall=True, dependency_error_rate=0.2,
+        dependency_added_latency=0.05, dependency_outage=True, bad_input_rate=0.05,
+        dependency_slow_rate=0.1, dependency_slow_latency=0.5)

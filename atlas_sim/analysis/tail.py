@@ -2,17 +2,17 @@
 
 The backend call of the fan-out model (``sim.fanout``) and of the live service's
 ``/api/fanout``: a fast latency ``X`` drawn from ``fast`` (a ``Distribution``), except that with
-probability ``p_slow`` the call is slow and takes ``max(X, slow_latency)``. Its survival function
+probability ``slow_rate`` the call is slow and takes ``max(X, slow_latency)``. Its survival function
 (the share of calls slower than ``t``) is
 
-    S(t) = (1 - p_slow) * F̄(t) + p_slow * [1 if t < slow_latency else F̄(t)],
+    S(t) = (1 - slow_rate) * F̄(t) + slow_rate * [1 if t < slow_latency else F̄(t)],
 
 with ``F̄ = 1 - fast.cdf``. From it:
 
-* **Fan-out.** A request that waits for ``n`` independent calls is slower than ``t`` unless
-  every call is faster: ``P(request > t) = 1 - (1 - S(t))**n``. The share of requests held up by
-  at least one slow call is ``1 - (1 - p_slow)**n`` (Dean and Barroso, "The Tail at Scale",
-  CACM 2013: 63% for one slow call in 100 and n = 100).
+* **Fan-out.** A request that waits for ``width`` independent calls is slower than ``t`` unless
+  every call is faster: ``P(request > t) = 1 - (1 - S(t))**width``. The share of requests held up by
+  at least one slow call is ``1 - (1 - slow_rate)**width`` (Dean and Barroso, "The Tail at Scale",
+  CACM 2013: 63% for one slow call in 100 and width 100).
 * **Hedging.** Copy ``i`` (``i = 0..k``, ``k = max_extra``) is sent at ``i * d`` unless an
   answer came first, and the call ends with the first answer, so its latency is
   ``T = min_i (i * d + X_i)`` for independent ``X_i``:
@@ -44,21 +44,21 @@ class TailModel:
 
     Args:
         fast: the latency of a call that is not slow (seconds).
-        p_slow: the probability that a call is slow, 0..1.
+        slow_rate: the probability that a call is slow, 0..1.
         slow_latency: the least latency of a slow call (seconds, >= 0).
     """
 
-    __slots__ = ("fast", "p_slow", "slow_latency")
+    __slots__ = ("fast", "slow_latency", "slow_rate")
 
-    def __init__(self, *, fast: Distribution, p_slow: float, slow_latency: float) -> None:
+    def __init__(self, *, fast: Distribution, slow_rate: float, slow_latency: float) -> None:
         if not isinstance(fast, Distribution):
             raise ValueError(f"fast must be a Distribution, got {fast!r}")
         self.fast = fast
-        self.p_slow = check_real("p_slow", p_slow, low=0, high=1)
+        self.slow_rate = check_real("slow_rate", slow_rate, low=0, high=1)
         self.slow_latency = check_real("slow_latency", slow_latency, low=0)
 
     def __repr__(self) -> str:
-        return (f"TailModel(fast={self.fast!r}, p_slow={self.p_slow:g}, "
+        return (f"TailModel(fast={self.fast!r}, slow_rate={self.slow_rate:g}, "
                 f"slow_latency={self.slow_latency:g})")
 
     # -- one call ----------------------------------------------------------------------------
@@ -69,7 +69,7 @@ class TailModel:
             return 1.0
         fast = 1.0 - self.fast.cdf(t)
         if t < self.slow_latency:
-            return (1.0 - self.p_slow) * fast + self.p_slow
+            return (1.0 - self.slow_rate) * fast + self.slow_rate
         return fast
 
     def hedged_survival(self, t: float, delay: float | None, max_extra: int = 1) -> float:
@@ -99,44 +99,44 @@ class TailModel:
             total += sent
         return total
 
-    # -- n calls in parallel -----------------------------------------------------------------
+    # -- width calls in parallel ------------------------------------------------------------
 
-    def request_survival(self, t: float, n: int = 1, delay: float | None = None,
+    def request_survival(self, t: float, width: int = 1, delay: float | None = None,
                          max_extra: int = 1) -> float:
-        """``P(request > t)`` for a request waiting on ``n`` independent (hedged) calls."""
-        check_int("n", n, low=1)
+        """``P(request > t)`` for a request waiting on ``width`` independent (hedged) calls."""
+        check_int("width", width, low=1)
         s = self.hedged_survival(t, delay, max_extra)
-        return -math.expm1(n * math.log1p(-s)) if s < 1 else 1.0
+        return -math.expm1(width * math.log1p(-s)) if s < 1 else 1.0
 
-    def quantile(self, q: float, n: int = 1, delay: float | None = None,
+    def quantile(self, q: float, width: int = 1, delay: float | None = None,
                  max_extra: int = 1) -> float:
         """The ``q``-quantile (0 < q < 1) of a request's latency: the least ``t`` with
-        ``P(request > t) <= 1 - q``. ``n=1, delay=None`` is one plain call."""
+        ``P(request > t) <= 1 - q``. ``width=1, delay=None`` is one plain call."""
         q = check_real("q", q, low=0, high=1, low_open=True, high_open=True)
         target = 1.0 - q
         low, high = 0.0, max(self.slow_latency, self.fast.mean, 1e-3)
-        while self.request_survival(high, n, delay, max_extra) > target:
+        while self.request_survival(high, width, delay, max_extra) > target:
             high *= 2.0
-        if self.request_survival(low, n, delay, max_extra) <= target:
+        if self.request_survival(low, width, delay, max_extra) <= target:
             return 0.0
         while high - low > _QUANTILE_TOLERANCE:
             mid = 0.5 * (low + high)
-            if self.request_survival(mid, n, delay, max_extra) > target:
+            if self.request_survival(mid, width, delay, max_extra) > target:
                 low = mid
             else:
                 high = mid
-        if delay is None and high < self.slow_latency and self.p_slow > 0:
-            # Below slow_latency the survival is 1 - (1 - p)^n plus the fast calls' tail, which
+        if delay is None and high < self.slow_latency and self.slow_rate > 0:
+            # Below slow_latency the survival is 1 - (1 - p)^width plus the fast calls' tail, which
             # is never 0 but falls below a float's resolution: where the plateau itself is the
             # target (the p99 of one call slow once in 100), the quantile is slow_latency.
-            plateau = self.slow_share(n)
+            plateau = self.slow_share(width)
             if abs(plateau - target) <= 1e-12 * target:
                 return self.slow_latency
         return high
 
-    def slow_share(self, n: int) -> float:
-        """The share of requests held up by at least one slow call: ``1 - (1 - p)**n``."""
-        return slow_request_probability(n, self.p_slow)
+    def slow_share(self, width: int) -> float:
+        """The share of requests held up by at least one slow call: ``1 - (1 - p)**width``."""
+        return slow_request_probability(width, self.slow_rate)
 
 
 def hedge_delay_at(model: TailModel, percentile: float) -> float:

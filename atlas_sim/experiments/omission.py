@@ -7,7 +7,7 @@ from it, as ``wrk2`` does), simulated and live, beside the closed forms of
 The simulator runs one load per scenario, so the simulated generators measure the same stall in
 two runs of the same seed; live, both run at once against the one service, on one clock
 (``run_load_async(start_at=...)``), and the open-loop run switches the stall on and off for
-both. At the default settings the service is lightly loaded (about a fifth of its capacity), so
+both. At the default settings the service is lightly loaded (about a tenth of its capacity), so
 each generator's requests barely wait for the other's.
 """
 
@@ -32,6 +32,7 @@ from ..analysis.omission import (
     open_loop_percentile,
     open_loop_stalled,
 )
+from ..analysis.percentiles import exact_percentiles
 from ..results import RunResult
 from ..service import LiveServer
 from ..service.loadgen import blocking, run_load_async
@@ -227,8 +228,9 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
             base = float(np.median(latency))
             measured: dict[str, float] = {
                 "samples": n, "saw the stall": stalled_samples(run, *stall_window(run))}
-            measured.update({name: 1e3 * float(np.quantile(latency, q))
-                             for name, q in PERCENTILES})
+            values = exact_percentiles(latency, [100 * q for _, q in PERCENTILES])
+            measured.update({name: 1e3 * float(v)
+                             for (name, _), v in zip(PERCENTILES, values, strict=True)})
             measured["max"] = 1e3 * float(latency.max())
             rows[(world, generator)] = measured
             stall = fault.end - fault.start

@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..analysis.figures import InPlaceFigure, clip_to_view
+from ..analysis.percentiles import exact_percentiles
 from ..analysis.queueing import MGc, MMc, squared_cv
 from ..analysis.stats import batch_means
 from ..policies import ClientPolicy
@@ -134,7 +135,7 @@ def hockey_stick(*, servers: Sequence[int] = (1, 2, 8),
             rows.append({"servers": c, "utilisation": rho, "W/S simulated": ci.mean,
                          "W/S low": ci.low, "W/S high": ci.high,
                          "W/S Erlang C": theory.W,
-                         "p99/S simulated": float(np.percentile(latency, 99)),
+                         "p99/S simulated": float(exact_percentiles(latency, [99])[0]),
                          "p99/S Erlang C": theory.quantile(0.99),
                          "requests": int(latency.size)})
     return pd.DataFrame(rows)
@@ -581,8 +582,8 @@ def _panel_table(result: dict[str, Any]) -> pd.DataFrame:
     rows = {
         f"simulated ({result['service']})": {
             "W/S": f"{ci.mean:.2f} ± {ci.half_width:.2f}",
-            "p50/S": f"{np.percentile(latency, 50):.2f}",
-            "p99/S": f"{np.percentile(latency, 99):.2f}"},
+            "p50/S": f"{exact_percentiles(latency, [50])[0]:.2f}",
+            "p99/S": f"{exact_percentiles(latency, [99])[0]:.2f}"},
         f"M/G/{c}, {approx}": {"W/S": f"{mgc.W:.2f}", "p50/S": "", "p99/S": ""},
         f"M/M/{c}, Erlang C (exponential)": {
             "W/S": f"{mmc.W:.2f}", "p50/S": f"{mmc.quantile(0.5):.2f}",

@@ -12,7 +12,7 @@ percent more calls. Three views of the same model, side by side:
   ``GuardedCall`` inside ``ResilientCaller`` (``experiments.live.fanout_run``).
 
 The backend: the service's dependency, 5 ms on average (exponential); a slow call takes 300 ms
-(``Fault(dependency_slow_rate=..., dependency_slow_latency=...)`` live, ``p_slow`` and
+(``Fault(dependency_slow_rate=..., dependency_slow_latency=...)`` live, ``slow_rate`` and
 ``slow_latency`` in the model).
 """
 
@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from ..analysis.figures import InPlaceFigure, clip_to_view
+from ..analysis.percentiles import exact_percentiles
 from ..analysis.tail import TailModel, hedge_delay_at
 from ..policies import ClientPolicy, HedgePolicy
 from ..results import RunResult
@@ -86,10 +87,10 @@ PUBLISHED: dict[str, Any] = {
 }
 
 
-def tail_model(p_slow: float = 0.01, *, fast: Distribution = FAST,
+def tail_model(slow_rate: float = 0.01, *, fast: Distribution = FAST,
                slow_latency: float = SLOW_LATENCY) -> TailModel:
     """The backend call of this section in closed form."""
-    return TailModel(fast=fast, p_slow=p_slow, slow_latency=slow_latency)
+    return TailModel(fast=fast, slow_rate=slow_rate, slow_latency=slow_latency)
 
 
 def published_table() -> pd.DataFrame:
@@ -109,17 +110,17 @@ def _slow_share(run: RunResult, slow_latency: float) -> float:
     return float((run.requests["latency"].to_numpy() >= slow_latency).mean())
 
 
-def slow_share_table(widths: Sequence[int] = WIDTHS, *, p_slow: float = 0.01,
+def slow_share_table(widths: Sequence[int] = WIDTHS, *, slow_rate: float = 0.01,
                      requests: int = 4000, seed: int = 0,
                      live_runs: Mapping[str, RunResult] | None = None) -> pd.DataFrame:
     """The share of user requests (%) that wait for a slow call, by fan-out width ``N``:
     theory ``1 - (1 - p)**N``, simulated (``requests`` user requests per width), and live
     where ``live_runs`` (from ``live_tail``) has an unhedged run of that width."""
-    model = tail_model(p_slow)
+    model = tail_model(slow_rate)
     rows = {}
     for n in widths:
         n = check_int("width", n, low=1, high=1000)
-        run = fanout(n, p_slow, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
+        run = fanout(n, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
                      seed=seed)
         rows[n] = {"theory (%)": 100 * model.slow_share(n),
                    "simulated (%)": 100 * _slow_share(run, SLOW_LATENCY)}
@@ -137,17 +138,17 @@ def _is_live(run: RunResult, width: int, *, hedged: bool) -> bool:
 
 # -- hedging ---------------------------------------------------------------------------------
 
-def hedging_comparison(width: int = HEDGE_WIDTH, *, p_slow: float = 0.01,
+def hedging_comparison(width: int = HEDGE_WIDTH, *, slow_rate: float = 0.01,
                        percentile: float = 95.0, requests: int = 20_000,
                        seed: int = 0) -> dict[str, RunResult]:
     """Simulated fan-out of ``width`` calls, without and with hedging after the
     ``percentile`` of one call's latency: ``{"no hedging": ..., "hedged": ...}``. Both see
     the same first copies (the same draws); ``meta`` records the model and the delay."""
-    model = tail_model(p_slow)
+    model = tail_model(slow_rate)
     delay = hedge_delay_at(model, percentile)
-    plain = fanout(width, p_slow, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
+    plain = fanout(width, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
                    seed=seed)
-    hedged = fanout(width, p_slow, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
+    hedged = fanout(width, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
                     seed=seed, client=ClientPolicy(hedge=HedgePolicy(delay=delay)))
     for run, d in ((plain, None), (hedged, delay)):
         run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model)
@@ -179,11 +180,11 @@ def hedge_table(sim: Mapping[str, RunResult],
                     if live_runs is not None else None)
         row = {}
         for q, tag in ((0.99, "p99 (ms)"), (0.999, "p99.9 (ms)")):
-            row[(tag, "theory")] = 1e3 * model.quantile(q, n=width, delay=d)
-            row[(tag, "simulated")] = 1e3 * float(np.percentile(latency, 100 * q))
+            row[(tag, "theory")] = 1e3 * model.quantile(q, width=width, delay=d)
+            row[(tag, "simulated")] = 1e3 * float(exact_percentiles(latency, [100 * q])[0])
             if measured is not None:
                 row[(tag, "live")] = (
-                    1e3 * float(np.percentile(measured[0].requests["latency"], 100 * q))
+                    1e3 * float(exact_percentiles(measured[0].requests["latency"], [100 * q])[0])
                     if measured else np.nan)
         row[("extra calls (%)", "theory")] = 100 * model.extra_calls(d)
         row[("extra calls (%)", "simulated")] = 100 * _extra_calls(run)
@@ -199,23 +200,23 @@ def hedge_table(sim: Mapping[str, RunResult],
 # -- live ------------------------------------------------------------------------------------
 
 def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
-              hedge_width: int = HEDGE_WIDTH, p_slow: float = 0.01, percentile: float = 95.0,
+              hedge_width: int = HEDGE_WIDTH, slow_rate: float = 0.01, percentile: float = 95.0,
               requests: int = 200, rate: float = 200.0, seed: int = 0,
               progress: bool = False) -> dict[str, RunResult]:
     """``/api/fanout`` on the live service: one unhedged run for each of ``widths`` and one
     run of ``hedge_width`` hedged after the ``percentile`` of one call's latency (the model's,
     with the service's own dependency latency). Each run: ``requests`` requests at ``rate``
-    per second, ``p_slow`` of the dependency calls slow (``SLOW_LATENCY``). Keys: ``"N = 5"``,
+    per second, ``slow_rate`` of the dependency calls slow (``SLOW_LATENCY``). Keys: ``"N = 5"``,
     ``"N = 5, hedged"``; ``meta`` says the width and the hedge delay.
 
     About ``len(widths) + 1`` times ``requests / rate`` seconds, plus a few tenths.
     """
     check_real("rate", rate, low=0, low_open=True)
     requests = check_int("requests", requests, low=1, high=100_000)
-    model = tail_model(p_slow, fast=live.dependency_latency(server))
+    model = tail_model(slow_rate, fast=live.dependency_latency(server))
     delay = hedge_delay_at(model, percentile)
-    slow = [Fault(start=0.0, dependency_slow_rate=p_slow, dependency_slow_latency=SLOW_LATENCY,
-                  name=f"{p_slow:.0%} of calls slow")]
+    slow = [Fault(start=0.0, dependency_slow_rate=slow_rate, dependency_slow_latency=SLOW_LATENCY,
+                  name=f"{slow_rate:.0%} of calls slow")]
     load = Load(rate=rate, requests=requests)
     plan: list[tuple[str, int, float | None]] = [(f"N = {n}", n, None) for n in widths]
     plan.append((f"N = {hedge_width}, hedged", hedge_width, delay))
@@ -308,7 +309,7 @@ class HedgedTailFigure(InPlaceFigure):
         self.delay_line.set_xdata([delay * 1e3, delay * 1e3])
         self.delay_note.xy = self.delay_note.xyann = (delay * 1e3, 1.2e-4)
         self.ax.set_xlim(0, top * 1e3)
-        self.ax.set_title(f"Fan-out to {width} calls, {model.p_slow:.1%} of calls slow",
+        self.ax.set_title(f"Fan-out to {width} calls, {model.slow_rate:.1%} of calls slow",
                           fontsize="medium")
 
 
@@ -342,7 +343,7 @@ def plot_tail(shares: pd.DataFrame, sim: Mapping[str, RunResult],
     left.set_xscale("log")
     left.set_xlabel("fan-out width N (calls per user request)")
     left.set_ylabel("user requests waiting for a slow call (%)")
-    left.set_title(f"{model.p_slow:.0%} of calls slow", fontsize="medium")
+    left.set_title(f"{model.slow_rate:.0%} of calls slow", fontsize="medium")
     left.set_ylim(0, 100)
     left.grid(alpha=0.3)
     left.legend(fontsize="small", loc="upper left")
@@ -359,8 +360,8 @@ def tail_panel(*, seed: int = 0, requests: int = 2000) -> Panel:
     user request's latency tail without and with hedging (theory and simulated); the table
     gives the slow share, p99, p99.9 and extra calls, theory beside simulated."""
 
-    def run(width: int, p_slow: float, percentile: float) -> dict[str, RunResult]:
-        return hedging_comparison(width, p_slow=p_slow, percentile=percentile,
+    def run(width: int, slow_rate: float, percentile: float) -> dict[str, RunResult]:
+        return hedging_comparison(width, slow_rate=slow_rate, percentile=percentile,
                                   requests=requests, seed=seed)
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
@@ -378,7 +379,7 @@ def tail_panel(*, seed: int = 0, requests: int = 2000) -> Panel:
     return Panel(
         run,
         [Control.slider("width", 1, 100, HEDGE_WIDTH, label="fan-out width N"),
-         Control.slider("p_slow", 0.001, 0.05, 0.01, step=0.001, label="slow-call probability"),
+         Control.slider("slow_rate", 0.001, 0.05, 0.01, step=0.001, label="slow-call probability"),
          Control.slider("percentile", 50.0, 99.9, 95.0, step=0.1,
                         label="hedge delay percentile")],
         HedgedTailFigure(), table=table, title="Tail at scale: fan-out and hedged requests",

@@ -153,7 +153,8 @@ class ServiceState:
         self.work.use_stream(streams["service"])
         self.dependency.use_stream(streams["dependency"])
         self.caller.use_stream(streams["server"])
-        self.fanout.use_stream(streams["server"])
+        # its own copy of the stream, as create_app gives it: not the caller's generator
+        self.fanout.use_stream(rng_streams(self.seed)["server"])
 
     def faults_view(self) -> dict[str, Any]:
         f = self.dependency.faults

@@ -37,7 +37,7 @@ from ..policies import (
     Status,
 )
 from ..results import RunResult
-from ..workload import rng_streams
+from ..workload import FaultConditions, rng_streams
 from .scenario import Fault, Scenario
 
 __all__ = ["simulate"]
@@ -135,17 +135,9 @@ class _Conditions:
         self.dependency_slow_latency = 0.0
 
     def apply(self, active: list[Fault]) -> None:
-        self.capacity = math.prod(f.capacity for f in active)
-        self.added_latency = sum(f.added_latency for f in active)
-        self.stall = any(f.stall for f in active)
-        rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
-        self.dependency_error_rate = max(rates) if rates else None
-        self.dependency_added_latency = sum(f.dependency_added_latency for f in active)
-        self.dependency_outage = any(f.dependency_outage for f in active)
-        self.bad_input_rate = max((f.bad_input_rate for f in active), default=0.0)
-        self.dependency_slow_rate = max((f.dependency_slow_rate for f in active), default=0.0)
-        self.dependency_slow_latency = max((f.dependency_slow_latency for f in active),
-                                           default=0.0)
+        now = FaultConditions.of(active)  # the one rule for overlapping windows
+        for name in self.__slots__:
+            setattr(self, name, getattr(now, name))
 
 
 class _Run:

@@ -1,4 +1,4 @@
-"""Fan-out: one request calls ``backends`` services in parallel and waits for all of them.
+"""Fan-out: one request calls ``width`` backends in parallel and waits for all of them.
 
 DDIA's "tail latency amplification": even if only 1% of backend calls are slow, a request that
 needs 100 of them is slow whenever *any* one is, with probability ``1 - (1 - p)**n`` (63% for
@@ -47,16 +47,16 @@ _CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
 _INF = math.inf
 
 
-def slow_request_probability(backends: int, p_slow: float) -> float:
-    """Chance that at least one of ``backends`` calls is slow: ``1 - (1 - p_slow)**backends``."""
-    check_int("backends", backends, low=1)
-    check_real("p_slow", p_slow, low=0, high=1)
-    return 1.0 - (1.0 - p_slow) ** backends
+def slow_request_probability(width: int, slow_rate: float) -> float:
+    """Chance that at least one of ``width`` calls is slow: ``1 - (1 - slow_rate)**width``."""
+    check_int("width", width, low=1)
+    check_real("slow_rate", slow_rate, low=0, high=1)
+    return 1.0 - (1.0 - slow_rate) ** width
 
 
 def fanout(
-    backends: int = 10,
-    p_slow: float = 0.01,
+    width: int = 10,
+    slow_rate: float = 0.01,
     *,
     requests: int = 2000,
     rate: float = 100.0,
@@ -65,9 +65,9 @@ def fanout(
     client: ClientPolicy | None = None,
     seed: int = 0,
 ) -> RunResult:
-    """Simulate ``requests`` user requests, each fanning out to ``backends`` calls.
+    """Simulate ``requests`` user requests, each fanning out to ``width`` calls.
 
-    Each call is slow with probability ``p_slow`` (it then takes ``max(x, slow_latency)``
+    Each call is slow with probability ``slow_rate`` (it then takes ``max(x, slow_latency)``
     seconds for its draw ``x``), else it takes ``x``, drawn from ``fast``. Requests are sent
     every ``1 / rate`` seconds, only to give the run a time axis.
 
@@ -80,13 +80,13 @@ def fanout(
     call's, 200 if all succeeded; attempts: copies sent for the request) and ``attempts`` (one
     row per copy on the wire; a copy cancelled because another won has status 499), and in
     ``meta`` the counts ``calls``, ``copies``, ``hedges`` (copies sent beyond the first of each
-    call) and ``cancelled``, and ``call_latency`` (each call's latency, requests x backends).
+    call) and ``cancelled``, and ``call_latency`` (each call's latency, requests x width).
 
     Raises:
         ValueError: a parameter out of range (named), or a client policy with a breaker.
     """
-    check_int("backends", backends, low=1, high=1000)
-    check_real("p_slow", p_slow, low=0, high=1)
+    check_int("width", width, low=1, high=1000)
+    check_real("slow_rate", slow_rate, low=0, high=1)
     check_int("requests", requests, low=1, high=1_000_000)
     check_real("rate", rate, low=0, low_open=True)
     check_real("slow_latency", slow_latency, low=0)
@@ -98,12 +98,12 @@ def fanout(
         raise ValueError("client.breaker must be None here: the fan-out model drives each call "
                          "on its own clock (use the event engine for a breaker)")
     streams = rng_streams(seed)
-    shape = (requests, backends)
-    latency = fast.sample(streams["dependency"], requests * backends).reshape(shape)
-    slow = streams["server"].random(shape) < p_slow
+    shape = (requests, width)
+    latency = fast.sample(streams["dependency"], requests * width).reshape(shape)
+    slow = streams["server"].random(shape) < slow_rate
     latency = np.where(slow, np.maximum(latency, slow_latency), latency)
     t_start = np.arange(requests) / rate
-    meta = {"model": "fanout", "backends": backends, "p_slow": p_slow, "seed": seed,
+    meta = {"model": "fanout", "width": width, "slow_rate": slow_rate, "seed": seed,
             "slow_calls": int(slow.sum()), "slow_requests": int(slow.any(axis=1).sum())}
     if client is None:
         return _plain(latency, t_start, requests / rate, meta)
@@ -117,24 +117,24 @@ def fanout(
         if not coin_buffer:
             coin_buffer.extend(reversed(coins.random(4096).tolist()))
         x = draw_fast()
-        return max(x, slow_latency) if coin_buffer.pop() < p_slow else x
+        return max(x, slow_latency) if coin_buffer.pop() < slow_rate else x
 
     return _guarded(latency, t_start, requests / rate, meta, client, draw, seed)
 
 
 def _plain(latency: np.ndarray, t_start: np.ndarray, duration: float,
            meta: dict[str, object]) -> RunResult:
-    requests, backends = latency.shape
+    requests, width = latency.shape
     total = latency.max(axis=1)
-    calls = requests * backends
+    calls = requests * width
     return RunResult.from_columns(
         requests={"request_id": np.arange(requests), "t_start": t_start,
                   "t_end": t_start + total, "latency": total,
-                  "status": np.full(requests, 200), "attempts": np.full(requests, backends),
+                  "status": np.full(requests, 200), "attempts": np.full(requests, width),
                   "ok": np.ones(requests, dtype=bool)},
-        attempts={"request_id": np.repeat(np.arange(requests), backends),
-                  "attempt": np.tile(np.arange(1, backends + 1), requests),
-                  "t_start": np.repeat(t_start, backends),
+        attempts={"request_id": np.repeat(np.arange(requests), width),
+                  "attempt": np.tile(np.arange(1, width + 1), requests),
+                  "t_start": np.repeat(t_start, width),
                   "t_end": (t_start[:, None] + latency).ravel(),
                   "latency": latency.ravel(), "status": np.full(calls, 200),
                   "queue_wait": np.full(calls, np.nan)},
@@ -148,8 +148,8 @@ def _plain(latency: np.ndarray, t_start: np.ndarray, duration: float,
 def _guarded(latency: np.ndarray, t_start: np.ndarray, duration: float,
              meta: dict[str, object], client: ClientPolicy, draw: Callable[[], float],
              seed: int) -> RunResult:
-    requests, backends = latency.shape
-    calls = requests * backends
+    requests, width = latency.shape
+    calls = requests * width
     guard = client.guard(clock=lambda: 0.0, rng=rng_streams(seed)["client"])
     timeout = client.timeout if client.timeout is not None else _INF
     hedged = client.hedge is not None
@@ -166,17 +166,17 @@ def _guarded(latency: np.ndarray, t_start: np.ndarray, duration: float,
         call_end[i] = end
         call_status[i] = call.status
         call_copies[i] = copies
-    ends = call_end.reshape(requests, backends)
-    statuses = call_status.reshape(requests, backends)
+    ends = call_end.reshape(requests, width)
+    statuses = call_status.reshape(requests, width)
     total = ends.max(axis=1)
     ok_calls = (statuses >= 200) & (statuses < 300)
     ok = np.asarray(ok_calls.all(axis=1), dtype=bool)
     worst = np.where(ok_calls, 0, statuses).max(axis=1)
-    request_ids = np.repeat(np.arange(calls) // backends, call_copies)
+    request_ids = np.repeat(np.arange(calls) // width, call_copies)
     sends = np.asarray(rows_send)
     end_times = np.asarray(rows_end)
     row_status = np.asarray(rows_status, dtype=np.int64)
-    copies_per_request = call_copies.reshape(requests, backends).sum(axis=1)
+    copies_per_request = call_copies.reshape(requests, width).sum(axis=1)
     return RunResult.from_columns(
         requests={"request_id": np.arange(requests), "t_start": t_start,
                   "t_end": t_start + total, "latency": total,

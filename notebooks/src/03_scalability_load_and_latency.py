@@ -373,7 +373,7 @@ plt.show()
 # of several hundred. Its p90 and p99 are the healthy 1 ms, and only its p99.9 and max show
 # that anything happened. It did not lie about any request it sent; it just never sent the
 # other λT − *c* = 46 that users arriving during that second would have sent. A quarter of
-# this run's users arrived during the stall; the closed loop reports well under 1%.
+# this run's users arrived during the stall; the closed loop reports under 1%.
 
 # %% [markdown]
 # ### Live: both generators at once against the service
@@ -741,7 +741,7 @@ plt.show()
 # extra calls, and a hedged tail an order of magnitude shorter. Its latencies sit a few milliseconds above the model's:
 # every request crosses HTTP, and every backend call is an `asyncio.sleep` that wakes a
 # little late, so a few more calls outlive the 16 ms delay than the model says. With 200
-# requests the p99 is the second-slowest request and the p99.9 the slowest, so read those two
+# requests the p99 is the third-slowest request and the p99.9 the slowest, so read those two
 # columns as rough, and read the generator's note: a busy machine delays sends, and a delayed
 # send shows up as latency.
 #
@@ -885,7 +885,7 @@ answer_10 = ...
 model = tail.tail_model(0.01)
 delay = hedge_delay_at(model, 95)
 check(answer_10, min(n for n in range(1, 1000)
-                       if model.quantile(0.999, n=n, delay=delay) >= tail.SLOW_LATENCY),
+                       if model.quantile(0.999, width=n, delay=delay) >= tail.SLOW_LATENCY),
       hint="the p99.9 is 300 ms once 1 − (1 − p²)^N reaches 0.1%, with p² = 1/10,000")
 
 # %% [markdown]

@@ -236,8 +236,8 @@ PANEL_MOVES = {
     # legend and the suptitle follow servers and shape, the tail's x follows the slowest
     queueing.queueing_panel: [{"servers": 8, "service": "lognormal"}, {"utilisation": 0.95},
                               {"servers": 2, "service": "constant", "utilisation": 0.3}],
-    tail.tail_panel: [{"width": 40, "p_slow": 0.03}, {"percentile": 99.9},
-                      {"width": 1, "p_slow": 0.001, "percentile": 50.0}],
+    tail.tail_panel: [{"width": 40, "slow_rate": 0.03}, {"percentile": 99.9},
+                      {"width": 1, "slow_rate": 0.001, "percentile": 50.0}],
     # the second move takes the largest account (83.9k) far below DDIA's 30M line, and back
     load.load_panel: [{"tail_index": 2.5}, {"tail_index": 1.15, "log10_threshold": 8.0}],
     percentiles.recording_panel: [{"buckets": "reference card (Atlas service)"},

@@ -69,7 +69,7 @@ def test_the_panel_answers_its_three_sliders():
     wide = panel.update(width=50, percentile=95.0).table
     assert wide.index.name == "fan-out to 50 calls"
     assert wide.iloc[0][("≥ 300 ms (%)", "theory")] == pytest.approx(39.5, abs=0.05)
-    rare = panel.update(width=5, p_slow=0.001).table
+    rare = panel.update(width=5, slow_rate=0.001).table
     assert rare.iloc[0][("≥ 300 ms (%)", "theory")] == pytest.approx(0.5, abs=0.01)
     with pytest.raises(ValueError, match="percentile"):
         panel.update(percentile=100.0)

@@ -20,7 +20,7 @@ from atlas_sim.workload import Distribution
 
 FAST = Distribution(mean=0.01)
 SLOW = 0.3
-MODEL = TailModel(fast=FAST, p_slow=0.01, slow_latency=SLOW)
+MODEL = TailModel(fast=FAST, slow_rate=0.01, slow_latency=SLOW)
 
 
 def within(measured: float, expected: float, n: int, sigmas: float = 4.0) -> bool:

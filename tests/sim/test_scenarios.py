@@ -147,12 +147,12 @@ def test_shedding_keeps_admitted_requests_fast_through_an_overload_spike():
 
 def test_fanout_amplifies_the_tail_as_one_minus_one_minus_p_to_the_n():
     assert slow_request_probability(100, 0.01) == pytest.approx(0.634, abs=1e-3)
-    run = fanout(backends=100, p_slow=0.01, requests=4000, seed=3)
+    run = fanout(width=100, slow_rate=0.01, requests=4000, seed=3)
     share_slow = (run.requests["latency"] >= 1.0).mean()
     se = np.sqrt(0.634 * 0.366 / 4000)
     assert share_slow == pytest.approx(slow_request_probability(100, 0.01), abs=4 * se)
     assert len(run.attempts) == 400_000
-    one = fanout(backends=1, p_slow=0.01, requests=4000, seed=3)
+    one = fanout(width=1, slow_rate=0.01, requests=4000, seed=3)
     assert (one.requests["latency"] >= 1.0).mean() < 0.02
 
 

@@ -195,6 +195,11 @@ async def run_load_async(
     )
     start = None if start_at is None else _until(start_at)
     applied: dict[float, float] = {}  # planned time of a fault change -> when it took effect
+    # on the first instance (``url``); the other instances' times are kept apart, not recorded
+    elsewhere: dict[float, float] = {}
+
+    def noted(b: str) -> dict[float, float]:
+        return applied if b == base else elsewhere
     at_start = [change for change in fault_plan if change[0] == 0]
     later = [change for change in fault_plan if 0 < change[0] <= length]
     after = [change for change in fault_plan if change[0] > length]
@@ -203,10 +208,10 @@ async def run_load_async(
     try:
         if at_start:  # in force before the first request leaves
             for b in bases:
-                await inject_faults(b, at_start, None, applied)
+                await inject_faults(b, at_start, None, noted(b))
         if later:
             injector = asyncio.ensure_future(asyncio.gather(
-                *(inject_faults(b, later, started, applied) for b in bases)))
+                *(inject_faults(b, later, started, noted(b)) for b in bases)))
         run = await (drive(job, start=start, on_start=started) if processes == 0
                      else drive_in_children(job, processes, on_start=started,
                                             start_at=start_at))
@@ -224,7 +229,7 @@ async def run_load_async(
                 await injector
     if after:  # windows still open when the last request has left: closed now
         for b in bases:
-            await inject_faults(b, after, None, applied, origin=run.origin_monotonic)
+            await inject_faults(b, after, None, noted(b), origin=run.origin_monotonic)
     records, events = run.records, run.events + fault_events(faults, applied)
     server_note = "not requested"
     if server_events:

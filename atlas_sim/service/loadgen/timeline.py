@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from ...workload import Fault
+from ...workload import Fault, FaultConditions
 
 __all__ = ["FAULTS_OFF", "EventRow", "fault_events", "fetch_server_breaker", "inject_faults",
            "plan_faults", "switch_off"]
@@ -46,15 +46,11 @@ def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
     plan = []
     for t in edges:
         active = [f for f in faults if f.start <= t < f.end]
-        rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
-        now = {"capacity": math.prod(f.capacity for f in active),
-               "error_rate": max(rates) if rates else 0.0,
-               "added_latency": sum(f.dependency_added_latency for f in active),
-               "outage": any(f.dependency_outage for f in active),
-               "bad_input_rate": max((f.bad_input_rate for f in active), default=0.0),
-               "slow_rate": max((f.dependency_slow_rate for f in active), default=0.0),
-               "slow_latency": max((f.dependency_slow_latency for f in active), default=0.0),
-               "stall": any(f.stall for f in active)}
+        c = FaultConditions.of(active)  # the simulator's rule for overlapping windows
+        now = {"capacity": c.capacity, "error_rate": c.dependency_error_rate or 0.0,
+               "added_latency": c.dependency_added_latency, "outage": c.dependency_outage,
+               "bad_input_rate": c.bad_input_rate, "slow_rate": c.dependency_slow_rate,
+               "slow_latency": c.dependency_slow_latency, "stall": c.stall}
         changes = {k: v for k, v in now.items() if v != state[k]}
         state = now
         if changes:

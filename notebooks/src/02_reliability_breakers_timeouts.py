@@ -393,6 +393,9 @@ check(answer_4, max(limits), hint="panel.update(max_concurrent=n).table['p99 (s)
 #   does not end it in an open-loop system; less work does: budgets, breakers, short queues,
 #   and skipping work that cannot finish before its client gives up.
 #
+# **Next:** `03_scalability_load_and_latency.ipynb`: describing load and performance,
+# percentiles, coordinated omission, queueing and the tail at scale.
+#
 # ## References
 #
 # * M. Kleppmann, *Designing Data-Intensive Applications*: chapter 1, "Reliability"; chapter 8,

@@ -180,6 +180,15 @@ class InPlaceFigure:
         FigureCanvasAgg(figure)
         return figure, figure.subplots(nrows, ncols, **options)
 
+    def axes_or_new(self, ax: Any, *, figsize: tuple[float, float]) -> tuple[Figure, Any]:
+        """``ax`` and the figure it belongs to when one was given (this figure drawn into a
+        larger one's axes), else a new figure of ``figsize`` with one axes."""
+        if ax is None:
+            return self.subplots(figsize=figsize)
+        root = ax.get_figure(root=True)
+        assert root is not None  # an axes always belongs to a figure
+        return root, ax
+
     def set_suptitle(self, text: str, **options: Any) -> None:
         """The figure's title. A title already there gets the new text in its place:
         ``Figure.suptitle`` would put it back at its default height, below where constrained
@@ -546,13 +555,7 @@ class BreakerTraceFigure(InPlaceFigure):
         self.given_ax = ax
 
     def build(self, trace: Any) -> Figure:
-        if self.given_ax is not None:
-            ax = self.given_ax
-            root = ax.get_figure(root=True)
-            assert root is not None  # an axes always belongs to a figure
-            figure = root
-        else:
-            figure, ax = self.subplots(figsize=(9, 3.2))
+        figure, ax = self.axes_or_new(self.given_ax, figsize=(9, 3.2))
         self.ax = ax
         self.shading = StateShading(ax)
         self.failing = VerticalBands(ax, ymin=0.94, ymax=1.0, facecolors=FAULT_COLOR,

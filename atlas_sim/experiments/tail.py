@@ -252,13 +252,7 @@ class HedgedTailFigure(InPlaceFigure):
         self.live_runs, self.given_ax = tuple(live_runs), ax
 
     def build(self, runs: Mapping[str, RunResult]) -> Figure:
-        if self.given_ax is not None:
-            ax = self.given_ax
-            root = ax.get_figure(root=True)
-            assert root is not None  # an axes always belongs to a figure
-            figure = root
-        else:
-            figure, ax = self.subplots(figsize=(9.5, 3.6))
+        figure, ax = self.axes_or_new(self.given_ax, figsize=(9.5, 3.6))
         self.ax = ax
         self.curves: dict[str, tuple[Line2D, Line2D]] = {}
         for name in ("no hedging", "hedged"):

@@ -36,6 +36,7 @@ __all__ = [
     "Fault",
     "FaultConditions",
     "Load",
+    "RequestInputs",
     "arrival_times",
     "request_inputs",
     "rng_streams",
@@ -74,6 +75,25 @@ def request_inputs(seed: int | None, count: int) -> np.ndarray:
     """
     check_int("count", count, low=0)
     return rng_streams(seed)["inputs"].random(count)
+
+
+class RequestInputs:
+    """``request_inputs(seed, ...)`` read by request index as far as a run goes, for a run
+    that does not know its length in advance (a closed loop, the simulator): ``inputs[i]`` is
+    ``float(request_inputs(seed, n)[i])`` for any ``n > i``, drawn in blocks as needed."""
+
+    __slots__ = ("_draws", "_stream")
+
+    def __init__(self, seed: int | None) -> None:
+        self._stream = rng_streams(seed)["inputs"]
+        self._draws = np.empty(0)
+
+    def __getitem__(self, index: int) -> float:
+        drawn = len(self._draws)
+        if index >= drawn:
+            more = max(1024, index + 1 - drawn, drawn)
+            self._draws = np.concatenate([self._draws, self._stream.random(more)])
+        return float(self._draws[index])
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,7 @@ from ..policies import (
     Status,
 )
 from ..results import RunResult
-from ..workload import FaultConditions, rng_streams
+from ..workload import FaultConditions, RequestInputs, rng_streams
 from .scenario import Fault, Scenario
 
 __all__ = ["simulate"]
@@ -168,14 +168,7 @@ class _Run:
         self.client_deadlines = _Deadlines(self, is_done=_Attempt.is_answered,
                                            expire=_Attempt.time_out)
         self.server = _Server(self)
-        self.inputs = np.empty(0)  # request_inputs(seed, ...), drawn as far as needed
-
-    def input_of(self, request_id: int) -> float:
-        """What request ``request_id`` carries: ``workload.request_inputs``, continued."""
-        if request_id >= len(self.inputs):
-            more = max(1024, request_id + 1 - len(self.inputs), len(self.inputs))
-            self.inputs = np.concatenate([self.inputs, self.streams["inputs"].random(more)])
-        return float(self.inputs[request_id])
+        self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
 
     def now(self) -> float:
         """The simulated clock, as the policies read it."""
@@ -440,7 +433,7 @@ class _Server:
             attempt.answer(_SHED)
             return
         rate = self.conditions.bad_input_rate
-        if rate and self.run.input_of(attempt.call.request_id) < rate:
+        if rate and self.run.inputs[attempt.call.request_id] < rate:
             self.leave()  # the handler died on what the request carries, before any work
             attempt.answer(_CRASH)
             return

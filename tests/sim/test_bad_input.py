@@ -8,7 +8,7 @@ import pytest
 
 from atlas_sim.policies import Backoff, ClientPolicy, RetryPolicy
 from atlas_sim.sim import Dependency, Scenario, simulate
-from atlas_sim.workload import Fault, Load, request_inputs
+from atlas_sim.workload import Fault, Load, RequestInputs, request_inputs
 
 
 def scenario(attempts: int, fault: Fault, *, seed: int = 3, requests: int = 2000) -> Scenario:
@@ -67,6 +67,10 @@ def test_the_window_bounds_the_bad_inputs_and_closed_loop_requests_carry_inputs_
 
 def test_request_inputs_continue_one_sequence_and_bad_shares_are_checked():
     assert np.array_equal(request_inputs(7, 20)[:10], request_inputs(7, 10))
+    read_on = RequestInputs(7)  # as a run without a known length reads them, in blocks
+    whole = request_inputs(7, 5000)
+    assert [read_on[i] for i in (0, 1023, 1024, 4999, 5)] == [whole[i] for i in
+                                                               (0, 1023, 1024, 4999, 5)]
     values = request_inputs(7, 1000)
     assert values.shape == (1000,)
     assert values.min() >= 0

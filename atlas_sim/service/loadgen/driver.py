@@ -21,7 +21,7 @@ import numpy as np
 
 from ...policies import BreakerTransition, ClientPolicy, Status
 from ...progress import Progress
-from ...workload import rng_streams
+from ...workload import RequestInputs, rng_streams
 from .._timeouts import run_with_timeout
 from .pool import ClientPool
 from .timeline import EventRow
@@ -109,9 +109,9 @@ class Job:
     # The same path on the service's other instances: attempt k of request i goes to
     # (target, *instance_targets)[(i + k - 1) % n], so each retry goes to the next instance.
     instance_targets: tuple[str, ...] = ()
-    # What each request carries (workload.request_inputs, by schedule index), sent in the
-    # X-Atlas-Input header on every attempt; None: no such header.
-    inputs: np.ndarray | None = None
+    # Send what each request carries (workload.request_inputs, by its index in the run) in
+    # the X-Atlas-Input header on every attempt; False: no such header.
+    inputs: bool = False
     # Closed loop: ``clients`` > 0 clients instead of ``times`` (which is then empty), each
     # thinking ``think_time`` seconds on average between requests, sending new ones until
     # ``duration``; ``synchronized``: all send their first request at time 0.
@@ -134,22 +134,8 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     loop = asyncio.get_running_loop()
     method, headers = job.method, job.headers
     targets = (job.target, *job.instance_targets)
-    inputs = job.inputs
-    more_inputs: list[np.random.Generator] = []  # the "inputs" stream, past job.inputs
-
-    def input_of(index: int) -> float:
-        """What request ``index`` carries; a closed loop, which has no schedule, draws more
-        of the same sequence as it goes (``workload.request_inputs``, continued)."""
-        nonlocal inputs
-        assert inputs is not None
-        if index >= len(inputs):
-            if not more_inputs:
-                stream = rng_streams(job.seed)["inputs"]
-                stream.random(len(inputs))  # past the draws already made
-                more_inputs.append(stream)
-            more = max(1024, index + 1 - len(inputs))
-            inputs = np.concatenate([inputs, more_inputs[0].random(more)])
-        return float(inputs[index])
+    # What each request carries, by its index in the run (a closed loop: in the order sent).
+    inputs = RequestInputs(job.seed) if job.inputs else None
     client_timeout = job.client.timeout
     jitter = rng_streams(job.seed)["client"]
     if parts > 1:
@@ -216,7 +202,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         if job.idempotency_keys:  # its own key, the same on every attempt
             extra = {"Idempotency-Key": f'"atlas-{job.seed}-{job.run_id}-{index}"'}
         if inputs is not None:
-            extra = {**(extra or {}), "X-Atlas-Input": repr(input_of(index))}
+            extra = {**(extra or {}), "X-Atlas-Input": repr(inputs[index])}
         wait = due - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)

@@ -21,7 +21,7 @@ import numpy as np
 from ...policies import ClientPolicy
 from ...results import RunResult
 from ...validation import check_int, check_real
-from ...workload import Fault, Load, request_inputs
+from ...workload import Fault, Load
 from .children import drive_in_children
 from .driver import Job, drive
 from .result import to_result
@@ -188,8 +188,7 @@ async def run_load_async(
         warm_up_url=base + "/health" if warm_up else None,
         idempotency_keys=idempotency_keys, run_id=secrets.token_hex(4),
         instance_targets=tuple(b + path for b in bases[1:]),
-        inputs=(request_inputs(seed, len(times))
-                if any(f.bad_input_rate for f in faults) else None),
+        inputs=any(f.bad_input_rate for f in faults),
         clients=0 if load.open_loop else int(load.clients or 0), think_time=load.think_time,
         duration=length, synchronized=load.synchronized,
     )

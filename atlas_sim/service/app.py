@@ -42,7 +42,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -353,6 +353,12 @@ def create_app(
     return app
 
 
+#: ``?service_time=``, taken by every route that does work.
+ServiceTime = Annotated[float | None, Query(
+    ge=0, le=60, allow_inf_nan=False,
+    description="seconds of work instead of a drawn one (the draw is still made)")]
+
+
 def _add_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -365,9 +371,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
     @app.get("/api/work")
     async def work(
         request: Request,
-        service_time: float | None = Query(
-            None, ge=0, le=60, allow_inf_nan=False,
-            description="seconds of work instead of a drawn one (the draw is still made)"),
+        service_time: ServiceTime = None,
     ) -> Response:
         state.check_input(request)
         try:
@@ -383,9 +387,7 @@ def _add_routes(app: FastAPI, state: ServiceState) -> None:
     @app.post("/api/orders")
     async def order(
         request: Request,
-        service_time: float | None = Query(
-            None, ge=0, le=60, allow_inf_nan=False,
-            description="seconds of work instead of a drawn one (the draw is still made)"),
+        service_time: ServiceTime = None,
     ) -> Response:
         """A write: place an order (one work slot for a drawn service time, then one more
         order applied). With an ``Idempotency-Key``, a repeat is answered from memory and

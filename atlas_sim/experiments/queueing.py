@@ -31,10 +31,13 @@ import httpx
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from prometheus_client.parser import text_string_to_metric_families
 
 from ..analysis.figures import InPlaceFigure, clip_to_view
+from ..analysis.health import Health, measurement_health
 from ..analysis.percentiles import exact_percentiles
 from ..analysis.queueing import MGc, MMc, squared_cv
 from ..analysis.stats import batch_means
@@ -153,7 +156,10 @@ def _theory_curves(servers: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> Any:
     """Two axes: mean and p99 response time (in service times) against utilisation; lines are
     Erlang C, markers the simulation (with its 95% interval), diamonds the live points
-    (``live_table``; mean only: a few seconds per point hold too few requests for a p99)."""
+    (``live_table``; mean only: a few seconds per point hold too few requests for a p99).
+    No live point leaves the plot unseen: one the host's load spoiled is hollow and counted in
+    the title, one saturated (measured utilisation >= 1) or above the axis is drawn at the
+    edge as a triangle with its value written beside it (see ``_draw_live_points``)."""
     fig, (mean_ax, p99_ax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     grid = np.linspace(0.02, 0.96, 48)
     for c in sorted({int(x) for x in table["servers"]}):
@@ -168,16 +174,10 @@ def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> 
                          color=color, ms=4, capsize=2, label=f"c = {c}, simulated")
         p99_ax.plot(rows["utilisation"], rows["p99/S simulated"], "o", color=color, ms=4,
                     label=f"c = {c}, simulated")
-    live_marks = []
-    if live is not None and len(live):
-        c = int(live["servers"].iloc[0])
-        live_marks = mean_ax.plot(
-            live["utilisation (measured)"], live["W/S live"], "D", ms=7, color=_color(c),
-            markeredgecolor="black",
-            label=f"c = {c}, live ({live['seconds'].iloc[0]:g} s per point)")
     mean_ax.set_ylim(0, 16)
     mean_ax.set_ylabel("mean response time / service time")
     mean_ax.set_title("Mean")
+    live_marks = _draw_live_points(mean_ax, live) if live is not None and len(live) else []
     p99_ax.set_ylim(0, 50)
     p99_ax.set_ylabel("p99 response time / service time")
     p99_ax.set_title("99th percentile")
@@ -193,6 +193,60 @@ def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> 
 
 
 # -- live --------------------------------------------------------------------------------
+
+
+#: What a live row's "steady state" column says when the measured utilisation is 1 or more.
+SATURATED = "no: saturated (measured ρ ≥ 1), no steady state; Erlang C's mean is infinite"
+
+
+def _draw_live_points(ax: Axes, live: pd.DataFrame) -> list[Line2D]:
+    """The live points of ``live_table`` on the mean axes ``ax`` (limits already set); returns
+    the legend's handles.
+
+    Healthy points are filled diamonds, points the host's load spoiled (``measurement`` not
+    ``"healthy"``) hollow ones, and the title counts them. A point outside the view is never
+    dropped: a saturated one (measured utilisation >= 1, where the queue has no steady state
+    and Erlang C no finite mean) sits on the right edge as a right-pointing triangle, one
+    above the axis on its top edge as an up-pointing triangle, each with its values written
+    beside it.
+    """
+    c = int(live["servers"].iloc[0])
+    color = _color(c)
+    x_high, (y_low, y_high) = ax.get_xlim()[1], ax.get_ylim()
+    rho = live["utilisation (measured)"].to_numpy(dtype=float)
+    ws = live["W/S live"].to_numpy(dtype=float)
+    spoiled = ((live["measurement"] != "healthy").to_numpy() if "measurement" in live
+               else np.zeros(len(live), dtype=bool))
+    off_right = rho >= x_high
+    off_top = (ws > y_high) & ~off_right
+    inside = ~off_right & ~off_top
+    x, y = np.minimum(rho, x_high), np.clip(ws, y_low, y_high)
+    seconds = f"{live['seconds'].iloc[0]:g} s per point"
+    handles: list[Line2D] = []
+    groups = (
+        (inside & ~spoiled, "D", color, f"c = {c}, live ({seconds})"),
+        (inside & spoiled, "D", "none", f"c = {c}, live, spoiled by the host's load"),
+        (off_right, ">", color, "live, saturated: at the right edge"),
+        (off_top, "^", color, "live, above the axis: at its top"),
+    )
+    for keep, marker, face, label in groups:
+        if not keep.any():
+            continue
+        handles += ax.plot(x[keep], y[keep], marker, ls="none", ms=7, color=color,
+                           markerfacecolor=face, markeredgecolor="black", clip_on=False,
+                           label=label)
+    for i in np.flatnonzero(~inside):
+        text = (f"ρ = {rho[i]:.2f} ≥ 1: saturated,\nno steady state, W/S = {ws[i]:.1f}"
+                if off_right[i] else f"W/S = {ws[i]:.1f}")
+        if spoiled[i]:
+            text += "\n(spoiled by the host's load)"
+        ax.annotate(text, (x[i], y[i]), xytext=(-8, -4), textcoords="offset points",
+                    ha="right", va="top", fontsize="x-small", color="black",
+                    annotation_clip=False)
+    if spoiled.any():
+        ax.set_title(f"Mean\nlive: {int(spoiled.sum())} of {len(live)} points spoiled by the "
+                     "host's load (see the table)", fontsize="medium", color="#b71c1c")
+    return handles
 
 
 def scrape(client: httpx.Client, *, endpoint: str = _WORK,
@@ -362,6 +416,17 @@ def _point_figures(point: LivePoint, sweep: LiveSweep) -> dict[str, float]:
             "W inside": float(np.nanmean(queue + work)), "S": float(np.nanmean(work))}
 
 
+def _health(point: LivePoint, sweep: LiveSweep) -> Health:
+    """``measurement_health`` of one live point: the scale is the mean service time, the work
+    asked for the mean of the service times drawn for the requests that did work (the service
+    draws them in order of slot acquisition; a shed request draws none)."""
+    worked = int(np.count_nonzero(~np.isnan(np.asarray(point.run.meta["server_work"],
+                                                       dtype=float))))
+    expected = (float(sweep.service_time.sample(rng_streams(sweep.seed)["service"],
+                                                worked).mean()) if worked else None)
+    return measurement_health(point.run, scale=sweep.service_time.mean, expected_work=expected)
+
+
 def live_table(sweep: LiveSweep) -> pd.DataFrame:
     """The live points of the hockey stick, one row per offered utilisation.
 
@@ -369,9 +434,14 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
     service reported (its work plus the event loop's lateness); the mean latency W and the
     median round trip (ms); ``W/S live`` = (W - round trip) / S; Erlang C at the measured
     utilisation; the simulated twin (``live.work_twin`` with the measured round trip and
-    work overhead, the same arrivals and service times), as (W - round trip) / S too; and the
+    work overhead, the same arrivals and service times), as (W - round trip) / S too; the
     generator's p99 send lag (a few ms is the machine's noise; much more means the latencies
-    include the generator's own delay, see ``live.generator_note``).
+    include the generator's own delay, see ``live.generator_note``); ``steady state``:
+    ``"yes"``, or for a measured utilisation of 1 or more ``SATURATED`` (the row is kept, its
+    Erlang C is ``inf``); and ``measurement``: ``"healthy"`` or ``"spoiled by the host's
+    load: ..."`` with the reasons, from ``analysis.health.measurement_health`` with the
+    service's mean service time as the scale and the drawn service times as the work asked
+    for (the send lag and the event loop's lateness, each against its limit).
     """
     rows = []
     c = sweep.servers
@@ -380,6 +450,7 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
         n = len(point.run.requests)
         rho = f["rate"] * f["S"] / c
         drawn = sweep.service_time.sample(rng_streams(sweep.seed)["service"], n)
+        health = _health(point, sweep)
         calibration = Calibration(round_trip=f["round trip"],
                                   work_overhead=max(0.0, f["S"] - float(drawn.mean())))
         twin = simulate(work_twin(load=point.run.meta["load"], servers=c,
@@ -395,6 +466,9 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
                              if rho < 1 else math.inf),
             "W/S twin": (float(twin.requests["latency"].mean()) - f["round trip"]) / f["S"],
             "send lag p99 (ms)": 1e3 * float(point.run.meta["send_lag_p99"]),
+            "steady state": "yes" if rho < 1 else SATURATED,
+            "measurement": (f"{health.verdict}: {'; '.join(health.reasons)}" if health.spoiled
+                            else health.verdict),
         })
     return pd.DataFrame(rows)
 

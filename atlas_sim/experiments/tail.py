@@ -30,6 +30,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from ..analysis.figures import InPlaceFigure, clip_to_view
+from ..analysis.health import Health, health_table, measurement_health
 from ..analysis.percentiles import exact_percentiles
 from ..analysis.tail import TailModel, hedge_delay_at
 from ..policies import ClientPolicy, HedgePolicy
@@ -52,9 +53,12 @@ __all__ = [
     "HedgedTailFigure",
     "hedge_table",
     "hedging_comparison",
+    "hedging_requests",
+    "live_health",
     "live_tail",
     "plot_tail",
     "published_table",
+    "run_health",
     "slow_share_table",
     "tail_model",
     "tail_panel",
@@ -68,6 +72,8 @@ SLOW_LATENCY = 0.3
 WIDTHS = (1, 5, 10, 20, 50, 100)
 #: The fan-out width of the hedging comparison.
 HEDGE_WIDTH = 5
+#: About how many backend calls a simulated hedging comparison draws (``hedging_requests``).
+HEDGE_CALLS = 100_000
 
 #: Dean and Barroso, "The Tail at Scale" (CACM 2013), as published: the share of user
 #: requests slower than one second when each server is slow (one second) for a share of its
@@ -115,9 +121,11 @@ def slow_share_table(widths: Sequence[int] = WIDTHS, *, slow_rate: float = 0.01,
                      live_runs: Mapping[str, RunResult] | None = None) -> pd.DataFrame:
     """The share of user requests (%) that wait for a slow call, by fan-out width ``N``:
     theory ``1 - (1 - p)**N``, simulated (``requests`` user requests per width), and live
-    where ``live_runs`` (from ``live_tail``) has an unhedged run of that width."""
+    where ``live_runs`` (from ``live_tail``) has an unhedged run of that width, with its
+    ``live measurement`` (``run_health``: ``"healthy"`` or why the host's load spoiled it)."""
     model = tail_model(slow_rate)
-    rows = {}
+    rows: dict[int, dict[str, float]] = {}
+    notes: dict[int, str] = {}
     for n in widths:
         n = check_int("width", n, low=1, high=1000)
         run = fanout(n, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
@@ -128,7 +136,12 @@ def slow_share_table(widths: Sequence[int] = WIDTHS, *, slow_rate: float = 0.01,
             measured = [r for r in live_runs.values() if _is_live(r, n, hedged=False)]
             rows[n]["live (%)"] = (100 * _slow_share(measured[0], SLOW_LATENCY) if measured
                                    else np.nan)
-    return pd.DataFrame(rows).T.round(1).rename_axis("fan-out width N")
+            if measured:
+                notes[n] = _health_cell(run_health(measured[0]))
+    table = pd.DataFrame(rows).T.round(1).rename_axis("fan-out width N")
+    if live_runs is not None:
+        table["live measurement"] = [notes.get(n, "no live run") for n in table.index]
+    return table
 
 
 def _is_live(run: RunResult, width: int, *, hedged: bool) -> bool:
@@ -138,12 +151,28 @@ def _is_live(run: RunResult, width: int, *, hedged: bool) -> bool:
 
 # -- hedging ---------------------------------------------------------------------------------
 
+def hedging_requests(width: int) -> int:
+    """How many user requests a hedging comparison of ``width`` calls simulates by default:
+    ``HEDGE_CALLS // width`` (the cost grows with the calls drawn), at least 2,000 (so that
+    the p99.9 is not the slowest request or two) and at most 20,000: 20,000 at the default
+    width of 5. The hedging table and the tail panel both call ``hedging_comparison`` with
+    this rule, so one setting gives the same numbers in both.
+
+    Raises ValueError for a width outside 1..1000.
+    """
+    width = check_int("width", width, low=1, high=1000)
+    return min(20_000, max(2_000, HEDGE_CALLS // width))
+
+
 def hedging_comparison(width: int = HEDGE_WIDTH, *, slow_rate: float = 0.01,
-                       percentile: float = 95.0, requests: int = 20_000,
+                       percentile: float = 95.0, requests: int | None = None,
                        seed: int = 0) -> dict[str, RunResult]:
     """Simulated fan-out of ``width`` calls, without and with hedging after the
-    ``percentile`` of one call's latency: ``{"no hedging": ..., "hedged": ...}``. Both see
-    the same first copies (the same draws); ``meta`` records the model and the delay."""
+    ``percentile`` of one call's latency: ``{"no hedging": ..., "hedged": ...}``, each of
+    ``requests`` user requests (default ``hedging_requests(width)``). Both see the same first
+    copies (the same draws); ``meta`` records the model, the delay and ``requests``."""
+    if requests is None:
+        requests = hedging_requests(width)
     model = tail_model(slow_rate)
     delay = hedge_delay_at(model, percentile)
     plain = fanout(width, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
@@ -151,7 +180,8 @@ def hedging_comparison(width: int = HEDGE_WIDTH, *, slow_rate: float = 0.01,
     hedged = fanout(width, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
                     seed=seed, client=ClientPolicy(hedge=HedgePolicy(delay=delay)))
     for run, d in ((plain, None), (hedged, delay)):
-        run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model)
+        run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model,
+                        requests=requests)
     return {"no hedging": plain, "hedged": hedged}
 
 
@@ -167,13 +197,16 @@ def hedge_table(sim: Mapping[str, RunResult],
                 live_runs: Mapping[str, RunResult] | None = None) -> pd.DataFrame:
     """p99 and p99.9 of the user request (ms) and the extra backend calls (%), without and
     with hedging: theory, simulated (``hedging_comparison``) and, given ``live_runs`` (from
-    ``live_tail``), live. Columns are (quantity, source) pairs, e.g. ``("p99 (ms)",
-    "theory")``."""
+    ``live_tail``), live, with ``("measurement", "live")``: ``"healthy"``, or ``"spoiled by
+    the host's load: ..."`` and why (``run_health``: a busy host delays the service's timers,
+    which turns fast calls into hedges). Columns are (quantity, source) pairs, e.g.
+    ``("p99 (ms)", "theory")``."""
     plain, hedged = sim["no hedging"], sim["hedged"]
     model: TailModel = hedged.meta["model"]
     width, delay = hedged.meta["width"], hedged.meta["hedge_delay"]
     label = f"hedged at the p{hedged.meta['percentile']:g} ({1e3 * delay:.1f} ms)"
     rows: dict[str, dict[tuple[str, str], float]] = {}
+    notes: dict[str, str] = {}
     for name, run, d in (("no hedging", plain, None), (label, hedged, delay)):
         latency = run.requests["latency"].to_numpy()
         measured = ([r for r in live_runs.values() if _is_live(r, width, hedged=d is not None)]
@@ -192,9 +225,14 @@ def hedge_table(sim: Mapping[str, RunResult],
             row[("extra calls (%)", "live")] = (100 * _extra_calls(measured[0]) if measured
                                                 else np.nan)
         rows[name] = row
+        if measured:
+            notes[name] = _health_cell(run_health(measured[0]))
     table = pd.DataFrame(rows).T
     table.columns = pd.MultiIndex.from_tuples(table.columns)
-    return table.round(1).rename_axis(f"fan-out to {width} calls")
+    table = table.round(1)
+    if live_runs is not None:
+        table[("measurement", "live")] = [notes.get(name, "no live run") for name in rows]
+    return table.rename_axis(f"fan-out to {width} calls")
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -227,6 +265,28 @@ def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
         run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model)
         runs[name] = run
     return runs
+
+
+def run_health(run: RunResult) -> Health:
+    """``analysis.health.measurement_health`` of one of ``live_tail``'s runs. The scale is the
+    hedge delay at the run's percentile (``hedge_delay_at`` of the run's model, which has the
+    service's own dependency latency): the time a fast call must stay under not to be hedged.
+    A host that delays sends, or wakes the service's timers late, by a share of it turns fast
+    calls into hedges and adds to the latencies the tail is read from."""
+    scale = hedge_delay_at(run.meta["model"], run.meta["percentile"])
+    return measurement_health(run, scale=scale)
+
+
+def _health_cell(health: Health) -> str:
+    return (f"{health.verdict}: {'; '.join(health.reasons)}" if health.spoiled
+            else health.verdict)
+
+
+def live_health(live_runs: Mapping[str, RunResult]) -> pd.DataFrame:
+    """``run_health`` of each of ``live_tail``'s runs, one row per run
+    (``analysis.health.health_table``): each delay the host added, its limit, the verdict and
+    why. Read it before the live columns of ``hedge_table``."""
+    return health_table({name: run_health(run) for name, run in live_runs.items()})
 
 
 # -- plots -----------------------------------------------------------------------------------
@@ -264,8 +324,9 @@ class HedgedTailFigure(InPlaceFigure):
         self.live_dots = []
         for run in self.live_runs:
             name = "hedged" if run.meta.get("hedge_delay") is not None else "no hedging"
+            spoiled = ", spoiled by the host" if run_health(run).spoiled else ""
             self.live_dots.append(ax.plot([], [], "o", ms=2.5, color=_COLORS[name],
-                                          label=f"{name}, live")[0])
+                                          label=f"{name}, live{spoiled}")[0])
         self.levels = []
         for q, style in ((0.99, ":"), (0.999, "--")):
             ax.axhline(1 - q, color="#555", ls=style, lw=0.8)
@@ -276,6 +337,9 @@ class HedgedTailFigure(InPlaceFigure):
         self.delay_note = ax.annotate(" hedge delay", (0.0, 1.2e-4), rotation=90,
                                       fontsize="x-small", va="bottom", ha="right",
                                       color=_COLORS["hedged"])
+        # live requests slower than the view are counted here, never dropped unseen
+        self.beyond = ax.annotate("", (0.99, 0.8), xycoords="axes fraction", ha="right",
+                                  va="top", fontsize="x-small", color="#b71c1c")
         ax.set_yscale("log")
         ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost half the drawing
         ax.set_ylim(_FLOOR, 1.2)
@@ -296,8 +360,17 @@ class HedgedTailFigure(InPlaceFigure):
             survival = [model.request_survival(x, width, d) for x in t]
             theory.set_data(*clip_to_view(t * 1e3, survival, _FLOOR, 1.2, log=True))
             simulated.set_data(*_survival_steps(runs[name], steps=True))
+        beyond = []
         for dots, run in zip(self.live_dots, self.live_runs, strict=True):
             dots.set_data(*_survival_steps(run, steps=False))
+            latency = run.requests["latency"].to_numpy()
+            slower = latency > top
+            if slower.any():
+                name = "hedged" if run.meta.get("hedge_delay") is not None else "no hedging"
+                beyond.append(f"{name}: {int(slower.sum())} of {latency.size} "
+                              f"(up to {1e3 * latency.max():.0f} ms)")
+        self.beyond.set_text("live requests beyond the axis →\n" + "\n".join(beyond)
+                             if beyond else "")
         for q, note in self.levels:
             note.xy = note.xyann = (top * 1e3, 1 - q)  # the text sits on the point
         self.delay_line.set_xdata([delay * 1e3, delay * 1e3])
@@ -323,7 +396,8 @@ def plot_tail(shares: pd.DataFrame, sim: Mapping[str, RunResult],
               live_runs: Mapping[str, RunResult] | None = None) -> Any:
     """Two panels: the share of slow user requests against the fan-out width (theory curve,
     simulated and live points), and the hedging comparison's latency tail (theory lines,
-    simulated and live)."""
+    simulated and live). Live runs the host's load spoiled (``run_health``) are named in a
+    warning above both, and their dots labelled so."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained",
                                       width_ratios=(1, 1.5))
     hedged = sim["hedged"]
@@ -344,15 +418,23 @@ def plot_tail(shares: pd.DataFrame, sim: Mapping[str, RunResult],
     live_list = [r for r in (live_runs or {}).values()
                  if r.meta.get("width") == hedged.meta["width"]]
     HedgedTailFigure(live_runs=live_list, ax=right, pyplot=True).draw(sim)
+    spoiled = [name for name, run in (live_runs or {}).items() if run_health(run).spoiled]
+    if spoiled:
+        fig.suptitle(f"WARNING: live runs spoiled by the host's load ({', '.join(spoiled)}): "
+                     "their points describe the machine as much as the service",
+                     color="#b71c1c", fontsize="medium")
     return fig
 
 
 # -- panel -----------------------------------------------------------------------------------
 
-def tail_panel(*, seed: int = 0, requests: int = 2000) -> Panel:
+def tail_panel(*, seed: int = 0, requests: int | None = None) -> Panel:
     """Sliders: fan-out width, slow-call probability, hedge delay percentile. The figure is the
     user request's latency tail without and with hedging (theory and simulated); the table
-    gives the slow share, p99, p99.9 and extra calls, theory beside simulated."""
+    gives the slow share, p99, p99.9 and extra calls, theory beside simulated. ``requests``
+    per run: by default ``hedging_requests(width)``, the rule of ``hedging_comparison``, so
+    that at any setting the panel shows what ``hedge_table(hedging_comparison(...,
+    seed=seed))`` shows for it."""
 
     def run(width: int, slow_rate: float, percentile: float) -> dict[str, RunResult]:
         return hedging_comparison(width, slow_rate=slow_rate, percentile=percentile,

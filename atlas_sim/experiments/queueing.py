@@ -177,7 +177,6 @@ def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> 
     mean_ax.set_ylim(0, 16)
     mean_ax.set_ylabel("mean response time / service time")
     mean_ax.set_title("Mean")
-    live_marks = _draw_live_points(mean_ax, live) if live is not None and len(live) else []
     p99_ax.set_ylim(0, 50)
     p99_ax.set_ylabel("p99 response time / service time")
     p99_ax.set_title("99th percentile")
@@ -185,6 +184,7 @@ def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> 
         ax.set_xlim(0, 1)
         ax.set_xlabel("utilisation ρ")
         ax.grid(alpha=0.3)
+    live_marks = _draw_live_points(mean_ax, live) if live is not None and len(live) else []
     p99_ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     if live_marks:
         mean_ax.legend(live_marks, [m.get_label() for m in live_marks], loc="upper left",
@@ -217,7 +217,7 @@ def _draw_live_points(ax: Axes, live: pd.DataFrame) -> list[Line2D]:
     ws = live["W/S live"].to_numpy(dtype=float)
     spoiled = ((live["measurement"] != "healthy").to_numpy() if "measurement" in live
                else np.zeros(len(live), dtype=bool))
-    off_right = rho >= x_high
+    off_right = rho >= 1.0  # saturated: no steady state, drawn on the right edge
     off_top = (ws > y_high) & ~off_right
     inside = ~off_right & ~off_top
     x, y = np.minimum(rho, x_high), np.clip(ws, y_low, y_high)

@@ -141,6 +141,10 @@ def test_the_services_metrics_and_the_generator_agree_on_request_counts():
     table = queueing.live_table(sweep)
     assert list(table["requests"]) == [len(p.run.requests) for p in sweep.points]
     assert np.isfinite(table["W/S twin"]).all() and (table["round trip (ms)"] > 0).all()
+    saturated = table["utilisation (measured)"] >= 1  # kept, and labelled as such
+    assert (table.loc[saturated, "steady state"] == queueing.SATURATED).all()
+    assert (table.loc[~saturated, "steady state"] == "yes").all()
+    assert table["measurement"].str.match("healthy$|spoiled by the host's load: ").all()
     assert len(queueing.plot_hockey_stick(queueing.hockey_stick(servers=(1,),
                                                                 utilisations=(0.5,)),
                                           table).axes) == 2

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+import time
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
 from atlas_sim.experiments import live, tail
+from atlas_sim.results import RunResult
 
 
 @pytest.fixture(autouse=True)
@@ -75,6 +80,69 @@ def test_the_panel_answers_its_three_sliders():
         panel.update(percentile=100.0)
 
 
+def test_the_panel_and_the_table_above_it_agree_for_the_same_setting():
+    """The notebook's hedging table (``hedge_table(hedging_comparison(seed=...))``) and the
+    tail panel at the same setting run the same simulation: same requests, same seed, same
+    delay, same percentile rule."""
+    panel = tail.tail_panel(seed=7)
+    for width, slow_rate, percentile in ((5, 0.01, 95.0), (20, 0.02, 90.0)):
+        shown = panel.update(width=width, slow_rate=slow_rate, percentile=percentile).table
+        table = tail.hedge_table(tail.hedging_comparison(width, slow_rate=slow_rate,
+                                                         percentile=percentile, seed=7))
+        assert list(shown.index) == list(table.index)
+        for column in table.columns:
+            assert list(shown[column]) == list(table[column]), (width, column)
+    assert tail.hedging_requests(5) == 20_000  # the notebook's table: unchanged
+    assert tail.hedging_requests(100) == 2_000 and tail.hedging_requests(1) == 20_000
+    with pytest.raises(ValueError, match="width must be an integer"):
+        tail.hedging_requests(0)
+
+
+def as_live(run: RunResult, *, send_lag: float) -> RunResult:
+    """A simulated fan-out run dressed as a live one whose generator sent ``send_lag`` s
+    late, every request."""
+    lag = np.full(len(run.requests), send_lag)
+    return dataclasses.replace(run, source="live", meta={
+        **run.meta, "loop": "open", "send_lag": lag, "send_lag_p99": send_lag})
+
+
+def test_the_hedging_outputs_carry_the_warning_when_the_host_spoiled_the_live_runs():
+    sim = tail.hedging_comparison(5, requests=500, seed=1)
+    for lag, spoiled in ((0.0002, False), (0.05, True)):
+        runs = {"N = 5": as_live(sim["no hedging"], send_lag=lag),
+                "N = 5, hedged": as_live(sim["hedged"], send_lag=lag)}
+        health = tail.live_health(runs)
+        table = tail.hedge_table(sim, live_runs=runs)
+        shares = tail.slow_share_table((1, 5), requests=500, live_runs=runs)
+        fig = tail.plot_tail(shares, sim, runs)
+        notes = [*table[("measurement", "live")], shares.loc[5, "live measurement"]]
+        labels = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        if spoiled:
+            assert list(health["measurement"]) == ["spoiled by the host's load"] * 2
+            assert all(n.startswith("spoiled by the host's load: send lag mean 50.0 ms > 1.6 ms")
+                       for n in notes), notes
+            assert fig.get_suptitle().startswith(
+                "WARNING: live runs spoiled by the host's load (N = 5, N = 5, hedged)")
+            assert "hedged, live, spoiled by the host" in labels
+        else:
+            assert list(health["measurement"]) == ["healthy"] * 2
+            assert notes == ["healthy"] * 3
+            assert fig.get_suptitle() == ""
+            assert "hedged, live" in labels
+        assert shares.loc[1, "live measurement"] == "no live run"
+
+
+def test_live_requests_beyond_the_tail_axis_are_counted_not_dropped():
+    sim = tail.hedging_comparison(5, requests=500, seed=1)
+    slow = as_live(sim["hedged"], send_lag=0.0002)
+    slow.requests.loc[:9, "latency"] = 0.5  # ten requests past the 360 ms view
+    fig = tail.plot_tail(tail.slow_share_table((5,), requests=500), sim,
+                         {"N = 5, hedged": slow})
+    texts = [t.get_text() for t in fig.axes[1].texts]
+    assert any("beyond the axis" in t and "hedged: 10 of 500 (up to 500 ms)" in t
+               for t in texts), texts
+
+
 @pytest.mark.live
 def test_the_live_fanout_counts_its_calls_and_hedges():
     server = live.start_service("test-tail", seed=4)
@@ -97,3 +165,45 @@ def test_the_live_fanout_counts_its_calls_and_hedges():
     table = tail.hedge_table(tail.hedging_comparison(3, requests=500), live_runs=runs)
     assert table.iloc[1][("extra calls (%)", "live")] == pytest.approx(
         100 * counts["hedges"] / counts["calls"], abs=0.05)
+    for row, run in zip(table.index, (plain, hedged), strict=True):  # each verdict is shown
+        assert table.loc[row, ("measurement", "live")].startswith(tail.run_health(run).verdict)
+
+
+def _hog(seconds: float) -> threading.Thread:
+    """A thread that keeps this process's interpreter busy for ``seconds``: a busy host, as
+    far as the in-kernel service and its load generator can tell."""
+
+    def spin() -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            sum(range(1000))
+
+    thread = threading.Thread(target=spin, name="test-cpu-hog", daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.live
+def test_a_live_hedging_run_on_a_busy_host_is_judged_and_the_verdict_shown():
+    """Whatever the machine makes of the hog (no timing is asserted), every live run's
+    verdict and reasons reach the table, and a spoiled one the figure's title."""
+    server = live.start_service("test-tail-busy", seed=4)
+    hog = _hog(3.0)
+    try:
+        runs = tail.live_tail(server, widths=(3,), hedge_width=3, requests=60, rate=200.0,
+                              seed=4)
+    finally:
+        hog.join()
+        server.stop()
+    healths = {name: tail.run_health(run) for name, run in runs.items()}
+    table = tail.hedge_table(tail.hedging_comparison(3, requests=500), live_runs=runs)
+    for row, name in zip(table.index, runs, strict=True):
+        cell = table.loc[row, ("measurement", "live")]
+        assert cell.startswith(healths[name].verdict)
+        assert all(reason in cell for reason in healths[name].reasons)
+    fig = tail.plot_tail(tail.slow_share_table((3,), requests=500, live_runs=runs),
+                         tail.hedging_comparison(3, requests=500), runs)
+    spoiled = [name for name, h in healths.items() if h.spoiled]
+    assert (fig.get_suptitle().startswith("WARNING") if spoiled
+            else fig.get_suptitle() == ""), (spoiled, fig.get_suptitle())
+    assert list(tail.live_health(runs)["measurement"]) == [h.verdict for h in healths.values()]

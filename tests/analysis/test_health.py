@@ -1,0 +1,105 @@
+"""Measurement health (``analysis.health``): a live run that the host's own load spoiled says
+so, with the figure, its limit and the reason; a healthy one says that, with its figures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from atlas_sim.analysis.health import LIMITS, health_table, measurement_health
+from atlas_sim.results import RunResult
+
+
+def live_run(*, send_lag: float | np.ndarray = 0.0002, work: float | np.ndarray = 0.0205,
+             n: int = 100, loop: str = "open") -> RunResult:
+    """A live-shaped run of ``n`` requests, one attempt each, with the given send lags (s)
+    and the service's reported work per attempt (s)."""
+    t = np.arange(n) * 0.01
+    latency = np.full(n, 0.03)
+    lag = np.broadcast_to(np.asarray(send_lag, dtype=float), (n,)).copy()
+    return RunResult.from_columns(
+        requests={"request_id": np.arange(n), "t_start": t, "t_end": t + latency,
+                  "latency": latency, "status": np.full(n, 200), "attempts": np.ones(n),
+                  "ok": np.ones(n, dtype=bool)},
+        attempts={"request_id": np.arange(n), "attempt": np.ones(n), "t_start": t,
+                  "t_end": t + latency, "latency": latency, "status": np.full(n, 200),
+                  "queue_wait": np.zeros(n)},
+        duration=1.0, source="live",
+        meta={"loop": loop, "send_lag": lag,
+              "send_lag_p99": float(np.percentile(lag, 99)),
+              "server_work": np.broadcast_to(np.asarray(work, dtype=float), (n,)).copy()})
+
+
+def test_a_healthy_run_is_healthy_and_shows_its_figures_within_their_limits():
+    health = measurement_health(live_run(), scale=0.02, expected_work=0.02)
+    assert not health.spoiled and health.reasons == ()
+    assert health.verdict == "healthy"
+    assert health.figures == pytest.approx({"send lag mean": 0.0002, "send lag p99": 0.0002,
+                                            "work overshoot": 0.0005})
+    assert health.limits == pytest.approx({"send lag mean": 0.002, "send lag p99": 0.01,
+                                           "work overshoot": 0.002})
+    assert health.note.startswith("measurement healthy (send lag mean 0.2 ms <= 2.0 ms")
+    assert "WARNING" not in str(health)
+
+
+def test_large_send_lags_spoil_a_run_and_the_reason_names_figure_and_limit():
+    lag = np.full(100, 0.0003)
+    lag[-5:] = 0.2  # five requests held back 200 ms: a busy host's burst
+    health = measurement_health(live_run(send_lag=lag), scale=0.02)
+    assert health.spoiled and health.verdict == "spoiled by the host's load"
+    assert health.reasons == ("send lag mean 10.3 ms > 2.0 ms (10% of 20.0 ms)",
+                              "send lag p99 200.0 ms > 10.0 ms (50% of 20.0 ms)")
+    assert str(health).startswith("WARNING: measurement spoiled by the host's load "
+                                  "(send lag mean 10.3 ms > 2.0 ms")
+    assert "work overshoot" not in health.figures  # no work asked for: not judged
+
+
+def test_a_late_event_loop_spoils_a_run_whose_generator_kept_time():
+    # The service held each slot 28 ms for 20 ms of work: a loop that wakes 8 ms late, which
+    # is how a measured utilisation above 1 comes about at an offered 0.85.
+    health = measurement_health(live_run(work=0.028), scale=0.02, expected_work=0.02)
+    assert health.spoiled
+    assert health.reasons == ("work overshoot 8.0 ms > 2.0 ms (10% of 20.0 ms)",)
+
+
+def test_a_closed_loop_is_not_judged_by_its_send_lag_and_limits_can_be_changed():
+    closed = measurement_health(live_run(send_lag=0.5, loop="closed"), scale=0.02)
+    assert not closed.spoiled and closed.figures == {}
+    loose = measurement_health(live_run(send_lag=0.004), scale=0.02,
+                               limits={"send lag mean": 0.5})
+    assert not loose.spoiled and loose.limits["send lag mean"] == pytest.approx(0.01)
+    assert loose.limits["send lag p99"] == pytest.approx(LIMITS["send lag p99"] * 0.02)
+
+
+def test_sends_that_never_left_are_left_out_of_the_lag():
+    lag = np.full(100, np.nan)
+    lag[:10] = 0.0001
+    health = measurement_health(live_run(send_lag=lag), scale=0.02)
+    assert health.figures["send lag p99"] == pytest.approx(0.0001) and not health.spoiled
+
+
+def test_bad_input_is_refused_with_the_parameter_named():
+    run = live_run()
+    with pytest.raises(ValueError, match="scale must be a number > 0"):
+        measurement_health(run, scale=0.0)
+    with pytest.raises(ValueError, match="expected_work must be a number >= 0"):
+        measurement_health(run, scale=0.02, expected_work=-1.0)
+    with pytest.raises(ValueError, match="limits may name"):
+        measurement_health(run, scale=0.02, limits={"round trip": 0.1})
+    with pytest.raises(ValueError, match=r"limits\['send lag p99'\] must be a number > 0"):
+        measurement_health(run, scale=0.02, limits={"send lag p99": 0.0})
+    with pytest.raises(ValueError, match="run must be a RunResult"):
+        measurement_health({"send_lag": [0.1]}, scale=0.02)  # type: ignore[arg-type]
+
+
+def test_the_health_table_gives_each_figure_its_limit_and_the_verdict():
+    table = health_table({
+        "quiet": measurement_health(live_run(), scale=0.02),
+        "busy": measurement_health(live_run(send_lag=0.05), scale=0.02)})
+    assert isinstance(table, pd.DataFrame) and list(table.index) == ["quiet", "busy"]
+    assert list(table["measurement"]) == ["healthy", "spoiled by the host's load"]
+    assert table.loc["busy", "send lag p99 (ms)"] == 50.0
+    assert table.loc["busy", "send lag p99 limit (ms)"] == 10.0
+    assert table.loc["quiet", "why"] == "every figure within its limit"
+    assert "send lag p99 50.0 ms > 10.0 ms" in table.loc["busy", "why"]

@@ -339,7 +339,9 @@ class HedgedTailFigure(InPlaceFigure):
                                       color=_COLORS["hedged"])
         # live requests slower than the view are counted here, never dropped unseen
         self.beyond = ax.annotate("", (0.99, 0.8), xycoords="axes fraction", ha="right",
-                                  va="top", fontsize="x-small", color="#b71c1c")
+                                  va="top", fontsize="x-small", color="#b71c1c",
+                                  bbox={"facecolor": "white", "alpha": 0.85,
+                                        "edgecolor": "none"})
         ax.set_yscale("log")
         ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost half the drawing
         ax.set_ylim(_FLOOR, 1.2)

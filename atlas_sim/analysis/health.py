@@ -91,7 +91,7 @@ class Health:
                     "a quieter machine before drawing a conclusion")
         within = ", ".join(f"{name} {_ms(self.figures[name])} <= {_ms(self.limits[name])}"
                            for name in self.figures)
-        return f"measurement healthy ({within})"
+        return f"measurement healthy ({within or 'no figure the host could spoil'})"
 
     def __str__(self) -> str:
         return self.note

@@ -66,6 +66,7 @@ def test_a_late_event_loop_spoils_a_run_whose_generator_kept_time():
 def test_a_closed_loop_is_not_judged_by_its_send_lag_and_limits_can_be_changed():
     closed = measurement_health(live_run(send_lag=0.5, loop="closed"), scale=0.02)
     assert not closed.spoiled and closed.figures == {}
+    assert closed.note == "measurement healthy (no figure the host could spoil)"
     loose = measurement_health(live_run(send_lag=0.004), scale=0.02,
                                limits={"send lag mean": 0.5})
     assert not loose.spoiled and loose.limits["send lag mean"] == pytest.approx(0.01)

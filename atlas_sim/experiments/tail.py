@@ -247,7 +247,9 @@ def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
     per second, ``slow_rate`` of the dependency calls slow (``SLOW_LATENCY``). Keys: ``"N = 5"``,
     ``"N = 5, hedged"``; ``meta`` says the width and the hedge delay.
 
-    About ``len(widths) + 1`` times ``requests / rate`` seconds, plus a few tenths.
+    About ``len(widths) + 1`` times ``requests / rate`` seconds, plus a few tenths. Judge
+    each run with ``run_health`` (``live_health`` for all) before reading its numbers: the
+    service and the generator share this process and its host.
     """
     check_real("rate", rate, low=0, low_open=True)
     requests = check_int("requests", requests, low=1, high=100_000)

@@ -570,13 +570,14 @@ check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to t
 
 # %% [markdown]
 # **Exercise 5.** A fleet of 20,000 disks, each with an MTTF of 40 years and replaced within a
-# day. How many disks fail per day, in the long run? Give a number (e.g. `1.2`).
+# day. How many disks fail per day, in the long run? Give a number to two significant figures
+# or more (e.g. `1.2` or `"1.2 a day"`).
 
 # %%
 answer_5 = ...
 
 # %%
-check(answer_5, 20_000 / (40 * 365 + 1), rel=0.02, hint="n / (MTTF + MTTR), in days")
+check(answer_5, 20_000 / (40 * 365 + 1), rel=0.02, unit="/day", hint="n / (MTTF + MTTR), in days")
 
 # %% [markdown]
 # **Exercise 6.** In the redundancy table (MTTF 500 days, 5 days to repair, a shared fault

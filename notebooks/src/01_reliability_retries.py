@@ -73,10 +73,20 @@ faults.fleet_table(10_000, mttf_years=30, repair_days=1, seed=SEED)
 
 # %% [markdown]
 # A year of the fleet, simulated, beside the long-run formulas: `n / (MTTF + MTTR)` failures a
-# day, and at any moment Binomial(`n`, `MTTR / (MTTF + MTTR)`) disks down. Move the sliders.
-# The Weibull shape models wear-out (above 1): a young fleet of such disks fails *less* than
-# the long-run rate at first and more later, which is why real fleets report failure rates by
-# drive age.
+# day, and at any moment Binomial(`n`, `MTTR / (MTTF + MTTR)`) disks down. These hold whatever
+# the distribution of a disk's lifetime (the renewal theorem), but only for a fleet that has run
+# long enough for its disks to be of every age, some new and some old. The simulated fleet is
+# such a one: each disk starts the year at the age a long-running fleet would give it, so the
+# formulas hold from the first day. Move the sliders.
+#
+# The Weibull shape sets how a disk ages: 1 is a disk that never ages (exponential lifetimes),
+# above 1 wears out, below 1 is infant mortality (a disk that survives its first months is
+# likely to last). Only a fleet of every age is
+# indifferent to it. Buy 10,000 wear-out disks (shape 4, MTTF 30 years) on one day, and their
+# first two years see almost no failures at all, against 0.91 a day in the long run: most of
+# them die between years 15 and 45, in a wave, and the fleet settles to the long-run rate only
+# after several such lifetimes, as replacements spread out in age. That is why real fleets report
+# failure rates by drive age, and why a long-run rate says nothing about a new batch.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -101,9 +111,11 @@ redundancy
 
 # %% [markdown]
 # The theory columns are exact (a Markov chain over the number of replicas down); the
-# simulation checks one of them. Each replica cuts the independent risk by about a factor of a
-# hundred; the shared fault's risk does not move past the second replica, because it never
-# needed more than one event. Redundancy is a defence against *independent* faults only. Try the
+# simulation checks one of them. Each further replica cuts the independent risk by a large
+# factor: about `MTTF / MTTR × r / (r + 1)` when it joins `r` others, so 67 from two replicas to
+# three and 81 from four to five here (MTTF / MTTR = 100); from one to two only 37, because one
+# replica's risk, 52% in a year, is already close to certain. The shared fault's risk does not
+# move past the second replica, because it never needed more than one event. Redundancy is a defence against *independent* faults only. Try the
 # sliders: no replica count beats a shared fault rate.
 
 # %%
@@ -584,7 +596,7 @@ check(answer_5, 20_000 / (40 * 365 + 1), rel=0.02, unit="/day", hint="n / (MTTF 
 # once a decade), what does a third replica do to the chance of losing the data in a year,
 # against the second? Give the letter, e.g. `"a"`:
 #
-# * `"a"`: it divides it by about a hundred;
+# * `"a"`: it divides it by tens, as it divides the risk from independent faults;
 # * `"b"`: it hardly changes it;
 # * `"c"`: it doubles it.
 

@@ -3,6 +3,7 @@ independent faults and against a fault the replicas share."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -52,8 +53,11 @@ def fleet_table(disks: int, mttf_years: float, repair_days: float, *, shape: flo
 
 
 def _figures(x: float) -> str:
-    """A rate with three significant figures, never in scientific notation: 0.913, 27.4, 274."""
-    return np.format_float_positional(x, precision=3, unique=False, fractional=False, trim="-")
+    """A rate with three significant figures (more for numbers of four digits or more),
+    never in scientific notation: 0.970, 0.913, 27.4, 274, 7595."""
+    if x <= 0:
+        return "0"
+    return f"{x:.{max(0, 2 - math.floor(math.log10(x)))}f}"
 
 
 def fleet_panel(*, seed: int = 0) -> Panel:

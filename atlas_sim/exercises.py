@@ -91,12 +91,11 @@ _FILLER = frozenset({"jitter", "strategy", "fix", "the", "option", "answer", "is
 
 
 def _number_form(unit: str | None) -> str:
-    form = ('a number, e.g. 19, 0.05, "5%", "1/20", "900,000" or "7.07M" (M for million; '
-            "times in seconds, or with a unit")
+    form = 'a number, e.g. 19, 0.05, "5%", "1/20", "900,000" or "7.07M" (M for million)'
     if unit in (None, "s"):
-        return form + ': "19 s", "330 ms")'
-    return form + f" in {unit}" + (f', e.g. "{next(iter(_UNITS[unit]))}")' if unit in _UNITS
-                                   else ")")
+        return form + '; times in seconds, or with a unit: "19 s", "330 ms"'
+    spelled = f'"1.2{next(iter(_UNITS[unit]))}"' if unit in _UNITS else f'"12 {unit}"'
+    return form + f"; in {unit}, which may follow the number: {spelled}"
 
 
 def _is_number(x: object) -> bool:

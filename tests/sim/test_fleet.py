@@ -5,6 +5,7 @@ common-mode faults), and DDIA's one-disk-a-day figure."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +120,20 @@ def test_more_replicas_help_against_independent_faults_and_not_against_a_shared_
     shared = [loss_probability(r, 1e12, 1.0, YEAR, shock_rate=1 / (10 * YEAR))
               for r in (1, 2, 3)]
     assert shared == pytest.approx([1 - math.exp(-0.1)] * 3, rel=1e-6)
+
+
+def test_each_further_replica_divides_the_risk_by_the_factor_notebook_01_states():
+    # notebook 01's redundancy table (MTTF 500 days, 5 days to repair, a year): the r+1-th
+    # replica divides the independent risk by about MTTF / MTTR * r / (r + 1) (the chain's
+    # first passage to "all down" at small rates, r lambda^r / mu^(r-1)), and the prose says
+    # the table's own factors
+    risk = [loss_probability(r, 500.0, 5.0, YEAR) for r in range(1, 6)]
+    factors = [risk[r - 1] / risk[r] for r in range(1, 5)]
+    for r, factor in zip(range(2, 5), factors[1:], strict=True):
+        assert factor == pytest.approx(100 * r / (r + 1), rel=0.05)
+    source = (Path(__file__).resolve().parents[2] / "notebooks" / "src"
+              / "01_reliability_retries.py").read_text()
+    prose = source.split("The theory columns are exact")[1].split("# %%")[0]
+    assert "factor of a\n# hundred" not in prose and "about a factor of a hundred" not in prose
+    for factor in (factors[0], factors[1], factors[3]):  # one to two, two to three, four to five
+        assert f"{factor:.0f}" in prose, (factor, prose)

@@ -70,3 +70,18 @@ def test_the_simulated_twin_of_the_live_experiment_agrees_with_the_closed_form(e
     theory = retry_theory(error_rate, max_attempts=3, budget=budget, requests=sent // 6)
     error = math.sqrt(theory.failed * (1 - theory.failed) / sent)
     assert abs(failed / sent - theory.failed) < 4 * error + 1 / sent
+
+
+def test_the_retry_table_leaves_theory_empty_for_a_policy_it_does_not_cover():
+    from atlas_sim.experiments import live
+    from atlas_sim.policies import BreakerConfig
+
+    run = simulate(compose_twin(Settings(retry_max_attempts=1), load=Load(rate=50.0, duration=2.0),
+                                seed=1, faults=[Fault(start=0.0, dependency_error_rate=0.3)]))
+    for client in (ClientPolicy(retry=RetryPolicy(max_attempts=3), breaker=BreakerConfig()),
+                   ClientPolicy(retry=RetryPolicy(max_attempts=3),
+                                budget=BudgetConfig(token_ratio=0.4))):
+        table = live.retry_table({"simulated": run, "live": run}, error_rate=0.3, client=client)
+        assert math.isnan(table.loc["theory", "errors (%)"])
+        verdict = live.theory_verdict(table)
+        assert verdict.startswith("theory does not cover this policy") and "chance" not in verdict

@@ -29,6 +29,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from ..analysis.retries import RetryTheory, retry_theory
 from ..analysis.stats import proportion_interval
 from ..config import Settings
 from ..policies import Backoff, ClientPolicy, RetryPolicy
@@ -224,14 +225,30 @@ def reset(server: LiveServer, *, quiet: bool = False) -> str:
             "random streams rewound")
 
 
-def retry_table(runs: Mapping[str, RunResult], *, error_rate: float, attempts: int,
+def retry_table(runs: Mapping[str, RunResult], *, error_rate: float, client: ClientPolicy,
                 confidence: float = 0.95) -> pd.DataFrame:
     """Notebook 01's live retry experiment beside theory: per world, the requests that failed
     (%) with their Wilson interval (binomial sampling error: one run is one sample), and the
-    attempts per request; theory's ``error_rate ** attempts`` failures and
-    ``1 + p + ... + p**(attempts - 1)`` attempts (independent faults)."""
+    attempts per request; theory's for the same client policy (``client``: its retry's
+    ``max_attempts`` and its budget; ``analysis.retries.retry_theory``: ``error_rate **
+    attempts`` failures and ``1 + p + ... + p**(attempts - 1)`` attempts without a budget or
+    with one that stays full, and a budget that empties after its first requests otherwise).
+
+    Where the closed form does not cover the policy (a budget near its balance point, a client
+    breaker), the theory row is empty. ``table.attrs["theory"]`` says which case applied, and
+    ``table.attrs["theory_covered"]`` whether theory covers the policy (``theory_verdict``
+    reads both)."""
     check_real("error_rate", error_rate, low=0, high=1)
+    if not isinstance(client, ClientPolicy):
+        raise ValueError(f"client must be a ClientPolicy, got {client!r}")
     level = f"{confidence:.0%}"
+    attempts = client.retry.max_attempts if client.retry is not None else 1
+    sent = max((len(run.requests) for run in runs.values()), default=0)
+    theory = retry_theory(error_rate, max_attempts=attempts, budget=client.budget,
+                          requests=sent or None)
+    if client.breaker is not None:
+        theory = RetryTheory(np.nan, np.nan, False, "a client circuit breaker stops attempts "
+                             "by the recent failure rate: the closed form does not cover it")
     rows = {}
     for name, run in runs.items():
         failed, n = int((~run.requests["ok"]).sum()), len(run.requests)
@@ -240,17 +257,25 @@ def retry_table(runs: Mapping[str, RunResult], *, error_rate: float, attempts: i
                       f"{level} interval, low (%)": 100 * low,
                       f"{level} interval, high (%)": 100 * high,
                       "attempts per request": run.summary()["amplification"]}
-    rows["theory"] = {"errors (%)": 100 * error_rate**attempts,
-                      "attempts per request": sum(error_rate**k for k in range(attempts))}
+    rows["theory"] = {"errors (%)": 100 * theory.failed,
+                      "attempts per request": theory.attempts}
     table = pd.DataFrame(rows).T.rename_axis("run").round(2)
-    return table.astype({"requests": "Int64", "failed": "Int64"})
+    table = table.astype({"requests": "Int64", "failed": "Int64"})
+    table.attrs.update(theory=theory.note, theory_covered=theory.covered)
+    return table
 
 
 def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
     """One sentence: does theory's error rate lie inside ``run``'s interval in ``table``
-    (from ``retry_table``)? Outside happens by chance in about one run in twenty."""
+    (from ``retry_table``)? Outside happens by chance in about one run in twenty. Where theory
+    does not cover the table's policy (``table.attrs["theory_covered"]`` False), it says so
+    and compares nothing with theory, so that chance is never blamed for a missing model."""
     low_col = next(c for c in table.columns if str(c).endswith("interval, low (%)"))
     high_col = low_col.replace("low", "high")
+    note = table.attrs.get("theory", "")
+    if not table.attrs.get("theory_covered", True):
+        return (f"theory does not cover this policy ({note}); the theory row is empty: "
+                f"compare the simulated and {run} runs with each other instead")
     theory = float(table["errors (%)"].to_dict()["theory"])
     row = table.loc[run].to_dict()
     low, high = float(row[low_col]), float(row[high_col])
@@ -259,8 +284,9 @@ def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
     tail = ("the two agree within sampling error" if where == "inside" else
             "a disagreement that chance alone gives about one run in twenty; run it again "
             "with another seed before suspecting the service")
-    return (f"theory's {theory:.2f}% lies {where} the {run} run's {level} interval "
-            f"[{low:.2f}%, {high:.2f}%]: {tail}")
+    said = f"theory's {theory:.2f}%" + (f" ({note})" if note else "")
+    return (f"{said} lies {where} the {run} run's {level} interval [{low:.2f}%, {high:.2f}%]: "
+            f"{tail}")
 
 
 def idempotency_table(server: LiveServer, *, requests: int = 20, work: float = 0.1,

@@ -216,7 +216,11 @@ class ClientPolicy:
                                   ("breaker", self.breaker, BreakerConfig),
                                   ("hedge", self.hedge, HedgePolicy)):
             if value is not None and not isinstance(value, kind):
-                raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
+                settings = getattr(value, "config", None)  # a live RetryBudget, CircuitBreaker
+                hint = (f" (a {type(value).__name__} is live state; a policy takes its settings: "
+                        f"{settings!r})" if isinstance(settings, kind) else "")
+                raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}"
+                                 + hint)
         if self.retry is not None and self.hedge is not None:
             raise ValueError("retry and hedge cannot both be set: a call is retried or hedged, "
                              "never both (gRFC A6: only one of retryPolicy or hedgingPolicy)")

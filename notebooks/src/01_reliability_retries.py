@@ -40,7 +40,16 @@ SEED = 2024
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from atlas_sim import Backoff, ClientPolicy, Fault, Load, RetryBudget, RetryPolicy, Settings
+from atlas_sim import (
+    Backoff,
+    BudgetConfig,  # noqa: F401 (the live section invites `budget = BudgetConfig()`)
+    ClientPolicy,
+    Fault,
+    Load,
+    RetryBudget,
+    RetryPolicy,
+    Settings,
+)
 from atlas_sim.analysis import (
     plot_call_timeline,
     plot_comparison,
@@ -73,10 +82,20 @@ faults.fleet_table(10_000, mttf_years=30, repair_days=1, seed=SEED)
 
 # %% [markdown]
 # A year of the fleet, simulated, beside the long-run formulas: `n / (MTTF + MTTR)` failures a
-# day, and at any moment Binomial(`n`, `MTTR / (MTTF + MTTR)`) disks down. Move the sliders.
-# The Weibull shape models wear-out (above 1): a young fleet of such disks fails *less* than
-# the long-run rate at first and more later, which is why real fleets report failure rates by
-# drive age.
+# day, and at any moment Binomial(`n`, `MTTR / (MTTF + MTTR)`) disks down. These hold whatever
+# the distribution of a disk's lifetime (the renewal theorem), but only for a fleet that has run
+# long enough for its disks to be of every age, some new and some old. The simulated fleet is
+# such a one: each disk starts the year at the age a long-running fleet would give it, so the
+# formulas hold from the first day. Move the sliders.
+#
+# The Weibull shape sets how a disk ages: 1 is a disk that never ages (exponential lifetimes),
+# above 1 wears out, below 1 is infant mortality (a disk that survives its first months is
+# likely to last). Only a fleet of every age is
+# indifferent to it. Buy 10,000 wear-out disks (shape 4, MTTF 30 years) on one day, and their
+# first two years see almost no failures at all, against 0.91 a day in the long run: most of
+# them die between years 15 and 45, in a wave, and the fleet settles to the long-run rate only
+# after several such lifetimes, as replacements spread out in age. That is why real fleets report
+# failure rates by drive age, and why a long-run rate says nothing about a new batch.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -101,9 +120,11 @@ redundancy
 
 # %% [markdown]
 # The theory columns are exact (a Markov chain over the number of replicas down); the
-# simulation checks one of them. Each replica cuts the independent risk by about a factor of a
-# hundred; the shared fault's risk does not move past the second replica, because it never
-# needed more than one event. Redundancy is a defence against *independent* faults only. Try the
+# simulation checks one of them. Each further replica cuts the independent risk by a large
+# factor: about `MTTF / MTTR × r / (r + 1)` when it joins `r` others, so 67 from two replicas to
+# three and 81 from four to five here (MTTF / MTTR = 100); from one to two only 37, because one
+# replica's risk, 52% in a year, is already close to certain. The shared fault's risk does not
+# move past the second replica, because it never needed more than one event. Redundancy is a defence against *independent* faults only. Try the
 # sliders: no replica count beats a shared fault rate.
 
 # %%
@@ -401,19 +422,23 @@ server
 # arrival times and the same coin flips in the dependency.
 #
 # **Predict before you run.** With 3 attempts, what error rate, and how many attempts per
-# request? Then edit `policy` and run the two cells again: 1 attempt, 5 attempts, a budget.
+# request? Then edit the next cell and run it and the two after it again: `max_attempts=1`,
+# `max_attempts=5`, or a retry budget, `budget = BudgetConfig()` (gRPC's defaults, 10 tokens
+# and a ratio of 0.1, from the section on retry budgets). The theory row follows your edit.
 # (If you ran the whole notebook, its last cell has stopped the service: run the cell that
 # starts it first.)
 
 # %%
 policy = RetryPolicy(max_attempts=3, backoff=Backoff(base=0.05, cap=1.0, jitter="full"))
-setup = dict(load=Load(rate=50.0, duration=10.0), client=ClientPolicy(timeout=2.0, retry=policy),
+budget = None  # or BudgetConfig(max_tokens=10, token_ratio=0.1)
+client = ClientPolicy(timeout=2.0, retry=policy, budget=budget)
+setup = dict(load=Load(rate=50.0, duration=10.0), client=client,
              faults=[Fault(start=0.0, dependency_error_rate=0.3)], seed=SEED)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 runs = live.compose_experiment(server, settings, **setup)
-table = live.retry_table(runs, error_rate=0.3, attempts=policy.max_attempts)
+table = live.retry_table(runs, error_rate=0.3, client=client)
 table
 
 # %% [markdown]
@@ -432,6 +457,13 @@ live.theory_verdict(table)
 # steadier. One run cannot settle more than that: `tools/live_retry_check.py` repeats the
 # experiment over ten seeds (about 5,000 requests), where live and simulated failures each
 # land within two standard errors of theory.
+#
+# With the budget, theory changes regime. Its tokens fall by 0.3 − 0.1 × 0.7 = 0.23 per attempt
+# at this error rate (above the balance point 0.1 / 1.1 = 9% of the section on budgets), so
+# after about the first 16 requests retries stop for good, and the error rate is nearly the
+# dependency's own 30%: the table's theory row says so, and the verdict names the case. A
+# budget close to its balance point (try `BudgetConfig(token_ratio=0.4)` with this 30%) has
+# no closed form here: the theory row is then empty and the verdict says so.
 #
 # Set `max_attempts=1` and run again: now the two error rates are identical. With the same
 # seed, the service's dependency flips the same coins as the simulated one, call for call, and
@@ -570,20 +602,21 @@ check(answer_4, retries.retry_amplification(3, 4), hint="attempts per layer to t
 
 # %% [markdown]
 # **Exercise 5.** A fleet of 20,000 disks, each with an MTTF of 40 years and replaced within a
-# day. How many disks fail per day, in the long run? Give a number (e.g. `1.2`).
+# day. How many disks fail per day, in the long run? Give a number to two significant figures
+# or more (e.g. `1.2` or `"1.2 a day"`).
 
 # %%
 answer_5 = ...
 
 # %%
-check(answer_5, 20_000 / (40 * 365 + 1), rel=0.02, hint="n / (MTTF + MTTR), in days")
+check(answer_5, 20_000 / (40 * 365 + 1), rel=0.02, unit="/day", hint="n / (MTTF + MTTR), in days")
 
 # %% [markdown]
 # **Exercise 6.** In the redundancy table (MTTF 500 days, 5 days to repair, a shared fault
 # once a decade), what does a third replica do to the chance of losing the data in a year,
 # against the second? Give the letter, e.g. `"a"`:
 #
-# * `"a"`: it divides it by about a hundred;
+# * `"a"`: it divides it by tens, as it divides the risk from independent faults;
 # * `"b"`: it hardly changes it;
 # * `"c"`: it doubles it.
 

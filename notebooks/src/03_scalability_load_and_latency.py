@@ -788,25 +788,27 @@ tail.tail_panel(seed=SEED)
 
 # %% [markdown]
 # **Exercise 1.** At DDIA's peak of 12k posts a second, how many timeline inserts a second
-# does fan-out on write make?
+# does fan-out on write make? Give a number in any form the tables print, e.g. `345000`,
+# `"345,000"`, `"345k"` or `"0.35M"` (a unit such as `"/s"` may follow).
 
 # %%
 answer_1 = ...
 
 # %%
-check(answer_1, HomeTimeline().fan_out_on_write().peak_timeline_inserts, rel=0.01,
+check(answer_1, HomeTimeline().fan_out_on_write().peak_timeline_inserts, rel=0.01, unit="/s",
       hint="posts per second at peak × mean followers per post")
 
 # %% [markdown]
 # **Exercise 2.** Make the follower distribution less skewed: tail index 1.5, with the mean
 # still 75. How many followers does the largest account have now? (Hint:
-# `FollowerDistribution(tail_index=...)`, or the panel's figure.)
+# `FollowerDistribution(tail_index=...)`, or the panel's figure.) A number such as `2500000`,
+# `"2,500,000"` or `"2.5M"`.
 
 # %%
 answer_2 = ...
 
 # %%
-check(answer_2, FollowerDistribution(tail_index=1.5).largest, rel=0.02,
+check(answer_2, FollowerDistribution(tail_index=1.5).largest, rel=0.02, unit="followers",
       hint="FollowerDistribution(tail_index=1.5).largest")
 
 # %% [markdown]
@@ -873,7 +875,7 @@ answer_7 = ...
 
 # %%
 check(answer_7, MMc(arrival_rate=0.9, service_rate=1.0, servers=1).W, rel=0.02,
-      hint="for M/M/1, W = S / (1 - ρ)")
+      unit="service times", hint="for M/M/1, W = S / (1 - ρ)")
 
 # %% [markdown]
 # **Exercise 8.** One server at 70% utilisation, 20 ms requests arriving evenly, and
@@ -905,7 +907,10 @@ check(answer_9, tail.tail_model(0.01).slow_share(100), rel=0.01,
 # %% [markdown]
 # **Exercise 10.** One call in 100 is slow (300 ms), and every call is hedged once at the p95
 # of its latency. What is the smallest fan-out width *N* at which the hedged request's p99.9 is
-# back at 300 ms? (Hint: a hedged call takes 300 ms only when both copies are slow.)
+# back at 300 ms? (Hint: a hedged call takes 300 ms only when both copies are slow, with
+# probability p² = 1/10,000, and the p99.9 is 300 ms once at least 0.1% of requests wait for
+# such a call. The check uses the exact share, 1 − (1 − p²)^N, not its approximation N·p²:
+# here the two rules differ by one.)
 
 # %%
 answer_10 = ...
@@ -915,7 +920,8 @@ model = tail.tail_model(0.01)
 delay = hedge_delay_at(model, 95)
 check(answer_10, min(n for n in range(1, 1000)
                        if model.quantile(0.999, width=n, delay=delay) >= tail.SLOW_LATENCY),
-      hint="the p99.9 is 300 ms once 1 − (1 − p²)^N reaches 0.1%, with p² = 1/10,000")
+      hint="the p99.9 is 300 ms once 1 − (1 − p²)^N reaches 0.1%, with p² = 1/10,000 "
+           "(the exact share: N·p² reaches 0.1% one width sooner)")
 
 # %% [markdown]
 # ## Recap

@@ -171,7 +171,8 @@ def test_the_retry_table_shows_each_world_with_its_interval_and_theory():
     from atlas_sim.sim.scenarios import retry_storm
 
     run = simulate(retry_storm("budget", seed=1))
-    table = live.retry_table({"simulated": run, "live": run}, error_rate=0.3, attempts=3)
+    table = live.retry_table({"simulated": run, "live": run}, error_rate=0.3,
+                             client=ClientPolicy(retry=RetryPolicy(max_attempts=3)))
     assert table.loc["theory", "errors (%)"] == pytest.approx(2.7)
     assert table.loc["theory", "attempts per request"] == pytest.approx(1.39)
     low = table.loc["live", "95% interval, low (%)"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
@@ -207,10 +209,17 @@ def test_the_fault_panels_answer_their_sliders_and_agree_with_theory():
 
     fleet = faults.fleet_panel()
     table = fleet.update().table
-    sim, theory = table["simulated (2nd year)"], table["theory (long run)"]
+    sim, theory = table["simulated (a year)"], table["theory (long run)"]
     assert abs(float(sim["failures per day"]) - float(theory["failures per day"])) < 0.3
     assert fleet.update(disks=20_000).table.loc["failures per day", "theory (long run)"] != (
         theory["failures per day"])
+    for shape in (0.5, 4.0):  # wear-out included: the panel's fleet is of every age
+        for mttf_years, repair_days in ((1.0, 30.0), (100.0, 0.5)):
+            table = fleet.update(shape=shape, mttf_years=mttf_years, repair_days=repair_days,
+                                 disks=100_000).table
+            sim, theory = (float(table.loc["failures per day", c]) for c in table.columns)
+            daily_error = math.sqrt(theory * 365 * (5 if shape < 1 else 1)) / 365
+            assert abs(sim - theory) < 5 * daily_error, (shape, mttf_years, sim, theory)
     redundancy = faults.redundancy_panel()
     shown = redundancy.update(replicas=4).table
     assert shown.iloc[3, -1] != "" and shown.iloc[2, -1] == ""  # the simulated row follows

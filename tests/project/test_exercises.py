@@ -113,22 +113,39 @@ class Kind:
     is_expected: Callable[[Any], bool]
 
 
+def _figures(x: float, figures: int) -> str:
+    """``x`` to ``figures`` significant figures, written out as a reader would ("0.50", "1.4",
+    "7100000"), never in scientific notation."""
+    return np.format_float_positional(x, precision=figures, unique=False, fractional=False,
+                                      trim="-" if abs(x) >= 10**figures else "k")
+
+
+def _grouped(x: float) -> list[str]:
+    """The forms the notebooks print large numbers in: "900,000", "900k", "7.07M"."""
+    if abs(x) < 1000:
+        return []
+    scale, suffix = (1e6, "M") if abs(x) >= 1e6 else (1e3, "k")
+    return [f"{x:,.0f}", f"{x / scale:.3g}{suffix}", f"{x / scale:.3g} {suffix}",
+            f"{x:,.0f}".replace(",", " ")]
+
+
 def _count_forms(e: Exercise) -> list[Any]:
     n = e.expected
-    return [n, float(n), np.int64(n), str(n), f" {n} "]
+    return [n, float(n), np.int64(n), str(n), f" {n} ", f"{n:,}", f"{float(n):.1f}"]
 
 
 def _time_forms(e: Exercise) -> list[Any]:
     t = float(e.expected)
     forms = [t, np.float64(t), str(t), f"{t:g} s", f"{t:g}s", f"{t:g} seconds",
              f"t = {t:g}", f"{1000 * t:g} ms"]
+    forms += [_figures(t, 2), f"about {_figures(t, 3)}", float(_figures(t, 2))]
     return forms + ([int(t), str(int(t))] if t.is_integer() else [])
 
 
 def _share_forms(e: Exercise) -> list[Any]:
     p = float(e.expected)
     return [p, str(p), f"{100 * p:g}%", f"{100 * p:g} %", str(Fraction(p).limit_denominator(10**6)),
-            f"{p:.3e}"]
+            f"{p:.3e}", _figures(p, 2), f"{_figures(100 * p, 2)}%", f"~{_figures(100 * p, 3)}%"]
 
 
 def _name_forms(e: Exercise) -> list[Any]:
@@ -159,7 +176,8 @@ def _other_names(e: Exercise) -> list[Any]:
 
 def _rate_forms(e: Exercise) -> list[Any]:
     x = float(e.expected)
-    return [x, np.float64(x), str(x), f"{x:.2f}", f"{x:.3g}", f" {x:.2f} "]
+    return [x, np.float64(x), str(x), f"{x:.2f}", f"{x:.3g}", f" {x:.2f} ", _figures(x, 2),
+            f"{x:.2e}", *_grouped(x)]
 
 
 COUNT = Kind(_count_forms, lambda e: [e.expected + 1, str(e.expected - 1)], ["many", [1], True],
@@ -242,6 +260,75 @@ def test_an_unreadable_answer_is_told_the_expected_form_not_the_hint(all_exercis
         assert result.message.startswith(f"Cannot read {odd!r}: give "), result.message
         assert "Hint" not in result.message
     assert exercise.check(...).message.startswith("Not answered yet")
+
+
+#: Kinds whose answers are numbers, and which of them are counts (matched exactly).
+NUMERIC = {id(COUNT), id(TIME), id(SHARE), id(RATE)}
+
+
+@pytest.mark.parametrize("key", [k for k in CASES if id(KINDS[k]) in NUMERIC], ids="/".join)
+def test_a_number_with_too_few_figures_is_asked_for_more_and_a_wrong_one_is_wrong(
+        all_exercises, key):
+    exercise = all_exercises[key]
+    x, rel = float(exercise.expected), exercise.options.get("rel", 0.0)
+    # the right answer to two figures passes (its rounding is within 5% of it)
+    assert exercise.check(_figures(x, 2)), _figures(x, 2)
+    # a wrong answer to two figures is wrong however it is rounded
+    assert exercise.check(_figures(1.5 * x + 1, 2)).message.startswith("Not yet")
+    # one figure: right if it is within the tolerance, or its rounding pins the answer within
+    # 5%; otherwise neither right nor wrong (a count is exact: one figure is just a number)
+    coarse = f"{x:.1g}"  # "0.6", "2", "1e+01"
+    value = float(coarse)
+    mantissa, _, exponent = coarse.partition("e")
+    half = 0.5 * 10.0 ** (int(exponent or 0) - len(mantissa.partition(".")[2]))
+    result = exercise.check(coarse)
+    if abs(value - x) <= rel * abs(x) + 1e-9 or (abs(value - x) <= half and half <= 0.05 * abs(x)
+                                                 and KINDS[key] is not COUNT):
+        assert result.ok, (coarse, result.message)
+    elif KINDS[key] is COUNT or abs(value - x) > half:
+        assert result.message.startswith("Not yet"), (coarse, result.message)
+    else:
+        assert not result.ok and result.message.startswith("Too few figures"), result.message
+        assert "Hint" not in result.message
+
+
+@pytest.mark.parametrize(("notebook", "answer", "forms"), [
+    # the forms the issue found refused, each as the notebook itself prints it
+    ("03_scalability_load_and_latency", "answer_1", ["900,000", "900k", "900 k", "0.9M",
+                                                      "900,000 inserts/s", "900k/s"]),
+    ("03_scalability_load_and_latency", "answer_2", ["7.07M", "7,071,078", "7.07 million"]),
+    ("01_reliability_retries", "answer_5", ["1.4", 1.4, "1.37", "1.4 a day", "1.4 disks a day",
+                                            "1.4/day"]),
+    ("03_scalability_load_and_latency", "answer_7", ["10", "10 service times", "10.0"]),
+])
+def test_the_forms_the_notebooks_print_pass(all_exercises, notebook, answer, forms):
+    exercise = all_exercises[(notebook, answer)]
+    for form in forms:
+        assert exercise.check(form), (form, exercise.check(form).message)
+
+
+def test_too_few_figures_is_neither_right_nor_wrong():
+    result = check("1", 1.3698, rel=0.02, hint="n / (MTTF + MTTR)")
+    assert not result.ok
+    assert result.message.startswith("Too few figures")
+    assert "2 significant figures" in result.message
+    assert "Hint" not in result.message
+    assert check("1.4", 1.3698) and not check("1.5", 1.3698) and not check("1.40", 1.3698)
+    assert not check(80, 81) and not check("8e1", 81)  # a count is exact
+    assert check("0.16%", 0.0016) and check("0.2%", 0.0016).message.startswith("Too few")
+    for odd in ("7m", "1,5", "1,00,000", "12 parsecs", "1.4 a fortnight"):
+        assert check(odd, 1.5, unit="/day").message.startswith("Cannot read"), odd
+
+
+def test_an_exercise_whose_rule_has_an_approximation_says_which_rule_it_checks():
+    # Exercise 10 of notebook 03: N p^2 >= 0.1% gives 10, the exact 1 - (1 - p^2)^N >= 0.1%
+    # gives 11 (at 10 it is 0.09996%); the prose must name the rule the check computes
+    p2 = 1e-4
+    assert min(n for n in range(1, 100) if n * p2 >= 1e-3 - 1e-15) == 10
+    assert min(n for n in range(1, 100) if 1 - (1 - p2) ** n >= 1e-3) == 11
+    source = (ROOT / "notebooks" / "src" / "03_scalability_load_and_latency.py").read_text()
+    prose = source.split("**Exercise 10.**")[1].split("answer_10 = ...")[0]
+    assert "1 − (1 − p²)^N" in prose and "not" in prose and "N·p²" in prose
 
 
 def test_an_unreadable_answer_names_the_form_and_the_choices():

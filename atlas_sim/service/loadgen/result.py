@@ -24,6 +24,8 @@ def to_result(records: list[Request], events: list[EventRow],
     a = np.array([row[:5] for row in rows], dtype=float).reshape(-1, 5)
     # the server's own account of each attempt's work (Server-Timing), in attempts' row order
     meta["server_work"] = np.array([row[6] for row in rows], dtype=float)
+    # and the client's: how long each attempt waited before it left the client (run.py)
+    meta["client_wait"] = np.array([row[7] for row in rows], dtype=float)
     return RunResult.from_columns(
         requests={
             "request_id": np.arange(n),

@@ -97,7 +97,8 @@ class Progress:
             return
         self._closed = True
         if self._bar is not None:
-            if ending != "done":
+            if ending != "done":  # the bar stays, saying how far it got and why it stopped
+                self._bar.leave = True
                 self._bar.set_postfix_str(ending, refresh=False)
             self._bar.close()
         elif self._handle is not None:

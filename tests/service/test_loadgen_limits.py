@@ -156,10 +156,10 @@ def test_a_path_that_is_not_a_path_on_the_service_is_refused(path, monkeypatch):
 
     monkeypatch.setattr(run_module, "drive", drive)
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(ValueError, match="^path must"):
+    with pytest.raises(ValueError, match=r"^path must"):
         run_load(url, load=Load(rate=10.0, requests=1), path=path, progress=False,
                  warm_up=False)
-    with pytest.raises(ValueError, match="^path must"):  # the other instances too
+    with pytest.raises(ValueError, match=r"^path must"):  # the other instances too
         run_load(url, instances=[f"http://127.0.0.1:{free_port()}"],
                  load=Load(rate=10.0, requests=1), path=path, progress=False, warm_up=False)
 

@@ -105,7 +105,8 @@ async def run_load_async(
             service (one leading ``/``, an optional query: ``"/api/work?service_time=0.01"``);
             anything that would name another host or port is refused.
         max_connections: size of the client's connection pool. Requests beyond it wait for a
-            connection inside the client; their latency still counts from the schedule.
+            connection inside the client; their latency still counts from the schedule, and
+            ``meta["client_wait"]`` says how long each waited.
         drain_timeout: seconds to wait after the last send before giving up on the requests
             still open (recorded as 599). Default: enough for every attempt and backoff,
             bounded by ``client.timeout`` (30 s per attempt without one).

@@ -217,3 +217,24 @@ def test_an_interrupted_calibration_stops_its_own_server_and_says_so(asyncio_log
     assert lines == ["the live run (calibrate) was interrupted; it ran on a server of its own, "
                      "now stopped"]
     assert not [name for name in live.leftovers() if "atlas-calibration" in name]
+
+
+def test_an_experiment_on_several_instances_resets_each(service, asyncio_log, capsys):
+    server, settings = service
+    instances = [server, *live.start_instances(server, 2)]
+    try:
+        watcher = interrupt_when(lambda: api_requests(server) >= 10)
+        with pytest.raises(KeyboardInterrupt):
+            live.shared_fault_experiment(instances, settings, seed=1,
+                                         load=Load(rate=100.0, duration=20.0))
+        watcher.join(5)
+        nothing_left_unretrieved(asyncio_log)
+        faults = [httpx.get(i.url + "/admin/faults", trust_env=False).json() for i in instances]
+    finally:
+        for instance in instances[1:]:
+            instance.stop()
+    lines = reset_lines(capsys.readouterr().out)
+    assert len(lines) == 1 and "(shared_fault_experiment) was interrupted" in lines[0]
+    for name in ("test-interrupts", "test-interrupts-2", "test-interrupts-3"):
+        assert f"the service {name!r} was reset" in lines[0]
+    assert all(f["error_rate"] == 0 and f["bad_input_rate"] == 0 for f in faults)

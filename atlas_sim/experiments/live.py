@@ -366,9 +366,11 @@ def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:
 
     Thresholds (seconds, at the 99th percentile over all attempts): a client wait up to
     ``tolerance`` (5 ms) is on schedule; above it, the sentence says where the requests
-    waited, by the send lag's own p99: above ``tolerance``, the generator started them late;
-    otherwise they waited for a connection at the client's own limit. Raises ValueError for a
-    run without the send lag (a simulated one) or a negative ``tolerance``.
+    waited, by the first part whose own p99 is above ``tolerance``: the send lag (the
+    generator started them late), then the wait for a free connection (``meta["pool_wait"]``:
+    the client's own ``max_connections``), else the rest (connecting, a busy event loop
+    between the start and the first byte). Raises ValueError for a run without the send lag
+    (a simulated one) or a negative ``tolerance``.
     """
     check_real("tolerance", tolerance, low=0.0)
     meta = run.meta
@@ -388,10 +390,14 @@ def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:
     if p99 > tolerance:
         return (f"{note}, behind schedule: the generator started requests late, and the "
                 "latencies above include time spent waiting to be sent")
-    limit = meta.get("max_connections")
-    where = f" (max_connections={limit})" if limit is not None else ""
-    return (f"{note}, behind schedule: requests waited at the client for a connection"
-            f"{where}, and the latencies above include that wait")
+    pool99 = meta.get("pool_wait_p99")
+    if pool99 is not None and pool99 > tolerance:
+        limit = meta.get("max_connections")
+        where = f" (max_connections={limit})" if limit is not None else ""
+        return (f"{note}, behind schedule: requests waited at the client for a connection"
+                f"{where}, and the latencies above include that wait")
+    return (f"{note}, behind schedule: requests waited at the client after they started "
+            "(connecting, or a busy event loop), and the latencies above include that wait")
 
 
 def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency") -> pd.DataFrame:

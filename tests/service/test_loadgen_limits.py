@@ -49,28 +49,31 @@ def test_a_wait_at_the_clients_own_connection_limit_is_not_on_schedule(server):
     assert live.generator_note(normal, tolerance=0.25).endswith(", on schedule")
     assert f"p99 {1e3 * limited.meta['client_wait_p99']:.1f} ms" in note
     assert limited.meta["client_wait_p99"] > 0.5  # at least (29 x 50 - 29 x 25) ms, by design
-    wait = limited.meta["client_wait"]
-    assert wait.shape == (len(limited.attempts),)
-    # each attempt's wait is part of its latency, and the work is the rest
+    wait, pool = limited.meta["client_wait"], limited.meta["pool_wait"]
+    assert wait.shape == pool.shape == (len(limited.attempts),)
+    # each attempt's wait is part of its latency, and its wait at the pool part of that
     assert (wait <= limited.attempts["latency"].to_numpy() + 1e-9).all()
-    assert (wait >= 0).all()
+    assert (pool <= wait + 1e-9).all() and (pool >= 0).all()
+    assert limited.meta["pool_wait_p99"] > 0.5
 
 
 def test_the_verdict_names_where_requests_waited():
-    def run(lag: float, wait: float | None) -> SimpleNamespace:
+    def run(lag: float, wait: float | None, pool: float = 0.0) -> SimpleNamespace:
         meta = {"send_lag_p50": lag / 2, "send_lag_p99": lag, "generator": "this process",
                 "max_connections": 4}
         if wait is not None:
-            meta |= {"client_wait_p50": wait / 2, "client_wait_p99": wait}
+            meta |= {"client_wait_p50": wait / 2, "client_wait_p99": wait, "pool_wait_p99": pool}
         return SimpleNamespace(meta=meta)
 
     assert live.generator_note(run(0.001, 0.002)).endswith(
         "wait before leaving the client p50 1.0 ms, p99 2.0 ms, on schedule")
-    waited = live.generator_note(run(0.001, 1.5))
+    waited = live.generator_note(run(0.001, 1.5, pool=1.4))
     assert "waited at the client for a connection (max_connections=4)" in waited
     assert "p99 1500.0 ms" in waited and "on schedule" not in waited
-    late = live.generator_note(run(0.02, 0.03))
+    late = live.generator_note(run(0.02, 0.03, pool=0.02))
     assert "the generator started requests late" in late
+    after = live.generator_note(run(0.001, 0.03, pool=0.001))
+    assert "requests waited at the client after they started (connecting" in after
     # a run recorded before the client wait was measured: the send lag alone
     assert live.generator_note(run(0.004, None)).endswith("p99 4.0 ms, on schedule")
 

@@ -88,10 +88,15 @@ class Request:
     attempts: int = 0
     in_flight_since: float | None = None  # start of the attempt on the wire, if any
     left_at: float = math.nan  # when the attempt in flight left the client (first byte written)
-    # attempt, start, end, status, queue wait and work as the server reported them, and the
-    # client wait: from the attempt's start (its scheduled time for the first) until it left
-    # the client (its first byte written), or until it ended if it never left
-    rows: list[tuple[int, float, float, int, float, float, float]] = field(default_factory=list)
+    asked_at: float = math.nan  # when the attempt in flight asked the pool for a connection
+    admitted_at: float = math.nan  # and when it got one
+    # attempt, start, end, status, queue wait and work as the server reported them, the client
+    # wait (from the attempt's start, its scheduled time for the first, until it left the
+    # client, its first byte written, or until it ended if it never left) and the part of it
+    # spent waiting for a free connection of the pool (until it ended, if it never got one;
+    # NaN if it never asked)
+    rows: list[tuple[int, float, float, int, float, float, float, float]] = field(
+        default_factory=list)
 
 
 @dataclass
@@ -196,7 +201,12 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
                 cached = prepared[client, target] = client.build_request(
                     method, target, headers=headers, extensions=traced)
             request = cached
+        rec = _IN_FLIGHT.get(None)
+        if rec is not None:
+            rec.asked_at = loop.time() - t0
         async with gate:
+            if rec is not None:
+                rec.admitted_at = loop.time() - t0
             return await client.send(request)
 
     async def attempt_once(pool: ClientPool, target: str, extra: dict[str, str] | None
@@ -235,13 +245,13 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
             rec.attempts = guarded.attempts
             start = rec.scheduled if rec.attempts == 1 else clock()
             rec.in_flight_since = start
-            rec.left_at = math.nan
+            rec.left_at = rec.asked_at = rec.admitted_at = math.nan
             target = targets[(index + rec.attempts - 1) % len(targets)]
             status, queue_wait, work, retry_after = await attempt_once(pool, target, extra)
             rec.in_flight_since = None
             end = clock()
             rec.rows.append((rec.attempts, start, end, status, queue_wait, work,
-                             _client_wait(rec, start, end)))
+                             *_client_waits(rec, start, end)))
             delay = guarded.after_attempt(status, retry_after=retry_after)
             if delay is None:
                 break
@@ -320,7 +330,7 @@ def _give_up(rec: Request, when: float) -> None:
     """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
     if rec.in_flight_since is not None:
         rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan,
-                         math.nan, _client_wait(rec, rec.in_flight_since, when)))
+                         math.nan, *_client_waits(rec, rec.in_flight_since, when)))
         rec.in_flight_since = None
     if math.isnan(rec.sent):
         rec.sent = when
@@ -328,8 +338,11 @@ def _give_up(rec: Request, when: float) -> None:
     rec.end = when
 
 
-def _client_wait(rec: Request, start: float, end: float) -> float:
-    """Seconds the attempt that started at ``start`` waited before it left the client: until
-    its first byte was written, or, if it never left, until it ended at ``end``."""
-    left = rec.left_at
-    return (end if math.isnan(left) else left) - start
+def _client_waits(rec: Request, start: float, end: float) -> tuple[float, float]:
+    """Seconds the attempt that started at ``start`` waited before it left the client (until
+    its first byte was written, or, if it never left, until it ended at ``end``), and the part
+    of it spent waiting for a connection of the pool (until it got one or ended; NaN if it
+    never asked for one)."""
+    left, admitted = rec.left_at, rec.admitted_at
+    pool = (end if math.isnan(admitted) else admitted) - rec.asked_at
+    return (end if math.isnan(left) else left) - start, pool

@@ -156,8 +156,10 @@ async def run_load_async(
     ``attempts`` table (from its start, the scheduled time for a first attempt, until its first
     byte was written, httpcore's ``send_request_headers`` trace event; this counts the send lag,
     the wait for a connection under ``max_connections`` and connecting; an attempt that never
-    left counts until it ended), with ``client_wait_p50/p99/max`` over all attempts (a
-    simulated run has no client of this kind and no such keys: its requests leave on time),
+    left counts until it ended), with ``client_wait_p50/p99/max`` over all attempts,
+    ``pool_wait`` the part of it spent waiting for a free connection (NaN for an attempt that
+    never got one) with ``pool_wait_p50/p99/max`` (a simulated run has no client of this kind
+    and none of these keys: its requests leave on time),
     ``server_work``: each attempt's work as the server reported it (``Server-Timing``; NaN if
     it did not), in the order of the ``attempts`` table, and ``origin_monotonic``: the run's
     time 0 on ``time.monotonic`` (to put what else was measured meanwhile, a scrape of
@@ -281,11 +283,12 @@ async def run_load_async(
         "send_lag_max": float(sent_lag.max()) if sent_lag.size else math.nan,
     }
     result = to_result(records, events, length, meta)
-    waited = result.meta["client_wait"]
-    waited = waited[~np.isnan(waited)]
-    for name, q in (("p50", 50), ("p99", 99), ("max", 100)):
-        result.meta[f"client_wait_{name}"] = (float(np.percentile(waited, q)) if waited.size
-                                              else math.nan)
+    for key in ("client_wait", "pool_wait"):
+        waited = result.meta[key]
+        waited = waited[~np.isnan(waited)]
+        for name, q in (("p50", 50), ("p99", 99), ("max", 100)):
+            result.meta[f"{key}_{name}"] = (float(np.percentile(waited, q)) if waited.size
+                                            else math.nan)
     return result
 
 

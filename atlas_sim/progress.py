@@ -5,16 +5,33 @@ Not tqdm's notebook bar: that one is a widget. A notebook executed by a script (
 nbconvert, ``make notebooks``) keeps the bar as first shown, stuck at ``0%| 0/510`` above the
 finished table, and once the bar has closed itself a reload of the page finds its model gone
 ("Error displaying widget: model not found"). Here a display handle replaces plain text, so the
-saved output is the last line, which ends in ``done``, and nothing needs a widget model.
+saved output is the last line, which ends in ``done`` (or ``interrupted``, or ``failed``:
+a run stopped by the kernel's stop button must not look finished), and nothing needs a widget
+model.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
+from types import TracebackType
 from typing import Any
 
-__all__ = ["Progress", "in_kernel"]
+__all__ = ["ENDINGS", "Progress", "ending_for", "in_kernel"]
+
+#: How a progress line can end.
+ENDINGS = ("done", "interrupted", "failed")
+
+
+def ending_for(error: BaseException | None, *, failed: str = "failed") -> str:
+    """The ending for work that stopped with ``error``: ``done`` for none, ``interrupted`` for
+    ``KeyboardInterrupt`` or a cancellation (``asyncio.CancelledError``), else ``failed``."""
+    if error is None:
+        return "done"
+    if isinstance(error, (KeyboardInterrupt, asyncio.CancelledError)):
+        return "interrupted"
+    return failed
 
 
 def in_kernel() -> bool:
@@ -31,7 +48,13 @@ class Progress:
 
     In a kernel the line is rewritten at most every ``interval`` seconds (each rewrite is one
     message to the front end) and once more on ``close()``, when it says how many steps
-    finished, in how long, and ``done``. Safe to call from the thread that does the work.
+    finished, in how long, and how the work ended: ``done``, or ``interrupted`` when it was
+    stopped by ``KeyboardInterrupt`` (the kernel's stop button) or cancelled, or ``failed``
+    when an error ended it. ``close(ending)`` says it; without one, ``close()`` says
+    ``interrupted`` if it runs while an interrupt or cancellation unwinds (a ``finally:``
+    clause), else ``done``. As a context manager (``with Progress(...) as bar:``) it closes
+    itself with the ending the block's exception gives. Safe to call from the thread that does
+    the work.
     """
 
     def __init__(self, total: int | None, *, desc: str, unit: str, enabled: bool = True,
@@ -63,19 +86,35 @@ class Progress:
             self._shown_at = time.monotonic()
             self._handle.update(self._raw(self._meter()), raw=True)
 
-    def close(self) -> None:
+    def close(self, ending: str | None = None) -> None:
+        """Show the last line, ending in ``ending`` (one of ``ENDINGS``; None: ``interrupted``
+        while an interrupt or cancellation is being handled, else ``done``)."""
+        if ending is None:
+            ending = ending_for(sys.exc_info()[1], failed="done")
+        if ending not in ENDINGS:
+            raise ValueError(f"ending must be one of {ENDINGS}, got {ending!r}")
         if self._closed:
             return
         self._closed = True
         if self._bar is not None:
+            if ending != "done":  # the bar stays, saying how far it got and why it stopped
+                self._bar.leave = True
+                self._bar.set_postfix_str(ending, refresh=False)
             self._bar.close()
         elif self._handle is not None:
-            self._handle.update(self._raw(self.final_line()), raw=True)
+            self._handle.update(self._raw(self.final_line(ending)), raw=True)
 
-    def final_line(self) -> str:
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close(ending_for(error))
+
+    def final_line(self, ending: str = "done") -> str:
         elapsed = time.monotonic() - self.started
         count = f"{self.n}" if self.total is None else f"{self.n}/{self.total}"
-        return f"{self.desc}: {count} {self.unit} in {elapsed:.1f} s, done"
+        return f"{self.desc}: {count} {self.unit} in {elapsed:.1f} s, {ending}"
 
     def _meter(self) -> str:
         from tqdm import tqdm

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import IPython.display
 import pytest
 
@@ -64,3 +67,39 @@ def test_outside_a_kernel_it_is_tqdm_on_stderr(capsys):
     bar.update(2)
     bar.close()
     assert "sweep" in capsys.readouterr().err
+
+
+def test_a_line_closed_while_an_interrupt_unwinds_says_interrupted(kernel):
+    bar = Progress(10, desc="requests", unit="req", interval=60.0)
+    with pytest.raises(KeyboardInterrupt):
+        try:
+            bar.update(3)
+            raise KeyboardInterrupt
+        finally:
+            bar.close()  # as a caller's finally: clause does
+    assert kernel[-1].startswith("requests: 3/10 req in ")
+    assert kernel[-1].endswith(", interrupted")
+
+
+@pytest.mark.parametrize(("error", "ending"), [
+    (None, "done"), (KeyboardInterrupt, "interrupted"), (asyncio.CancelledError, "interrupted"),
+    (ValueError, "failed")])
+def test_as_a_context_manager_the_line_ends_as_the_work_did(kernel, error, ending):
+    with contextlib.suppress(BaseException), Progress(2, desc="sweep", unit="points") as bar:
+        bar.update()
+        if error is not None:
+            raise error
+    assert kernel[-1].startswith("sweep: 1/2 points in ") and kernel[-1].endswith(f", {ending}")
+    assert progress.ending_for(None if error is None else error()) == ending
+
+
+def test_an_unknown_ending_is_refused(kernel):
+    with pytest.raises(ValueError, match="ending must be one of"):
+        Progress(1, desc="x", unit="y").close("finished")
+
+
+def test_outside_a_kernel_tqdm_says_interrupted_too(capsys):
+    bar = Progress(4, desc="sweep", unit="run", interval=0.0)
+    bar.update(1)
+    bar.close("interrupted")
+    assert "interrupted" in capsys.readouterr().err

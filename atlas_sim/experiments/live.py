@@ -20,10 +20,14 @@ independent of each other, and meet here and in ``RunResult``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
+import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 import httpx
 import numpy as np
@@ -40,13 +44,65 @@ from ..sim import Dependency, Fault, Scenario, simulate
 from ..validation import check_int, check_real
 from ..workload import Distribution, Load
 
-__all__ = ["Calibration", "calibrate", "compose_experiment", "compose_twin",
-           "dependency_latency", "fanout_run", "generator_note", "idempotency_table",
-           "leftovers", "reset", "retry_table", "shared_fault_experiment", "shared_fault_table",
-           "start_instances", "start_service", "theory_verdict", "transition_table",
-           "work_twin"]
+__all__ = ["Calibration", "LiveRunInterrupted", "calibrate", "compose_experiment",
+           "compose_twin", "dependency_latency", "fanout_run", "generator_note",
+           "idempotency_table", "interruptible", "leftovers", "reset", "reset_on_interrupt",
+           "retry_table", "shared_fault_experiment", "shared_fault_table", "start_instances",
+           "start_service", "theory_verdict", "transition_table", "work_twin"]
 
 _NO_POLICY = ClientPolicy()
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+# -- interrupts ------------------------------------------------------------------------------
+
+class LiveRunInterrupted(KeyboardInterrupt):
+    """A live experiment stopped by ``KeyboardInterrupt`` (Ctrl-C, the kernel's stop button)
+    after its services were reset; the message is the line printed then. A
+    ``KeyboardInterrupt``, so whatever stops on an interrupt still stops."""
+
+
+@contextlib.contextmanager
+def reset_on_interrupt(*servers: LiveServer, what: str = "the live run") -> Iterator[None]:
+    """The one way every live experiment ends when interrupted: reset each of ``servers``
+    (``POST /admin/reset``: every fault off, a fresh breaker and budget, random streams
+    rewound; ``run_load`` has already switched off the faults it played), print one line that
+    says so, and raise ``LiveRunInterrupted`` (a ``KeyboardInterrupt``) with that line.
+
+    Nested (an experiment made of other experiments), only the innermost one resets and
+    prints. No ``servers``: the experiment ran on a private server of its own, which its own
+    ``with`` block has stopped.
+    """
+    try:
+        yield
+    except LiveRunInterrupted:
+        raise
+    except KeyboardInterrupt:
+        done = [reset(server, quiet=True) for server in servers]
+        line = f"{what} was interrupted; " + (
+            "; ".join(done) if done else "it ran on a server of its own, now stopped")
+        print(line, flush=True)
+        raise LiveRunInterrupted(line) from None
+
+
+def interruptible(function: Callable[P, T]) -> Callable[P, T]:
+    """Decorate a live experiment whose first argument is its service (a ``LiveServer``) or its
+    instances (a sequence of them), or that runs on a server of its own: an interrupt then
+    ends it through ``reset_on_interrupt`` with those services."""
+    signature = inspect.signature(function)
+
+    @functools.wraps(function)
+    def call(*args: P.args, **kwargs: P.kwargs) -> T:
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        first = next(iter(bound.values()), None)
+        servers = ([first] if isinstance(first, LiveServer) else
+                   [s for s in first if isinstance(s, LiveServer)]
+                   if isinstance(first, Sequence) and not isinstance(first, str) else [])
+        with reset_on_interrupt(*servers, what=f"the live run ({function.__name__})"):
+            return function(*args, **kwargs)
+
+    return call
 
 
 def start_service(name: str, *, settings: Settings | None = None, servers: int = 2,
@@ -84,6 +140,7 @@ class Calibration:
         return scenario.replace(round_trip=self.round_trip, work_overhead=self.work_overhead)
 
 
+@interruptible
 def calibrate(*, servers: int, utilisation: float = 0.6, probe: float = 0.02,
               requests: int = 200, seed: int = 1_000_001) -> Calibration:
     """Measure what a real request costs beyond the model, on a private server of its own.
@@ -150,6 +207,7 @@ def compose_twin(settings: Settings, *, load: Load, seed: int,
     return scenario.replace(round_trip=calibration.round_trip)
 
 
+@interruptible
 def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, seed: int,
                        client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
                        calibration: Calibration | None = None,
@@ -162,12 +220,8 @@ def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, se
     ``settings`` must be the ones the service was started with (its twin is built from them).
     """
     reset(server)
-    try:
-        measured = run_load(server.url, path="/api/compose", load=load, client=client,
-                            faults=faults, seed=seed, progress=progress)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(
-            f"the live run was interrupted; {reset(server, quiet=True)}") from None
+    measured = run_load(server.url, path="/api/compose", load=load, client=client,
+                        faults=faults, seed=seed, progress=progress)
     simulated = simulate(compose_twin(settings, load=load, client=client, faults=faults,
                                       seed=seed, calibration=calibration))
     return {"simulated": simulated, "live": measured}
@@ -181,6 +235,7 @@ def dependency_latency(server: LiveServer) -> Distribution:
     return latency
 
 
+@interruptible
 def fanout_run(server: LiveServer, *, width: int, load: Load, hedge_delay: float | None = None,
                faults: Sequence[Fault] = (), seed: int = 0, timeout: float = 5.0,
                progress: bool = False) -> RunResult:
@@ -197,13 +252,9 @@ def fanout_run(server: LiveServer, *, width: int, load: Load, hedge_delay: float
     base = server.url
     httpx.put(base + "/admin/fanout", json={"hedge_delay": hedge_delay}, trust_env=False,
               timeout=10.0).raise_for_status()
-    try:
-        run = run_load(base, path=f"/api/fanout?width={int(width)}", load=load,
-                       client=ClientPolicy(timeout=timeout), faults=faults, seed=seed,
-                       progress=progress, server_events=False)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(
-            f"the live run was interrupted; {reset(server, quiet=True)}") from None
+    run = run_load(base, path=f"/api/fanout?width={int(width)}", load=load,
+                   client=ClientPolicy(timeout=timeout), faults=faults, seed=seed,
+                   progress=progress, server_events=False)
     counts = httpx.get(base + "/admin/fanout", trust_env=False, timeout=10.0).json()
     run.meta["fanout"] = counts
     return run
@@ -289,6 +340,7 @@ def theory_verdict(table: pd.DataFrame, run: str = "live") -> str:
             f"{tail}")
 
 
+@interruptible
 def idempotency_table(server: LiveServer, *, requests: int = 20, work: float = 0.1,
                       timeout: float = 0.05, attempts: int = 4,
                       seed: int = 0) -> pd.DataFrame:
@@ -327,21 +379,51 @@ def _settled_orders(server: LiveServer, *, within: float = 10.0) -> int:
 
 
 def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:
-    """Whether the load generator kept its schedule in a live run, in one sentence.
+    """Whether the load generator sent its requests on time in a live run, in one sentence.
 
-    An open-loop generator must send each request at its scheduled time; one that falls
-    behind (a busy machine, two processes sharing two cores) delays requests before they
-    leave, and the latencies it reports then include its own queue. ``tolerance``: the p99
-    send lag (seconds) still counted as on schedule.
+    An open-loop generator must send each request at its scheduled time. A request can wait
+    inside the client before it leaves: for its task to start (the send lag: a busy machine,
+    two processes sharing two cores) and then for a connection (a pool of ``max_connections``
+    all busy, as with ``max_connections=1`` against a slow route) and for connecting. The
+    latencies, timed from the schedule, then include that wait, which is the client's, not the
+    service's. The verdict reads every such wait: ``meta["client_wait_p99"]`` (``run_load``:
+    from each attempt's start to its first byte written; a run recorded before it existed
+    falls back to the send lag).
+
+    Thresholds (seconds, at the 99th percentile over all attempts): a client wait up to
+    ``tolerance`` (5 ms) is on schedule; above it, the sentence says where the requests
+    waited, by the first part whose own p99 is above ``tolerance``: the send lag (the
+    generator started them late), then the wait for a free connection (``meta["pool_wait"]``:
+    the client's own ``max_connections``), else the rest (connecting, a busy event loop
+    between the start and the first byte). Raises ValueError for a run without the send lag
+    (a simulated one) or a negative ``tolerance``.
     """
     check_real("tolerance", tolerance, low=0.0)
-    p50, p99 = run.meta.get("send_lag_p50"), run.meta.get("send_lag_p99")
+    meta = run.meta
+    p50, p99 = meta.get("send_lag_p50"), meta.get("send_lag_p99")
     if p50 is None or p99 is None:
         raise ValueError("generator_note needs a live run (meta['send_lag_p99'])")
-    verdict = ("on schedule" if p99 <= tolerance else
-               "behind schedule: the latencies above include time spent waiting to be sent")
-    return (f"load generator ({run.meta.get('generator', '?')}): send lag p50 "
-            f"{1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms, {verdict}")
+    note = (f"load generator ({meta.get('generator', '?')}): send lag p50 {1e3 * p50:.1f} ms, "
+            f"p99 {1e3 * p99:.1f} ms")
+    wait50, wait99 = meta.get("client_wait_p50"), meta.get("client_wait_p99")
+    if wait50 is None or wait99 is None or math.isnan(wait99):
+        wait99 = p99  # an older run's meta: the send lag is all it measured
+    else:
+        note += f"; wait before leaving the client p50 {1e3 * wait50:.1f} ms, " \
+                f"p99 {1e3 * wait99:.1f} ms"
+    if wait99 <= tolerance:
+        return f"{note}, on schedule"
+    if p99 > tolerance:
+        return (f"{note}, behind schedule: the generator started requests late, and the "
+                "latencies above include time spent waiting to be sent")
+    pool99 = meta.get("pool_wait_p99")
+    if pool99 is not None and pool99 > tolerance:
+        limit = meta.get("max_connections")
+        where = f" (max_connections={limit})" if limit is not None else ""
+        return (f"{note}, behind schedule: requests waited at the client for a connection"
+                f"{where}, and the latencies above include that wait")
+    return (f"{note}, behind schedule: requests waited at the client after they started "
+            "(connecting, or a busy event loop), and the latencies above include that wait")
 
 
 def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency") -> pd.DataFrame:
@@ -402,6 +484,7 @@ def _crash_log() -> Iterator[_CrashCounter]:
 _SHARED_FAULT_LOAD = Load(rate=200.0, duration=1.5)
 
 
+@interruptible
 def shared_fault_experiment(
     instances: Sequence[LiveServer], settings: Settings, *, seed: int,
     load: Load = _SHARED_FAULT_LOAD, error_rate: float = 0.2, bad_input_rate: float = 0.05,

@@ -40,7 +40,7 @@ from ..sim import Scenario, simulate
 from ..validation import check_int, check_real
 from ..widgets import Control, Panel
 from ..workload import Fault, Load
-from .live import reset
+from .live import interruptible, reset
 
 __all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "SpectraFigure", "live_omission",
            "omission_loads", "omission_panel", "omission_table", "plot_spectra",
@@ -102,6 +102,7 @@ def simulate_omission(*, rate: float = DEFAULTS["rate"], clients: int = DEFAULTS
                                              duration=duration).items()}
 
 
+@interruptible
 def live_omission(server: LiveServer, *, rate: float = DEFAULTS["rate"],
                   clients: int = DEFAULTS["clients"],
                   think_time: float = DEFAULTS["think_time"],
@@ -135,12 +136,8 @@ def live_omission(server: LiveServer, *, rate: float = DEFAULTS["rate"],
             run_load_async(server.url, load=loads["closed loop"], seed=seed, path=path,
                            progress=False, server_events=False, start_at=start_at)))
 
-    try:
-        with _collector_frozen():
-            opened, closed = blocking(both)()
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(
-            f"the live run was interrupted; {reset(server, quiet=True)}") from None
+    with _collector_frozen():
+        opened, closed = blocking(both)()
     played = opened.events[opened.events["kind"] == "fault"]
     closed = dataclasses.replace(closed, events=pd.concat(
         [closed.events, played], ignore_index=True).sort_values("time", kind="stable",

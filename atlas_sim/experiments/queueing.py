@@ -49,7 +49,7 @@ from ..sim import Fault, Scenario, simulate
 from ..validation import check_choice, check_int, check_real
 from ..widgets import Control, Panel
 from ..workload import Distribution, Load, rng_streams
-from .live import Calibration, reset, work_twin
+from .live import Calibration, interruptible, reset, work_twin
 
 __all__ = [
     "SERVICE_SHAPES",
@@ -335,6 +335,7 @@ class LiveSweep:
     points: tuple[LivePoint, ...]
 
 
+@interruptible
 def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5, 0.7, 0.85),
                seconds: float = 1.5, poll_interval: float = 0.02,
                progress: bool = True) -> LiveSweep:

@@ -237,6 +237,7 @@ def hedge_table(sim: Mapping[str, RunResult],
 
 # -- live ------------------------------------------------------------------------------------
 
+@live.interruptible
 def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
               hedge_width: int = HEDGE_WIDTH, slow_rate: float = 0.01, percentile: float = 95.0,
               requests: int = 200, rate: float = 200.0, seed: int = 0,

@@ -16,9 +16,12 @@ HTTP answer get the client-side codes of ``Status``: 599 client timeout, 598 con
 597 refused by the client's breaker, 596 retry refused by the budget.
 
 The generator itself can be late: it shares the CPU, and when the service runs in the same
-process (``LiveServer``), the GIL too. How late each request left against its schedule (the
-send lag) is reported in ``meta``; if its p99 is not small against the latencies measured, the
-generator, not the service, was the bottleneck.
+process (``LiveServer``), the GIL too; and a request may wait for one of the client's own
+``max_connections``. How late each request's task started against its schedule (the send lag),
+and how long each attempt waited inside the client before its first byte was written (the
+client wait, which includes the send lag and any wait for a connection), are reported in
+``meta``; if the client wait's p99 is not small against the latencies measured, the generator,
+not the service, was the bottleneck (``experiments.live.generator_note`` says so).
 
 Measured on a 2-core machine (BENCHMARKS.md): httpx costs about 1.2 ms of CPU per request; with
 the service in the same process (about 0.8 ms more, under the same GIL) the generator keeps its

@@ -11,6 +11,7 @@ actual send, as a closed-loop tester (``wrk``) measures it."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,7 @@ import httpx
 import numpy as np
 
 from ...policies import BreakerTransition, ClientPolicy, Status
-from ...progress import Progress
+from ...progress import Progress, ending_for
 from ...workload import RequestInputs, rng_streams
 from .._timeouts import run_with_timeout
 from .pool import ClientPool
@@ -36,6 +37,14 @@ _WARM_UP_TIMEOUT = 5.0
 # later, after whatever response handling had queued up meanwhile (measured at 500 requests/s,
 # two processes: median p99 send lag 4.2 ms against 5.2, four runs each).
 _LEAD = 0.03
+# httpcore's trace event as the first byte of a request is about to be written: the moment the
+# request leaves the client (after any wait for its task to start, for a connection of the pool,
+# and for connecting).
+_LEAVES = "http11.send_request_headers.started"
+# The request whose attempt is in flight in this task, for the trace hook to note when it left
+# (``Request.left_at``); a context variable, since the hook is on a request object that every
+# attempt of a client shares.
+_IN_FLIGHT: contextvars.ContextVar[Request] = contextvars.ContextVar("atlas_in_flight")
 
 
 def parse_retry_after(header: str | None) -> float | None:
@@ -78,8 +87,16 @@ class Request:
     status: int = 0
     attempts: int = 0
     in_flight_since: float | None = None  # start of the attempt on the wire, if any
-    # attempt, start, end, status, queue wait and work as the server reported them
-    rows: list[tuple[int, float, float, int, float, float]] = field(default_factory=list)
+    left_at: float = math.nan  # when the attempt in flight left the client (first byte written)
+    asked_at: float = math.nan  # when the attempt in flight asked the pool for a connection
+    admitted_at: float = math.nan  # and when it got one
+    # attempt, start, end, status, queue wait and work as the server reported them, the client
+    # wait (from the attempt's start, its scheduled time for the first, until it left the
+    # client, its first byte written, or until it ended if it never left) and the part of it
+    # spent waiting for a free connection of the pool (until it ended, if it never got one;
+    # NaN if it never asked)
+    rows: list[tuple[int, float, float, int, float, float, float, float]] = field(
+        default_factory=list)
 
 
 @dataclass
@@ -163,18 +180,33 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     # merging per attempt. Measured at 500 requests/s: median p99 send lag 3.5 ms against 6.4.
     prepared: dict[tuple[httpx.AsyncClient, str], httpx.Request] = {}
 
+    async def trace(event: str, info: object) -> None:
+        """httpcore's trace hook: note when the attempt's request headers start to go out."""
+        if event == _LEAVES:
+            rec = _IN_FLIGHT.get(None)
+            if rec is not None:
+                rec.left_at = loop.time() - t0
+
+    traced = {"trace": trace}
+
     async def send(pool: ClientPool, target: str,
                    extra: dict[str, str] | None) -> httpx.Response:
         client, gate = pool.pick()
         if extra is not None:  # this logical request's own headers, the same on every attempt
-            request = client.build_request(method, target, headers={**headers, **extra})
+            request = client.build_request(method, target, headers={**headers, **extra},
+                                           extensions=traced)
         else:
             cached = prepared.get((client, target))  # one lookup on the hot path
             if cached is None:
-                cached = prepared[client, target] = client.build_request(method, target,
-                                                                         headers=headers)
+                cached = prepared[client, target] = client.build_request(
+                    method, target, headers=headers, extensions=traced)
             request = cached
+        rec = _IN_FLIGHT.get(None)
+        if rec is not None:
+            rec.asked_at = loop.time() - t0
         async with gate:
+            if rec is not None:
+                rec.admitted_at = loop.time() - t0
             return await client.send(request)
 
     async def attempt_once(pool: ClientPool, target: str, extra: dict[str, str] | None
@@ -208,14 +240,18 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
             await asyncio.sleep(wait)
         rec.sent = clock()
         guarded = guard.call()
+        _IN_FLIGHT.set(rec)  # this task's (or this closed-loop client's) request
         while guarded.before_attempt():
             rec.attempts = guarded.attempts
             start = rec.scheduled if rec.attempts == 1 else clock()
             rec.in_flight_since = start
+            rec.left_at = rec.asked_at = rec.admitted_at = math.nan
             target = targets[(index + rec.attempts - 1) % len(targets)]
             status, queue_wait, work, retry_after = await attempt_once(pool, target, extra)
             rec.in_flight_since = None
-            rec.rows.append((rec.attempts, start, clock(), status, queue_wait, work))
+            end = clock()
+            rec.rows.append((rec.attempts, start, end, status, queue_wait, work,
+                             *_client_waits(rec, start, end)))
             delay = guarded.after_attempt(status, retry_after=retry_after)
             if delay is None:
                 break
@@ -277,11 +313,16 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
                     if math.isnan(rec.end):
                         unfinished += 1
                         _give_up(rec, gave_up)
+    except BaseException as exc:
+        bar.close(ending_for(exc))  # "interrupted" when the run was cancelled, not "done"
+        raise
     finally:
         for task in tasks:
             task.cancel()
+        # the cancelled tasks awaited, so that none is left for the loop's shutdown
+        await asyncio.gather(*tasks, return_exceptions=True)
         await pool.aclose()
-        bar.close()
+    bar.close("done")
     return Run(records, events, unfinished, t0_monotonic)
 
 
@@ -289,9 +330,19 @@ def _give_up(rec: Request, when: float) -> None:
     """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
     if rec.in_flight_since is not None:
         rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan,
-                         math.nan))
+                         math.nan, *_client_waits(rec, rec.in_flight_since, when)))
         rec.in_flight_since = None
     if math.isnan(rec.sent):
         rec.sent = when
     rec.status = Status.CLIENT_TIMEOUT
     rec.end = when
+
+
+def _client_waits(rec: Request, start: float, end: float) -> tuple[float, float]:
+    """Seconds the attempt that started at ``start`` waited before it left the client (until
+    its first byte was written, or, if it never left, until it ended at ``end``), and the part
+    of it spent waiting for a connection of the pool (until it got one or ended; NaN if it
+    never asked for one)."""
+    left, admitted = rec.left_at, rec.admitted_at
+    pool = (end if math.isnan(admitted) else admitted) - rec.asked_at
+    return (end if math.isnan(left) else left) - start, pool

@@ -83,9 +83,21 @@ class ClientPool:
             with contextlib.suppress(httpx.HTTPError):
                 await client.get(url)
 
-        calls = [one(self.clients[i // self.per_client]) for i in range(connections)]
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*calls), timeout)
+        # Tasks awaited to their end whatever happens, rather than ``wait_for(gather(...))``:
+        # when the run is cancelled during the warm-up, ``wait_for`` cancels the gather and
+        # never reads its outcome, and the event loop later logged "_GatheringFuture exception
+        # was never retrieved ... CancelledError" (issue 20, item 10).
+        calls = [asyncio.ensure_future(one(self.clients[i // self.per_client]))
+                 for i in range(connections)]
+        try:
+            done, _ = await asyncio.wait(calls, timeout=timeout,
+                                         return_when=asyncio.FIRST_EXCEPTION)
+            for call in done:
+                call.result()  # an error other than HTTP's (a port out of range) is raised
+        finally:
+            for call in calls:
+                call.cancel()
+            await asyncio.gather(*calls, return_exceptions=True)
 
     async def aclose(self) -> None:
         await asyncio.gather(*(c.aclose() for c in self.clients), return_exceptions=True)

@@ -24,6 +24,9 @@ def to_result(records: list[Request], events: list[EventRow],
     a = np.array([row[:5] for row in rows], dtype=float).reshape(-1, 5)
     # the server's own account of each attempt's work (Server-Timing), in attempts' row order
     meta["server_work"] = np.array([row[6] for row in rows], dtype=float)
+    # and the client's: how long each attempt waited before it left the client (run.py)
+    meta["client_wait"] = np.array([row[7] for row in rows], dtype=float)
+    meta["pool_wait"] = np.array([row[8] for row in rows], dtype=float)  # the part at the pool
     return RunResult.from_columns(
         requests={
             "request_id": np.arange(n),

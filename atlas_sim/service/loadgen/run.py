@@ -33,7 +33,17 @@ from .timeline import (
     switch_off,
 )
 
-__all__ = ["blocking", "run_load", "run_load_async"]
+__all__ = ["MAX_REQUESTS", "blocking", "expected_requests", "run_load", "run_load_async"]
+
+#: The most requests one open-loop run may schedule. The generator keeps every request's record
+#: until the run ends and then builds the result's tables from them; measured with tracemalloc
+#: (1-attempt requests at 400/s, 500 against 2,500 requests, one process with the service in
+#: it), that costs about 2.2 kB per request kept and 7 kB per request at the peak, so a
+#: hundred thousand requests peak at about 0.7 GB: within any laptop's memory, where the tens of
+#: millions once accepted ended in MemoryError after minutes. At the 300-500 requests/s one
+#: process sends, it is also several minutes of load; split larger loads into several runs.
+MAX_REQUESTS = 100_000
+_BYTES_PER_REQUEST = 7_000  # at the peak, rounded up (above)
 
 _NO_POLICY = ClientPolicy()  # one attempt, no timeout of its own, no budget, no breaker
 P = ParamSpec("P")
@@ -70,7 +80,9 @@ async def run_load_async(
         url: the service's base URL, e.g. ``LiveServer.url``.
         load: an open-loop ``Load`` (rate, duration or a count of requests, process, steps):
             its schedule for ``seed`` is the simulator's, and each request's latency counts
-            from its scheduled time. Or a closed-loop ``Load`` (``clients``, ``think_time``,
+            from its scheduled time. At most ``MAX_REQUESTS`` (100,000) requests are
+            scheduled per run (``rate`` x ``duration``, or ``requests``); more are refused at
+            once. Or a closed-loop ``Load`` (``clients``, ``think_time``,
             ``synchronized``, ``duration``): each of ``clients`` clients (a connection each,
             as ``wrk -c``) sends a request, waits for its outcome (retries included), thinks
             for an exponential time of mean ``think_time`` (from the ``"think"`` stream, as in
@@ -89,9 +101,12 @@ async def run_load_async(
             ``events`` (kind ``"fault"``).
         seed: one seed for the schedule (``"arrivals"``), the retry jitter (``"client"``) and
             the think times of a closed loop (``"think"``).
-        path, method, headers: what each request asks for.
+        path, method, headers: what each request asks for. ``path`` is a path on the
+            service (one leading ``/``, an optional query: ``"/api/work?service_time=0.01"``);
+            anything that would name another host or port is refused.
         max_connections: size of the client's connection pool. Requests beyond it wait for a
-            connection inside the client; their latency still counts from the schedule.
+            connection inside the client; their latency still counts from the schedule, and
+            ``meta["client_wait"]`` says how long each waited.
         drain_timeout: seconds to wait after the last send before giving up on the requests
             still open (recorded as 599). Default: enough for every attempt and backoff,
             bounded by ``client.timeout`` (30 s per attempt without one).
@@ -131,13 +146,24 @@ async def run_load_async(
             An instant already past is still time 0 (the first requests then leave late, as
             the send lag says).
 
+    Raises ValueError for an argument out of range, naming it.
+
     Returns ``RunResult(source="live")``. ``meta`` holds the load, ``loop`` (``"open"`` or
     ``"closed"``, as a simulated run's), the client policy, the send lag (``send_lag``,
-    seconds per request, and ``send_lag_p50/p99/max``; about 0 in a closed loop, which sends
-    when it decides to), ``server_work``: each attempt's work as the server reported it
-    (``Server-Timing``; NaN if it did not), in the order of the ``attempts`` table, and
-    ``origin_monotonic``: the run's time 0 on ``time.monotonic`` (to put what else was
-    measured meanwhile, a scrape of ``/metrics`` say, on the run's clock).
+    seconds per request, and ``send_lag_p50/p99/max``: from a request's scheduled time to the
+    start of its task; about 0 in a closed loop, which sends when it decides to),
+    ``client_wait``: each attempt's wait inside the client, in seconds, in the order of the
+    ``attempts`` table (from its start, the scheduled time for a first attempt, until its first
+    byte was written, httpcore's ``send_request_headers`` trace event; this counts the send lag,
+    the wait for a connection under ``max_connections`` and connecting; an attempt that never
+    left counts until it ended), with ``client_wait_p50/p99/max`` over all attempts,
+    ``pool_wait`` the part of it spent waiting for a free connection (NaN for an attempt that
+    never got one) with ``pool_wait_p50/p99/max`` (a simulated run has no client of this kind
+    and none of these keys: its requests leave on time),
+    ``server_work``: each attempt's work as the server reported it (``Server-Timing``; NaN if
+    it did not), in the order of the ``attempts`` table, and ``origin_monotonic``: the run's
+    time 0 on ``time.monotonic`` (to put what else was measured meanwhile, a scrape of
+    ``/metrics`` say, on the run's clock).
     """
     _check_url("url", url)
     if isinstance(instances, str) or not isinstance(instances, Sequence):
@@ -166,6 +192,7 @@ async def run_load_async(
             "processes must be 0 or 1 with a client breaker or budget: each is one shared "
             f"state machine, and {processes} processes would each keep their own")
     if load.open_loop:
+        _check_schedule_size(load)
         times, length = load.schedule(seed)
     else:
         assert load.duration is not None and load.clients is not None  # Load checks both
@@ -181,6 +208,8 @@ async def run_load_async(
 
     base = url.rstrip("/")
     bases = [base, *(other.rstrip("/") for other in instances)]
+    for b in bases:
+        _check_path(path, b)
     job = Job(
         target=base + path, method=method, headers=dict(headers or {}), times=times,
         seed=seed, client=client, max_connections=max_connections, drain_timeout=drain_timeout,
@@ -216,19 +245,22 @@ async def run_load_async(
                                             start_at=start_at))
         if injector is not None:
             await injector
+        if after:  # windows still open when the last request has left: closed now
+            for b in bases:
+                await inject_faults(b, after, None, noted(b), origin=run.origin_monotonic)
     except BaseException:  # interrupted or failed: leave no fault switched on behind
+        # The fault player first: stopped and awaited before anything is switched off, so
+        # that a change it was about to apply cannot land after the switch-off (issue 20,
+        # item 16). Its own outcome (cancelled, or an error already raised) is not this
+        # run's: the exception in flight is.
+        if injector is not None:
+            injector.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await injector
         if fault_plan:
             for b in bases:
                 await switch_off(b, fault_plan)
         raise
-    finally:  # a run that failed must not leave the injector waiting for a start
-        if injector is not None and not injector.done():
-            injector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await injector
-    if after:  # windows still open when the last request has left: closed now
-        for b in bases:
-            await inject_faults(b, after, None, noted(b), origin=run.origin_monotonic)
     records, events = run.records, run.events + fault_events(faults, applied)
     server_note = "not requested"
     if server_events:
@@ -250,7 +282,61 @@ async def run_load_async(
         "send_lag_p99": float(np.percentile(sent_lag, 99)) if sent_lag.size else math.nan,
         "send_lag_max": float(sent_lag.max()) if sent_lag.size else math.nan,
     }
-    return to_result(records, events, length, meta)
+    result = to_result(records, events, length, meta)
+    for key in ("client_wait", "pool_wait"):
+        waited = result.meta[key]
+        waited = waited[~np.isnan(waited)]
+        for name, q in (("p50", 50), ("p99", 99), ("max", 100)):
+            result.meta[f"{key}_{name}"] = (float(np.percentile(waited, q)) if waited.size
+                                            else math.nan)
+    return result
+
+
+def expected_requests(load: Load) -> float:
+    """How many requests an open-loop ``load``'s schedule holds on average: ``rate`` x
+    ``duration`` (each step's rate times its span), or ``requests`` if that is fewer."""
+    assert load.rate is not None
+    if load.duration is None:
+        assert load.requests is not None  # Load checks that one of them is given
+        return float(load.requests)
+    edges = [0.0, *(t for t, _ in load.steps), load.duration]
+    rates = [load.rate, *(r for _, r in load.steps)]
+    mean = sum(r * (b - a) for a, b, r in zip(edges[:-1], edges[1:], rates, strict=True))
+    return mean if load.requests is None else min(mean, float(load.requests))
+
+
+def _check_schedule_size(load: Load) -> None:
+    """Refuse at once a schedule too large to keep: before it is drawn, not after minutes."""
+    expected = expected_requests(load)
+    if expected > MAX_REQUESTS:
+        raise ValueError(
+            f"load must schedule at most {MAX_REQUESTS:,} requests per run (rate x duration, or "
+            f"requests), got {expected:,.0f} (rate={load.rate!r}, duration={load.duration!r}"
+            f"{'' if load.requests is None else f', requests={load.requests!r}'}): the "
+            f"generator needs about {_BYTES_PER_REQUEST:,} bytes per request at its peak; "
+            "split it into several runs")
+
+
+def _check_path(path: object, base: str) -> None:
+    """``path`` is an origin-form request target (RFC 9110, section 7.1: one ``/``, a path and
+    an optional query) that, appended to ``base``, still names ``base``'s host and port; else a
+    ValueError naming ``path``. Appended text such as ``@evil.example/x`` would otherwise turn
+    the base's host into user information and send the whole load elsewhere."""
+    if not isinstance(path, str) or not path.startswith("/") or path.startswith("//"):
+        raise ValueError(f"path must start with a single '/' (a path on the service, such as "
+                         f"'/api/work'), got {path!r}")
+    if any(c.isspace() or not c.isprintable() or c in "\\#" for c in path):
+        raise ValueError(f"path must hold no spaces, control characters, '\\' or '#', got "
+                         f"{path!r}")
+    try:
+        target, origin = httpx.URL(base + path), httpx.URL(base)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"path must make a valid URL with {base!r}, got {path!r}: {exc}") \
+            from None
+    if (target.scheme, target.host, target.port, target.userinfo) != (
+            origin.scheme, origin.host, origin.port, origin.userinfo):
+        raise ValueError(f"path must stay on the service {base!r}, got {path!r} (it names "
+                         f"{target.scheme}://{target.netloc.decode()})")
 
 
 def _check_url(name: str, url: object) -> None:

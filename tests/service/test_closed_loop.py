@@ -91,12 +91,16 @@ def test_two_generators_share_one_clock_and_one_stall():
     events = opened.events[opened.events["kind"] == "fault"]
     assert list(events["detail"]) == ["start", "end"] and events["reason"].iloc[0] == (
         "server stalled")
-    began = float(events["time"].iloc[0])
-    assert 0.4 <= began < 0.45
+    # The stall's edges as the service switched them (a busy machine may switch late: no
+    # assertion on how late; every check below is relative to the recorded edges).
+    began, ended = (float(t) for t in events["time"])
+    assert 0.4 <= began < ended
     o, c = opened.requests, closed.requests
     assert o["ok"].all() and c["ok"].all()
-    during = o[(o["t_start"] > began) & (o["t_start"] < 0.8)]
-    assert len(during) >= 6 and (during["t_end"] >= 0.8).all()
-    saw = c[(c["t_start"] < 0.8) & (c["t_end"] > began)]
-    assert len(saw) == 2 and (saw["latency"] > 0.3).all()
+    during = o[(o["t_start"] > began) & (o["t_start"] < ended)]
+    assert len(during) >= int(20 * (ended - began)) - 2 and (during["t_end"] >= ended).all()
+    # each client was in flight or thinking (20 ms) when the stall began, so each sent one
+    # request that waited for about the whole stall
+    saw = c[(c["t_start"] < ended) & (c["t_end"] > began)]
+    assert len(saw) == 2 and (saw["latency"] > (ended - began) - 0.1).all()
     assert most_in_flight(c) <= 2

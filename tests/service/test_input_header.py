@@ -62,7 +62,7 @@ def served():
 
 @pytest.fixture(params=[0.0, 0.25], ids=["no fault", "bad_input_rate 0.25"])
 def fault(request, served):
-    app, client = served
+    _, client = served
     assert client.post("/admin/reset").status_code == 200
     assert client.put("/admin/faults",
                       json={"bad_input_rate": request.param}).status_code == 200

@@ -156,7 +156,8 @@ class _GuardedH11Protocol(H11Protocol):
 
     The timer runs while the connection waits for a request (h11's ``their_state`` is
     ``IDLE``: from ``connection_made``, and again after each answer on a kept-alive connection)
-    and stops when a request's headers are complete. ``_guard`` is the server's
+    and stops when a request's headers are complete; it also runs while the rest of a body
+    arrives after its request was answered without reading it. ``_guard`` is the server's
     ``_ConnectionGuard``, set on the config by ``LiveServer``.
     """
 
@@ -185,9 +186,17 @@ class _GuardedH11Protocol(H11Protocol):
         self._stop_timer()
         super().connection_lost(exc)
 
+    def _waiting(self) -> bool:
+        """True while the connection waits on its client with no request at work: for a
+        request's line and headers, or for the rest of a body whose request was answered
+        without reading it (a client could trickle that body forever)."""
+        conn = self.conn
+        return (conn.their_state is h11.IDLE
+                or (conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE))
+
     def _watch_header(self) -> None:
         """Run the timer while waiting for a request's headers, stop it once they are in."""
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._waiting() and not self.transport.is_closing():
             if self._header_timer is None:
                 self.waiting_since = self._guard.ticket()
                 self._header_timer = self.loop.call_later(self._guard.header_timeout,
@@ -203,11 +212,12 @@ class _GuardedH11Protocol(H11Protocol):
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing() or not self._waiting():
             return
         counts = self._guard.counts
         counts.header_timeouts += 1
-        if self.conn.trailing_data[0]:  # a request had begun: tell the client why
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            # a request had begun and has no answer yet: tell the client why
             counts.timeouts_answered += 1
             self.transport.write(self._guard.answer)
         self.close_waiting()

@@ -193,6 +193,35 @@ def test_a_kept_alive_connection_gets_the_header_timeout_again_for_its_next_requ
 
 
 @pytest.mark.live
+def test_a_body_trickled_after_its_request_was_answered_cannot_hold_the_connection(guarded):
+    # /admin/reset answers without reading its body; the rest of the body may then never come
+    server, _ = guarded
+    with connect(server.port) as sock:
+        sock.sendall(b"POST /admin/reset HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{")
+        first = b""
+        while b"stall" not in first:
+            first += sock.recv(65536)
+        assert status_of(first) == 200
+        for _ in range(100):  # one byte per tenth of the timeout, 10 timeouts at most
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                break
+            sock.settimeout(HEADER_TIMEOUT / 10)
+            try:
+                if sock.recv(1) == b"":
+                    break
+            except TimeoutError:
+                continue
+            except OSError:  # reset: closed too
+                break
+        else:
+            raise AssertionError("the connection stayed open while its body trickled in")
+    assert server.connections.header_timeouts == 1
+
+
+@pytest.mark.live
 def test_a_request_that_takes_longer_than_the_header_timeout_is_not_cut(guarded):
     # the timer covers the header only: the answer may take as long as its work
     server, _ = guarded

@@ -12,7 +12,8 @@ Every GET route also answers HEAD (the same status and headers, no body).
                            service's fan-out policy says so; the answer says how many copies
                            were sent (the tail at scale, and hedged requests)
 ``POST /api/orders``       a write (an order applied after its work), deduplicated by an
-                           ``Idempotency-Key`` when the client sends one (``idempotency``)
+                           ``Idempotency-Key`` when the client sends one (``idempotency``;
+                           503 with ``Retry-After`` when the key store is full)
 ``GET /admin/orders``      how many orders were applied, and how many keys are remembered
 ``GET|PUT|POST /admin/faults``   read or set dependency faults, server capacity and the share of
                            inputs the handlers crash on (``bad_input_rate``: a request whose
@@ -425,7 +426,8 @@ def create_app(
         service_time: how long one ``/api/work`` request works, at capacity 1.
         dependency_latency: how long one dependency call takes without faults.
         seed: the seed of every random stream (``rng_streams(seed)``), an integer >= 0.
-        max_body_bytes: largest request body ``/admin/...`` accepts (1..16 MiB); beyond: 413.
+        max_body_bytes: largest request body a route reads (``/admin/...``, ``/api/orders``;
+            1..16 MiB); beyond: 413.
         retry_after: seconds in the ``Retry-After`` header of a 429 (0..3600).
         allowed_hosts: host names accepted in the ``Host`` header (default None: loopback
             names only); name the machine's own here if it is served beyond loopback.

@@ -230,15 +230,21 @@ class _GuardedH11Protocol(H11Protocol):
 
 def _descriptor_room() -> int | None:
     """Open files this process may still open (the soft ``RLIMIT_NOFILE`` less those open),
-    or None where that cannot be known (no ``resource`` module or no ``/proc/self/fd``)."""
+    or None where that cannot be known (no ``resource`` module, as on Windows, or no list of
+    open descriptors: ``/proc/self/fd`` on Linux, ``/dev/fd`` on macOS and the BSDs)."""
     try:
         import resource
 
         soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-        used = len(os.listdir("/proc/self/fd"))
     except (ImportError, OSError, ValueError):
         return None
-    return None if soft == resource.RLIM_INFINITY else soft - used
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            used = len(os.listdir(listing))
+        except OSError:
+            continue
+        return None if soft == resource.RLIM_INFINITY else soft - used
+    return None
 
 
 def _connection_cap(requested: int) -> int:

@@ -8,9 +8,11 @@ The names, defaults and units are the reference card's (``docs/reference-card.md
     CIRCUIT_BREAKER_FAILURE_THRESHOLD=5  CIRCUIT_BREAKER_RECOVERY_TIMEOUT=60
     LOAD_SHEDDING_MAX_CONCURRENT=1000
 
-plus four the workbook adds, with the same style of name, for knobs the card leaves implicit:
+plus six the workbook adds, with the same style of name, for knobs the card leaves implicit:
 ``CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS=1``, ``CIRCUIT_BREAKER_SUCCESS_THRESHOLD=1``,
-``RETRY_BUDGET_MAX_TOKENS=10`` and ``RETRY_BUDGET_TOKEN_RATIO=0.1``.
+``RETRY_BUDGET_MAX_TOKENS=10``, ``RETRY_BUDGET_TOKEN_RATIO=0.1``, and the live server's guard
+against idle and slow clients (``LiveServer``): ``HTTP_HEADER_TIMEOUT=5`` and
+``HTTP_MAX_CONNECTIONS=1024``.
 
 How the retry variables map onto ``Backoff``
 ---------------------------------------------
@@ -108,6 +110,16 @@ class Settings(BaseSettings):
     load_shedding_max_concurrent: int = Field(
         1000, ge=1, validation_alias="LOAD_SHEDDING_MAX_CONCURRENT",
         json_schema_extra={"unit": "requests"}, description="in progress before 429")
+    http_header_timeout: float = Field(
+        5.0, gt=0, le=3600, validation_alias="HTTP_HEADER_TIMEOUT",
+        json_schema_extra={"unit": "s"},
+        description="time to send a request's line and headers; past it, the connection is "
+                    "closed (Atlas's addition)")
+    http_max_connections: int = Field(
+        1024, ge=1, le=1_000_000, validation_alias="HTTP_MAX_CONNECTIONS",
+        json_schema_extra={"unit": "connections"},
+        description="open at once, fewer if the open-file limit is low; beyond, the one "
+                    "waiting longest for a request is closed (Atlas's addition)")
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:

@@ -27,7 +27,8 @@ CARD = {
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     for name in [*CARD, "RETRY_BUDGET_MAX_TOKENS", "RETRY_BUDGET_TOKEN_RATIO",
-                 "CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS", "CIRCUIT_BREAKER_SUCCESS_THRESHOLD"]:
+                 "CIRCUIT_BREAKER_HALF_OPEN_MAX_CALLS", "CIRCUIT_BREAKER_SUCCESS_THRESHOLD",
+                 "HTTP_HEADER_TIMEOUT", "HTTP_MAX_CONNECTIONS"]:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -55,6 +56,8 @@ def test_environment_variables_override_the_defaults(monkeypatch):
         ("RETRY_JITTER", "maybe", "valid boolean"),
         ("CIRCUIT_BREAKER_FAILURE_THRESHOLD", "many", "valid integer"),
         ("LOAD_SHEDDING_MAX_CONCURRENT", "0", "greater than or equal to 1"),
+        ("HTTP_HEADER_TIMEOUT", "0", "greater than 0"),
+        ("HTTP_MAX_CONNECTIONS", "0", "greater than or equal to 1"),
     ],
 )
 def test_a_bad_value_names_the_variable(monkeypatch, variable, value, message):

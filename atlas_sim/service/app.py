@@ -12,7 +12,8 @@ Every GET route also answers HEAD (the same status and headers, no body).
                            service's fan-out policy says so; the answer says how many copies
                            were sent (the tail at scale, and hedged requests)
 ``POST /api/orders``       a write (an order applied after its work), deduplicated by an
-                           ``Idempotency-Key`` when the client sends one (``idempotency``)
+                           ``Idempotency-Key`` when the client sends one (``idempotency``;
+                           503 with ``Retry-After`` when the key store is full)
 ``GET /admin/orders``      how many orders were applied, and how many keys are remembered
 ``GET|PUT|POST /admin/faults``   read or set dependency faults, server capacity and the share of
                            inputs the handlers crash on (``bad_input_rate``: a request whose
@@ -26,13 +27,27 @@ Every GET route also answers HEAD (the same status and headers, no body).
                            draws), no orders, no idempotency keys, no hedging and fan-out
                            counts at 0
 
-State-changing admin requests take ``application/json`` (or no body at all) and are refused
-when they come from a web page (``Origin``); every request must name a loopback ``Host``
-(``LoopbackGuardMiddleware``).
+State-changing requests (``/admin/...`` and ``POST /api/orders``) take ``application/json``
+(or no body at all) and are refused when they come from a web page (``Origin``); every request
+must name a loopback ``Host`` (``LoopbackGuardMiddleware``).
 
-Everything stateful (work slots, dependency, policies, metrics) belongs to one app and is used
-only from the event loop that serves it; ``app.state.atlas`` (a ``ServiceState``) holds it for
-tests and notebooks.
+Bodies: every route that reads one (``/admin/faults``, ``/admin/fanout``, ``/api/orders``) reads
+at most ``max_body_bytes`` (beyond: 413) and parses it with ``parse_json_body``, which answers
+every body it cannot handle (not JSON, not UTF-8, nested deeper than ``MAX_JSON_DEPTH``, numbers
+longer than ``MAX_NUMBER_CHARS`` or beyond a double's range) with a 422 naming the problem,
+never a 500.
+
+``X-Atlas-Input``: a number in [0, 1), or absent; anything else (not a number, NaN, outside the
+range, the header twice) is the client's error, 400 naming the header and the range, with or
+without a bad-input fault (``parse_input``).
+
+Everything stateful (work slots, dependency, policies, metrics, idempotency keys) belongs to one
+app and is used only from the event loop that serves it; ``app.state.atlas`` (a
+``ServiceState``) holds it for tests and notebooks. The route handlers are module-level
+functions that find it through ``request.app``, never closures over it: FastAPI keeps every
+endpoint function it has seen in module-level caches (``fastapi.dependencies.models``, an
+``lru_cache`` of 4096 entries), so a closure there would keep a stopped and dropped app's whole
+state alive.
 """
 
 from __future__ import annotations
@@ -40,7 +55,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Iterable
+import math
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -58,8 +75,10 @@ from .idempotency import (
     IDEMPOTENCY_KEY_HEADER,
     REPLAYED_HEADER,
     IdempotencyStore,
+    MemoryIdempotencyStore,
     Stored,
-    parse_idempotency_key,
+    StoreFull,
+    parse_idempotency_keys,
 )
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .middleware import (
@@ -73,11 +92,38 @@ from .request_id import RequestIDMiddleware, current_request_id
 from .resilience import CallOutcome, ResilientCaller
 from .work import ServerDown, WorkStation
 
-__all__ = ["INPUT_HEADER", "BadInput", "ServiceState", "create_app"]
+__all__ = ["INPUT_HEADER", "MAX_JSON_DEPTH", "MAX_NUMBER_CHARS", "BadInput", "InvalidBody",
+           "ServiceState", "create_app", "parse_input", "parse_json_body"]
 
 #: The header that carries what a request's input is, as a number in [0, 1)
 #: (``workload.request_inputs``); the load generator sends it when a fault needs it.
 INPUT_HEADER = "x-atlas-input"
+#: A decimal number as ``repr(float)`` writes it (and people do): no ``nan``, ``inf``, ``0x``,
+#: underscores or spaces inside, which ``float()`` would also take.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_MAX_INPUT_CHARS = 64
+
+
+def parse_input(values: list[str]) -> float | None:
+    """The input a request carries, from its ``X-Atlas-Input`` fields (``values``: each field's
+    value, in order): a decimal number in [0, 1) (``workload.request_inputs``), or None when
+    there is no such field (a good input).
+
+    Raises ValueError naming the header and the range for anything else: two fields, not a
+    decimal number (``n/a``, ``nan``, ``inf``), or a number outside [0, 1).
+    """
+    if not values:
+        return None
+    allowed = "one decimal number in [0, 1)"
+    if len(values) > 1:
+        raise ValueError(f"X-Atlas-Input given {len(values)} times; send {allowed}")
+    text = values[0].strip(" \t")
+    if len(text) > _MAX_INPUT_CHARS or _DECIMAL.fullmatch(text) is None:
+        raise ValueError(f"X-Atlas-Input must be {allowed}, got {values[0][:_MAX_INPUT_CHARS]!r}")
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"X-Atlas-Input must be {allowed}, got {text}")
+    return value
 
 
 class BadInput(RuntimeError):
@@ -126,21 +172,21 @@ class ServiceState:
     caller: ResilientCaller
     max_body_bytes: int
     fanout: ResilientCaller  # /api/fanout's calls: DATABASE_TIMEOUT, budget, breaker, hedge
-    idempotency: IdempotencyStore = field(default_factory=IdempotencyStore)
+    idempotency: IdempotencyStore = field(default_factory=MemoryIdempotencyStore)
     orders_applied: int = 0  # writes /api/orders has applied (duplicates included)
     bad_input_rate: float = 0.0  # the handlers crash on inputs below this (a software error)
     fanout_counts: FanoutCounts = field(default_factory=FanoutCounts)
 
     def check_input(self, request: Request) -> None:
-        """Crash (``BadInput``) if the request carries a bad input; a request without a
-        readable ``X-Atlas-Input`` carries a good one. A server that is down (capacity 0)
-        answers 503 before any handler code runs, as in the simulator."""
-        if not self.bad_input_rate or self.work.capacity == 0:
-            return
-        header = request.headers.get(INPUT_HEADER)
+        """Refuse a malformed ``X-Atlas-Input`` (400, whatever the faults: ``parse_input``),
+        and crash (``BadInput``) if the request carries a bad input, one below
+        ``bad_input_rate``; a request without the header carries a good one. A server that is
+        down (capacity 0) answers 503 before any handler code runs, as in the simulator."""
         try:
-            value = float(header) if header is not None else 1.0
-        except ValueError:
+            value = parse_input(request.headers.getlist(INPUT_HEADER))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
+        if value is None or not self.bad_input_rate or self.work.capacity == 0:
             return
         if value < self.bad_input_rate:
             raise BadInput(f"the handler cannot process input {value!r} "
@@ -231,11 +277,46 @@ def parse_fault_update(raw: bytes) -> dict[str, Any]:
     return parse_admin_update(raw, FAULT_FIELDS)
 
 
-def parse_admin_update(raw: bytes,
-                       fields: dict[str, tuple[str, float | None, float | None]]
-                       ) -> dict[str, Any]:
-    """The changes in an admin body whose ``fields`` are name -> (kind, low, high), all
-    checked, or ``InvalidBody`` naming every field that is wrong."""
+#: How deeply a request body's arrays and objects may nest. Admin bodies are flat (depth 1);
+#: without a bound, a body of ``[`` * 1000 exhausts the parser's recursion (a RecursionError,
+#: which is not a ValueError) long before ``max_body_bytes`` is reached.
+MAX_JSON_DEPTH = 32
+#: The longest number a body may spell, in characters (a double needs at most 24; beyond 4300
+#: digits Python's ``int`` refuses with a message that names ``sys.set_int_max_str_digits``).
+MAX_NUMBER_CHARS = 100
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """How deeply ``text``'s arrays and objects nest, counting brackets outside strings; stops
+    counting once past ``limit`` (returns a value > ``limit``). Malformed text gives some
+    number; ``json.loads`` then says what is wrong with it."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    depth = deepest = 0
+    for ch in brackets:
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+class _Refused(ValueError):
+    """Valid JSON that the service will not read (a number too long or too large)."""
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The JSON value of a request body (an empty body is ``{}``), or ``InvalidBody`` naming
+    what is wrong. Whatever the bytes, nothing else is raised (no RecursionError, no huge-int
+    error): the body must be UTF-8 JSON (RFC 8259, section 8.1) without ``NaN``/``Infinity``,
+    without a name given twice in one object, nested at most ``MAX_JSON_DEPTH`` deep, with
+    numbers of at most ``MAX_NUMBER_CHARS`` characters that are finite as doubles. The size
+    limit (413) is the reader's (``_read_body``), before this."""
     def refuse_constant(token: str) -> None:
         raise ValueError(f"{token} is not JSON")
 
@@ -243,23 +324,61 @@ def parse_admin_update(raw: bytes,
         seen: dict[str, Any] = {}
         for key, value in pairs:
             if key in seen:
-                raise ValueError(f"field {key!r} given twice")
+                raise ValueError(f"field {key[:50]!r} given twice")
             seen[key] = value
         return seen
 
+    def check_length(token: str) -> None:
+        if len(token) > MAX_NUMBER_CHARS:
+            raise _Refused(f"body holds a number of {len(token)} characters "
+                           f"({token[:20]}...); at most {MAX_NUMBER_CHARS} are read")
+
+    def bounded_int(token: str) -> int:
+        check_length(token)
+        return int(token)
+
+    def bounded_float(token: str) -> float:
+        check_length(token)
+        value = float(token)
+        if not math.isfinite(value):
+            raise _Refused(f"body holds the number {token}, beyond the range of a double "
+                           "(about 1.8e308)")
+        return value
+
+    def invalid(why: str) -> InvalidBody:
+        return InvalidBody([{"loc": ["body"], "msg": f"body is not valid JSON: {why}"}])
+
     try:
-        body = json.loads(raw or b"{}", parse_constant=refuse_constant,
-                          object_pairs_hook=no_duplicates)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidBody([{"loc": ["body"], "msg": f"body is not valid JSON: {exc}"}]) from None
+        text = raw.decode("utf-8") if raw else "{}"
+    except UnicodeDecodeError as exc:
+        raise invalid(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    depth = _json_depth(text, MAX_JSON_DEPTH)
+    if depth > MAX_JSON_DEPTH:
+        raise InvalidBody([{"loc": ["body"], "msg": (
+            f"body nests arrays or objects more than {MAX_JSON_DEPTH} deep")}])
+    try:
+        return json.loads(text, parse_constant=refuse_constant, object_pairs_hook=no_duplicates,
+                          parse_int=bounded_int, parse_float=bounded_float)
+    except _Refused as exc:
+        raise InvalidBody([{"loc": ["body"], "msg": str(exc)}]) from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces
+        raise invalid(str(exc)[:200]) from None
+
+
+def parse_admin_update(raw: bytes,
+                       fields: dict[str, tuple[str, float | None, float | None]]
+                       ) -> dict[str, Any]:
+    """The changes in an admin body whose ``fields`` are name -> (kind, low, high), all
+    checked, or ``InvalidBody`` naming every field that is wrong (``parse_json_body`` first)."""
+    body = parse_json_body(raw)
     if not isinstance(body, dict):
         raise InvalidBody([{"loc": ["body"],
                             "msg": f"body must be a JSON object of {sorted(fields)}"}])
     problems, changes = [], {}
     for name, value in body.items():
         if name not in fields:
-            problems.append({"loc": ["body", name], "field": name,
-                             "msg": f"unknown field {name!r}; allowed: {sorted(fields)}"})
+            problems.append({"loc": ["body", name[:50]], "field": name[:50],
+                             "msg": f"unknown field {name[:50]!r}; allowed: {sorted(fields)}"})
             continue
         kind, low, high = fields[name]
         allowed = _allowed(kind, low, high)
@@ -307,7 +426,8 @@ def create_app(
         service_time: how long one ``/api/work`` request works, at capacity 1.
         dependency_latency: how long one dependency call takes without faults.
         seed: the seed of every random stream (``rng_streams(seed)``), an integer >= 0.
-        max_body_bytes: largest request body ``/admin/...`` accepts (1..16 MiB); beyond: 413.
+        max_body_bytes: largest request body a route reads (``/admin/...``, ``/api/orders``;
+            1..16 MiB); beyond: 413.
         retry_after: seconds in the ``Retry-After`` header of a 429 (0..3600).
         allowed_hosts: host names accepted in the ``Host`` header (default None: loopback
             names only); name the machine's own here if it is served beyond loopback.
@@ -349,7 +469,8 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, router=app.router)
     app.add_middleware(TimeoutMiddleware, timeout=settings.http_timeout)
     app.add_middleware(RequestIDMiddleware)
-    _add_routes(app, state)
+    for path, methods, endpoint, options in ROUTES:
+        app.add_api_route(path, endpoint, methods=methods, **options)
     return app
 
 
@@ -359,216 +480,269 @@ ServiceTime = Annotated[float | None, Query(
     description="seconds of work instead of a drawn one (the draw is still made)")]
 
 
-def _add_routes(app: FastAPI, state: ServiceState) -> None:
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+#: The service's routes, in matching order: (path, methods, endpoint, options). The endpoints
+#: are module-level functions, the same for every app, that find their app's state through
+#: ``request.app`` (see the module docstring); ``create_app`` adds each to its app.
+ROUTES: list[tuple[str, list[str], Callable[..., Any], dict[str, Any]]] = []
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/work")
-    async def work(
-        request: Request,
-        service_time: ServiceTime = None,
-    ) -> Response:
-        state.check_input(request)
-        try:
-            receipt = await state.work.serve(service_time)
-        except ServerDown:
-            return JSONResponse(
-                error_body("server down (capacity 0)", current_request_id()), status_code=503)
+def _route(path: str, methods: list[str], **options: Any
+           ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+        ROUTES.append((path, methods, endpoint, options))
+        return endpoint
+    return register
+
+
+def _state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.atlas
+    return state
+
+
+@_route("/health", ["GET"])
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@_route("/metrics", ["GET"], include_in_schema=False)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(_state(request).metrics.registry),
+                    media_type=CONTENT_TYPE_LATEST)
+
+
+@_route("/api/work", ["GET"])
+async def work(request: Request, service_time: ServiceTime = None) -> Response:
+    state = _state(request)
+    state.check_input(request)
+    try:
+        receipt = await state.work.serve(service_time)
+    except ServerDown:
         return JSONResponse(
-            {"request_id": current_request_id(), "queue": receipt.queue, "work": receipt.work},
-            headers={"Server-Timing": receipt.server_timing()},
+            error_body("server down (capacity 0)", current_request_id()), status_code=503)
+    return JSONResponse(
+        {"request_id": current_request_id(), "queue": receipt.queue, "work": receipt.work},
+        headers={"Server-Timing": receipt.server_timing()},
+    )
+
+
+@_route("/api/orders", ["POST"])
+async def order(request: Request, service_time: ServiceTime = None) -> Response:
+    """A write: place an order (one work slot for a drawn service time, then one more order
+    applied). The body, if any, is JSON (``parse_json_body``; its content is the client's and
+    is kept as sent). With an ``Idempotency-Key``, a repeat (same method, path, query string and
+    body) is answered from memory and applies nothing (see ``idempotency``); when the key store
+    is full, a new key gets 503 with ``Retry-After``."""
+    state = _state(request)
+    request_id = current_request_id()
+    state.check_input(request)
+    try:
+        key = parse_idempotency_keys(request.headers.getlist(IDEMPOTENCY_KEY_HEADER))
+    except ValueError as exc:
+        return JSONResponse(error_body(str(exc), request_id), status_code=400)
+    body = await _read_body(request, state.max_body_bytes)
+    if body:
+        try:
+            parse_json_body(body)
+        except InvalidBody as exc:
+            return JSONResponse(error_body(f"invalid order: {exc}", request_id,
+                                           detail=exc.problems), status_code=422)
+    if key is None:
+        return await _place_order(state, service_time, request_id)
+    fingerprint = " ".join((request.method, request.url.path,
+                            request.scope.get("query_string", b"").decode("latin-1"),
+                            hashlib.sha256(body).hexdigest()))
+    store = state.idempotency
+    verdict = await store.begin(key, fingerprint)
+    if isinstance(verdict, Stored):
+        return Response(verdict.body, status_code=verdict.status,
+                        media_type=verdict.media_type, headers={REPLAYED_HEADER: "true"})
+    if isinstance(verdict, StoreFull):
+        wait = 1 if verdict.retry_after is None else max(1, math.ceil(verdict.retry_after))
+        return JSONResponse(error_body(
+            f"the idempotency key store is full ({verdict.capacity} keys, each kept "
+            f"{store.retention:g} s after its answer); a new key cannot be accepted "
+            f"without forgetting a promised one: retry after {wait} s", request_id,
+            capacity=verdict.capacity, retry_after=wait),
+            status_code=503, headers={"Retry-After": str(wait)})
+    if verdict == "in progress":
+        return JSONResponse(error_body(
+            "a request with this Idempotency-Key is still being processed; retry "
+            "later", request_id), status_code=409)
+    if verdict == "mismatch":
+        return JSONResponse(error_body(
+            "this Idempotency-Key was used for a different request (method, path, query "
+            "string or body)", request_id), status_code=422)
+    try:
+        response = await _place_order(state, service_time, request_id)
+    except BaseException:
+        # Cancelled by the request's timeout, or a crash: nothing was applied, and the key
+        # leaves the in-flight set so that a retry may apply it.
+        await store.abandon(key)
+        raise
+    # kept with a 2xx answer, forgotten with any other (a write that failed may be retried)
+    await store.complete(key, Stored(fingerprint, response.status_code, bytes(response.body),
+                                     "application/json"))
+    return response
+
+
+async def _place_order(state: ServiceState, service_time: float | None,
+                       request_id: str | None) -> JSONResponse:
+    try:
+        receipt = await state.work.serve(service_time)
+    except ServerDown:
+        return JSONResponse(error_body("server down (capacity 0)", request_id), status_code=503)
+    state.orders_applied += 1
+    return JSONResponse({"request_id": request_id, "order": state.orders_applied},
+                        headers={"Server-Timing": receipt.server_timing()})
+
+
+@_route("/admin/orders", ["GET"])
+async def orders(request: Request) -> dict[str, int]:
+    state = _state(request)
+    return {"applied": state.orders_applied, "keys": await state.idempotency.count()}
+
+
+@_route("/api/compose", ["GET"])
+async def compose(request: Request) -> JSONResponse:
+    state = _state(request)
+    state.check_input(request)
+    outcome = await state.caller.call()
+    body: dict[str, Any] = {
+        "request_id": current_request_id(),
+        "attempts": len(outcome.attempts),
+        "attempt_log": [
+            {"attempt": a.attempt, "outcome": a.outcome, "seconds": a.seconds}
+            for a in outcome.attempts
+        ],
+        "breaker": state.caller.breaker.state.value,
+    }
+    if not outcome.ok:
+        body = {**error_body(outcome.reason, current_request_id()), **body}
+    return JSONResponse(body, status_code=outcome.status)
+
+
+@_route("/api/fanout", ["GET"])
+async def fan_out(
+    request: Request,
+    width: int = Query(10, ge=1, le=100,
+                       description="backend calls made concurrently; the answer waits "
+                                   "for all of them"),
+) -> JSONResponse:
+    """``width`` calls to the dependency at once, each through the fan-out's guarded call
+    (hedged if ``/admin/fanout`` set a delay). The answer counts what was sent."""
+    state = _state(request)
+    state.check_input(request)
+    outcomes = await asyncio.gather(*(state.fanout.call() for _ in range(width)))
+    copies, hedges, cancelled = state.fanout_counts.add(outcomes)
+    body: dict[str, Any] = {
+        "request_id": current_request_id(), "width": width, "calls": width,
+        "copies": copies, "hedges": hedges, "cancelled": cancelled,
+        "slowest": max(max((a.seconds for a in o.attempts), default=0.0)
+                       for o in outcomes),
+    }
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        body = {**error_body(f"{len(failed)} of {width} calls failed: {failed[0].reason}",
+                             current_request_id()), **body}
+        return JSONResponse(body, status_code=failed[0].status)
+    return JSONResponse(body)
+
+
+@_route("/admin/fanout", ["GET"])
+async def get_fanout(request: Request) -> dict[str, Any]:
+    return _state(request).fanout_view()
+
+
+@_route("/admin/fanout", ["PUT", "POST"])
+async def set_fanout(request: Request) -> JSONResponse:
+    state = _state(request)
+    raw = await _read_body(request, state.max_body_bytes)
+    try:
+        changes = parse_admin_update(raw, FANOUT_FIELDS)
+    except InvalidBody as exc:
+        return JSONResponse(
+            error_body(f"invalid fan-out settings: {exc}", current_request_id(),
+                       detail=exc.problems),
+            status_code=422)
+    if "hedge_delay" in changes:
+        state.set_hedge(changes["hedge_delay"])
+    return JSONResponse(state.fanout_view())
+
+
+@_route("/admin/faults", ["GET"])
+async def get_faults(request: Request) -> dict[str, Any]:
+    return _state(request).faults_view()
+
+
+@_route("/admin/faults", ["PUT", "POST"])
+async def set_faults(request: Request) -> JSONResponse:
+    state = _state(request)
+    raw = await _read_body(request, state.max_body_bytes)
+    try:
+        changes = parse_fault_update(raw)
+    except InvalidBody as exc:
+        # Nothing is applied: every field is checked before any is used.
+        return JSONResponse(
+            error_body(f"invalid faults: {exc}", current_request_id(),
+                       detail=exc.problems),
+            status_code=422)
+    capacity = changes.pop("capacity", None)
+    bad_input_rate = changes.pop("bad_input_rate", None)
+    stall = changes.pop("stall", None)
+    if changes:
+        current = state.dependency.faults
+        state.dependency.faults = Faults(
+            error_rate=changes.get("error_rate", current.error_rate),
+            added_latency=changes.get("added_latency", current.added_latency),
+            outage=changes.get("outage", current.outage),
+            slow_rate=changes.get("slow_rate", current.slow_rate),
+            slow_latency=changes.get("slow_latency", current.slow_latency),
         )
+    if capacity is not None:
+        state.work.capacity = capacity
+    if bad_input_rate is not None:
+        state.bad_input_rate = bad_input_rate
+    if stall is not None:
+        state.work.stalled = stall
+    return JSONResponse(state.faults_view())
 
-    @app.post("/api/orders")
-    async def order(
-        request: Request,
-        service_time: ServiceTime = None,
-    ) -> Response:
-        """A write: place an order (one work slot for a drawn service time, then one more
-        order applied). With an ``Idempotency-Key``, a repeat is answered from memory and
-        applies nothing (see ``idempotency``)."""
-        request_id = current_request_id()
-        state.check_input(request)
-        header = request.headers.get(IDEMPOTENCY_KEY_HEADER)
-        key = None
-        if header is not None:
-            try:
-                key = parse_idempotency_key(header)
-            except ValueError as exc:
-                return JSONResponse(error_body(str(exc), request_id), status_code=400)
-            body = await _read_body(request, state.max_body_bytes)
-            fingerprint = "POST /api/orders " + hashlib.sha256(body).hexdigest()
-            verdict = state.idempotency.begin(key, fingerprint)
-            if isinstance(verdict, Stored):
-                return Response(verdict.body, status_code=verdict.status,
-                                media_type=verdict.media_type, headers={REPLAYED_HEADER: "true"})
-            if verdict == "in progress":
-                return JSONResponse(error_body(
-                    "a request with this Idempotency-Key is still being processed; retry "
-                    "later", request_id), status_code=409)
-            if verdict == "mismatch":
-                return JSONResponse(error_body(
-                    "this Idempotency-Key was used for a different request", request_id),
-                    status_code=422)
-        try:
-            receipt = await state.work.serve(service_time)
-        except ServerDown:
-            if key is not None:
-                state.idempotency.abandon(key)
-            return JSONResponse(
-                error_body("server down (capacity 0)", request_id), status_code=503)
-        except BaseException:  # cancelled by the request's timeout: nothing was applied
-            if key is not None:
-                state.idempotency.abandon(key)
-            raise
-        state.orders_applied += 1
-        response = JSONResponse({"request_id": request_id, "order": state.orders_applied},
-                                headers={"Server-Timing": receipt.server_timing()})
-        if key is not None:
-            state.idempotency.complete(key, Stored(fingerprint, response.status_code,
-                                                   bytes(response.body), "application/json"))
-        return response
 
-    @app.get("/admin/orders")
-    async def orders() -> dict[str, int]:
-        return {"applied": state.orders_applied, "keys": len(state.idempotency)}
+@_route("/admin/breaker", ["GET"])
+async def breaker(request: Request) -> dict[str, Any]:
+    caller = _state(request).caller
+    b = caller.breaker
+    return {
+        "state": b.state.value,
+        "generation": b.generation,
+        "clock": "time.monotonic",
+        "now": caller.clock(),
+        "budget_tokens": caller.budget.tokens,
+        "config": {
+            "failure_threshold": b.config.failure_threshold,
+            "recovery_timeout": b.config.recovery_timeout,
+            "half_open_max_calls": b.config.half_open_max_calls,
+            "success_threshold": b.config.success_threshold,
+        },
+        "transitions": [
+            {"time": t.time, "old": t.old.value, "new": t.new.value, "reason": t.reason}
+            for t in caller.transitions
+        ],
+    }
 
-    @app.get("/api/compose")
-    async def compose(request: Request) -> JSONResponse:
-        state.check_input(request)
-        outcome = await state.caller.call()
-        body: dict[str, Any] = {
-            "request_id": current_request_id(),
-            "attempts": len(outcome.attempts),
-            "attempt_log": [
-                {"attempt": a.attempt, "outcome": a.outcome, "seconds": a.seconds}
-                for a in outcome.attempts
-            ],
-            "breaker": state.caller.breaker.state.value,
-        }
-        if not outcome.ok:
-            body = {**error_body(outcome.reason, current_request_id()), **body}
-        return JSONResponse(body, status_code=outcome.status)
 
-    @app.get("/api/fanout")
-    async def fan_out(
-        request: Request,
-        width: int = Query(10, ge=1, le=100,
-                           description="backend calls made concurrently; the answer waits "
-                                       "for all of them"),
-    ) -> JSONResponse:
-        """``width`` calls to the dependency at once, each through the fan-out's guarded call
-        (hedged if ``/admin/fanout`` set a delay). The answer counts what was sent."""
-        state.check_input(request)
-        outcomes = await asyncio.gather(*(state.fanout.call() for _ in range(width)))
-        copies, hedges, cancelled = state.fanout_counts.add(outcomes)
-        body: dict[str, Any] = {
-            "request_id": current_request_id(), "width": width, "calls": width,
-            "copies": copies, "hedges": hedges, "cancelled": cancelled,
-            "slowest": max(max((a.seconds for a in o.attempts), default=0.0)
-                           for o in outcomes),
-        }
-        failed = [o for o in outcomes if not o.ok]
-        if failed:
-            body = {**error_body(f"{len(failed)} of {width} calls failed: {failed[0].reason}",
-                                 current_request_id()), **body}
-            return JSONResponse(body, status_code=failed[0].status)
-        return JSONResponse(body)
-
-    @app.get("/admin/fanout")
-    async def get_fanout() -> dict[str, Any]:
-        return state.fanout_view()
-
-    async def set_fanout(request: Request) -> JSONResponse:
-        raw = await _read_body(request, state.max_body_bytes)
-        try:
-            changes = parse_admin_update(raw, FANOUT_FIELDS)
-        except InvalidBody as exc:
-            return JSONResponse(
-                error_body(f"invalid fan-out settings: {exc}", current_request_id(),
-                           detail=exc.problems),
-                status_code=422)
-        if "hedge_delay" in changes:
-            state.set_hedge(changes["hedge_delay"])
-        return JSONResponse(state.fanout_view())
-
-    app.add_api_route("/admin/fanout", set_fanout, methods=["PUT", "POST"])
-
-    @app.get("/admin/faults")
-    async def get_faults() -> dict[str, Any]:
-        return state.faults_view()
-
-    async def set_faults(request: Request) -> JSONResponse:
-        raw = await _read_body(request, state.max_body_bytes)
-        try:
-            changes = parse_fault_update(raw)
-        except InvalidBody as exc:
-            # Nothing is applied: every field is checked before any is used.
-            return JSONResponse(
-                error_body(f"invalid faults: {exc}", current_request_id(),
-                           detail=exc.problems),
-                status_code=422)
-        capacity = changes.pop("capacity", None)
-        bad_input_rate = changes.pop("bad_input_rate", None)
-        stall = changes.pop("stall", None)
-        if changes:
-            current = state.dependency.faults
-            state.dependency.faults = Faults(
-                error_rate=changes.get("error_rate", current.error_rate),
-                added_latency=changes.get("added_latency", current.added_latency),
-                outage=changes.get("outage", current.outage),
-                slow_rate=changes.get("slow_rate", current.slow_rate),
-                slow_latency=changes.get("slow_latency", current.slow_latency),
-            )
-        if capacity is not None:
-            state.work.capacity = capacity
-        if bad_input_rate is not None:
-            state.bad_input_rate = bad_input_rate
-        if stall is not None:
-            state.work.stalled = stall
-        return JSONResponse(state.faults_view())
-
-    app.add_api_route("/admin/faults", set_faults, methods=["PUT", "POST"])
-
-    @app.get("/admin/breaker")
-    async def breaker() -> dict[str, Any]:
-        caller = state.caller
-        b = caller.breaker
-        return {
-            "state": b.state.value,
-            "generation": b.generation,
-            "clock": "time.monotonic",
-            "now": caller.clock(),
-            "budget_tokens": caller.budget.tokens,
-            "config": {
-                "failure_threshold": b.config.failure_threshold,
-                "recovery_timeout": b.config.recovery_timeout,
-                "half_open_max_calls": b.config.half_open_max_calls,
-                "success_threshold": b.config.success_threshold,
-            },
-            "transitions": [
-                {"time": t.time, "old": t.old.value, "new": t.new.value, "reason": t.reason}
-                for t in caller.transitions
-            ],
-        }
-
-    @app.post("/admin/reset")
-    async def reset() -> dict[str, Any]:
-        state.dependency.faults = Faults()
-        state.work.capacity = 1.0
-        state.bad_input_rate = 0.0
-        state.work.stalled = False
-        state.caller.reset()
-        state.set_hedge(None)
-        state.rewind()
-        state.idempotency.clear()
-        state.orders_applied = 0
-        return state.faults_view()
+@_route("/admin/reset", ["POST"])
+async def reset(request: Request) -> dict[str, Any]:
+    state = _state(request)
+    state.dependency.faults = Faults()
+    state.work.capacity = 1.0
+    state.bad_input_rate = 0.0
+    state.work.stalled = False
+    state.caller.reset()
+    state.set_hedge(None)
+    state.rewind()
+    await state.idempotency.clear()
+    state.orders_applied = 0
+    return state.faults_view()
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -4,57 +4,97 @@ A client that timed out does not know whether its write was applied; if it retri
 may apply it twice. The cure DDIA describes (chapter 12, "The end-to-end argument for
 databases": operation identifiers) is a unique ID per logical request, chosen by the client,
 sent with every attempt, and remembered by the server. The IETF HTTP API working group's draft
-"The Idempotency-Key HTTP Header Field" names it: ``Idempotency-Key: "<unique value>"``, a
-Structured Field string (RFC 8941), and says what a server answers:
+"The Idempotency-Key HTTP Header Field" names it: ``Idempotency-Key: "<unique value>"``, an
+Item Structured Header field whose value is a String (RFC 8941), and says what a server answers:
 
 * the first request with a key is processed, and its response kept;
 * a repeat of a completed request gets the kept response again, and the write is not applied a
   second time (Atlas marks such an answer ``Idempotent-Replayed: true``, as Stripe's API does);
 * a repeat while the first is still being processed gets 409 Conflict (try again later);
-* the same key with a different request gets 422 (a key names one request, not a slot).
+* the same key with a different request gets 422 (a key names one request, not a slot);
+* a header that is not one String (missing quotes, two fields, a list) gets 400.
 
 An ``X-Request-ID`` is something else: a tracing ID, new for every attempt, remembered by no one.
 
-``IdempotencyStore`` holds the keys for ``ttl`` seconds (bounded in number, oldest first out);
-only successful (2xx) responses are kept, so a write that failed may be tried again with the
-same key. One event loop owns it.
+What a store promises (``IdempotencyStore``, the protocol; ``MemoryIdempotencyStore``, the one
+Atlas has):
+
+* a key whose request is still being processed is never forgotten, however long it takes;
+* a completed (2xx) answer is kept for ``retention`` seconds after it was stored (a non-2xx
+  answer is not kept, so a write that failed may be tried again with the same key);
+* at most ``capacity`` keys are held, in flight and kept together; when the store is full a new
+  key is refused (``StoreFull``: the service answers 503 with ``Retry-After``) rather than a
+  promised one forgotten.
+
+Keys are per instance: each service process has its own store, so a retry that reaches another
+instance (``run_load(instances=...)``) is applied again there. A store shared by every instance
+(SQLite, PostgreSQL: "The data system behind the service") is the fix; it implements the same
+protocol, with one more duty that a store in memory does not need: a key held by an instance
+that died must expire (a lease as long as the longest request, ``HTTP_TIMEOUT``), since nobody
+will ever complete or abandon it.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol, runtime_checkable
 
 from ..validation import check_int, check_real
 
-__all__ = ["IDEMPOTENCY_KEY_HEADER", "REPLAYED_HEADER", "IdempotencyStore", "Stored",
-           "parse_idempotency_key"]
+__all__ = [
+    "IDEMPOTENCY_KEY_HEADER",
+    "REPLAYED_HEADER",
+    "IdempotencyStore",
+    "MemoryIdempotencyStore",
+    "StoreFull",
+    "Stored",
+    "Verdict",
+    "parse_idempotency_key",
+    "parse_idempotency_keys",
+]
 
 IDEMPOTENCY_KEY_HEADER = "idempotency-key"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _MAX_KEY = 255  # characters; a UUID is 36
 
 
+def parse_idempotency_keys(headers: list[str]) -> str | None:
+    """The key in a request's ``Idempotency-Key`` fields (``headers``: every field's value, in
+    order), or None when there is none. The draft makes the field an Item, so two fields (which
+    HTTP would join into a list) are refused like a list in one field: ValueError."""
+    if not headers:
+        return None
+    if len(headers) > 1:
+        raise ValueError(f"Idempotency-Key given {len(headers)} times; send exactly one key "
+                         '(an Item: one quoted string, e.g. "3f2b...")')
+    return parse_idempotency_key(headers[0])
+
+
 def parse_idempotency_key(header: str) -> str:
     """The key in an ``Idempotency-Key`` header: a Structured Field string (RFC 8941, section
     3.3.3), ``"..."`` of printable ASCII with ``\\"`` and ``\\\\`` escapes, 1 to 255 characters.
-    Raises ValueError saying what is wrong."""
-    value = header.strip()
+    Raises ValueError saying what is wrong (a list of strings included)."""
+    value = header.strip(" \t")
     if len(value) < 2 or value[0] != '"' or value[-1] != '"':
         raise ValueError('Idempotency-Key must be a quoted string, e.g. "3f2b...", '
-                         f"got {header!r}")
+                         f"got {header[:300]!r}")
     out, i, body = [], 0, value[1:-1]
     while i < len(body):
         ch = body[i]
         if ch == "\\":
             if i + 1 == len(body) or body[i + 1] not in '"\\':
-                raise ValueError(f"Idempotency-Key has a bad escape at {i}: {header!r}")
+                raise ValueError(f"Idempotency-Key has a bad escape at {i}: {header[:300]!r}")
             ch, i = body[i + 1], i + 1
-        elif ch == '"' or not 0x20 <= ord(ch) <= 0x7E:
-            raise ValueError(f"Idempotency-Key holds a character a string cannot: {header!r}")
+        elif ch == '"':
+            raise ValueError("Idempotency-Key must be one quoted string, not a list of them: "
+                             f"{header[:300]!r}")
+        elif not 0x20 <= ord(ch) <= 0x7E:
+            raise ValueError(
+                f"Idempotency-Key holds a character a string cannot: {header[:300]!r}")
         out.append(ch)
         i += 1
     key = "".join(out)
@@ -74,74 +114,139 @@ class Stored:
     media_type: str
 
 
+@dataclass(frozen=True)
+class StoreFull:
+    """``begin``'s answer when ``capacity`` keys are held and none can be let go: the new key
+    is refused. ``retry_after`` is the number of seconds until the oldest kept answer expires
+    (None if every key is still in flight: its request ends within the request timeout)."""
+
+    capacity: int
+    retry_after: float | None
+
+
+#: What ``begin`` says to do with a request: process it (``"new"``), 409 (``"in progress"``),
+#: 422 (``"mismatch"``), replay the ``Stored`` answer, or refuse the key (``StoreFull``).
+Verdict = Literal["new", "in progress", "mismatch"] | Stored | StoreFull
+
+
+@runtime_checkable
+class IdempotencyStore(Protocol):
+    """What the service needs of a key store; the rules are the module docstring's.
+
+    Coroutines, so that a store behind a database (SQLite, PostgreSQL) can await its queries
+    without blocking the event loop. ``begin`` must be atomic: of two requests with one new key,
+    exactly one gets ``"new"`` (in SQL, ``INSERT ... ON CONFLICT DO NOTHING``).
+    """
+
+    capacity: int  # keys held at most, in flight and kept together
+    retention: float  # seconds a completed answer is kept
+
+    async def begin(self, key: str, fingerprint: str) -> Verdict:
+        """What to do with a request carrying ``key`` (see ``Verdict``). After ``"new"`` the
+        caller must call ``complete`` or ``abandon`` for the key, whatever happens."""
+        ...
+
+    async def complete(self, key: str, response: Stored) -> None:
+        """The request under ``key`` is done: keep its 2xx answer, forget any other."""
+        ...
+
+    async def abandon(self, key: str) -> None:
+        """The request under ``key`` ended without an answer: forget the key."""
+        ...
+
+    async def count(self) -> int:
+        """Keys held now (in flight and kept)."""
+        ...
+
+    async def clear(self) -> None:
+        """Forget every key (``/admin/reset``)."""
+        ...
+
+
 @dataclass
 class _Entry:
     fingerprint: str
-    expires: float
     response: Stored | None = None  # None: still being processed
+    expires: float = math.inf  # set when the answer is kept
 
 
-class IdempotencyStore:
-    """Keys of recent writes and their responses.
+class MemoryIdempotencyStore:
+    """The keys of one service instance, in its memory (see the module docstring).
+
+    Keys in flight sit in a dict and never expire; completed keys sit in a second dict in the
+    order they completed, which is the order they expire in (one ``retention`` for all, a
+    monotonic clock), so expiring costs O(1) per key. One event loop owns the store.
 
     Args:
-        ttl: seconds a key is remembered after it was first seen (> 0).
-        max_keys: how many keys at most; beyond, the oldest is forgotten (>= 1).
+        retention: seconds a completed (2xx) answer is kept after it was stored (> 0).
+        capacity: keys held at most, in flight and kept together (>= 1).
         clock: seconds, ``time.monotonic`` by default.
     """
 
-    def __init__(self, *, ttl: float = 300.0, max_keys: int = 10_000,
+    def __init__(self, *, retention: float = 300.0, capacity: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = check_real("ttl", ttl, low=0, low_open=True)
-        self.max_keys = check_int("max_keys", max_keys, low=1)
+        self.retention = check_real("retention", retention, low=0, low_open=True)
+        self.capacity = check_int("capacity", capacity, low=1)
         self._clock = clock
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._in_flight: dict[str, _Entry] = {}
+        self._kept: OrderedDict[str, _Entry] = OrderedDict()  # oldest answer first
 
     def __len__(self) -> int:
         self._expire()
-        return len(self._entries)
+        return len(self._in_flight) + len(self._kept)
 
-    def begin(self, key: str, fingerprint: str
-              ) -> Literal["new", "in progress", "mismatch"] | Stored:
-        """What to do with a request carrying ``key``: ``"new"`` (process it, then call
-        ``complete`` or ``abandon``), ``"in progress"`` (409), ``"mismatch"`` (422: the key
-        was used for another request), or the ``Stored`` response to replay."""
+    async def begin(self, key: str, fingerprint: str) -> Verdict:
+        return self.begin_now(key, fingerprint)
+
+    def begin_now(self, key: str, fingerprint: str) -> Verdict:
+        """``begin`` without the coroutine (the store never waits)."""
         self._expire()
-        entry = self._entries.get(key)
+        entry = self._in_flight.get(key) or self._kept.get(key)
         if entry is None:
-            self._entries[key] = _Entry(fingerprint, self._clock() + self.ttl)
-            while len(self._entries) > self.max_keys:
-                self._entries.popitem(last=False)
+            if len(self._in_flight) + len(self._kept) >= self.capacity:
+                retry_after = None
+                if self._kept:
+                    oldest = next(iter(self._kept.values()))
+                    retry_after = max(0.0, oldest.expires - self._clock())
+                return StoreFull(self.capacity, retry_after)
+            self._in_flight[key] = _Entry(fingerprint)
             return "new"
         if entry.fingerprint != fingerprint:
             return "mismatch"
         return entry.response if entry.response is not None else "in progress"
 
-    def complete(self, key: str, response: Stored) -> None:
-        """The request under ``key`` is done: keep its response if it succeeded (2xx), else
-        forget the key so that the write may be tried again."""
-        entry = self._entries.get(key)
-        if entry is None:
+    async def complete(self, key: str, response: Stored) -> None:
+        self.complete_now(key, response)
+
+    def complete_now(self, key: str, response: Stored) -> None:
+        """``complete`` without the coroutine."""
+        entry = self._in_flight.pop(key, None)
+        if entry is None:  # not begun here, or cleared by a reset meanwhile
             return
         if 200 <= response.status < 300:
             entry.response = response
-        else:
-            del self._entries[key]
+            entry.expires = self._clock() + self.retention
+            self._kept[key] = entry
 
-    def abandon(self, key: str) -> None:
-        """The request under ``key`` ended without a response (cancelled): forget the key."""
-        entry = self._entries.get(key)
-        if entry is not None and entry.response is None:
-            del self._entries[key]
+    async def abandon(self, key: str) -> None:
+        self.abandon_now(key)
 
-    def clear(self) -> None:
-        self._entries.clear()
+    def abandon_now(self, key: str) -> None:
+        """``abandon`` without the coroutine."""
+        self._in_flight.pop(key, None)
+
+    async def count(self) -> int:
+        return len(self)
+
+    async def clear(self) -> None:
+        self._in_flight.clear()
+        self._kept.clear()
 
     def _expire(self) -> None:
         now = self._clock()
-        entries = self._entries
-        while entries:
-            key, entry = next(iter(entries.items()))
+        kept = self._kept
+        while kept:
+            key, entry = next(iter(kept.items()))
             if entry.expires > now:
                 return
-            del entries[key]
+            del kept[key]

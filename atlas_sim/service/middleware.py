@@ -189,12 +189,14 @@ class LoopbackGuardMiddleware:
       every request must name an allowed host: by default a loopback one (``localhost``,
       ``127.x.x.x``, ``[::1]``, any port). Otherwise 400.
     * Cross-site requests: a page may send a "simple" POST (a form, or ``fetch`` with
-      ``text/plain``) anywhere, without asking first. A state-changing admin request (any
-      method but GET, HEAD, OPTIONS on ``/admin/...``) is refused with 403 if it carries an
-      ``Origin`` other than the service's own (browsers send ``Origin`` on every POST), and with
-      415 unless its body is ``application/json``; a request without a body may omit
-      ``Content-Type``. A browser can send ``application/json`` cross-site only after a CORS
-      preflight, which this service never grants.
+      ``text/plain``) anywhere, without asking first. A state-changing request (any method but
+      GET, HEAD, OPTIONS, on any path: ``/admin/...`` and ``POST /api/orders`` alike) is
+      refused with 403 if it carries an ``Origin`` other than the service's own (browsers send
+      ``Origin`` on every POST), and with 415 unless its body is ``application/json``; a
+      request without a body may omit ``Content-Type``, and one without ``Origin`` (a client
+      that is not a browser: the load generator, httpx in a notebook) is not cross-site. A
+      browser can send ``application/json`` cross-site only after a CORS preflight, which this
+      service never grants.
 
     Args:
         allowed_hosts: the host names accepted in ``Host`` (None: loopback ones only).
@@ -231,9 +233,8 @@ class LoopbackGuardMiddleware:
                 f"{self._describe_allowed()}); this guards against DNS rebinding",
                 request_id_of(scope))
             return
-        if scope["method"] not in _SAFE_METHODS and (
-                scope["path"] == "/admin" or scope["path"].startswith("/admin/")):
-            refusal = _admin_write_refusal(scope, host)
+        if scope["method"] not in _SAFE_METHODS:
+            refusal = _write_refusal(scope, host)
             if refusal is not None:
                 await send_json_error(send, refusal[0], refusal[1], request_id_of(scope))
                 return
@@ -245,8 +246,8 @@ class LoopbackGuardMiddleware:
         return ", ".join(sorted(self.allowed_hosts))
 
 
-def _admin_write_refusal(scope: Scope, host: bytes) -> tuple[int, str] | None:
-    """(status, message) if a state-changing admin request must be refused, else None."""
+def _write_refusal(scope: Scope, host: bytes) -> tuple[int, str] | None:
+    """(status, message) if a state-changing request must be refused, else None."""
     origin = content_type = length = chunked = None
     for name, value in scope["headers"]:
         if name == b"origin":
@@ -259,16 +260,16 @@ def _admin_write_refusal(scope: Scope, host: bytes) -> tuple[int, str] | None:
             chunked = value
     if origin is not None and origin.lower() not in (b"http://" + host.lower(),
                                                      b"https://" + host.lower()):
-        return 403, (f"cross-site admin request refused (Origin "
-                     f"{origin.decode('latin-1')[:100]!r}): admin changes come from the "
-                     "notebook, not from a web page")
+        return 403, (f"cross-site request refused (Origin "
+                     f"{origin.decode('latin-1')[:100]!r}): changes come from the notebook "
+                     "or the load generator, not from a web page")
     if content_type is None:
         if chunked is None and (length is None or length.strip() == b"0"):
             return None  # no body at all, e.g. POST /admin/reset
-        return 415, f"admin requests with a body must have Content-Type: {_JSON}"
+        return 415, f"{scope['method']} requests with a body must have Content-Type: {_JSON}"
     media_type = content_type.decode("latin-1").split(";", 1)[0].strip().lower()
     if media_type != _JSON:
-        return 415, (f"admin requests must have Content-Type: {_JSON}, got "
+        return 415, (f"{scope['method']} requests must have Content-Type: {_JSON}, got "
                      f"{content_type.decode('latin-1')[:100]!r}")
     return None
 

@@ -19,6 +19,28 @@ Stopping: new connections are refused at once, idle ones closed; requests in fli
 half of ``stop_timeout`` to finish, then are cancelled, and each one that had not started its
 answer gets a JSON 503 with its request ID (counted as 503 in the metrics), logged by nobody:
 an orderly stop is not an error.
+
+Idle and slow clients (the "slowloris" attack): uvicorn bounds the wait between requests on a
+kept-alive connection (``timeout_keep_alive``) but not the time a client takes to send a
+request's line and headers, nor the number of open connections (its ``limit_concurrency``
+answers 503 only once a request's headers are in). Enough sockets that never finish their
+headers used up the process's open files; then ``accept`` failed, every client was locked out,
+and asyncio printed a traceback for each failed ``accept``. Here, on uvicorn's h11 protocol
+(``_GuardedH11Protocol``):
+
+* a connection waiting for a request (a new one, or a kept-alive one after its answer) gets
+  ``header_timeout`` seconds (``HTTP_HEADER_TIMEOUT``) to send the request line and headers;
+  then it is closed, with a JSON 408 if it had begun sending (RFC 9110, section 15.5.9);
+* at most ``max_connections`` are open (``HTTP_MAX_CONNECTIONS``, and never more than a third
+  of the open-file room left when the server starts: the rest is for the accept backlog and for
+  clients in the same process, the load generator's); one more closes the connection that has
+  waited longest for a request, or, if every connection is busy with a request, the new one;
+* an ``accept`` that fails anyway (files used up elsewhere in the process) is one warning line
+  per second at most, never a traceback.
+
+This touches uvicorn's internals (``H11Protocol``'s ``conn``, ``handle_events``,
+``on_response_complete``), so ``pyproject.toml`` bounds uvicorn's version, and
+``tests/service/test_connection_guard.py`` fails if those internals change.
 """
 
 from __future__ import annotations
@@ -26,24 +48,213 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import itertools
+import json
+import logging
+import math
+import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, cast
 
+import h11
 import httpx
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from ..config import Settings
 from ..validation import check_int, check_real
 from .middleware import is_loopback_name
 
-__all__ = ["LiveServer", "running_servers", "stop_all"]
+__all__ = ["ConnectionCounts", "LiveServer", "running_servers", "stop_all"]
+
+logger = logging.getLogger("atlas.service")
 
 _registry: dict[str, LiveServer] = {}
 _registry_lock = threading.Lock()
 
 #: The message of the cancellation a stopping server sends to requests still in flight.
 STOP_MESSAGE = "atlas: server stopping"
+
+
+@dataclass(eq=False)
+class ConnectionCounts:
+    """What a server's connection guard did (``LiveServer.connections``): connections closed
+    for a header that took longer than ``header_timeout`` (``header_timeouts``, of which
+    ``timeouts_answered`` had begun a request and got a 408), closed to make room for a new one
+    (``evicted``), new ones refused because every connection was busy (``refused``), and
+    ``accept`` calls that failed for want of open files (``accept_failures``)."""
+
+    header_timeouts: int = 0
+    timeouts_answered: int = 0
+    evicted: int = 0
+    refused: int = 0
+    accept_failures: int = 0
+
+
+def _timeout_answer(seconds: float) -> bytes:
+    body = json.dumps({"error": f"request header not received within {seconds:g} s "
+                                "(HTTP_HEADER_TIMEOUT)", "request_id": None}).encode()
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
+            + body)
+
+
+class _ConnectionGuard:
+    """One server's header timeout and connection cap (see the module docstring); used only
+    on the server's event loop."""
+
+    def __init__(self, header_timeout: float, max_connections: int) -> None:
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self.counts = ConnectionCounts()
+        self.answer = _timeout_answer(header_timeout)
+        self._last_warning = -math.inf
+        self._tickets = itertools.count()
+
+    def ticket(self) -> int:
+        """A number that orders connections by when they began waiting for a request."""
+        return next(self._tickets)
+
+    def admit(self, new: _GuardedH11Protocol) -> None:
+        """Called when ``new`` has joined the server's connections: close one if too many."""
+        connections = new.connections
+        if len(connections) <= self.max_connections:
+            return
+        oldest: _GuardedH11Protocol | None = None
+        for c in connections:
+            if (c is not new and isinstance(c, _GuardedH11Protocol)
+                    and c.waiting_since is not None and not c.transport.is_closing()
+                    and (oldest is None or c.waiting_since < cast(int, oldest.waiting_since))):
+                oldest = c
+        if oldest is not None:
+            self.counts.evicted += 1
+            oldest.close_waiting()
+        else:
+            self.counts.refused += 1
+            new.close_waiting()
+
+    def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """The event loop's exception handler: a failed ``accept`` (no file descriptors left) is
+        a one-line warning at most once a second; anything else goes to asyncio's own."""
+        if context.get("message") != "socket.accept() out of system resource":
+            loop.default_exception_handler(context)
+            return
+        self.counts.accept_failures += 1
+        now = loop.time()
+        if now - self._last_warning >= 1.0:
+            self._last_warning = now
+            logger.warning("accept failed (%s); the process has no file descriptors left "
+                           "(this server's connection limit: %d); new connections wait in "
+                           "the backlog", context.get("exception"), self.max_connections)
+
+
+class _GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a timer on the request line and headers.
+
+    The timer runs while the connection waits for a request (h11's ``their_state`` is
+    ``IDLE``: from ``connection_made``, and again after each answer on a kept-alive connection)
+    and stops when a request's headers are complete; it also runs while the rest of a body
+    arrives after its request was answered without reading it. ``_guard`` is the server's
+    ``_ConnectionGuard``, set on the config by ``LiveServer``.
+    """
+
+    def __init__(self, config: uvicorn.Config, server_state: Any, app_state: dict[str, Any],
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._guard: _ConnectionGuard = config._atlas_guard  # type: ignore[attr-defined]
+        self._header_timer: asyncio.TimerHandle | None = None
+        #: the guard's ticket when it began waiting for a request; None while one is at work
+        self.waiting_since: int | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_header()
+        self._guard.admit(self)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_header()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._watch_header()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
+
+    def _waiting(self) -> bool:
+        """True while the connection waits on its client with no request at work: for a
+        request's line and headers, or for the rest of a body whose request was answered
+        without reading it (a client could trickle that body forever)."""
+        conn = self.conn
+        return (conn.their_state is h11.IDLE
+                or (conn.their_state is h11.SEND_BODY and conn.our_state is h11.DONE))
+
+    def _watch_header(self) -> None:
+        """Run the timer while waiting for a request's headers, stop it once they are in."""
+        if self._waiting() and not self.transport.is_closing():
+            if self._header_timer is None:
+                self.waiting_since = self._guard.ticket()
+                self._header_timer = self.loop.call_later(self._guard.header_timeout,
+                                                          self._header_timed_out)
+        else:
+            self._stop_timer()
+
+    def _stop_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self.waiting_since = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._waiting():
+            return
+        counts = self._guard.counts
+        counts.header_timeouts += 1
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            # a request had begun and has no answer yet: tell the client why
+            counts.timeouts_answered += 1
+            self.transport.write(self._guard.answer)
+        self.close_waiting()
+
+    def close_waiting(self) -> None:
+        """Close this connection, which has no request at work."""
+        self._stop_timer()
+        self.transport.close()
+
+
+def _descriptor_room() -> int | None:
+    """Open files this process may still open (the soft ``RLIMIT_NOFILE`` less those open),
+    or None where that cannot be known (no ``resource`` module, as on Windows, or no list of
+    open descriptors: ``/proc/self/fd`` on Linux, ``/dev/fd`` on macOS and the BSDs)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            used = len(os.listdir(listing))
+        except OSError:
+            continue
+        return None if soft == resource.RLIM_INFINITY else soft - used
+    return None
+
+
+def _connection_cap(requested: int) -> int:
+    """``requested``, lowered to a third of the open-file room (less 32 spare): one third for
+    the server's connections, one for a burst of accepts before the guard sees them (the
+    backlog), one for clients in this process."""
+    room = _descriptor_room()
+    if room is None:
+        return requested
+    return max(1, min(requested, (room - 32) // 3))
 
 
 class _Server(uvicorn.Server):
@@ -54,6 +265,12 @@ class _Server(uvicorn.Server):
     flight ``timeout_graceful_shutdown`` seconds, then cancel the rest (the app's Timeout layer
     answers them 503) and wait briefly for them to send that answer.
     """
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        guard = getattr(self.config, "_atlas_guard", None)
+        if guard is not None:
+            asyncio.get_running_loop().set_exception_handler(guard.loop_exception)
+        await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -92,6 +309,12 @@ class LiveServer:
         stop_timeout: seconds ``stop()`` allows for a graceful shutdown before forcing it;
             requests in flight get half of it to finish, then a JSON 503 (see above).
         health_path: path polled by ``start()``; None waits only for uvicorn to say started.
+        header_timeout: seconds a connection may take to send a request's line and headers
+            (> 0); None: the app's ``Settings.http_header_timeout`` (an Atlas app's own
+            settings, else ``Settings()``), 5 s by default.
+        max_connections: connections open at once (>= 1), lowered at ``start()`` to what the
+            process's open-file limit leaves room for (``connection_limit`` says what was
+            used); None: the settings' ``http_max_connections``, 1024 by default.
     """
 
     def __init__(
@@ -105,6 +328,8 @@ class LiveServer:
         start_timeout: float = 10.0,
         stop_timeout: float = 1.0,
         health_path: str | None = "/health",
+        header_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError(f"name must be a non-empty string, got {name!r}")
@@ -120,6 +345,19 @@ class LiveServer:
         self.start_timeout = check_real("start_timeout", start_timeout, low=0, low_open=True)
         self.stop_timeout = check_real("stop_timeout", stop_timeout, low=0.2)
         self.health_path = health_path
+        settings = _settings_of(app)
+        self.header_timeout = check_real(
+            "header_timeout",
+            settings.http_header_timeout if header_timeout is None else header_timeout,
+            low=0, low_open=True, high=3600)
+        self.max_connections = check_int(
+            "max_connections",
+            settings.http_max_connections if max_connections is None else max_connections,
+            low=1)
+        #: the connection cap in force (``max_connections``, lowered to the open-file room)
+        self.connection_limit: int | None = None
+        #: what the connection guard did, for the last (or current) run
+        self.connections = ConnectionCounts()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -176,15 +414,24 @@ class LiveServer:
             raise
         self.port = sock.getsockname()[1]
         self._socket = sock
+        limit = self.connection_limit = _connection_cap(self.max_connections)
+        guard = _ConnectionGuard(self.header_timeout, limit)
+        self.connections = guard.counts
         config = uvicorn.Config(
             self.app,
             log_level="warning",
             lifespan="off",
             loop="asyncio",
+            http=_GuardedH11Protocol,  # h11 always, with the header timer and the cap
+            # the listen queue, and the accepts in one burst before the guard sees them:
+            # bounded like the connections, but at least 64, so that a small cap does not
+            # make connecting clients wait for SYN retransmissions
+            backlog=min(2048, max(64, limit)),
             # uvicorn annotates whole seconds, but waits with asyncio.wait_for, which takes
             # a float: a stop must not wait a whole second for an idle connection.
             timeout_graceful_shutdown=cast(int, max(0.1, self.stop_timeout / 2)),
         )
+        config._atlas_guard = guard  # type: ignore[attr-defined]
         server = _Server(config)
         self._server, self._error = server, None
         self._thread = threading.Thread(
@@ -265,6 +512,13 @@ class LiveServer:
     def __repr__(self) -> str:
         where = self.url if self._socket is not None else "stopped"
         return f"LiveServer(name={self.name!r}, {where})"
+
+
+def _settings_of(app: Any) -> Settings:
+    """An Atlas app's own settings (``app.state.atlas.settings``), else ``Settings()``."""
+    state = getattr(getattr(app, "state", None), "atlas", None)
+    settings = getattr(state, "settings", None)
+    return settings if isinstance(settings, Settings) else Settings()
 
 
 def running_servers() -> dict[str, LiveServer]:

@@ -3,7 +3,9 @@ retried live write applied once with keys and once per attempt without."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -12,8 +14,16 @@ from atlas_sim import ClientPolicy, Load, RetryPolicy, Settings
 from atlas_sim.clocks import ManualClock
 from atlas_sim.policies import Backoff
 from atlas_sim.service import run_load
-from atlas_sim.service.idempotency import IdempotencyStore, Stored, parse_idempotency_key
+from atlas_sim.service.idempotency import (
+    IdempotencyStore,
+    MemoryIdempotencyStore,
+    Stored,
+    StoreFull,
+    parse_idempotency_key,
+    parse_idempotency_keys,
+)
 from atlas_sim.workload import Distribution
+from tests.service.raw_http import wait_for
 from tests.service.support import start_server
 
 
@@ -35,22 +45,21 @@ def test_a_bad_key_is_refused_saying_why(header, message):
 
 def test_the_store_replays_completed_writes_and_refuses_the_rest():
     clock = ManualClock()
-    store = IdempotencyStore(ttl=10.0, max_keys=2, clock=clock)
-    assert store.begin("k", "f") == "new"
-    assert store.begin("k", "f") == "in progress"  # 409
-    assert store.begin("k", "other") == "mismatch"  # 422
+    store = MemoryIdempotencyStore(retention=10.0, capacity=3, clock=clock)
+    assert store.begin_now("k", "f") == "new"
+    assert store.begin_now("k", "f") == "in progress"  # 409
+    assert store.begin_now("k", "other") == "mismatch"  # 422
     done = Stored("f", 200, b'{"order": 1}', "application/json")
-    store.complete("k", done)
-    assert store.begin("k", "f") == done  # replayed, not applied again
-    store.begin("failed", "f")
-    store.complete("failed", Stored("f", 503, b"", "application/json"))
-    assert store.begin("failed", "f") == "new"  # a failed write may be tried again
-    store.abandon("failed")
-    assert store.begin("failed", "f") == "new"
-    store.begin("third", "f")  # max_keys=2: the oldest key is forgotten
-    assert len(store) == 2 and store.begin("k", "f") == "new"
+    store.complete_now("k", done)
+    assert store.begin_now("k", "f") == done  # replayed, not applied again
+    store.begin_now("failed", "f")
+    store.complete_now("failed", Stored("f", 503, b"", "application/json"))
+    assert store.begin_now("failed", "f") == "new"  # a failed write may be tried again
+    store.abandon_now("failed")
+    assert store.begin_now("failed", "f") == "new"
+    assert len(store) == 2
     clock.advance(10.0)
-    assert len(store) == 0  # expired
+    assert len(store) == 1  # "k" expired; "failed" is still in flight
 
 
 @pytest.mark.live
@@ -106,7 +115,7 @@ def test_the_service_answers_400_409_422_and_replays_over_http():
                 hasty.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
             assert client.post("/api/orders", headers={"Idempotency-Key": '"k1"'},
                                ).status_code == 409  # the first is still at work
-            other = client.post("/api/orders", content=b"different",
+            other = client.post("/api/orders", json={"different": True},
                                 headers={"Idempotency-Key": '"k1"'})
             assert other.status_code == 422
             time.sleep(0.3)
@@ -117,3 +126,195 @@ def test_the_service_answers_400_409_422_and_replays_over_http():
             assert client.get("/admin/orders").json() == {"applied": 1, "keys": 1}
     finally:
         server.stop()
+
+
+# -- issue 20, item 13: a key lives as long as its request and its promised retention --------
+
+def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
+    clock = ManualClock()
+    store = MemoryIdempotencyStore(retention=1.0, capacity=10, clock=clock)
+    assert store.begin_now("slow", "f") == "new"
+    clock.advance(100.0)  # a hundred retentions later, still at work
+    for i in range(30):  # and many other keys came and went meanwhile
+        assert store.begin_now(f"other-{i}", "f") == "new"
+        store.complete_now(f"other-{i}", Stored("f", 200, b"{}", "application/json"))
+        clock.advance(0.5)
+    assert store.begin_now("slow", "f") == "in progress"  # a retry gets 409, not a new order
+
+
+def test_an_answer_is_kept_for_its_retention_counted_from_the_answer():
+    clock = ManualClock()
+    store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=clock)
+    store.begin_now("k", "f")
+    clock.advance(9.0)  # the request took 9 s
+    done = Stored("f", 200, b"{}", "application/json")
+    store.complete_now("k", done)
+    clock.advance(9.999)
+    assert store.begin_now("k", "f") == done  # 19 s after it was first seen, still promised
+    clock.advance(0.001)
+    assert store.begin_now("k", "f") == "new"  # retention over
+
+
+def test_a_full_store_refuses_new_keys_and_forgets_no_promised_one():
+    clock = ManualClock()
+    store = MemoryIdempotencyStore(retention=10.0, capacity=2, clock=clock)
+    store.begin_now("a", "f")
+    store.begin_now("b", "f")
+    assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=None)  # both at work
+    assert store.begin_now("a", "f") == store.begin_now("b", "f") == "in progress"
+    done = Stored("f", 200, b"{}", "application/json")
+    store.complete_now("a", done)
+    clock.advance(4.0)
+    assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=6.0)  # "a" is kept
+    assert store.begin_now("a", "f") == done and store.begin_now("b", "f") == "in progress"
+    clock.advance(6.0)  # "a"'s retention is over: room for one
+    assert store.begin_now("c", "f") == "new"
+    assert len(store) == 2
+
+
+def test_the_store_is_a_small_async_protocol_a_database_can_implement():
+    store = MemoryIdempotencyStore(retention=5.0, capacity=4)
+    assert isinstance(store, IdempotencyStore)
+    assert (store.capacity, store.retention) == (4, 5.0)
+
+    async def use() -> tuple[object, ...]:
+        first = await store.begin("k", "f")
+        await store.complete("k", Stored("f", 201, b"{}", "application/json"))
+        kept = await store.count()
+        await store.begin("gone", "f")
+        await store.abandon("gone")
+        after_abandon = await store.count()
+        await store.clear()
+        return first, kept, after_abandon, await store.count()
+
+    assert asyncio.run(use()) == ("new", 1, 1, 0)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"retention": 0}, "retention"), ({"capacity": 0}, "capacity"),
+    ({"capacity": 2.5}, "capacity")])
+def test_the_store_refuses_bad_limits_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        MemoryIdempotencyStore(**kwargs)
+
+
+@pytest.mark.parametrize(("headers", "message"), [
+    ([], None), (['"a"'], None), (['"a"', '"a"'], "given 2 times"),
+    (['"a", "b"'], "not a list"), (['"a" "b"'], "not a list")])
+def test_the_header_is_one_item_never_two_fields_or_a_list(headers, message):
+    if message is None:
+        assert parse_idempotency_keys(headers) == (headers[0].strip('"') if headers else None)
+    else:
+        with pytest.raises(ValueError, match=message):
+            parse_idempotency_keys(headers)
+
+
+@pytest.fixture(scope="module")
+def orders_server():
+    server, _ = start_server(Settings(), servers=4)
+    with httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as client:
+        yield server, client
+    server.stop()
+
+
+@pytest.fixture
+def orders(orders_server):
+    server, client = orders_server
+    assert client.post("/admin/reset").status_code == 200
+    yield server, client
+    server.app.state.atlas.idempotency = MemoryIdempotencyStore()
+    client.post("/admin/reset")
+
+
+def _applied(client: httpx.Client) -> int:
+    return client.get("/admin/orders").json()["applied"]
+
+
+@pytest.mark.live
+def test_a_retry_after_the_retention_of_a_request_still_at_work_is_not_applied_twice(orders):
+    server, client = orders
+    store = server.app.state.atlas.idempotency = MemoryIdempotencyStore(retention=0.05)
+    key = {"Idempotency-Key": '"long-one"'}
+    assert client.put("/admin/faults", json={"stall": True}).status_code == 200
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.post, "/api/orders?service_time=0", headers=key)
+        wait_for(lambda: len(store) == 1, what="the first order in flight")
+        time.sleep(0.1)  # twice the retention, while the first is held by the stall
+        retry = client.post("/api/orders?service_time=0", headers=key)
+        assert retry.status_code == 409, retry.text
+        assert client.put("/admin/faults", json={"stall": False}).status_code == 200
+        assert first.result().status_code == 200
+    again = client.post("/api/orders?service_time=0", headers=key)
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert _applied(client) == 1
+
+
+@pytest.mark.live
+def test_a_full_store_answers_503_with_retry_after_and_its_capacity(orders):
+    server, client = orders
+    server.app.state.atlas.idempotency = MemoryIdempotencyStore(retention=30.0, capacity=2)
+    for key in ('"one"', '"two"'):
+        assert client.post("/api/orders?service_time=0",
+                           headers={"Idempotency-Key": key}).status_code == 200
+    full = client.post("/api/orders?service_time=0", headers={"Idempotency-Key": '"three"',
+                                                               "X-Request-ID": "full-1"})
+    assert full.status_code == 503, full.text
+    assert 29 <= int(full.headers["Retry-After"]) <= 30
+    body = full.json()
+    assert body["request_id"] == "full-1" and body["capacity"] == 2
+    assert "full" in body["error"] and "2 keys" in body["error"]
+    # the promised keys still replay, and nothing more was applied
+    replay = client.post("/api/orders?service_time=0", headers={"Idempotency-Key": '"one"'})
+    assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert _applied(client) == 2
+    # a write without a key is not the store's business
+    assert client.post("/api/orders?service_time=0").status_code == 200
+
+
+@pytest.mark.live
+def test_the_query_string_is_part_of_the_request_a_key_names(orders):
+    _, client = orders
+    key = {"Idempotency-Key": '"q"'}
+    assert client.post("/api/orders?service_time=0", headers=key).status_code == 200
+    other = client.post("/api/orders?service_time=0.001", headers=key)
+    assert other.status_code == 422 and "different request" in other.json()["error"]
+    assert _applied(client) == 1
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("values", [['"a"', '"b"'], ['"a"', '"a"'], ['"a", "b"']])
+def test_two_keys_or_a_list_of_keys_is_a_400_and_applies_nothing(orders, values):
+    _, client = orders
+    headers = [("Idempotency-Key", v) for v in values] + [("X-Request-ID", "two-keys")]
+    r = client.post("/api/orders?service_time=0", headers=headers)
+    assert r.status_code == 400, r.text
+    assert "Idempotency-Key" in r.json()["error"] and r.json()["request_id"] == "two-keys"
+    assert _applied(client) == 0
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+@pytest.mark.parametrize("origin", ["http://evil.example", "null", None])
+def test_a_cross_site_simple_post_places_no_order(orders, content_type, origin):
+    _, client = orders
+    headers = {"Content-Type": content_type, "Idempotency-Key": '"csrf"'}
+    if origin is not None:
+        headers["Origin"] = origin
+    r = client.post("/api/orders?service_time=0", content=b'{"item": 1}', headers=headers)
+    assert r.status_code == (403 if origin is not None else 415), r.text
+    assert r.json()["request_id"]
+    assert _applied(client) == 0
+
+
+@pytest.mark.live
+def test_orders_from_the_service_itself_and_from_clients_without_origin_still_work(orders):
+    server, client = orders
+    assert client.post("/api/orders?service_time=0").status_code == 200  # the load generator
+    assert client.post("/api/orders?service_time=0", json={"item": 1}).status_code == 200
+    same_origin = client.post("/api/orders?service_time=0", json={"item": 2},
+                              headers={"Origin": server.url})
+    assert same_origin.status_code == 200, same_origin.text
+    assert client.post("/api/orders?service_time=0", json={"item": 3},
+                       headers={"Origin": "http://evil.example"}).status_code == 403
+    assert _applied(client) == 3

@@ -360,20 +360,30 @@ plt.show()
 # percentile axis stretched so that 90%, 99% and 99.9% are evenly spaced ("nines").
 #
 # The open loop kept sending through the stall: the 50 requests due in that second all
-# waited, the first for the whole second, the last for almost nothing. So the share of its
-# samples delayed by more than *x* is λ(T − *x*) / N, a straight line in *x*, and its
-# percentiles follow from it: p90 = T − 0.1 · N / λ = 1 − 0.1 × 4 = 0.6 s, p99 ≈ 0.96 s. The
-# dashed theory line lies on the measured one. (The theory's small correction is the backlog:
-# after the stall new requests keep arriving while the workers clear it, so it drains at
-# 1 − ρ of their speed, ρ being their utilisation, here 2.5%; that stretches the line by
-# 1 / (1 − ρ).)
+# waited, the first for the whole second, the next 1/λ = 20 ms less, the last for almost
+# nothing. So the share of its samples delayed by more than *x* is λ(T − *x*) / N, a straight
+# line in *x*, and its percentiles follow from it. The percentile is read at a rank, as above:
+# the p90 of N = 200 samples is the one of rank 180, with *a* = 20 samples above it, so it is
+# the 21st largest delay, T − *a* / λ = 1 − 20 / 50 = 0.6 s; the p99 has 2 above it,
+# 1 − 2 / 50 = 0.96 s. The dashed theory line lies on the measured one. Two corrections make
+# the theory rows: every delay sits on top of the latency a request sees *without* the stall
+# (the median of the requests that did not wait for it: 1 ms of work here; not the median of
+# all samples, which is itself a stalled sample once the stall holds half of them), and the
+# backlog: after the stall new requests keep arriving while the workers clear it, so it
+# drains at 1 − ρ of their speed, ρ being their utilisation, here 2.5%. The delays then fall
+# by (1 − ρ) / λ from one request to the next, T − (1 − ρ) *a* / λ for the sample with *a*
+# above it.
 #
 # The closed loop sent nothing while it waited. Each of its 4 connections was stuck on one
-# request for the whole second, and recorded one sample of about 1 s: 4 stalled samples out
-# of several hundred. Its p90 and p99 are the healthy 1 ms, and only its p99.9 and max show
-# that anything happened. It did not lie about any request it sent; it just never sent the
-# other λT − *c* = 46 that users arriving during that second would have sent. A quarter of
-# this run's users arrived during the stall; the closed loop reports under 1%.
+# request for (nearly) the whole second, and recorded one sample of about 1 s: 4 stalled
+# samples out of several hundred. Its p90 and p99 are the healthy 1 ms, and only its p99.9 and
+# max show that anything happened: a percentile is one of the stalled samples only when fewer
+# than *c* samples lie above its rank. (Theory takes the samples a little under T: a
+# connection is usually thinking when the stall begins and sends its request a few
+# milliseconds into it; the earliest of 4 thinks of 20 ms on average comes after 20 / 4 = 5 ms.)
+# It did not lie about any request it sent; it just never sent the other λT − *c* = 46 that
+# users arriving during that second would have sent. A quarter of this run's users arrived
+# during the stall; the closed loop reports under 1%.
 
 # %% [markdown]
 # ### Live: both generators at once against the service
@@ -412,7 +422,9 @@ plt.show()
 # stalled request kept from being sent.
 #
 # On the sliders: lengthen the stall and the open loop's spectrum rises with it while the
-# closed loop still records one sample per connection; add connections and the closed loop's
+# closed loop still records one sample per connection (at 2 s, half the open loop's samples
+# waited for the stall, and even its median shows it: the last of them was sent as the stall
+# ended and still waited for the backlog to drain); add connections and the closed loop's
 # count of stalled samples grows one by one; raise the rate and the open loop records λT.
 
 # %%

@@ -450,8 +450,21 @@ omission.omission_panel(seed=SEED)
 
 # %% [markdown]
 # The simulator runs the same queue for *c* = 1, 2 and 8 at seven utilisations: 21 runs of
-# about 10,000 requests, each with a 95% confidence interval for its mean (batch means).
-# Here are the 80% rows, beside Erlang C:
+# about 10,000 requests, each with a 95% confidence interval for its mean. Consecutive
+# requests in a queue are not independent (one that waited behind a backlog is followed by
+# others that did), so the interval comes from **batch means**: the run is cut into 5 long
+# stretches, whose means are nearly independent, and the interval is Student's t over those
+# 5 means. It is computed on the logarithm of the mean, because near saturation the mean is
+# skewed: a run that happened to see no long backlog comes out both low and calm, and a
+# symmetric interval would then miss low.
+#
+# How long is long? A queue needs time to forget how it started (empty) and to get through
+# its slow swings. That time is its **relaxation time**, for one server
+# S / (1 − √ρ)²: 12 service times at ρ = 0.5, 90 at 0.8, 380 at 0.9. The column
+# `relaxation times` gives each run's length in those units; below 100 the table and the
+# figure say that the interval is too narrow. (Over a thousand seeds, these intervals held the
+# true mean about 93% of the time at ρ = 0.8, about 90% at 0.9.) Here are the 80% rows,
+# beside Erlang C:
 
 # %%
 stick = queueing.hockey_stick(seed=SEED)
@@ -460,7 +473,7 @@ stick = queueing.hockey_stick(seed=SEED)
 # NBVAL_CHECK_OUTPUT
 at_80 = stick[stick["utilisation"] == 0.8].set_index("servers")
 at_80[["W/S simulated", "W/S low", "W/S high", "W/S Erlang C", "p99/S simulated",
-       "p99/S Erlang C"]].round(2)
+       "p99/S Erlang C", "relaxation times"]].round(2)
 
 # %%
 queueing.plot_hockey_stick(stick)
@@ -478,9 +491,14 @@ plt.show()
 # again. This is why capacity plans leave headroom. A server that looks 80% busy on a
 # dashboard is not 20% away from trouble: the next 10% of load doubles everyone's latency.
 #
-# The simulated points near 0.9 have wide intervals. Close to saturation, a queue takes a
-# long time to settle, so a run of 10,000 requests measures the mean only to about ±20%, and
-# the p99 less well still. A load test at high utilisation has the same problem.
+# The simulated points near 0.9 have wide intervals, and they are hollow: 10,000 requests at
+# ρ = 0.9 are only 29 relaxation times, too few for an honest interval. Close to saturation a
+# queue takes a long time to settle, so such a run measures the mean only to about ±30%, and
+# the p99 less well still; and a 95% interval drawn from it holds the truth less often than
+# 95% of the time, because the run may simply not have met the rare long backlogs that make
+# up much of the mean. Even at 80% about one interval in fifteen misses (here the two-server
+# one). A load test at high utilisation has the same problem: run it for many relaxation
+# times, or distrust its mean.
 
 # %% [markdown]
 # ### Live: the same curve from the running service
@@ -622,7 +640,9 @@ plt.show()
 # Try constant service: one server at 80% gives 3 service times instead of 5, and the tail
 # falls off much faster. Then try lognormal: 6.4 service times in theory. Its simulated
 # interval is wide, because a few very long service times carry much of the mean and 6,000
-# requests hold only a few of them. Then try eight servers at 95% utilisation.
+# requests hold only a few of them. Then try eight servers at 95% utilisation: the point
+# turns hollow and the table says why, since 6,000 requests are only a few relaxation times
+# there (the relaxation time grows with the service time's variability too, by (1 + C²) / 2).
 
 # %%
 # NBVAL_IGNORE_OUTPUT

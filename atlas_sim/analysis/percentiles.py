@@ -29,11 +29,25 @@ rank = q * total; the bucket is the first whose cumulative count reaches the ran
 the value is interpolated linearly between the bucket's lower bound (the previous bucket's
 upper bound, or 0 for the first bucket when its upper bound is positive) and its upper bound;
 a rank that falls in the +Inf bucket returns the highest finite upper bound.
+
+Cumulative counts should never fall from one bucket to the next, but they can: buckets read at
+slightly different moments (a scrape race), counts summed or averaged in floating point (a
+``rate`` or a ``sum by (le)`` that is off by one unit in the last place), data already
+inconsistent at the target. Prometheus answers anyway, and so does ``bucket_quantile``, by the
+same repair (``promql/quantile.go``, ``ensureMonotonicAndIgnoreSmallDeltas`` in current
+versions; older ones ran ``ensureMonotonic``, the running maximum alone): going up the buckets, a
+count that differs from the last accepted one by a relative amount below
+``SMALL_DELTA_TOLERANCE`` = 1e-12 (``util/almost.Equal``: |a − b| / (|a| + |b|) < 1e-12),
+in either direction, is set to the last accepted one (floating-point noise); a count below the
+last accepted one is raised to it (the envelope, the running maximum: Prometheus then adds an
+info annotation, "input to histogram_quantile needed to be fixed for monotonicity"). Neither
+kind of change moves the last accepted count.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -48,16 +62,21 @@ __all__ = [
     "PERCENTILES",
     "PROMETHEUS_DEFAULT_BUCKETS",
     "QUANTILE_METHOD",
+    "SMALL_DELTA_TOLERANCE",
     "HdrRecorder",
     "averaged_vs_merged",
     "bucket_counts",
     "bucket_quantile",
     "exact_percentiles",
+    "monotonic_counts",
     "percentile_label",
 ]
 
 #: numpy's method for the "exact" percentile (see the module docstring).
 QUANTILE_METHOD: Final = "closest_observation"
+#: Prometheus's ``smallDeltaTolerance`` (``promql/quantile.go``): relative differences between
+#: successive cumulative bucket counts below it are taken for floating-point noise.
+SMALL_DELTA_TOLERANCE: Final = 1e-12
 #: The percentiles DDIA names, in percent.
 PERCENTILES: tuple[float, ...] = (50.0, 95.0, 99.0, 99.9)
 #: ``prometheus_client.Histogram.DEFAULT_BUCKETS``: upper bounds in seconds, ending in +Inf.
@@ -225,19 +244,57 @@ def bucket_counts(latencies: Any, bounds: Sequence[float] = PROMETHEUS_DEFAULT_B
     return np.cumsum(per_bucket)
 
 
+def _almost_equal(a: float, b: float, epsilon: float) -> bool:
+    """Prometheus's ``util/almost.Equal`` for finite numbers: a and b differ by less than
+    ``epsilon`` times |a| + |b| (by less than ``epsilon`` times the smallest normal float when
+    one is 0 or both are that small)."""
+    if a == b:
+        return True
+    total, diff = abs(a) + abs(b), abs(a - b)
+    tiny = sys.float_info.min
+    if a == 0 or b == 0 or total < tiny:
+        return diff < epsilon * tiny
+    return diff / min(total, sys.float_info.max) < epsilon
+
+
+def monotonic_counts(counts: Any) -> np.ndarray:
+    """Cumulative bucket ``counts`` repaired as PromQL's ``histogram_quantile`` repairs them
+    before it reads a quantile (module docstring; ``promql/quantile.go``,
+    ``ensureMonotonicAndIgnoreSmallDeltas``): differences below ``SMALL_DELTA_TOLERANCE``
+    relative are flattened, and a count below the last accepted one is raised to it. Counts
+    that never fall come back unchanged. Shape as ``counts`` (1-D, floats)."""
+    c = np.array(counts, dtype=float).ravel()
+    if c.size == 0:
+        return c
+    accepted = float(c[0])
+    for i in range(1, c.size):
+        current = float(c[i])
+        if current == accepted:
+            continue
+        if _almost_equal(accepted, current, SMALL_DELTA_TOLERANCE) or current < accepted:
+            c[i] = accepted  # noise either way, or a dip: the last accepted count stands
+            continue
+        accepted = current
+    return c
+
+
 def bucket_quantile(q: float, counts: Any,
                     bounds: Sequence[float] = PROMETHEUS_DEFAULT_BUCKETS) -> float:
     """The ``q``-quantile (0 <= q <= 1) PromQL's ``histogram_quantile`` reports for a classic
     histogram with cumulative ``counts`` over upper ``bounds`` (see the module docstring for
-    the rule). NaN when there are no observations, as in Prometheus; NaN also for q = 0 when
-    the first bucket is empty (0/0 in the interpolation, as there)."""
+    the rule). Counts that dip from one bucket to the next (a scrape race, a unit in the last
+    place) are repaired first, as Prometheus repairs them (``monotonic_counts``), not refused.
+    NaN when there are no observations, as in Prometheus; NaN also for q = 0 when the first
+    bucket is empty (0/0 in the interpolation, as there). ValueError for a negative or
+    non-finite count, or one count per bound missing."""
     q = check_real("q", q, low=0, high=1)
     b = _bounds(bounds)
     c = np.asarray(counts, dtype=float)
     if c.shape != b.shape:
         raise ValueError(f"counts must have one entry per bound ({b.size}), got shape {c.shape}")
-    if np.any(c < 0) or np.any(np.diff(c) < 0):
-        raise ValueError("counts must be cumulative: non-negative and non-decreasing")
+    if not np.all(np.isfinite(c)) or np.any(c < 0):
+        raise ValueError("counts must be finite cumulative counts >= 0")
+    c = monotonic_counts(c)
     total = float(c[-1])
     if total == 0:
         return math.nan

@@ -81,6 +81,24 @@ class MMc:
         """Mean number in the system (Little's law: L = lambda W)."""
         return self.arrival_rate * self.W
 
+    @property
+    def relaxation_time(self) -> float:
+        """How long the queue takes to forget where it started (time, in the unit of
+        1 / ``service_rate``): 1 / (√(cμ) − √λ)², at least 1 / μ.
+
+        For one server this is M/M/1's relaxation time, the rate (√μ − √λ)² at which its
+        distribution approaches steady state (P. M. Morse, "Stochastic properties of waiting
+        lines", Operations Research 3, 1955). With c servers the queue beyond c busy servers
+        is an M/M/1 with service rate cμ, whence the same form; when that is faster than one
+        service, a service time (the M/M/∞ limit) is the slower part. A simulation must run
+        many relaxation times for its mean to be near the steady state's and for batch means
+        to be nearly independent (W. Whitt, "Planning queueing simulations", Management
+        Science 35(11), 1989, who sizes runs in these units). At ρ = 0.9 it is 380 service
+        times for one server.
+        """
+        gap = (math.sqrt(self.servers * self.service_rate) - math.sqrt(self.arrival_rate)) ** 2
+        return 1.0 / min(self.service_rate, gap)
+
     def tail(self, t: float) -> float:
         """P(response time > t)."""
         mu, c = self.service_rate, self.P_wait

@@ -42,8 +42,8 @@ from ..widgets import Control, Panel
 from ..workload import Fault, Load
 from .live import interruptible, reset
 
-__all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "SpectraFigure", "live_omission",
-           "omission_loads", "omission_panel", "omission_table", "plot_spectra",
+__all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "SpectraFigure", "base_latency",
+           "live_omission", "omission_loads", "omission_panel", "omission_table", "plot_spectra",
            "simulate_omission", "stall_fault", "stall_window", "stalled_samples"]
 
 #: The two ways of measuring, in the order shown.
@@ -180,6 +180,17 @@ def stall_window(run: RunResult) -> tuple[float, float]:
     return start, fault.end
 
 
+def base_latency(run: RunResult, *, fallback: float = DEFAULTS["service_time"]) -> float:
+    """The latency a request of ``run`` sees without the stall, seconds: the median of the
+    requests that did not wait for it (``stall_window``), ``fallback`` if every one did. Not
+    the run's own median: when half its samples or more waited for the stall (an open loop
+    through a stall of half the run), that median is itself a stalled sample."""
+    req = run.requests
+    start, end = stall_window(run)
+    clear = req.loc[~((req["t_start"] < end) & (req["t_end"] > start)), "latency"]
+    return float(np.median(clear.to_numpy())) if len(clear) else float(fallback)
+
+
 def _stall_of(run: RunResult) -> Fault:
     for fault in run.meta.get("faults") or run.meta["scenario"].faults:
         if fault.stall:
@@ -209,9 +220,12 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
     p50, p90, p99, p99.9 and max latency (ms), each followed by theory's row
     (``analysis.omission``) for the same rate, stall, connections and sample count.
 
-    Theory's base latency is the run's own median (what a request sees without the stall);
-    its open-loop drain uses the run's share of the ``servers``' capacity (each request
-    ``service_time`` s of work).
+    Theory reads each percentile at the rank the measured one uses (``exact_percentiles``).
+    Its base latency is ``base_latency``: the median of the requests that did not wait for
+    the stall (what a request sees without it; ``service_time`` if there are none); its
+    open-loop drain uses the run's share of the ``servers``' capacity (each request
+    ``service_time`` s of work); its closed loop's stalled samples start the connections'
+    mean think time early (``closed_loop_percentile``).
     """
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for world, runs in worlds.items():
@@ -222,7 +236,7 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
             fault, load = _stall_of(run), _load_of(run)
             latency = run.requests["latency"].to_numpy()
             n = int(latency.size)
-            base = float(np.median(latency))
+            base = base_latency(run, fallback=service_time)
             measured: dict[str, float] = {
                 "samples": n, "saw the stall": stalled_samples(run, *stall_window(run))}
             values = exact_percentiles(latency, [100 * q for _, q in PERCENTILES])
@@ -237,17 +251,17 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
                 stalled: float = open_loop_stalled(rate, stall)
                 quantiles = {name: open_loop_percentile(q, rate=rate, stall=stall, samples=n,
                                                         base=base, utilisation=rho)
-                             for name, q in PERCENTILES}
+                             for name, q in (*PERCENTILES, ("max", 1.0))}
             else:
                 assert load.clients is not None
                 stalled = closed_loop_stalled(load.clients)
                 quantiles = {name: closed_loop_percentile(q, clients=load.clients,
-                                                          stall=stall, samples=n, base=base)
-                             for name, q in PERCENTILES}
+                                                          stall=stall, samples=n, base=base,
+                                                          think_time=load.think_time)
+                             for name, q in (*PERCENTILES, ("max", 1.0))}
             theory: dict[str, float] = {
                 "samples": n, "saw the stall": stalled,
-                **{name: 1e3 * value for name, value in quantiles.items()},
-                "max": 1e3 * (base + stall)}
+                **{name: 1e3 * value for name, value in quantiles.items()}}
             rows[(world, f"{generator}, theory")] = theory
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["world", "generator"])
@@ -340,12 +354,13 @@ class SpectraFigure(InPlaceFigure):
                     load = _load_of(run)
                     assert load.rate is not None and theory is not None
                     rho = _utilisation(runs, generator, self.service_time, self.servers)
-                    q = 1.0 - 10.0 ** -np.linspace(0, x[-1], 200)
-                    values = [open_loop_percentile(
-                        min(max(v, 1e-12), 1 - 1e-12), rate=load.rate, stall=stall,
-                        samples=latency.size, base=float(np.median(latency)),
-                        utilisation=rho) for v in q]
-                    theory.set_data(-np.log10(1 - q), 1e3 * np.asarray(values))
+                    # theory at each sample's own rank i + 1 (of N), where the spectrum
+                    # draws the i-th sorted latency
+                    n, base = latency.size, base_latency(run, fallback=self.service_time)
+                    values = [open_loop_percentile((i + 1) / n, rate=load.rate, stall=stall,
+                                                   samples=n, base=base, utilisation=rho)
+                              for i in range(n)]
+                    theory.set_data(x, 1e3 * np.asarray(values))
             if stall is not None and stall_line is not None:
                 stall_line.set_ydata([1e3 * stall, 1e3 * stall])
             ax.set_title(f"{world}: {', '.join(counts)}-loop samples", fontsize="medium")

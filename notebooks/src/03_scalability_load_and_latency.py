@@ -360,20 +360,30 @@ plt.show()
 # percentile axis stretched so that 90%, 99% and 99.9% are evenly spaced ("nines").
 #
 # The open loop kept sending through the stall: the 50 requests due in that second all
-# waited, the first for the whole second, the last for almost nothing. So the share of its
-# samples delayed by more than *x* is λ(T − *x*) / N, a straight line in *x*, and its
-# percentiles follow from it: p90 = T − 0.1 · N / λ = 1 − 0.1 × 4 = 0.6 s, p99 ≈ 0.96 s. The
-# dashed theory line lies on the measured one. (The theory's small correction is the backlog:
-# after the stall new requests keep arriving while the workers clear it, so it drains at
-# 1 − ρ of their speed, ρ being their utilisation, here 2.5%; that stretches the line by
-# 1 / (1 − ρ).)
+# waited, the first for the whole second, the next 1/λ = 20 ms less, the last for almost
+# nothing. So the share of its samples delayed by more than *x* is λ(T − *x*) / N, a straight
+# line in *x*, and its percentiles follow from it. The percentile is read at a rank, as above:
+# the p90 of N = 200 samples is the one of rank 180, with *a* = 20 samples above it, so it is
+# the 21st largest delay, T − *a* / λ = 1 − 20 / 50 = 0.6 s; the p99 has 2 above it,
+# 1 − 2 / 50 = 0.96 s. The dashed theory line lies on the measured one. Two corrections make
+# the theory rows: every delay sits on top of the latency a request sees *without* the stall
+# (the median of the requests that did not wait for it: 1 ms of work here; not the median of
+# all samples, which is itself a stalled sample once the stall holds half of them), and the
+# backlog: after the stall new requests keep arriving while the workers clear it, so it
+# drains at 1 − ρ of their speed, ρ being their utilisation, here 2.5%. The delays then fall
+# by (1 − ρ) / λ from one request to the next, T − (1 − ρ) *a* / λ for the sample with *a*
+# above it.
 #
 # The closed loop sent nothing while it waited. Each of its 4 connections was stuck on one
-# request for the whole second, and recorded one sample of about 1 s: 4 stalled samples out
-# of several hundred. Its p90 and p99 are the healthy 1 ms, and only its p99.9 and max show
-# that anything happened. It did not lie about any request it sent; it just never sent the
-# other λT − *c* = 46 that users arriving during that second would have sent. A quarter of
-# this run's users arrived during the stall; the closed loop reports under 1%.
+# request for (nearly) the whole second, and recorded one sample of about 1 s: 4 stalled
+# samples out of several hundred. Its p90 and p99 are the healthy 1 ms, and only its p99.9 and
+# max show that anything happened: a percentile is one of the stalled samples only when fewer
+# than *c* samples lie above its rank. (Theory takes the samples a little under T: a
+# connection is usually thinking when the stall begins and sends its request a few
+# milliseconds into it; the earliest of 4 thinks of 20 ms on average comes after 20 / 4 = 5 ms.)
+# It did not lie about any request it sent; it just never sent the other λT − *c* = 46 that
+# users arriving during that second would have sent. A quarter of this run's users arrived
+# during the stall; the closed loop reports under 1%.
 
 # %% [markdown]
 # ### Live: both generators at once against the service
@@ -412,7 +422,9 @@ plt.show()
 # stalled request kept from being sent.
 #
 # On the sliders: lengthen the stall and the open loop's spectrum rises with it while the
-# closed loop still records one sample per connection; add connections and the closed loop's
+# closed loop still records one sample per connection (at 2 s, half the open loop's samples
+# waited for the stall, and even its median shows it: the last of them was sent as the stall
+# ended and still waited for the backlog to drain); add connections and the closed loop's
 # count of stalled samples grows one by one; raise the rate and the open loop records λT.
 
 # %%
@@ -438,8 +450,21 @@ omission.omission_panel(seed=SEED)
 
 # %% [markdown]
 # The simulator runs the same queue for *c* = 1, 2 and 8 at seven utilisations: 21 runs of
-# about 10,000 requests, each with a 95% confidence interval for its mean (batch means).
-# Here are the 80% rows, beside Erlang C:
+# about 10,000 requests, each with a 95% confidence interval for its mean. Consecutive
+# requests in a queue are not independent (one that waited behind a backlog is followed by
+# others that did), so the interval comes from **batch means**: the run is cut into 5 long
+# stretches, whose means are nearly independent, and the interval is Student's t over those
+# 5 means. It is computed on the logarithm of the mean, because near saturation the mean is
+# skewed: a run that happened to see no long backlog comes out both low and calm, and a
+# symmetric interval would then miss low.
+#
+# How long is long? A queue needs time to forget how it started (empty) and to get through
+# its slow swings. That time is its **relaxation time**, for one server
+# S / (1 − √ρ)²: 12 service times at ρ = 0.5, 90 at 0.8, 380 at 0.9. The column
+# `relaxation times` gives each run's length in those units; below 100 the table and the
+# figure say that the interval is too narrow. (Over a thousand seeds, these intervals held the
+# true mean about 93% of the time at ρ = 0.8, about 90% at 0.9.) Here are the 80% rows,
+# beside Erlang C:
 
 # %%
 stick = queueing.hockey_stick(seed=SEED)
@@ -448,7 +473,7 @@ stick = queueing.hockey_stick(seed=SEED)
 # NBVAL_CHECK_OUTPUT
 at_80 = stick[stick["utilisation"] == 0.8].set_index("servers")
 at_80[["W/S simulated", "W/S low", "W/S high", "W/S Erlang C", "p99/S simulated",
-       "p99/S Erlang C"]].round(2)
+       "p99/S Erlang C", "relaxation times"]].round(2)
 
 # %%
 queueing.plot_hockey_stick(stick)
@@ -466,9 +491,14 @@ plt.show()
 # again. This is why capacity plans leave headroom. A server that looks 80% busy on a
 # dashboard is not 20% away from trouble: the next 10% of load doubles everyone's latency.
 #
-# The simulated points near 0.9 have wide intervals. Close to saturation, a queue takes a
-# long time to settle, so a run of 10,000 requests measures the mean only to about ±20%, and
-# the p99 less well still. A load test at high utilisation has the same problem.
+# The simulated points near 0.9 have wide intervals, and they are hollow: 10,000 requests at
+# ρ = 0.9 are only 29 relaxation times, too few for an honest interval. Close to saturation a
+# queue takes a long time to settle, so such a run measures the mean only to about ±30%, and
+# the p99 less well still; and a 95% interval drawn from it holds the truth less often than
+# 95% of the time, because the run may simply not have met the rare long backlogs that make
+# up much of the mean. Even at 80% about one interval in fifteen misses (here the two-server
+# one). A load test at high utilisation has the same problem: run it for many relaxation
+# times, or distrust its mean.
 
 # %% [markdown]
 # ### Live: the same curve from the running service
@@ -626,7 +656,9 @@ plt.show()
 # Try constant service: one server at 80% gives 3 service times instead of 5, and the tail
 # falls off much faster. Then try lognormal: 6.4 service times in theory. Its simulated
 # interval is wide, because a few very long service times carry much of the mean and 6,000
-# requests hold only a few of them. Then try eight servers at 95% utilisation.
+# requests hold only a few of them. Then try eight servers at 95% utilisation: the point
+# turns hollow and the table says why, since 6,000 requests are only a few relaxation times
+# there (the relaxation time grows with the service time's variability too, by (1 + C²) / 2).
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
 from atlas_sim.analysis.percentiles import (
@@ -17,6 +19,7 @@ from atlas_sim.analysis.percentiles import (
     bucket_counts,
     bucket_quantile,
     exact_percentiles,
+    monotonic_counts,
 )
 
 # -- merged against averaged ------------------------------------------------------------------
@@ -155,12 +158,48 @@ def test_bucket_quantile_special_cases():
     assert math.isnan(bucket_quantile(0.0, [0, 5, 5], BOUNDS))  # 0/0, as in Prometheus
     with pytest.raises(ValueError, match="ending in \\+Inf"):
         bucket_quantile(0.5, [1, 2], [0.1, 0.2])
-    with pytest.raises(ValueError, match="cumulative"):
-        bucket_quantile(0.5, [5, 3, 9], BOUNDS)
+    with pytest.raises(ValueError, match="counts must be finite cumulative counts >= 0"):
+        bucket_quantile(0.5, [5, -3, 9], BOUNDS)
+    with pytest.raises(ValueError, match="counts must be finite"):
+        bucket_quantile(0.5, [5, math.nan, 9], BOUNDS)
     with pytest.raises(ValueError, match="one entry per bound"):
         bucket_quantile(0.5, [5, 9], BOUNDS)
     with pytest.raises(ValueError, match="q must be a number >= 0 and <= 1"):
         bucket_quantile(1.5, COUNTS, BOUNDS)
+
+
+def test_dipping_bucket_counts_are_repaired_as_prometheus_repairs_them():
+    # A scrape race: the 0.25 s bucket read before the 0.1 s one caught up. Prometheus takes
+    # the running maximum (the envelope) and answers; so must its twin.
+    assert monotonic_counts([60, 55, 100]).tolist() == [60, 60, 100]
+    assert bucket_quantile(0.5, [60, 55, 100], BOUNDS) == pytest.approx(0.1 * 50 / 60)
+    assert bucket_quantile(0.8, [60, 55, 100], BOUNDS) == 0.25  # 60 .. 100 all above 0.25 s
+    # two dips in a row both rise to the last accepted count, not to each other
+    assert monotonic_counts([100, 50, 60, 200]).tolist() == [100, 100, 100, 200]
+    # one unit in the last place (a sum of rates in floating point): ignored either way
+    ulp = 90 * (1 - 1e-15)
+    assert monotonic_counts([60, 90, ulp, 100]).tolist() == [60, 90, 90, 100]
+    # total 90, rank 72: 12 of the second bucket's 30
+    assert bucket_quantile(0.8, [60, 90, ulp], BOUNDS) == pytest.approx(0.1 + 0.15 * 12 / 30)
+    up = 90 * (1 + 1e-14)  # a tiny rise is flattened too; the next bucket is compared with 90
+    assert monotonic_counts([60, 90, up, 100]).tolist() == [60, 90, 90, 100]
+    # a real rise is kept, and counts that never fall come back as they are
+    assert monotonic_counts([60, 90, 90 * (1 + 1e-9)]).tolist() == [60, 90, 90 * (1 + 1e-9)]
+    assert monotonic_counts(COUNTS).tolist() == list(COUNTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=3, max_size=8), st.floats(0, 1))
+def test_any_counts_get_an_answer_that_the_envelope_gives(increments, q):
+    bounds = [*np.cumsum(np.full(len(increments) - 1, 0.1)).tolist(), math.inf]
+    counts = np.cumsum(increments).astype(float)
+    dipped = counts.copy()
+    dipped[1:-1] -= np.arange(len(increments) - 2) % 3  # dips of up to two counts
+    dipped = np.maximum(dipped, 0)
+    got = bucket_quantile(q, dipped, bounds)
+    envelope = np.maximum.accumulate(dipped)
+    want = bucket_quantile(q, envelope, bounds)
+    assert (math.isnan(got) and math.isnan(want)) or got == want
 
 
 def test_bucket_counts_are_what_prometheus_client_records():

@@ -43,6 +43,17 @@ def test_intervals():
     assert ci.mean == 2.0 and ci.half_width == pytest.approx(2.4841, abs=1e-4)
     assert ci.contains(0.5) and not ci.contains(4.5)
     assert batch_means(list(range(100)), batches=4).mean == pytest.approx(49.5)
+    # on the log scale: 1, 2, 3 in three batches, mean 2, t s / sqrt(3) = 2.4841 as above,
+    # so 2 exp(+-2.4841 / 2): reaching further up than down
+    log = batch_means([1.0, 2.0, 3.0], batches=3, scale="log")
+    assert (log.low, log.mean, log.high) == pytest.approx(
+        (2 * math.exp(-1.24205), 2.0, 2 * math.exp(1.24205)), rel=1e-4)
+    assert log.high - log.mean > log.mean - log.low and log.contains(0.6) and log.contains(6.9)
+    assert log.half_width == pytest.approx(log.high - log.mean)
+    with pytest.raises(ValueError, match="scale must be one of 'linear', 'log'"):
+        batch_means([1.0, 2.0], batches=2, scale="sqrt")
+    with pytest.raises(ValueError, match='scale="log" needs values >= 0'):
+        batch_means([-1.0, 2.0], batches=2, scale="log")
     with pytest.raises(ValueError, match="number of values must be an integer >= 2"):
         replications([1.0])
 

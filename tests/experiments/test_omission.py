@@ -8,14 +8,18 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from atlas_sim.analysis.omission import (
     closed_loop_percentile,
     closed_loop_stalled,
     open_loop_percentile,
     open_loop_stalled,
+    samples_above,
     stalled_share_over,
 )
+from atlas_sim.analysis.percentiles import exact_percentiles
 from atlas_sim.experiments import live
 from atlas_sim.experiments import omission as om
 from atlas_sim.service.loadgen.timeline import plan_faults
@@ -44,13 +48,50 @@ def test_the_closed_forms_by_hand():
     # 8 stalled samples of 1000: the p99 (10 above it) misses them, the p99.9 does not
     assert closed_loop_percentile(0.99, clients=8, stall=1.0, samples=1000) == 0.0
     assert closed_loop_percentile(0.999, clients=8, stall=1.0, samples=1000) == 1.0
+    # 4 of 371: (1 - 0.99) 371 = 3.71 < 4, but the p99 is the sample of rank round(367.29) =
+    # 367, with 4 above it: not a stalled one (the panel's stall maximum showed 2001 ms here)
+    assert samples_above(0.99, 371) == 4
+    assert closed_loop_percentile(0.99, clients=4, stall=2.0, samples=371) == 0.0
+    assert closed_loop_percentile(0.999, clients=4, stall=2.0, samples=371) == 2.0
+    # q = 1 is the maximum; a connection thinking 20 ms before the stall sends into it: the
+    # largest of 4 waits T minus the smallest of 4 exponential thinks, 20/4 ms on average
+    assert samples_above(1.0, 371) == 0
+    assert closed_loop_percentile(1.0, clients=4, stall=2.0, samples=371,
+                                  think_time=0.02) == pytest.approx(2.0 - 0.005)
+    # the p99.5 has 2 above it (rank round(369.1)): the third largest, the third smallest think
+    assert closed_loop_percentile(0.995, clients=4, stall=2.0, samples=371, think_time=0.02) \
+        == pytest.approx(2.0 - 0.02 * (1 / 4 + 1 / 3 + 1 / 2))
+    assert open_loop_percentile(1.0, rate=100.0, stall=1.0, samples=1000, base=0.001) == 1.001
+
+
+@settings(max_examples=300, deadline=None)
+@given(samples=st.integers(1, 3000), q=st.floats(0.001, 1.0),
+       clients=st.integers(1, 40), data=st.data())
+def test_theory_reads_the_rank_the_measured_percentile_reads(samples, q, clients, data):
+    # Synthetic runs that are exactly the model: theory must equal exact_percentiles.
+    base, stall = 0.001, 1.5
+    # closed loop: c samples of base + T above N - c of base
+    c = min(clients, samples)
+    closed = np.r_[np.full(samples - c, base), np.full(c, base + stall)]
+    assert closed_loop_percentile(q, clients=c, stall=stall, samples=samples, base=base) \
+        == exact_percentiles(closed, [100 * q])[0]
+    # open loop: m requests sent 1/rate apart from the stall's start wait T, T - 1/rate, ...
+    rate = data.draw(st.sampled_from([10.0, 50.0, 200.0]))
+    m = min(samples, int(rate * stall))
+    delays = base + np.maximum(0.0, stall - np.arange(m) / rate)
+    opened = np.r_[np.full(samples - m, base), delays]
+    assert open_loop_percentile(q, rate=rate, stall=stall, samples=samples, base=base) \
+        == pytest.approx(exact_percentiles(opened, [100 * q])[0], abs=1e-12)
 
 
 @pytest.mark.parametrize(("call", "message"), [
     (lambda: open_loop_stalled(-1.0, 1.0), "rate must be a number >= 0"),
     (lambda: open_loop_stalled(1.0, 1.0, utilisation=1.0), "utilisation must be a number"),
     (lambda: closed_loop_stalled(0), "clients must be an integer >= 1"),
-    (lambda: open_loop_percentile(1.0, rate=1.0, stall=1.0, samples=10), "q must be"),
+    (lambda: open_loop_percentile(0.0, rate=1.0, stall=1.0, samples=10), "q must be"),
+    (lambda: open_loop_percentile(1.01, rate=1.0, stall=1.0, samples=10), "q must be"),
+    (lambda: closed_loop_percentile(0.5, clients=1, stall=1.0, samples=9, think_time=-1.0),
+     "think_time must be"),
     (lambda: open_loop_percentile(0.5, rate=0.0, stall=1.0, samples=10), "rate must be"),
     (lambda: stalled_share_over(0.1, rate=1.0, stall=-1.0, samples=10), "stall must be"),
     (lambda: closed_loop_percentile(0.5, clients=1, stall=1.0, samples=0), "samples must be"),
@@ -107,6 +148,55 @@ def test_the_panel_runs_the_simulation_for_its_sliders():
     assert shorter.figure is first.figure and len(shorter.figure.axes) == 1  # in place
     with pytest.raises(ValueError, match="clients must be an integer"):
         panel.update(clients=0)
+
+
+# The panel's sliders: stall 0.1 to 2 s, connections 1 to 32, rate 10 to 200/s. The open loop
+# depends on (stall, rate) only, the closed loop on (stall, clients) only, so pairing the
+# connections with the rates covers both full grids, every end of every slider included.
+STALLS = (0.1, 0.7, 1.3, 2.0)
+CLIENTS_AND_RATES = ((1, 10.0), (3, 60.0), (12, 140.0), (32, 200.0))
+
+
+@pytest.mark.parametrize("stall", STALLS)
+def test_theory_follows_the_simulation_over_the_sliders_whole_range(stall):
+    think, work = om.DEFAULTS["think_time"], om.DEFAULTS["service_time"]
+    servers = om.DEFAULTS["servers"]
+    panel = om.omission_panel(seed=2024)
+    for clients, rate in CLIENTS_AND_RATES:
+        table = panel.update(stall=stall, clients=clients, rate=rate).table
+        for column in ("p50 (ms)", "p90 (ms)", "p99 (ms)", "p99.9 (ms)", "max (ms)"):
+            where = f"stall={stall}, clients={clients}, rate={rate}, {column}"
+            # open loop: each percentile on the line T - (1 - rho) a / rate, to a millisecond
+            assert table.loc["open loop", column] == pytest.approx(
+                table.loc["open loop, theory", column], abs=1.0), where
+            measured, theory = (table.loc["closed loop", column],
+                                table.loc["closed loop, theory", column])
+            if theory > 1e3 * stall / 2:  # theory: a stalled sample, the k-th largest of c
+                n = int(table.loc["closed loop", "samples"])
+                k = samples_above(float(column[1:-5]) / 100 if column != "max (ms)" else 1.0,
+                                  n) + 1
+                # the k-th smallest of c exponential thinks is a sum of k independent
+                # exponentials (Renyi): six of its standard deviations, beyond which a single
+                # exponential (k = 1) lies with a chance of e^-7
+                spread = think * math.sqrt(sum(1 / (clients - i) ** 2 for i in range(k)))
+                assert measured == pytest.approx(theory, abs=1e3 * 6 * spread), where
+            else:  # below the stalled samples: the base, give or take the burst of c
+                # requests the stall releases at once onto the servers
+                assert measured == pytest.approx(
+                    theory, abs=2.0 + 1e3 * clients * work / servers), where
+
+
+def test_the_panel_at_the_stall_maximum_agrees_with_its_own_theory():
+    # What the issue saw at stall = 2 s (theory 110.5, 2060.5 and 2001 ms against 51, 2001 and
+    # 1.6): half the open loop's samples waited, so the run's median was not a base latency,
+    # and the closed loop's p99 was read at the wrong rank.
+    table = om.omission_panel(seed=2024).update(stall=2.0).table
+    assert table.loc["open loop", "p50 (ms)"] == table.loc["open loop, theory", "p50 (ms)"] \
+        == 51.0  # 1 ms of work + 2 s of stall drained at 2.5% of the servers' speed
+    assert table.loc["open loop", "max (ms)"] == table.loc["open loop, theory", "max (ms)"] \
+        == 2001.0
+    assert table.loc["closed loop", "p99 (ms)"] < 2 and \
+        table.loc["closed loop, theory", "p99 (ms)"] < 2
 
 
 def test_the_spectra_plot_one_panel_per_world_on_a_nines_axis():

@@ -4,6 +4,7 @@ generator's."""
 
 from __future__ import annotations
 
+import heapq
 import math
 
 import matplotlib.pyplot as plt
@@ -39,6 +40,86 @@ def test_the_hockey_stick_agrees_with_erlang_c_within_its_interval():
     assert table["W/S Erlang C"].iloc[5] == pytest.approx(1.286, abs=1e-3)
     figure = queueing.plot_hockey_stick(table)
     assert len(figure.axes) == 2
+
+
+# -- the interval's coverage, over many seeds ------------------------------------------------
+
+
+def mmc_response_times(servers: int, utilisation: float, customers: int, seed: int,
+                       warmup: float = 0.05) -> np.ndarray:
+    """Response times of a FIFO M/M/c queue with mean service 1, started empty, in arrival
+    order, those that arrived in the first ``warmup`` share of the run dropped: the series
+    ``hockey_stick`` measures, drawn fast. One server: Lindley's recursion as a running
+    minimum of partial sums; c servers: Kiefer and Wolfowitz's, each arrival taking the
+    server that frees first."""
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1 / (utilisation * servers), customers))
+    service = rng.exponential(1.0, customers)
+    if servers == 1:
+        steps = np.cumsum(np.r_[0.0, service[:-1] - np.diff(arrivals)])
+        wait = steps - np.minimum.accumulate(np.minimum(steps, 0.0))
+        response = wait + service
+    else:
+        free, done = [0.0] * servers, []
+        for arrival, work in zip(arrivals.tolist(), service.tolist(), strict=True):
+            end = (arrival if arrival > free[0] else free[0]) + work
+            heapq.heapreplace(free, end)
+            done.append(end)
+        response = np.asarray(done) - arrivals
+    return response[arrivals >= warmup * arrivals[-1]]
+
+
+def coverage(servers: int, utilisation: float, seeds: int) -> float:
+    """Share of ``mean_interval``'s 95% intervals, over ``seeds`` runs of 10 000 customers,
+    that hold Erlang C's mean response time."""
+    truth = MMc(arrival_rate=utilisation * servers, service_rate=1.0, servers=servers).W
+    held = [queueing.mean_interval(mmc_response_times(servers, utilisation, 10_000, seed))
+            .contains(truth) for seed in range(seeds)]
+    return float(np.mean(held))
+
+
+def test_the_fast_queue_is_the_queue_the_simulator_runs():
+    # the same M/M/c: means within sampling error of Erlang C
+    for servers, utilisation in ((1, 0.8), (2, 0.8), (8, 0.9)):
+        means = [mmc_response_times(servers, utilisation, 10_000, s).mean() for s in range(40)]
+        truth = MMc(arrival_rate=utilisation * servers, service_rate=1.0,
+                    servers=servers).W
+        assert np.mean(means) == pytest.approx(truth, rel=0.03)
+
+
+@pytest.mark.parametrize(("servers", "utilisation", "seeds", "at_least"), [
+    # 0.8 (about 140 relaxation times): about 93% measured over 1000 seeds
+    (1, 0.8, 1000, 0.91), (2, 0.8, 300, 0.90), (8, 0.8, 300, 0.90),
+    # 0.9 (29 relaxation times, flagged): about 91%; 20 short batches held 83.5%
+    (1, 0.9, 1000, 0.88),
+])
+def test_the_interval_holds_erlang_c_about_as_often_as_it_says(servers, utilisation, seeds,
+                                                               at_least):
+    # each bound is about three binomial standard deviations below what was measured
+    assert coverage(servers, utilisation, seeds) >= at_least
+
+
+def test_a_run_too_short_for_an_honest_interval_says_so():
+    table = queueing.hockey_stick(servers=(1,), utilisations=(0.8, 0.9), customers=10_000,
+                                  seed=3)
+    assert list(table["note"]) == ["", queueing.SHORT_RUN_NOTE]
+    # 10 000 customers at 0.9: 29 relaxation times of 380 service times
+    assert table["relaxation times"].iloc[1] == pytest.approx(
+        0.95 * 10_000 / 0.9 / 379.7, rel=0.05)
+    longer = queueing.hockey_stick(servers=(8,), utilisations=(0.9,), customers=40_000, seed=3)
+    assert list(longer["note"]) == [""]
+    figure = queueing.plot_hockey_stick(table)
+    labels = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    assert f"hollow: {queueing.SHORT_RUN_NOTE}" in labels
+
+
+def test_relaxation_times_by_hand():
+    # M/M/1: 1 / (1 - sqrt(rho))^2 service times; M/M/c: the queue beyond c, rate c mu
+    assert MMc(arrival_rate=0.9, service_rate=1.0).relaxation_time == pytest.approx(
+        1 / (1 - math.sqrt(0.9)) ** 2)
+    assert MMc(arrival_rate=1.6, service_rate=1.0, servers=2).relaxation_time == pytest.approx(
+        1 / (math.sqrt(2) - math.sqrt(1.6)) ** 2)
+    assert MMc(arrival_rate=0.8, service_rate=1.0, servers=8).relaxation_time == 1.0
 
 
 def test_the_hockey_stick_refuses_bad_input():
@@ -104,8 +185,15 @@ def test_the_panel_answers_its_sliders_with_theory_beside_the_simulation():
     assert lognormal.loc["M/G/1, Pollaczek-Khinchine (exact)", "W/S"] == expected
     eight = panel.update(servers=8, service="constant").table
     assert "M/G/8, Allen-Cunneen (approx.)" in eight.index
-    simulated = float(eight.iloc[0]["W/S"].split(" ± ")[0])
+    simulated = float(eight.iloc[0]["W/S"].split(" [")[0])
     assert 1.0 < simulated < 1.29  # constant service waits less than M/M/8's 1.29
+    assert eight.iloc[0]["note"] == ""
+    # 6000 requests at 95% on one server: 4 relaxation times, which the panel says
+    near = panel.update(servers=1, utilisation=0.95, service="exponential")
+    assert near.table.iloc[0]["note"] == queueing.SHORT_RUN_NOTE
+    assert int(near.table.iloc[0]["relaxation times"]) < 10
+    assert queueing.SHORT_RUN_NOTE in [t.get_text() for t in
+                                       near.figure.axes[0].get_legend().get_texts()][-1]
     assert panel.update(servers=1, service="exponential").cached
     with pytest.raises(ValueError, match="service must be one of"):
         panel.update(service="pareto")

@@ -193,7 +193,7 @@ def hedge_table(sim: Mapping[str, RunResult],
                                                 else np.nan)
         rows[name] = row
     table = pd.DataFrame(rows).T
-    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    table.columns = pd.MultiIndex.from_tuples([tuple(c) for c in table.columns])
     return table.round(1).rename_axis(f"fan-out to {width} calls")
 
 

@@ -106,6 +106,11 @@ class NotebookPage:
         outputs = self.panel.locator(".jp-OutputArea-output").all_text_contents()
         return [t for t in outputs if ERROR_MARK in t]
 
+    def is_dirty(self) -> bool:
+        """Whether JupyterLab marks this notebook modified (its tab's ``jp-mod-dirty``)."""
+        tab = self.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        return "jp-mod-dirty" in (tab.first.get_attribute("class") or "")
+
     def code_cells(self) -> Locator:
         return self.panel.locator(".jp-CodeCell")
 
@@ -205,6 +210,14 @@ class Panel:
 
     def slider(self, label: str) -> Locator:
         return self.sliders().filter(has=self.root.page.get_by_text(label, exact=True))
+
+    def track_widths(self) -> dict[str, float]:
+        """Each slider's track (ipywidgets 8: the noUiSlider element ``.slider`` inside
+        ``.slider-container``), its width in CSS pixels as laid out, by the slider's label."""
+        widths = self.sliders().evaluate_all("""sliders => sliders.map(s => [
+            (s.querySelector('.widget-label') || {}).textContent || '?',
+            (s.querySelector('.slider-container .slider') || s).getBoundingClientRect().width])""")
+        return {label.strip(): width for label, width in widths}
 
     def slider_labels(self) -> list[str]:
         return [t.strip() for t in self.sliders().locator(".widget-label").all_text_contents()]

@@ -106,6 +106,21 @@ class NotebookPage:
         outputs = self.panel.locator(".jp-OutputArea-output").all_text_contents()
         return [t for t in outputs if ERROR_MARK in t]
 
+    def wait_until_loaded(self, timeout: float = 120) -> None:
+        """Wait until the notebook is on screen with its kernel: code cells rendered in this
+        panel, and the status bar past "Initializing" (while a large notebook loads, the page
+        can show an earlier render's cells and an idle indicator)."""
+        status = self.page.locator("#jp-main-statusbar")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = status.text_content() if status.count() else ""
+            if (self.code_cells().count() and "Initializing" not in (text or "")
+                    and "No Kernel" not in (text or "") and self.kernel_status() == "idle"):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: not loaded after {timeout} s; status bar: "
+                             f"{status.text_content() if status.count() else ''!r}")
+
     def is_dirty(self) -> bool:
         """Whether JupyterLab marks this notebook modified (its tab's ``jp-mod-dirty``)."""
         tab = self.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -351,3 +352,66 @@ def test_a_float_readout_has_the_decimals_of_its_step():
         65.21739130434783) == "65.2"
     assert Control.slider("p", 0.001, 0.05, 0.01, step=0.001).format(0.05) == "0.050"
     assert Control.slider("x", 0.0, 1.0, 0.5, step=1 / 3).readout_format() == ".4f"
+
+
+# The smallest text a panel's figure may carry, in points: matplotlib's "small" (8.33 pt at the
+# default 10 pt) is about 10 px in the panel's 90 dpi PNG; "x-small" (6.9 pt, under 9 px) was
+# the size of the legends and labels readers could not read.
+MIN_TEXT_PT = 8.0
+
+
+def _shown_texts(figure) -> list:
+    """The figure's texts a reader sees: visible, not empty, and no tick label of a tick
+    outside its axis's view (matplotlib keeps those, and does not draw them)."""
+    from matplotlib.text import Text
+
+    unseen = set()
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * (high - low)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - slack <= tick.get_loc() <= high + slack:
+                    unseen.update((id(tick.label1), id(tick.label2)))
+    return [t for t in figure.findobj(Text)
+            if id(t) not in unseen and t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize(("key", "make"), PANELS, ids=[key for key, _ in PANELS])
+def test_panel_figures_have_readable_unclipped_text_and_tick_labels_apart(key, make):
+    """At the defaults and each slider's ends: every text at least ``MIN_TEXT_PT``, inside the
+    figure (a label past the edge is cut off in the PNG), and no two tick labels of one axis
+    overlapping."""
+    from atlas_sim.widgets import render_png
+
+    panel = make()
+    for setting in _settings(panel):
+        try:
+            figure = panel.update(**{**panel.defaults, **setting}).figure
+        except ValueError:
+            continue
+        render_png(figure)  # lays out and draws, as the panel does
+        renderer = figure.canvas.get_renderer()
+        edge = figure.bbox
+        where = f"{key} at {setting or 'defaults'}"
+        texts = _shown_texts(figure)
+        small = [(t.get_text(), round(t.get_size(), 1)) for t in texts
+                 if t.get_size() < MIN_TEXT_PT]
+        assert not small, f"{where}: text under {MIN_TEXT_PT} pt: {small}"
+        outside = []
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            if (box.x0 < edge.x0 - 2 or box.x1 > edge.x1 + 2 or box.y0 < edge.y0 - 2
+                    or box.y1 > edge.y1 + 2):
+                outside.append(text.get_text())
+        assert not outside, f"{where}: text cut off at the figure's edge: {outside}"
+        shown = {id(t) for t in texts}
+        for ax in figure.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_ticklabels(which="both") if id(t) in shown]
+                boxes = [t.get_window_extent(renderer) for t in labels]
+                for i, j in itertools.combinations(range(len(labels)), 2):
+                    assert not boxes[i].overlaps(boxes[j]), (
+                        f"{where}: tick labels {labels[i].get_text()!r} and "
+                        f"{labels[j].get_text()!r} overlap")
+    plt.close("all")

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.figures import InPlaceFigure, autoscale
+from ..analysis.figures import InPlaceFigure, autoscale, plain_log_ticks
 from ..analysis.percentiles import (
     PERCENTILES,
     PROMETHEUS_DEFAULT_BUCKETS,
@@ -291,6 +291,7 @@ class RecordingFigure(InPlaceFigure):
         left.set_yticks([float(_nines(q)) for q, _ in _LEVELS], [name for _, name in _LEVELS])
         left.set_ylim(0, float(_nines(0.9995)))
         left.set_xscale("log")
+        plain_log_ticks(left.xaxis)
         left.set_xlabel("response time (s); bucket bounds in orange")
         left.set_ylabel("share at or below")
         left.grid(alpha=0.3, axis="y")

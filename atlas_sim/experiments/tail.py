@@ -270,11 +270,11 @@ class HedgedTailFigure(InPlaceFigure):
         for q, style in ((0.99, ":"), (0.999, "--")):
             ax.axhline(1 - q, color="#555", ls=style, lw=0.8)
             self.levels.append((q, ax.annotate(f"p{100 * q:g}", (0.0, 1 - q),
-                                               fontsize="x-small", ha="right", va="bottom",
+                                               fontsize="small", ha="right", va="bottom",
                                                color="#555")))
         self.delay_line = ax.axvline(0.0, color=_COLORS["hedged"], ls="-.", lw=0.8)
         self.delay_note = ax.annotate(" hedge delay", (0.0, 1.2e-4), rotation=90,
-                                      fontsize="x-small", va="bottom", ha="right",
+                                      fontsize="small", va="bottom", ha="right",
                                       color=_COLORS["hedged"])
         ax.set_yscale("log")
         ax.yaxis.set_minor_locator(NullLocator())  # unlabelled minor ticks cost half the drawing
@@ -282,7 +282,7 @@ class HedgedTailFigure(InPlaceFigure):
         ax.set_xlabel("user request latency t (ms)")
         ax.set_ylabel("share of requests slower than t")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         return figure
 
     def update(self, runs: Mapping[str, RunResult]) -> None:

@@ -194,8 +194,8 @@ load.load_panel()
 # *q × n* rounded to the nearest whole rank (numpy's `closest_observation` method, Hyndman and
 # Fan's definition 3). The run below is a simulated server (four workers, work lognormal with a
 # mean of 20 ms) at 60% load (its **utilisation**: the workers are busy 60% of the time) for
-# two minutes, except for ten seconds in the middle when the
-# load jumps to 105% of its capacity.
+# two minutes, except for ten seconds in the middle when the load jumps to 105% of its
+# capacity.
 
 # %% [markdown]
 # **Predict before you run.** Which is larger, the mean or the median? Roughly which
@@ -951,7 +951,10 @@ check(answer_10, min(n for n in range(1, 1000)
 # * Response time is a **distribution**. The mean hides the tail; the median says what a typical
 #   user sees; p99 and p99.9 say what your best customers (the ones with the most requests)
 #   see. Percentiles do not average: merge the data or the histograms, then take the
-#   percentile. Buckets answer only as precisely as their edges.
+#   percentile. Buckets answer only as precisely as their edges. Objectives (SLOs, SLAs) are
+#   stated in percentiles, over a stated period.
+# * **Throughput** (requests finished per second) stops growing at capacity; past it, extra
+#   load only lengthens the **response time** (the client's whole wait, queueing included).
 # * A closed-loop generator waits for each answer before it sends the next request, so during a
 #   stall it stops asking: it records one slow sample per connection where users would have
 #   sent hundreds. That is **coordinated omission**; an open-loop generator that times each

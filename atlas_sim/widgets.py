@@ -116,23 +116,76 @@ class Control:
             raise ValueError(f"{self.name} must be one of {listed}, got {value!r}")
         return value
 
-    def widget(self) -> Any:
-        """The ipywidgets control, released-not-dragged (``continuous_update=False``)."""
+    @property
+    def description(self) -> str:
+        """The text beside the control: its label, or its name with spaces."""
+        return self.label or self.name.replace("_", " ")
+
+    def widget(self, description_width: str | None = None) -> Any:
+        """The ipywidgets control, released-not-dragged (``continuous_update=False``).
+
+        ``description_width`` (a CSS length) is the room kept for the description on the left;
+        a panel gives every control the one width that holds its longest description
+        (``description_width``), so that the tracks line up. The control is then as wide as
+        that room plus ``CONTROL_ROOM_EM`` (a slider's track, at least ``TRACK_MIN_EM``, and
+        its readout), at most the output area's width. (ipywidgets' own default, a fixed 300 px
+        box with ``description_width="initial"``, let a long description push the track to
+        zero width: a mouse could then only jump to the ends.)
+        """
         import ipywidgets as w
 
-        description = self.label or self.name.replace("_", " ")
-        style = {"description_width": "initial"}
+        width = description_width or _description_width([self.description])
+        style = {"description_width": width}
+        layout = w.Layout(width=f"calc({width} + {CONTROL_ROOM_EM}em)", max_width="100%")
+        common = {"description": self.description, "style": style, "layout": layout}
         if self.kind == "int":
             return w.IntSlider(value=self.default, min=self.low, max=self.high, step=self.step,
-                               description=description, continuous_update=False, style=style)
+                               continuous_update=False, **common)
         if self.kind == "float":
             return w.FloatSlider(value=self.default, min=self.low, max=self.high,
-                                 step=self.step, description=description,
-                                 continuous_update=False, style=style, readout_format=".3g")
+                                 step=self.step, continuous_update=False,
+                                 readout_format=self.readout_format(), **common)
         if self.kind == "bool":
-            return w.Checkbox(value=self.default, description=description, style=style)
-        return w.Dropdown(options=list(self.options), value=self.default,
-                          description=description, style=style)
+            return w.Checkbox(value=self.default, **common)
+        return w.Dropdown(options=list(self.options), value=self.default, **common)
+
+    def format(self, value: Any) -> str:
+        """``value`` as this control shows it: a float slider's value in its readout format,
+        anything else as Python prints it."""
+        if self.kind == "float":
+            return format(float(value), self.readout_format())
+        return str(value)
+
+    def readout_format(self) -> str:
+        """The float slider's readout, a Python format spec (d3-format in the browser): fixed
+        point with as many decimals as the step has, so that every value the slider can take
+        reads the same way ("0.25", "1.00", "1000" rather than "1.00e+3"); at most 4."""
+        if self.kind != "float":
+            return "d"
+        return f".{_decimals(float(self.step or 1))}f"
+
+
+#: Room for a slider's track and readout beside its description, in em (of the widget's font,
+#: 13 px in JupyterLab): the track gets at least ``TRACK_MIN_EM`` (about 200 px), the readout
+#: and the margins the rest.
+TRACK_MIN_EM = 15
+READOUT_EM = 6
+CONTROL_ROOM_EM = TRACK_MIN_EM + READOUT_EM
+
+
+def _description_width(descriptions: Sequence[str]) -> str:
+    """A CSS width that holds the longest of ``descriptions`` on one line: one ``ch`` (the
+    width of "0", wider than the average letter of a proportional font) per character, plus
+    one for the label's padding."""
+    return f"{max((len(d) for d in descriptions), default=0) + 1}ch"
+
+
+def _decimals(step: float) -> int:
+    """How many decimals a value on a grid of ``step`` needs (0.25 -> 2, 5 -> 0), at most 4."""
+    for decimals in range(5):
+        if abs(round(step, decimals) - step) <= 1e-9 * max(1.0, abs(step)):
+            return decimals
+    return 4
 
 
 @runtime_checkable
@@ -274,7 +327,7 @@ class Panel:
             return self._box
         import ipywidgets as w
 
-        self._widgets = {name: c.widget() for name, c in self.controls.items()}
+        self._widgets = self.control_widgets()
         for widget in self._widgets.values():
             widget.value = self._values[self._name_of(widget)]
             widget.observe(self._on_change, names="value")
@@ -286,6 +339,12 @@ class Panel:
         self._box = w.VBox([*header, controls, self._output])
         self._show(self.update)
         return self._box
+
+    def control_widgets(self) -> dict[str, Any]:
+        """One new ipywidgets control per parameter, by name, every description given the
+        room of the longest (see ``Control.widget``)."""
+        width = _description_width([c.description for c in self.controls.values()])
+        return {name: c.widget(width) for name, c in self.controls.items()}
 
     def _name_of(self, widget: Any) -> str:
         return next(n for n, wdg in self._widgets.items() if wdg is widget)
@@ -349,7 +408,7 @@ class Panel:
             view = self.update()
             self._shown = (render_png(view.figure), view.table)
         png, table = self._shown
-        settings = ", ".join(f"{c.label or name.replace('_', ' ')} = {self._values[name]!r}"
+        settings = ", ".join(f"{c.description} = {c.format(self._values[name])}"
                              for name, c in self.controls.items())
         title = f"<p><b>{html.escape(self.title)}</b></p>" if self.title else ""
         image = base64.b64encode(png).decode("ascii")

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import itertools
+import re
+from collections.abc import Callable
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import pytest
 
@@ -238,3 +244,174 @@ def test_an_in_place_panel_shows_a_new_png_after_each_move():
     now = panel._output.outputs[0]["data"]["image/png"]
     assert now != shown and plot.built == 1
     assert panel.static_html().count("data:image/png;base64," + now) == 1
+
+
+# -- every panel of every notebook: layout and readouts (issue 20, items 8 and 11) ------------
+
+NOTEBOOK_SOURCES = sorted((Path(__file__).resolve().parents[1] / "notebooks" / "src").glob("*.py"))
+
+
+def notebook_panels() -> list[tuple[str, Callable[[], Panel]]]:
+    """Every panel a notebook builds (``module.name_panel(...)`` in its source), once each, as
+    ``("NN module.name_panel", factory)``."""
+    found: dict[str, Callable[[], Panel]] = {}
+    for source in NOTEBOOK_SOURCES:
+        for module, name in re.findall(r"\b(\w+)\.(\w+_panel)\(", source.read_text()):
+            factory = getattr(importlib.import_module(f"atlas_sim.experiments.{module}"), name)
+            found.setdefault(f"{source.stem[:2]} {module}.{name}", factory)
+    return sorted(found.items())
+
+
+PANELS = notebook_panels()
+
+
+def test_every_notebook_panel_is_found():
+    assert len(PANELS) >= 15 and {key[:2] for key, _ in PANELS} == {"00", "01", "02", "03"}
+
+
+def _em_and_ch(css: str) -> tuple[float, float]:
+    """``calc(Nch + Mem)``, ``Nch`` or ``Mem`` as (M, N)."""
+    em = sum(float(x) for x in re.findall(r"([\d.]+)em", css))
+    ch = sum(float(x) for x in re.findall(r"([\d.]+)ch", css))
+    assert re.fullmatch(r"(calc\()?[\d.]+(ch|em)( \+ [\d.]+(ch|em))?\)?", css), css
+    return em, ch
+
+
+@pytest.mark.parametrize(("key", "make"), PANELS, ids=[key for key, _ in PANELS])
+def test_every_slider_keeps_room_for_its_track_beside_the_longest_description(key, make):
+    """ipywidgets' default box is 300 px whatever the description: with
+    ``description_width="initial"`` a long description ("follower tail index (lower = more
+    skewed)") left the track zero pixels wide. Every control of a panel now keeps one room for
+    the descriptions, a character-width per character of the longest, and is wider than that
+    room by a track of at least ``TRACK_MIN_EM`` and a readout (the browser test measures the
+    tracks themselves)."""
+    from atlas_sim.widgets import READOUT_EM, TRACK_MIN_EM
+
+    panel = make()
+    widgets = panel.control_widgets()
+    longest = max(len(c.description) for c in panel.controls.values())
+    rooms = {w.style.description_width for w in widgets.values()}
+    assert len(rooms) == 1, f"{key}: descriptions of different widths {rooms}"
+    (room,) = rooms
+    assert _em_and_ch(room) == (0, longest + 1), f"{key}: {room} for {longest} characters"
+    for name, widget in widgets.items():
+        assert widget.description == panel.controls[name].description
+        em, ch = _em_and_ch(widget.layout.width)
+        assert ch == longest + 1 and em >= TRACK_MIN_EM + READOUT_EM, (key, name, em, ch)
+        assert widget.layout.max_width == "100%"
+
+
+# A readout or table entry a reader should not have to decode: a float's raw repr (five or more
+# significant decimals: "65.21739130434783"; "0.000273" has three), scientific notation for a
+# number above one ("1.00e+3"), a fraction of a whole thing ("0.445 accounts"). Tiny
+# probabilities ("3.37e-06") may stay as they are: that is how one that small is written.
+RAW_FLOAT = re.compile(r"\d\.0*[1-9]\d{4,}")
+BIG_SCIENTIFIC = re.compile(r"\d(?:\.\d+)?e\+\d+", re.IGNORECASE)
+WHOLE_THINGS = re.compile(r"accounts|servers|replicas", re.IGNORECASE)  # counts, not means
+
+
+def _settings(panel: Panel) -> list[dict[str, object]]:
+    """The defaults, then each slider at its low and its high end (the others at defaults)."""
+    ends = [{name: end} for name, c in panel.controls.items() if c.kind in ("int", "float")
+            for end in (c.low if c.kind == "float" else int(c.low),  # type: ignore[arg-type]
+                        c.high if c.kind == "float" else int(c.high))]  # type: ignore[arg-type]
+    return [{}, *ends]
+
+
+@pytest.mark.parametrize(("key", "make"), PANELS, ids=[key for key, _ in PANELS])
+def test_readouts_and_tables_show_numbers_a_reader_can_read(key, make):
+    panel = make()
+    for name, control in panel.controls.items():
+        if control.kind in ("int", "float"):
+            for value in (control.low, control.high, control.default):
+                shown = control.format(value)
+                assert not RAW_FLOAT.search(shown) and "e" not in shown, (key, name, shown)
+    for setting in _settings(panel):
+        try:
+            view = panel.update(**{**panel.defaults, **setting})
+        except ValueError:
+            continue  # a combination the panel refuses, and says so
+        text = view.table.to_string()
+        where = f"{key} at {setting or 'defaults'}"
+        assert not RAW_FLOAT.search(text), f"{where}: {RAW_FLOAT.findall(text)}\n{text}"
+        assert not BIG_SCIENTIFIC.search(text), f"{where}: {BIG_SCIENTIFIC.findall(text)}"
+        for column in view.table.columns:
+            if WHOLE_THINGS.search(str(column)) and not re.search(r"[/%]|per |rate|share",
+                                                                  str(column)):
+                for cell in view.table[column].astype(str):
+                    assert not re.fullmatch(r"\d*\.\d*[1-9]\d*", cell), (where, column, cell)
+        static = panel.static_html()
+        settings = re.search(r"<i>(.*?) \(run the notebook", static)
+        assert settings and not RAW_FLOAT.search(settings.group(1)), (where, settings)
+    plt.close("all")
+
+
+def test_a_float_readout_has_the_decimals_of_its_step():
+    assert Control.slider("mean_ms", 5.0, 1000.0, 50.0, step=5.0).format(1000.0) == "1000"
+    assert Control.slider("ratio", 0.5, 200.0, 65.21739130434783, step=0.5).format(
+        65.21739130434783) == "65.2"
+    assert Control.slider("p", 0.001, 0.05, 0.01, step=0.001).format(0.05) == "0.050"
+    assert Control.slider("x", 0.0, 1.0, 0.5, step=1 / 3).readout_format() == ".4f"
+
+
+# The smallest text a panel's figure may carry, in points: matplotlib's "small" (8.33 pt at the
+# default 10 pt) is about 10 px in the panel's 90 dpi PNG; "x-small" (6.9 pt, under 9 px) was
+# the size of the legends and labels readers could not read.
+MIN_TEXT_PT = 8.0
+
+
+def _shown_texts(figure) -> list:
+    """The figure's texts a reader sees: visible, not empty, and no tick label of a tick
+    outside its axis's view (matplotlib keeps those, and does not draw them)."""
+    from matplotlib.text import Text
+
+    unseen = set()
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            slack = 1e-9 * (high - low)
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not low - slack <= tick.get_loc() <= high + slack:
+                    unseen.update((id(tick.label1), id(tick.label2)))
+    return [t for t in figure.findobj(Text)
+            if id(t) not in unseen and t.get_visible() and t.get_text().strip()]
+
+
+@pytest.mark.parametrize(("key", "make"), PANELS, ids=[key for key, _ in PANELS])
+def test_panel_figures_have_readable_unclipped_text_and_tick_labels_apart(key, make):
+    """At the defaults and each slider's ends: every text at least ``MIN_TEXT_PT``, inside the
+    figure (a label past the edge is cut off in the PNG), and no two tick labels of one axis
+    overlapping."""
+    from atlas_sim.widgets import render_png
+
+    panel = make()
+    for setting in _settings(panel):
+        try:
+            figure = panel.update(**{**panel.defaults, **setting}).figure
+        except ValueError:
+            continue
+        render_png(figure)  # lays out and draws, as the panel does
+        renderer = figure.canvas.get_renderer()
+        edge = figure.bbox
+        where = f"{key} at {setting or 'defaults'}"
+        texts = _shown_texts(figure)
+        small = [(t.get_text(), round(t.get_size(), 1)) for t in texts
+                 if t.get_size() < MIN_TEXT_PT]
+        assert not small, f"{where}: text under {MIN_TEXT_PT} pt: {small}"
+        outside = []
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            if (box.x0 < edge.x0 - 2 or box.x1 > edge.x1 + 2 or box.y0 < edge.y0 - 2
+                    or box.y1 > edge.y1 + 2):
+                outside.append(text.get_text())
+        assert not outside, f"{where}: text cut off at the figure's edge: {outside}"
+        shown = {id(t) for t in texts}
+        for ax in figure.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                labels = [t for t in axis.get_ticklabels(which="both") if id(t) in shown]
+                boxes = [t.get_window_extent(renderer) for t in labels]
+                for i, j in itertools.combinations(range(len(labels)), 2):
+                    assert not boxes[i].overlaps(boxes[j]), (
+                        f"{where}: tick labels {labels[i].get_text()!r} and "
+                        f"{labels[j].get_text()!r} overlap")
+    plt.close("all")

@@ -32,10 +32,34 @@ WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
+def kernelspec(name: str = "python3") -> dict[str, str]:
+    """The notebook's ``kernelspec`` metadata as JupyterLab writes it once the kernel starts:
+    the installed spec's display name and language (ipykernel's: "Python 3 (ipykernel)").
+    Anything else there, such as the bare "Python 3" written here before, JupyterLab replaces
+    on opening, and the notebook then shows as modified before the reader did anything."""
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = KernelSpecManager().get_kernel_spec(name)
+    return {"display_name": spec.display_name, "language": spec.language, "name": name}
+
+
+def as_saved_by_jupyterlab(node: Any) -> Any:
+    """``node`` (JSON data) as it comes back after a round trip through JupyterLab's
+    JavaScript: a JavaScript number has no integer type, so a whole float (the ``20.0`` of a
+    float slider's saved state) is written back as ``20``. Floats of 1e21 and more stay floats
+    (JavaScript writes them with an exponent)."""
+    if isinstance(node, dict):
+        return type(node)((key, as_saved_by_jupyterlab(value)) for key, value in node.items())
+    if isinstance(node, list):
+        return [as_saved_by_jupyterlab(value) for value in node]
+    if isinstance(node, float) and node.is_integer() and abs(node) < 1e21:
+        return int(node)
+    return node
+
+
 def build(source: Path) -> Path:
     notebook = jupytext.read(source)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                       "language": "python"}
+    notebook.metadata["kernelspec"] = kernelspec()
     notebook.metadata.pop("jupytext", None)
     seen: Counter[str] = Counter()
     for cell in notebook.cells:  # an id from the cell, not a random one: a rebuild changes
@@ -57,7 +81,9 @@ def build(source: Path) -> Path:
     for cell in notebook.cells:  # keep diffs to what matters
         cell.metadata.pop("execution", None)
     target = OUT / f"{source.stem}.ipynb"
-    target.write_text(renumber_widgets(notebook), encoding="utf-8")
+    # with the final newline that Jupyter's contents manager writes, so that a save changes
+    # nothing
+    target.write_text(renumber_widgets(notebook) + "\n", encoding="utf-8")
     print(f"{target.relative_to(ROOT)}: executed in {time.perf_counter() - started:.1f} s")
     return target
 
@@ -94,7 +120,8 @@ def poll_in_steps(channel: Any, step: float = 1.0) -> None:
 
 
 def renumber_widgets(notebook: nbformat.NotebookNode) -> str:
-    """The notebook as JSON, its widget models renamed in the order a reader meets them.
+    """The notebook as JSON, its widget models renamed in the order a reader meets them, its
+    numbers as JupyterLab saves them (``as_saved_by_jupyterlab``).
 
     ipywidgets names each model with a random UUID and the saved state is sorted by name, so
     every rebuild rewrote the whole widget state. Here the models are numbered by a walk from
@@ -121,7 +148,9 @@ def renumber_widgets(notebook: nbformat.NotebookNode) -> str:
     order += sorted(set(state) - set(order), key=lambda m: json.dumps(state[m], sort_keys=True))
     renamed = {old: f"{index:032x}" for index, old in enumerate(order)}
     text = re.sub(r"[0-9a-f]{32}", lambda m: renamed.get(m.group(), m.group()), text)
-    return nbformat.writes(nbformat.reads(text, as_version=4))  # sorted again, by the new names
+    # sorted again, by the new names, and numbers as JupyterLab would save them
+    renumbered = nbformat.from_dict(as_saved_by_jupyterlab(json.loads(text)))
+    return nbformat.writes(renumbered)
 
 
 def main(names: list[str]) -> None:

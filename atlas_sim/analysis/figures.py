@@ -26,6 +26,7 @@ rectangles, reused from one update to the next.)
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Annotation
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 __all__ = [
     "PANEL_DPI",
@@ -58,6 +60,7 @@ __all__ = [
     "fault_windows",
     "layout_key",
     "legend_outside",
+    "plain_log_ticks",
 ]
 
 #: Dots per inch of a panel's figure, as the panel renders it to PNG.
@@ -78,6 +81,22 @@ def legend_outside(ax: Axes, handles: list[Any], **options: Any) -> None:
     a band or a band's label (constrained layout makes room for it)."""
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
               fontsize="small", **options)
+
+
+def plain_log_ticks(axis: Any) -> None:
+    """Label a log axis (``ax.xaxis`` or ``ax.yaxis``) with plain numbers ("0.02", "0.1",
+    "5"): every power of ten, and 2 and 5 times each while the view spans less than two
+    decades. (matplotlib's default labels every minor tick of a short log axis in the form
+    "3×10⁻²", wide enough that neighbours overlap.)"""
+
+    def decades() -> float:
+        low, high = sorted(axis.get_view_interval())
+        return float(np.log10(high / low)) if low > 0 else math.inf
+
+    axis.set_major_locator(LogLocator(base=10.0))
+    axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+    axis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
+    axis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if decades() < 2 else ""))
 
 
 # -- the layout, solved once -------------------------------------------------------------
@@ -280,8 +299,9 @@ class StateShading:
 
 
 class FaultBars:
-    """Fault windows hatched along the top of ``ax``, each named in white at its start if
-    ``label``."""
+    """Fault windows hatched along the top of ``ax``, each named at its start just below its
+    bar if ``label`` (in the panels' smallest text size, "small": the name in white inside the
+    bar was too small to read and, any larger, no longer fitted the bar)."""
 
     def __init__(self, ax: Axes, *, label: bool = True) -> None:
         self.ax, self.label = ax, label
@@ -298,12 +318,14 @@ class FaultBars:
             self.names.pop().remove()
         for k, (start, _, name) in enumerate(windows):
             if k < len(self.names):
-                self.names[k].xy = (start, 1.0)
+                self.names[k].xy = (start, self.bars.ymin)
                 self.names[k].set_text(name)
             else:
                 self.names.append(self.ax.annotate(
-                    name, (start, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -9),
-                    textcoords="offset points", fontsize="x-small", color="white", zorder=3))
+                    name, (start, self.bars.ymin), xycoords=("data", "axes fraction"),
+                    xytext=(2, -1), textcoords="offset points", va="top", fontsize="small",
+                    color="#424242", zorder=3,
+                    bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1}))
 
 
 class _Rectangles:
@@ -672,7 +694,7 @@ class ComparisonFigure(InPlaceFigure):
         self.panels = []
         for ax, column in zip(axes, columns, strict=True):
             bars = ax.bar(names, np.zeros(len(names)), color="#5c6bc0")
-            notes = [ax.annotate("", (i, 0.0), ha="center", va="bottom", fontsize="x-small")
+            notes = [ax.annotate("", (i, 0.0), ha="center", va="bottom", fontsize="small")
                      for i in range(len(names))]
             ax.set_title(str(column).replace("_", " "), fontsize="medium")
             ax.tick_params(axis="x", rotation=30)

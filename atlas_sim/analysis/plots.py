@@ -105,7 +105,7 @@ def plot_latency_cdf(runs: Any, ax: Axes | None = None, *, log: bool = True,
                 x = max(float(np.percentile(latency, q)), 1e-4 if log else 0.0)
                 ax.plot([x], [q / 100], "o", ms=4, **color)
                 ax.annotate(label, (x, q / 100), textcoords="offset points", xytext=(4, -10),
-                            fontsize="x-small", color=color["color"])
+                            fontsize="small", color=color["color"])
     if log:
         ax.set_xscale("log")
     ax.set_xlabel("latency (s)")

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "LoadFigure",
     "approaches_table",
+    "count",
     "ddia_check",
     "load_panel",
     "plot_load",
@@ -50,6 +51,15 @@ def si(x: float) -> str:
     return f"{x:.3g}"
 
 
+def count(x: float) -> str:
+    """A number of things (accounts), which is whole: the model's expected count rounded to
+    the nearest integer below a thousand ("97", "0"), "<1" for an expected count between 0
+    and one half (0.445 accounts is not a thing one can read), ``si`` from a thousand on."""
+    if math.isfinite(x) and abs(x) < 999.5:
+        return "<1" if 0 < x < 0.5 else f"{round(x):d}"
+    return si(x)
+
+
 def timeline_model(tail_index: float = 1.3, read_write_ratio: float = _DDIA_RATIO) \
         -> HomeTimeline:
     """DDIA's figures, with the follower tail index and the reads per post changed (the
@@ -67,7 +77,7 @@ def _row(costs: TimelineCosts) -> dict[str, str]:
         "lookups (/s)": si(costs.lookups),
         "total (/s)": si(costs.total),
         "one post, at most (inserts)": si(costs.worst_post),
-        "accounts read on demand": si(costs.accounts_read_on_demand),
+        "accounts read on demand": count(costs.accounts_read_on_demand),
     }
 
 
@@ -112,7 +122,7 @@ def threshold_table(model: HomeTimeline,
     for t in thresholds:
         c = model.hybrid(t)
         rows[si(t) if math.isfinite(t) else "none (fan-out on write)"] = {
-            "accounts read on demand": si(c.accounts_read_on_demand),
+            "accounts read on demand": count(c.accounts_read_on_demand),
             "follows read on demand (%)": f"{100 * f.partial_mean(low=t) / f.mean:.3g}",
             "one post, at most (inserts)": si(c.worst_post),
             "timeline inserts (/s)": si(c.timeline_inserts),

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ..analysis.figures import InPlaceFigure, autoscale
+from ..analysis.figures import InPlaceFigure, autoscale, plain_log_ticks
 from ..analysis.percentiles import (
     PERCENTILES,
     PROMETHEUS_DEFAULT_BUCKETS,
@@ -31,6 +31,7 @@ from ..workload import Distribution, Load, rng_streams
 
 __all__ = [
     "BUCKET_SETS",
+    "DDIA_SLA",
     "RECORDING_PERCENTILES",
     "RecordingFigure",
     "averaging_table",
@@ -40,8 +41,10 @@ __all__ = [
     "plot_windows",
     "recording_panel",
     "recording_table",
+    "sla_table",
     "spike_run",
     "spike_scenario",
+    "throughput_table",
     "window_groups",
 ]
 
@@ -89,6 +92,60 @@ def distribution_table(latencies: Any) -> pd.DataFrame:
         "requests at or below (%)": [round(100 * float((x <= v).mean()), 2)
                                      for v in values.values()],
     }, index=pd.Index(list(values), name="statistic"))
+
+
+#: DDIA's example of a service level agreement stated with percentiles ("Describing
+#: Performance"): the service counts as up if its median response time is under 200 ms and its
+#: 99th percentile under 1 s. Percentile -> objective, in seconds.
+DDIA_SLA: dict[float, float] = {50.0: 0.2, 99.0: 1.0}
+
+
+def sla_table(latencies: Any, objectives: dict[float, float] | None = None) -> pd.DataFrame:
+    """Each objective of a percentile SLA (``{percentile: seconds}``, DDIA's example by
+    default) beside the measured percentile of ``latencies`` (seconds; the exact percentile,
+    nearest rank as ``exact_percentiles``), in ms, and whether it is met. Rows: "p50", "p99"."""
+    objectives = DDIA_SLA if objectives is None else objectives
+    if not objectives:
+        raise ValueError("objectives must name at least one percentile")
+    for percentile, seconds in objectives.items():
+        check_real("percentile", percentile, low=0.0, high=100.0)
+        check_real("objective (s)", seconds, low=0.0, low_open=True)
+    x = np.asarray(latencies, dtype=float)
+    if x.size == 0:
+        raise ValueError("latencies must not be empty")
+    points = list(objectives)
+    measured = exact_percentiles(x, points)
+    return pd.DataFrame({
+        "objective (ms)": _ms([objectives[p] for p in points]),
+        "measured (ms)": _ms(measured),
+        "met": ["yes" if m < objectives[p] else "no" for p, m in zip(points, measured,
+                                                                     strict=True)],
+    }, index=pd.Index([percentile_label(p) for p in points], name="percentile"))
+
+
+def throughput_table(run: RunResult, window: float = 10.0) -> pd.DataFrame:
+    """Per window of ``window`` seconds (rows, by start time in s): requests sent per second
+    (the offered load), requests finished per second (the **throughput**), and the p99
+    response time of the requests sent in that window (ms). A request counts as sent in the
+    window of its ``t_start`` and as finished in the window of its ``t_end``; the windows cover
+    ``[0, run.duration)``, so a request that finishes after that is in no window's throughput.
+    Past capacity the throughput stops growing and the extra load becomes waiting: response
+    time is what rises."""
+    check_real("window", window, low=0.0, low_open=True)
+    requests = run.requests
+    start = np.floor(requests["t_start"].to_numpy() / window).astype(int)
+    end = np.floor(requests["t_end"].to_numpy() / window).astype(int)
+    windows = int(np.ceil(run.duration / window))
+    rows = {}
+    for k in range(windows):
+        sent = requests["latency"].to_numpy()[start == k]
+        rows[f"{k * window:g}"] = {
+            "sent (/s)": round(sent.size / window, 1),
+            "throughput: finished (/s)": round(int((end == k).sum()) / window, 1),
+            "p99 (ms)": float(_ms(exact_percentiles(sent, [99.0])[0])) if sent.size
+            else float("nan"),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("window from (s)")
 
 
 def plot_distribution(latencies: Any, ax: Any = None) -> Any:
@@ -234,6 +291,7 @@ class RecordingFigure(InPlaceFigure):
         left.set_yticks([float(_nines(q)) for q, _ in _LEVELS], [name for _, name in _LEVELS])
         left.set_ylim(0, float(_nines(0.9995)))
         left.set_xscale("log")
+        plain_log_ticks(left.xaxis)
         left.set_xlabel("response time (s); bucket bounds in orange")
         left.set_ylabel("share at or below")
         left.grid(alpha=0.3, axis="y")

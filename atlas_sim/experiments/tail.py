@@ -228,7 +228,7 @@ def hedge_table(sim: Mapping[str, RunResult],
         if measured:
             notes[name] = _health_cell(run_health(measured[0]))
     table = pd.DataFrame(rows).T
-    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    table.columns = pd.MultiIndex.from_tuples([tuple(c) for c in table.columns])
     table = table.round(1)
     if live_runs is not None:
         table[("measurement", "live")] = [notes.get(name, "no live run") for name in rows]
@@ -334,11 +334,11 @@ class HedgedTailFigure(InPlaceFigure):
         for q, style in ((0.99, ":"), (0.999, "--")):
             ax.axhline(1 - q, color="#555", ls=style, lw=0.8)
             self.levels.append((q, ax.annotate(f"p{100 * q:g}", (0.0, 1 - q),
-                                               fontsize="x-small", ha="right", va="bottom",
+                                               fontsize="small", ha="right", va="bottom",
                                                color="#555")))
         self.delay_line = ax.axvline(0.0, color=_COLORS["hedged"], ls="-.", lw=0.8)
         self.delay_note = ax.annotate(" hedge delay", (0.0, 1.2e-4), rotation=90,
-                                      fontsize="x-small", va="bottom", ha="right",
+                                      fontsize="small", va="bottom", ha="right",
                                       color=_COLORS["hedged"])
         # live requests slower than the view are counted here, never dropped unseen
         self.beyond = ax.annotate("", (0.99, 0.8), xycoords="axes fraction", ha="right",
@@ -351,7 +351,7 @@ class HedgedTailFigure(InPlaceFigure):
         ax.set_xlabel("user request latency t (ms)")
         ax.set_ylabel("share of requests slower than t")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
         return figure
 
     def update(self, runs: Mapping[str, RunResult]) -> None:

@@ -14,11 +14,13 @@
 # 1. describe the load of the chapter's home-timeline example with its published figures, and
 #    compare fan-out on write, fan-out on read and the hybrid on sliders;
 # 2. treat response time as a distribution: mean, median and the high percentiles; see why
-#    percentiles must never be averaged, and record latency with an HDR histogram beside
-#    Prometheus-style buckets;
+#    percentiles must never be averaged, and record latency with an HDR histogram (one that
+#    keeps every value to a fixed number of significant figures) beside Prometheus-style
+#    buckets; tell throughput from response time, and state an objective in percentiles;
 # 3. measure one stall two ways and meet **coordinated omission**, the error that makes
 #    closed-loop load generators hide exactly the stalls they should report;
-# 4. watch response time bend into a hockey stick as utilisation grows, for 1, 2 and 8
+# 4. watch response time bend into a hockey stick as utilisation (the share of the time the
+#    servers are busy) grows, for 1, 2 and 8
 #    servers, beside Erlang's formula and the live service, and check Little's law;
 # 5. see a one-in-a-hundred slow call become the common case for a request that fans out, and
 #    cut the tail with hedged requests, simulated and live.
@@ -162,9 +164,21 @@ load.load_panel()
 # ## Describing performance: response time is a distribution
 #
 # Once the load is described, DDIA ("Describing Performance") asks what happens to
-# performance as it grows. For an online service the number that matters is **response
-# time**: what a client waits for, from sending a request to receiving the answer, queueing
-# included. And it is not one number. The same request sent twice takes different times
+# performance as it grows: with the same resources, how does performance change; and how much
+# must the resources grow to keep performance where it was? Which number counts as
+# performance depends on the system. For a batch job (DDIA's example is Hadoop) it is
+# **throughput**: how many records or requests are processed per second, or how long a job of
+# a given size takes. For an online service the number that matters is **response time**: what
+# a client waits for, from sending a request to receiving the answer.
+#
+# **Latency and response time** are often used as synonyms; DDIA keeps them apart. Response
+# time is the client's whole wait: the time spent doing the work (the **service time**), plus
+# the network's delays and the time spent waiting in queues. Latency, strictly, is only the
+# time a request is *latent*, waiting to be handled. This workbook's tables and plots say
+# "latency" for the client's whole wait, as most monitoring tools and load generators do: read
+# it as response time, queueing included.
+#
+# And response time is not one number. The same request sent twice takes different times
 # (a context switch, a lost packet, a garbage-collection pause, a queue that happened to be
 # long), so response time is a **distribution**, described by its percentiles:
 #
@@ -179,8 +193,9 @@ load.load_panel()
 # Here a percentile is read the way a histogram library reads it: the observed latency of rank
 # *q × n* rounded to the nearest whole rank (numpy's `closest_observation` method, Hyndman and
 # Fan's definition 3). The run below is a simulated server (four workers, work lognormal with a
-# mean of 20 ms) at 60% load for two minutes, except for ten seconds in the middle when the
-# load jumps to 105% of its capacity.
+# mean of 20 ms) at 60% load (its **utilisation**: the workers are busy 60% of the time) for
+# two minutes, except for ten seconds in the middle when the load jumps to 105% of its
+# capacity.
 
 # %% [markdown]
 # **Predict before you run.** Which is larger, the mean or the median? Roughly which
@@ -201,6 +216,44 @@ plt.show()
 # during the overload and waited in its queue for up to a second. Those few pull the mean up
 # and make the whole tail: the p95 is 36 times the median. No single number describes this;
 # a median and two or three high percentiles do.
+#
+# ### Objectives stated as percentiles
+#
+# Because the tail is what users feel, **service level objectives** (SLOs, a team's own
+# targets) and **service level agreements** (SLAs, the ones in a contract) are written in
+# percentiles. DDIA's example: a service counts as up if its median response time is under
+# 200 ms and its p99 under 1 s (and it must be up at least 99.9% of the time), and clients may
+# ask for money back otherwise. A percentile objective says how many requests may be slow and
+# how fast the rest must be. A mean cannot say either: one request stalled for a minute moves
+# it as much as a thousand requests each 60 ms slow.
+#
+# **Predict before you run.** Is the run above within DDIA's example SLA?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+percentiles.sla_table(spike.requests["latency"])
+
+# %% [markdown]
+# Both objectives are met over the two minutes, the p99 with 143 ms to spare, although for ten
+# seconds most users waited most of a second. The period an objective is measured over is part
+# of it: over a day, the same ten seconds would vanish entirely.
+#
+# **Throughput is not response time.** The same run in ten-second windows: the requests sent
+# per second (the offered load), the requests finished per second (the **throughput**), and
+# the p99 of the requests sent in the window.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+percentiles.throughput_table(spike, window=10.0)
+
+# %% [markdown]
+# Until 50 s the server finishes what it is sent, about 120 requests a second, with a p99 near
+# 120 ms. From 50 s, 215 a second arrive but only 197 finish: four workers of 20 ms each can
+# finish at most 200 a second. The throughput has reached its ceiling; the rest wait in the
+# queue, and the p99 jumps to 905 ms. From 60 s more finish than arrive while the queue drains,
+# and the p99 stays high until it is empty. Past capacity, more load buys no more throughput,
+# only longer waits: a test that reported throughput alone would show a flat, healthy line
+# while users waited a second.
 
 # %% [markdown]
 # ### Never average percentiles
@@ -245,9 +298,11 @@ plt.show()
 # The right way is to **merge the distributions, not the summaries**: keep a histogram per
 # window (or per server), add the histograms bucket by bucket, and read the percentile off the
 # sum. The last two columns do that. The HDR histograms added together give the true
-# percentiles to within 0.1%. Prometheus does the same with its buckets (`sum by (le)` before
-# `histogram_quantile`), and gets the right distribution, but with the error of its coarse
-# buckets, which is the next subject.
+# percentiles to within 0.1%. Prometheus does the same with its bucket counters (next
+# section): in its query language, `sum by (le)` adds up the counters of every window or
+# server that share an upper bound `le` ("less than or equal", the label that names a bucket),
+# and `histogram_quantile` then reads the percentile off the summed buckets. That gets the
+# right distribution, but with the error of coarse buckets, which is the next subject.
 
 # %% [markdown]
 # ### Recording latency: an HDR histogram and Prometheus buckets
@@ -748,7 +803,7 @@ plt.show()
 # wait the full 300 ms; with it, a call waits 300 ms only if *both* copies are slow, p² = one
 # call in 10,000. That floor is the limit of one extra copy: a request of *N* calls still
 # waits 300 ms with probability about N·p², and once that passes 0.1% the p99.9 is back at
-# 300 ms (the second exercise asks when).
+# 300 ms (Exercise 10 asks when).
 #
 # ### Live: the same fan-out in the service
 #
@@ -897,8 +952,6 @@ check(answer_6, open_loop_percentile(0.99, rate=100.0, stall=2.0, samples=400),
       rel=0.01, hint="T - (1 - q) N / rate = 2 - 0.01 x 400 / 100")
 
 # %% [markdown]
-# ## Exercises
-#
 # **Exercise 7.** One server, Poisson arrivals, exponential service, 90% utilisation.
 # What is the mean response time, in service times?
 
@@ -965,7 +1018,10 @@ check(answer_10, min(n for n in range(1, 1000)
 # * Response time is a **distribution**. The mean hides the tail; the median says what a typical
 #   user sees; p99 and p99.9 say what your best customers (the ones with the most requests)
 #   see. Percentiles do not average: merge the data or the histograms, then take the
-#   percentile. Buckets answer only as precisely as their edges.
+#   percentile. Buckets answer only as precisely as their edges. Objectives (SLOs, SLAs) are
+#   stated in percentiles, over a stated period.
+# * **Throughput** (requests finished per second) stops growing at capacity; past it, extra
+#   load only lengthens the **response time** (the client's whole wait, queueing included).
 # * A closed-loop generator waits for each answer before it sends the next request, so during a
 #   stall it stops asking: it records one slow sample per connection where users would have
 #   sent hundreds. That is **coordinated omission**; an open-loop generator that times each
@@ -977,7 +1033,8 @@ check(answer_10, min(n for n in range(1, 1000)
 #   common slow request: 1 − (1 − p)^N. **Hedged requests** buy back the tail for a few percent
 #   more calls.
 #
-# **Next:** scaling out and load balancing (notebook 04, planned).
+# **Next:** `04_scalability_overload.ipynb` (planned): load shedding, backpressure, adaptive
+# concurrency limits.
 #
 # ## References
 #

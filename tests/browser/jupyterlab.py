@@ -106,6 +106,26 @@ class NotebookPage:
         outputs = self.panel.locator(".jp-OutputArea-output").all_text_contents()
         return [t for t in outputs if ERROR_MARK in t]
 
+    def wait_until_loaded(self, timeout: float = 120) -> None:
+        """Wait until the notebook is on screen with its kernel: code cells rendered in this
+        panel, and the status bar past "Initializing" (while a large notebook loads, the page
+        can show an earlier render's cells and an idle indicator)."""
+        status = self.page.locator("#jp-main-statusbar")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = status.text_content() if status.count() else ""
+            if (self.code_cells().count() and "Initializing" not in (text or "")
+                    and "No Kernel" not in (text or "") and self.kernel_status() == "idle"):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"{self.name}: not loaded after {timeout} s; status bar: "
+                             f"{status.text_content() if status.count() else ''!r}")
+
+    def is_dirty(self) -> bool:
+        """Whether JupyterLab marks this notebook modified (its tab's ``jp-mod-dirty``)."""
+        tab = self.page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current")
+        return "jp-mod-dirty" in (tab.first.get_attribute("class") or "")
+
     def code_cells(self) -> Locator:
         return self.panel.locator(".jp-CodeCell")
 
@@ -205,6 +225,14 @@ class Panel:
 
     def slider(self, label: str) -> Locator:
         return self.sliders().filter(has=self.root.page.get_by_text(label, exact=True))
+
+    def track_widths(self) -> dict[str, float]:
+        """Each slider's track (ipywidgets 8: the noUiSlider element ``.slider`` inside
+        ``.slider-container``), its width in CSS pixels as laid out, by the slider's label."""
+        widths = self.sliders().evaluate_all("""sliders => sliders.map(s => [
+            (s.querySelector('.widget-label') || {}).textContent || '?',
+            (s.querySelector('.slider-container .slider') || s).getBoundingClientRect().width])""")
+        return {label.strip(): width for label, width in widths}
 
     def slider_labels(self) -> list[str]:
         return [t.strip() for t in self.sliders().locator(".widget-label").all_text_contents()]

@@ -19,6 +19,15 @@ import pytest
 
 from tests.browser.conftest import NOTEBOOKS, PANEL_LOG
 
+# The narrowest slider track a mouse can use: a reader drags along it to pick a value. (A long
+# description once left tracks 0 px wide at JupyterLab's default width: only the ends could be
+# reached, by a click.)
+MIN_TRACK_PX = 120
+# Once the notebook is loaded and its kernel idle, how long JupyterLab is given to mark the
+# notebook modified, before the test looks (it writes in the kernelspec and language_info it
+# gets from the kernel, within about a second).
+SETTLE_SECONDS = 2.0
+
 PROGRESS_BAR = re.compile(r"\d+%\|")  # tqdm's text form: "requests:  40%|####      | 204/510"
 
 # Sliders that act only once another control is set, as the notebook's prose tells the reader:
@@ -77,6 +86,10 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
         nb = NotebookPage(page, lab.url, lab.token, notebook.name)
         nb.wait_for_idle_kernel()
         opened = time.perf_counter()
+        nb.wait_until_loaded()
+        time.sleep(SETTLE_SECONDS)  # JupyterLab writes the kernel's spec in once it is up
+        # Opening changes nothing: what was built is what JupyterLab would save.
+        assert not nb.is_dirty(), f"{notebook.name} shows as modified right after opening"
         nb.clear_outputs()  # the copy carries the committed outputs: judge only this run's
         nb.run_all()
         ran = time.perf_counter()
@@ -108,6 +121,13 @@ def test_a_reader_runs_the_notebook_and_moves_every_slider(notebook, lab, browse
 
         panels = nb.panels()
         assert panels, f"{notebook.name} shows no slider panel"
+        narrow = {f"panel {k} ({panel.title()}): {label!r}": round(width)
+                  for k, panel in enumerate(panels, start=1)
+                  for label, width in panel.track_widths().items() if width < MIN_TRACK_PX}
+        timings.record(notebook.stem, narrowest_track_px=min(
+            (w for panel in panels for w in panel.track_widths().values()), default=None))
+        assert not narrow, (f"{notebook.name}: slider tracks narrower than {MIN_TRACK_PX} px "
+                            f"(px): {narrow}")
         moves: list[dict[str, object]] = []
         keys: dict[str, list[str]] = {}
         for k, panel in enumerate(panels, start=1):

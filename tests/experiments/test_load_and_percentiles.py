@@ -107,3 +107,48 @@ def test_the_reference_cards_buckets_are_the_services():
 
     card = percentiles.BUCKET_SETS["reference card (Atlas service)"]
     assert card[:-1] == BUCKETS and math.isinf(card[-1])
+
+
+# -- describing performance: an SLA in percentiles, throughput against response time ----------
+
+def test_the_sla_table_checks_each_percentile_objective():
+    from atlas_sim.experiments.percentiles import DDIA_SLA, sla_table
+
+    fast = np.full(1000, 0.05)
+    table = sla_table(fast)
+    assert list(table.index) == ["p50", "p99"] and list(table["met"]) == ["yes", "yes"]
+    assert list(table["objective (ms)"]) == [1000 * DDIA_SLA[50.0], 1000 * DDIA_SLA[99.0]]
+    # 2% of requests at 1.5 s: the median holds, the p99 objective of 1 s does not
+    tail = np.concatenate([np.full(980, 0.05), np.full(20, 1.5)])
+    assert list(sla_table(tail)["met"]) == ["yes", "no"]
+    assert sla_table(tail).loc["p99", "measured (ms)"] == pytest.approx(1500.0)
+    with pytest.raises(ValueError, match="objective"):
+        sla_table(fast, {99.0: 0.0})
+    with pytest.raises(ValueError, match="percentile"):
+        sla_table(fast, {101.0: 1.0})
+    with pytest.raises(ValueError, match="latencies must not be empty"):
+        sla_table([])
+
+
+def test_throughput_stops_at_capacity_while_response_time_rises():
+    """The spike run: four workers of 20 ms (on average) finish about 200 requests a second at
+    most. In the overloaded window more are sent than finish, the next window finishes more than
+    it is sent (the queue drains), and the p99 is many times the quiet one's."""
+    from atlas_sim.experiments.percentiles import spike_run, throughput_table
+
+    run = spike_run(seed=3)
+    table = throughput_table(run, window=10.0)
+    assert len(table) == 12
+    quiet, spike, after = table.loc["0"], table.loc["50"], table.loc["60"]
+    assert quiet["throughput: finished (/s)"] == pytest.approx(quiet["sent (/s)"], rel=0.05)
+    assert spike["sent (/s)"] > spike["throughput: finished (/s)"]
+    assert spike["throughput: finished (/s)"] == pytest.approx(200, rel=0.1)
+    assert after["throughput: finished (/s)"] > after["sent (/s)"]
+    assert spike["p99 (ms)"] > 4 * quiet["p99 (ms)"]
+    # each request is counted once, in the window it finished in (the last few finish after
+    # the two minutes, outside every window)
+    finished = (table["throughput: finished (/s)"] * 10).sum()
+    assert finished == pytest.approx((run.requests["t_end"] < 120.0).sum())
+    assert (table["sent (/s)"] * 10).sum() == pytest.approx(len(run.requests))
+    with pytest.raises(ValueError, match="window"):
+        throughput_table(run, window=0.0)

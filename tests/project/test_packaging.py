@@ -4,13 +4,9 @@ command, and the README shows both commands."""
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +23,7 @@ def pyproject_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     groups = [project["dependencies"], *project["optional-dependencies"].values()]
     pairs = [_normalise(r) for group in groups for r in group]
-    return {name: spec for name, spec in pairs if name != "tomli"}  # a Python 3.10 backport
+    return dict(pairs)
 
 
 def conda_requirements() -> dict[str, str]:
@@ -52,3 +48,44 @@ def test_ci_runs_the_readmes_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make lab" in readme and "make test" in readme
+
+
+def python_floors() -> dict[str, tuple[int, int]]:
+    """The oldest Python each place names: pyproject's requires-python and mypy target, the
+    Makefile's check, environment.yml and the README's sentence."""
+    def version(text: str) -> tuple[int, int]:
+        major, minor = text.split(".")
+        return int(major), int(minor)
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    makefile = (ROOT / "Makefile").read_text()
+    check = re.search(r"v >= \((\d+), (\d+)\) else f\"Atlas needs Python (\d+\.\d+) or newer",
+                      makefile)
+    assert check, "the Makefile's Python check was not found"
+    conda = re.search(r"^\s*- python>=(\d+\.\d+)\s*$", (ROOT / "environment.yml").read_text(),
+                      re.MULTILINE)
+    readme = re.search(r"Needs only Python (\d+\.\d+) or newer", (ROOT / "README.md").read_text())
+    assert conda and readme
+    return {
+        "pyproject requires-python": version(pyproject["project"]["requires-python"]
+                                             .removeprefix(">=")),
+        "mypy python_version": version(pyproject["tool"]["mypy"]["python_version"]),
+        "Makefile check": (int(check.group(1)), int(check.group(2))),
+        "Makefile message": version(check.group(3)),
+        "environment.yml": version(conda.group(1)),
+        "README": version(readme.group(1)),
+    }
+
+
+def test_every_place_names_the_same_python_floor_of_3_11():
+    """Python 3.10 is past its end of life and current numpy has left it: 3.11 is the floor,
+    and the places that name it agree (issue 20, item 19)."""
+    floors = python_floors()
+    assert set(floors.values()) == {(3, 11)}, floors
+
+
+def test_no_requirement_is_left_for_pythons_below_the_floor():
+    """No environment marker for a Python older than the floor (such as tomli's backport)."""
+    text = (ROOT / "pyproject.toml").read_text()
+    assert not re.search(r"python_version\s*<\s*'3\.11'", text)
+    assert not re.search(r"python_version\s*>=\s*'3\.11'", text)  # always true now

@@ -46,7 +46,7 @@ Clock = Callable[[], float]
 BreakerMode = Literal["consecutive", "failure_rate"]
 
 
-class BreakerState(str, Enum):
+class BreakerState(str, Enum):  # noqa: UP042 (StrEnum would change str() in tables)
     """The three states; the value is a lower-case name, handy in tables and plots."""
 
     CLOSED = "closed"

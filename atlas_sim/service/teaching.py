@@ -57,7 +57,7 @@ def add_base_http_middleware_stack(app: FastAPI, settings: Settings | None = Non
     async def timeout(request: Request, call_next: RequestResponseEndpoint) -> Response:
         try:
             return await asyncio.wait_for(call_next(request), settings.http_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return JSONResponse({"error": "timeout"}, status_code=504)
 
     async def request_id(request: Request, call_next: RequestResponseEndpoint) -> Response:

@@ -37,7 +37,7 @@ async def drive_in_children(job: Job, processes: int,
             try:  # a child that died at start closes the pipe; one that hangs never reads
                 child.stdin.write(pickle.dumps((job, part, processes)))  # type: ignore[union-attr]
                 await asyncio.wait_for(child.stdin.drain(), 60)  # type: ignore[union-attr]
-            except (ConnectionError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionError):
                 raise RuntimeError(await _failure(child, "did not start")) from None
         for child in children:
             ready = await asyncio.wait_for(child.stdout.readline(), 60)  # type: ignore[union-attr]

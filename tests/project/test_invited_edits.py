@@ -208,6 +208,9 @@ NOT_INVITATIONS = [
     "What the settings change is how soon",  # 02: the breaker panel (SLIDER_MOVES)
     "A common rule is to set it at a high percentile",  # 02: timeouts
     "Give the names from the storm table",  # an exercise
+    "how does performance change",  # 03: DDIA's question
+    "compares them with limits set as a share",  # 03: the measurement health's limits
+    "against limits set as a share of the hedge delay",
 ]
 
 

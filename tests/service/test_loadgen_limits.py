@@ -167,3 +167,22 @@ def test_good_paths_pass_the_check():
     for path in ("/api/work", "/api/work?service_time=0.01", "/", "/a/b?x=1&y=%2F"):
         run_module._check_path(path, "http://127.0.0.1:8000")
     assert np.isfinite(run_module.expected_requests(Load(rate=1.0, duration=1.0)))
+
+
+def test_the_expected_count_of_a_closed_loop_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^load must be an open-loop Load"):
+        run_module.expected_requests(Load(clients=4, duration=1.0))
+    with pytest.raises(ValueError, match=r"^load must be an open-loop Load"):
+        run_module.expected_requests("100 per second")  # type: ignore[arg-type]
+
+
+@pytest.mark.live
+def test_a_closed_loop_stops_at_the_request_cap(server, monkeypatch):
+    """No think, a fast route: a closed loop sends as fast as the service answers, so no
+    count is known in advance; the cap (here lowered to 25) bounds what it keeps."""
+    monkeypatch.setattr(run_module, "MAX_REQUESTS", 25)
+    run = run_load(server.url, load=Load(clients=3, think_time=0.0, duration=2.0),
+                   path="/api/work?service_time=0.001", progress=False, server_events=False)
+    assert len(run.requests) == 25 and run.meta["max_requests_reached"] is True
+    assert run.requests["ok"].all()
+

@@ -40,3 +40,34 @@ def refuses_connection(host: str, port: int) -> bool:
             return False
     except OSError:
         return True
+
+
+def live_shaped_run(*, send_lag=0.0002, work=0.0205, n: int = 100, loop: str = "open",
+                    client_wait=None, pool_wait=None, overrun=None, **meta):
+    """A ``RunResult`` shaped like ``run_load``'s: ``n`` requests of one attempt each, with
+    the given send lags, the service's reported work, and (when given) the client waits, pool
+    waits and the service's reported overrun per attempt (seconds, a number or an array)."""
+    import numpy as np
+
+    from atlas_sim.results import RunResult
+
+    def column(value):
+        return np.broadcast_to(np.asarray(value, dtype=float), (n,)).copy()
+
+    t = np.arange(n) * 0.01
+    latency = np.full(n, 0.03)
+    lag = column(send_lag)
+    recorded = {"loop": loop, "send_lag": lag, "server_work": column(work),
+                "generator": "this process", **meta}
+    for key, value in (("client_wait", client_wait), ("pool_wait", pool_wait),
+                       ("server_overrun", overrun)):
+        if value is not None:
+            recorded[key] = column(value)
+    return RunResult.from_columns(
+        requests={"request_id": np.arange(n), "t_start": t, "t_end": t + latency,
+                  "latency": latency, "status": np.full(n, 200), "attempts": np.ones(n),
+                  "ok": np.ones(n, dtype=bool)},
+        attempts={"request_id": np.arange(n), "attempt": np.ones(n), "t_start": t,
+                  "t_end": t + latency, "latency": latency, "status": np.full(n, 200),
+                  "queue_wait": np.zeros(n)},
+        duration=1.0, source="live", meta=recorded)

@@ -23,7 +23,6 @@ import contextlib
 import functools
 import inspect
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from ..analysis.health import LIMITS, client_waits, measurement_health
 from ..analysis.retries import RetryTheory, retry_theory
 from ..analysis.stats import proportion_interval
 from ..config import Settings
@@ -44,11 +44,30 @@ from ..sim import Dependency, Fault, Scenario, simulate
 from ..validation import check_int, check_real
 from ..workload import Distribution, Load
 
-__all__ = ["Calibration", "LiveRunInterrupted", "calibrate", "compose_experiment",
-           "compose_twin", "dependency_latency", "fanout_run", "generator_note",
-           "idempotency_table", "interruptible", "leftovers", "reset", "reset_on_interrupt",
-           "retry_table", "shared_fault_experiment", "shared_fault_table", "start_instances",
-           "start_service", "theory_verdict", "transition_table", "work_twin"]
+__all__ = [
+    "GENERATOR_TOLERANCE",
+    "Calibration",
+    "LiveRunInterrupted",
+    "calibrate",
+    "compose_experiment",
+    "compose_twin",
+    "dependency_latency",
+    "fanout_run",
+    "generator_note",
+    "idempotency_table",
+    "interruptible",
+    "leftovers",
+    "reset",
+    "reset_on_interrupt",
+    "retry_table",
+    "shared_fault_experiment",
+    "shared_fault_table",
+    "start_instances",
+    "start_service",
+    "theory_verdict",
+    "transition_table",
+    "work_twin",
+]
 
 _NO_POLICY = ClientPolicy()
 P = ParamSpec("P")
@@ -378,7 +397,12 @@ def _settled_orders(server: LiveServer, *, within: float = 10.0) -> int:
     return last
 
 
-def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:
+#: ``generator_note``'s limit (seconds) for the p99 of the client's waits when no scale is known.
+GENERATOR_TOLERANCE = 0.005
+
+
+def generator_note(run: RunResult, *, tolerance: float = GENERATOR_TOLERANCE,
+                   scale: float | None = None) -> str:
     """Whether the load generator sent its requests on time in a live run, in one sentence.
 
     An open-loop generator must send each request at its scheduled time. A request can wait
@@ -386,44 +410,50 @@ def generator_note(run: RunResult, *, tolerance: float = 0.005) -> str:
     two processes sharing two cores) and then for a connection (a pool of ``max_connections``
     all busy, as with ``max_connections=1`` against a slow route) and for connecting. The
     latencies, timed from the schedule, then include that wait, which is the client's, not the
-    service's. The verdict reads every such wait: ``meta["client_wait_p99"]`` (``run_load``:
-    from each attempt's start to its first byte written; a run recorded before it existed
-    falls back to the send lag).
+    service's.
 
-    Thresholds (seconds, at the 99th percentile over all attempts): a client wait up to
-    ``tolerance`` (5 ms) is on schedule; above it, the sentence says where the requests
-    waited, by the first part whose own p99 is above ``tolerance``: the send lag (the
-    generator started them late), then the wait for a free connection (``meta["pool_wait"]``:
-    the client's own ``max_connections``), else the rest (connecting, a busy event loop
-    between the start and the first byte). Raises ValueError for a run without the send lag
-    (a simulated one) or a negative ``tolerance``.
+    The verdict is ``analysis.health.measurement_health``'s, on the same figures
+    (``analysis.health.client_waits``) and limits, read for the client alone: the generator is
+    on schedule when no client figure (send lag mean and p99, client wait p99) is over its
+    limit, and behind schedule otherwise, with where the requests waited (``Health.waited``:
+    the send lag, else the wait for a free connection, else after they started). So a run this
+    calls behind schedule is one ``measurement_health`` at the same ``scale`` calls spoiled.
+
+    Args:
+        run: a live ``RunResult`` (``run_load``'s; its ``meta["send_lag"]`` at least).
+        scale: the measurement's scale (seconds, > 0), as given to ``measurement_health``:
+            the limits are its shares (``analysis.health.LIMITS``).
+        tolerance: when no ``scale`` is given, the limit (seconds, > 0; default 5 ms) of the
+            p99 of the send lag and of the client wait (the scale is then ``tolerance`` /
+            ``LIMITS["client wait p99"]``, and the mean send lag's limit a fifth of
+            ``tolerance``). An absolute default, because a note printed beside any live run
+            has no scale of its own to judge by: 5 ms is several times an idle machine's
+            p99 (1-2 ms) and small beside the tens of milliseconds the notebooks' runs
+            measure; pass ``scale`` where the measurement has one.
+
+    Raises ValueError for a run without the send lag (a simulated one), a ``tolerance`` or
+    ``scale`` that is not > 0.
     """
-    check_real("tolerance", tolerance, low=0.0)
-    meta = run.meta
-    p50, p99 = meta.get("send_lag_p50"), meta.get("send_lag_p99")
-    if p50 is None or p99 is None:
-        raise ValueError("generator_note needs a live run (meta['send_lag_p99'])")
-    note = (f"load generator ({meta.get('generator', '?')}): send lag p50 {1e3 * p50:.1f} ms, "
-            f"p99 {1e3 * p99:.1f} ms")
-    wait50, wait99 = meta.get("client_wait_p50"), meta.get("client_wait_p99")
-    if wait50 is None or wait99 is None or math.isnan(wait99):
-        wait99 = p99  # an older run's meta: the send lag is all it measured
-    else:
-        note += f"; wait before leaving the client p50 {1e3 * wait50:.1f} ms, " \
-                f"p99 {1e3 * wait99:.1f} ms"
-    if wait99 <= tolerance:
+    tolerance = check_real("tolerance", tolerance, low=0.0, low_open=True)
+    if scale is None:
+        scale = tolerance / LIMITS["client wait p99"]
+    if not isinstance(run, RunResult) or "send lag" not in (waits := client_waits(run)):
+        raise ValueError("generator_note needs a live run (a RunResult with meta['send_lag'])")
+    health = measurement_health(run, scale=scale)
+    note = f"load generator ({run.meta.get('generator', '?')}): "
+    note += _p50_p99("send lag", waits["send lag"])
+    if "client wait" in waits:
+        note += "; " + _p50_p99("wait before leaving the client", waits["client wait"])
+    if not health.behind_schedule:
         return f"{note}, on schedule"
-    if p99 > tolerance:
-        return (f"{note}, behind schedule: the generator started requests late, and the "
-                "latencies above include time spent waiting to be sent")
-    pool99 = meta.get("pool_wait_p99")
-    if pool99 is not None and pool99 > tolerance:
-        limit = meta.get("max_connections")
-        where = f" (max_connections={limit})" if limit is not None else ""
-        return (f"{note}, behind schedule: requests waited at the client for a connection"
-                f"{where}, and the latencies above include that wait")
-    return (f"{note}, behind schedule: requests waited at the client after they started "
-            "(connecting, or a busy event loop), and the latencies above include that wait")
+    return f"{note}, behind schedule: {health.waited}"
+
+
+def _p50_p99(name: str, values: np.ndarray) -> str:
+    if not values.size:
+        return f"{name}: none measured"
+    p50, p99 = np.percentile(values, [50, 99])
+    return f"{name} p50 {1e3 * p50:.1f} ms, p99 {1e3 * p99:.1f} ms"
 
 
 def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency") -> pd.DataFrame:

@@ -32,7 +32,7 @@ from ..analysis.omission import (
     open_loop_percentile,
     open_loop_stalled,
 )
-from ..analysis.percentiles import exact_percentiles
+from ..analysis.percentiles import QUANTILE_METHOD, exact_percentiles
 from ..results import RunResult
 from ..service import LiveServer
 from ..service.loadgen import blocking, run_load_async
@@ -42,9 +42,23 @@ from ..widgets import Control, Panel
 from ..workload import Fault, Load
 from .live import interruptible, reset
 
-__all__ = ["DEFAULTS", "GENERATORS", "PERCENTILES", "SpectraFigure", "base_latency",
-           "live_omission", "omission_loads", "omission_panel", "omission_table", "plot_spectra",
-           "simulate_omission", "stall_fault", "stall_window", "stalled_samples"]
+__all__ = [
+    "DEFAULTS",
+    "GENERATORS",
+    "PERCENTILES",
+    "SpectraFigure",
+    "base_latency",
+    "live_omission",
+    "omission_loads",
+    "omission_panel",
+    "omission_table",
+    "open_loop_spectrum",
+    "plot_spectra",
+    "simulate_omission",
+    "stall_fault",
+    "stall_window",
+    "stalled_samples",
+]
 
 #: The two ways of measuring, in the order shown.
 GENERATORS = ("open loop", "closed loop")
@@ -357,10 +371,9 @@ class SpectraFigure(InPlaceFigure):
                     # theory at each sample's own rank i + 1 (of N), where the spectrum
                     # draws the i-th sorted latency
                     n, base = latency.size, base_latency(run, fallback=self.service_time)
-                    values = [open_loop_percentile((i + 1) / n, rate=load.rate, stall=stall,
-                                                   samples=n, base=base, utilisation=rho)
-                              for i in range(n)]
-                    theory.set_data(x, 1e3 * np.asarray(values))
+                    values = open_loop_spectrum(n, rate=load.rate, stall=stall, base=base,
+                                                utilisation=rho)
+                    theory.set_data(x, 1e3 * values)
             if stall is not None and stall_line is not None:
                 stall_line.set_ydata([1e3 * stall, 1e3 * stall])
             ax.set_title(f"{world}: {', '.join(counts)}-loop samples", fontsize="medium")
@@ -373,6 +386,25 @@ class SpectraFigure(InPlaceFigure):
             ax.relim()
         for ax in self.axes:
             ax.autoscale_view(scalex=False)
+
+
+def open_loop_spectrum(samples: int, *, rate: float, stall: float, base: float = 0.0,
+                       utilisation: float = 0.0) -> np.ndarray:
+    """``analysis.omission.open_loop_percentile`` at every sample's own rank, q = (i + 1) / N
+    for i = 0 .. N − 1 (N = ``samples``), in one pass: shape ``(N,)``, seconds, equal to the
+    per-sample calls value for value. The ranks are read as ``samples_above`` reads them (one
+    vectorised ``np.percentile`` over all q, the ``QUANTILE_METHOD`` rule), so the value is
+    ``base`` + max(0, T − (1 − ρ) a_i / λ) with a_i = N − 1 − i. The spectrum's slider moves
+    call it once per redraw: per sample it was ~75 µs, 60 ms per move at rate 200. Raises
+    ValueError as ``open_loop_percentile`` does."""
+    samples = check_int("samples", samples, low=1)
+    # the checks of every argument, once (q = 1 is valid for any N)
+    open_loop_percentile(1.0, rate=rate, stall=stall, samples=samples, base=base,
+                         utilisation=utilisation)
+    q = np.arange(1, samples + 1) / samples
+    index = np.percentile(np.arange(samples), 100 * q, method=QUANTILE_METHOD).astype(int)
+    above = samples - 1 - index
+    return base + np.maximum(0.0, stall - (1 - utilisation) * above / rate)
 
 
 def _nines_label(k: int) -> str:

@@ -134,7 +134,12 @@ def run_length(run: RunResult, warmup: float, queue: MMc, *, scv: float = 1.0) -
     (``MMc.relaxation_time``, in the run's time unit). For a service-time shape of squared
     coefficient of variation ``scv`` other than exponential's 1, the relaxation time is
     scaled by (1 + scv) / 2, as in the heavy-traffic (diffusion) approximation of a queue,
-    whose variability is (c_a² + c_s²) / 2 (Whitt, "Planning queueing simulations", 1989)."""
+    whose variability is (c_a² + c_s²) / 2 (Whitt, "Planning queueing simulations", 1989).
+
+    Raises ValueError for a ``warmup`` outside [0, 1) (the share of the run discarded) or an
+    ``scv`` that is not a finite number >= 0."""
+    warmup = check_real("warmup", warmup, low=0, high=1, high_open=True)
+    scv = check_real("scv", scv, low=0)
     relaxation = queue.relaxation_time * (1.0 + scv) / 2.0
     return (1.0 - warmup) * run.duration / relaxation
 
@@ -421,28 +426,27 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
         raise ValueError(f"utilisations x seconds must be at most 60 s of load, got "
                          f"{len(levels)} x {seconds} s")
     points = []
-    bar = Progress(len(levels), desc="live sweep", unit="points", enabled=progress)
-    try:
-        with httpx.Client(base_url=server.url, trust_env=False, timeout=5.0) as client:
-            for level in levels:
-                reset(server)
-                before, _ = scrape(client)
-                load = Load(rate=level * servers / service_time.mean, duration=seconds)
-                with _GaugePoller(server.url, poll_interval) as poller:
-                    run = run_load(server.url, load=load, client=ClientPolicy(timeout=10.0),
-                                   seed=seed, path=_WORK, progress=False,
-                                   server_events=False)
-                after = _settled_counts(client)
-                if poller.error is not None:
-                    raise RuntimeError(f"reading /metrics failed during the run: "
-                                       f"{poller.error!r}")
-                origin = run.meta["origin_monotonic"]
-                gauge = np.array([(t - origin, v) for t, v in poller.samples]).reshape(-1, 2)
-                points.append(LivePoint(utilisation=level, run=run, gauge=gauge,
-                                        before=before, after=after))
-                bar.update()
-    finally:
-        bar.close()
+    # a context manager, so that the line ends "failed" (or "interrupted") when the sweep
+    # raises, not "done"
+    with (Progress(len(levels), desc="live sweep", unit="points", enabled=progress) as bar,
+          httpx.Client(base_url=server.url, trust_env=False, timeout=5.0) as client):
+        for level in levels:
+            reset(server)
+            before, _ = scrape(client)
+            load = Load(rate=level * servers / service_time.mean, duration=seconds)
+            with _GaugePoller(server.url, poll_interval) as poller:
+                run = run_load(server.url, load=load, client=ClientPolicy(timeout=10.0),
+                               seed=seed, path=_WORK, progress=False,
+                               server_events=False)
+            after = _settled_counts(client)
+            if poller.error is not None:
+                raise RuntimeError(f"reading /metrics failed during the run: "
+                                   f"{poller.error!r}")
+            origin = run.meta["origin_monotonic"]
+            gauge = np.array([(t - origin, v) for t, v in poller.samples]).reshape(-1, 2)
+            points.append(LivePoint(utilisation=level, run=run, gauge=gauge,
+                                    before=before, after=after))
+            bar.update()
     return LiveSweep(servers=servers, service_time=service_time, seed=seed, seconds=seconds,
                      points=tuple(points))
 
@@ -473,8 +477,10 @@ def _point_figures(point: LivePoint, sweep: LiveSweep) -> dict[str, float]:
 
 def _health(point: LivePoint, sweep: LiveSweep) -> Health:
     """``measurement_health`` of one live point: the scale is the mean service time, the work
-    asked for the mean of the service times drawn for the requests that did work (the service
-    draws them in order of slot acquisition; a shed request draws none)."""
+    asked for the mean of the service times drawn for the attempts that did work (the service
+    draws them in order of slot acquisition; a shed request draws none). Its ``"work
+    overshoot"`` figure (``analysis.health.work_overshoot``) is also the twin's
+    ``Calibration.work_overhead`` in ``live_table``: one computation, one count."""
     worked = int(np.count_nonzero(~np.isnan(np.asarray(point.run.meta["server_work"],
                                                        dtype=float))))
     expected = (float(sweep.service_time.sample(rng_streams(sweep.seed)["service"],
@@ -504,10 +510,9 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
         f = _point_figures(point, sweep)
         n = len(point.run.requests)
         rho = f["rate"] * f["S"] / c
-        drawn = sweep.service_time.sample(rng_streams(sweep.seed)["service"], n)
         health = _health(point, sweep)
-        calibration = Calibration(round_trip=f["round trip"],
-                                  work_overhead=max(0.0, f["S"] - float(drawn.mean())))
+        calibration = Calibration(round_trip=f["round trip"], work_overhead=max(
+            0.0, health.figures.get("work overshoot", 0.0)))
         twin = simulate(work_twin(load=point.run.meta["load"], servers=c,
                                   service_time=sweep.service_time, seed=sweep.seed,
                                   calibration=calibration))

@@ -275,7 +275,11 @@ def run_health(run: RunResult) -> Health:
     hedge delay at the run's percentile (``hedge_delay_at`` of the run's model, which has the
     service's own dependency latency): the time a fast call must stay under not to be hedged.
     A host that delays sends, or wakes the service's timers late, by a share of it turns fast
-    calls into hedges and adds to the latencies the tail is read from."""
+    calls into hedges and adds to the latencies the tail is read from. Judged: the client's
+    waits (send lag, client wait) and, as the work overshoot, the service's own account of
+    its timers' lateness: the mean overrun of the fan-out's calls beyond their drawn latency
+    (``/api/fanout``'s ``Server-Timing: overrun``, ``meta["server_overrun"]``;
+    ``analysis.health.work_overshoot``)."""
     scale = hedge_delay_at(run.meta["model"], run.meta["percentile"])
     return measurement_health(run, scale=scale)
 

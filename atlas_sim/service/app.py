@@ -629,23 +629,32 @@ async def fan_out(
                                    "for all of them"),
 ) -> JSONResponse:
     """``width`` calls to the dependency at once, each through the fan-out's guarded call
-    (hedged if ``/admin/fanout`` set a delay). The answer counts what was sent."""
+    (hedged if ``/admin/fanout`` set a delay). The answer counts what was sent, and says how
+    far the calls overran their drawn latency: ``overrun``, the mean over the copies that
+    answered ok of the time taken beyond the latency drawn for them (seconds; null if none
+    answered), also as ``Server-Timing: overrun;dur=<ms>`` (the event loop's lateness, which
+    ``analysis.health`` judges: a loop that wakes late turns fast calls into hedges)."""
     state = _state(request)
     state.check_input(request)
     outcomes = await asyncio.gather(*(state.fanout.call() for _ in range(width)))
     copies, hedges, cancelled = state.fanout_counts.add(outcomes)
+    overruns = [a.overrun for o in outcomes for a in o.attempts if a.outcome == "ok"]
+    overrun = sum(overruns) / len(overruns) if overruns else None
     body: dict[str, Any] = {
         "request_id": current_request_id(), "width": width, "calls": width,
         "copies": copies, "hedges": hedges, "cancelled": cancelled,
         "slowest": max(max((a.seconds for a in o.attempts), default=0.0)
                        for o in outcomes),
+        "overrun": overrun,
     }
+    headers = ({"Server-Timing": f"overrun;dur={overrun * 1e3:.3f}"} if overrun is not None
+               else None)
     failed = [o for o in outcomes if not o.ok]
     if failed:
         body = {**error_body(f"{len(failed)} of {width} calls failed: {failed[0].reason}",
                              current_request_id()), **body}
-        return JSONResponse(body, status_code=failed[0].status)
-    return JSONResponse(body)
+        return JSONResponse(body, status_code=failed[0].status, headers=headers)
+    return JSONResponse(body, headers=headers)
 
 
 @_route("/admin/fanout", ["GET"])

@@ -21,6 +21,7 @@ All of this runs on the service's own event loop: the policies are not thread-sa
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -38,11 +39,22 @@ __all__ = ["AttemptRecord", "CallOutcome", "ResilientCaller"]
 @dataclass(frozen=True)
 class AttemptRecord:
     """One call to the dependency: ``outcome`` is ``"ok"``, ``"error"`` or ``"timeout"``, or
-    ``"cancelled"`` for a hedged call's copy that lost (``seconds``: until it was cancelled)."""
+    ``"cancelled"`` for a hedged call's copy that lost (``seconds``: until it was cancelled).
+    ``drawn``: the latency the dependency drew for an ``"ok"`` call (seconds; NaN for the
+    others, which did not wait it out)."""
 
     attempt: int
     outcome: str
     seconds: float
+    drawn: float = math.nan
+
+    @property
+    def overrun(self) -> float:
+        """Seconds the call took beyond its drawn latency (NaN if none was drawn): how late
+        the service's event loop woke its timer, plus the call's own bookkeeping. On an idle
+        machine a fraction of a millisecond; on a busy host the lateness that turns fast
+        calls into hedges."""
+        return self.seconds - self.drawn
 
 
 @dataclass(frozen=True)
@@ -111,14 +123,15 @@ class ResilientCaller:
 
     async def _attempt(self, number: int) -> AttemptRecord:
         start = time.perf_counter()
+        drawn = math.nan
         try:
-            await run_with_timeout(self.dependency.call(), self.call_timeout)
+            drawn = await run_with_timeout(self.dependency.call(), self.call_timeout)
             outcome = "ok"
         except DependencyError:
             outcome = "error"
         except TimeoutError:
             outcome = "timeout"
-        return AttemptRecord(number, outcome, time.perf_counter() - start)
+        return AttemptRecord(number, outcome, time.perf_counter() - start, drawn)
 
     async def call(self) -> CallOutcome:
         """One logical call, with as many attempts (or hedged copies) as the policies allow."""

@@ -71,13 +71,11 @@ def sweep(scenario: Scenario, grid: Mapping[str, Iterable[Any]], executor: Execu
         futures: dict[Future, int] = {pool.submit(_summarise, s): i
                                       for i, s in enumerate(scenarios)}
         summaries: list[dict[str, float] | None] = [None] * len(points)
-        bar = Progress(len(futures), desc="sweep", unit="run", enabled=progress)
-        try:
+        # a context manager: a failed run ends the line "failed", not "done"
+        with Progress(len(futures), desc="sweep", unit="run", enabled=progress) as bar:
             for future in as_completed(futures):
                 summaries[futures[future]] = future.result()
                 bar.update()
-        finally:
-            bar.close()
     finally:
         if own:
             pool.shutdown(wait=True, cancel_futures=True)

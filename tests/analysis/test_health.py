@@ -104,3 +104,69 @@ def test_the_health_table_gives_each_figure_its_limit_and_the_verdict():
     assert table.loc["busy", "send lag p99 limit (ms)"] == 10.0
     assert table.loc["quiet", "why"] == "every figure within its limit"
     assert "send lag p99 50.0 ms > 10.0 ms" in table.loc["busy", "why"]
+
+
+# -- one rule for the client: measurement_health and live.generator_note ---------------------
+
+def test_a_wait_at_the_clients_own_connection_limit_spoils_the_run():
+    # the send lag is small, but requests queued at the client's single connection (the
+    # client wait, its pool part): invisible to the send lag alone
+    from tests.helpers import live_shaped_run
+
+    run = live_shaped_run(send_lag=0.0002, client_wait=0.3, pool_wait=0.29, max_connections=1)
+    health = measurement_health(run, scale=0.02)
+    assert health.spoiled and health.behind_schedule
+    assert health.reasons == ("client wait p99 300.0 ms > 10.0 ms (50% of 20.0 ms)",)
+    assert health.waited.startswith("requests waited at the client for a connection "
+                                    "(max_connections=1)")
+    assert "for a connection (max_connections=1)" in health.note
+
+
+def test_the_generator_note_and_the_health_verdict_cannot_contradict():
+    """The reviewer's case (scale 20 ms, send-lag p99 8 ms) and a grid around it: for the same
+    run and scale, the note says "behind schedule" exactly when the health verdict has a client
+    figure over its limit (so the run is spoiled), with the same where."""
+    from atlas_sim.experiments import live
+    from tests.helpers import live_shaped_run
+
+    lag = np.full(100, 0.0003)
+    lag[-2:] = 0.008
+    case = live_shaped_run(send_lag=lag)
+    assert measurement_health(case, scale=0.02).verdict == "healthy"
+    assert live.generator_note(case, scale=0.02).endswith(", on schedule")
+    assert "behind schedule" in live.generator_note(case, scale=0.01)
+    assert measurement_health(case, scale=0.01).spoiled
+    for tail_lag in (0.0003, 0.003, 0.008, 0.03):
+        for wait in (None, 0.001, 0.008, 0.05):
+            for pool in (0.0, 0.04):
+                lag = np.full(100, 0.0003)
+                lag[-2:] = tail_lag
+                run = live_shaped_run(send_lag=lag, client_wait=wait,
+                                      pool_wait=None if wait is None else min(pool, wait),
+                                      max_connections=2)
+                for scale in (None, 0.005, 0.02, 0.1):
+                    note = live.generator_note(run, scale=scale)
+                    health = measurement_health(
+                        run, scale=scale if scale is not None else
+                        live.GENERATOR_TOLERANCE / LIMITS["client wait p99"])
+                    behind = "behind schedule" in note
+                    assert behind == health.behind_schedule, (tail_lag, wait, pool, scale)
+                    assert behind <= health.spoiled  # behind schedule is always spoiled
+                    assert note.endswith(f"behind schedule: {health.waited}" if behind
+                                         else ", on schedule")
+
+
+def test_the_service_reported_overrun_is_judged_as_the_work_overshoot():
+    from atlas_sim.analysis.health import work_overshoot
+    from tests.helpers import live_shaped_run
+
+    late = live_shaped_run(overrun=np.r_[np.full(50, 0.004), np.full(50, np.nan)])
+    health = measurement_health(late, scale=0.01)
+    assert health.figures["work overshoot"] == pytest.approx(0.004)  # NaN left out
+    assert health.reasons == ("work overshoot 4.0 ms > 1.0 ms (10% of 10.0 ms)",)
+    assert not health.behind_schedule  # the service's lateness, not the client's
+    quiet = measurement_health(live_shaped_run(overrun=0.0003), scale=0.01)
+    assert not quiet.spoiled and quiet.figures["work overshoot"] == pytest.approx(0.0003)
+    # given the work asked for, the slot time beyond it is judged instead
+    assert work_overshoot(late, 0.02) == pytest.approx(0.0005)
+    assert work_overshoot(live_shaped_run()) is None

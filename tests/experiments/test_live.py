@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from atlas_sim import Backoff, RetryPolicy, Settings
@@ -89,9 +90,12 @@ def test_a_single_attempt_compose_experiment_matches_its_twin_exactly():
 def test_the_generator_note_says_when_the_generator_fell_behind():
     from types import SimpleNamespace
 
-    def run(p99: float) -> SimpleNamespace:
-        return SimpleNamespace(meta={"send_lag_p50": 0.001, "send_lag_p99": p99,
-                                     "generator": "2 child process(es)"})
+    from tests.helpers import live_shaped_run
+
+    def run(p99: float):
+        lag = np.full(100, 0.0005)
+        lag[-2:] = p99  # the p99 of 100 sorted lags lies between the 99th and 100th
+        return live_shaped_run(send_lag=lag, generator="2 child process(es)")
 
     assert live.generator_note(run(0.004)).endswith("p99 4.0 ms, on schedule")
     assert "behind schedule" in live.generator_note(run(0.02))
@@ -100,6 +104,8 @@ def test_the_generator_note_says_when_the_generator_fell_behind():
         live.generator_note(SimpleNamespace(meta={}))
     with pytest.raises(ValueError, match="tolerance"):
         live.generator_note(run(0.004), tolerance=-1)
+    with pytest.raises(ValueError, match="scale"):
+        live.generator_note(run(0.004), scale=0.0)
 
 
 @pytest.mark.live

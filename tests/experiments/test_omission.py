@@ -236,3 +236,23 @@ def test_live_both_generators_at_once_record_the_stall_as_theory_says():
         assert table.loc["open loop", column] == pytest.approx(
             table.loc["open loop, theory", column], abs=100.0), column
     assert table.loc["closed loop", "p90 (ms)"] < 100 < 400 < table.loc["open loop", "p90 (ms)"]
+
+
+@pytest.mark.parametrize("samples", [1, 2, 7, 100, 999, 2000, 4001])
+def test_the_vectorised_open_loop_spectrum_equals_the_per_sample_percentiles(samples):
+    """Exactly, over a grid of settings: the figure's slider path draws the same curve."""
+    for rate in (10.0, 200.0, 37.0):
+        for stall in (0.1, 1.0, 1.7):
+            for base, rho in ((0.0, 0.0), (0.002, 0.3), (0.0013, 0.85)):
+                one_by_one = np.array([
+                    open_loop_percentile((i + 1) / samples, rate=rate, stall=stall,
+                                         samples=samples, base=base, utilisation=rho)
+                    for i in range(samples)])
+                spectrum = om.open_loop_spectrum(samples, rate=rate, stall=stall, base=base,
+                                                 utilisation=rho)
+                assert spectrum.shape == (samples,)
+                np.testing.assert_array_equal(spectrum, one_by_one)
+    with pytest.raises(ValueError, match="rate must be"):
+        om.open_loop_spectrum(10, rate=0.0, stall=1.0)
+    with pytest.raises(ValueError, match="samples must be"):
+        om.open_loop_spectrum(0, rate=1.0, stall=1.0)

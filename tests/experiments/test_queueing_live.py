@@ -113,3 +113,67 @@ def test_a_point_above_the_axis_is_drawn_on_its_top_edge_with_its_value():
     top = [line for line in mean_ax.lines if line.get_marker() == "^"]
     assert len(top) == 1 and list(top[0].get_ydata()) == [mean_ax.get_ylim()[1]]
     assert "W/S = 40.0" in [t.get_text() for t in mean_ax.texts]
+
+
+def test_the_twins_work_overhead_is_the_health_checks_work_overshoot(monkeypatch):
+    """One overshoot, one count: with shed requests (no work reported) in the point, the twin's
+    Calibration.work_overhead is the health's work overshoot, both over the attempts that did
+    work (the old calibration averaged the service times drawn for every request, shed ones
+    included)."""
+    p = point(0.5, requests=40, late=0.001)
+    work = p.run.meta["server_work"].copy()
+    work[20:] = np.nan  # the last half shed: no slot, no work reported, no service time drawn
+    shed = queueing.LivePoint(utilisation=0.5, run=RunResult(
+        requests=p.run.requests, attempts=p.run.attempts, events=p.run.events,
+        duration=p.run.duration, source="live", meta={**p.run.meta, "server_work": work}),
+        gauge=p.gauge, before=p.before, after=p.after)
+    seen = []
+    real_twin = queueing.work_twin
+
+    def work_twin(**kwargs):
+        seen.append(kwargs["calibration"].work_overhead)
+        return real_twin(**kwargs)
+
+    monkeypatch.setattr(queueing, "work_twin", work_twin)
+    table = queueing.live_table(sweep(shed))
+    worked = np.count_nonzero(~np.isnan(work))
+    expected = np.nanmean(work) - SERVICE.sample(rng_streams(SEED)["service"], worked).mean()
+    assert seen == [pytest.approx(expected)] and expected == pytest.approx(0.001)  # the late
+    assert table.loc[0, "measurement"] == "healthy"
+
+
+def test_a_failed_live_sweep_ends_its_progress_line_failed_not_done(monkeypatch):
+    from types import SimpleNamespace
+
+    endings = []
+
+    class Recorded(queueing.Progress):
+        def close(self, ending=None):
+            endings.append(ending)
+            super().close(ending)
+
+    def reset(server):
+        raise RuntimeError("the service went away")
+
+    monkeypatch.setattr(queueing, "Progress", Recorded)
+    monkeypatch.setattr(queueing, "reset", reset)
+    state = SimpleNamespace(work=SimpleNamespace(servers=1, service_time=SERVICE), seed=SEED)
+    server = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(atlas=state)),
+                             url="http://127.0.0.1:9", name="fake")
+    with pytest.raises(RuntimeError, match="went away"):
+        queueing.live_sweep(server, utilisations=(0.3,), seconds=0.5, progress=False)
+    assert endings == ["failed"]
+
+
+def test_run_length_refuses_a_bad_warmup_or_scv():
+    from atlas_sim.analysis.queueing import MMc
+
+    run = point(0.5, requests=10).run
+    queue = MMc(arrival_rate=0.5, service_rate=1.0, servers=1)
+    assert queueing.run_length(run, 0.0, queue) > 0
+    for warmup in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"^warmup must be a"):
+            queueing.run_length(run, warmup, queue)
+    for scv in (-1.0, float("inf")):
+        with pytest.raises(ValueError, match=r"^scv must be a"):
+            queueing.run_length(run, 0.1, queue, scv=scv)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from atlas_sim.analysis.health import measurement_health
 from atlas_sim.experiments import live, tail
 from atlas_sim.results import RunResult
 
@@ -207,3 +208,45 @@ def test_a_live_hedging_run_on_a_busy_host_is_judged_and_the_verdict_shown():
     assert (fig.get_suptitle().startswith("WARNING") if spoiled
             else fig.get_suptitle() == ""), (spoiled, fig.get_suptitle())
     assert list(tail.live_health(runs)["measurement"]) == [h.verdict for h in healths.values()]
+
+
+def test_run_health_judges_the_fanouts_reported_overrun():
+    """A constructed run: the generator kept its schedule, but the service reported its calls
+    overran their drawn latency by 3 ms on average (a loop waking late): run_health judges it
+    as the work overshoot against the hedge delay."""
+    sim = tail.hedging_comparison(5, requests=500, seed=1)
+    quiet = as_live(sim["hedged"], send_lag=0.0002)
+    late = dataclasses.replace(quiet, meta={
+        **quiet.meta, "server_overrun": np.full(len(quiet.attempts), 0.003)})
+    scale = tail.hedge_delay_at(quiet.meta["model"], quiet.meta["percentile"])
+    health = tail.run_health(late)
+    assert health.figures["work overshoot"] == pytest.approx(0.003)
+    assert health.spoiled == (0.1 * scale < 0.003) and 0.1 * scale < 0.003
+    assert any(r.startswith("work overshoot 3.0 ms") for r in health.reasons)
+    assert "work overshoot" not in tail.run_health(quiet).figures
+
+
+@pytest.mark.live
+def test_the_live_fanout_reports_its_overrun_and_the_verdict_can_flag_it():
+    """No timing asserted: the overrun the service reports (the loop's lateness) is present
+    for every answered request, non-negative, and judged; with a CPU hog for a bounded time,
+    a limit tighter than what was measured flags it (the verdict reads it)."""
+    server = live.start_service("test-tail-overrun", seed=4)
+    hog = _hog(2.0)
+    try:
+        runs = tail.live_tail(server, widths=(3,), hedge_width=3, requests=40, rate=200.0,
+                              seed=4)
+    finally:
+        hog.join()
+        server.stop()
+    for run in runs.values():
+        overrun = run.meta["server_overrun"]
+        ok = run.attempts["status"].to_numpy() == 200
+        assert overrun.shape == (len(run.attempts),)
+        assert ok.any() and not np.isnan(overrun[ok]).any() and (overrun[ok] >= 0).all()
+        health = tail.run_health(run)
+        measured = health.figures["work overshoot"]
+        assert measured == pytest.approx(float(np.nanmean(overrun)))
+        tight = measurement_health(run, scale=health.scale,
+                                   limits={"work overshoot": 0.5 * measured / health.scale})
+        assert tight.spoiled and any(r.startswith("work overshoot") for r in tight.reasons)

@@ -10,6 +10,7 @@ import pytest
 
 from atlas_sim.config import Settings
 from atlas_sim.policies import BreakerState
+from atlas_sim.service.loadgen import parse_server_timing
 from atlas_sim.service.loadgen.timeline import plan_faults
 from atlas_sim.workload import Distribution, Fault
 from tests.service.support import start_server
@@ -35,9 +36,15 @@ def clean(served):
 
 def test_a_fanout_makes_width_calls_and_says_so(clean):
     _, client = clean
-    body = client.get("/api/fanout?width=7").json()
+    response = client.get("/api/fanout?width=7")
+    body = response.json()
     assert (body["width"], body["calls"], body["copies"], body["hedges"]) == (7, 7, 7, 0)
     assert body["request_id"] and body["slowest"] > 0
+    # how far its calls overran their drawn latency (the loop's lateness): in the body and
+    # in Server-Timing, as the load generator reads it
+    assert body["overrun"] >= 0 and body["overrun"] < body["slowest"]
+    assert parse_server_timing(response.headers["server-timing"], "overrun") == pytest.approx(
+        body["overrun"], abs=1e-6)
     assert client.get("/admin/fanout").json() == {
         "hedge_delay": None, "max_extra": 0, "requests": 1, "calls": 7, "copies": 7,
         "hedges": 0, "cancelled": 0}

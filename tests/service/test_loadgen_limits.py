@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from types import SimpleNamespace
 
 import httpx
 import numpy as np
@@ -18,7 +17,7 @@ from atlas_sim.experiments import live
 from atlas_sim.service import run_load
 from atlas_sim.service.loadgen import run as run_module
 from atlas_sim.service.loadgen import run_load_async
-from tests.helpers import free_port
+from tests.helpers import free_port, live_shaped_run
 from tests.service.support import start_server
 
 
@@ -58,24 +57,21 @@ def test_a_wait_at_the_clients_own_connection_limit_is_not_on_schedule(server):
 
 
 def test_the_verdict_names_where_requests_waited():
-    def run(lag: float, wait: float | None, pool: float = 0.0) -> SimpleNamespace:
-        meta = {"send_lag_p50": lag / 2, "send_lag_p99": lag, "generator": "this process",
-                "max_connections": 4}
-        if wait is not None:
-            meta |= {"client_wait_p50": wait / 2, "client_wait_p99": wait, "pool_wait_p99": pool}
-        return SimpleNamespace(meta=meta)
+    def run(lag: float, wait: float | None, pool: float = 0.0):
+        return live_shaped_run(send_lag=lag, client_wait=wait,
+                               pool_wait=None if wait is None else pool, max_connections=4)
 
-    assert live.generator_note(run(0.001, 0.002)).endswith(
-        "wait before leaving the client p50 1.0 ms, p99 2.0 ms, on schedule")
-    waited = live.generator_note(run(0.001, 1.5, pool=1.4))
+    assert live.generator_note(run(0.0005, 0.002)).endswith(
+        "wait before leaving the client p50 2.0 ms, p99 2.0 ms, on schedule")
+    waited = live.generator_note(run(0.0005, 1.5, pool=1.4))
     assert "waited at the client for a connection (max_connections=4)" in waited
     assert "p99 1500.0 ms" in waited and "on schedule" not in waited
     late = live.generator_note(run(0.02, 0.03, pool=0.02))
     assert "the generator started requests late" in late
-    after = live.generator_note(run(0.001, 0.03, pool=0.001))
+    after = live.generator_note(run(0.0005, 0.03, pool=0.0005))
     assert "requests waited at the client after they started (connecting" in after
     # a run recorded before the client wait was measured: the send lag alone
-    assert live.generator_note(run(0.004, None)).endswith("p99 4.0 ms, on schedule")
+    assert live.generator_note(run(0.0008, None)).endswith("p99 0.8 ms, on schedule")
 
 
 # -- item 16: no fault switched on behind an interrupt ----------------------------------------
@@ -171,3 +167,22 @@ def test_good_paths_pass_the_check():
     for path in ("/api/work", "/api/work?service_time=0.01", "/", "/a/b?x=1&y=%2F"):
         run_module._check_path(path, "http://127.0.0.1:8000")
     assert np.isfinite(run_module.expected_requests(Load(rate=1.0, duration=1.0)))
+
+
+def test_the_expected_count_of_a_closed_loop_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"^load must be an open-loop Load"):
+        run_module.expected_requests(Load(clients=4, duration=1.0))
+    with pytest.raises(ValueError, match=r"^load must be an open-loop Load"):
+        run_module.expected_requests("100 per second")  # type: ignore[arg-type]
+
+
+@pytest.mark.live
+def test_a_closed_loop_stops_at_the_request_cap(server, monkeypatch):
+    """No think, a fast route: a closed loop sends as fast as the service answers, so no
+    count is known in advance; the cap (here lowered to 25) bounds what it keeps."""
+    monkeypatch.setattr(run_module, "MAX_REQUESTS", 25)
+    run = run_load(server.url, load=Load(clients=3, think_time=0.0, duration=2.0),
+                   path="/api/work?service_time=0.001", progress=False, server_events=False)
+    assert len(run.requests) == 25 and run.meta["max_requests_reached"] is True
+    assert run.requests["ok"].all()
+

@@ -54,3 +54,27 @@ def test_sweep_runs_on_a_dask_distributed_local_cluster():
                       executor=client.get_executor(), progress=False)
     expected = sweep(BASE, {"servers": [1, 2], "seed": [0, 1]}, progress=False)
     pd.testing.assert_frame_equal(table, expected)
+
+
+def test_a_failed_run_ends_the_sweeps_progress_line_failed_not_done(monkeypatch):
+    import importlib
+
+    from atlas_sim.progress import Progress
+
+    sweep_module = importlib.import_module("atlas_sim.sim.sweep")
+
+    endings = []
+
+    class Recorded(Progress):
+        def close(self, ending=None):
+            endings.append(ending)
+            super().close(ending)
+
+    def summarise(scenario):
+        raise RuntimeError("a run failed")
+
+    monkeypatch.setattr(sweep_module, "Progress", Recorded)
+    monkeypatch.setattr(sweep_module, "_summarise", summarise)
+    with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="a run failed"):
+        sweep(BASE, {"servers": [1]}, executor=pool, progress=False)
+    assert endings == ["failed"]

@@ -94,8 +94,8 @@ class Request:
     # wait (from the attempt's start, its scheduled time for the first, until it left the
     # client, its first byte written, or until it ended if it never left) and the part of it
     # spent waiting for a free connection of the pool (until it ended, if it never got one;
-    # NaN if it never asked)
-    rows: list[tuple[int, float, float, int, float, float, float, float]] = field(
+    # NaN if it never asked), and the overrun the server reported (Server-Timing: overrun)
+    rows: list[tuple[int, float, float, int, float, float, float, float, float]] = field(
         default_factory=list)
 
 
@@ -136,6 +136,9 @@ class Job:
     think_time: float = 0.0
     duration: float = 0.0
     synchronized: bool = False
+    # Closed loop: the clients start no request once this many have been sent (the bound on
+    # what a closed loop keeps in memory, whatever its clients, thinks and service).
+    max_requests: int = 100_000
 
 
 async def drive(job: Job, *, part: int = 0, parts: int = 1,
@@ -210,24 +213,25 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
             return await client.send(request)
 
     async def attempt_once(pool: ClientPool, target: str, extra: dict[str, str] | None
-                           ) -> tuple[int, float, float, float | None]:
-        """One attempt: its status, the server's queue wait and work, and Retry-After."""
+                           ) -> tuple[int, float, float, float, float | None]:
+        """One attempt: its status, the server's queue wait, work and overrun, and
+        Retry-After."""
         try:
             if client_timeout is None:
                 response = await send(pool, target, extra)
             else:
                 response = await run_with_timeout(send(pool, target, extra), client_timeout)
         except (TimeoutError, httpx.TimeoutException):
-            return Status.CLIENT_TIMEOUT, math.nan, math.nan, None
+            return Status.CLIENT_TIMEOUT, math.nan, math.nan, math.nan, None
         except httpx.RequestError:
-            return Status.CONNECTION_ERROR, math.nan, math.nan, None
+            return Status.CONNECTION_ERROR, math.nan, math.nan, math.nan, None
         headers = response.headers
         status = response.status_code
         timing = headers.get("server-timing")
         retry_after = (parse_retry_after(headers.get("retry-after"))
                        if status == 429 or status == 503 else None)
         return (status, parse_server_timing(timing, "queue"), parse_server_timing(timing, "work"),
-                retry_after)
+                parse_server_timing(timing, "overrun"), retry_after)
 
     async def one(pool: ClientPool, rec: Request, due: float, index: int) -> None:
         extra: dict[str, str] | None = None  # headers of this request alone
@@ -247,11 +251,12 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
             rec.in_flight_since = start
             rec.left_at = rec.asked_at = rec.admitted_at = math.nan
             target = targets[(index + rec.attempts - 1) % len(targets)]
-            status, queue_wait, work, retry_after = await attempt_once(pool, target, extra)
+            status, queue_wait, work, overrun, retry_after = await attempt_once(pool, target,
+                                                                                extra)
             rec.in_flight_since = None
             end = clock()
             rec.rows.append((rec.attempts, start, end, status, queue_wait, work,
-                             *_client_waits(rec, start, end)))
+                             *_client_waits(rec, start, end), overrun))
             delay = guarded.after_attempt(status, retry_after=retry_after)
             if delay is None:
                 break
@@ -267,7 +272,7 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         """One closed-loop client: think, send, wait for the outcome, again until the end."""
         if not job.synchronized and think_time > 0:
             await asyncio.sleep(float(think_rng.exponential(think_time)))
-        while clock() < job.duration:
+        while clock() < job.duration and len(records) < job.max_requests:
             rec = Request(scheduled=clock())  # counted from the actual send
             records.append(rec)
             await one(pool, rec, loop.time(), len(records) - 1)  # indexed in the order sent
@@ -330,7 +335,7 @@ def _give_up(rec: Request, when: float) -> None:
     """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
     if rec.in_flight_since is not None:
         rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan,
-                         math.nan, *_client_waits(rec, rec.in_flight_since, when)))
+                         math.nan, *_client_waits(rec, rec.in_flight_since, when), math.nan))
         rec.in_flight_since = None
     if math.isnan(rec.sent):
         rec.sent = when

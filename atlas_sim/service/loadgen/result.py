@@ -27,6 +27,9 @@ def to_result(records: list[Request], events: list[EventRow],
     # and the client's: how long each attempt waited before it left the client (run.py)
     meta["client_wait"] = np.array([row[7] for row in rows], dtype=float)
     meta["pool_wait"] = np.array([row[8] for row in rows], dtype=float)  # the part at the pool
+    # the server's own account of how far its timers overran (Server-Timing: overrun; only
+    # /api/fanout reports it), NaN where it did not
+    meta["server_overrun"] = np.array([row[9] for row in rows], dtype=float)
     return RunResult.from_columns(
         requests={
             "request_id": np.arange(n),

@@ -88,6 +88,10 @@ async def run_load_async(
             for an exponential time of mean ``think_time`` (from the ``"think"`` stream, as in
             the simulator) and sends again, until ``duration``; latency counts from the actual
             send, as a closed-loop tester such as ``wrk`` measures it (see ``meta["loop"]``).
+            A closed loop's count cannot be known in advance (clients x duration / think
+            time is no bound: a fast service and short thinks send more, a think of 0 sends
+            as fast as the service answers), so the clients stop starting requests once
+            ``MAX_REQUESTS`` have been sent, and ``meta["max_requests_reached"]`` says so.
         client: the client's ``ClientPolicy``: ``timeout`` per attempt (past it the attempt
             ends 599; None: no limit but the drain deadline), ``retry``, ``budget`` (a refused
             retry ends the request 596) and ``breaker`` (a refused send ends it 597).
@@ -157,11 +161,15 @@ async def run_load_async(
     byte was written, httpcore's ``send_request_headers`` trace event; this counts the send lag,
     the wait for a connection under ``max_connections`` and connecting; an attempt that never
     left counts until it ended), with ``client_wait_p50/p99/max`` over all attempts,
-    ``pool_wait`` the part of it spent waiting for a free connection (NaN for an attempt that
-    never got one) with ``pool_wait_p50/p99/max`` (a simulated run has no client of this kind
-    and none of these keys: its requests leave on time),
-    ``server_work``: each attempt's work as the server reported it (``Server-Timing``; NaN if
-    it did not), in the order of the ``attempts`` table, and ``origin_monotonic``: the run's
+    ``pool_wait`` the part of it spent waiting for a free connection (from asking the pool
+    until it got one, or until the attempt ended if it never got one; NaN only for an attempt
+    that never asked, one cut off before it reached the pool) with ``pool_wait_p50/p99/max``
+    (a simulated run has no client of this kind and none of these keys: its requests leave on
+    time), ``server_work``: each attempt's work as the server reported it (``Server-Timing:
+    work``; NaN if it did not), in the order of the ``attempts`` table, ``server_overrun``: in
+    the same order, how far the server's timers overran what it drew for them, as it reported
+    it (``Server-Timing: overrun``: ``/api/fanout``'s calls beyond their drawn latency; NaN
+    where it did not), and ``origin_monotonic``: the run's
     time 0 on ``time.monotonic`` (to put what else was measured meanwhile, a scrape of
     ``/metrics`` say, on the run's clock).
     """
@@ -219,7 +227,7 @@ async def run_load_async(
         instance_targets=tuple(b + path for b in bases[1:]),
         inputs=any(f.bad_input_rate for f in faults),
         clients=0 if load.open_loop else int(load.clients or 0), think_time=load.think_time,
-        duration=length, synchronized=load.synchronized,
+        duration=length, synchronized=load.synchronized, max_requests=MAX_REQUESTS,
     )
     start = None if start_at is None else _until(start_at)
     applied: dict[float, float] = {}  # planned time of a fault change -> when it took effect
@@ -277,6 +285,7 @@ async def run_load_async(
         "generator": f"{processes} child process(es)" if processes else "this process",
         "unfinished": run.unfinished, "server_events": server_note,
         "origin_monotonic": run.origin_monotonic,
+        "max_requests_reached": not load.open_loop and len(records) >= MAX_REQUESTS,
         "send_lag": lag,
         "send_lag_p50": float(np.percentile(sent_lag, 50)) if sent_lag.size else math.nan,
         "send_lag_p99": float(np.percentile(sent_lag, 99)) if sent_lag.size else math.nan,
@@ -294,8 +303,14 @@ async def run_load_async(
 
 def expected_requests(load: Load) -> float:
     """How many requests an open-loop ``load``'s schedule holds on average: ``rate`` x
-    ``duration`` (each step's rate times its span), or ``requests`` if that is fewer."""
-    assert load.rate is not None
+    ``duration`` (each step's rate times its span), or ``requests`` if that is fewer.
+
+    Raises ValueError for a ``load`` that is not an open-loop ``Load``: a closed loop has no
+    schedule, its count depends on the service's answers (at most ``MAX_REQUESTS`` are sent,
+    see ``run_load_async``)."""
+    if not isinstance(load, Load) or not load.open_loop:
+        raise ValueError(f"load must be an open-loop Load (a rate), got {load!r}")
+    assert load.rate is not None  # open_loop: a rate
     if load.duration is None:
         assert load.requests is not None  # Load checks that one of them is given
         return float(load.requests)

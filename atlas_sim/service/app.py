@@ -74,6 +74,7 @@ from .errors import error_body, install_error_handlers
 from .idempotency import (
     IDEMPOTENCY_KEY_HEADER,
     REPLAYED_HEADER,
+    Begun,
     IdempotencyStore,
     MemoryIdempotencyStore,
     Stored,
@@ -603,15 +604,16 @@ async def order(request: Request, service_time: ServiceTime = None) -> Response:
         return JSONResponse(error_body(
             "this Idempotency-Key was used for a different request (method, path, query "
             "string or body)", request_id), status_code=422)
+    assert isinstance(verdict, Begun)
     try:
         response = await _place_order(state, service_time, request_id)
     except BaseException:
         # Cancelled by the request's timeout, or a crash: nothing was applied, and the key
         # leaves the in-flight set so that a retry may apply it.
-        await store.abandon(key)
+        await store.abandon(verdict)
         raise
     # kept with a 2xx answer, forgotten with any other (a write that failed may be retried)
-    await store.complete(key, Stored(fingerprint, response.status_code, bytes(response.body),
+    await store.complete(verdict, Stored(fingerprint, response.status_code, bytes(response.body),
                                      "application/json"))
     return response
 

@@ -15,6 +15,7 @@ from atlas_sim.clocks import ManualClock
 from atlas_sim.policies import Backoff
 from atlas_sim.service import run_load
 from atlas_sim.service.idempotency import (
+    Begun,
     IdempotencyStore,
     MemoryIdempotencyStore,
     Stored,
@@ -46,20 +47,26 @@ def test_a_bad_key_is_refused_saying_why(header, message):
 def test_the_store_replays_completed_writes_and_refuses_the_rest():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=10.0, capacity=3, clock=clock)
-    assert store.begin_now("k", "f") == "new"
+    k = new(store.begin_now("k", "f"))
     assert store.begin_now("k", "f") == "in progress"  # 409
     assert store.begin_now("k", "other") == "mismatch"  # 422
     done = Stored("f", 200, b'{"order": 1}', "application/json")
-    store.complete_now("k", done)
+    store.complete_now(k, done)
     assert store.begin_now("k", "f") == done  # replayed, not applied again
-    store.begin_now("failed", "f")
-    store.complete_now("failed", Stored("f", 503, b"", "application/json"))
-    assert store.begin_now("failed", "f") == "new"  # a failed write may be tried again
-    store.abandon_now("failed")
-    assert store.begin_now("failed", "f") == "new"
+    failed = new(store.begin_now("failed", "f"))
+    store.complete_now(failed, Stored("f", 503, b"", "application/json"))
+    failed = new(store.begin_now("failed", "f"))  # a failed write may be tried again
+    store.abandon_now(failed)
+    new(store.begin_now("failed", "f"))
     assert len(store) == 2
     clock.advance(10.0)
     assert len(store) == 1  # "k" expired; "failed" is still in flight
+
+
+def new(verdict: object) -> Begun:
+    """``verdict``, which must say the request is new (the store now holds its key)."""
+    assert isinstance(verdict, Begun), verdict
+    return verdict
 
 
 @pytest.mark.live
@@ -133,11 +140,11 @@ def test_the_service_answers_400_409_422_and_replays_over_http():
 def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=1.0, capacity=10, clock=clock)
-    assert store.begin_now("slow", "f") == "new"
+    new(store.begin_now("slow", "f"))
     clock.advance(100.0)  # a hundred retentions later, still at work
     for i in range(30):  # and many other keys came and went meanwhile
-        assert store.begin_now(f"other-{i}", "f") == "new"
-        store.complete_now(f"other-{i}", Stored("f", 200, b"{}", "application/json"))
+        other = new(store.begin_now(f"other-{i}", "f"))
+        store.complete_now(other, Stored("f", 200, b"{}", "application/json"))
         clock.advance(0.5)
     assert store.begin_now("slow", "f") == "in progress"  # a retry gets 409, not a new order
 
@@ -145,30 +152,30 @@ def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
 def test_an_answer_is_kept_for_its_retention_counted_from_the_answer():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=clock)
-    store.begin_now("k", "f")
+    k = new(store.begin_now("k", "f"))
     clock.advance(9.0)  # the request took 9 s
     done = Stored("f", 200, b"{}", "application/json")
-    store.complete_now("k", done)
+    store.complete_now(k, done)
     clock.advance(9.999)
     assert store.begin_now("k", "f") == done  # 19 s after it was first seen, still promised
     clock.advance(0.001)
-    assert store.begin_now("k", "f") == "new"  # retention over
+    new(store.begin_now("k", "f"))  # retention over
 
 
 def test_a_full_store_refuses_new_keys_and_forgets_no_promised_one():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=10.0, capacity=2, clock=clock)
-    store.begin_now("a", "f")
-    store.begin_now("b", "f")
+    a = new(store.begin_now("a", "f"))
+    new(store.begin_now("b", "f"))
     assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=None)  # both at work
     assert store.begin_now("a", "f") == store.begin_now("b", "f") == "in progress"
     done = Stored("f", 200, b"{}", "application/json")
-    store.complete_now("a", done)
+    store.complete_now(a, done)
     clock.advance(4.0)
     assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=6.0)  # "a" is kept
     assert store.begin_now("a", "f") == done and store.begin_now("b", "f") == "in progress"
     clock.advance(6.0)  # "a"'s retention is over: room for one
-    assert store.begin_now("c", "f") == "new"
+    new(store.begin_now("c", "f"))
     assert len(store) == 2
 
 
@@ -178,16 +185,34 @@ def test_the_store_is_a_small_async_protocol_a_database_can_implement():
     assert (store.capacity, store.retention) == (4, 5.0)
 
     async def use() -> tuple[object, ...]:
-        first = await store.begin("k", "f")
-        await store.complete("k", Stored("f", 201, b"{}", "application/json"))
+        first = new(await store.begin("k", "f"))
+        await store.complete(first, Stored("f", 201, b"{}", "application/json"))
         kept = await store.count()
-        await store.begin("gone", "f")
-        await store.abandon("gone")
+        await store.abandon(new(await store.begin("gone", "f")))
         after_abandon = await store.count()
         await store.clear()
-        return first, kept, after_abandon, await store.count()
+        return first.key, kept, after_abandon, await store.count()
 
-    assert asyncio.run(use()) == ("new", 1, 1, 0)
+    assert asyncio.run(use()) == ("k", 1, 1, 0)
+
+
+@pytest.mark.parametrize("ending", ["complete", "abandon"])
+def test_a_request_begun_before_a_reset_cannot_end_the_new_request_with_its_key(ending):
+    # /admin/reset clears the store while a request is at work; a new request then begins the
+    # same key. When the old one ends, the new one must still hold its key: a repeat gets 409,
+    # not the old answer (complete) and not a second application (abandon).
+    store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=ManualClock())
+    old = new(store.begin_now("k", "f"))
+    asyncio.run(store.clear())
+    current = new(store.begin_now("k", "f"))
+    if ending == "complete":
+        store.complete_now(old, Stored("f", 200, b'{"order": 1}', "application/json"))
+    else:
+        store.abandon_now(old)
+    assert store.begin_now("k", "f") == "in progress" and len(store) == 1
+    done = Stored("f", 200, b'{"order": 2}', "application/json")
+    store.complete_now(current, done)
+    assert store.begin_now("k", "f") == done  # the new request's own answer is kept
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

@@ -112,20 +112,27 @@ def _settled_orders(url: str) -> int:
 def test_the_service_answers_400_409_422_and_replays_over_http():
     server, _ = start_server(Settings(), servers=2,
                              service_time=Distribution(mean=0.2, kind="constant"))
+    store = server.app.state.atlas.idempotency
     try:
         with httpx.Client(base_url=server.url, trust_env=False, timeout=5.0) as client:
             bad = client.post("/api/orders", headers={"Idempotency-Key": "unquoted"})
             assert bad.status_code == 400 and "quoted string" in bad.json()["error"]
             assert bad.json()["request_id"]
+            # the first request is held at work by a stall until the test lifts it (no timing):
+            # its client gives up, the server keeps working on it
+            assert client.put("/admin/faults", json={"stall": True}).status_code == 200
             with httpx.Client(base_url=server.url, trust_env=False, timeout=0.05) as hasty, \
                     pytest.raises(httpx.TimeoutException):
                 hasty.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
+            wait_for(lambda: len(store) == 1, what="the first order in flight")
             assert client.post("/api/orders", headers={"Idempotency-Key": '"k1"'},
                                ).status_code == 409  # the first is still at work
             other = client.post("/api/orders", json={"different": True},
                                 headers={"Idempotency-Key": '"k1"'})
             assert other.status_code == 422
-            time.sleep(0.3)
+            assert client.put("/admin/faults", json={"stall": False}).status_code == 200
+            wait_for(lambda: client.get("/admin/orders").json()["applied"] == 1,
+                     what="the first order applied")
             first = client.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
             again = client.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
             assert first.status_code == again.status_code == 200
@@ -277,14 +284,17 @@ def test_a_retry_after_the_retention_of_a_request_still_at_work_is_not_applied_t
 @pytest.mark.live
 def test_a_full_store_answers_503_with_retry_after_and_its_capacity(orders):
     server, client = orders
-    server.app.state.atlas.idempotency = MemoryIdempotencyStore(retention=30.0, capacity=2)
+    clock = ManualClock()  # the store's clock, moved by the test alone
+    server.app.state.atlas.idempotency = MemoryIdempotencyStore(retention=30.0, capacity=2,
+                                                                clock=clock)
     for key in ('"one"', '"two"'):
         assert client.post("/api/orders?service_time=0",
                            headers={"Idempotency-Key": key}).status_code == 200
+    clock.advance(12.5)  # "one" expires 17.5 s from now: wait 18 whole seconds
     full = client.post("/api/orders?service_time=0", headers={"Idempotency-Key": '"three"',
                                                                "X-Request-ID": "full-1"})
     assert full.status_code == 503, full.text
-    assert 29 <= int(full.headers["Retry-After"]) <= 30
+    assert full.headers["Retry-After"] == "18" and full.json()["retry_after"] == 18
     body = full.json()
     assert body["request_id"] == "full-1" and body["capacity"] == 2
     assert "full" in body["error"] and "2 keys" in body["error"]

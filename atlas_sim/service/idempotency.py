@@ -28,10 +28,10 @@ Atlas has):
 
 Keys are per instance: each service process has its own store, so a retry that reaches another
 instance (``run_load(instances=...)``) is applied again there. A store shared by every instance
-(SQLite, PostgreSQL: "The data system behind the service") is the fix; it implements the same
-protocol, with one more duty that a store in memory does not need: a key held by an instance
-that died must expire (a lease as long as the longest request, ``HTTP_TIMEOUT``), since nobody
-will ever complete or abandon it.
+is the fix; none exists yet: issue 22 ("The data system behind the service") adds one on
+SQLite or PostgreSQL behind this protocol, with one more duty that a store in memory does not
+need: a key held by an instance that died must expire (a lease as long as the longest request,
+``HTTP_TIMEOUT``), since nobody will ever complete or abandon it.
 """
 
 from __future__ import annotations

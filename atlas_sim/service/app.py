@@ -272,12 +272,6 @@ def _allowed(kind: str, low: float | None, high: float | None) -> str:
     return number + " or null" if kind == "number or null" else number
 
 
-def parse_fault_update(raw: bytes) -> dict[str, Any]:
-    """The changes in a ``/admin/faults`` body, all checked, or ``InvalidBody`` naming every
-    field that is wrong (an empty body changes nothing)."""
-    return parse_admin_update(raw, FAULT_FIELDS)
-
-
 #: How deeply a request body's arrays and objects may nest. Admin bodies are flat (depth 1);
 #: without a bound, a body of ``[`` * 1000 exhausts the parser's recursion (a RecursionError,
 #: which is not a ValueError) long before ``max_body_bytes`` is reached.
@@ -688,18 +682,13 @@ async def get_fanout(request: Request) -> dict[str, Any]:
 
 @_route("/admin/fanout", ["PUT", "POST"])
 async def set_fanout(request: Request) -> JSONResponse:
-    state = _state(request)
-    raw = await _read_body(request, state.max_body_bytes)
-    try:
-        changes = parse_admin_update(raw, FANOUT_FIELDS)
-    except InvalidBody as exc:
-        return JSONResponse(
-            error_body(f"invalid fan-out settings: {exc}", current_request_id(),
-                       detail=exc.problems),
-            status_code=422)
+    return await _admin_update(request, FANOUT_FIELDS, "fan-out settings", _apply_fanout)
+
+
+def _apply_fanout(state: ServiceState, changes: dict[str, Any]) -> dict[str, Any]:
     if "hedge_delay" in changes:
         state.set_hedge(changes["hedge_delay"])
-    return JSONResponse(state.fanout_view())
+    return state.fanout_view()
 
 
 @_route("/admin/faults", ["GET"])
@@ -709,16 +698,10 @@ async def get_faults(request: Request) -> dict[str, Any]:
 
 @_route("/admin/faults", ["PUT", "POST"])
 async def set_faults(request: Request) -> JSONResponse:
-    state = _state(request)
-    raw = await _read_body(request, state.max_body_bytes)
-    try:
-        changes = parse_fault_update(raw)
-    except InvalidBody as exc:
-        # Nothing is applied: every field is checked before any is used.
-        return JSONResponse(
-            error_body(f"invalid faults: {exc}", current_request_id(),
-                       detail=exc.problems),
-            status_code=422)
+    return await _admin_update(request, FAULT_FIELDS, "faults", _apply_faults)
+
+
+def _apply_faults(state: ServiceState, changes: dict[str, Any]) -> dict[str, Any]:
     capacity = changes.pop("capacity", None)
     bad_input_rate = changes.pop("bad_input_rate", None)
     stall = changes.pop("stall", None)
@@ -737,7 +720,25 @@ async def set_faults(request: Request) -> JSONResponse:
         state.bad_input_rate = bad_input_rate
     if stall is not None:
         state.work.stalled = stall
-    return JSONResponse(state.faults_view())
+    return state.faults_view()
+
+
+async def _admin_update(
+    request: Request, fields: dict[str, tuple[str, float | None, float | None]], what: str,
+    apply: Callable[[ServiceState, dict[str, Any]], dict[str, Any]],
+) -> JSONResponse:
+    """An admin write: the body's ``fields`` (``parse_admin_update``) handed to ``apply``,
+    whose view of the new state is the answer; or 422 naming every wrong field, with nothing
+    applied (every field is checked before any is used)."""
+    state = _state(request)
+    raw = await _read_body(request, state.max_body_bytes)
+    try:
+        changes = parse_admin_update(raw, fields)
+    except InvalidBody as exc:
+        return JSONResponse(
+            error_body(f"invalid {what}: {exc}", current_request_id(), detail=exc.problems),
+            status_code=422)
+    return JSONResponse(apply(state, changes))
 
 
 @_route("/admin/breaker", ["GET"])

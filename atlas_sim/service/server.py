@@ -38,11 +38,11 @@ and asyncio printed a traceback for each failed ``accept``. Here, on uvicorn's h
   is never lowered. A notebook kernel often starts with a soft limit of 256 or 1024;
 * beyond ``max_connections`` open connections (``HTTP_MAX_CONNECTIONS``, lowered to what the
   open-file room holds, but never below ``LIVE_CONNECTIONS``, what the workbook's live
-  experiments open at once), one more closes the connection that has waited longest for a
-  request: one idle between requests on a kept-alive connection, or one still sending its
-  headers (or a body trickled after its answer). Connections at work on a request are never
-  closed, and a new connection is admitted even beyond the cap while the process has file
-  descriptors to spare;
+  experiments open at once, unless ``max_connections`` itself is lower), one more closes the
+  connection that has waited longest for a request: one idle between requests on a kept-alive
+  connection, or one still sending its headers (or a body trickled after its answer).
+  Connections at work on a request are never closed, and a new connection is admitted even
+  beyond the cap while the process has file descriptors to spare;
 * only when the process is out of descriptors (fewer than ``SPARE_DESCRIPTORS`` free, or an
   ``accept`` failed) is anything more done: the connection waiting longest is closed first, and
   only if none is waiting is the new connection refused (``ConnectionCounts.refused``). So an

@@ -118,8 +118,9 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(
         1024, ge=1, le=1_000_000, validation_alias="HTTP_MAX_CONNECTIONS",
         json_schema_extra={"unit": "connections"},
-        description="open at once, fewer if the open-file limit is low; beyond, the one "
-                    "waiting longest for a request is closed (Atlas's addition)")
+        description="open before the one waiting longest for a request is closed (those at "
+                    "work never are); the server raises the open-file limit to make room "
+                    "(Atlas's addition)")
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:

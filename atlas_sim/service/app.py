@@ -74,6 +74,7 @@ from .errors import error_body, install_error_handlers
 from .idempotency import (
     IDEMPOTENCY_KEY_HEADER,
     REPLAYED_HEADER,
+    Begun,
     IdempotencyStore,
     MemoryIdempotencyStore,
     Stored,
@@ -271,12 +272,6 @@ def _allowed(kind: str, low: float | None, high: float | None) -> str:
     return number + " or null" if kind == "number or null" else number
 
 
-def parse_fault_update(raw: bytes) -> dict[str, Any]:
-    """The changes in a ``/admin/faults`` body, all checked, or ``InvalidBody`` naming every
-    field that is wrong (an empty body changes nothing)."""
-    return parse_admin_update(raw, FAULT_FIELDS)
-
-
 #: How deeply a request body's arrays and objects may nest. Admin bodies are flat (depth 1);
 #: without a bound, a body of ``[`` * 1000 exhausts the parser's recursion (a RecursionError,
 #: which is not a ValueError) long before ``max_body_bytes`` is reached.
@@ -284,26 +279,57 @@ MAX_JSON_DEPTH = 32
 #: The longest number a body may spell, in characters (a double needs at most 24; beyond 4300
 #: digits Python's ``int`` refuses with a message that names ``sys.set_int_max_str_digits``).
 MAX_NUMBER_CHARS = 100
-_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+#: The characters the depth scan looks at: brackets, and the quotes and backslashes that decide
+#: whether a bracket is inside a string.
+_JSON_SIGNIFICANT = re.compile(r'[\[\]{}"\\]')
 
 
-def _json_depth(text: str, limit: int) -> int:
-    """How deeply ``text``'s arrays and objects nest, counting brackets outside strings; stops
-    counting once past ``limit`` (returns a value > ``limit``). Malformed text gives some
-    number; ``json.loads`` then says what is wrong with it."""
-    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
-    depth = deepest = 0
-    for ch in brackets:
-        if ch in "[{":
+def _scan_json_depth(text: str, limit: int) -> tuple[int, int]:
+    """How deeply ``text``'s arrays and objects nest, and the steps the scan took.
+
+    One pass from left to right over the characters that matter (``_JSON_SIGNIFICANT``,
+    found by a one-character regex, which never backtracks), keeping two states: inside a
+    string or not, and whether the previous character was an escaping backslash (RFC 8259,
+    section 7: inside a string, ``\\`` escapes exactly the next character). Brackets count
+    only outside strings. Returns ``(deepest, steps)``: the deepest nesting seen, a value
+    > ``limit`` as soon as the scan passes ``limit`` (it stops there), and ``steps``, the
+    characters visited, at most ``len(text)``: the work is linear in the body's length, however
+    the body is built. (The scan this replaces removed strings with a regex that backtracked:
+    a body of ``"`` and then ``\\"`` pairs took time quadratic in its length, about 20 s for
+    64 KiB, with the event loop blocked.) Malformed text gives some number; ``json.loads``
+    then says what is wrong with it.
+    """
+    depth = deepest = steps = 0
+    in_string = False
+    escaped = -1  # the index of the character a backslash escapes
+    for match in _JSON_SIGNIFICANT.finditer(text):
+        steps += 1
+        at = match.start()
+        if at == escaped:
+            continue
+        ch = text[at]
+        if in_string:
+            if ch == "\\":
+                escaped = at + 1
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
             depth += 1
             if depth > deepest:
                 deepest = depth
                 if deepest > limit:
                     break
-        else:
+        elif ch in "]}":
             depth -= 1
-    return deepest
+        # a backslash outside a string is not JSON: json.loads says so
+    return deepest, steps
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """The nesting depth of ``text`` (``_scan_json_depth``), > ``limit`` once past it."""
+    return _scan_json_depth(text, limit)[0]
 
 
 class _Refused(ValueError):
@@ -572,15 +598,16 @@ async def order(request: Request, service_time: ServiceTime = None) -> Response:
         return JSONResponse(error_body(
             "this Idempotency-Key was used for a different request (method, path, query "
             "string or body)", request_id), status_code=422)
+    assert isinstance(verdict, Begun)
     try:
         response = await _place_order(state, service_time, request_id)
     except BaseException:
         # Cancelled by the request's timeout, or a crash: nothing was applied, and the key
         # leaves the in-flight set so that a retry may apply it.
-        await store.abandon(key)
+        await store.abandon(verdict)
         raise
     # kept with a 2xx answer, forgotten with any other (a write that failed may be retried)
-    await store.complete(key, Stored(fingerprint, response.status_code, bytes(response.body),
+    await store.complete(verdict, Stored(fingerprint, response.status_code, bytes(response.body),
                                      "application/json"))
     return response
 
@@ -664,18 +691,13 @@ async def get_fanout(request: Request) -> dict[str, Any]:
 
 @_route("/admin/fanout", ["PUT", "POST"])
 async def set_fanout(request: Request) -> JSONResponse:
-    state = _state(request)
-    raw = await _read_body(request, state.max_body_bytes)
-    try:
-        changes = parse_admin_update(raw, FANOUT_FIELDS)
-    except InvalidBody as exc:
-        return JSONResponse(
-            error_body(f"invalid fan-out settings: {exc}", current_request_id(),
-                       detail=exc.problems),
-            status_code=422)
+    return await _admin_update(request, FANOUT_FIELDS, "fan-out settings", _apply_fanout)
+
+
+def _apply_fanout(state: ServiceState, changes: dict[str, Any]) -> dict[str, Any]:
     if "hedge_delay" in changes:
         state.set_hedge(changes["hedge_delay"])
-    return JSONResponse(state.fanout_view())
+    return state.fanout_view()
 
 
 @_route("/admin/faults", ["GET"])
@@ -685,16 +707,10 @@ async def get_faults(request: Request) -> dict[str, Any]:
 
 @_route("/admin/faults", ["PUT", "POST"])
 async def set_faults(request: Request) -> JSONResponse:
-    state = _state(request)
-    raw = await _read_body(request, state.max_body_bytes)
-    try:
-        changes = parse_fault_update(raw)
-    except InvalidBody as exc:
-        # Nothing is applied: every field is checked before any is used.
-        return JSONResponse(
-            error_body(f"invalid faults: {exc}", current_request_id(),
-                       detail=exc.problems),
-            status_code=422)
+    return await _admin_update(request, FAULT_FIELDS, "faults", _apply_faults)
+
+
+def _apply_faults(state: ServiceState, changes: dict[str, Any]) -> dict[str, Any]:
     capacity = changes.pop("capacity", None)
     bad_input_rate = changes.pop("bad_input_rate", None)
     stall = changes.pop("stall", None)
@@ -713,7 +729,25 @@ async def set_faults(request: Request) -> JSONResponse:
         state.bad_input_rate = bad_input_rate
     if stall is not None:
         state.work.stalled = stall
-    return JSONResponse(state.faults_view())
+    return state.faults_view()
+
+
+async def _admin_update(
+    request: Request, fields: dict[str, tuple[str, float | None, float | None]], what: str,
+    apply: Callable[[ServiceState, dict[str, Any]], dict[str, Any]],
+) -> JSONResponse:
+    """An admin write: the body's ``fields`` (``parse_admin_update``) handed to ``apply``,
+    whose view of the new state is the answer; or 422 naming every wrong field, with nothing
+    applied (every field is checked before any is used)."""
+    state = _state(request)
+    raw = await _read_body(request, state.max_body_bytes)
+    try:
+        changes = parse_admin_update(raw, fields)
+    except InvalidBody as exc:
+        return JSONResponse(
+            error_body(f"invalid {what}: {exc}", current_request_id(), detail=exc.problems),
+            status_code=422)
+    return JSONResponse(apply(state, changes))
 
 
 @_route("/admin/breaker", ["GET"])

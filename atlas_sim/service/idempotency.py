@@ -28,14 +28,15 @@ Atlas has):
 
 Keys are per instance: each service process has its own store, so a retry that reaches another
 instance (``run_load(instances=...)``) is applied again there. A store shared by every instance
-(SQLite, PostgreSQL: "The data system behind the service") is the fix; it implements the same
-protocol, with one more duty that a store in memory does not need: a key held by an instance
-that died must expire (a lease as long as the longest request, ``HTTP_TIMEOUT``), since nobody
-will ever complete or abandon it.
+is the fix; none exists yet: issue 22 ("The data system behind the service") adds one on
+SQLite or PostgreSQL behind this protocol, with one more duty that a store in memory does not
+need: a key held by an instance that died must expire (a lease as long as the longest request,
+``HTTP_TIMEOUT``), since nobody will ever complete or abandon it.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -48,6 +49,7 @@ from ..validation import check_int, check_real
 __all__ = [
     "IDEMPOTENCY_KEY_HEADER",
     "REPLAYED_HEADER",
+    "Begun",
     "IdempotencyStore",
     "MemoryIdempotencyStore",
     "StoreFull",
@@ -115,6 +117,18 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Begun:
+    """``begin``'s answer for a key it now holds for this request: process the request, then
+    hand this back to ``complete`` or ``abandon``. ``token`` tells this hold from any later
+    one under the same key: after a ``clear`` (``/admin/reset``) a new request may begin the
+    same key while this one still runs, and this one's ending must not touch the new one's
+    entry (in SQL: ``... WHERE key = ? AND token = ?``)."""
+
+    key: str
+    token: int
+
+
+@dataclass(frozen=True)
 class StoreFull:
     """``begin``'s answer when ``capacity`` keys are held and none can be let go: the new key
     is refused. ``retry_after`` is the number of seconds until the oldest kept answer expires
@@ -124,9 +138,9 @@ class StoreFull:
     retry_after: float | None
 
 
-#: What ``begin`` says to do with a request: process it (``"new"``), 409 (``"in progress"``),
+#: What ``begin`` says to do with a request: process it (``Begun``), 409 (``"in progress"``),
 #: 422 (``"mismatch"``), replay the ``Stored`` answer, or refuse the key (``StoreFull``).
-Verdict = Literal["new", "in progress", "mismatch"] | Stored | StoreFull
+Verdict = Begun | Literal["in progress", "mismatch"] | Stored | StoreFull
 
 
 @runtime_checkable
@@ -135,23 +149,27 @@ class IdempotencyStore(Protocol):
 
     Coroutines, so that a store behind a database (SQLite, PostgreSQL) can await its queries
     without blocking the event loop. ``begin`` must be atomic: of two requests with one new key,
-    exactly one gets ``"new"`` (in SQL, ``INSERT ... ON CONFLICT DO NOTHING``).
+    exactly one gets ``Begun`` (in SQL, ``INSERT ... ON CONFLICT DO NOTHING``). ``complete`` and
+    ``abandon`` act only on the hold their ``Begun`` names (its ``token``), never on a later
+    request's hold of the same key.
     """
 
     capacity: int  # keys held at most, in flight and kept together
     retention: float  # seconds a completed answer is kept
 
     async def begin(self, key: str, fingerprint: str) -> Verdict:
-        """What to do with a request carrying ``key`` (see ``Verdict``). After ``"new"`` the
-        caller must call ``complete`` or ``abandon`` for the key, whatever happens."""
+        """What to do with a request carrying ``key`` (see ``Verdict``). After ``Begun`` the
+        caller must call ``complete`` or ``abandon`` with it, whatever happens."""
         ...
 
-    async def complete(self, key: str, response: Stored) -> None:
-        """The request under ``key`` is done: keep its 2xx answer, forget any other."""
+    async def complete(self, begun: Begun, response: Stored) -> None:
+        """The request that ``begun`` names is done: keep its 2xx answer, forget any other
+        (nothing, if that hold is gone: cleared meanwhile)."""
         ...
 
-    async def abandon(self, key: str) -> None:
-        """The request under ``key`` ended without an answer: forget the key."""
+    async def abandon(self, begun: Begun) -> None:
+        """The request that ``begun`` names ended without an answer: forget its key (nothing,
+        if that hold is gone)."""
         ...
 
     async def count(self) -> int:
@@ -166,6 +184,7 @@ class IdempotencyStore(Protocol):
 @dataclass
 class _Entry:
     fingerprint: str
+    token: int
     response: Stored | None = None  # None: still being processed
     expires: float = math.inf  # set when the answer is kept
 
@@ -188,6 +207,7 @@ class MemoryIdempotencyStore:
         self.retention = check_real("retention", retention, low=0, low_open=True)
         self.capacity = check_int("capacity", capacity, low=1)
         self._clock = clock
+        self._tokens = itertools.count()
         self._in_flight: dict[str, _Entry] = {}
         self._kept: OrderedDict[str, _Entry] = OrderedDict()  # oldest answer first
 
@@ -209,31 +229,40 @@ class MemoryIdempotencyStore:
                     oldest = next(iter(self._kept.values()))
                     retry_after = max(0.0, oldest.expires - self._clock())
                 return StoreFull(self.capacity, retry_after)
-            self._in_flight[key] = _Entry(fingerprint)
-            return "new"
+            token = next(self._tokens)
+            self._in_flight[key] = _Entry(fingerprint, token)
+            return Begun(key, token)
         if entry.fingerprint != fingerprint:
             return "mismatch"
         return entry.response if entry.response is not None else "in progress"
 
-    async def complete(self, key: str, response: Stored) -> None:
-        self.complete_now(key, response)
+    async def complete(self, begun: Begun, response: Stored) -> None:
+        self.complete_now(begun, response)
 
-    def complete_now(self, key: str, response: Stored) -> None:
+    def complete_now(self, begun: Begun, response: Stored) -> None:
         """``complete`` without the coroutine."""
-        entry = self._in_flight.pop(key, None)
-        if entry is None:  # not begun here, or cleared by a reset meanwhile
-            return
-        if 200 <= response.status < 300:
+        entry = self._release(begun)
+        if entry is not None and 200 <= response.status < 300:
             entry.response = response
             entry.expires = self._clock() + self.retention
-            self._kept[key] = entry
+            self._kept[begun.key] = entry
 
-    async def abandon(self, key: str) -> None:
-        self.abandon_now(key)
+    async def abandon(self, begun: Begun) -> None:
+        self.abandon_now(begun)
 
-    def abandon_now(self, key: str) -> None:
+    def abandon_now(self, begun: Begun) -> None:
         """``abandon`` without the coroutine."""
-        self._in_flight.pop(key, None)
+        self._release(begun)
+
+    def _release(self, begun: Begun) -> _Entry | None:
+        """Take ``begun``'s entry out of the in-flight set; None if it is not there: never
+        begun here, or cleared by a reset meanwhile, the key perhaps held by a newer request
+        (another token), whose entry stays."""
+        entry = self._in_flight.get(begun.key)
+        if entry is None or entry.token != begun.token:
+            return None
+        del self._in_flight[begun.key]
+        return entry
 
     async def count(self) -> int:
         return len(self)

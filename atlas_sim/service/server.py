@@ -31,12 +31,25 @@ and asyncio printed a traceback for each failed ``accept``. Here, on uvicorn's h
 * a connection waiting for a request (a new one, or a kept-alive one after its answer) gets
   ``header_timeout`` seconds (``HTTP_HEADER_TIMEOUT``) to send the request line and headers;
   then it is closed, with a JSON 408 if it had begun sending (RFC 9110, section 15.5.9);
-* at most ``max_connections`` are open (``HTTP_MAX_CONNECTIONS``, and never more than a third
-  of the open-file room left when the server starts: the rest is for the accept backlog and for
-  clients in the same process, the load generator's); one more closes the connection that has
-  waited longest for a request, or, if every connection is busy with a request, the new one;
-* an ``accept`` that fails anyway (files used up elsewhere in the process) is one warning line
-  per second at most, never a traceback.
+* ``start()`` raises the process's soft open-file limit (``RLIMIT_NOFILE``) towards its hard
+  limit, as far as the cap below needs (three descriptors a connection: its own, the accept
+  backlog's burst, a client's in this process), as many servers do (nginx's
+  ``worker_rlimit_nofile``; Go programs since Go 1.19 raise it to the hard limit at start). It
+  is never lowered. A notebook kernel often starts with a soft limit of 256 or 1024;
+* beyond ``max_connections`` open connections (``HTTP_MAX_CONNECTIONS``, lowered to what the
+  open-file room holds, but never below ``LIVE_CONNECTIONS``, what the workbook's live
+  experiments open at once, unless ``max_connections`` itself is lower), one more closes the
+  connection that has waited longest for a request: one idle between requests on a kept-alive
+  connection, or one still sending its headers (or a body trickled after its answer).
+  Connections at work on a request are never closed, and a new connection is admitted even
+  beyond the cap while the process has file descriptors to spare;
+* only when the process is out of descriptors (fewer than ``SPARE_DESCRIPTORS`` free, or an
+  ``accept`` failed) is anything more done: the connection waiting longest is closed first, and
+  only if none is waiting is the new connection refused (``ConnectionCounts.refused``). So an
+  operator's ``/admin/...`` request is never turned away because clients hold idle or slow
+  connections;
+* an ``accept`` that fails anyway (files used up elsewhere in the process) closes the
+  connection waiting longest, and is one warning line per second at most, never a traceback.
 
 This touches uvicorn's internals (``H11Protocol``'s ``conn``, ``handle_events``,
 ``on_response_complete``), so ``pyproject.toml`` bounds uvicorn's version, and
@@ -54,8 +67,10 @@ import logging
 import math
 import os
 import socket
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -83,9 +98,10 @@ STOP_MESSAGE = "atlas: server stopping"
 class ConnectionCounts:
     """What a server's connection guard did (``LiveServer.connections``): connections closed
     for a header that took longer than ``header_timeout`` (``header_timeouts``, of which
-    ``timeouts_answered`` had begun a request and got a 408), closed to make room for a new one
-    (``evicted``), new ones refused because every connection was busy (``refused``), and
-    ``accept`` calls that failed for want of open files (``accept_failures``)."""
+    ``timeouts_answered`` had begun a request and got a 408), waiting connections closed to make
+    room (``evicted``), new ones refused because the process was out of file descriptors and no
+    connection was waiting (``refused``), and ``accept`` calls that failed for want of open
+    files (``accept_failures``)."""
 
     header_timeouts: int = 0
     timeouts_answered: int = 0
@@ -102,39 +118,81 @@ def _timeout_answer(seconds: float) -> bytes:
             + body)
 
 
+#: Free file descriptors below which the process counts as out of them: kept for the accept
+#: backlog's next burst and for the rest of the process.
+SPARE_DESCRIPTORS = 32
+#: Connections the workbook's live experiments open at once in this process: ``run_load``'s
+#: default pool (512) with its warm-up, a closed loop's clients and the fault player's and an
+#: operator's connections. The connection cap is never lowered below this.
+LIVE_CONNECTIONS = 600
+
+
 class _ConnectionGuard:
     """One server's header timeout and connection cap (see the module docstring); used only
-    on the server's event loop."""
+    on the server's event loop. ``open_files`` is the process's soft ``RLIMIT_NOFILE`` (None:
+    unknown); ``room`` counts the descriptors still free (None: unknown)."""
 
-    def __init__(self, header_timeout: float, max_connections: int) -> None:
+    def __init__(self, header_timeout: float, max_connections: int,
+                 open_files: int | None = None,
+                 room: Callable[[], int | None] | None = None) -> None:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.open_files = open_files
+        self.room = _descriptor_room if room is None else room
         self.counts = ConnectionCounts()
         self.answer = _timeout_answer(header_timeout)
         self._last_warning = -math.inf
         self._tickets = itertools.count()
+        self._connections: set[Any] = set()  # the server's, once the first one is made
 
     def ticket(self) -> int:
         """A number that orders connections by when they began waiting for a request."""
         return next(self._tickets)
 
     def admit(self, new: _GuardedH11Protocol) -> None:
-        """Called when ``new`` has joined the server's connections: close one if too many."""
-        connections = new.connections
-        if len(connections) <= self.max_connections:
+        """Called when ``new`` has joined the server's connections. Beyond the cap, or with the
+        process nearly out of descriptors, close the connection waiting longest for a request;
+        refuse ``new`` only if none is waiting and descriptors are truly short."""
+        connections = self._connections = new.connections
+        near_full = self._near_full(new)
+        if len(connections) <= self.max_connections and not near_full:
             return
+        if self.evict_one(exclude=new):
+            return
+        # every other connection is at work on a request
+        if near_full or self._short_of_descriptors():
+            self.counts.refused += 1
+            new.close_waiting()
+
+    def evict_one(self, exclude: object = None) -> bool:
+        """Close the connection that has waited longest for a request (not ``exclude``);
+        False if none is waiting."""
         oldest: _GuardedH11Protocol | None = None
-        for c in connections:
-            if (c is not new and isinstance(c, _GuardedH11Protocol)
+        for c in self._connections:
+            if (c is not exclude and isinstance(c, _GuardedH11Protocol)
                     and c.waiting_since is not None and not c.transport.is_closing()
                     and (oldest is None or c.waiting_since < cast(int, oldest.waiting_since))):
                 oldest = c
-        if oldest is not None:
-            self.counts.evicted += 1
-            oldest.close_waiting()
-        else:
-            self.counts.refused += 1
-            new.close_waiting()
+        if oldest is None:
+            return False
+        self.counts.evicted += 1
+        oldest.close_waiting()
+        return True
+
+    def _near_full(self, new: _GuardedH11Protocol) -> bool:
+        """True if ``new``'s descriptor is among the last ``SPARE_DESCRIPTORS`` the process may
+        open. POSIX gives a new descriptor the lowest free number, so every lower one is in use:
+        a free check, made on every connection, that never says full wrongly."""
+        if self.open_files is None:
+            return False
+        sock = new.transport.get_extra_info("socket")
+        return sock is not None and sock.fileno() >= self.open_files - SPARE_DESCRIPTORS
+
+    def _short_of_descriptors(self) -> bool:
+        """Fewer than ``SPARE_DESCRIPTORS`` free (counted: only beyond the cap with no
+        connection waiting)."""
+        room = self.room()
+        return room is not None and room < SPARE_DESCRIPTORS
 
     def loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """The event loop's exception handler: a failed ``accept`` (no file descriptors left) is
@@ -143,6 +201,7 @@ class _ConnectionGuard:
             loop.default_exception_handler(context)
             return
         self.counts.accept_failures += 1
+        self.evict_one()  # a descriptor for the next accept
         now = loop.time()
         if now - self._last_warning >= 1.0:
             self._last_warning = now
@@ -228,33 +287,96 @@ class _GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def _descriptor_room() -> int | None:
-    """Open files this process may still open (the soft ``RLIMIT_NOFILE`` less those open),
-    or None where that cannot be known (no ``resource`` module, as on Windows, or no list of
-    open descriptors: ``/proc/self/fd`` on Linux, ``/dev/fd`` on macOS and the BSDs)."""
+def _open_file_limits() -> tuple[int, int] | None:
+    """The process's soft and hard ``RLIMIT_NOFILE`` (``RLIM_INFINITY`` as ``sys.maxsize``),
+    or None without the ``resource`` module (Windows)."""
     try:
         import resource
 
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (ImportError, OSError, ValueError):
         return None
+    infinity = resource.RLIM_INFINITY
+    return (sys.maxsize if soft == infinity else soft, sys.maxsize if hard == infinity else hard)
+
+
+def _descriptors_open() -> int | None:
+    """Descriptors open in this process, from ``/proc/self/fd`` (Linux) or ``/dev/fd`` (macOS,
+    the BSDs); None where neither lists them."""
     for listing in ("/proc/self/fd", "/dev/fd"):
         try:
-            used = len(os.listdir(listing))
+            return len(os.listdir(listing))
         except OSError:
             continue
-        return None if soft == resource.RLIM_INFINITY else soft - used
     return None
 
 
-def _connection_cap(requested: int) -> int:
-    """``requested``, lowered to a third of the open-file room (less 32 spare): one third for
-    the server's connections, one for a burst of accepts before the guard sees them (the
-    backlog), one for clients in this process."""
-    room = _descriptor_room()
-    if room is None:
-        return requested
-    return max(1, min(requested, (room - 32) // 3))
+def _descriptor_room() -> int | None:
+    """Open files this process may still open (the soft ``RLIMIT_NOFILE`` less those open),
+    or None where that cannot be known."""
+    limits, used = _open_file_limits(), _descriptors_open()
+    if limits is None or used is None or limits[0] == sys.maxsize:
+        return None
+    return limits[0] - used
+
+
+def _raise_open_file_limit(wanted: int) -> int | None:
+    """Raise the soft ``RLIMIT_NOFILE`` to ``wanted`` descriptors, or to the hard limit if that
+    is lower; never lower it. Returns the soft limit in force (None: unknown). A refusal (macOS
+    refuses more than ``OPEN_MAX`` even under an unlimited hard limit) leaves it as it was."""
+    limits = _open_file_limits()
+    if limits is None:
+        return None
+    soft, hard = limits
+    target = min(wanted, hard)
+    if soft < target:
+        import resource
+
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE,
+                               (target, resource.RLIM_INFINITY if hard == sys.maxsize else hard))
+            soft = target
+        except (OSError, ValueError):
+            pass
+    return soft
+
+
+@dataclass(frozen=True)
+class _Room:
+    """What ``start()`` made of the process's open files: the connection cap, the accept
+    backlog, and the soft ``RLIMIT_NOFILE`` (None: unknown)."""
+
+    cap: int
+    backlog: int
+    open_files: int | None
+
+
+def _plan_connections(requested: int) -> _Room:
+    """Make room for ``requested`` connections and size the cap to the room there is.
+
+    Each connection may take three descriptors: its own, one in a burst of accepts before the
+    guard sees them (the backlog), and a client's in this same process (the load generator's).
+    So the soft limit is raised (``_raise_open_file_limit``) to the descriptors open now plus
+    3 x ``requested`` plus ``SPARE_DESCRIPTORS``, and the cap is a third of the room then free
+    (less the spare), but at least ``LIVE_CONNECTIONS`` (or ``requested``, if lower): where the
+    hard limit leaves less room than that, the guard's out-of-descriptors rule (close a waiting
+    connection, refuse only when none waits) bounds the descriptors instead of the cap.
+    """
+    used = _descriptors_open()
+    if used is None:
+        return _Room(requested, min(2048, max(64, requested)), None)
+    soft = _raise_open_file_limit(used + 3 * requested + SPARE_DESCRIPTORS)
+    if soft is None or soft == sys.maxsize:
+        return _Room(requested, min(2048, max(64, requested)), None)
+    share = max(1, (soft - used - SPARE_DESCRIPTORS) // 3)
+    cap = min(requested, max(LIVE_CONNECTIONS, share))
+    if cap > share:
+        logger.warning("the open-file limit (%d, raised as far as allowed) leaves room for "
+                       "about %d connections; up to %d are admitted, and waiting ones are "
+                       "closed when descriptors run short", soft, share, cap)
+    # the listen queue and one burst of accepts: bounded like the connections and the room,
+    # but at least 64, so that a small cap does not make clients wait for SYN retransmissions
+    return _Room(cap, min(2048, max(64, min(cap, share))), soft)
 
 
 class _Server(uvicorn.Server):
@@ -312,9 +434,11 @@ class LiveServer:
         header_timeout: seconds a connection may take to send a request's line and headers
             (> 0); None: the app's ``Settings.http_header_timeout`` (an Atlas app's own
             settings, else ``Settings()``), 5 s by default.
-        max_connections: connections open at once (>= 1), lowered at ``start()`` to what the
-            process's open-file limit leaves room for (``connection_limit`` says what was
-            used); None: the settings' ``http_max_connections``, 1024 by default.
+        max_connections: connections open at once (>= 1) beyond which the one waiting longest
+            for a request is closed; ``start()`` raises the process's open-file limit to make
+            room for them, and lowers the cap to the room there is, but not below
+            ``LIVE_CONNECTIONS`` (``connection_limit`` says what was used). None: the
+            settings' ``http_max_connections``, 1024 by default.
     """
 
     def __init__(
@@ -354,8 +478,11 @@ class LiveServer:
             "max_connections",
             settings.http_max_connections if max_connections is None else max_connections,
             low=1)
-        #: the connection cap in force (``max_connections``, lowered to the open-file room)
+        #: the connection cap in force (``max_connections``, lowered to the open-file room
+        #: but not below ``LIVE_CONNECTIONS``)
         self.connection_limit: int | None = None
+        #: the process's soft open-file limit after ``start()`` raised it (None: unknown)
+        self.open_file_limit: int | None = None
         #: what the connection guard did, for the last (or current) run
         self.connections = ConnectionCounts()
         self._server: uvicorn.Server | None = None
@@ -414,8 +541,9 @@ class LiveServer:
             raise
         self.port = sock.getsockname()[1]
         self._socket = sock
-        limit = self.connection_limit = _connection_cap(self.max_connections)
-        guard = _ConnectionGuard(self.header_timeout, limit)
+        room = _plan_connections(self.max_connections)
+        self.connection_limit, self.open_file_limit = room.cap, room.open_files
+        guard = _ConnectionGuard(self.header_timeout, room.cap, room.open_files)
         self.connections = guard.counts
         config = uvicorn.Config(
             self.app,
@@ -423,10 +551,7 @@ class LiveServer:
             lifespan="off",
             loop="asyncio",
             http=_GuardedH11Protocol,  # h11 always, with the header timer and the cap
-            # the listen queue, and the accepts in one burst before the guard sees them:
-            # bounded like the connections, but at least 64, so that a small cap does not
-            # make connecting clients wait for SYN retransmissions
-            backlog=min(2048, max(64, limit)),
+            backlog=room.backlog,  # the listen queue, and one burst of accepts
             # uvicorn annotates whole seconds, but waits with asyncio.wait_for, which takes
             # a float: a stop must not wait a whole second for an idle connection.
             timeout_graceful_shutdown=cast(int, max(0.1, self.stop_timeout / 2)),

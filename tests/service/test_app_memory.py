@@ -34,8 +34,8 @@ def serve_once(keys: int) -> list[weakref.ref]:
     state = app.state.atlas
     store = state.idempotency
     for i in range(keys):
-        store.begin_now(f"key-{i}", "f")
-        store.complete_now(f"key-{i}", Stored("f", 200, b'{"order": 1}', "application/json"))
+        begun = store.begin_now(f"key-{i}", "f")
+        store.complete_now(begun, Stored("f", 200, b'{"order": 1}', "application/json"))
     server = LiveServer(app, name="memory").start()
     with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
         for method, path in [("GET", "/health"), ("GET", "/metrics"),

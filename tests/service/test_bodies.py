@@ -11,7 +11,13 @@ import pytest
 
 from atlas_sim.config import Settings
 from atlas_sim.service import LiveServer, create_app
-from atlas_sim.service.app import MAX_JSON_DEPTH, MAX_NUMBER_CHARS, InvalidBody, parse_json_body
+from atlas_sim.service.app import (
+    MAX_JSON_DEPTH,
+    MAX_NUMBER_CHARS,
+    InvalidBody,
+    _scan_json_depth,
+    parse_json_body,
+)
 from tests.service.raw_http import LogRecords, settle
 
 LIMIT = sys.getrecursionlimit()
@@ -46,6 +52,51 @@ def test_the_parser_answers_any_nesting_with_a_value_or_invalid_body(shape, dept
 def test_brackets_inside_strings_do_not_count_as_nesting():
     text = '{"note": "' + "[{" * 500 + '\\"]"}'
     assert parse_json_body(text.encode()) == {"note": "[{" * 500 + '"]'}
+
+
+@pytest.mark.parametrize(("text", "depth"), [
+    ("", 0), ("1", 0), ("[]", 1), ("{}", 1), ('[{"a": [1]}]', 3),
+    ('"[[["', 0),  # brackets in a string
+    (r'["\"[", [1]]', 2),  # an escaped quote does not end the string
+    (r'["\\\\", [1]]', 2),  # an escaped backslash does not escape the quote after it
+    (r'"\\\\"[', 1),  # ... so the string ends there and the bracket counts
+    (r'["\u005b"]', 1),  # a \u escape of a bracket is no bracket
+    ('[' * MAX_JSON_DEPTH + ']' * MAX_JSON_DEPTH, MAX_JSON_DEPTH),  # at the limit
+    ('[]' * 100, 1), ('[[]' * 10, 11),  # side by side; unbalanced
+])
+def test_the_depth_scan_counts_brackets_outside_strings_only(text, depth):
+    assert json_depth(text) == depth
+
+
+def json_depth(text: str) -> int:
+    return _scan_json_depth(text, MAX_JSON_DEPTH)[0]
+
+
+def test_the_depth_scan_stops_just_past_the_limit():
+    deepest, steps = _scan_json_depth("[" * 10_000, MAX_JSON_DEPTH)
+    assert (deepest, steps) == (MAX_JSON_DEPTH + 1, MAX_JSON_DEPTH + 1)
+    assert json_depth('["x", ' * (MAX_JSON_DEPTH + 1)) == MAX_JSON_DEPTH + 1
+
+
+#: Bodies built to make a string-matching regex backtrack: an open string of escaped quotes
+#: (the old scan took ~20 s on 64 KiB of it), of escaped backslashes, of brackets.
+HOSTILE = {"escaped quotes": ('"', '\\"'), "escaped backslashes": ('"', "\\\\"),
+           "brackets in a string": ('"', "[{"), "quotes": ("", '""'),
+           "lone backslashes": ("", "\\")}
+
+
+def hostile(kind: str, size: int) -> str:
+    head, unit = HOSTILE[kind]
+    return (head + unit * size)[:size]
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_the_depth_scan_does_work_linear_in_the_body_length(kind):
+    # the work, counted in characters visited, not timed: at most one visit per character
+    for size in (1024, 8 * 1024, 64 * 1024):
+        text = hostile(kind, size)
+        _, steps = _scan_json_depth(text, MAX_JSON_DEPTH)
+        assert steps <= len(text) == size
 
 
 @pytest.mark.parametrize(("raw", "message"), [
@@ -144,6 +195,20 @@ def test_huge_numbers_and_bad_bytes_are_a_422_naming_the_problem(served, method,
     assert message in r.json()["error"] and r.json()["request_id"] == "body-1"
     assert "set_int_max_str_digits" not in r.text  # the interpreter's hint is not the client's
     assert logs.tracebacks() == []
+    assert _state_of(client) == before
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+def test_a_body_of_escaped_quotes_at_the_size_limit_gets_its_422(served, method, path):
+    # before the linear scan this body held the event loop ~20 s and the client (10 s) gave up
+    _, _, client = served
+    before = _state_of(client)
+    raw = hostile("escaped quotes", 64 * 1024).encode()
+    assert len(raw) == 64 * 1024  # the limit itself: read, not refused with a 413
+    r = send(client, method, path, raw)
+    assert r.status_code == 422, r.text[:300]
+    assert "Unterminated string" in r.json()["error"] and r.json()["request_id"] == "body-1"
     assert _state_of(client) == before
 
 

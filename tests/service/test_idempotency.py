@@ -15,6 +15,7 @@ from atlas_sim.clocks import ManualClock
 from atlas_sim.policies import Backoff
 from atlas_sim.service import run_load
 from atlas_sim.service.idempotency import (
+    Begun,
     IdempotencyStore,
     MemoryIdempotencyStore,
     Stored,
@@ -46,20 +47,26 @@ def test_a_bad_key_is_refused_saying_why(header, message):
 def test_the_store_replays_completed_writes_and_refuses_the_rest():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=10.0, capacity=3, clock=clock)
-    assert store.begin_now("k", "f") == "new"
+    k = new(store.begin_now("k", "f"))
     assert store.begin_now("k", "f") == "in progress"  # 409
     assert store.begin_now("k", "other") == "mismatch"  # 422
     done = Stored("f", 200, b'{"order": 1}', "application/json")
-    store.complete_now("k", done)
+    store.complete_now(k, done)
     assert store.begin_now("k", "f") == done  # replayed, not applied again
-    store.begin_now("failed", "f")
-    store.complete_now("failed", Stored("f", 503, b"", "application/json"))
-    assert store.begin_now("failed", "f") == "new"  # a failed write may be tried again
-    store.abandon_now("failed")
-    assert store.begin_now("failed", "f") == "new"
+    failed = new(store.begin_now("failed", "f"))
+    store.complete_now(failed, Stored("f", 503, b"", "application/json"))
+    failed = new(store.begin_now("failed", "f"))  # a failed write may be tried again
+    store.abandon_now(failed)
+    new(store.begin_now("failed", "f"))
     assert len(store) == 2
     clock.advance(10.0)
     assert len(store) == 1  # "k" expired; "failed" is still in flight
+
+
+def new(verdict: object) -> Begun:
+    """``verdict``, which must say the request is new (the store now holds its key)."""
+    assert isinstance(verdict, Begun), verdict
+    return verdict
 
 
 @pytest.mark.live
@@ -105,20 +112,27 @@ def _settled_orders(url: str) -> int:
 def test_the_service_answers_400_409_422_and_replays_over_http():
     server, _ = start_server(Settings(), servers=2,
                              service_time=Distribution(mean=0.2, kind="constant"))
+    store = server.app.state.atlas.idempotency
     try:
         with httpx.Client(base_url=server.url, trust_env=False, timeout=5.0) as client:
             bad = client.post("/api/orders", headers={"Idempotency-Key": "unquoted"})
             assert bad.status_code == 400 and "quoted string" in bad.json()["error"]
             assert bad.json()["request_id"]
+            # the first request is held at work by a stall until the test lifts it (no timing):
+            # its client gives up, the server keeps working on it
+            assert client.put("/admin/faults", json={"stall": True}).status_code == 200
             with httpx.Client(base_url=server.url, trust_env=False, timeout=0.05) as hasty, \
                     pytest.raises(httpx.TimeoutException):
                 hasty.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
+            wait_for(lambda: len(store) == 1, what="the first order in flight")
             assert client.post("/api/orders", headers={"Idempotency-Key": '"k1"'},
                                ).status_code == 409  # the first is still at work
             other = client.post("/api/orders", json={"different": True},
                                 headers={"Idempotency-Key": '"k1"'})
             assert other.status_code == 422
-            time.sleep(0.3)
+            assert client.put("/admin/faults", json={"stall": False}).status_code == 200
+            wait_for(lambda: client.get("/admin/orders").json()["applied"] == 1,
+                     what="the first order applied")
             first = client.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
             again = client.post("/api/orders", headers={"Idempotency-Key": '"k1"'})
             assert first.status_code == again.status_code == 200
@@ -133,11 +147,11 @@ def test_the_service_answers_400_409_422_and_replays_over_http():
 def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=1.0, capacity=10, clock=clock)
-    assert store.begin_now("slow", "f") == "new"
+    new(store.begin_now("slow", "f"))
     clock.advance(100.0)  # a hundred retentions later, still at work
     for i in range(30):  # and many other keys came and went meanwhile
-        assert store.begin_now(f"other-{i}", "f") == "new"
-        store.complete_now(f"other-{i}", Stored("f", 200, b"{}", "application/json"))
+        other = new(store.begin_now(f"other-{i}", "f"))
+        store.complete_now(other, Stored("f", 200, b"{}", "application/json"))
         clock.advance(0.5)
     assert store.begin_now("slow", "f") == "in progress"  # a retry gets 409, not a new order
 
@@ -145,30 +159,30 @@ def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
 def test_an_answer_is_kept_for_its_retention_counted_from_the_answer():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=clock)
-    store.begin_now("k", "f")
+    k = new(store.begin_now("k", "f"))
     clock.advance(9.0)  # the request took 9 s
     done = Stored("f", 200, b"{}", "application/json")
-    store.complete_now("k", done)
+    store.complete_now(k, done)
     clock.advance(9.999)
     assert store.begin_now("k", "f") == done  # 19 s after it was first seen, still promised
     clock.advance(0.001)
-    assert store.begin_now("k", "f") == "new"  # retention over
+    new(store.begin_now("k", "f"))  # retention over
 
 
 def test_a_full_store_refuses_new_keys_and_forgets_no_promised_one():
     clock = ManualClock()
     store = MemoryIdempotencyStore(retention=10.0, capacity=2, clock=clock)
-    store.begin_now("a", "f")
-    store.begin_now("b", "f")
+    a = new(store.begin_now("a", "f"))
+    new(store.begin_now("b", "f"))
     assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=None)  # both at work
     assert store.begin_now("a", "f") == store.begin_now("b", "f") == "in progress"
     done = Stored("f", 200, b"{}", "application/json")
-    store.complete_now("a", done)
+    store.complete_now(a, done)
     clock.advance(4.0)
     assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=6.0)  # "a" is kept
     assert store.begin_now("a", "f") == done and store.begin_now("b", "f") == "in progress"
     clock.advance(6.0)  # "a"'s retention is over: room for one
-    assert store.begin_now("c", "f") == "new"
+    new(store.begin_now("c", "f"))
     assert len(store) == 2
 
 
@@ -178,16 +192,34 @@ def test_the_store_is_a_small_async_protocol_a_database_can_implement():
     assert (store.capacity, store.retention) == (4, 5.0)
 
     async def use() -> tuple[object, ...]:
-        first = await store.begin("k", "f")
-        await store.complete("k", Stored("f", 201, b"{}", "application/json"))
+        first = new(await store.begin("k", "f"))
+        await store.complete(first, Stored("f", 201, b"{}", "application/json"))
         kept = await store.count()
-        await store.begin("gone", "f")
-        await store.abandon("gone")
+        await store.abandon(new(await store.begin("gone", "f")))
         after_abandon = await store.count()
         await store.clear()
-        return first, kept, after_abandon, await store.count()
+        return first.key, kept, after_abandon, await store.count()
 
-    assert asyncio.run(use()) == ("new", 1, 1, 0)
+    assert asyncio.run(use()) == ("k", 1, 1, 0)
+
+
+@pytest.mark.parametrize("ending", ["complete", "abandon"])
+def test_a_request_begun_before_a_reset_cannot_end_the_new_request_with_its_key(ending):
+    # /admin/reset clears the store while a request is at work; a new request then begins the
+    # same key. When the old one ends, the new one must still hold its key: a repeat gets 409,
+    # not the old answer (complete) and not a second application (abandon).
+    store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=ManualClock())
+    old = new(store.begin_now("k", "f"))
+    asyncio.run(store.clear())
+    current = new(store.begin_now("k", "f"))
+    if ending == "complete":
+        store.complete_now(old, Stored("f", 200, b'{"order": 1}', "application/json"))
+    else:
+        store.abandon_now(old)
+    assert store.begin_now("k", "f") == "in progress" and len(store) == 1
+    done = Stored("f", 200, b'{"order": 2}', "application/json")
+    store.complete_now(current, done)
+    assert store.begin_now("k", "f") == done  # the new request's own answer is kept
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -252,14 +284,17 @@ def test_a_retry_after_the_retention_of_a_request_still_at_work_is_not_applied_t
 @pytest.mark.live
 def test_a_full_store_answers_503_with_retry_after_and_its_capacity(orders):
     server, client = orders
-    server.app.state.atlas.idempotency = MemoryIdempotencyStore(retention=30.0, capacity=2)
+    clock = ManualClock()  # the store's clock, moved by the test alone
+    server.app.state.atlas.idempotency = MemoryIdempotencyStore(retention=30.0, capacity=2,
+                                                                clock=clock)
     for key in ('"one"', '"two"'):
         assert client.post("/api/orders?service_time=0",
                            headers={"Idempotency-Key": key}).status_code == 200
+    clock.advance(12.5)  # "one" expires 17.5 s from now: wait 18 whole seconds
     full = client.post("/api/orders?service_time=0", headers={"Idempotency-Key": '"three"',
                                                                "X-Request-ID": "full-1"})
     assert full.status_code == 503, full.text
-    assert 29 <= int(full.headers["Retry-After"]) <= 30
+    assert full.headers["Retry-After"] == "18" and full.json()["retry_after"] == 18
     body = full.json()
     assert body["request_id"] == "full-1" and body["capacity"] == 2
     assert "full" in body["error"] and "2 keys" in body["error"]

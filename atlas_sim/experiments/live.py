@@ -257,14 +257,15 @@ def dependency_latency(server: LiveServer) -> Distribution:
 @interruptible
 def fanout_run(server: LiveServer, *, width: int, load: Load, hedge_delay: float | None = None,
                faults: Sequence[Fault] = (), seed: int = 0, timeout: float = 5.0,
-               progress: bool = False) -> RunResult:
+               processes: int = 0, progress: bool = False) -> RunResult:
     """One ``/api/fanout?width=...`` run: reset the service, set its fan-out hedge delay
     (``PUT /admin/fanout``; None: no hedging), offer ``load`` with the fault windows ``faults``
     (``Fault(dependency_slow_rate=..., dependency_slow_latency=...)`` makes calls slow), and
     read back what the service sent: ``meta["fanout"]`` has its counts of ``requests``,
     ``calls``, ``copies``, ``hedges`` and ``cancelled`` copies (``GET /admin/fanout``).
 
-    The client makes one attempt per request, waiting up to ``timeout`` seconds.
+    The client makes one attempt per request, waiting up to ``timeout`` seconds, from this
+    process or split over ``processes`` child processes (``run_load``'s ``processes``).
     """
     check_real("timeout", timeout, low=0, low_open=True)
     reset(server)
@@ -273,7 +274,7 @@ def fanout_run(server: LiveServer, *, width: int, load: Load, hedge_delay: float
               timeout=10.0).raise_for_status()
     run = run_load(base, path=f"/api/fanout?width={int(width)}", load=load,
                    client=ClientPolicy(timeout=timeout), faults=faults, seed=seed,
-                   progress=progress, server_events=False)
+                   processes=processes, progress=progress, server_events=False)
     counts = httpx.get(base + "/admin/fanout", trust_env=False, timeout=10.0).json()
     run.meta["fanout"] = counts
     return run

@@ -240,7 +240,7 @@ def hedge_table(sim: Mapping[str, RunResult],
 @live.interruptible
 def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
               hedge_width: int = HEDGE_WIDTH, slow_rate: float = 0.01, percentile: float = 95.0,
-              requests: int = 200, rate: float = 200.0, seed: int = 0,
+              requests: int = 200, rate: float = 200.0, seed: int = 0, processes: int = 1,
               progress: bool = False) -> dict[str, RunResult]:
     """``/api/fanout`` on the live service: one unhedged run for each of ``widths`` and one
     run of ``hedge_width`` hedged after the ``percentile`` of one call's latency (the model's,
@@ -248,9 +248,14 @@ def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
     per second, ``slow_rate`` of the dependency calls slow (``SLOW_LATENCY``). Keys: ``"N = 5"``,
     ``"N = 5, hedged"``; ``meta`` says the width and the hedge delay.
 
-    About ``len(widths) + 1`` times ``requests / rate`` seconds, plus a few tenths. Judge
-    each run with ``run_health`` (``live_health`` for all) before reading its numbers: the
-    service and the generator share this process and its host.
+    The load comes from ``processes`` child processes (``run_load``'s ``processes``; 0: this
+    process). One child by default: the service answers 200 requests/s of 5 to 20 calls each
+    in this process, and a generator sharing its interpreter was measured behind schedule
+    (send lag p99 16-84 ms on an idle 2-core machine, against 2-5 ms from a child).
+
+    About ``len(widths) + 1`` times ``requests / rate`` seconds, plus about a second per run
+    to start the child. Judge each run with ``run_health`` (``live_health`` for all) before
+    reading its numbers: the service and the generator share this host.
     """
     check_real("rate", rate, low=0, low_open=True)
     requests = check_int("requests", requests, low=1, high=100_000)
@@ -264,7 +269,7 @@ def live_tail(server: LiveServer, *, widths: Sequence[int] = (HEDGE_WIDTH, 20),
     runs = {}
     for name, width, d in plan:
         run = live.fanout_run(server, width=width, load=load, hedge_delay=d, faults=slow,
-                              seed=seed, progress=progress)
+                              seed=seed, processes=processes, progress=progress)
         run.meta.update(width=width, hedge_delay=d, percentile=percentile, model=model)
         runs[name] = run
     return runs

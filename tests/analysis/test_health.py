@@ -8,27 +8,11 @@ import pandas as pd
 import pytest
 
 from atlas_sim.analysis.health import LIMITS, health_table, measurement_health
-from atlas_sim.results import RunResult
+from tests.helpers import live_shaped_run
 
-
-def live_run(*, send_lag: float | np.ndarray = 0.0002, work: float | np.ndarray = 0.0205,
-             n: int = 100, loop: str = "open") -> RunResult:
-    """A live-shaped run of ``n`` requests, one attempt each, with the given send lags (s)
-    and the service's reported work per attempt (s)."""
-    t = np.arange(n) * 0.01
-    latency = np.full(n, 0.03)
-    lag = np.broadcast_to(np.asarray(send_lag, dtype=float), (n,)).copy()
-    return RunResult.from_columns(
-        requests={"request_id": np.arange(n), "t_start": t, "t_end": t + latency,
-                  "latency": latency, "status": np.full(n, 200), "attempts": np.ones(n),
-                  "ok": np.ones(n, dtype=bool)},
-        attempts={"request_id": np.arange(n), "attempt": np.ones(n), "t_start": t,
-                  "t_end": t + latency, "latency": latency, "status": np.full(n, 200),
-                  "queue_wait": np.zeros(n)},
-        duration=1.0, source="live",
-        meta={"loop": loop, "send_lag": lag,
-              "send_lag_p99": float(np.percentile(lag, 99)),
-              "server_work": np.broadcast_to(np.asarray(work, dtype=float), (n,)).copy()})
+#: A live-shaped run of ``n`` requests, one attempt each, with the given send lags (s) and
+#: the service's reported work per attempt (s).
+live_run = live_shaped_run
 
 
 def test_a_healthy_run_is_healthy_and_shows_its_figures_within_their_limits():
@@ -111,7 +95,6 @@ def test_the_health_table_gives_each_figure_its_limit_and_the_verdict():
 def test_a_wait_at_the_clients_own_connection_limit_spoils_the_run():
     # the send lag is small, but requests queued at the client's single connection (the
     # client wait, its pool part): invisible to the send lag alone
-    from tests.helpers import live_shaped_run
 
     run = live_shaped_run(send_lag=0.0002, client_wait=0.3, pool_wait=0.29, max_connections=1)
     health = measurement_health(run, scale=0.02)
@@ -127,7 +110,6 @@ def test_the_generator_note_and_the_health_verdict_cannot_contradict():
     run and scale, the note says "behind schedule" exactly when the health verdict has a client
     figure over its limit (so the run is spoiled), with the same where."""
     from atlas_sim.experiments import live
-    from tests.helpers import live_shaped_run
 
     lag = np.full(100, 0.0003)
     lag[-2:] = 0.008
@@ -158,7 +140,6 @@ def test_the_generator_note_and_the_health_verdict_cannot_contradict():
 
 def test_the_service_reported_overrun_is_judged_as_the_work_overshoot():
     from atlas_sim.analysis.health import work_overshoot
-    from tests.helpers import live_shaped_run
 
     late = live_shaped_run(overrun=np.r_[np.full(50, 0.004), np.full(50, np.nan)])
     health = measurement_health(late, scale=0.01)

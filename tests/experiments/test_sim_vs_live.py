@@ -5,6 +5,11 @@ send the same arrivals and draw the same service times (``rng_streams``), so wha
 what the model leaves out: the HTTP round trip and the server's fixed overheads. Those are
 measured once at low load (``calibrate``: no queueing, so nothing of the comparison leaks into
 it) and given to the model; then p50 and p95 must agree within 15%.
+
+A live run that the host's own load spoiled (``analysis.health``: the generator's send lag
+against the mean service time) measures the machine, not the model's error: such a run is
+repeated, up to ``TRIES`` times, and the comparison is made on the first healthy one (when none
+is healthy the tests fail and say so).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import gc
 import pytest
 
 from atlas_sim.analysis import compare_runs
+from atlas_sim.analysis.health import measurement_health
 from atlas_sim.config import Settings
 from atlas_sim.experiments.live import calibrate, work_twin
 from atlas_sim.policies import ClientPolicy
@@ -24,6 +30,7 @@ from atlas_sim.workload import Distribution, Load
 pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
 SEED, RATE, DURATION, SERVERS, MEAN = 11, 60.0, 40.0, 2, 0.020
+TRIES = 3
 
 
 @pytest.fixture(scope="module")
@@ -40,13 +47,18 @@ def runs():
 
 
 def _measure():
-    calibration = calibrate(servers=SERVERS)
-    app = create_app(Settings(), servers=SERVERS, service_time=Distribution(mean=MEAN),
-                     seed=SEED)
-    with LiveServer(app, name="sim-vs-live") as server:
-        live = run_load(server.url, load=Load(rate=RATE, duration=DURATION),
-                        client=ClientPolicy(timeout=10.0), seed=SEED, path="/api/work",
-                        progress=False, server_events=False)
+    for _ in range(TRIES):
+        calibration = calibrate(servers=SERVERS)
+        app = create_app(Settings(), servers=SERVERS, service_time=Distribution(mean=MEAN),
+                         seed=SEED)
+        with LiveServer(app, name="sim-vs-live") as server:
+            live = run_load(server.url, load=Load(rate=RATE, duration=DURATION),
+                            client=ClientPolicy(timeout=10.0), seed=SEED, path="/api/work",
+                            progress=False, server_events=False)
+        health = measurement_health(live, scale=MEAN)
+        if not health.spoiled:
+            break
+    assert not health.spoiled, f"{TRIES} live runs, none healthy: {health.note}"
     simulated = simulate(work_twin(load=Load(rate=RATE, duration=DURATION), servers=SERVERS,
                                    service_time=Distribution(mean=MEAN), seed=SEED,
                                    calibration=calibration))

@@ -22,7 +22,8 @@ __all__ = ["BudgetConfig", "RetryBudget", "RetryPolicy"]
 
 @dataclass(frozen=True, kw_only=True)
 class RetryPolicy:
-    """Whether to retry a failed attempt, and how long to wait first.
+    """Whether to retry a failed attempt, and how long to wait first. Settings only: the one
+    rule that applies them, with the budget and the breaker, is ``GuardedCall`` (``call.py``).
 
     Args:
         max_attempts: attempts in all, the first call included (>= 1; 1 means never retry).
@@ -56,15 +57,6 @@ class RetryPolicy:
         if not isinstance(self.honor_retry_after, bool):
             raise ValueError(f"honor_retry_after must be True or False, "
                              f"got {self.honor_retry_after!r}")
-
-    def is_retryable(self, status: int) -> bool:
-        """True if an attempt that ended with ``status`` is worth trying again."""
-        return status in self.retry_on
-
-    def should_retry(self, attempts_made: int, status: int) -> bool:
-        """True if, after ``attempts_made`` attempts, the last ending with ``status``, one more
-        attempt is allowed by this policy (a budget or breaker may still refuse it)."""
-        return attempts_made < self.max_attempts and status in self.retry_on
 
     def delays(self, rng: np.random.Generator | None = None) -> Iterator[float]:
         """The waits before the second, third, ... attempt (see ``Backoff.delays``)."""

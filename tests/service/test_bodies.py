@@ -15,9 +15,9 @@ from atlas_sim.service.app import (
     MAX_JSON_DEPTH,
     MAX_NUMBER_CHARS,
     InvalidBody,
-    _scan_json_depth,
     parse_json_body,
 )
+from atlas_sim.service.bodies import _scan_json_depth
 from tests.service.raw_http import LogRecords, settle
 
 LIMIT = sys.getrecursionlimit()

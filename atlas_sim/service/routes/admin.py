@@ -1,0 +1,64 @@
+"""The operator's controls over one instance: ``GET|PUT|POST /admin/faults`` (its faults, as
+``faults`` spells them), ``GET /admin/breaker`` (the dependency breaker's state and
+transitions) and ``POST /admin/reset`` (faults off, capacity 1, no stall, fresh breaker and
+budget, random streams rewound to the seed, no orders, no idempotency keys, no hedging and
+fan-out counts at 0)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from ..faults import FAULT_FIELDS, apply_faults, clear_faults, faults_view
+from .base import RouteTable, admin_update, state_of
+
+__all__ = ["ROUTES"]
+
+ROUTES = RouteTable()
+
+
+@ROUTES.add("/admin/faults", ["GET"])
+async def get_faults(request: Request) -> dict[str, Any]:
+    return faults_view(state_of(request))
+
+
+@ROUTES.add("/admin/faults", ["PUT", "POST"])
+async def set_faults(request: Request) -> JSONResponse:
+    return await admin_update(request, FAULT_FIELDS, "faults", apply_faults)
+
+
+@ROUTES.add("/admin/breaker", ["GET"])
+async def breaker(request: Request) -> dict[str, Any]:
+    caller = state_of(request).caller
+    b = caller.breaker
+    return {
+        "state": b.state.value,
+        "generation": b.generation,
+        "clock": "time.monotonic",
+        "now": caller.clock(),
+        "budget_tokens": caller.budget.tokens,
+        "config": {
+            "failure_threshold": b.config.failure_threshold,
+            "recovery_timeout": b.config.recovery_timeout,
+            "half_open_max_calls": b.config.half_open_max_calls,
+            "success_threshold": b.config.success_threshold,
+        },
+        "transitions": [
+            {"time": t.time, "old": t.old.value, "new": t.new.value, "reason": t.reason}
+            for t in caller.transitions
+        ],
+    }
+
+
+@ROUTES.add("/admin/reset", ["POST"])
+async def reset(request: Request) -> dict[str, Any]:
+    state = state_of(request)
+    clear_faults(state)
+    state.caller.reset()
+    state.set_hedge(None)
+    state.rewind()
+    await state.idempotency.clear()
+    state.orders_applied = 0
+    return faults_view(state)

@@ -6,11 +6,12 @@ call a dependency through its own retry, budget and breaker; clients time out, r
 backoff, and may be stopped by their budget or their breaker. Every decision a policy makes is
 made by the very objects of ``atlas_sim.policies``, reading the simulated clock ``env.now``.
 
-How it runs. The clock and the event queue are SimPy's. Arrivals, fault windows and closed-loop
-clients are SimPy processes. A request, though, is not a process: it is a small state machine
-(``Call``, ``Attempt``, ``Handler``) whose steps are callbacks on SimPy events. A plain request
-costs two events (its arrival and its completion) instead of the six or so of a process per
-request with a ``Resource``, and that is what lets a slider answer in a blink (BENCHMARKS.md).
+How it runs. The clock and the event queue are SimPy's. Arrivals and fault windows are SimPy
+processes; closed-loop clients are chains of callbacks. A request is not a process either: it
+is a small state machine (``Call``, ``Attempt``, ``Handler``) whose steps are callbacks on SimPy
+events. A plain request costs two events (its arrival and its completion) instead of the six or
+so of a process per request with a ``Resource``, and that is what lets a slider answer in a
+blink (BENCHMARKS.md).
 
 The actors live in modules of their own, and this one wires them: ``load`` (who sends),
 ``client`` (each call and its attempts), ``server`` (workers, queue, admission, timeouts,

@@ -30,7 +30,7 @@ __all__ = ["Dependency", "Fault", "Scenario", "evolve"]
 
 
 def _no_hedge(name: str, client: ClientPolicy) -> None:
-    """The event engine's drivers (``_Call``, ``_Handler``) make one attempt at a time."""
+    """The event engine's drivers (``Call``, ``Handler``) make one attempt at a time."""
     if client.hedge is not None:
         raise ValueError(f"{name}.hedge must be None: the event engine does not drive hedged "
                          "calls (the fan-out model, sim.fanout, does)")

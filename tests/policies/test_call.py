@@ -206,7 +206,8 @@ def test_the_outage_after_a_shedding_spell_is_retried_in_the_simulator():
 
 def test_the_sequencing_lives_in_one_module_and_every_driver_uses_it():
     root = Path(__file__).resolve().parents[2] / "atlas_sim"
-    drivers = [root / "sim" / "engine.py", root / "sim" / "fanout.py",
+    drivers = [root / "sim" / "client.py", root / "sim" / "dependency.py",
+               root / "sim" / "fanout.py",
                root / "service" / "resilience.py", root / "service" / "loadgen" / "driver.py"]
     recording = re.compile(r"\.(record_failure|record_success|can_retry|should_retry)\(")
     for path in root.rglob("*.py"):

@@ -1,0 +1,154 @@
+"""The handler's dependency call: work, then the call to the dependency as a driver of the
+service's own ``GuardedCall`` (retry, budget, breaker), with the dependency's latencies, errors
+and faults drawn as the live stand-in database draws them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..policies import GuardedCall, Status
+
+if TYPE_CHECKING:
+    from .client import Attempt
+    from .engine import Run
+    from .server import Server
+
+__all__ = ["DependencyClient", "Handler"]
+
+_OK = int(Status.OK)
+_UNAVAILABLE = int(Status.SERVICE_UNAVAILABLE)
+_SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
+_CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
+
+
+def _uniforms(rng: np.random.Generator, block: int = 4096) -> Callable[[], float]:
+    """Uniform(0, 1) draws one at a time, made in blocks (numpy is fast in bulk)."""
+    buffer: list[float] = []
+
+    def draw() -> float:
+        if not buffer:
+            buffer.extend(reversed(rng.random(block).tolist()))
+        return buffer.pop()
+
+    return draw
+
+
+class DependencyClient:
+    """The handler's view of the dependency: latency and error draws, and its ``Guard`` (retry,
+    budget, breaker) shared by every handler."""
+
+    def __init__(self, run: Run) -> None:
+        dep = run.scenario.dependency
+        assert dep is not None
+        self.run = run
+        self.timeout = dep.client.timeout if dep.client.timeout is not None else math.inf
+        self.error_rate = dep.error_rate
+        self.share = dep.share
+        # As in the live service: latencies from the "dependency" stream itself, error coins
+        # from its first spawned child and slow-call coins from its third (one of each per
+        # call, faults or not), and the draws that decide which requests call the dependency
+        # at all from the second.
+        stream = run.streams["dependency"]
+        coins, shares, slow = stream.spawn(3)
+        self.draw_latency = dep.latency.sampler(stream)
+        self.draw_coin = _uniforms(coins)
+        self.draw_uniform = _uniforms(shares)
+        self.draw_slow = _uniforms(slow)
+        self.guard = dep.client.guard(clock=run.now, rng=run.streams["server"],
+                                      on_transition=run.recorder.breaker("dependency"))
+
+
+class Handler:
+    """One attempt's handling when there is a dependency: work, then the dependency call as a
+    driver of ``GuardedCall`` (the service's retry, budget and breaker), bounded by the server
+    timeout. Any outcome but success, a refusal by the breaker or the budget included, is a 503
+    to the client."""
+
+    __slots__ = ("attempt", "finished", "guarded", "in_call", "server")
+
+    def __init__(self, server: Server, attempt: Attempt) -> None:
+        self.server = server
+        self.attempt = attempt
+        self.guarded: GuardedCall | None = None
+        self.finished = False
+        self.in_call = False
+
+    def start(self, work: float) -> None:
+        server = self.server
+        if server.timeout is not None:
+            server.handler_deadlines.add(self.attempt.t_arrive + server.timeout, self)
+        server.run.later(work, self.call)
+
+    def call(self, _event: Any = None) -> None:
+        if self.finished:
+            return
+        dep = self.server.dependency
+        assert dep is not None
+        if self.guarded is None:
+            self.guarded = dep.guard.call()
+        if not self.guarded.before_attempt():
+            self.finish(_UNAVAILABLE)  # fail fast: the circuit is open
+            return
+        conditions = self.server.conditions
+        error_rate = conditions.dependency_error_rate
+        if error_rate is None:
+            error_rate = dep.error_rate
+        failed = dep.draw_coin() < error_rate
+        latency = dep.draw_latency() + conditions.dependency_added_latency
+        if dep.draw_slow() < conditions.dependency_slow_rate:
+            latency = max(latency, conditions.dependency_slow_latency)
+        status = _OK
+        if conditions.dependency_outage:  # silence, whatever the coin said, as live
+            latency, status = math.inf, _CLIENT_TIMEOUT
+        elif failed:
+            latency, status = 0.0, _UNAVAILABLE  # an error comes back at once (refused)
+        if latency >= dep.timeout:
+            latency, status = dep.timeout, _CLIENT_TIMEOUT  # the call's own timeout
+        self.in_call = True
+        if latency < math.inf:  # else it hangs: only the server timeout can end it
+            self.server.run.later(latency, self.call_done, status)
+
+    def call_done(self, event: Any) -> None:
+        if self.finished:
+            return  # the attempt already timed out; its outcome was recorded then
+        self.in_call = False
+        guarded = self.guarded
+        assert guarded is not None
+        delay = guarded.after_attempt(event._value)
+        if delay is None:
+            self.finish(_OK if guarded.status == _OK else _UNAVAILABLE)
+        else:
+            self.server.run.later(delay, self.call)
+
+    def is_finished(self) -> bool:
+        return self.finished
+
+    def time_out(self, _event: Any = None) -> None:
+        """The server timeout fires mid-handling: 504, and the work stops."""
+        if self.finished:
+            return
+        if self.in_call and self.guarded is not None:
+            self.guarded.abandon()  # the call never answered in time: a failure
+        self.finish(_SERVER_TIMEOUT)
+
+    def finish(self, status: int) -> None:
+        server = self.server
+        if server.conditions.stall and status != _SERVER_TIMEOUT:
+            server.held[self] = lambda: self.finish_now(status)  # the stall holds its answer
+            return
+        server.held.pop(self, None)  # a 504 while held: the timeout answers, not the stall
+        self.finish_now(status)
+
+    def finish_now(self, status: int) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self.server.release()
+        if status == _OK:
+            self.server.run.recorder.completion(self.attempt.call.request_id,
+                                                self.attempt.number)
+        self.attempt.answer(status)

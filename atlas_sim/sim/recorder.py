@@ -1,0 +1,79 @@
+"""What a simulated run writes down, as rows while it runs, and the ``RunResult`` they make."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from ..policies import BreakerTransition
+from ..results import RunResult
+from .scenario import Scenario
+
+__all__ = ["Recorder"]
+
+
+class Recorder:
+    """The run's tables as lists of rows: the actors append to them (a tuple per request,
+    attempt, event or completed piece of work), and ``result`` turns them into a
+    ``RunResult`` once the run is over."""
+
+    __slots__ = ("attempt_rows", "env", "event_rows", "request_rows", "server_rows")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.request_rows: list[tuple] = []
+        self.attempt_rows: list[tuple] = []
+        self.event_rows: list[tuple] = []
+        self.server_rows: list[tuple] = []  # work the server completed, waited for or not
+
+    def plan(self, scenario: Scenario) -> None:
+        """The events known in advance: each fault's window and each step of the load."""
+        for f in scenario.faults:
+            self.event_rows.append((f.start, "fault", f.name, "start", f.describe()))
+            if f.end < math.inf:  # a fault without an end lasts until the run is over
+                self.event_rows.append((f.end, "fault", f.name, "end", ""))
+        for t, rate in scenario.load.steps:
+            self.event_rows.append((t, "load", "rate", f"{rate:g}", "load step"))
+
+    def breaker(self, name: str) -> Callable[[BreakerTransition], None]:
+        """A breaker listener that writes breaker ``name``'s transitions to the events table."""
+
+        def record(t: BreakerTransition) -> None:
+            self.event_rows.append((t.time, "breaker", name, t.new.value, t.reason))
+
+        return record
+
+    def completion(self, request_id: int, attempt: int) -> None:
+        """The server finished an attempt's work (whether or not its client still waits)."""
+        self.server_rows.append((request_id, attempt, self.env.now))
+
+    def result(self, scenario: Scenario, duration: float) -> RunResult:
+        requests = _columns(self.request_rows, 7)
+        order = np.argsort(requests[0], kind="stable")
+        attempts = _columns(self.attempt_rows, 7)
+        by_time = np.lexsort((attempts[1], attempts[0], attempts[2]))
+        return RunResult.from_columns(
+            requests={name: col[order] for name, col in zip(
+                ("request_id", "t_start", "t_end", "latency", "status", "attempts", "ok"),
+                requests, strict=True)},
+            attempts={name: col[by_time] for name, col in zip(
+                ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait"),
+                attempts, strict=True)},
+            events=self.event_rows,
+            duration=duration,
+            source="sim",
+            meta={"scenario": scenario, "seed": scenario.seed,
+                  "loop": "open" if scenario.load.open_loop else "closed",
+                  "server_log": pd.DataFrame(self.server_rows,
+                                             columns=["request_id", "attempt", "time"])},
+        )
+
+
+def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
+    if not rows:
+        return [np.empty(0) for _ in range(width)]
+    return [np.asarray(col) for col in zip(*rows, strict=True)]

@@ -1,0 +1,202 @@
+"""The server: ``servers`` workers behind one FIFO queue, with admission (503 when down, 429
+when shed, 500 on a bad input), the server timeout (504), deadline propagation, and the
+stall that holds answers; its ``Conditions`` are what the fault windows make of it now."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ..policies import ConcurrencyLimiter, Status
+from .conditions import Conditions
+from .deadlines import EPS, Deadlines
+from .dependency import DependencyClient, Handler
+from .scenario import Fault
+
+if TYPE_CHECKING:
+    from .client import Attempt
+    from .engine import Run
+
+__all__ = ["Server"]
+
+_OK = int(Status.OK)
+_SHED = int(Status.TOO_MANY_REQUESTS)
+_UNAVAILABLE = int(Status.SERVICE_UNAVAILABLE)
+_CRASH = int(Status.INTERNAL_ERROR)
+_SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
+
+
+class Server:
+    """``servers`` workers behind one FIFO queue, with shedding, a timeout and faults.
+
+    During a stall (``Fault.stall``) no attempt starts: arrivals queue (after shedding), and an
+    attempt whose work ends is held with its worker in ``held`` until the stall ends (or its
+    server timeout, if that comes first: the timeout sits in front of the work, as the live
+    Timeout layer does).
+    """
+
+    def __init__(self, run: Run) -> None:
+        s = run.scenario
+        self.run = run
+        self.env = run.env
+        self.conditions = Conditions()
+        self.free = s.servers
+        self.queue: deque[Attempt] = deque()
+        # Load shedding admits through the same object as the live LoadShedding layer.
+        self.limiter = (ConcurrencyLimiter(s.max_concurrent) if s.max_concurrent is not None
+                        else None)
+        self.timeout = s.server_timeout
+        self.drop_expired = s.drop_expired
+        self.draw_work = s.service_time.sampler(run.streams["service"])
+        self.overhead = s.work_overhead
+        dep = s.dependency
+        self.mean_work = (s.service_time_mean + s.work_overhead
+                          + (dep.share * dep.latency_mean if dep else 0.0))
+        self.reaper_armed = False
+        self.dependency = DependencyClient(run) if s.dependency is not None else None
+        self.handler_deadlines = Deadlines(run, is_done=Handler.is_finished,
+                                           expire=Handler.time_out)
+        # answers held by a stall, oldest first: attempt or handler -> what answers it
+        self.held: dict[Any, Callable[[], None]] = {}
+
+    def apply_faults(self, active: list[Fault]) -> None:
+        """A fault window opened or closed: the conditions change, and when the server is back
+        up or its stall is over, the held answers leave and idle workers take queued work."""
+        conditions = self.conditions
+        was_down, was_stalled = conditions.capacity == 0, conditions.stall
+        conditions.apply(active)
+        if was_stalled and not conditions.stall:
+            self.release_held()
+        if (was_down or was_stalled) and conditions.capacity > 0 and not conditions.stall:
+            self.resume()
+
+    def arrive(self, event: Any) -> None:
+        """An attempt reaches the server after its way there on the wire."""
+        self.submit(event._value)
+
+    def submit(self, attempt: Attempt) -> None:
+        """An attempt arrives: refuse it (503 down, 429 shed), crash on its input (500), start
+        it, or queue it."""
+        if self.conditions.capacity == 0:
+            attempt.answer(_UNAVAILABLE)
+            return
+        if self.limiter is not None and not self.limiter.try_acquire():
+            attempt.answer(_SHED)
+            return
+        rate = self.conditions.bad_input_rate
+        if rate and self.run.inputs[attempt.call.request_id] < rate:
+            self.leave()  # the handler died on what the request carries, before any work
+            attempt.answer(_CRASH)
+            return
+        attempt.t_arrive = self.env.now
+        if self.free and not self.conditions.stall:
+            self.free -= 1
+            self.start(attempt)
+        else:
+            self.queue.append(attempt)
+            if self.timeout is not None and not self.reaper_armed:
+                self.arm_reaper()
+
+    def start(self, attempt: Attempt) -> None:
+        """A worker takes ``attempt``: local work, then the dependency call if any."""
+        now = self.env.now
+        attempt.queue_wait = now - attempt.t_arrive
+        conditions = self.conditions
+        work = self.draw_work() / conditions.capacity + conditions.added_latency + self.overhead
+        dependency = self.dependency
+        if dependency is not None and (dependency.share == 1.0
+                                       or dependency.draw_uniform() < dependency.share):
+            Handler(self, attempt).start(work)
+            return
+        timeout = self.timeout
+        if timeout is not None and attempt.queue_wait + work > timeout:
+            attempt.status = _SERVER_TIMEOUT  # cut off at the deadline; the work is dropped
+            work = attempt.t_arrive + timeout - now
+        self.run.later(work, self.done, attempt)
+
+    def done(self, event: Any) -> None:
+        attempt = event._value
+        if self.conditions.stall and attempt.status == _OK:
+            self.held[attempt] = lambda: self.finish(attempt)  # answered when the stall ends
+            if self.timeout is not None:  # ... or cut off at its deadline, if that is sooner
+                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                               attempt)
+            return
+        self.finish(attempt)
+
+    def finish(self, attempt: Attempt) -> None:
+        """``attempt``'s work is over: free its worker and answer."""
+        self.release()
+        if attempt.status == _OK:
+            self.run.recorder.completion(attempt.call.request_id, attempt.number)
+        attempt.answer(attempt.status)
+
+    def cut_held(self, event: Any) -> None:
+        """The server timeout of an attempt held by a stall: 504, as the live Timeout layer."""
+        attempt = event._value
+        if self.held.pop(attempt, None) is not None:
+            attempt.status = _SERVER_TIMEOUT
+            self.finish(attempt)
+
+    def release_held(self) -> None:
+        """The stall is over: the held answers leave, in the order their work ended."""
+        held, self.held = self.held, {}
+        for answer in held.values():
+            answer()
+
+    def leave(self) -> None:
+        """An admitted attempt leaves the server (answered, skipped or reaped)."""
+        if self.limiter is not None:
+            self.limiter.release()
+
+    def release(self) -> None:
+        """A worker finished its attempt."""
+        self.leave()
+        self.take_next()
+
+    def take_next(self) -> None:
+        """A worker is available: start the next queued attempt, or idle."""
+        if self.conditions.capacity == 0 or self.conditions.stall:
+            self.free += 1  # the server is down or stalled: workers wait until it resumes
+            return
+        queue = self.queue
+        done_by = -math.inf  # when a queued attempt started now would be done, if we care
+        if self.drop_expired:
+            conditions = self.conditions
+            done_by = (self.env.now + self.mean_work / conditions.capacity
+                       + conditions.added_latency)
+        while queue:
+            attempt = queue.popleft()
+            if done_by > attempt.deadline:
+                self.leave()  # its client will have given up before it is done: skip
+                continue
+            self.start(attempt)
+            return
+        self.free += 1
+
+    def resume(self) -> None:
+        """The server is back up (or its stall is over): idle workers take queued attempts."""
+        while self.free and self.queue:
+            self.free -= 1
+            self.take_next()
+
+    def arm_reaper(self) -> None:
+        head, timeout = self.queue[0], self.timeout
+        assert timeout is not None  # armed only when there is a server timeout
+        self.reaper_armed = True
+        self.run.later(max(0.0, head.t_arrive + timeout - self.env.now), self.reap)
+
+    def reap(self, _event: Any) -> None:
+        """Answer 504 to queued attempts that reached the server timeout before a worker."""
+        self.reaper_armed = False
+        timeout = self.timeout
+        assert timeout is not None
+        queue, deadline = self.queue, self.env.now - timeout + EPS
+        while queue and queue[0].t_arrive <= deadline:
+            attempt = queue.popleft()
+            self.leave()
+            attempt.answer(_SERVER_TIMEOUT)
+        if queue:
+            self.arm_reaper()

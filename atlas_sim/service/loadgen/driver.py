@@ -27,7 +27,8 @@ from .._timeouts import run_with_timeout
 from .pool import ClientPool
 from .timeline import EventRow
 
-__all__ = ["Job", "Request", "Run", "drive", "parse_retry_after", "parse_server_timing"]
+__all__ = ["Job", "LoadGenerator", "Request", "Run", "drive", "next_instance", "parse_retry_after",
+           "parse_server_timing"]
 
 # Connections each generator opens before time 0, and how long it waits for them (seconds).
 WARM_UP_CONNECTIONS = 8
@@ -142,8 +143,8 @@ class Job:
 
 
 async def drive(job: Job, *, part: int = 0, parts: int = 1,
-                 start: Callable[[], Awaitable[float]] | None = None,
-                 on_start: asyncio.Future[float] | None = None) -> Run:
+                start: Callable[[], Awaitable[float]] | None = None,
+                on_start: asyncio.Future[float] | None = None) -> Run:
     """Send requests ``part, part + parts, ...`` of ``job``'s schedule, or run its closed-loop
     clients (``job.clients``; one part only).
 
@@ -151,76 +152,215 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     ``time.monotonic`` that ``start()`` returns (default: now), so that parts in several
     processes (or generators in one) align, and it is told to ``on_start``.
     """
-    loop = asyncio.get_running_loop()
-    method, headers = job.method, job.headers
-    targets = (job.target, *job.instance_targets)
-    # What each request carries, by its index in the run (a closed loop: in the order sent).
-    inputs = RequestInputs(job.seed) if job.inputs else None
-    client_timeout = job.client.timeout
-    jitter = rng_streams(job.seed)["client"]
-    if parts > 1:
-        jitter = jitter.spawn(parts)[part]
-    closed = job.clients > 0
-    if closed and parts != 1:
-        raise ValueError("a closed-loop job runs in one part")
-    records = [Request(scheduled=float(t)) for t in job.times[part::parts]]
-    events: list[EventRow] = []
-    t0 = 0.0  # set just before the first send
+    return await LoadGenerator(job, part=part, parts=parts).run(start=start, on_start=on_start)
 
-    def clock() -> float:
-        return loop.time() - t0
 
-    def on_transition(change: BreakerTransition) -> None:
-        events.append((change.time, "breaker", "client", change.new.value, change.reason))
+def next_instance(index: int, attempt: int, instances: int) -> int:
+    """The instance (0 .. ``instances`` - 1) that attempt ``attempt`` (1, 2, ...) of request
+    ``index`` goes to: ``(index + attempt - 1) % instances``, so first attempts go round robin
+    and each retry goes to the next instance. The one place an attempt is routed."""
+    return (index + attempt - 1) % instances
 
-    guard = job.client.guard(clock=clock, rng=jitter, on_transition=on_transition)
 
-    bar = Progress(None if closed else len(records), desc="requests", unit="req",
-                   enabled=job.progress)
+class LoadGenerator:
+    """One generator's share of a job: part ``part`` of ``parts`` of its schedule (or its
+    closed-loop clients), the client's guard they all go through, and what every attempt saw.
 
-    # Every attempt asks for the same thing, so each client builds its request once and sends
-    # that object again (a GET has an empty, re-readable body): no URL parsing and header
-    # merging per attempt. Measured at 500 requests/s: median p99 send lag 3.5 ms against 6.4.
-    prepared: dict[tuple[httpx.AsyncClient, str], httpx.Request] = {}
+    Made in the event loop that runs it, and run once (``run``). Each method is one step:
+    ``run`` (warm up, time 0, start the requests, drain), ``_open_loop`` and ``_client`` (start
+    requests on a schedule, or as a closed-loop client), ``request`` (one request: its attempts
+    through the guarded call), ``_attempt`` (one attempt, sent and recorded), ``_exchange`` (its
+    HTTP exchange, read), ``_send``.
+    """
 
-    async def trace(event: str, info: object) -> None:
-        """httpcore's trace hook: note when the attempt's request headers start to go out."""
-        if event == _LEAVES:
-            rec = _IN_FLIGHT.get(None)
-            if rec is not None:
-                rec.left_at = loop.time() - t0
+    def __init__(self, job: Job, *, part: int = 0, parts: int = 1) -> None:
+        self.job, self.part, self.parts = job, part, parts
+        self.loop = asyncio.get_running_loop()
+        self.targets = (job.target, *job.instance_targets)
+        # Attempts in flight per instance (by index in ``targets``): the client's view of its
+        # outstanding requests, for a routing rule to read.
+        self.outstanding = [0] * len(self.targets)
+        # What each request carries, by its index in the run (a closed loop: in the order sent).
+        self.inputs = RequestInputs(job.seed) if job.inputs else None
+        jitter = rng_streams(job.seed)["client"]
+        if parts > 1:
+            jitter = jitter.spawn(parts)[part]
+        self.closed = job.clients > 0
+        if self.closed and parts != 1:
+            raise ValueError("a closed-loop job runs in one part")
+        self.records = [Request(scheduled=float(t)) for t in job.times[part::parts]]
+        self.events: list[EventRow] = []
+        self.t0 = 0.0  # on the loop's clock; set just before the first send
+        self.guard = job.client.guard(clock=self.clock, rng=jitter,
+                                      on_transition=self._on_transition)
+        self.bar = Progress(None if self.closed else len(self.records), desc="requests",
+                            unit="req", enabled=job.progress)
+        self.think_rng = rng_streams(job.seed)["think"]
+        # Every attempt asks for the same thing, so each client builds its request once and
+        # sends that object again (a GET has an empty, re-readable body): no URL parsing and
+        # header merging per attempt. Measured at 500 requests/s: median p99 send lag 3.5 ms
+        # against 6.4.
+        self._prepared: dict[tuple[httpx.AsyncClient, str], httpx.Request] = {}
+        self._traced = {"trace": self._trace}
 
-    traced = {"trace": trace}
+    def clock(self) -> float:
+        """Seconds on the run's clock (0 at the first send)."""
+        return self.loop.time() - self.t0
 
-    async def send(pool: ClientPool, target: str,
-                   extra: dict[str, str] | None) -> httpx.Response:
-        client, gate = pool.pick()
-        if extra is not None:  # this logical request's own headers, the same on every attempt
-            request = client.build_request(method, target, headers={**headers, **extra},
-                                           extensions=traced)
-        else:
-            cached = prepared.get((client, target))  # one lookup on the hot path
-            if cached is None:
-                cached = prepared[client, target] = client.build_request(
-                    method, target, headers=headers, extensions=traced)
-            request = cached
-        rec = _IN_FLIGHT.get(None)
-        if rec is not None:
-            rec.asked_at = loop.time() - t0
-        async with gate:
-            if rec is not None:
-                rec.admitted_at = loop.time() - t0
-            return await client.send(request)
+    def _on_transition(self, change: BreakerTransition) -> None:
+        self.events.append((change.time, "breaker", "client", change.new.value, change.reason))
 
-    async def attempt_once(pool: ClientPool, target: str, extra: dict[str, str] | None
-                           ) -> tuple[int, float, float, float, float | None]:
-        """One attempt: its status, the server's queue wait, work and overrun, and
-        Retry-After."""
+    async def run(self, *, start: Callable[[], Awaitable[float]] | None = None,
+                  on_start: asyncio.Future[float] | None = None) -> Run:
+        """Warm up, set time 0 (``start()``, default now; told to ``on_start``), send every
+        request, wait for them until the drain deadline and give up on the rest (``drive``)."""
+        job, loop = self.job, self.loop
+        tasks: list[asyncio.Task[None]] = []
+        unfinished = 0
+        t0_monotonic = math.nan
+        pool = ClientPool(job.max_connections,
+                          plain_tcp=all(t.startswith("http://") for t in self.targets))
         try:
-            if client_timeout is None:
-                response = await send(pool, target, extra)
+            if job.warm_up_url is not None:
+                await pool.warm_up(job.warm_up_url, WARM_UP_CONNECTIONS,
+                                   timeout=min(_WARM_UP_TIMEOUT, job.client.timeout or math.inf))
+            t0_monotonic = await self._time_zero(start)
+            if on_start is not None:
+                on_start.set_result(t0_monotonic)
+            if self.closed:
+                tasks = [loop.create_task(self._client(pool)) for _ in range(job.clients)]
+                drain_at = self.t0 + job.duration + job.drain_timeout
             else:
-                response = await run_with_timeout(send(pool, target, extra), client_timeout)
+                await self._open_loop(pool, tasks)
+                drain_at = loop.time() + job.drain_timeout
+            if tasks:
+                unfinished = await self._drain(tasks, drain_at)
+        except BaseException as exc:
+            self.bar.close(ending_for(exc))  # "interrupted" when cancelled, not "done"
+            raise
+        finally:
+            for task in tasks:
+                task.cancel()
+            # the cancelled tasks awaited, so that none is left for the loop's shutdown
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pool.aclose()
+        self.bar.close("done")
+        return Run(self.records, self.events, unfinished, t0_monotonic)
+
+    async def _time_zero(self, start: Callable[[], Awaitable[float]] | None) -> float:
+        """Set time 0 (``self.t0``, on the loop's clock) to the instant ``start()`` returns on
+        ``time.monotonic`` (default: now); return that instant."""
+        start_at = await start() if start is not None else None
+        loop = self.loop
+        self.t0 = loop.time()
+        if start_at is None:
+            return time.monotonic() + (self.t0 - loop.time())
+        self.t0 += start_at - time.monotonic()  # the loop's clock may not be time.monotonic
+        return start_at
+
+    async def _open_loop(self, pool: ClientPool, tasks: list[asyncio.Task[None]]) -> None:
+        """Start each request's task (into ``tasks``) ``_LEAD`` seconds before its time."""
+        loop, t0, part, parts = self.loop, self.t0, self.part, self.parts
+        for i, rec in enumerate(self.records):
+            due = t0 + rec.scheduled
+            wait = due - _LEAD - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            tasks.append(loop.create_task(self.request(pool, rec, due, part + i * parts)))
+
+    async def _client(self, pool: ClientPool) -> None:
+        """One closed-loop client: think, send, wait for the outcome, again until the end."""
+        job, records, think_rng = self.job, self.records, self.think_rng
+        think_time = job.think_time
+        if not job.synchronized and think_time > 0:
+            await asyncio.sleep(float(think_rng.exponential(think_time)))
+        while self.clock() < job.duration and len(records) < job.max_requests:
+            rec = Request(scheduled=self.clock())  # counted from the actual send
+            records.append(rec)
+            await self.request(pool, rec, self.loop.time(), len(records) - 1)  # in order sent
+            if think_time > 0:
+                await asyncio.sleep(float(think_rng.exponential(think_time)))
+
+    async def _drain(self, tasks: list[asyncio.Task[None]], drain_at: float) -> int:
+        """Wait for ``tasks`` until ``drain_at`` (on the loop's clock), then cancel the rest and
+        give up on the requests still open; return how many."""
+        _, pending = await asyncio.wait(tasks, timeout=max(0.0, drain_at - self.loop.time()))
+        if not pending:
+            return 0
+        gave_up = self.clock()
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        unfinished = 0
+        for rec in self.records:
+            if math.isnan(rec.end):
+                unfinished += 1
+                _give_up(rec, gave_up)
+        return unfinished
+
+    async def request(self, pool: ClientPool, rec: Request, due: float, index: int) -> None:
+        """Request ``index`` of the run, at ``due`` on the loop's clock: its attempts, as the
+        guarded call decides them (each retry after the delay it gives), until it is done.
+        Every action of the call (today: attempt, wait, done) is taken in this loop."""
+        extra = self._own_headers(index)
+        wait = due - self.loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        rec.sent = self.clock()
+        guarded = self.guard.call()
+        _IN_FLIGHT.set(rec)  # this task's (or this closed-loop client's) request
+        n = len(self.targets)
+        while guarded.before_attempt():
+            rec.attempts = attempt = guarded.attempts
+            status, retry_after = await self._attempt(
+                pool, rec, attempt, next_instance(index, attempt, n), extra)
+            delay = guarded.after_attempt(status, retry_after=retry_after)
+            if delay is None:
+                break
+            await asyncio.sleep(delay)
+        rec.status = guarded.status
+        rec.end = self.clock()
+        self.bar.update()
+
+    def _own_headers(self, index: int) -> dict[str, str] | None:
+        """The headers of request ``index`` alone, the same on every attempt (None: none)."""
+        job, extra = self.job, None
+        if job.idempotency_keys:
+            extra = {"Idempotency-Key": f'"atlas-{job.seed}-{job.run_id}-{index}"'}
+        if self.inputs is not None:
+            extra = {**(extra or {}), "X-Atlas-Input": repr(self.inputs[index])}
+        return extra
+
+    async def _attempt(self, pool: ClientPool, rec: Request, attempt: int, instance: int,
+                       extra: dict[str, str] | None) -> tuple[int, float | None]:
+        """Send attempt ``attempt`` of ``rec`` to instance ``instance`` and record what it saw
+        (``rec.rows``); return its status and Retry-After."""
+        start = rec.scheduled if attempt == 1 else self.clock()
+        rec.in_flight_since = start
+        rec.left_at = rec.asked_at = rec.admitted_at = math.nan
+        outstanding = self.outstanding
+        outstanding[instance] += 1
+        try:
+            status, queue_wait, work, overrun, retry_after = await self._exchange(
+                pool, self.targets[instance], extra)
+        finally:
+            outstanding[instance] -= 1
+        rec.in_flight_since = None
+        end = self.clock()
+        rec.rows.append((attempt, start, end, status, queue_wait, work,
+                         *_client_waits(rec, start, end), overrun))
+        return status, retry_after
+
+    async def _exchange(self, pool: ClientPool, target: str, extra: dict[str, str] | None
+                        ) -> tuple[int, float, float, float, float | None]:
+        """One HTTP exchange within the client's timeout: its status, the server's queue wait,
+        work and overrun, and Retry-After."""
+        timeout = self.job.client.timeout
+        try:
+            if timeout is None:
+                response = await self._send(pool, target, extra)
+            else:
+                response = await run_with_timeout(self._send(pool, target, extra), timeout)
         except (TimeoutError, httpx.TimeoutException):
             return Status.CLIENT_TIMEOUT, math.nan, math.nan, math.nan, None
         except httpx.RequestError:
@@ -233,102 +373,34 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
         return (status, parse_server_timing(timing, "queue"), parse_server_timing(timing, "work"),
                 parse_server_timing(timing, "overrun"), retry_after)
 
-    async def one(pool: ClientPool, rec: Request, due: float, index: int) -> None:
-        extra: dict[str, str] | None = None  # headers of this request alone
-        if job.idempotency_keys:  # its own key, the same on every attempt
-            extra = {"Idempotency-Key": f'"atlas-{job.seed}-{job.run_id}-{index}"'}
-        if inputs is not None:
-            extra = {**(extra or {}), "X-Atlas-Input": repr(inputs[index])}
-        wait = due - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        rec.sent = clock()
-        guarded = guard.call()
-        _IN_FLIGHT.set(rec)  # this task's (or this closed-loop client's) request
-        while guarded.before_attempt():
-            rec.attempts = guarded.attempts
-            start = rec.scheduled if rec.attempts == 1 else clock()
-            rec.in_flight_since = start
-            rec.left_at = rec.asked_at = rec.admitted_at = math.nan
-            target = targets[(index + rec.attempts - 1) % len(targets)]
-            status, queue_wait, work, overrun, retry_after = await attempt_once(pool, target,
-                                                                                extra)
-            rec.in_flight_since = None
-            end = clock()
-            rec.rows.append((rec.attempts, start, end, status, queue_wait, work,
-                             *_client_waits(rec, start, end), overrun))
-            delay = guarded.after_attempt(status, retry_after=retry_after)
-            if delay is None:
-                break
-            await asyncio.sleep(delay)
-        rec.status = guarded.status
-        rec.end = clock()
-        bar.update()
-
-    think_rng = rng_streams(job.seed)["think"]
-    think_time = job.think_time
-
-    async def client_loop(pool: ClientPool) -> None:
-        """One closed-loop client: think, send, wait for the outcome, again until the end."""
-        if not job.synchronized and think_time > 0:
-            await asyncio.sleep(float(think_rng.exponential(think_time)))
-        while clock() < job.duration and len(records) < job.max_requests:
-            rec = Request(scheduled=clock())  # counted from the actual send
-            records.append(rec)
-            await one(pool, rec, loop.time(), len(records) - 1)  # indexed in the order sent
-            if think_time > 0:
-                await asyncio.sleep(float(think_rng.exponential(think_time)))
-
-    tasks: list[asyncio.Task[None]] = []
-    unfinished = 0
-    t0_monotonic = math.nan
-    pool = ClientPool(job.max_connections,
-                      plain_tcp=all(t.startswith("http://") for t in targets))
-    try:
-        if job.warm_up_url is not None:
-            await pool.warm_up(job.warm_up_url, WARM_UP_CONNECTIONS,
-                               timeout=min(_WARM_UP_TIMEOUT, client_timeout or math.inf))
-        start_at = await start() if start is not None else None
-        t0 = loop.time()
-        if start_at is not None:  # the loop's clock may not be time.monotonic
-            t0 += start_at - time.monotonic()
-        t0_monotonic = (start_at if start_at is not None
-                        else time.monotonic() + (t0 - loop.time()))
-        if on_start is not None:
-            on_start.set_result(t0_monotonic)
-        if closed:
-            tasks = [loop.create_task(client_loop(pool)) for _ in range(job.clients)]
-            drain_at = t0 + job.duration + job.drain_timeout
+    async def _send(self, pool: ClientPool, target: str,
+                    extra: dict[str, str] | None) -> httpx.Response:
+        """Send the request to ``target`` on a client of ``pool``, once it has a connection."""
+        client, gate = pool.pick()
+        job = self.job
+        if extra is not None:  # this logical request's own headers, the same on every attempt
+            request = client.build_request(job.method, target, headers={**job.headers, **extra},
+                                           extensions=self._traced)
         else:
-            for i, rec in enumerate(records):
-                due = t0 + rec.scheduled
-                wait = due - _LEAD - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                tasks.append(loop.create_task(one(pool, rec, due, part + i * parts)))
-            drain_at = loop.time() + job.drain_timeout
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=max(0.0, drain_at - loop.time()))
-            if pending:
-                gave_up = clock()
-                for task in pending:
-                    task.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
-                for rec in records:
-                    if math.isnan(rec.end):
-                        unfinished += 1
-                        _give_up(rec, gave_up)
-    except BaseException as exc:
-        bar.close(ending_for(exc))  # "interrupted" when the run was cancelled, not "done"
-        raise
-    finally:
-        for task in tasks:
-            task.cancel()
-        # the cancelled tasks awaited, so that none is left for the loop's shutdown
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await pool.aclose()
-    bar.close("done")
-    return Run(records, events, unfinished, t0_monotonic)
+            cached = self._prepared.get((client, target))  # one lookup on the hot path
+            if cached is None:
+                cached = self._prepared[client, target] = client.build_request(
+                    job.method, target, headers=job.headers, extensions=self._traced)
+            request = cached
+        rec = _IN_FLIGHT.get(None)
+        if rec is not None:
+            rec.asked_at = self.clock()
+        async with gate:
+            if rec is not None:
+                rec.admitted_at = self.clock()
+            return await client.send(request)
+
+    async def _trace(self, event: str, info: object) -> None:
+        """httpcore's trace hook: note when the attempt's request headers start to go out."""
+        if event == _LEAVES:
+            rec = _IN_FLIGHT.get(None)
+            if rec is not None:
+                rec.left_at = self.clock()
 
 
 def _give_up(rec: Request, when: float) -> None:

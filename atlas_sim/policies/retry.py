@@ -93,8 +93,12 @@ class RetryBudget:
     ``tokens > max_tokens / 2``, strictly: at exactly half, retries stop. This is gRPC's rule
     (gRFC A6, "gRPC Retry Design", retry throttling: "If token_count is less than or equal to
     maxTokens / 2, then RPCs will not be retried"). First attempts are never throttled: the
-    budget limits the *extra* load that retries add, so that in a sustained outage the retry
-    traffic falls to about ``token_ratio`` retries per success instead of multiplying the load.
+    budget limits the *extra* load that retries add. Every attempt, first or not, moves the
+    tokens by ``token_ratio`` on success and -1 on failure, so when failures outweigh
+    ``token_ratio`` times the successes (a failure rate above ``r / (1 + r)``, as in a sustained
+    outage) the tokens sink below half and stay there: retries stop altogether, instead of
+    multiplying the load, until successes refill the tokens. Below that rate the tokens stay
+    up and every retry is allowed (``analysis.retries.retry_theory`` gives both regimes).
 
     Tokens are counted in integer thousandths, as gRPC does (both settings have at most three
     decimals), and the threshold is compared in integers, ``2 * milli_tokens > max_milli``: many

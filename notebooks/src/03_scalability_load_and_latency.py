@@ -867,7 +867,7 @@ plt.show()
 #
 # The panel runs the simulation for any width, slow-call probability and hedge delay
 # percentile. At a given setting it runs exactly the simulation of the table above: the same
-# seed and the same number of requests (20,000 at width 5, fewer for wider fan-outs, so
+# seed and the same number of requests (8,000 at width 5, fewer for wider fan-outs, so
 # that each move stays quick). At its defaults it shows the table's numbers. Try width 20
 # (the hedged p99.9 returns to 300 ms: 20 · p² = 0.2%), a hedge at
 # the p50 (a shorter tail still, for 50% more calls), and a hedge at the p99: with exactly one

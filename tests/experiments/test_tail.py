@@ -93,8 +93,8 @@ def test_the_panel_and_the_table_above_it_agree_for_the_same_setting():
         assert list(shown.index) == list(table.index)
         for column in table.columns:
             assert list(shown[column]) == list(table[column]), (width, column)
-    assert tail.hedging_requests(5) == 20_000  # the notebook's table: unchanged
-    assert tail.hedging_requests(100) == 2_000 and tail.hedging_requests(1) == 20_000
+    assert tail.hedging_requests(5) == 8_000  # the notebook's table
+    assert tail.hedging_requests(100) == 2_000 and tail.hedging_requests(1) == 8_000
     with pytest.raises(ValueError, match="width must be an integer"):
         tail.hedging_requests(0)
 

@@ -863,7 +863,7 @@ plt.show()
 # the machine, not hedging: run the cells again when it is quieter. The busy part can be the
 # service itself: at 20 calls per request it makes 4,000 dependency calls a second in this
 # kernel, on one core, and its own timers may run late enough for the check to flag the
-# N = 20 run even on an idle machine (it did on the 2-core machine this notebook was built on).
+# N = 20 run even on an otherwise idle machine with few cores.
 #
 # The panel runs the simulation for any width, slow-call probability and hedge delay
 # percentile. At a given setting it runs exactly the simulation of the table above: the same

@@ -71,3 +71,16 @@ def live_shaped_run(*, send_lag=0.0002, work=0.0205, n: int = 100, loop: str = "
                   "t_end": t + latency, "latency": latency, "status": np.full(n, 200),
                   "queue_wait": np.zeros(n)},
         duration=1.0, source="live", meta=recorded)
+
+
+def recording_progress(endings: list):
+    """A ``Progress`` that appends each ``close`` ending it is given to ``endings`` (None when
+    the caller let it choose), to monkeypatch over a module's ``Progress``."""
+    from atlas_sim.progress import Progress
+
+    class Recorded(Progress):
+        def close(self, ending=None):
+            endings.append(ending)
+            super().close(ending)
+
+    return Recorded

@@ -15,6 +15,7 @@ from matplotlib.lines import Line2D
 from atlas_sim.experiments import queueing
 from atlas_sim.results import RunResult
 from atlas_sim.workload import Distribution, Load, rng_streams
+from tests.helpers import recording_progress
 
 SERVICE = Distribution(mean=0.02)
 SEED = 11
@@ -145,12 +146,8 @@ def test_the_twins_work_overhead_is_the_health_checks_work_overshoot(monkeypatch
 def test_a_failed_live_sweep_ends_its_progress_line_failed_not_done(monkeypatch):
     from types import SimpleNamespace
 
-    endings = []
-
-    class Recorded(queueing.Progress):
-        def close(self, ending=None):
-            endings.append(ending)
-            super().close(ending)
+    endings: list = []
+    Recorded = recording_progress(endings)
 
     def reset(server):
         raise RuntimeError("the service went away")

@@ -184,18 +184,24 @@ def _hog(seconds: float) -> threading.Thread:
     return thread
 
 
+def _live_tail_under_hog(name: str, *, seconds: float, requests: int) -> dict:
+    """``live_tail`` at width 3 (one plain run, one hedged) on a service of its own while a
+    CPU hog runs for ``seconds``; the service is stopped and the hog joined before it returns."""
+    server = live.start_service(name, seed=4)
+    hog = _hog(seconds)
+    try:
+        return tail.live_tail(server, widths=(3,), hedge_width=3, requests=requests,
+                              rate=200.0, seed=4)
+    finally:
+        hog.join()
+        server.stop()
+
+
 @pytest.mark.live
 def test_a_live_hedging_run_on_a_busy_host_is_judged_and_the_verdict_shown():
     """Whatever the machine makes of the hog (no timing is asserted), every live run's
     verdict and reasons reach the table, and a spoiled one the figure's title."""
-    server = live.start_service("test-tail-busy", seed=4)
-    hog = _hog(3.0)
-    try:
-        runs = tail.live_tail(server, widths=(3,), hedge_width=3, requests=60, rate=200.0,
-                              seed=4)
-    finally:
-        hog.join()
-        server.stop()
+    runs = _live_tail_under_hog("test-tail-busy", seconds=3.0, requests=60)
     healths = {name: tail.run_health(run) for name, run in runs.items()}
     table = tail.hedge_table(tail.hedging_comparison(3, requests=500), live_runs=runs)
     for row, name in zip(table.index, runs, strict=True):
@@ -231,14 +237,7 @@ def test_the_live_fanout_reports_its_overrun_and_the_verdict_can_flag_it():
     """No timing asserted: the overrun the service reports (the loop's lateness) is present
     for every answered request, non-negative, and judged; with a CPU hog for a bounded time,
     a limit tighter than what was measured flags it (the verdict reads it)."""
-    server = live.start_service("test-tail-overrun", seed=4)
-    hog = _hog(2.0)
-    try:
-        runs = tail.live_tail(server, widths=(3,), hedge_width=3, requests=40, rate=200.0,
-                              seed=4)
-    finally:
-        hog.join()
-        server.stop()
+    runs = _live_tail_under_hog("test-tail-overrun", seconds=2.0, requests=40)
     for run in runs.values():
         overrun = run.meta["server_overrun"]
         ok = run.attempts["status"].to_numpy() == 200

@@ -59,16 +59,12 @@ def test_sweep_runs_on_a_dask_distributed_local_cluster():
 def test_a_failed_run_ends_the_sweeps_progress_line_failed_not_done(monkeypatch):
     import importlib
 
-    from atlas_sim.progress import Progress
+    from tests.helpers import recording_progress
 
     sweep_module = importlib.import_module("atlas_sim.sim.sweep")
 
-    endings = []
-
-    class Recorded(Progress):
-        def close(self, ending=None):
-            endings.append(ending)
-            super().close(ending)
+    endings: list = []
+    Recorded = recording_progress(endings)
 
     def summarise(scenario):
         raise RuntimeError("a run failed")

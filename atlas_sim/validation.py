@@ -7,12 +7,18 @@ A reader who moves a slider too far should learn from the message what the allow
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Mapping
 from fractions import Fraction
 from numbers import Integral, Real
+from typing import TypeVar
 
-__all__ = ["check_choice", "check_int", "check_real", "decimal_fraction"]
+__all__ = ["check_choice", "check_int", "check_real", "decimal_fraction", "refuse_renamed",
+           "renamed_fields"]
+
+T = TypeVar("T")
 
 
 def _describe(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -76,3 +82,39 @@ def decimal_fraction(value: float) -> Fraction:
     (``0.55 * 100 == 55.00000000000001``).
     """
     return Fraction(repr(float(value)))
+
+
+def refuse_renamed(where: str, given: Mapping[str, object], renamed: Mapping[str, str]) -> None:
+    """Raise ``ValueError`` if ``given`` (keyword arguments) uses a name that was renamed: the
+    message names the old name, ``where`` it was given and what to write now (``renamed``:
+    old name -> the new spelling), e.g. ``Scenario(servers=...) is no longer a parameter: write
+    server=ServerConfig(workers=...)``. Any other unknown name raises ``TypeError`` as Python
+    does for an unexpected keyword."""
+    for name in given:
+        if name in renamed:
+            raise ValueError(f"{where}({name}=...) is no longer a parameter: write "
+                             f"{renamed[name]}")
+    if given:
+        raise TypeError(f"{where}() got an unexpected keyword argument {next(iter(given))!r}")
+
+
+def renamed_fields(renamed: Mapping[str, str]) -> Callable[[type[T]], type[T]]:
+    """A class decorator for a keyword-only dataclass: constructing it (or ``replace``-ing it)
+    with a renamed field raises ``refuse_renamed``'s ``ValueError``, which says what to write
+    instead, rather than Python's bare ``TypeError``."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        init = cls.__init__
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+        @functools.wraps(init)
+        def __init__(self: T, *args: object, **kwargs: object) -> None:
+            unknown = {name: value for name, value in kwargs.items() if name not in known}
+            if unknown:
+                refuse_renamed(cls.__name__, unknown, renamed)
+            init(self, *args, **kwargs)
+
+        cls.__init__ = __init__  # type: ignore[method-assign,assignment]
+        return cls
+
+    return decorate

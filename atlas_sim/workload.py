@@ -47,15 +47,31 @@ ArrivalProcess = Literal["poisson", "constant"]
 
 #: The named random streams, in spawn order. Append only: a stream's numbers depend on its
 #: position, so inserting a name would change every run after it.
-STREAM_NAMES = ("arrivals", "service", "client", "dependency", "server", "think", "inputs")
+STREAM_NAMES = ("arrivals", "service", "client", "dependency", "server", "think", "inputs",
+                "routing")
+
+#: The spawn key under which instances 1, 2, ... of a cluster find their own streams; beyond
+#: any index ``SeedSequence.spawn`` gives the named streams, so no instance's streams are
+#: another's or a named stream's.
+_INSTANCE_KEY = 1_000_003
 
 
-def rng_streams(seed: int | None) -> dict[str, np.random.Generator]:
-    """Independent generators for each of ``STREAM_NAMES``, all derived from ``seed``."""
+def rng_streams(seed: int | None, instance: int = 0) -> dict[str, np.random.Generator]:
+    """Independent generators for each of ``STREAM_NAMES``, all derived from ``seed``.
+
+    ``instance`` (0, 1, ...) picks the streams of one server instance of a cluster: instance 0
+    has the streams of ``rng_streams(seed)`` (so a single server draws what it always did) and
+    every other instance a set of its own, independent of instance 0's and of each other's, the
+    same in the simulator and the live service (``numpy.random.SeedSequence`` with the spawn key
+    ``(_INSTANCE_KEY, instance)``).
+    """
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                              or seed < 0):
         raise ValueError(f"seed must be an integer >= 0 or None, got {seed!r}")
-    children = np.random.SeedSequence(seed).spawn(len(STREAM_NAMES))
+    check_int("instance", instance, low=0)
+    root = (np.random.SeedSequence(seed) if instance == 0
+            else np.random.SeedSequence(seed, spawn_key=(_INSTANCE_KEY, instance)))
+    children = root.spawn(len(STREAM_NAMES))
     return {
         name: np.random.default_rng(child)
         for name, child in zip(STREAM_NAMES, children, strict=True)

@@ -7,6 +7,7 @@ service drive these same objects, one on simulated time and one on real time.
 
 from __future__ import annotations
 
+from .admission import AdmissionConfig, AdmissionLimiter, FixedLimit
 from .backoff import JITTER_STRATEGIES, Backoff, Jitter
 from .breaker import (
     BreakerConfig,
@@ -18,13 +19,17 @@ from .breaker import (
 )
 from .call import ClientPolicy, Guard, GuardedCall, HedgePolicy, counts_as_breaker_failure
 from .limiter import ConcurrencyLimiter
+from .queues import Fifo, FifoQueue, QueueConfig, QueueDiscipline
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
+from .routing import NextInstance, Router, RoutingConfig
 from .status import CLIENT_SIDE, DEFAULT_RETRYABLE, Status
 
 __all__ = [
     "CLIENT_SIDE",
     "DEFAULT_RETRYABLE",
     "JITTER_STRATEGIES",
+    "AdmissionConfig",
+    "AdmissionLimiter",
     "Backoff",
     "BreakerConfig",
     "BreakerListener",
@@ -35,12 +40,20 @@ __all__ = [
     "CircuitBreaker",
     "ClientPolicy",
     "ConcurrencyLimiter",
+    "Fifo",
+    "FifoQueue",
+    "FixedLimit",
     "Guard",
     "GuardedCall",
     "HedgePolicy",
     "Jitter",
+    "NextInstance",
+    "QueueConfig",
+    "QueueDiscipline",
     "RetryBudget",
     "RetryPolicy",
+    "Router",
+    "RoutingConfig",
     "Status",
     "counts_as_breaker_failure",
 ]

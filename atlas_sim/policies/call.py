@@ -121,8 +121,8 @@ Not thread-safe: one event loop or one simulation owns a ``Guard`` and its calls
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
@@ -130,6 +130,7 @@ import numpy as np
 from ..validation import check_int, check_real
 from .breaker import BreakerConfig, BreakerListener, CircuitBreaker
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
+from .routing import NextInstance, Router, RoutingConfig
 from .status import DEFAULT_RETRYABLE, Status
 
 __all__ = ["ClientPolicy", "Guard", "GuardedCall", "HedgePolicy", "counts_as_breaker_failure"]
@@ -197,6 +198,9 @@ class ClientPolicy:
             (``sim.fanout``) and the service's ``ResilientCaller`` (``/api/fanout``); the
             drivers that keep one attempt in flight (``Scenario``'s clients, ``run_load``)
             refuse it.
+        routing: which instance each attempt goes to when there are several
+            (``policies.routing``; default ``NextInstance()``: request ``i`` to instance
+            ``i mod n``, each retry to the next).
 
     Configs only, never live state: ``guard(clock=..., rng=...)`` builds the state machines.
     """
@@ -206,8 +210,12 @@ class ClientPolicy:
     budget: BudgetConfig | None = None
     breaker: BreakerConfig | None = None
     hedge: HedgePolicy | None = None
+    routing: RoutingConfig = field(default_factory=NextInstance)
 
     def __post_init__(self) -> None:
+        if not callable(getattr(self.routing, "build", None)):
+            raise ValueError(f"routing must be a routing config such as NextInstance(), got "
+                             f"{self.routing!r}")
         if self.timeout is not None:
             object.__setattr__(self, "timeout",
                                check_real("timeout", self.timeout, low=0, low_open=True))
@@ -226,14 +234,17 @@ class ClientPolicy:
                              "never both (gRFC A6: only one of retryPolicy or hedgingPolicy)")
 
     def guard(self, *, clock: Callable[[], float], rng: np.random.Generator | None,
-              on_transition: BreakerListener | None = None) -> Guard:
+              on_transition: BreakerListener | None = None,
+              routing_rng: np.random.Generator | None = None) -> Guard:
         """Fresh state machines for these settings: a full budget, a CLOSED breaker on
-        ``clock`` (reporting its changes to ``on_transition``), jitter from ``rng``."""
+        ``clock`` (reporting its changes to ``on_transition``), jitter from ``rng``, a router
+        drawing from ``routing_rng`` (the ``"routing"`` stream)."""
         breaker = self.breaker.build(clock) if self.breaker is not None else None
         if breaker is not None and on_transition is not None:
             breaker.add_listener(on_transition)
         return Guard(retry=self.retry, breaker=breaker, rng=rng, hedge=self.hedge,
-                     budget=self.budget.build() if self.budget is not None else None)
+                     budget=self.budget.build() if self.budget is not None else None,
+                     router=self.routing.build(routing_rng))
 
 
 class Guard:
@@ -246,14 +257,15 @@ class Guard:
         breaker: the client's circuit breaker (None: every attempt is sent).
         rng: where backoff jitter comes from (required when ``retry`` jitters).
         hedge: hedged requests (None: none); not with ``retry``.
+        router: which instance each attempt goes to (default: ``NextInstance``'s).
     """
 
-    __slots__ = ("_retry_on", "breaker", "budget", "hedge", "retry", "rng")
+    __slots__ = ("_retry_on", "breaker", "budget", "hedge", "retry", "rng", "router")
 
     def __init__(self, *, retry: RetryPolicy | None = None, budget: RetryBudget | None = None,
                  breaker: CircuitBreaker | None = None,
                  rng: np.random.Generator | None = None,
-                 hedge: HedgePolicy | None = None) -> None:
+                 hedge: HedgePolicy | None = None, router: Router | None = None) -> None:
         if retry is not None and not isinstance(retry, RetryPolicy):
             raise ValueError(f"retry must be a RetryPolicy or None, got {retry!r}")
         if budget is not None and not isinstance(budget, RetryBudget):
@@ -272,10 +284,12 @@ class Guard:
         self.breaker = breaker
         self.rng = rng
         self._retry_on = retry.retry_on if retry is not None else _NO_RETRY
+        self.router: Router = router if router is not None else NextInstance().build()
 
-    def call(self) -> GuardedCall:
-        """A new logical call, before its first attempt."""
-        return GuardedCall(self)
+    def call(self, request: int = 0) -> GuardedCall:
+        """A new logical call, before its first attempt; ``request`` is its index among the
+        client's calls (0, 1, ...), which a router may read."""
+        return GuardedCall(self, request)
 
     def __repr__(self) -> str:
         hedge = f", hedge={self.hedge!r}" if self.hedge is not None else ""
@@ -312,10 +326,11 @@ class GuardedCall:
     """
 
     __slots__ = ("_delays", "_generation", "_gens", "_guard", "_hedge", "_in_flight",
-                 "_refused", "attempts", "cancelled", "status", "winner")
+                 "_refused", "attempts", "cancelled", "request", "status", "winner")
 
-    def __init__(self, guard: Guard) -> None:
+    def __init__(self, guard: Guard, request: int = 0) -> None:
         self._guard = guard
+        self.request = request
         self._hedge = guard.hedge
         self._delays: Iterator[float] | None = None
         self._generation = 0
@@ -338,6 +353,15 @@ class GuardedCall:
     def in_flight(self) -> tuple[int, ...]:
         """Hedged calls: the copies sent and not yet answered, in order (empty otherwise)."""
         return tuple(sorted(self._in_flight))
+
+    def route(self, outstanding: Sequence[int]) -> int:
+        """Which instance the attempt just admitted (``attempts``, 1 for the first) goes to:
+        the router's choice among ``len(outstanding)`` instances, given the client's attempts
+        in flight to each (``outstanding``); 0 when there is one."""
+        if len(outstanding) == 1:
+            return 0
+        return self._guard.router.choose(request=self.request, attempt=self.attempts,
+                                         outstanding=outstanding)
 
     def before_attempt(self) -> bool:
         """May the next attempt be sent now? False: the breaker refused it and the call is done

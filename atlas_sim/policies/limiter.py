@@ -42,8 +42,13 @@ class ConcurrencyLimiter:
             return True
         return False
 
-    def release(self) -> None:
-        """One admitted request is done."""
+    @property
+    def limit(self) -> int:
+        """The limit, ``max_concurrent`` (the ``AdmissionLimiter`` protocol's name for it)."""
+        return self.max_concurrent
+
+    def release(self, *, latency: float | None = None, dropped: bool = False) -> None:
+        """One admitted request is done (a fixed limit learns nothing from how it went)."""
         if self._in_flight <= 0:
             raise RuntimeError("release() called more often than try_acquire() admitted")
         self._in_flight -= 1

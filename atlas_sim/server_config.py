@@ -1,0 +1,113 @@
+"""``ServerConfig``: what one server instance is, the one object both worlds take.
+
+The simulator's ``Scenario(server=...)`` and the live service's ``create_app(server=...)`` take
+the same frozen, keyword-only object, as ``ClientPolicy`` is the one description of a client:
+nothing maps one world's fields onto the other's. It holds
+
+* ``workers``: how many requests are worked on at once (the c of M/M/c);
+* ``service_time``: the work one request asks for, a ``Distribution`` (at capacity 1);
+* ``admission``: the admission limit, a config whose ``build()`` gives an ``AdmissionLimiter``
+  (``policies.admission``; ``FixedLimit(max_concurrent=n)`` is the card's load shedding: the
+  request that would make n + 1 in progress, queued or at work, gets 429), or None;
+* ``queue``: the order queued requests are served in (``policies.queues``; ``Fifo()``);
+* ``timeout``: the server timeout (``HTTP_TIMEOUT``): a request not answered within it gets 504
+  and its work is dropped, queued or in service; None: none;
+* ``drop_expired``: deadline propagation: a queued request that cannot be done before its
+  client gives up is skipped (``sim`` only so far);
+* ``retry_after``: whole seconds in a 429's ``Retry-After`` header;
+* ``dependency``: what the handler calls after its own work (``Dependency``), or None.
+
+Issue "The data system behind the service" adds the database pool, cache and event log here.
+A cluster is N instances, each with its own workers, queue and limiter, built from one
+``ServerConfig`` or a list of them (``Scenario(server=[...])``, ``service.Cluster``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .policies import AdmissionConfig, ClientPolicy, Fifo, QueueConfig
+from .validation import check_int, check_real, renamed_fields
+from .workload import Distribution
+
+__all__ = ["Dependency", "ServerConfig"]
+
+
+def _callable_build(name: str, value: object, example: str) -> None:
+    if not callable(getattr(value, "build", None)):
+        raise ValueError(f"{name} must be a config with build(), such as {example}, got "
+                         f"{value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dependency:
+    """A downstream service the handler calls after its own work, for a ``share`` of requests.
+
+    Each call takes a ``latency`` drawn from a ``Distribution``, or fails at once with
+    probability ``error_rate`` (as a refused connection does). The handler calls it as a client
+    with its own ``client`` policy: ``client.timeout`` bounds each call (``DATABASE_TIMEOUT``),
+    and its retry, budget and breaker are the service's (when the breaker is open the handler
+    answers 503 at once). Both worlds draw the same random numbers for it (the
+    ``"dependency"`` stream) and call it through the same ``GuardedCall``. The handler keeps its
+    worker busy while it calls, retries and waits. Any failure left after retries becomes a 503
+    to the client. Requests outside the ``share`` (0..1) never touch the dependency: they show
+    whether its trouble spreads.
+    """
+
+    latency: Distribution = field(default_factory=lambda: Distribution(mean=0.01))
+    error_rate: float = 0.0
+    client: ClientPolicy = field(default_factory=lambda: ClientPolicy(timeout=10.0))
+    share: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.latency, Distribution):
+            raise ValueError(f"latency must be a Distribution, got {self.latency!r}")
+        check_real("share", self.share, low=0, high=1)
+        check_real("error_rate", self.error_rate, low=0, high=1)
+        if not isinstance(self.client, ClientPolicy):
+            raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
+
+
+@renamed_fields({"servers": "workers=... (the c of M/M/c)",
+                 "max_concurrent": "admission=FixedLimit(max_concurrent=...)",
+                 "server_timeout": "timeout=..."})
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """One server instance (see the module docstring for each field).
+
+    Raises ``ValueError`` naming the field and its range: ``workers`` 1..10000, ``timeout`` >
+    0 or None, ``retry_after`` 0..3600 whole seconds; ``admission`` and ``queue`` must be
+    configs with ``build()``; ``dependency`` a ``Dependency`` or None.
+    """
+
+    workers: int = 1
+    service_time: Distribution = field(default_factory=lambda: Distribution(mean=0.05))
+    admission: AdmissionConfig | None = None
+    queue: QueueConfig = field(default_factory=Fifo)
+    timeout: float | None = None
+    drop_expired: bool = False
+    retry_after: int = 1
+    dependency: Dependency | None = None
+
+    def __post_init__(self) -> None:
+        check_int("workers", self.workers, low=1, high=10_000)
+        if not isinstance(self.service_time, Distribution):
+            raise ValueError(f"service_time must be a Distribution, got {self.service_time!r}")
+        if self.admission is not None:
+            _callable_build("admission", self.admission, "FixedLimit(max_concurrent=100)")
+        _callable_build("queue", self.queue, "Fifo()")
+        if self.timeout is not None:
+            object.__setattr__(self, "timeout",
+                               check_real("timeout", self.timeout, low=0, low_open=True))
+        if not isinstance(self.drop_expired, bool):
+            raise ValueError(f"drop_expired must be True or False, got {self.drop_expired!r}")
+        check_int("retry_after", self.retry_after, low=0, high=3600)
+        if self.dependency is not None and not isinstance(self.dependency, Dependency):
+            raise ValueError(f"dependency must be a Dependency or None, got {self.dependency!r}")
+
+    @property
+    def capacity(self) -> float:
+        """Requests per second the workers finish when healthy: workers / mean service time
+        (infinite for work that takes no time)."""
+        mean = self.service_time.mean
+        return float("inf") if mean == 0 else self.workers / mean

@@ -370,6 +370,10 @@ class Fault:
             takes at least ``dependency_slow_latency`` (a garbage-collection pause, a busy
             disk, a noisy neighbour: the "1 in 100 slow calls" of the tail at scale).
         dependency_slow_latency: seconds a slow dependency call takes at least, >= 0.
+        instances: which server instances the fault hits, by index (0, 1, ... in the order
+            of ``Scenario.server``'s configs or a live cluster's servers), as a tuple of
+            distinct integers >= 0; None (the default): every instance. A slow or dead
+            instance among healthy ones is ``Fault(capacity=..., instances=(1,))``.
         name: a label for the events table.
 
     Overlapping faults combine: capacities multiply, latencies add, the larger rate wins (and
@@ -388,9 +392,21 @@ class Fault:
     bad_input_rate: float = 0.0
     dependency_slow_rate: float = 0.0
     dependency_slow_latency: float = 0.0
+    instances: tuple[int, ...] | None = None
     name: str = "fault"
 
     def __post_init__(self) -> None:
+        if self.instances is not None:
+            if isinstance(self.instances, (str, bytes)) or not isinstance(self.instances,
+                                                                          Sequence):
+                raise ValueError(f"instances must be a tuple of instance indices >= 0 or None, "
+                                 f"got {self.instances!r}")
+            chosen = tuple(check_int(f"instances[{i}]", k, low=0)
+                           for i, k in enumerate(self.instances))
+            if not chosen or len(set(chosen)) != len(chosen):
+                raise ValueError(f"instances must name at least one instance, each once, got "
+                                 f"{self.instances!r}")
+            object.__setattr__(self, "instances", chosen)
         start = check_real("start", self.start, low=0)
         check_real("end", self.end, low=start, low_open=True, allow_inf=True)
         check_real("capacity", self.capacity, low=0, high=1)
@@ -406,6 +422,10 @@ class Fault:
         check_real("bad_input_rate", self.bad_input_rate, low=0, high=1)
         check_real("dependency_slow_rate", self.dependency_slow_rate, low=0, high=1)
         check_real("dependency_slow_latency", self.dependency_slow_latency, low=0, high=3600)
+
+    def applies_to(self, instance: int) -> bool:
+        """Does this fault hit server instance ``instance`` (an index)?"""
+        return self.instances is None or instance in self.instances
 
     def describe(self) -> str:
         """What goes wrong, in a few words (the events table's ``reason``)."""
@@ -427,6 +447,9 @@ class Fault:
         if self.dependency_slow_rate:
             parts.append(f"{self.dependency_slow_rate:.1%} of dependency calls slow "
                          f"(>= {self.dependency_slow_latency:g}s)")
+        if self.instances is not None and parts:
+            which = ", ".join(str(k) for k in self.instances)
+            parts[-1] += f" on instance{'s' if len(self.instances) > 1 else ''} {which}"
         return ", ".join(parts)
 
 

@@ -1,7 +1,8 @@
 """Atlas: reliability, scalability and maintainability (DDIA chapter 1), by experiment.
 
 One implementation of each reliability policy (``atlas_sim.policies``) drives both a SimPy
-simulation (``atlas_sim.sim``) and a live FastAPI service (``atlas_sim.service``); both return
+simulation (``atlas_sim.sim``) and a live FastAPI service (``atlas_sim.service``), which take the
+same ``ClientPolicy`` for the client and the same ``ServerConfig`` for the server; both return
 the same ``RunResult`` tables, which ``atlas_sim.analysis`` summarises and plots.
 
 The heavier layers are imported on first use, so ``import atlas_sim`` stays quick and the pure
@@ -23,11 +24,13 @@ from .policies import (
     CircuitBreaker,
     ClientPolicy,
     ConcurrencyLimiter,
+    FixedLimit,
     HedgePolicy,
     RetryBudget,
     RetryPolicy,
     Status,
 )
+from .server_config import Dependency, ServerConfig
 from .workload import Fault, Load
 
 if TYPE_CHECKING:
@@ -50,11 +53,14 @@ __all__ = [
     "CircuitBreaker",
     "ClientPolicy",
     "ConcurrencyLimiter",
+    "Dependency",
     "Fault",
+    "FixedLimit",
     "HedgePolicy",
     "Load",
     "RetryBudget",
     "RetryPolicy",
+    "ServerConfig",
     "Status",
     *_LAZY,
 ]

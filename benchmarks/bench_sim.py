@@ -25,9 +25,10 @@ import time
 
 import simpy
 
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Scenario, simulate
 from atlas_sim.sim.scenarios import full_stack
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 
 MM1_REQUESTS = 50_000
 UTILISATION = 0.8
@@ -59,7 +60,7 @@ def textbook_mm1(n: int, seed: int) -> int:
 
 def engine_mm1(n: int, seed: int) -> int:
     scenario = Scenario(load=Load(rate=UTILISATION, duration=n / UTILISATION),
-                        service_time_mean=1.0, seed=seed)
+                        server=ServerConfig(service_time=Distribution(mean=1.0)), seed=seed)
     return len(simulate(scenario).requests)
 
 

@@ -12,24 +12,26 @@ import matplotlib.pyplot as plt
 import pytest
 
 from atlas_sim.analysis import plot_latency_cdf
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Scenario, simulate
 from atlas_sim.widgets import Control, Panel
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 
 CALLS: list[dict] = []
 
 
-def run(servers: int, utilisation: float, dist: str, seed_twice: bool):
-    CALLS.append({"servers": servers})
-    scenario = Scenario(load=Load(rate=utilisation * servers / 0.05, duration=30.0),
-                        service_time_mean=0.05, service_time_dist=dist, servers=servers)
+def run(workers: int, utilisation: float, dist: str, seed_twice: bool):
+    CALLS.append({"workers": workers})
+    scenario = Scenario(load=Load(rate=utilisation * workers / 0.05, duration=30.0),
+                        server=ServerConfig(workers=workers,
+                                            service_time=Distribution(mean=0.05, kind=dist)))
     return {"queue": simulate(scenario)}
 
 
 def make_panel() -> Panel:
     return Panel(
         run,
-        [Control.slider("servers", 1, 8, 2),
+        [Control.slider("workers", 1, 8, 2),
          Control.slider("utilisation", 0.1, 0.95, 0.7, step=0.05),
          Control.dropdown("dist", ["exponential", "constant"], "exponential"),
          Control.checkbox("seed_twice", False)],
@@ -43,7 +45,7 @@ def test_update_with_new_values_changes_the_summary():
     calm = panel.update()
     busy = panel.update(utilisation=0.95)
     assert busy.table.loc["queue", "p99"] > 2 * calm.table.loc["queue", "p99"]
-    assert busy.params["servers"] == 2 and panel.values["utilisation"] == 0.95
+    assert busy.params["workers"] == 2 and panel.values["utilisation"] == 0.95
     assert busy.figure.axes and not busy.cached
     plt.close("all")
 
@@ -51,9 +53,9 @@ def test_update_with_new_values_changes_the_summary():
 def test_values_seen_before_come_from_the_cache():
     panel = make_panel()
     CALLS.clear()
-    first = panel.update(servers=3)
-    panel.update(servers=4)
-    again = panel.update(servers=3)
+    first = panel.update(workers=3)
+    panel.update(workers=4)
+    again = panel.update(workers=3)
     assert again.cached and again.results is first.results
     assert len(CALLS) == 2
     plt.close("all")
@@ -61,16 +63,16 @@ def test_values_seen_before_come_from_the_cache():
 
 def test_reset_restores_the_defaults():
     panel = make_panel()
-    panel.update(servers=5, dist="constant")
+    panel.update(workers=5, dist="constant")
     view = panel.reset()
-    assert view.params == panel.defaults == {"servers": 2, "utilisation": 0.7,
+    assert view.params == panel.defaults == {"workers": 2, "utilisation": 0.7,
                                              "dist": "exponential", "seed_twice": False}
     plt.close("all")
 
 
 @pytest.mark.parametrize(
     ("values", "message"),
-    [({"servers": 9}, "servers must be an integer >= 1 and <= 8, got 9"),
+    [({"workers": 9}, "workers must be an integer >= 1 and <= 8, got 9"),
      ({"utilisation": 1.5}, "utilisation must be a number >= 0.1 and <= 0.95"),
      ({"dist": "gamma"}, "dist must be one of 'exponential', 'constant'"),
      ({"seed_twice": "yes"}, "seed_twice must be True or False"),
@@ -87,8 +89,8 @@ def test_controls_make_released_not_dragged_widgets():
     sliders = [w for w in panel._widgets.values() if hasattr(w, "continuous_update")]
     assert len(sliders) == 2 and all(not s.continuous_update for s in sliders)
     assert panel.widget() is box  # built once
-    panel._widgets["servers"].value = 4  # what a slider release does
-    assert panel.values["servers"] == 4 and panel.last.params["servers"] == 4
+    panel._widgets["workers"].value = 4  # what a slider release does
+    assert panel.values["workers"] == 4 and panel.last.params["workers"] == 4
     plt.close("all")
 
 
@@ -116,7 +118,7 @@ def test_update_leaves_no_figure_open_in_pyplot():
 def test_reset_runs_the_experiment_once_however_many_controls_moved():
     panel = make_panel()
     panel.widget()
-    for name, value in (("servers", 5), ("utilisation", 0.9), ("dist", "constant")):
+    for name, value in (("workers", 5), ("utilisation", 0.9), ("dist", "constant")):
         panel._widgets[name].value = value
     shown: list[int] = []
     original = panel.update
@@ -146,7 +148,7 @@ def test_a_displayed_panel_carries_the_widget_and_a_static_figure_and_table():
     assert view["model_id"] == panel.widget().model_id
     static = bundle["text/html"]
     assert '<img src="data:image/png;base64,' in static and "<table" in static
-    assert "A queue" in static and "servers = 2" in static
+    assert "A queue" in static and "workers = 2" in static
     assert "VBox" not in bundle["text/plain"] and "A queue" in bundle["text/plain"]
     plt.close("all")
 
@@ -155,12 +157,12 @@ def test_the_output_area_holds_exactly_one_figure_and_one_table_after_each_move(
     panel = make_panel()
     panel.widget()
     first = panel._output.outputs
-    panel._widgets["servers"].value = 3
+    panel._widgets["workers"].value = 3
     kinds = [sorted(o["data"]) for o in panel._output.outputs]
     assert kinds == [["image/png", "text/plain"], ["text/html", "text/plain"]]
     assert panel._output.outputs != first
     panel._widgets["utilisation"].value = 0.95
-    panel._widgets["servers"].value = 1  # utilisation 0.95 on one server: still valid
+    panel._widgets["workers"].value = 1  # utilisation 0.95 on one worker: still valid
     assert len(panel._output.outputs) == 2
     sent: list[object] = []
     panel._output.observe(lambda change: sent.append(change["new"]), names="outputs")
@@ -177,7 +179,8 @@ def test_a_refused_combination_is_said_in_the_output_area():
         return run_queue(n)
 
     def run_queue(n: int):
-        return {"queue": simulate(Scenario(load=Load(rate=10.0, duration=5.0), servers=n))}
+        return {"queue": simulate(Scenario(load=Load(rate=10.0, duration=5.0),
+                                           server=ServerConfig(workers=n)))}
 
     panel = Panel(run, [Control.slider("n", 1, 3, 1)],
                   lambda results: plot_latency_cdf(results).figure)
@@ -208,7 +211,7 @@ class CountingPlot:
 
 def in_place_panel() -> tuple[Panel, CountingPlot]:
     plot = CountingPlot()
-    return Panel(run, [Control.slider("servers", 1, 8, 2),
+    return Panel(run, [Control.slider("workers", 1, 8, 2),
                        Control.slider("utilisation", 0.1, 0.95, 0.7, step=0.05),
                        Control.dropdown("dist", ["exponential", "constant"], "exponential"),
                        Control.checkbox("seed_twice", False)], plot, title="In place"), plot
@@ -232,7 +235,7 @@ def test_an_in_place_plot_keeps_one_figure_and_moves_its_data():
 def test_a_plot_function_still_gets_a_new_figure_per_update():
     panel = make_panel()
     first = panel.update().figure
-    assert panel.update(servers=3).figure is not first
+    assert panel.update(workers=3).figure is not first
     plt.close("all")
 
 
@@ -307,7 +310,7 @@ def test_every_slider_keeps_room_for_its_track_beside_the_longest_description(ke
 # probabilities ("3.37e-06") may stay as they are: that is how one that small is written.
 RAW_FLOAT = re.compile(r"\d\.0*[1-9]\d{4,}")
 BIG_SCIENTIFIC = re.compile(r"\d(?:\.\d+)?e\+\d+", re.IGNORECASE)
-WHOLE_THINGS = re.compile(r"accounts|servers|replicas", re.IGNORECASE)  # counts, not means
+WHOLE_THINGS = re.compile(r"accounts|servers|workers|replicas", re.IGNORECASE)  # counts, not means
 
 
 def _settings(panel: Panel) -> list[dict[str, object]]:

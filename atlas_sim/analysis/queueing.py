@@ -1,12 +1,14 @@
 """Queueing theory for the M/M/c queue, to check the simulator against and to teach with.
 
-Poisson arrivals at ``arrival_rate``, exponential service at ``service_rate`` per server,
-``servers`` servers sharing one FIFO queue. Erlang's formulas give the chance of waiting and the
-mean wait; the response-time distribution is a mix of an exponential service time and a wait
-that is zero with probability 1 - C and exponential with rate ``c mu - lambda`` otherwise.
+Poisson arrivals at ``arrival_rate``, exponential service at ``service_rate`` per worker,
+``workers`` workers (the c of M/M/c: how many requests are worked on at once, as in
+``ServerConfig.workers``) sharing one FIFO queue. Erlang's formulas give the chance of waiting
+and the mean wait; the response-time distribution is a mix of an exponential service time and
+a wait that is zero with probability 1 - C and exponential with rate ``c mu - lambda``
+otherwise.
 
 For other service-time shapes (M/G/c), ``MGc`` gives the mean wait by the Allen-Cunneen
-approximation, exact for one server (the Pollaczek-Khinchine formula) and for exponential
+approximation, exact for one worker (the Pollaczek-Khinchine formula) and for exponential
 service (Erlang C). ``time_average_in_system`` measures L from a run's request table, for
 Little's law.
 """
@@ -19,57 +21,67 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
-from ..validation import check_int, check_real
+from ..validation import check_int, check_real, renamed_fields
 from ..workload import Distribution
 
 __all__ = ["MGc", "MMc", "erlang_b", "erlang_c", "squared_cv", "time_average_in_system"]
 
 
-def erlang_b(servers: int, offered: float) -> float:
-    """Blocking probability of M/M/c/c with ``offered`` = lambda / mu erlangs (the recursion
-    B(0) = 1, B(k) = a B(k-1) / (k + a B(k-1)), stable for any c)."""
+#: What each class says to a caller who still writes ``servers=``.
+_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
+
+
+def erlang_b(workers: int, offered: float) -> float:
+    """Blocking probability of M/M/c/c, c = ``workers``, with ``offered`` = lambda / mu erlangs
+    (the recursion B(0) = 1, B(k) = a B(k-1) / (k + a B(k-1)), stable for any c)."""
     b = 1.0
-    for k in range(1, servers + 1):
+    for k in range(1, workers + 1):
         b = offered * b / (k + offered * b)
     return b
 
 
-def erlang_c(servers: int, offered: float) -> float:
-    """Probability that an arrival waits in M/M/c (needs offered < servers)."""
-    rho = offered / servers
+def erlang_c(workers: int, offered: float) -> float:
+    """Probability that an arrival waits in M/M/c, c = ``workers`` (1 when offered >= c)."""
+    rho = offered / workers
     if rho >= 1:
         return 1.0
-    b = erlang_b(servers, offered)
+    b = erlang_b(workers, offered)
     return b / (1 - rho * (1 - b))
 
 
+@renamed_fields(_RENAMED)
 @dataclass(frozen=True, kw_only=True)
 class MMc:
-    """Steady-state M/M/c figures: ``MMc(arrival_rate=0.8, service_rate=1, servers=1).W``."""
+    """Steady-state M/M/c figures: ``MMc(arrival_rate=0.8, service_rate=1, workers=1).W``.
+
+    ``workers`` is the c of M/M/c (``ServerConfig.workers``); ``servers=`` is refused with a
+    ValueError that says so. Raises ValueError for ``workers`` < 1, ``service_rate`` <= 0 or
+    an unstable queue (``arrival_rate`` outside [0, workers * service_rate)).
+    """
 
     arrival_rate: float
     service_rate: float
-    servers: int = 1
+    workers: int = 1
 
     def __post_init__(self) -> None:
         check_real("service_rate", self.service_rate, low=0, low_open=True)
-        check_int("servers", self.servers, low=1)
+        check_int("workers", self.workers, low=1)
         check_real("arrival_rate", self.arrival_rate, low=0,
-                   high=self.servers * self.service_rate, high_open=True)
+                   high=self.workers * self.service_rate, high_open=True)
 
     @property
     def utilisation(self) -> float:
-        return self.arrival_rate / (self.servers * self.service_rate)
+        return self.arrival_rate / (self.workers * self.service_rate)
 
     @property
     def P_wait(self) -> float:
-        """Erlang C: the chance an arrival finds every server busy."""
-        return erlang_c(self.servers, self.arrival_rate / self.service_rate)
+        """Erlang C: the chance an arrival finds every worker busy."""
+        return erlang_c(self.workers, self.arrival_rate / self.service_rate)
 
     @property
     def Wq(self) -> float:
         """Mean wait in the queue."""
-        return self.P_wait / (self.servers * self.service_rate - self.arrival_rate)
+        return self.P_wait / (self.workers * self.service_rate - self.arrival_rate)
 
     @property
     def W(self) -> float:
@@ -86,23 +98,23 @@ class MMc:
         """How long the queue takes to forget where it started (time, in the unit of
         1 / ``service_rate``): 1 / (√(cμ) − √λ)², at least 1 / μ.
 
-        For one server this is M/M/1's relaxation time, the rate (√μ − √λ)² at which its
+        For one worker this is M/M/1's relaxation time, the rate (√μ − √λ)² at which its
         distribution approaches steady state (P. M. Morse, "Stochastic properties of waiting
-        lines", Operations Research 3, 1955). With c servers the queue beyond c busy servers
+        lines", Operations Research 3, 1955). With c workers the queue beyond c busy workers
         is an M/M/1 with service rate cμ, whence the same form; when that is faster than one
         service, a service time (the M/M/∞ limit) is the slower part. A simulation must run
         many relaxation times for its mean to be near the steady state's and for batch means
         to be nearly independent (W. Whitt, "Planning queueing simulations", Management
         Science 35(11), 1989, who sizes runs in these units). At ρ = 0.9 it is 380 service
-        times for one server.
+        times for one worker.
         """
-        gap = (math.sqrt(self.servers * self.service_rate) - math.sqrt(self.arrival_rate)) ** 2
+        gap = (math.sqrt(self.workers * self.service_rate) - math.sqrt(self.arrival_rate)) ** 2
         return 1.0 / min(self.service_rate, gap)
 
     def tail(self, t: float) -> float:
         """P(response time > t)."""
         mu, c = self.service_rate, self.P_wait
-        theta = self.servers * mu - self.arrival_rate
+        theta = self.workers * mu - self.arrival_rate
         if math.isclose(theta, mu):  # wait and service have the same rate: Erlang-2 part
             mixed = (1 + mu * t) * math.exp(-mu * t)
         else:
@@ -132,9 +144,10 @@ def squared_cv(distribution: Distribution) -> float:
     return math.expm1(distribution.shape ** 2)
 
 
+@renamed_fields(_RENAMED)
 @dataclass(frozen=True, kw_only=True)
 class MGc:
-    """Mean figures for M/G/c: Poisson arrivals, ``servers`` servers, one FIFO queue, service
+    """Mean figures for M/G/c: Poisson arrivals, ``workers`` workers, one FIFO queue, service
     times of mean ``1 / service_rate`` and squared coefficient of variation ``scv``
     (``squared_cv``: 1 exponential, 0 constant).
 
@@ -143,10 +156,10 @@ class MGc:
 
         Wq ~= Wq(M/M/c) * (1 + scv) / 2
 
-    With one server it is exact: the Pollaczek-Khinchine formula, ``Wq = rho S (1 + scv) /
-    (2 (1 - rho))``. With ``scv`` = 1 it is exact too (Erlang C). With several servers and
+    With one worker it is exact: the Pollaczek-Khinchine formula, ``Wq = rho S (1 + scv) /
+    (2 (1 - rho))``. With ``scv`` = 1 it is exact too (Erlang C). With several workers and
     another shape it is an approximation: against the simulator at utilisation 0.8, constant
-    service, it was 5% low with two servers and 10% low with eight (lognormal service of
+    service, it was 5% low with two workers and 10% low with eight (lognormal service of
     sigma 1: within the simulation's error).
     Only means: M/G/c has no closed form for its percentiles.
 
@@ -155,23 +168,23 @@ class MGc:
 
     arrival_rate: float
     service_rate: float
-    servers: int = 1
+    workers: int = 1
     scv: float = 1.0
 
     def __post_init__(self) -> None:
         check_real("scv", self.scv, low=0)
         MMc(arrival_rate=self.arrival_rate, service_rate=self.service_rate,
-            servers=self.servers)  # validates the rest
+            workers=self.workers)  # validates the rest
 
     @property
     def utilisation(self) -> float:
-        return self.arrival_rate / (self.servers * self.service_rate)
+        return self.arrival_rate / (self.workers * self.service_rate)
 
     @property
     def Wq(self) -> float:
-        """Mean wait in the queue (approximate for several servers, see the class)."""
+        """Mean wait in the queue (approximate for several workers, see the class)."""
         exponential = MMc(arrival_rate=self.arrival_rate, service_rate=self.service_rate,
-                          servers=self.servers).Wq
+                          workers=self.workers).Wq
         return exponential * (1 + self.scv) / 2
 
     @property

@@ -13,8 +13,14 @@ notebook                                    modules
 03 scalability: load and latency            ``load``, ``percentiles``, ``queueing``,
                                             ``omission``, ``tail``
 live sections of 01, 02 and 03              ``live`` (the in-kernel service and its
-                                            simulated twins)
+                                            simulated twins); 03's section modules run
+                                            their own live points with its helpers
 ==========================================  =================================================
+
+A simulated experiment describes its server with a ``ServerConfig`` (``workers``, the c of
+M/M/c; ``service_time``; admission limit, timeout, dependency), the very object the live
+service is built from (``create_app(server=...)``), so a simulated twin of a live run is
+``Scenario(server=<that object>, path=<the route>)``: nothing is translated between the worlds.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ import pandas as pd
 from ..analysis.figures import InPlaceFigure, TimeseriesFigure, VerticalBands, autoscale
 from ..analysis.plots import plot_in_flight
 from ..analysis.tables import summary_table
-from ..policies import BreakerConfig, BreakerMode, ClientPolicy, Status
+from ..policies import BreakerConfig, BreakerMode, ClientPolicy, FixedLimit, Status
 from ..results import RunResult, transition_times
+from ..server_config import ServerConfig
 from ..sim import Scenario, simulate
 from ..sim.scenarios import (
     RETRY_STORM_FIXES,
@@ -79,7 +80,7 @@ def breaker_panel(*, seed: int = 0) -> Panel:
                 recovery_timeout=recovery_timeout, half_open_max_calls=half_open_max_calls,
                 success_threshold=success_threshold, window_size=window_size,
                 minimum_calls=min(10, window_size))
-            scenario = scenario.replace({"dependency.client.breaker": config})
+            scenario = scenario.replace({"server.dependency.client.breaker": config})
         return {"breaker" if breaker else "no breaker": simulate(scenario)}
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
@@ -143,9 +144,9 @@ def timeouts(timeout: float, *, shape: float = 1.0, mean: float = 0.05,
              seed: int = 0) -> RunResult:
     """A lightly loaded server (30% utilisation) with lognormal work; clients give up after
     ``timeout`` and do not retry: every 599 is a false timeout of a healthy request."""
-    return simulate(Scenario(load=Load(rate=0.3 * 8 / mean, duration=60.0), servers=8,
-                             service_time_mean=mean, service_time_dist="lognormal",
-                             service_time_shape=shape, seed=seed,
+    work = Distribution(mean=mean, kind="lognormal", shape=shape)
+    return simulate(Scenario(load=Load(rate=0.3 * 8 / mean, duration=60.0),
+                             server=ServerConfig(workers=8, service_time=work), seed=seed,
                              client=ClientPolicy(timeout=timeout)))
 
 
@@ -262,7 +263,8 @@ def overload_panel(*, seed: int = 0) -> Panel:
     def run(max_concurrent: int, spike: float) -> dict[str, RunResult]:
         scenario = overload_spike(max_concurrent > 0, spike=spike, seed=seed)
         if max_concurrent > 0:
-            scenario = scenario.replace(max_concurrent=max_concurrent)
+            scenario = scenario.replace(
+                {"server.admission": FixedLimit(max_concurrent=max_concurrent)})
         name = f"limit {max_concurrent}" if max_concurrent else "no limit"
         return {name: simulate(scenario)}
 

@@ -34,12 +34,13 @@ from ..analysis.omission import (
 )
 from ..analysis.percentiles import QUANTILE_METHOD, exact_percentiles
 from ..results import RunResult
+from ..server_config import ServerConfig
 from ..service import LiveServer
 from ..service.loadgen import blocking, run_load_async
 from ..sim import Scenario, simulate
-from ..validation import check_int, check_real
+from ..validation import check_int, check_real, refuse_renamed
 from ..widgets import Control, Panel
-from ..workload import Fault, Load
+from ..workload import Distribution, Fault, Load
 from .live import interruptible, reset
 
 __all__ = [
@@ -70,8 +71,11 @@ PERCENTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))
 #: 4 closed-loop connections that think 20 ms between requests, for 4 s; the server (2 workers,
 #: 1 ms of work a request) stalls for 1 s from t = 1.5 s.
 DEFAULTS: dict[str, Any] = {"rate": 50.0, "clients": 4, "think_time": 0.02, "duration": 4.0,
-                            "stall": 1.0, "stall_start": 1.5, "servers": 2,
+                            "stall": 1.0, "stall_start": 1.5, "workers": 2,
                             "service_time": 0.001}
+
+#: What the functions here say to a caller who still writes ``servers=``.
+_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
 
 
 def stall_fault(stall: float = DEFAULTS["stall"],
@@ -102,16 +106,19 @@ def simulate_omission(*, rate: float = DEFAULTS["rate"], clients: int = DEFAULTS
                       think_time: float = DEFAULTS["think_time"],
                       duration: float = DEFAULTS["duration"], stall: float = DEFAULTS["stall"],
                       stall_start: float = DEFAULTS["stall_start"],
-                      servers: int = DEFAULTS["servers"],
+                      workers: int = DEFAULTS["workers"],
                       service_time: float = DEFAULTS["service_time"],
-                      seed: int = 0) -> dict[str, RunResult]:
+                      seed: int = 0, **renamed: object) -> dict[str, RunResult]:
     """The stall measured by both generators in the simulator: ``{"open loop": run,
-    "closed loop": run}``, one run each (same seed, same stall; ``servers`` workers, constant
-    ``service_time`` seconds of work per request)."""
+    "closed loop": run}``, one run each (same seed, same stall; ``workers`` workers, constant
+    ``service_time`` seconds of work per request). ``servers=`` raises ValueError (now
+    ``workers=``)."""
+    refuse_renamed("simulate_omission", renamed, _RENAMED)
     _check_window(stall, stall_start, duration)
     fault = stall_fault(stall, stall_start)
-    return {name: simulate(Scenario(load=load, servers=servers, service_time_mean=service_time,
-                                    service_time_dist="constant", faults=(fault,), seed=seed))
+    server = ServerConfig(workers=workers,
+                          service_time=Distribution(mean=service_time, kind="constant"))
+    return {name: simulate(Scenario(load=load, server=server, faults=(fault,), seed=seed))
             for name, load in omission_loads(rate=rate, clients=clients, think_time=think_time,
                                              duration=duration).items()}
 
@@ -217,18 +224,19 @@ def _load_of(run: RunResult) -> Load:
 
 
 def _utilisation(runs: Mapping[str, RunResult], generator: str, service_time: float,
-                 servers: int) -> float:
-    """The share of the servers' capacity used while ``generator``'s backlog drains: its own
+                 workers: int) -> float:
+    """The share of the workers' capacity used while ``generator``'s backlog drains: its own
     requests in a simulation (one generator a run), both generators' live (one service)."""
     run = runs[generator]
     together = runs.values() if run.source == "live" else [run]
     rate = sum(len(r.requests) / r.duration for r in together)
-    return min(0.95, rate * service_time / servers)
+    return min(0.95, rate * service_time / workers)
 
 
 def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
-                   servers: int = DEFAULTS["servers"],
-                   service_time: float = DEFAULTS["service_time"]) -> pd.DataFrame:
+                   workers: int = DEFAULTS["workers"],
+                   service_time: float = DEFAULTS["service_time"],
+                   **renamed: object) -> pd.DataFrame:
     """Per world (e.g. ``{"simulated": ..., "live": ...}``, each ``{"open loop": run,
     "closed loop": run}``) and generator: the samples recorded, those that waited for the stall,
     p50, p90, p99, p99.9 and max latency (ms), each followed by theory's row
@@ -237,10 +245,12 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
     Theory reads each percentile at the rank the measured one uses (``exact_percentiles``).
     Its base latency is ``base_latency``: the median of the requests that did not wait for
     the stall (what a request sees without it; ``service_time`` if there are none); its
-    open-loop drain uses the run's share of the ``servers``' capacity (each request
+    open-loop drain uses the run's share of the ``workers``' capacity (each request
     ``service_time`` s of work); its closed loop's stalled samples start the connections'
-    mean think time early (``closed_loop_percentile``).
+    mean think time early (``closed_loop_percentile``). ``servers=`` raises ValueError (now
+    ``workers=``).
     """
+    refuse_renamed("omission_table", renamed, _RENAMED)
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for world, runs in worlds.items():
         for generator in GENERATORS:
@@ -261,7 +271,7 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
             stall = fault.end - fault.start
             if generator == "open loop":
                 assert load.rate is not None
-                rate, rho = load.rate, _utilisation(runs, generator, service_time, servers)
+                rate, rho = load.rate, _utilisation(runs, generator, service_time, workers)
                 stalled: float = open_loop_stalled(rate, stall)
                 quantiles = {name: open_loop_percentile(q, rate=rate, stall=stall, samples=n,
                                                         base=base, utilisation=rho)
@@ -299,15 +309,17 @@ _STYLES = {"open loop": {"color": "C0"}, "closed loop": {"color": "C3"}}
 
 
 def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
-                 servers: int = DEFAULTS["servers"],
+                 workers: int = DEFAULTS["workers"],
                  service_time: float = DEFAULTS["service_time"],
-                 figsize: tuple[float, float] | None = None) -> Any:
+                 figsize: tuple[float, float] | None = None, **renamed: object) -> Any:
     """One panel per world, side by side: each generator's latency by percentile (ms) on a
     log "nines" axis, as HdrHistogram plots them, with the open loop's theory dashed and the
     stall's length dotted; each title counts the samples of each generator. Returns the
     figure, open in pyplot for the cell that shows it (``plt.show()``). Drawn by
-    ``SpectraFigure``, which the omission panel updates in place."""
-    return SpectraFigure(servers=servers, service_time=service_time, figsize=figsize,
+    ``SpectraFigure``, which the omission panel updates in place. ``servers=`` raises
+    ValueError (now ``workers=``)."""
+    refuse_renamed("plot_spectra", renamed, _RENAMED)
+    return SpectraFigure(workers=workers, service_time=service_time, figsize=figsize,
                          pyplot=True).draw(worlds)
 
 
@@ -315,11 +327,13 @@ class SpectraFigure(InPlaceFigure):
     """``plot_spectra``'s figure. Results: ``{world: {generator: RunResult}}``; a new figure
     when the worlds or their generators change."""
 
-    def __init__(self, *, servers: int = DEFAULTS["servers"],
+    def __init__(self, *, workers: int = DEFAULTS["workers"],
                  service_time: float = DEFAULTS["service_time"],
                  figsize: tuple[float, float] | None = None, **options: Any) -> None:
+        refuse_renamed("SpectraFigure", {k: v for k, v in options.items() if k in _RENAMED},
+                       _RENAMED)
         super().__init__(**options)
-        self.servers, self.service_time, self.figsize = servers, service_time, figsize
+        self.workers, self.service_time, self.figsize = workers, service_time, figsize
 
     def shape(self, worlds: Mapping[str, Mapping[str, RunResult]]) -> Hashable:
         return tuple((world, tuple(g for g in GENERATORS if g in runs))
@@ -367,7 +381,7 @@ class SpectraFigure(InPlaceFigure):
                 if generator == "open loop":
                     load = _load_of(run)
                     assert load.rate is not None and theory is not None
-                    rho = _utilisation(runs, generator, self.service_time, self.servers)
+                    rho = _utilisation(runs, generator, self.service_time, self.workers)
                     # theory at each sample's own rank i + 1 (of N), where the spectrum
                     # draws the i-th sorted latency
                     n, base = latency.size, base_latency(run, fallback=self.service_time)

@@ -24,6 +24,7 @@ from ..analysis.percentiles import (
     percentile_label,
 )
 from ..results import RunResult
+from ..server_config import ServerConfig
 from ..sim import Scenario, simulate
 from ..validation import check_int, check_real
 from ..widgets import Control, Panel
@@ -70,8 +71,8 @@ def spike_scenario(*, seed: int = 0) -> Scenario:
     minutes, except for ten seconds from t = 50 s at 210/s (105% of capacity): a queue builds,
     then drains."""
     return Scenario(load=Load(rate=120.0, duration=120.0, steps=((50.0, 210.0), (60.0, 120.0))),
-                    servers=4, service_time_mean=0.02, service_time_dist="lognormal",
-                    service_time_shape=1.0, seed=seed)
+                    server=ServerConfig(workers=4, service_time=Distribution(
+                        mean=0.02, kind="lognormal", shape=1.0)), seed=seed)
 
 
 def spike_run(*, seed: int = 0) -> RunResult:

@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import httpx
 import matplotlib.pyplot as plt
@@ -44,12 +44,13 @@ from ..analysis.stats import Interval, batch_means
 from ..policies import ClientPolicy
 from ..progress import Progress
 from ..results import RunResult
+from ..server_config import ServerConfig
 from ..service import LiveServer, run_load
 from ..sim import Fault, Scenario, simulate
-from ..validation import check_choice, check_int, check_real
+from ..validation import check_choice, check_int, check_real, refuse_renamed
 from ..widgets import Control, Panel
 from ..workload import Distribution, Load, rng_streams
-from .live import Calibration, interruptible, reset, work_twin
+from .live import Calibration, interruptible, reset
 
 __all__ = [
     "MEAN_BATCHES",
@@ -88,23 +89,26 @@ SERVICE_SHAPES = {
     "lognormal": Distribution(mean=1.0, kind="lognormal", shape=1.0),
 }
 _COLORS = {1: "tab:red", 2: "tab:blue", 4: "tab:purple", 8: "tab:green"}
-_WORK = "/api/work"
+_WORK: Final = "/api/work"
+#: What the functions here say to a caller who still writes ``servers=``.
+_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
 
 
-def _color(servers: int) -> str:
-    return _COLORS.get(servers, "tab:gray")
+def _color(workers: int) -> str:
+    return _COLORS.get(workers, "tab:gray")
 
 
 # -- simulated and theory ------------------------------------------------------------------
 
 
-def _simulate_queue(servers: int, utilisation: float, customers: int, seed: int,
+def _simulate_queue(workers: int, utilisation: float, customers: int, seed: int,
                     service: Distribution = SERVICE_SHAPES["exponential"]) -> RunResult:
-    """An M/G/c queue of mean service 1 at ``utilisation``, about ``customers`` arrivals."""
-    rate = utilisation * servers / service.mean
+    """An M/G/c queue (c = ``workers``) of mean service 1 at ``utilisation``, about
+    ``customers`` arrivals."""
+    rate = utilisation * workers / service.mean
     return simulate(Scenario(load=Load(rate=rate, duration=customers / rate),
-                             service_time_mean=service.mean, service_time_dist=service.kind,
-                             service_time_shape=service.shape, servers=servers, seed=seed))
+                             server=ServerConfig(workers=workers, service_time=service),
+                             seed=seed))
 
 
 def _steady(run: RunResult, warmup: float) -> np.ndarray:
@@ -144,12 +148,13 @@ def run_length(run: RunResult, warmup: float, queue: MMc, *, scv: float = 1.0) -
     return (1.0 - warmup) * run.duration / relaxation
 
 
-def hockey_stick(*, servers: Sequence[int] = (1, 2, 8),
+def hockey_stick(*, workers: Sequence[int] = (1, 2, 8),
                  utilisations: Sequence[float] = UTILISATIONS, customers: int = 10_000,
-                 seed: int = 0, warmup: float = 0.05) -> pd.DataFrame:
+                 seed: int = 0, warmup: float = 0.05, **renamed: object) -> pd.DataFrame:
     """Mean and p99 response time against utilisation, simulated M/M/c beside Erlang C.
 
-    One simulated run of about ``customers`` Poisson arrivals per (servers, utilisation) point,
+    One simulated run of about ``customers`` Poisson arrivals per (workers c, utilisation)
+    point,
     exponential service of mean 1, the first ``warmup`` share of each run discarded (the
     queue starts empty, which biases the first requests low; 5% of 10 000 arrivals is 1.5
     relaxation times at ρ = 0.9 and 7 at 0.8, and leaves a bias of about 1% of the mean,
@@ -162,28 +167,29 @@ def hockey_stick(*, servers: Sequence[int] = (1, 2, 8),
     seed ``seed + k``: independent points, so their errors scatter around the curve rather
     than all leaning one way.
 
-    Near saturation a run must be long to settle (with one server the queue's relaxation time
+    Near saturation a run must be long to settle (with one worker the queue's relaxation time
     grows like 1 / (1 - sqrt(rho))**2 service times: 380 at ρ = 0.9, so 10 000 arrivals are
-    29 of them), so the default grid stops at 0.9, where 10 000 arrivals give the one-server
+    29 of them), so the default grid stops at 0.9, where 10 000 arrivals give the one-worker
     mean to about 30% (its interval says how well, and is flagged as too narrow: over many
     seeds it holds the true mean about 91% of the time, not 95%) and the p99 only roughly.
 
-    Raises ValueError for a server count outside 1..64, a utilisation outside (0, 1) or fewer
-    than 1000 customers.
+    Raises ValueError for a worker count outside 1..64, a utilisation outside (0, 1), fewer
+    than 1000 customers, or ``servers=`` (now ``workers=``).
     """
+    refuse_renamed("hockey_stick", renamed, _RENAMED)
     customers = check_int("customers", customers, low=1000)
     check_real("warmup", warmup, low=0, high=0.5)
     rows: list[dict[str, float | str]] = []
-    for c in servers:
-        c = check_int("servers", c, low=1, high=64)
+    for c in workers:
+        c = check_int("workers", c, low=1, high=64)
         for rho in utilisations:
             rho = check_real("utilisation", rho, low=0, high=1, low_open=True, high_open=True)
             run = _simulate_queue(c, rho, customers, seed + len(rows))
             latency = _steady(run, warmup)
             ci = mean_interval(latency)
-            theory = MMc(arrival_rate=rho * c, service_rate=1.0, servers=c)
+            theory = MMc(arrival_rate=rho * c, service_rate=1.0, workers=c)
             length = run_length(run, warmup, theory)
-            rows.append({"servers": c, "utilisation": rho, "W/S simulated": ci.mean,
+            rows.append({"workers": c, "utilisation": rho, "W/S simulated": ci.mean,
                          "W/S low": ci.low, "W/S high": ci.high,
                          "W/S Erlang C": theory.W,
                          "p99/S simulated": float(exact_percentiles(latency, [99])[0]),
@@ -194,10 +200,10 @@ def hockey_stick(*, servers: Sequence[int] = (1, 2, 8),
     return pd.DataFrame(rows)
 
 
-def _theory_curves(servers: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _theory_curves(workers: int, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean, p99 = [], []
     for rho in grid:
-        q = MMc(arrival_rate=rho * servers, service_rate=1.0, servers=servers)
+        q = MMc(arrival_rate=rho * workers, service_rate=1.0, workers=workers)
         mean.append(q.W)
         p99.append(q.quantile(0.99))
     return np.array(mean), np.array(p99)
@@ -213,8 +219,8 @@ def plot_hockey_stick(table: pd.DataFrame, live: pd.DataFrame | None = None) -> 
     at the edge as a triangle with its value written beside it (see ``_draw_live_points``)."""
     fig, (mean_ax, p99_ax) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     grid = np.linspace(0.02, 0.96, 48)
-    for c in sorted({int(x) for x in table["servers"]}):
-        rows = table[table["servers"] == c]
+    for c in sorted({int(x) for x in table["workers"]}):
+        rows = table[table["workers"] == c]
         color = _color(c)
         mean, p99 = _theory_curves(c, grid)
         mean_ax.plot(grid, mean, color=color, lw=1.5, label=f"c = {c}, Erlang C")
@@ -269,7 +275,7 @@ def _draw_live_points(ax: Axes, live: pd.DataFrame) -> list[Line2D]:
     above the axis on its top edge as an up-pointing triangle, each with its values written
     beside it.
     """
-    c = int(live["servers"].iloc[0])
+    c = int(live["workers"].iloc[0])
     color = _color(c)
     x_high, (y_low, y_high) = ax.get_xlim()[1], ax.get_ylim()
     rho = live["utilisation (measured)"].to_numpy(dtype=float)
@@ -382,16 +388,27 @@ class LivePoint:
     after: dict[int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LiveSweep:
-    """A live sweep of offered load (``live_sweep``): the service's ``servers`` work slots and
-    ``service_time``, the ``seed`` of its streams and of the load, ``seconds`` per point."""
+    """A live sweep of offered load (``live_sweep``): the ``ServerConfig`` the service was
+    built with (``server``: its ``workers`` and ``service_time`` are what the sweep offers load
+    against, and its simulated twin runs the very same object), the ``seed`` of its streams
+    and of the load, ``seconds`` per point."""
 
-    servers: int
-    service_time: Distribution
+    server: ServerConfig
     seed: int
     seconds: float
     points: tuple[LivePoint, ...]
+
+    @property
+    def workers(self) -> int:
+        """The service's workers: the c of M/M/c."""
+        return self.server.workers
+
+    @property
+    def service_time(self) -> Distribution:
+        """The service's work per request (``/api/work`` without a ``service_time``)."""
+        return self.server.service_time
 
 
 @interruptible
@@ -403,7 +420,7 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
 
     Per point: ``POST /admin/reset`` (random streams rewound to the service's seed, so each
     point draws the service times a simulation with that seed draws), a scrape of the request
-    counter, a run of ``rate = utilisation * servers / mean service time`` with the service's
+    counter, a run of ``rate = utilisation * workers / mean service time`` with the service's
     seed (the same arrivals as the simulated twin) and a patient client (10 s timeout, no
     retry), the gauge ``atlas_api_http_requests_in_progress`` read every ``poll_interval``
     seconds by a poller thread, then a last scrape once the gauge is back to 0 (the service
@@ -414,7 +431,8 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
     ``poll_interval`` outside [0.005, 1].
     """
     state = server.app.state.atlas
-    servers, service_time, seed = state.work.servers, state.work.service_time, state.seed
+    config: ServerConfig = state.server
+    workers, service_time, seed = config.workers, config.service_time, state.seed
     if service_time.mean <= 0:
         raise ValueError(f"the service's service_time must have a mean > 0 for a sweep of "
                          f"utilisation, got {service_time!r}")
@@ -433,7 +451,7 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
         for level in levels:
             reset(server)
             before, _ = scrape(client)
-            load = Load(rate=level * servers / service_time.mean, duration=seconds)
+            load = Load(rate=level * workers / service_time.mean, duration=seconds)
             with _GaugePoller(server.url, poll_interval) as poller:
                 run = run_load(server.url, load=load, client=ClientPolicy(timeout=10.0),
                                seed=seed, path=_WORK, progress=False,
@@ -447,8 +465,7 @@ def live_sweep(server: LiveServer, *, utilisations: Sequence[float] = (0.3, 0.5,
             points.append(LivePoint(utilisation=level, run=run, gauge=gauge,
                                     before=before, after=after))
             bar.update()
-    return LiveSweep(servers=servers, service_time=service_time, seed=seed, seconds=seconds,
-                     points=tuple(points))
+    return LiveSweep(server=config, seed=seed, seconds=seconds, points=tuple(points))
 
 
 def _settled_counts(client: httpx.Client, within: float = 5.0) -> dict[int, int]:
@@ -494,8 +511,9 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
     Columns: requests; utilisation (measured) ``lambda S / c`` with S the mean slot time the
     service reported (its work plus the event loop's lateness); the mean latency W and the
     median round trip (ms); ``W/S live`` = (W - round trip) / S; Erlang C at the measured
-    utilisation; the simulated twin (``live.work_twin`` with the measured round trip and
-    work overhead, the same arrivals and service times), as (W - round trip) / S too; the
+    utilisation; the simulated twin (``Scenario(server=sweep.server, path="/api/work")``, the
+    service's own ``ServerConfig``, with the measured round trip and work overhead, the same
+    arrivals and service times), as (W - round trip) / S too; the
     generator's p99 send lag (a few ms is the machine's noise; much more means the latencies
     include the generator's own delay, see ``live.generator_note``); ``steady state``:
     ``"yes"``, or for a measured utilisation of 1 or more ``SATURATED`` (the row is kept, its
@@ -505,7 +523,7 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
     for (the send lag and the event loop's lateness, each against its limit).
     """
     rows = []
-    c = sweep.servers
+    c = sweep.workers
     for point in sweep.points:
         f = _point_figures(point, sweep)
         n = len(point.run.requests)
@@ -513,16 +531,16 @@ def live_table(sweep: LiveSweep) -> pd.DataFrame:
         health = _health(point, sweep)
         calibration = Calibration(round_trip=f["round trip"], work_overhead=max(
             0.0, health.figures.get("work overshoot", 0.0)))
-        twin = simulate(work_twin(load=point.run.meta["load"], servers=c,
-                                  service_time=sweep.service_time, seed=sweep.seed,
-                                  calibration=calibration))
+        twin = simulate(calibration.apply(Scenario(load=point.run.meta["load"],
+                                                   server=sweep.server, path=_WORK,
+                                                   seed=sweep.seed)))
         rows.append({
-            "servers": c, "seconds": sweep.seconds, "utilisation (offered)": point.utilisation,
+            "workers": c, "seconds": sweep.seconds, "utilisation (offered)": point.utilisation,
             "requests": n, "utilisation (measured)": rho,
             "W (ms)": 1e3 * f["W"], "round trip (ms)": 1e3 * f["round trip"],
             "S (ms)": 1e3 * f["S"],
             "W/S live": (f["W"] - f["round trip"]) / f["S"],
-            "W/S Erlang C": (MMc(arrival_rate=rho * c, service_rate=1.0, servers=c).W
+            "W/S Erlang C": (MMc(arrival_rate=rho * c, service_rate=1.0, workers=c).W
                              if rho < 1 else math.inf),
             "W/S twin": (float(twin.requests["latency"].mean()) - f["round trip"]) / f["S"],
             "send lag p99 (ms)": 1e3 * float(point.run.meta["send_lag_p99"]),
@@ -600,29 +618,30 @@ def count_table(sweep: LiveSweep) -> pd.DataFrame:
 # -- head-of-line blocking -------------------------------------------------------------------
 
 
-def head_of_line(*, servers: Sequence[int] = (1, 2, 8), utilisation: float = 0.8,
+def head_of_line(*, workers: Sequence[int] = (1, 2, 8), utilisation: float = 0.8,
                  service_time: float = 0.02, slow: float = 1.0, at: float = 2.0,
-                 duration: float = 8.0) -> dict[str, RunResult]:
+                 duration: float = 8.0, **renamed: object) -> dict[str, RunResult]:
     """One slow request in a FIFO queue, simulated: everything else constant, so that what
     you see is the slow request alone.
 
     Requests arrive evenly spaced at ``utilisation * c / service_time`` per second and each
-    needs exactly ``service_time`` seconds, so with ``c`` servers none waits; except one, the
+    needs exactly ``service_time`` seconds, so with ``c`` workers none waits; except one, the
     first sent at or after ``at`` seconds, whose handling takes ``slow`` seconds more (a
     ``Fault`` window of ``added_latency`` that only its service start falls in). One run per
-    server count, labelled ``"c = 1"``...; the per-server utilisation is the same in each.
+    worker count, labelled ``"c = 1"``...; the per-worker utilisation is the same in each.
 
     Raises ValueError for a utilisation outside (0, 1), a non-positive ``service_time`` or
-    ``slow``, or ``at`` not in (0, duration / 2].
+    ``slow``, ``at`` not in (0, duration / 2], or ``servers=`` (now ``workers=``).
     """
+    refuse_renamed("head_of_line", renamed, _RENAMED)
     check_real("utilisation", utilisation, low=0, high=1, low_open=True, high_open=True)
     check_real("service_time", service_time, low=0, low_open=True)
     check_real("slow", slow, low=0, low_open=True)
     check_real("duration", duration, low=0, low_open=True)
     check_real("at", at, low=0, high=duration / 2, low_open=True)
     runs = {}
-    for c in servers:
-        c = check_int("servers", c, low=1, high=64)
+    for c in workers:
+        c = check_int("workers", c, low=1, high=64)
         rate = utilisation * c / service_time
         t_slow = math.ceil(at * rate - 1e-9) / rate  # the first evenly spaced send >= at
         margin = 0.25 / rate
@@ -630,7 +649,8 @@ def head_of_line(*, servers: Sequence[int] = (1, 2, 8), utilisation: float = 0.8
                       name="one slow request")
         runs[f"c = {c}"] = simulate(Scenario(
             load=Load(rate=rate, duration=duration, process="constant"),
-            service_time_mean=service_time, service_time_dist="constant", servers=c,
+            server=ServerConfig(workers=c, service_time=Distribution(mean=service_time,
+                                                                     kind="constant")),
             faults=(fault,)))
     return runs
 
@@ -638,15 +658,16 @@ def head_of_line(*, servers: Sequence[int] = (1, 2, 8), utilisation: float = 0.8
 def head_of_line_table(runs: dict[str, RunResult]) -> pd.DataFrame:
     """Per run of ``head_of_line``: the slow request's latency, how many other requests it
     delayed and the worst of them, how long until requests were served at once again, and
-    the fluid estimate of that time: a job of x = service + slow seconds on one of c servers
+    the fluid estimate of that time: a job of x = service + slow seconds on one of c workers
     at utilisation rho leaves a backlog that lasts x / (c (1 - rho)) (for c = 1, the busy
-    period x / (1 - rho)), when c rho > c - 1; else the other servers absorb the load and
+    period x / (1 - rho)), when c rho > c - 1; else the other workers absorb the load and
     nothing waits."""
     rows = {}
     for name, run in runs.items():
         scenario: Scenario = run.meta["scenario"]
         fault = scenario.faults[0]
-        service, c = scenario.service_time_mean, scenario.servers
+        (config,) = scenario.configs  # one instance
+        service, c = config.service_time.mean, config.workers
         rate = scenario.load.rate
         assert rate is not None
         rho = rate * service / c
@@ -665,7 +686,7 @@ def head_of_line_table(runs: dict[str, RunResult]) -> pd.DataFrame:
                                         - sent[is_slow].min()) if delayed.any() else 0.0),
             "fluid estimate (s)": estimate,
         }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("servers")
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("workers")
 
 
 def plot_head_of_line(runs: dict[str, RunResult]) -> Any:
@@ -679,13 +700,14 @@ def plot_head_of_line(runs: dict[str, RunResult]) -> Any:
         req = run.requests
         sent, latency = req["t_start"].to_numpy(), req["latency"].to_numpy()
         is_slow = (sent >= fault.start) & (sent < fault.end)
-        ax.plot(sent[~is_slow], latency[~is_slow], lw=1.2, color=_color(scenario.servers),
+        ax.plot(sent[~is_slow], latency[~is_slow], lw=1.2,
+                color=_color(scenario.configs[0].workers),
                 label=f"{name}: the other requests")
         slow_at, slow_latency = float(sent[is_slow][0]), float(latency[is_slow][0])
     ax.plot([slow_at], [slow_latency], "*", color="black", ms=12,
             label=f"the slow request ({slow_latency:.2f} s)")
     ax.axvspan(slow_at, slow_at + slow_latency, color="0.88", zorder=0,
-               label="while it holds its server")
+               label="while it holds its worker")
     ax.set_xlabel("send time (s)")
     ax.set_ylabel("latency (s)")
     ax.set_title("One slow request in a FIFO queue (everything else constant)")
@@ -697,23 +719,23 @@ def plot_head_of_line(runs: dict[str, RunResult]) -> Any:
 # -- the panel -------------------------------------------------------------------------------
 
 
-def _panel_run(servers: int, utilisation: float, service: str, *, customers: int,
+def _panel_run(workers: int, utilisation: float, service: str, *, customers: int,
                seed: int) -> dict[str, Any]:
     shape = SERVICE_SHAPES[check_choice("service", service, tuple(SERVICE_SHAPES))]
-    run = _simulate_queue(servers, utilisation, customers, seed, shape)
+    run = _simulate_queue(workers, utilisation, customers, seed, shape)
     latency = _steady(run, 0.05)
     scv = squared_cv(shape)
-    length = run_length(run, 0.05, MMc(arrival_rate=utilisation * servers, service_rate=1.0,
-                                       servers=servers), scv=scv)
-    return {"servers": servers, "utilisation": utilisation, "service": service,
+    length = run_length(run, 0.05, MMc(arrival_rate=utilisation * workers, service_rate=1.0,
+                                       workers=workers), scv=scv)
+    return {"workers": workers, "utilisation": utilisation, "service": service,
             "latency": latency, "ci": mean_interval(latency), "scv": scv,
             "relaxation times": length}
 
 
 def _panel_table(result: dict[str, Any]) -> pd.DataFrame:
-    c, rho, latency = result["servers"], result["utilisation"], result["latency"]
-    mmc = MMc(arrival_rate=rho * c, service_rate=1.0, servers=c)
-    mgc = MGc(arrival_rate=rho * c, service_rate=1.0, servers=c, scv=result["scv"])
+    c, rho, latency = result["workers"], result["utilisation"], result["latency"]
+    mmc = MMc(arrival_rate=rho * c, service_rate=1.0, workers=c)
+    mgc = MGc(arrival_rate=rho * c, service_rate=1.0, workers=c, scv=result["scv"])
     approx = "Pollaczek-Khinchine (exact)" if c == 1 else "Allen-Cunneen (approx.)"
     ci = result["ci"]
     length = result["relaxation times"]
@@ -761,11 +783,11 @@ class _QueueingFigure(InPlaceFigure):
         return figure
 
     def update(self, result: dict[str, Any]) -> None:
-        c, rho, latency = result["servers"], result["utilisation"], result["latency"]
+        c, rho, latency = result["workers"], result["utilisation"], result["latency"]
         service, ci = result["service"], result["ci"]
         grid = np.linspace(0.02, 0.96, 40)
-        mmc_curve = [MMc(arrival_rate=r * c, service_rate=1.0, servers=c).W for r in grid]
-        mgc_curve = [MGc(arrival_rate=r * c, service_rate=1.0, servers=c, scv=result["scv"]).W
+        mmc_curve = [MMc(arrival_rate=r * c, service_rate=1.0, workers=c).W for r in grid]
+        mgc_curve = [MGc(arrival_rate=r * c, service_rate=1.0, workers=c, scv=result["scv"]).W
                      for r in grid]
         top = max(12.0, 1.2 * ci.high)
         self.mmc_curve.set_data(*clip_to_view(grid, mmc_curve, 0.0, top))
@@ -791,7 +813,7 @@ class _QueueingFigure(InPlaceFigure):
         self.simulated_tail.set_data(*clip_to_view(ordered[::step], share[::step], bottom, 1.0,
                                                    log=True))
         self.simulated_tail.set_label(f"simulated ({service})")
-        mmc = MMc(arrival_rate=rho * c, service_rate=1.0, servers=c)
+        mmc = MMc(arrival_rate=rho * c, service_rate=1.0, workers=c)
         end = max(float(ordered[-1]), 1e-9)
         t = np.linspace(0.0, end, 60)
         self.mmc_tail.set_data(*clip_to_view(t, [mmc.tail(x) for x in t], bottom, 1.0,
@@ -815,19 +837,19 @@ class _QueueingFigure(InPlaceFigure):
 
 
 def queueing_panel(*, customers: int = 6000, seed: int = 0) -> Panel:
-    """Sliders over the simulated queue: servers c (1, 2 or 8), utilisation, and the shape of
+    """Sliders over the simulated queue: workers c (1, 2 or 8), utilisation, and the shape of
     the service time (exponential, constant, lognormal with sigma 1), about ``customers``
     arrivals per run. The figure puts the simulated mean on the theory curves (Erlang C for
     exponential service; Pollaczek-Khinchine, exact, or Allen-Cunneen, approximate, for the
     chosen shape) and the simulated response-time tail beside M/M/c's."""
     customers = check_int("customers", customers, low=1000)
 
-    def run(servers: int, utilisation: float, service: str) -> dict[str, Any]:
-        return _panel_run(servers, utilisation, service, customers=customers, seed=seed)
+    def run(workers: int, utilisation: float, service: str) -> dict[str, Any]:
+        return _panel_run(workers, utilisation, service, customers=customers, seed=seed)
 
     return Panel(
         run,
-        [Control.dropdown("servers", (1, 2, 8), 1, label="servers c"),
+        [Control.dropdown("workers", (1, 2, 8), 1, label="workers c"),
          Control.slider("utilisation", 0.05, 0.95, 0.8, step=0.05, label="utilisation ρ"),
          Control.dropdown("service", tuple(SERVICE_SHAPES), "exponential",
                           label="service time")],

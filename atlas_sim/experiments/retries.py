@@ -23,12 +23,13 @@ from ..analysis.plots import plot_call_timeline
 from ..analysis.tables import summary_table
 from ..policies import JITTER_STRATEGIES, Backoff, BudgetConfig, ClientPolicy, Jitter, RetryPolicy
 from ..results import RunResult
-from ..sim import Dependency, Fault, Scenario, simulate
+from ..server_config import Dependency, ServerConfig
+from ..sim import Fault, Scenario, simulate
 from ..sim.contention import CONTENTION_STRATEGIES, compare_contention, contention
 from ..sim.scenarios import thundering_herd
 from ..validation import check_int
 from ..widgets import Control, Panel
-from ..workload import Load
+from ..workload import Distribution, Load
 
 __all__ = [
     "HERD_BIN",
@@ -63,8 +64,10 @@ def transient_errors(error_rate: float = 0.1, max_attempts: int = 3, *, seed: in
     max_attempts``. The price is extra attempts: about ``1 + p + p**2 + ...`` per request.
     """
     return simulate(Scenario(
-        load=Load(rate=50.0, duration=duration), servers=4, service_time_mean=0.01,
-        dependency=Dependency(latency_mean=0.005, error_rate=error_rate),
+        load=Load(rate=50.0, duration=duration),
+        server=ServerConfig(workers=4, service_time=Distribution(mean=0.01),
+                            dependency=Dependency(latency=Distribution(mean=0.005),
+                                                  error_rate=error_rate)),
         client=ClientPolicy(retry=RetryPolicy(
             max_attempts=max_attempts, backoff=Backoff(base=0.01, cap=0.1, jitter="full"))),
         seed=seed,
@@ -291,8 +294,9 @@ def error_burst(*, budget: bool, max_attempts: int = 4, max_tokens: float = 10.0
     """60% utilisation; for ``burst`` seconds from t = 10 s the handler's dependency fails
     ``error_rate`` of calls. Clients retry up to ``max_attempts``, with or without a budget."""
     scenario = Scenario(
-        load=Load(rate=60.0, duration=40.0), servers=4, service_time_mean=0.04,
-        dependency=Dependency(latency_mean=0.005),
+        load=Load(rate=60.0, duration=40.0),
+        server=ServerConfig(workers=4, service_time=Distribution(mean=0.04),
+                            dependency=Dependency(latency=Distribution(mean=0.005))),
         client=ClientPolicy(
             retry=RetryPolicy(max_attempts=max_attempts,
                               backoff=Backoff(base=0.05, cap=1.0, jitter="full")),

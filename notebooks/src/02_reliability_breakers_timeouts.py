@@ -282,7 +282,7 @@ breakers.storm_panel(seed=SEED)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-calibration = live.calibrate(servers=2)
+calibration = live.calibrate(workers=2)
 calibration
 
 # %% [markdown]

@@ -20,8 +20,8 @@
 # 3. measure one stall two ways and meet **coordinated omission**, the error that makes
 #    closed-loop load generators hide exactly the stalls they should report;
 # 4. watch response time bend into a hockey stick as utilisation (the share of the time the
-#    servers are busy) grows, for 1, 2 and 8
-#    servers, beside Erlang's formula and the live service, and check Little's law;
+#    workers are busy) grows, for 1, 2 and 8
+#    workers, beside Erlang's formula and the live service, and check Little's law;
 # 5. see a one-in-a-hundred slow call become the common case for a request that fans out, and
 #    cut the tail with hedged requests, simulated and live.
 
@@ -489,9 +489,10 @@ omission.omission_panel(seed=SEED)
 # %% [markdown]
 # ## Queueing and the hockey stick
 #
-# A server works on only a few requests at once: *c* workers, cores or slots. A request that
-# arrives while all *c* are busy waits. How busy they are is the **utilisation**
-# ρ = λ S / *c*, with λ the arrival rate and S the mean service time (the work alone). DDIA
+# A server works on only a few requests at once: its *c* workers (threads, cores or slots;
+# the *c* of the M/M/*c* queue below). A request that arrives while all *c* are busy waits.
+# How busy they are is the **utilisation** ρ = λ S / *c*, with λ the arrival rate and S the
+# mean service time (the work alone). DDIA
 # ("Describing Performance") notes that queueing delay accounts for a large part of response
 # time at high percentiles. This section measures how large, and how it grows with ρ.
 #
@@ -501,7 +502,7 @@ omission.omission_panel(seed=SEED)
 # nobody waited.
 #
 # **Predict before you run.** At 80% utilisation, how many service times is the mean
-# response time with one server? With eight servers?
+# response time with one worker? With eight workers?
 
 # %% [markdown]
 # The simulator runs the same queue for *c* = 1, 2 and 8 at seven utilisations: 21 runs of
@@ -514,7 +515,7 @@ omission.omission_panel(seed=SEED)
 # symmetric interval would then miss low.
 #
 # How long is long? A queue needs time to forget how it started (empty) and to get through
-# its slow swings. That time is its **relaxation time**, for one server
+# its slow swings. That time is its **relaxation time**, for one worker
 # S / (1 − √ρ)²: 12 service times at ρ = 0.5, 90 at 0.8, 380 at 0.9. The column
 # `relaxation times` gives each run's length in those units; below 100 the table and the
 # figure say that the interval is too narrow. (Over a thousand seeds, these intervals held the
@@ -526,7 +527,7 @@ stick = queueing.hockey_stick(seed=SEED)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-at_80 = stick[stick["utilisation"] == 0.8].set_index("servers")
+at_80 = stick[stick["utilisation"] == 0.8].set_index("workers")
 at_80[["W/S simulated", "W/S low", "W/S high", "W/S Erlang C", "p99/S simulated",
        "p99/S Erlang C", "relaxation times"]].round(2)
 
@@ -535,14 +536,14 @@ queueing.plot_hockey_stick(stick)
 plt.show()
 
 # %% [markdown]
-# With one server at 80%, the mean request takes five times its work, and its p99 takes 23
-# times. Eight servers at the same utilisation give 1.29 service times. Each of the eight is
+# With one worker at 80%, the mean request takes five times its work, and its p99 takes 23
+# times. Eight workers at the same utilisation give 1.29 service times. Each of the eight is
 # just as busy, but a request waits only when all eight are busy at once, which is far rarer.
-# One shared queue before many servers (pooling) is what makes large services fast at high
+# One shared queue before many workers (pooling) is what makes large services fast at high
 # utilisation.
 #
 # Every curve is a **hockey stick**: flat at first, then vertical as ρ nears 1. For one
-# server the mean is S / (1 − ρ), so going from 80% to 90% doubles it, and 95% doubles it
+# worker the mean is S / (1 − ρ), so going from 80% to 90% doubles it, and 95% doubles it
 # again. This is why capacity plans leave headroom. A server that looks 80% busy on a
 # dashboard is not 20% away from trouble: the next 10% of load doubles everyone's latency.
 #
@@ -551,7 +552,7 @@ plt.show()
 # queue takes a long time to settle, so such a run measures the mean only to about ±30%, and
 # the p99 less well still; and a 95% interval drawn from it holds the truth less often than
 # 95% of the time, because the run may simply not have met the rare long backlogs that make
-# up much of the mean. Even at 80% about one interval in fifteen misses (here the two-server
+# up much of the mean. Even at 80% about one interval in fifteen misses (here the two-worker
 # one). A load test at high utilisation has the same problem: run it for many relaxation
 # times, or distrust its mean.
 
@@ -669,10 +670,10 @@ queueing.count_table(sweep)
 # no work still see a slow response, which is why response times must be measured on the
 # client side. To see the effect alone, make everything else constant. Requests arrive every
 # 25 ms and each needs exactly 20 ms (ρ = 0.8). One request, sent at 2 s, needs 1 s more.
-# With two and eight servers the per-server utilisation stays 0.8, and the arrival rate grows
+# With two and eight workers the per-worker utilisation stays 0.8, and the arrival rate grows
 # with *c*.
 #
-# **Predict before you run.** With one server, how long after the slow request is sent are
+# **Predict before you run.** With one worker, how long after the slow request is sent are
 # requests served without delay again? Just over 1 s, or longer?
 
 # %%
@@ -687,13 +688,13 @@ queueing.plot_head_of_line(blocking)
 plt.show()
 
 # %% [markdown]
-# With one server, 199 requests are delayed, and the queue clears only 5 s after the slow
+# With one worker, 199 requests are delayed, and the queue clears only 5 s after the slow
 # request was sent, five times longer than the slow request itself. During that 1.02 s,
 # 40 requests arrive and queue. The server then drains them at only 10 requests/s more than
 # arrive. The fluid estimate is the busy period, x / (1 − ρ) for a job of x seconds.
 #
-# With two servers, the second keeps serving 50 of the 80 requests/s. The backlog is smaller
-# and clears in 2.5 s. With eight servers, the other seven absorb the load and nobody but the
+# With two workers, the second keeps serving 50 of the 80 requests/s. The backlog is smaller
+# and clears in 2.5 s. With eight workers, the other seven absorb the load and nobody but the
 # slow request notices. Some systems give long requests a queue of their own (a separate
 # pool for reports or exports) for the same reason.
 
@@ -701,17 +702,17 @@ plt.show()
 # ### The service time's shape matters too
 #
 # Erlang C assumes exponential service times. Real work is often less variable (a fixed
-# computation) or more variable (a long tail). For one server the Pollaczek-Khinchine formula
+# computation) or more variable (a long tail). For one worker the Pollaczek-Khinchine formula
 # is exact for any shape: the wait is M/M/1's wait times (1 + C²) / 2, where C² is the service
 # time's squared coefficient of variation: 0 for constant, 1 for exponential, e − 1 ≈ 1.72 for
-# the lognormal here. For several servers the Allen-Cunneen approximation applies the same
+# the lognormal here. For several workers the Allen-Cunneen approximation applies the same
 # factor. The panel shows the simulated mean (with its 95% interval) on those curves, and
 # the simulated tail beside M/M/*c*'s.
 #
-# Try constant service: one server at 80% gives 3 service times instead of 5, and the tail
+# Try constant service: one worker at 80% gives 3 service times instead of 5, and the tail
 # falls off much faster. Then try lognormal: 6.4 service times in theory. Its simulated
 # interval is wide, because a few very long service times carry much of the mean and 6,000
-# requests hold only a few of them. Then try eight servers at 95% utilisation: the point
+# requests hold only a few of them. Then try eight workers at 95% utilisation: the point
 # turns hollow and the table says why, since 6,000 requests are only a few relaxation times
 # there (the relaxation time grows with the service time's variability too, by (1 + C²) / 2).
 
@@ -959,27 +960,27 @@ check(answer_6, open_loop_percentile(0.99, rate=100.0, stall=2.0, samples=400),
       rel=0.01, hint="T - (1 - q) N / rate = 2 - 0.01 x 400 / 100")
 
 # %% [markdown]
-# **Exercise 7.** One server, Poisson arrivals, exponential service, 90% utilisation.
+# **Exercise 7.** One worker, Poisson arrivals, exponential service, 90% utilisation.
 # What is the mean response time, in service times?
 
 # %%
 answer_7 = ...
 
 # %%
-check(answer_7, MMc(arrival_rate=0.9, service_rate=1.0, servers=1).W, rel=0.02,
+check(answer_7, MMc(arrival_rate=0.9, service_rate=1.0, workers=1).W, rel=0.02,
       unit="service times", hint="for M/M/1, W = S / (1 - ρ)")
 
 # %% [markdown]
-# **Exercise 8.** One server at 70% utilisation, 20 ms requests arriving evenly, and
+# **Exercise 8.** One worker at 70% utilisation, 20 ms requests arriving evenly, and
 # one request that needs 2 s more. For how many seconds after the slow request is sent are
 # requests delayed? (Hint: the busy period.) Check it with
-# `queueing.head_of_line(servers=(1,), utilisation=0.7, slow=2.0, duration=12.0)`.
+# `queueing.head_of_line(workers=(1,), utilisation=0.7, slow=2.0, duration=12.0)`.
 
 # %%
 answer_8 = ...
 
 # %%
-runs_2 = queueing.head_of_line(servers=(1,), utilisation=0.7, slow=2.0, duration=12.0)
+runs_2 = queueing.head_of_line(workers=(1,), utilisation=0.7, slow=2.0, duration=12.0)
 hol_2 = queueing.head_of_line_table(runs_2)
 check(answer_8, hol_2.loc["c = 1", "disturbed for (s)"], rel=0.05,
       hint="a job of x seconds starts a busy period of x / (1 - ρ)")
@@ -1033,7 +1034,7 @@ check(answer_10, min(n for n in range(1, 1000)
 #   stall it stops asking: it records one slow sample per connection where users would have
 #   sent hundreds. That is **coordinated omission**; an open-loop generator that times each
 #   request from its intended send time does not suffer from it.
-# * Queues make response time grow slowly, then suddenly: the **hockey stick**. More servers
+# * Queues make response time grow slowly, then suddenly: the **hockey stick**. More workers
 #   sharing one queue push the knee to higher utilisation. Little's law, L = λW, ties the
 #   requests in flight to rate and latency, and holds for any stable system.
 # * A request that **fans out** waits for its slowest call, so the rare slow call becomes the

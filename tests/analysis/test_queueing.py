@@ -20,7 +20,7 @@ ROWS = list(csv.DictReader((Path(__file__).parents[1] / "reference" / "mmc_queue
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: f"c{r['servers']}-rho{r['utilisation']}")
 def test_formulas_match_the_reference_table(row):
     q = MMc(arrival_rate=float(row["arrival_rate"]), service_rate=float(row["service_rate"]),
-            servers=int(row["servers"]))
+            workers=int(row["servers"]))
     for name in ("P_wait", "Wq", "W", "L"):
         assert getattr(q, name) == pytest.approx(float(row[name]), abs=6e-5), name
     for name, p in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
@@ -29,13 +29,24 @@ def test_formulas_match_the_reference_table(row):
 
 def test_textbook_special_cases():
     assert erlang_c(1, 0.8) == pytest.approx(0.8)  # M/M/1: P(wait) = rho
-    q = MMc(arrival_rate=0.5, service_rate=1.0, servers=1)
+    q = MMc(arrival_rate=0.5, service_rate=1.0, workers=1)
     assert pytest.approx(2.0) == q.W and q.quantile(0.99) == pytest.approx(9.2103, abs=1e-4)
 
 
 def test_an_unstable_queue_is_refused():
     with pytest.raises(ValueError, match="arrival_rate must be a number >= 0 and < 2"):
-        MMc(arrival_rate=2.0, service_rate=1.0, servers=2)
+        MMc(arrival_rate=2.0, service_rate=1.0, workers=2)
+
+
+@pytest.mark.parametrize("theory", [MMc, MGc])
+def test_the_old_name_servers_is_refused_with_the_new_one(theory):
+    # the c of M/M/c is ``workers`` everywhere (as in ServerConfig); the old spelling says so
+    with pytest.raises(ValueError, match=rf"{theory.__name__}\(servers=\.\.\.\) is no longer a "
+                                         r"parameter: write workers=\.\.\. \(the c of M/M/c\)"):
+        theory(arrival_rate=0.5, service_rate=1.0, servers=1)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        theory(arrival_rate=0.5, service_rate=1.0, workers=0)
+    assert theory(arrival_rate=1.6, service_rate=1.0, workers=2).utilisation == 0.8
 
 
 def test_intervals():
@@ -69,11 +80,11 @@ def test_squared_coefficient_of_variation_of_each_shape():
         squared_cv(0.5)
 
 
-def test_mgc_is_erlang_c_for_exponential_and_pollaczek_khinchine_for_one_server():
+def test_mgc_is_erlang_c_for_exponential_and_pollaczek_khinchine_for_one_worker():
     for row in ROWS:
         lam, mu, c = float(row["arrival_rate"]), float(row["service_rate"]), int(row["servers"])
         assert pytest.approx(
-            float(row["W"]), abs=6e-5) == MGc(arrival_rate=lam, service_rate=mu, servers=c).W
+            float(row["W"]), abs=6e-5) == MGc(arrival_rate=lam, service_rate=mu, workers=c).W
     # M/D/1 at rho = 0.8, S = 1: Wq = rho S / (2 (1 - rho)) = 2 (half of M/M/1's 4)
     md1 = MGc(arrival_rate=0.8, service_rate=1.0, scv=0.0)
     assert md1.Wq == pytest.approx(2.0) and pytest.approx(3.0) == md1.W
@@ -86,7 +97,7 @@ def test_mgc_refuses_bad_input():
     with pytest.raises(ValueError, match="scv must be a number >= 0"):
         MGc(arrival_rate=0.5, service_rate=1.0, scv=-1.0)
     with pytest.raises(ValueError, match="arrival_rate must be a number >= 0 and < 8"):
-        MGc(arrival_rate=8.0, service_rate=1.0, servers=8, scv=0.0)
+        MGc(arrival_rate=8.0, service_rate=1.0, workers=8, scv=0.0)
 
 
 def test_time_average_in_system_by_hand():

@@ -242,9 +242,9 @@ PANEL_MOVES = {
     breakers.overload_panel: [{"max_concurrent": 0}, {"spike": 4.0}],
     breakers.storm_panel: [{"fix": "budget"}, {"drop_for": 25.0}],
     # notebook 03: the theory curves run off the fixed limits (a curve cut at its edge), the
-    # legend and the suptitle follow servers and shape, the tail's x follows the slowest
-    queueing.queueing_panel: [{"servers": 8, "service": "lognormal"}, {"utilisation": 0.95},
-                              {"servers": 2, "service": "constant", "utilisation": 0.3}],
+    # legend and the suptitle follow workers and shape, the tail's x follows the slowest
+    queueing.queueing_panel: [{"workers": 8, "service": "lognormal"}, {"utilisation": 0.95},
+                              {"workers": 2, "service": "constant", "utilisation": 0.3}],
     tail.tail_panel: [{"width": 40, "slow_rate": 0.03}, {"percentile": 99.9},
                       {"width": 1, "slow_rate": 0.001, "percentile": 50.0}],
     # the second move takes the largest account (83.9k) far below DDIA's 30M line, and back

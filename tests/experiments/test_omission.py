@@ -97,6 +97,12 @@ def test_theory_reads_the_rank_the_measured_percentile_reads(samples, q, clients
     (lambda: closed_loop_percentile(0.5, clients=1, stall=1.0, samples=0), "samples must be"),
     (lambda: om.stall_fault(0.0), "stall must be a number > 0"),
     (lambda: om.simulate_omission(stall=3.0, stall_start=1.5), "stall_start \\+ stall must end"),
+    # the c of M/M/c is spelled ``workers`` everywhere; the old name says what to write
+    (lambda: om.simulate_omission(servers=2),
+     r"simulate_omission\(servers=\.\.\.\) is no longer a parameter: write workers="),
+    (lambda: om.omission_table({}, servers=2), r"omission_table\(servers=\.\.\.\) .* workers="),
+    (lambda: om.plot_spectra({}, servers=2), r"plot_spectra\(servers=\.\.\.\) .* workers="),
+    (lambda: om.SpectraFigure(servers=2), r"SpectraFigure\(servers=\.\.\.\) .* workers="),
     (lambda: Fault(start=0.0, stall=1), "stall must be True or False"),
 ])
 def test_bad_arguments_are_refused_naming_them(call, message):
@@ -160,7 +166,7 @@ CLIENTS_AND_RATES = ((1, 10.0), (3, 60.0), (12, 140.0), (32, 200.0))
 @pytest.mark.parametrize("stall", STALLS)
 def test_theory_follows_the_simulation_over_the_sliders_whole_range(stall):
     think, work = om.DEFAULTS["think_time"], om.DEFAULTS["service_time"]
-    servers = om.DEFAULTS["servers"]
+    workers = om.DEFAULTS["workers"]
     panel = om.omission_panel(seed=2024)
     for clients, rate in CLIENTS_AND_RATES:
         table = panel.update(stall=stall, clients=clients, rate=rate).table
@@ -181,9 +187,9 @@ def test_theory_follows_the_simulation_over_the_sliders_whole_range(stall):
                 spread = think * math.sqrt(sum(1 / (clients - i) ** 2 for i in range(k)))
                 assert measured == pytest.approx(theory, abs=1e3 * 6 * spread), where
             else:  # below the stalled samples: the base, give or take the burst of c
-                # requests the stall releases at once onto the servers
+                # requests the stall releases at once onto the workers
                 assert measured == pytest.approx(
-                    theory, abs=2.0 + 1e3 * clients * work / servers), where
+                    theory, abs=2.0 + 1e3 * clients * work / workers), where
 
 
 def test_the_panel_at_the_stall_maximum_agrees_with_its_own_theory():
@@ -192,7 +198,7 @@ def test_the_panel_at_the_stall_maximum_agrees_with_its_own_theory():
     # and the closed loop's p99 was read at the wrong rank.
     table = om.omission_panel(seed=2024).update(stall=2.0).table
     assert table.loc["open loop", "p50 (ms)"] == table.loc["open loop, theory", "p50 (ms)"] \
-        == 51.0  # 1 ms of work + 2 s of stall drained at 2.5% of the servers' speed
+        == 51.0  # 1 ms of work + 2 s of stall drained at 2.5% of the workers' speed
     assert table.loc["open loop", "max (ms)"] == table.loc["open loop, theory", "max (ms)"] \
         == 2001.0
     assert table.loc["closed loop", "p99 (ms)"] < 2 and \

@@ -14,6 +14,8 @@ import pytest
 from atlas_sim.analysis.queueing import MMc
 from atlas_sim.config import Settings
 from atlas_sim.experiments import queueing
+from atlas_sim.policies import FixedLimit
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.service import LiveServer, create_app
 from atlas_sim.workload import Distribution
 
@@ -25,17 +27,17 @@ def close_figures():
 
 
 def test_the_hockey_stick_agrees_with_erlang_c_within_its_interval():
-    table = queueing.hockey_stick(servers=(1, 2, 8), utilisations=(0.5, 0.8),
+    table = queueing.hockey_stick(workers=(1, 2, 8), utilisations=(0.5, 0.8),
                                   customers=20_000, seed=4)
-    assert list(table["servers"]) == [1, 1, 2, 2, 8, 8]
+    assert list(table["workers"]) == [1, 1, 2, 2, 8, 8]
     for row in table.to_dict("records"):
-        theory = MMc(arrival_rate=row["utilisation"] * row["servers"], service_rate=1.0,
-                     servers=row["servers"])
+        theory = MMc(arrival_rate=row["utilisation"] * row["workers"], service_rate=1.0,
+                     workers=row["workers"])
         assert row["W/S Erlang C"] == pytest.approx(theory.W)
         assert row["p99/S Erlang C"] == pytest.approx(theory.quantile(0.99))
         assert row["W/S low"] <= theory.W <= row["W/S high"], row
         assert row["requests"] > 18_000
-    # the hockey stick itself: at 80% one server is five service times, eight servers 1.29
+    # the hockey stick itself: at 80% one worker is five service times, eight workers 1.29
     assert table["W/S Erlang C"].iloc[1] == pytest.approx(5.0)
     assert table["W/S Erlang C"].iloc[5] == pytest.approx(1.286, abs=1e-3)
     figure = queueing.plot_hockey_stick(table)
@@ -45,22 +47,22 @@ def test_the_hockey_stick_agrees_with_erlang_c_within_its_interval():
 # -- the interval's coverage, over many seeds ------------------------------------------------
 
 
-def mmc_response_times(servers: int, utilisation: float, customers: int, seed: int,
+def mmc_response_times(workers: int, utilisation: float, customers: int, seed: int,
                        warmup: float = 0.05) -> np.ndarray:
     """Response times of a FIFO M/M/c queue with mean service 1, started empty, in arrival
     order, those that arrived in the first ``warmup`` share of the run dropped: the series
-    ``hockey_stick`` measures, drawn fast. One server: Lindley's recursion as a running
-    minimum of partial sums; c servers: Kiefer and Wolfowitz's, each arrival taking the
-    server that frees first."""
+    ``hockey_stick`` measures, drawn fast. One worker: Lindley's recursion as a running
+    minimum of partial sums; c workers: Kiefer and Wolfowitz's, each arrival taking the
+    worker that frees first."""
     rng = np.random.default_rng(seed)
-    arrivals = np.cumsum(rng.exponential(1 / (utilisation * servers), customers))
+    arrivals = np.cumsum(rng.exponential(1 / (utilisation * workers), customers))
     service = rng.exponential(1.0, customers)
-    if servers == 1:
+    if workers == 1:
         steps = np.cumsum(np.r_[0.0, service[:-1] - np.diff(arrivals)])
         wait = steps - np.minimum.accumulate(np.minimum(steps, 0.0))
         response = wait + service
     else:
-        free, done = [0.0] * servers, []
+        free, done = [0.0] * workers, []
         for arrival, work in zip(arrivals.tolist(), service.tolist(), strict=True):
             end = (arrival if arrival > free[0] else free[0]) + work
             heapq.heapreplace(free, end)
@@ -69,44 +71,44 @@ def mmc_response_times(servers: int, utilisation: float, customers: int, seed: i
     return response[arrivals >= warmup * arrivals[-1]]
 
 
-def coverage(servers: int, utilisation: float, seeds: int) -> float:
+def coverage(workers: int, utilisation: float, seeds: int) -> float:
     """Share of ``mean_interval``'s 95% intervals, over ``seeds`` runs of 10 000 customers,
     that hold Erlang C's mean response time."""
-    truth = MMc(arrival_rate=utilisation * servers, service_rate=1.0, servers=servers).W
-    held = [queueing.mean_interval(mmc_response_times(servers, utilisation, 10_000, seed))
+    truth = MMc(arrival_rate=utilisation * workers, service_rate=1.0, workers=workers).W
+    held = [queueing.mean_interval(mmc_response_times(workers, utilisation, 10_000, seed))
             .contains(truth) for seed in range(seeds)]
     return float(np.mean(held))
 
 
 def test_the_fast_queue_is_the_queue_the_simulator_runs():
     # the same M/M/c: means within sampling error of Erlang C
-    for servers, utilisation in ((1, 0.8), (2, 0.8), (8, 0.9)):
-        means = [mmc_response_times(servers, utilisation, 10_000, s).mean() for s in range(40)]
-        truth = MMc(arrival_rate=utilisation * servers, service_rate=1.0,
-                    servers=servers).W
+    for workers, utilisation in ((1, 0.8), (2, 0.8), (8, 0.9)):
+        means = [mmc_response_times(workers, utilisation, 10_000, s).mean() for s in range(40)]
+        truth = MMc(arrival_rate=utilisation * workers, service_rate=1.0,
+                    workers=workers).W
         assert np.mean(means) == pytest.approx(truth, rel=0.03)
 
 
-@pytest.mark.parametrize(("servers", "utilisation", "seeds", "at_least"), [
+@pytest.mark.parametrize(("workers", "utilisation", "seeds", "at_least"), [
     # 0.8 (about 140 relaxation times): about 93% measured over 1000 seeds
     (1, 0.8, 1000, 0.91), (2, 0.8, 300, 0.90), (8, 0.8, 300, 0.90),
     # 0.9 (29 relaxation times, flagged): about 91%; 20 short batches held 83.5%
     (1, 0.9, 1000, 0.88),
 ])
-def test_the_interval_holds_erlang_c_about_as_often_as_it_says(servers, utilisation, seeds,
+def test_the_interval_holds_erlang_c_about_as_often_as_it_says(workers, utilisation, seeds,
                                                                at_least):
     # each bound is about three binomial standard deviations below what was measured
-    assert coverage(servers, utilisation, seeds) >= at_least
+    assert coverage(workers, utilisation, seeds) >= at_least
 
 
 def test_a_run_too_short_for_an_honest_interval_says_so():
-    table = queueing.hockey_stick(servers=(1,), utilisations=(0.8, 0.9), customers=10_000,
+    table = queueing.hockey_stick(workers=(1,), utilisations=(0.8, 0.9), customers=10_000,
                                   seed=3)
     assert list(table["note"]) == ["", queueing.SHORT_RUN_NOTE]
     # 10 000 customers at 0.9: 29 relaxation times of 380 service times
     assert table["relaxation times"].iloc[1] == pytest.approx(
         0.95 * 10_000 / 0.9 / 379.7, rel=0.05)
-    longer = queueing.hockey_stick(servers=(8,), utilisations=(0.9,), customers=40_000, seed=3)
+    longer = queueing.hockey_stick(workers=(8,), utilisations=(0.9,), customers=40_000, seed=3)
     assert list(longer["note"]) == [""]
     figure = queueing.plot_hockey_stick(table)
     labels = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
@@ -117,9 +119,9 @@ def test_relaxation_times_by_hand():
     # M/M/1: 1 / (1 - sqrt(rho))^2 service times; M/M/c: the queue beyond c, rate c mu
     assert MMc(arrival_rate=0.9, service_rate=1.0).relaxation_time == pytest.approx(
         1 / (1 - math.sqrt(0.9)) ** 2)
-    assert MMc(arrival_rate=1.6, service_rate=1.0, servers=2).relaxation_time == pytest.approx(
+    assert MMc(arrival_rate=1.6, service_rate=1.0, workers=2).relaxation_time == pytest.approx(
         1 / (math.sqrt(2) - math.sqrt(1.6)) ** 2)
-    assert MMc(arrival_rate=0.8, service_rate=1.0, servers=8).relaxation_time == 1.0
+    assert MMc(arrival_rate=0.8, service_rate=1.0, workers=8).relaxation_time == 1.0
 
 
 def test_the_hockey_stick_refuses_bad_input():
@@ -127,12 +129,21 @@ def test_the_hockey_stick_refuses_bad_input():
         queueing.hockey_stick(utilisations=(1.0,))
     with pytest.raises(ValueError, match="customers must be an integer >= 1000"):
         queueing.hockey_stick(customers=10)
-    with pytest.raises(ValueError, match="servers must be an integer >= 1 and <= 64"):
-        queueing.hockey_stick(servers=(0,))
+    with pytest.raises(ValueError, match="workers must be an integer >= 1 and <= 64"):
+        queueing.hockey_stick(workers=(0,))
 
 
-def test_one_slow_request_delays_everyone_behind_it_with_one_server():
-    runs = queueing.head_of_line(servers=(1,), utilisation=0.8, service_time=0.02, slow=1.0,
+@pytest.mark.parametrize("function", [queueing.hockey_stick, queueing.head_of_line])
+def test_the_old_name_servers_is_refused_with_the_new_one(function):
+    with pytest.raises(ValueError, match=rf"{function.__name__}\(servers=\.\.\.\) is no longer "
+                                         r"a parameter: write workers=\.\.\."):
+        function(servers=(1,))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'server'"):
+        function(server=(1,))
+
+
+def test_one_slow_request_delays_everyone_behind_it_with_one_worker():
+    runs = queueing.head_of_line(workers=(1,), utilisation=0.8, service_time=0.02, slow=1.0,
                                  at=2.0, duration=8.0)
     req = runs["c = 1"].requests
     latency = req["latency"].to_numpy()
@@ -154,15 +165,15 @@ def test_one_slow_request_delays_everyone_behind_it_with_one_server():
     assert row["disturbed for (s)"] == pytest.approx(5.1, rel=0.03)
 
 
-def test_more_servers_absorb_the_slow_request():
-    runs = queueing.head_of_line(servers=(1, 2, 8))
+def test_more_workers_absorb_the_slow_request():
+    runs = queueing.head_of_line(workers=(1, 2, 8))
     table = queueing.head_of_line_table(runs)
-    assert list(table.index) == ["c = 1", "c = 2", "c = 8"]
+    assert list(table.index) == ["c = 1", "c = 2", "c = 8"] and table.index.name == "workers"
     assert list(table["slow request (s)"]) == pytest.approx([1.02, 1.02, 1.02])
     worst = table["worst delayed (s)"]
     assert worst["c = 1"] > worst["c = 2"] > worst["c = 8"] == 0.0
     assert table.loc["c = 8", "requests delayed"] == 0
-    # c = 2 at 0.8: the other server takes 50 of 80 requests/s; the backlog clears after
+    # c = 2 at 0.8: the other worker takes 50 of 80 requests/s; the backlog clears after
     # 1.02 / (2 * 0.2) = 2.55 s
     assert table.loc["c = 2", "fluid estimate (s)"] == pytest.approx(2.55)
     assert table.loc["c = 2", "disturbed for (s)"] == pytest.approx(2.55, rel=0.03)
@@ -174,31 +185,31 @@ def test_more_servers_absorb_the_slow_request():
 def test_the_panel_answers_its_sliders_with_theory_beside_the_simulation():
     panel = queueing.queueing_panel(seed=1)
     view = panel.update()
-    assert view.params == {"servers": 1, "utilisation": 0.8, "service": "exponential"}
+    assert view.params == {"workers": 1, "utilisation": 0.8, "service": "exponential"}
     table = view.table
     assert table.loc["M/M/1, Erlang C (exponential)", "W/S"] == "5.00"
     assert table.loc["M/G/1, Pollaczek-Khinchine (exact)", "W/S"] == "5.00"
     assert len(view.figure.axes) == 2
-    # lognormal sigma 1 on one server: 1 + 4 (1 + (e - 1)) / 2 = 1 + 2 e service times
+    # lognormal sigma 1 on one worker: 1 + 4 (1 + (e - 1)) / 2 = 1 + 2 e service times
     lognormal = panel.update(service="lognormal").table
     expected = f"{1 + 2 * math.e:.2f}"
     assert lognormal.loc["M/G/1, Pollaczek-Khinchine (exact)", "W/S"] == expected
-    eight = panel.update(servers=8, service="constant").table
+    eight = panel.update(workers=8, service="constant").table
     assert "M/G/8, Allen-Cunneen (approx.)" in eight.index
     simulated = float(eight.iloc[0]["W/S"].split(" [")[0])
     assert 1.0 < simulated < 1.29  # constant service waits less than M/M/8's 1.29
     assert eight.iloc[0]["note"] == ""
-    # 6000 requests at 95% on one server: 4 relaxation times, which the panel says
-    near = panel.update(servers=1, utilisation=0.95, service="exponential")
+    # 6000 requests at 95% on one worker: 4 relaxation times, which the panel says
+    near = panel.update(workers=1, utilisation=0.95, service="exponential")
     assert near.table.iloc[0]["note"] == queueing.SHORT_RUN_NOTE
     assert int(near.table.iloc[0]["relaxation times"]) < 10
     assert queueing.SHORT_RUN_NOTE in [t.get_text() for t in
                                        near.figure.axes[0].get_legend().get_texts()][-1]
-    assert panel.update(servers=1, service="exponential").cached
+    assert panel.update(workers=1, service="exponential").cached
     with pytest.raises(ValueError, match="service must be one of"):
         panel.update(service="pareto")
-    with pytest.raises(ValueError, match="servers must be one of"):
-        panel.update(servers=3)
+    with pytest.raises(ValueError, match="workers must be one of"):
+        panel.update(workers=3)
 
 
 # -- live ------------------------------------------------------------------------------------
@@ -208,12 +219,15 @@ def test_the_panel_answers_its_sliders_with_theory_beside_the_simulation():
 def test_the_services_metrics_and_the_generator_agree_on_request_counts():
     """A short, bounded live sweep (two points of 1 s, about 80 requests) against a service
     that sheds above 2 requests in progress, so both 200 and 429 answers are counted."""
-    app = create_app(Settings(load_shedding_max_concurrent=2), servers=1,
-                     service_time=Distribution(mean=0.02), seed=5)
+    config = ServerConfig(workers=1, service_time=Distribution(mean=0.02),
+                          admission=FixedLimit(max_concurrent=2),
+                          timeout=Settings().http_timeout)
+    app = create_app(Settings(), server=config, seed=5)
     with LiveServer(app, name="test-queueing-counts") as server:
         sweep = queueing.live_sweep(server, utilisations=(0.5, 1.4), seconds=1.0,
                                     progress=False)
-    assert sweep.servers == 1 and sweep.seed == 5
+    # the sweep holds the very config the app was built from: its twin runs that object
+    assert sweep.server is config and sweep.workers == 1 and sweep.seed == 5
     counts = queueing.count_table(sweep)
     assert (counts["difference"] == 0).all(), counts.to_string()
     assert counts["generator"].sum() == sum(len(p.run.attempts) for p in sweep.points)
@@ -233,7 +247,7 @@ def test_the_services_metrics_and_the_generator_agree_on_request_counts():
     assert (table.loc[saturated, "steady state"] == queueing.SATURATED).all()
     assert (table.loc[~saturated, "steady state"] == "yes").all()
     assert table["measurement"].str.match("healthy$|spoiled by the host's load: ").all()
-    assert len(queueing.plot_hockey_stick(queueing.hockey_stick(servers=(1,),
+    assert len(queueing.plot_hockey_stick(queueing.hockey_stick(workers=(1,),
                                                                 utilisations=(0.5,)),
                                           table).axes) == 2
 
@@ -244,10 +258,7 @@ def test_a_live_sweep_refuses_an_unbounded_run():
             class state:
                 class atlas:
                     seed = 0
-
-                    class work:
-                        servers = 2
-                        service_time = Distribution(mean=0.02)
+                    server = ServerConfig(workers=2, service_time=Distribution(mean=0.02))
 
     with pytest.raises(ValueError, match="at most 60 s of load"):
         queueing.live_sweep(Fake(), utilisations=(0.5,) * 5, seconds=15.0)

@@ -14,6 +14,7 @@ from matplotlib.lines import Line2D
 
 from atlas_sim.experiments import queueing
 from atlas_sim.results import RunResult
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.workload import Distribution, Load, rng_streams
 from tests.helpers import recording_progress
 
@@ -58,8 +59,32 @@ def point(utilisation: float, *, requests: int, late: float = 0.0005,
 
 
 def sweep(*points: queueing.LivePoint) -> queueing.LiveSweep:
-    return queueing.LiveSweep(servers=1, service_time=SERVICE, seed=SEED, seconds=1.0,
-                              points=points)
+    return queueing.LiveSweep(server=ServerConfig(workers=1, service_time=SERVICE), seed=SEED,
+                              seconds=1.0, points=points)
+
+
+def test_the_twin_is_the_services_own_server_config_on_the_work_route(monkeypatch):
+    """No field mapping between the worlds: the simulated twin of a live point runs the very
+    ``ServerConfig`` the service was built from, on ``/api/work``'s path, with the point's
+    load and the service's seed."""
+    config = ServerConfig(workers=1, service_time=SERVICE, timeout=30.0)
+    scenarios = []
+    real_simulate = queueing.simulate
+
+    def simulate(scenario):
+        scenarios.append(scenario)
+        return real_simulate(scenario)
+
+    monkeypatch.setattr(queueing, "simulate", simulate)
+    live = point(0.5, requests=25)
+    table = queueing.live_table(queueing.LiveSweep(server=config, seed=SEED, seconds=1.0,
+                                                   points=(live,)))
+    (twin,) = scenarios
+    assert twin.configs == (config,) and twin.configs[0] is config
+    assert twin.path == "/api/work" and twin.seed == SEED
+    assert twin.load is live.run.meta["load"]
+    assert twin.round_trip == pytest.approx(0.002)  # the measured round trip
+    assert table.loc[0, "workers"] == 1 and np.isfinite(table.loc[0, "W/S twin"])
 
 
 def test_a_saturated_point_is_kept_labelled_and_drawn_at_the_edge():
@@ -74,7 +99,7 @@ def test_a_saturated_point_is_kept_labelled_and_drawn_at_the_edge():
     assert saturated["W/S Erlang C"] == math.inf and np.isfinite(saturated["W/S live"])
     assert list(table["measurement"]) == ["healthy", "healthy"]
 
-    fig = queueing.plot_hockey_stick(queueing.hockey_stick(servers=(1,), utilisations=(0.5,),
+    fig = queueing.plot_hockey_stick(queueing.hockey_stick(workers=(1,), utilisations=(0.5,),
                                                            customers=1000), table)
     mean_ax = fig.axes[0]
     edge = [line for line in mean_ax.lines if line.get_marker() == ">"]
@@ -96,7 +121,7 @@ def test_a_point_the_host_spoiled_says_so_in_the_table_and_the_figure():
     assert verdicts[0] == "healthy"
     assert verdicts[1].startswith("spoiled by the host's load: work overshoot 8.0 ms > 2.0 ms")
     assert verdicts[2].startswith("spoiled by the host's load: send lag mean 30.0 ms > 2.0 ms")
-    fig = queueing.plot_hockey_stick(queueing.hockey_stick(servers=(1,), utilisations=(0.5,),
+    fig = queueing.plot_hockey_stick(queueing.hockey_stick(workers=(1,), utilisations=(0.5,),
                                                            customers=1000), table)
     mean_ax = fig.axes[0]
     assert "2 of 3 points spoiled by the host's load" in mean_ax.get_title()
@@ -108,7 +133,7 @@ def test_a_point_the_host_spoiled_says_so_in_the_table_and_the_figure():
 def test_a_point_above_the_axis_is_drawn_on_its_top_edge_with_its_value():
     table = queueing.live_table(sweep(point(0.5, requests=25)))
     table.loc[0, "W/S live"] = 40.0  # far above the mean axis's 16
-    fig = queueing.plot_hockey_stick(queueing.hockey_stick(servers=(1,), utilisations=(0.5,),
+    fig = queueing.plot_hockey_stick(queueing.hockey_stick(workers=(1,), utilisations=(0.5,),
                                                            customers=1000), table)
     mean_ax = fig.axes[0]
     top = [line for line in mean_ax.lines if line.get_marker() == "^"]
@@ -129,13 +154,13 @@ def test_the_twins_work_overhead_is_the_health_checks_work_overshoot(monkeypatch
         duration=p.run.duration, source="live", meta={**p.run.meta, "server_work": work}),
         gauge=p.gauge, before=p.before, after=p.after)
     seen = []
-    real_twin = queueing.work_twin
+    real_simulate = queueing.simulate
 
-    def work_twin(**kwargs):
-        seen.append(kwargs["calibration"].work_overhead)
-        return real_twin(**kwargs)
+    def simulate(scenario):
+        seen.append(scenario.work_overhead)
+        return real_simulate(scenario)
 
-    monkeypatch.setattr(queueing, "work_twin", work_twin)
+    monkeypatch.setattr(queueing, "simulate", simulate)
     table = queueing.live_table(sweep(shed))
     worked = np.count_nonzero(~np.isnan(work))
     expected = np.nanmean(work) - SERVICE.sample(rng_streams(SEED)["service"], worked).mean()
@@ -154,7 +179,7 @@ def test_a_failed_live_sweep_ends_its_progress_line_failed_not_done(monkeypatch)
 
     monkeypatch.setattr(queueing, "Progress", Recorded)
     monkeypatch.setattr(queueing, "reset", reset)
-    state = SimpleNamespace(work=SimpleNamespace(servers=1, service_time=SERVICE), seed=SEED)
+    state = SimpleNamespace(server=ServerConfig(workers=1, service_time=SERVICE), seed=SEED)
     server = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(atlas=state)),
                              url="http://127.0.0.1:9", name="fake")
     with pytest.raises(RuntimeError, match="went away"):
@@ -166,7 +191,7 @@ def test_run_length_refuses_a_bad_warmup_or_scv():
     from atlas_sim.analysis.queueing import MMc
 
     run = point(0.5, requests=10).run
-    queue = MMc(arrival_rate=0.5, service_rate=1.0, servers=1)
+    queue = MMc(arrival_rate=0.5, service_rate=1.0, workers=1)
     assert queueing.run_length(run, 0.0, queue) > 0
     for warmup in (-0.1, 1.0, float("nan")):
         with pytest.raises(ValueError, match=r"^warmup must be a"):

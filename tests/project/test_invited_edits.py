@@ -181,8 +181,8 @@ SLIDER_MOVES: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
                                               {"buckets": "reference card (Atlas service)"}]),
     "Try constant service": ("03", "queueing.queueing_panel", [{"service": "constant"}]),
     "Then try lognormal": ("03", "queueing.queueing_panel", [{"service": "lognormal"}]),
-    "Then try eight servers at 95% utilisation": (
-        "03", "queueing.queueing_panel", [{"servers": 8, "utilisation": 0.95}]),
+    "Then try eight workers at 95% utilisation": (
+        "03", "queueing.queueing_panel", [{"workers": 8, "utilisation": 0.95}]),
     "Try width 20": (
         "03", "tail.tail_panel", [{"width": 20}, {"percentile": 50.0}, {"percentile": 99.0}]),
 }

@@ -13,9 +13,9 @@ PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis", "atlas_sim.
 
 TOP_LEVEL = {
     "JITTER_STRATEGIES", "Backoff", "BreakerConfig", "BreakerState", "BreakerTransition",
-    "BudgetConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter", "Fault",
-    "HedgePolicy", "Load", "RetryBudget", "RetryPolicy",
-    "RunResult", "Settings", "Status",
+    "BudgetConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter", "Dependency",
+    "Fault", "FixedLimit", "HedgePolicy", "Load", "RetryBudget", "RetryPolicy",
+    "RunResult", "ServerConfig", "Settings", "Status",
 }
 
 
@@ -33,7 +33,8 @@ def test_top_level_api_is_exactly_the_documented_one():
 
 def test_policy_modules_export_everything_they_define_publicly():
     policies = importlib.import_module("atlas_sim.policies")
-    for sub in ["backoff", "retry", "breaker", "limiter", "status"]:
+    for sub in ["backoff", "retry", "breaker", "limiter", "status", "admission", "queues",
+                "routing"]:
         module = importlib.import_module(f"atlas_sim.policies.{sub}")
         assert set(module.__all__) <= set(policies.__all__), sub
 

@@ -12,9 +12,11 @@ and the wait:
 * the simulated client and the simulated handler's dependency call (``atlas_sim.sim``, on
   SimPy's clock, waiting with a timeout event);
 * the live load generator and the live service's dependency caller (``atlas_sim.service``, on
-  ``time.monotonic``, waiting with ``asyncio.sleep``).
+  ``time.monotonic``, waiting with ``asyncio.sleep``);
+* the hedging drivers: the fan-out model (``sim.fanout``) and the live service's hedged
+  dependency caller (``/api/fanout``), each a loop over the actions below.
 
-A driver's loop::
+A driver that keeps one attempt at a time can loop over the step-by-step methods::
 
     call = guard.call()
     while call.before_attempt():          # False: refused (597 breaker open)
@@ -95,23 +97,38 @@ all copies failed         the status of the last answer, or 596 (budget) or 597 
                           further copy was refused, as for a refused retry.
 ========================  ======================================================================
 
-A hedging driver's loop (copies run concurrently; the driver owns the timers)::
+Driving a call by its actions
+-----------------------------
+Every call, retried or hedged, can also be driven by the actions it returns (tenacity's
+``iter`` returning ``DoAttempt`` or ``DoSleep``; here four frozen classes): ``Send(copy)``
+(send attempt or copy number ``copy`` now; ``route()`` says where), ``Wait(seconds)`` (call
+``on_timer(that wait)`` after ``seconds`` unless an answer comes first: the next hedge, or a
+retry's backoff), ``Cancel(copies)`` (the losers: stop them, count them nowhere) and
+``Done(status)`` (the call's final status; always the last action). One loop drives a plain
+call, a retried call and a hedged call alike::
 
-    call = guard.call()
-    if call.before_attempt():               # the first copy (597: refused, nothing sent)
-        send(1); arm(call.hedge_delay(), sent=1)
-        until call.done, on the first of:
-            the timer armed at sent=n fires:
-                if call.before_hedge(n):    # a copy now? (not if stale, done or refused)
-                    send(call.attempts); arm(call.hedge_delay(), sent=call.attempts)
-            copy k answers status:
-                if call.after_attempt(status, attempt=k) == 0.0:   # non-fatal: next copy now
-                    if call.before_hedge(call.attempts): send(...); arm(...)
-        cancel call.cancelled
-    finish(call.status)
+    actions = call.start()                  # (Send(1), Wait(d)) hedged; (Done(597),) refused
+    while True:
+        perform(actions)                    # Send: start a copy; Wait: (re)arm the one timer;
+                                            # Cancel: stop those copies; Done: finish, leave
+        event = first of (an answer from copy k, the timer)   # an answer wins a tie
+        actions = (call.on_answer(k, status, retry_after=...) if event is an answer
+                   else call.on_timer(wait))
 
-``hedge_delay()`` is None when no further copy will be sent, so the same loop drives a call
-without hedging (one copy, no timer).
+The call keeps its own staleness: a driver keeps at most one timer, the latest ``Wait``, and
+one that fires after the state moved on (another copy went out, the call ended) gets ``()``,
+as does an answer from a copy already cancelled or already answered, so a driver that cannot
+cancel its timers (SimPy's ``Timeout``) need not. An empty tuple means: nothing to do now, keep
+waiting. At most one ``Send`` comes per tuple, so ``route()`` (which reads ``attempts``) is
+right when the ``Send`` is performed.
+
+The actions are a view of the same state as the step-by-step methods below
+(``before_attempt``/``after_attempt`` for one attempt at a time, and ``hedge_delay``,
+``before_hedge`` and ``after_attempt(status, attempt=k)`` for hedged copies, with the
+driver keeping the timers and their staleness itself): both take the same decisions and leave
+the breaker and the budget in the same state (a property test in
+``tests/policies/test_call_actions.py``). ``hedge_delay()`` is None when no further copy will be
+sent, so without hedging a call has one copy and no hedge timer.
 
 Breaker outcomes carry the breaker's ``generation`` read at admission, so a late answer from
 before a state change is never mistaken for a probe's (see ``CircuitBreaker``).
@@ -123,7 +140,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 import numpy as np
 
@@ -133,7 +150,8 @@ from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .routing import NextInstance, Router, RoutingConfig
 from .status import DEFAULT_RETRYABLE, Status
 
-__all__ = ["ClientPolicy", "Guard", "GuardedCall", "HedgePolicy", "counts_as_breaker_failure"]
+__all__ = ["CallAction", "Cancel", "ClientPolicy", "Done", "Guard", "GuardedCall", "HedgePolicy",
+           "Send", "Wait", "counts_as_breaker_failure"]
 
 _BREAKER_OPEN: Final = int(Status.BREAKER_OPEN)
 _BUDGET_EXHAUSTED: Final = int(Status.BUDGET_EXHAUSTED)
@@ -142,6 +160,44 @@ _NO_RETRY: Final = frozenset[int]()
 # Shared by every call without hedging, which never changes them.
 _NO_COPIES: Final[set[int]] = set()
 _NO_GENS: Final[list[int]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send attempt (or hedged copy) number ``copy`` (1 for the first) now; its answer goes to
+    ``GuardedCall.on_answer(copy, status)``. ``GuardedCall.route`` says which instance."""
+
+    copy: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Call ``GuardedCall.on_timer(this)`` ``seconds`` from now unless an answer comes first:
+    the next hedged copy is due then, or a retry's backoff ends. It replaces the call's earlier
+    ``Wait``; ``timer`` numbers the call's waits (1, 2, ...), so that a stale one is known."""
+
+    seconds: float
+    timer: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop these copies (numbers, ascending): another copy won. They count for nothing (no
+    breaker outcome, no budget token) and their late answers are ignored."""
+
+    copies: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The call is over with ``status`` (its ``GuardedCall.status``); always the last action."""
+
+    status: int
+
+
+#: What a guarded call asks its driver to do (see the module docstring's loop).
+CallAction: TypeAlias = Send | Wait | Cancel | Done
+_NOTHING: Final[tuple[CallAction, ...]] = ()
 
 
 def counts_as_breaker_failure(status: int) -> bool:
@@ -325,8 +381,9 @@ class GuardedCall:
         winner: the copy whose answer ended a hedged call (0 if none did).
     """
 
-    __slots__ = ("_delays", "_generation", "_gens", "_guard", "_hedge", "_in_flight",
-                 "_refused", "attempts", "cancelled", "request", "status", "winner")
+    __slots__ = ("_answered", "_delays", "_generation", "_gens", "_guard", "_hedge",
+                 "_in_flight", "_refused", "_timer", "_timer_sent", "_waits", "attempts",
+                 "cancelled", "request", "status", "winner")
 
     def __init__(self, guard: Guard, request: int = 0) -> None:
         self._guard = guard
@@ -343,6 +400,12 @@ class GuardedCall:
         self.status = 0
         self.winner = 0
         self.cancelled: tuple[int, ...] = ()
+        # the action API's own bookkeeping: the Waits given, the live one's number (0: none)
+        # and the copies out when it was given; the last attempt answered (without hedging)
+        self._waits = 0
+        self._timer = 0
+        self._timer_sent = 0
+        self._answered = 0
 
     @property
     def done(self) -> bool:
@@ -353,6 +416,79 @@ class GuardedCall:
     def in_flight(self) -> tuple[int, ...]:
         """Hedged calls: the copies sent and not yet answered, in order (empty otherwise)."""
         return tuple(sorted(self._in_flight))
+
+    # -- the actions (see the module docstring's loop) -------------------------------------
+
+    def start(self) -> tuple[CallAction, ...]:
+        """The call's first actions: ``(Send(1),)``, ``(Send(1), Wait(delay))`` when hedged, or
+        ``(Done(597),)`` when the breaker refuses the first attempt (nothing is sent)."""
+        if self.attempts or self.status:
+            raise RuntimeError(f"{self!r} has started already")
+        if not self.before_attempt():
+            return (Done(self.status),)
+        return self._sent()
+
+    def on_answer(self, copy: int, status: int, *,
+                  retry_after: float | None = None) -> tuple[CallAction, ...]:
+        """Attempt or copy ``copy`` answered ``status`` (an HTTP status, or a client-side 598 or
+        599; ``retry_after``: seconds from its ``Retry-After``, if any). Records it once and
+        returns what to do: ``()`` (keep waiting; also for an answer from a copy cancelled or
+        answered already, which counts for nothing), ``(Wait(backoff),)`` before a retry,
+        ``(Send(k), Wait(delay))`` or ``(Send(k),)`` after a hedged copy's non-fatal failure,
+        or ``(Cancel(losers), Done(status))`` / ``(Done(status),)`` when the call is over."""
+        if self.status:
+            return _NOTHING
+        if self._hedge is None:
+            if copy != self.attempts or self._answered >= copy:
+                return _NOTHING  # not the attempt in flight
+            self._answered = copy
+            delay = self.after_attempt(status, retry_after=retry_after)
+            if delay is None:
+                return self._end()
+            return (self._wait(delay, 0),)
+        if copy not in self._in_flight:
+            return _NOTHING
+        if self.after_attempt(status, attempt=copy) == 0.0 and self.before_hedge(self.attempts):
+            return self._sent()
+        if self.status:
+            return self._end()
+        return _NOTHING
+
+    def on_timer(self, wait: Wait) -> tuple[CallAction, ...]:
+        """The timer of ``wait`` (a ``Wait`` this call returned) fired. ``()`` if it is stale
+        (a later ``Wait`` replaced it, or the call moved on); else the next copy or attempt:
+        ``(Send(k), ...)``, or what a refusal leaves (``(Done(596),)``, ``(Done(597),)``, or
+        ``()`` while hedged copies are still out)."""
+        if self.status or wait.timer != self._timer or self._timer == 0:
+            return _NOTHING
+        self._timer = 0
+        if self._hedge is None:
+            admitted = self.before_attempt()
+        else:
+            admitted = self.before_hedge(self._timer_sent)
+        if admitted:
+            return self._sent()
+        return self._end() if self.status else _NOTHING
+
+    def _sent(self) -> tuple[CallAction, ...]:
+        """Copy ``attempts`` was just admitted: send it, and the next hedge's timer if any."""
+        send = Send(self.attempts)
+        delay = self.hedge_delay()
+        if delay is None:
+            self._timer = 0  # any earlier timer is stale now
+            return (send,)
+        return (send, self._wait(delay, self.attempts))
+
+    def _wait(self, seconds: float, sent: int) -> Wait:
+        self._waits += 1
+        self._timer = self._waits
+        self._timer_sent = sent
+        return Wait(seconds, self._waits)
+
+    def _end(self) -> tuple[CallAction, ...]:
+        self._timer = 0
+        done = Done(self.status)
+        return (Cancel(self.cancelled), done) if self.cancelled else (done,)
 
     def route(self, outstanding: Sequence[int]) -> int:
         """Which instance the attempt just admitted (``attempts``, 1 for the first) goes to:

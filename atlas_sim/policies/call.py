@@ -269,7 +269,7 @@ class ClientPolicy:
     routing: RoutingConfig = field(default_factory=NextInstance)
 
     def __post_init__(self) -> None:
-        if not callable(getattr(self.routing, "build", None)):
+        if isinstance(self.routing, type) or not callable(getattr(self.routing, "build", None)):
             raise ValueError(f"routing must be a routing config such as NextInstance(), got "
                              f"{self.routing!r}")
         if self.timeout is not None:

@@ -198,6 +198,16 @@ class Done:
 #: What a guarded call asks its driver to do (see the module docstring's loop).
 CallAction: TypeAlias = Send | Wait | Cancel | Done
 _NOTHING: Final[tuple[CallAction, ...]] = ()
+# Actions are values: the common ones are made once (a driver runs one per call on the hot path).
+_SENDS: Final = tuple((Send(k),) for k in range(17))
+_DONES: dict[int, tuple[Done]] = {}
+
+
+def _done(status: int) -> tuple[Done]:
+    done = _DONES.get(status)
+    if done is None:
+        done = _DONES[status] = (Done(status),)
+    return done
 
 
 def counts_as_breaker_failure(status: int) -> bool:
@@ -316,7 +326,8 @@ class Guard:
         router: which instance each attempt goes to (default: ``NextInstance``'s).
     """
 
-    __slots__ = ("_retry_on", "breaker", "budget", "hedge", "retry", "rng", "router")
+    __slots__ = ("_hedge_steps", "_retry_on", "breaker", "budget", "hedge", "retry", "rng",
+                 "router")
 
     def __init__(self, *, retry: RetryPolicy | None = None, budget: RetryBudget | None = None,
                  breaker: CircuitBreaker | None = None,
@@ -340,6 +351,10 @@ class Guard:
         self.breaker = breaker
         self.rng = rng
         self._retry_on = retry.retry_on if retry is not None else _NO_RETRY
+        # a hedged call's k-th copy comes with its k-th Wait, the same for every call: made once
+        self._hedge_steps: tuple[tuple[Send, Wait], ...] = (
+            tuple((Send(k), Wait(hedge.delay, k)) for k in range(hedge.max_extra + 1))
+            if hedge is not None else ())
         self.router: Router = router if router is not None else NextInstance().build()
 
     def call(self, request: int = 0) -> GuardedCall:
@@ -424,8 +439,8 @@ class GuardedCall:
         ``(Done(597),)`` when the breaker refuses the first attempt (nothing is sent)."""
         if self.attempts or self.status:
             raise RuntimeError(f"{self!r} has started already")
-        if not self.before_attempt():
-            return (Done(self.status),)
+        if not (self._admit_copy() if self._hedge is not None else self.before_attempt()):
+            return _done(self.status or self._refused)
         return self._sent()
 
     def on_answer(self, copy: int, status: int, *,
@@ -448,11 +463,14 @@ class GuardedCall:
             return (self._wait(delay, 0),)
         if copy not in self._in_flight:
             return _NOTHING
-        if self.after_attempt(status, attempt=copy) == 0.0 and self.before_hedge(self.attempts):
+        if self._after_copy(status, copy) == 0.0 and self.before_hedge(self.attempts):
             return self._sent()
-        if self.status:
+        if not self.status:
+            return _NOTHING
+        if self.cancelled:
             return self._end()
-        return _NOTHING
+        self._timer = 0
+        return _done(self.status)
 
     def on_timer(self, wait: Wait) -> tuple[CallAction, ...]:
         """The timer of ``wait`` (a ``Wait`` this call returned) fired. ``()`` if it is stale
@@ -472,12 +490,14 @@ class GuardedCall:
 
     def _sent(self) -> tuple[CallAction, ...]:
         """Copy ``attempts`` was just admitted: send it, and the next hedge's timer if any."""
-        send = Send(self.attempts)
-        delay = self.hedge_delay()
-        if delay is None:
+        copy = self.attempts
+        hedge = self._hedge
+        if hedge is None or self._refused or copy > hedge.max_extra:  # no further copy
             self._timer = 0  # any earlier timer is stale now
-            return (send,)
-        return (send, self._wait(delay, self.attempts))
+            return _SENDS[copy] if copy < 17 else (Send(copy),)
+        # the k-th Wait of a hedged call comes with its k-th copy: (Send(k), Wait(delay, k))
+        self._waits = self._timer = self._timer_sent = copy
+        return self._guard._hedge_steps[copy]
 
     def _wait(self, seconds: float, sent: int) -> Wait:
         self._waits += 1
@@ -487,8 +507,8 @@ class GuardedCall:
 
     def _end(self) -> tuple[CallAction, ...]:
         self._timer = 0
-        done = Done(self.status)
-        return (Cancel(self.cancelled), done) if self.cancelled else (done,)
+        done = _done(self.status)
+        return (Cancel(self.cancelled), done[0]) if self.cancelled else done
 
     def route(self, outstanding: Sequence[int]) -> int:
         """Which instance the attempt just admitted (``attempts``, 1 for the first) goes to:
@@ -612,7 +632,8 @@ class GuardedCall:
         if ok or not non_fatal:  # the winner, or a fatal answer: the call ends here
             self.status = status
             self.winner = copy
-            self._cancel_rest()
+            if self._in_flight:
+                self._cancel_rest()
             return None
         if not self._refused and self.attempts <= hedge.max_extra:
             return 0.0  # another copy may still succeed: send it now

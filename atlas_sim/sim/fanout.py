@@ -215,37 +215,37 @@ def _drive(call: GuardedCall, first: float, draw: Callable[[], float], timeout: 
     ``analysis.tail``). Appends one row per copy sent (the first copy's latency is ``first``,
     later ones come from ``draw``); returns when the call ended and the copies sent."""
     row0 = len(rows_send)
-    out: dict[int, tuple[float, int]] = {}  # copy -> (when it answers, status)
+    out: list[tuple[float, int, int]] = []  # copies out: (when it answers, copy, status)
     now, timer, wait = 0.0, _INF, None
     actions = call.start()
     while True:
         for action in actions:
-            if isinstance(action, Send):
-                x = first if action.copy == 1 else draw()
+            kind = type(action)
+            if kind is Send:
+                copy = action.copy  # type: ignore[union-attr]
+                x = first if copy == 1 else draw()
                 t, status = (now + x, _OK) if x <= timeout else (now + timeout, _CLIENT_TIMEOUT)
-                out[action.copy] = (t, status)
+                out.append((t, copy, status))
                 rows_send.append(now)
                 rows_end.append(t)
                 rows_status.append(status)
-            elif isinstance(action, Wait):
-                timer, wait = now + action.seconds, action
-            elif isinstance(action, Cancel):  # the losers: cut off now
-                for copy in action.copies:
+            elif kind is Wait:
+                wait = action
+                timer = now + action.seconds  # type: ignore[union-attr]
+            elif kind is Cancel:  # the losers: cut off now
+                for copy in action.copies:  # type: ignore[union-attr]
                     rows_end[row0 + copy - 1] = now
                     rows_status[row0 + copy - 1] = CANCELLED
-            else:
+            else:  # Done
                 return now, len(rows_send) - row0
-        copy, t_answer, status = 0, _INF, 0
-        for c, (t, s) in out.items():
-            if t < t_answer:
-                copy, t_answer, status = c, t, s
-        if timer < t_answer:
-            assert wait is not None
-            now, timer = timer, _INF
-            actions = call.on_timer(wait)
-        elif t_answer < _INF:
-            now = t_answer
-            del out[copy]
-            actions = call.on_answer(copy, status)
-        else:
+        if out:
+            answer = min(out)  # the earliest (the lowest copy of a tie)
+            if answer[0] <= timer:
+                out.remove(answer)
+                now, copy, status = answer
+                actions = call.on_answer(copy, status)
+                continue
+        if timer == _INF:
             raise RuntimeError(f"{call!r} waits for nothing")  # a driver bug, never data
+        now, timer = timer, _INF
+        actions = call.on_timer(wait)  # type: ignore[arg-type]

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..policies import Cancel, ClientPolicy, GuardedCall, Send, Status, Wait
+from ..policies import Cancel, ClientPolicy, Done, GuardedCall, Send, Status, Wait
 from ..results import RunResult
 from ..validation import check_int, check_real
 from ..workload import Distribution, rng_streams
@@ -218,6 +218,17 @@ def _drive(call: GuardedCall, first: float, draw: Callable[[], float], timeout: 
     out: list[tuple[float, int, int]] = []  # copies out: (when it answers, copy, status)
     now, timer, wait = 0.0, _INF, None
     actions = call.start()
+    if (type(actions[0]) is Send and first <= timeout
+            and (len(actions) == 1 or first <= actions[1].seconds)):  # type: ignore[union-attr]
+        # The usual case: copy 1 answers 200 before any timer, which ends the call (a 2xx
+        # always does). The loop's first turn, unrolled: most calls end here, and going round
+        # the loop would make the fan-out model a third slower.
+        rows_send.append(0.0)
+        rows_end.append(first)
+        rows_status.append(_OK)
+        actions = call.on_answer(1, _OK)
+        assert type(actions[-1]) is Done, actions
+        return first, 1
     while True:
         for action in actions:
             kind = type(action)

@@ -120,7 +120,8 @@ one that fires after the state moved on (another copy went out, the call ended) 
 as does an answer from a copy already cancelled or already answered, so a driver that cannot
 cancel its timers (SimPy's ``Timeout``) need not. An empty tuple means: nothing to do now, keep
 waiting. At most one ``Send`` comes per tuple, so ``route()`` (which reads ``attempts``) is
-right when the ``Send`` is performed.
+right when the ``Send`` is performed. A driver cut off from outside (the caller's deadline)
+calls ``abandon()`` and stops every copy it has out itself; the call then ignores what follows.
 
 The actions are a view of the same state as the step-by-step methods below
 (``before_attempt``/``after_attempt`` for one attempt at a time, and ``hedge_delay``,
@@ -511,7 +512,8 @@ class GuardedCall:
         return (Cancel(self.cancelled), done[0]) if self.cancelled else done
 
     def route(self, outstanding: Sequence[int]) -> int:
-        """Which instance the attempt just admitted (``attempts``, 1 for the first) goes to:
+        """Which instance the attempt just admitted (``attempts``, 1 for the first: after
+        ``before_attempt``/``before_hedge`` said True, or while performing a ``Send``) goes to:
         the router's choice among ``len(outstanding)`` instances, given the client's attempts
         in flight to each (``outstanding``); 0 when there is one."""
         if len(outstanding) == 1:

@@ -14,6 +14,7 @@ from atlas_sim.clocks import ManualClock
 from atlas_sim.policies import (
     Backoff,
     BreakerConfig,
+    BreakerState,
     BudgetConfig,
     Cancel,
     ClientPolicy,
@@ -127,6 +128,18 @@ def test_answers_from_attempts_not_in_flight_are_ignored():
     assert call.on_timer(wait) == (Send(2),)
     assert call.on_answer(2, 200) == (Done(200),)
     assert call.on_answer(2, 200) == ()
+
+
+def test_after_abandon_the_call_ignores_what_follows():
+    policy = ClientPolicy(hedge=HedgePolicy(delay=0.05), breaker=BreakerConfig(failure_threshold=3))
+    g = guard_for(policy)
+    call = g.call()
+    _, wait = call.start()
+    call.on_timer(wait)
+    call.abandon()  # both copies out are client timeouts: two breaker failures of three
+    assert call.status == 599
+    assert call.on_answer(1, 503) == () and call.on_timer(wait) == ()
+    assert g.breaker.state is BreakerState.CLOSED  # the late 503 was not a third failure
 
 
 def test_a_call_starts_once():

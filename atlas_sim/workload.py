@@ -44,7 +44,7 @@ __all__ = [
     "rng_streams",
 ]
 
-DistributionKind = Literal["exponential", "constant", "lognormal"]
+DistributionKind = Literal["exponential", "constant", "lognormal", "two_point"]
 ArrivalProcess = Literal["poisson", "constant"]
 
 #: The named random streams, in spawn order. Append only: a stream's numbers depend on its
@@ -114,32 +114,87 @@ class RequestInputs:
         return float(self._draws[index])
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, repr=False)
 class Distribution:
     """A positive random duration with a given ``mean`` (seconds).
 
     ``kind``: ``"exponential"`` (memoryless: the M in M/M/c), ``"constant"`` (every draw is the
-    mean), or ``"lognormal"`` (a long right tail; ``shape`` is the sigma of the underlying
-    normal, so 0.5 is mild and 1.5 is heavy). The lognormal is parameterised so that its mean is
-    ``mean`` whatever the shape.
+    mean), ``"lognormal"`` (a long right tail; ``shape`` is the sigma of the underlying normal,
+    so 0.5 is mild and 1.5 is heavy), or ``"two_point"`` (fast or slow: every draw is one of two
+    values, the slow one with probability ``slow_share`` and ``slow_ratio`` times the fast one;
+    the backend call of ``analysis.tail``'s ``TailModel`` with a constant fast latency: see
+    ``two_point_values``). Each kind is parameterised so that its mean is ``mean``.
+
+    Args:
+        mean: seconds, >= 0.
+        kind: one of the kinds above.
+        shape: the lognormal's sigma, 0 < shape <= 5 (read by no other kind).
+        slow_share: two_point only (required there, refused elsewhere): the probability of
+            the slow value, 0..1.
+        slow_ratio: two_point only (required there, refused elsewhere): the slow value over
+            the fast one, 1..1e6.
+
+    Raises:
+        ValueError: a field out of range, or ``slow_share``/``slow_ratio`` given with another
+            kind or missing with ``"two_point"`` (named).
     """
 
     mean: float
     kind: DistributionKind = "exponential"
     shape: float = 1.0
+    slow_share: float | None = None
+    slow_ratio: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", check_real("mean", self.mean, low=0))
         check_choice("kind", self.kind, get_args(DistributionKind))
         object.__setattr__(self, "shape", check_real("shape", self.shape, low=0, low_open=True,
                                                      high=5))
+        if self.kind == "two_point":
+            for name in ("slow_share", "slow_ratio"):
+                if getattr(self, name) is None:
+                    raise ValueError(f"kind='two_point' needs {name} (slow_share: the slow "
+                                     f"draws' probability, 0..1; slow_ratio: slow over fast, "
+                                     f"1..1e6)")
+            object.__setattr__(self, "slow_share",
+                               check_real("slow_share", self.slow_share, low=0, high=1))
+            object.__setattr__(self, "slow_ratio",
+                               check_real("slow_ratio", self.slow_ratio, low=1, high=1e6))
+        else:
+            for name in ("slow_share", "slow_ratio"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} applies to kind='two_point' only, got "
+                                     f"kind={self.kind!r}")
+
+    def __repr__(self) -> str:
+        text = f"Distribution(mean={self.mean!r}, kind={self.kind!r}, shape={self.shape!r}"
+        if self.kind == "two_point":
+            text += f", slow_share={self.slow_share!r}, slow_ratio={self.slow_ratio!r}"
+        return text + ")"
+
+    def two_point_values(self) -> tuple[float, float]:
+        """A two_point distribution's (fast, slow) values in seconds: ``fast = mean / (1 +
+        slow_share * (slow_ratio - 1))`` and ``slow = slow_ratio * fast``, so that the mean is
+        ``mean``. ``TailModel(fast=Distribution(mean=fast, kind="constant"),
+        slow_rate=slow_share, slow_latency=slow)`` is its closed form. Raises ValueError for
+        another kind."""
+        if self.kind != "two_point":
+            raise ValueError(f"two_point_values needs kind='two_point', got {self.kind!r}")
+        share, ratio = self.slow_share, self.slow_ratio
+        assert share is not None and ratio is not None
+        fast = self.mean / (1.0 + share * (ratio - 1.0))
+        return fast, ratio * fast
 
     def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """``size`` independent draws."""
+        """``size`` independent draws (two_point: one uniform from ``rng`` per draw)."""
         if self.kind == "constant" or self.mean == 0:
             return np.full(size, self.mean)
         if self.kind == "exponential":
             return rng.exponential(self.mean, size)
+        if self.kind == "two_point":
+            fast, slow = self.two_point_values()
+            assert self.slow_share is not None
+            return np.where(rng.random(size) < self.slow_share, slow, fast)
         sigma = self.shape
         return rng.lognormal(np.log(self.mean) - sigma * sigma / 2.0, sigma, size)
 
@@ -170,6 +225,10 @@ class Distribution:
             return 1.0 if t >= self.mean else 0.0
         if self.kind == "exponential":
             return float(-np.expm1(-t / self.mean))
+        if self.kind == "two_point":
+            fast, slow = self.two_point_values()
+            assert self.slow_share is not None
+            return 1.0 if t >= slow else (1.0 - self.slow_share if t >= fast else 0.0)
         if t == 0:
             return 0.0
         from statistics import NormalDist
@@ -184,6 +243,10 @@ class Distribution:
             return self.mean
         if self.kind == "exponential":
             return float(-self.mean * np.log1p(-q))
+        if self.kind == "two_point":
+            fast, slow = self.two_point_values()
+            assert self.slow_share is not None
+            return fast if q <= 1.0 - self.slow_share else slow
         from statistics import NormalDist
 
         sigma = self.shape

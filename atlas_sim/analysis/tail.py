@@ -57,6 +57,18 @@ class TailModel:
         self.slow_rate = check_real("slow_rate", slow_rate, low=0, high=1)
         self.slow_latency = check_real("slow_latency", slow_latency, low=0)
 
+    @classmethod
+    def two_point(cls, service_time: Distribution) -> TailModel:
+        """The closed form of a ``Distribution(kind="two_point", ...)``: a constant fast latency,
+        slow with probability ``slow_share`` at ``slow_ratio`` times the fast one (a service
+        time of the shape this model assumes). Raises ValueError for another kind."""
+        if not isinstance(service_time, Distribution):
+            raise ValueError(f"service_time must be a Distribution, got {service_time!r}")
+        fast, slow = service_time.two_point_values()
+        assert service_time.slow_share is not None
+        return cls(fast=Distribution(mean=fast, kind="constant"),
+                   slow_rate=service_time.slow_share, slow_latency=slow)
+
     def __repr__(self) -> str:
         return (f"TailModel(fast={self.fast!r}, slow_rate={self.slow_rate:g}, "
                 f"slow_latency={self.slow_latency:g})")

@@ -17,7 +17,18 @@ from .breaker import (
     BreakerTransition,
     CircuitBreaker,
 )
-from .call import ClientPolicy, Guard, GuardedCall, HedgePolicy, counts_as_breaker_failure
+from .call import (
+    CallAction,
+    Cancel,
+    ClientPolicy,
+    Done,
+    Guard,
+    GuardedCall,
+    HedgePolicy,
+    Send,
+    Wait,
+    counts_as_breaker_failure,
+)
 from .limiter import ConcurrencyLimiter
 from .queues import Fifo, FifoQueue, QueueConfig, QueueDiscipline
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
@@ -37,9 +48,12 @@ __all__ = [
     "BreakerState",
     "BreakerTransition",
     "BudgetConfig",
+    "CallAction",
+    "Cancel",
     "CircuitBreaker",
     "ClientPolicy",
     "ConcurrencyLimiter",
+    "Done",
     "Fifo",
     "FifoQueue",
     "FixedLimit",
@@ -54,6 +68,8 @@ __all__ = [
     "RetryPolicy",
     "Router",
     "RoutingConfig",
+    "Send",
     "Status",
+    "Wait",
     "counts_as_breaker_failure",
 ]

@@ -12,9 +12,11 @@ and the wait:
 * the simulated client and the simulated handler's dependency call (``atlas_sim.sim``, on
   SimPy's clock, waiting with a timeout event);
 * the live load generator and the live service's dependency caller (``atlas_sim.service``, on
-  ``time.monotonic``, waiting with ``asyncio.sleep``).
+  ``time.monotonic``, waiting with ``asyncio.sleep``);
+* the hedging drivers: the fan-out model (``sim.fanout``) and the live service's hedged
+  dependency caller (``/api/fanout``), each a loop over the actions below.
 
-A driver's loop::
+A driver that keeps one attempt at a time can loop over the step-by-step methods::
 
     call = guard.call()
     while call.before_attempt():          # False: refused (597 breaker open)
@@ -95,23 +97,39 @@ all copies failed         the status of the last answer, or 596 (budget) or 597 
                           further copy was refused, as for a refused retry.
 ========================  ======================================================================
 
-A hedging driver's loop (copies run concurrently; the driver owns the timers)::
+Driving a call by its actions
+-----------------------------
+Every call, retried or hedged, can also be driven by the actions it returns (tenacity's
+``iter`` returning ``DoAttempt`` or ``DoSleep``; here four frozen classes): ``Send(copy)``
+(send attempt or copy number ``copy`` now; ``route()`` says where), ``Wait(seconds)`` (call
+``on_timer(that wait)`` after ``seconds`` unless an answer comes first: the next hedge, or a
+retry's backoff), ``Cancel(copies)`` (the losers: stop them, count them nowhere) and
+``Done(status)`` (the call's final status; always the last action). One loop drives a plain
+call, a retried call and a hedged call alike::
 
-    call = guard.call()
-    if call.before_attempt():               # the first copy (597: refused, nothing sent)
-        send(1); arm(call.hedge_delay(), sent=1)
-        until call.done, on the first of:
-            the timer armed at sent=n fires:
-                if call.before_hedge(n):    # a copy now? (not if stale, done or refused)
-                    send(call.attempts); arm(call.hedge_delay(), sent=call.attempts)
-            copy k answers status:
-                if call.after_attempt(status, attempt=k) == 0.0:   # non-fatal: next copy now
-                    if call.before_hedge(call.attempts): send(...); arm(...)
-        cancel call.cancelled
-    finish(call.status)
+    actions = call.start()                  # (Send(1), Wait(d)) hedged; (Done(597),) refused
+    while True:
+        perform(actions)                    # Send: start a copy; Wait: (re)arm the one timer;
+                                            # Cancel: stop those copies; Done: finish, leave
+        event = first of (an answer from copy k, the timer)   # an answer wins a tie
+        actions = (call.on_answer(k, status, retry_after=...) if event is an answer
+                   else call.on_timer(wait))
 
-``hedge_delay()`` is None when no further copy will be sent, so the same loop drives a call
-without hedging (one copy, no timer).
+The call keeps its own staleness: a driver keeps at most one timer, the latest ``Wait``, and
+one that fires after the state moved on (another copy went out, the call ended) gets ``()``,
+as does an answer from a copy already cancelled or already answered, so a driver that cannot
+cancel its timers (SimPy's ``Timeout``) need not. An empty tuple means: nothing to do now, keep
+waiting. At most one ``Send`` comes per tuple, so ``route()`` (which reads ``attempts``) is
+right when the ``Send`` is performed. A driver cut off from outside (the caller's deadline)
+calls ``abandon()`` and stops every copy it has out itself; the call then ignores what follows.
+
+The actions are a view of the same state as the step-by-step methods below
+(``before_attempt``/``after_attempt`` for one attempt at a time, and ``hedge_delay``,
+``before_hedge`` and ``after_attempt(status, attempt=k)`` for hedged copies, with the
+driver keeping the timers and their staleness itself): both take the same decisions and leave
+the breaker and the budget in the same state (a property test in
+``tests/policies/test_call_actions.py``). ``hedge_delay()`` is None when no further copy will be
+sent, so without hedging a call has one copy and no hedge timer.
 
 Breaker outcomes carry the breaker's ``generation`` read at admission, so a late answer from
 before a state change is never mistaken for a probe's (see ``CircuitBreaker``).
@@ -123,7 +141,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeAlias
 
 import numpy as np
 
@@ -133,7 +151,8 @@ from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .routing import NextInstance, Router, RoutingConfig
 from .status import DEFAULT_RETRYABLE, Status
 
-__all__ = ["ClientPolicy", "Guard", "GuardedCall", "HedgePolicy", "counts_as_breaker_failure"]
+__all__ = ["CallAction", "Cancel", "ClientPolicy", "Done", "Guard", "GuardedCall", "HedgePolicy",
+           "Send", "Wait", "counts_as_breaker_failure"]
 
 _BREAKER_OPEN: Final = int(Status.BREAKER_OPEN)
 _BUDGET_EXHAUSTED: Final = int(Status.BUDGET_EXHAUSTED)
@@ -142,6 +161,54 @@ _NO_RETRY: Final = frozenset[int]()
 # Shared by every call without hedging, which never changes them.
 _NO_COPIES: Final[set[int]] = set()
 _NO_GENS: Final[list[int]] = []
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send attempt (or hedged copy) number ``copy`` (1 for the first) now; its answer goes to
+    ``GuardedCall.on_answer(copy, status)``. ``GuardedCall.route`` says which instance."""
+
+    copy: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Call ``GuardedCall.on_timer(this)`` ``seconds`` from now unless an answer comes first:
+    the next hedged copy is due then, or a retry's backoff ends. It replaces the call's earlier
+    ``Wait``; ``timer`` numbers the call's waits (1, 2, ...), so that a stale one is known."""
+
+    seconds: float
+    timer: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop these copies (numbers, ascending): another copy won. They count for nothing (no
+    breaker outcome, no budget token) and their late answers are ignored."""
+
+    copies: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The call is over with ``status`` (its ``GuardedCall.status``); always the last action."""
+
+    status: int
+
+
+#: What a guarded call asks its driver to do (see the module docstring's loop).
+CallAction: TypeAlias = Send | Wait | Cancel | Done
+_NOTHING: Final[tuple[CallAction, ...]] = ()
+# Actions are values: the common ones are made once (a driver runs one per call on the hot path).
+_SENDS: Final = tuple((Send(k),) for k in range(17))
+_DONES: dict[int, tuple[Done]] = {}
+
+
+def _done(status: int) -> tuple[Done]:
+    done = _DONES.get(status)
+    if done is None:
+        done = _DONES[status] = (Done(status),)
+    return done
 
 
 def counts_as_breaker_failure(status: int) -> bool:
@@ -213,7 +280,7 @@ class ClientPolicy:
     routing: RoutingConfig = field(default_factory=NextInstance)
 
     def __post_init__(self) -> None:
-        if not callable(getattr(self.routing, "build", None)):
+        if isinstance(self.routing, type) or not callable(getattr(self.routing, "build", None)):
             raise ValueError(f"routing must be a routing config such as NextInstance(), got "
                              f"{self.routing!r}")
         if self.timeout is not None:
@@ -260,7 +327,8 @@ class Guard:
         router: which instance each attempt goes to (default: ``NextInstance``'s).
     """
 
-    __slots__ = ("_retry_on", "breaker", "budget", "hedge", "retry", "rng", "router")
+    __slots__ = ("_hedge_steps", "_retry_on", "breaker", "budget", "hedge", "retry", "rng",
+                 "router")
 
     def __init__(self, *, retry: RetryPolicy | None = None, budget: RetryBudget | None = None,
                  breaker: CircuitBreaker | None = None,
@@ -284,6 +352,10 @@ class Guard:
         self.breaker = breaker
         self.rng = rng
         self._retry_on = retry.retry_on if retry is not None else _NO_RETRY
+        # a hedged call's k-th copy comes with its k-th Wait, the same for every call: made once
+        self._hedge_steps: tuple[tuple[Send, Wait], ...] = (
+            tuple((Send(k), Wait(hedge.delay, k)) for k in range(hedge.max_extra + 1))
+            if hedge is not None else ())
         self.router: Router = router if router is not None else NextInstance().build()
 
     def call(self, request: int = 0) -> GuardedCall:
@@ -325,8 +397,9 @@ class GuardedCall:
         winner: the copy whose answer ended a hedged call (0 if none did).
     """
 
-    __slots__ = ("_delays", "_generation", "_gens", "_guard", "_hedge", "_in_flight",
-                 "_refused", "attempts", "cancelled", "request", "status", "winner")
+    __slots__ = ("_answered", "_delays", "_generation", "_gens", "_guard", "_hedge",
+                 "_in_flight", "_refused", "_timer", "_timer_sent", "_waits", "attempts",
+                 "cancelled", "request", "status", "winner")
 
     def __init__(self, guard: Guard, request: int = 0) -> None:
         self._guard = guard
@@ -343,6 +416,12 @@ class GuardedCall:
         self.status = 0
         self.winner = 0
         self.cancelled: tuple[int, ...] = ()
+        # the action API's own bookkeeping: the Waits given, the live one's number (0: none)
+        # and the copies out when it was given; the last attempt answered (without hedging)
+        self._waits = 0
+        self._timer = 0
+        self._timer_sent = 0
+        self._answered = 0
 
     @property
     def done(self) -> bool:
@@ -354,8 +433,87 @@ class GuardedCall:
         """Hedged calls: the copies sent and not yet answered, in order (empty otherwise)."""
         return tuple(sorted(self._in_flight))
 
+    # -- the actions (see the module docstring's loop) -------------------------------------
+
+    def start(self) -> tuple[CallAction, ...]:
+        """The call's first actions: ``(Send(1),)``, ``(Send(1), Wait(delay))`` when hedged, or
+        ``(Done(597),)`` when the breaker refuses the first attempt (nothing is sent)."""
+        if self.attempts or self.status:
+            raise RuntimeError(f"{self!r} has started already")
+        if not (self._admit_copy() if self._hedge is not None else self.before_attempt()):
+            return _done(self.status or self._refused)
+        return self._sent()
+
+    def on_answer(self, copy: int, status: int, *,
+                  retry_after: float | None = None) -> tuple[CallAction, ...]:
+        """Attempt or copy ``copy`` answered ``status`` (an HTTP status, or a client-side 598 or
+        599; ``retry_after``: seconds from its ``Retry-After``, if any). Records it once and
+        returns what to do: ``()`` (keep waiting; also for an answer from a copy cancelled or
+        answered already, which counts for nothing), ``(Wait(backoff),)`` before a retry,
+        ``(Send(k), Wait(delay))`` or ``(Send(k),)`` after a hedged copy's non-fatal failure,
+        or ``(Cancel(losers), Done(status))`` / ``(Done(status),)`` when the call is over."""
+        if self.status:
+            return _NOTHING
+        if self._hedge is None:
+            if copy != self.attempts or self._answered >= copy:
+                return _NOTHING  # not the attempt in flight
+            self._answered = copy
+            delay = self.after_attempt(status, retry_after=retry_after)
+            if delay is None:
+                return self._end()
+            return (self._wait(delay, 0),)
+        if copy not in self._in_flight:
+            return _NOTHING
+        if self._after_copy(status, copy) == 0.0 and self.before_hedge(self.attempts):
+            return self._sent()
+        if not self.status:
+            return _NOTHING
+        if self.cancelled:
+            return self._end()
+        self._timer = 0
+        return _done(self.status)
+
+    def on_timer(self, wait: Wait) -> tuple[CallAction, ...]:
+        """The timer of ``wait`` (a ``Wait`` this call returned) fired. ``()`` if it is stale
+        (a later ``Wait`` replaced it, or the call moved on); else the next copy or attempt:
+        ``(Send(k), ...)``, or what a refusal leaves (``(Done(596),)``, ``(Done(597),)``, or
+        ``()`` while hedged copies are still out)."""
+        if self.status or wait.timer != self._timer or self._timer == 0:
+            return _NOTHING
+        self._timer = 0
+        if self._hedge is None:
+            admitted = self.before_attempt()
+        else:
+            admitted = self.before_hedge(self._timer_sent)
+        if admitted:
+            return self._sent()
+        return self._end() if self.status else _NOTHING
+
+    def _sent(self) -> tuple[CallAction, ...]:
+        """Copy ``attempts`` was just admitted: send it, and the next hedge's timer if any."""
+        copy = self.attempts
+        hedge = self._hedge
+        if hedge is None or self._refused or copy > hedge.max_extra:  # no further copy
+            self._timer = 0  # any earlier timer is stale now
+            return _SENDS[copy] if copy < 17 else (Send(copy),)
+        # the k-th Wait of a hedged call comes with its k-th copy: (Send(k), Wait(delay, k))
+        self._waits = self._timer = self._timer_sent = copy
+        return self._guard._hedge_steps[copy]
+
+    def _wait(self, seconds: float, sent: int) -> Wait:
+        self._waits += 1
+        self._timer = self._waits
+        self._timer_sent = sent
+        return Wait(seconds, self._waits)
+
+    def _end(self) -> tuple[CallAction, ...]:
+        self._timer = 0
+        done = _done(self.status)
+        return (Cancel(self.cancelled), done[0]) if self.cancelled else done
+
     def route(self, outstanding: Sequence[int]) -> int:
-        """Which instance the attempt just admitted (``attempts``, 1 for the first) goes to:
+        """Which instance the attempt just admitted (``attempts``, 1 for the first: after
+        ``before_attempt``/``before_hedge`` said True, or while performing a ``Send``) goes to:
         the router's choice among ``len(outstanding)`` instances, given the client's attempts
         in flight to each (``outstanding``); 0 when there is one."""
         if len(outstanding) == 1:
@@ -476,7 +634,8 @@ class GuardedCall:
         if ok or not non_fatal:  # the winner, or a fatal answer: the call ends here
             self.status = status
             self.winner = copy
-            self._cancel_rest()
+            if self._in_flight:
+                self._cancel_rest()
             return None
         if not self._refused and self.attempts <= hedge.max_extra:
             return 0.0  # another copy may still succeed: send it now

@@ -29,7 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..policies import BreakerTransition, CircuitBreaker, ClientPolicy, RetryBudget, Status
+from ..policies import (
+    BreakerTransition,
+    CallAction,
+    CircuitBreaker,
+    ClientPolicy,
+    RetryBudget,
+    Send,
+    Status,
+    Wait,
+)
 from ._timeouts import run_with_timeout
 from .dependency import DependencyError, FaultyDependency
 
@@ -159,41 +168,39 @@ class ResilientCaller:
 
 
     async def _hedged_call(self) -> CallOutcome:
-        """The hedging loop of ``policies.call`` on the event loop: copies as tasks, the hedge
-        timer as the ``asyncio.wait`` timeout."""
+        """The guarded call's action loop (``policies.call``) on the event loop: copies as
+        tasks, the call's one timer as the ``asyncio.wait`` timeout."""
         guarded = self._guard.call()
         loop = asyncio.get_running_loop()
         tasks: dict[asyncio.Task[AttemptRecord], int] = {}
         started: dict[int, float] = {}
         records: dict[int, AttemptRecord] = {}
-        timer: tuple[float, int] | None = None  # (when on the loop's clock, copies out then)
+        timer: tuple[float, Wait] | None = None  # (when on the loop's clock, the Wait)
 
-        def send() -> tuple[float, int] | None:
-            copy = guarded.attempts
-            started[copy] = time.perf_counter()
-            tasks[loop.create_task(self._attempt(copy))] = copy
-            delay = guarded.hedge_delay()
-            return None if delay is None else (loop.time() + delay, copy)
+        def perform(actions: tuple[CallAction, ...]) -> None:
+            nonlocal timer
+            for action in actions:
+                if isinstance(action, Send):
+                    started[action.copy] = time.perf_counter()
+                    tasks[loop.create_task(self._attempt(action.copy))] = action.copy
+                elif isinstance(action, Wait):
+                    timer = (loop.time() + action.seconds, action)
+                # Cancel and Done: the copies still out are cancelled below, once the call is done
 
-        if guarded.before_attempt():
-            timer = send()
+        perform(guarded.start())
         try:
             while not guarded.done:
                 wait = None if timer is None else max(0.0, timer[0] - loop.time())
                 done, _ = await asyncio.wait(tasks, timeout=wait,
                                              return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # the hedge timer fired
+                if not done:  # the timer fired
                     assert timer is not None
-                    sent, timer = timer[1], None
-                    if guarded.before_hedge(sent):
-                        timer = send()
-                    continue
+                    fired, timer = timer[1], None
+                    perform(guarded.on_timer(fired))
                 for task in sorted(done, key=tasks.__getitem__):
                     copy = tasks.pop(task)
                     record = records[copy] = task.result()
-                    at_once = guarded.after_attempt(_STATUS[record.outcome], attempt=copy) == 0.0
-                    if at_once and guarded.before_hedge(guarded.attempts):  # non-fatal
-                        timer = send()
+                    perform(guarded.on_answer(copy, _STATUS[record.outcome]))
                     if guarded.done:
                         break
         except asyncio.CancelledError:

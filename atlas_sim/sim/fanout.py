@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..policies import ClientPolicy, GuardedCall, Status
+from ..policies import Cancel, ClientPolicy, Done, GuardedCall, Send, Status, Wait
 from ..results import RunResult
 from ..validation import check_int, check_real
 from ..workload import Distribution, rng_streams
@@ -162,7 +162,7 @@ def _guarded(latency: np.ndarray, t_start: np.ndarray, duration: float,
     rows_status: list[int] = []
     for i, x in enumerate(latency.ravel().tolist()):
         call = guard.call()
-        end, copies = _drive(call, x, draw, timeout, hedged, rows_send, rows_end, rows_status)
+        end, copies = _drive(call, x, draw, timeout, rows_send, rows_end, rows_status)
         call_end[i] = end
         call_status[i] = call.status
         call_copies[i] = copies
@@ -207,87 +207,56 @@ def _numbering(request_ids: np.ndarray) -> np.ndarray:
 
 
 def _drive(call: GuardedCall, first: float, draw: Callable[[], float], timeout: float,
-           hedged: bool, rows_send: list[float], rows_end: list[float],
+           rows_send: list[float], rows_end: list[float],
            rows_status: list[int]) -> tuple[float, int]:
-    """Drive one backend call through ``call`` on its own clock (0 at its send): the copies'
-    answers, the hedge timer and the retry wait, whichever comes first, each handed to the
-    guarded call to decide. Appends one row per copy sent (the first copy's latency is
-    ``first``, later ones come from ``draw``); returns when the call ended and the copies
-    sent."""
-    if not call.before_attempt():
-        return 0.0, 0
+    """Drive one backend call through ``call``'s actions on its own clock (0 at its send): the
+    next event is the first of a copy's answer and the call's timer (a tie goes to the answer:
+    a copy is sent only when the call is slower than the delay, P(X > d), as in
+    ``analysis.tail``). Appends one row per copy sent (the first copy's latency is ``first``,
+    later ones come from ``draw``); returns when the call ended and the copies sent."""
     row0 = len(rows_send)
-    if first <= timeout:
-        t_first, s_first = first, _OK
-    else:
-        t_first, s_first = timeout, _CLIENT_TIMEOUT
-    rows_send.append(0.0)
-    rows_end.append(t_first)
-    rows_status.append(s_first)
-    delay = call.hedge_delay()
-    if delay is None or t_first <= delay:
-        # The usual case: the first copy answers before anything else happens.
-        wait = call.after_attempt(s_first, attempt=1)
-        if call.status:
-            return t_first, 1
-        out: dict[int, tuple[float, int]] = {}
-        now, timer, retry_at = t_first, _INF, _INF
-        armed = 1
-    else:
-        out = {1: (t_first, s_first)}  # copy -> (when it answers, status)
-        now, timer, retry_at = 0.0, delay, _INF
-        armed = 1
-        wait = None
-
-    def send() -> None:
-        nonlocal timer, armed
-        x = draw()
-        t, status = (now + x, _OK) if x <= timeout else (now + timeout, _CLIENT_TIMEOUT)
-        out[call.attempts] = (t, status)
-        rows_send.append(now)
-        rows_end.append(t)
-        rows_status.append(status)
-        if hedged:
-            delay = call.hedge_delay()
-            timer = _INF if delay is None else now + delay
-            armed = call.attempts
-
-    if wait is not None:  # the first copy failed: act on the decision taken above
-        if hedged:
-            if call.before_hedge(call.attempts):
-                send()
-        else:
-            retry_at = now + wait
-    while not call.status:
-        copy, t_answer, status = 0, _INF, 0
-        for c, (t, s) in out.items():
-            if t < t_answer:
-                copy, t_answer, status = c, t, s
-        if timer < t_answer and timer <= retry_at:  # the hedge timer fires first (a tie
-            # goes to the answer: a copy is sent only when the call is slower than the delay,
-            # P(X > d), as in analysis.tail)
-            now, timer = timer, _INF
-            if call.before_hedge(armed):
-                send()
-        elif retry_at < t_answer:  # a retry's wait is over
-            now, retry_at = retry_at, _INF
-            if call.before_attempt():
-                send()
-        else:
-            if t_answer == _INF:
-                raise RuntimeError(f"{call!r} waits for nothing")  # a driver bug, never data
-            now = t_answer
-            del out[copy]
-            wait = call.after_attempt(status, attempt=copy)
-            if wait is None:
+    out: list[tuple[float, int, int]] = []  # copies out: (when it answers, copy, status)
+    now, timer, wait = 0.0, _INF, None
+    actions = call.start()
+    if (type(actions[0]) is Send and first <= timeout
+            and (len(actions) == 1 or first <= actions[1].seconds)):  # type: ignore[union-attr]
+        # The usual case: copy 1 answers 200 before any timer, which ends the call (a 2xx
+        # always does). The loop's first turn, unrolled: most calls end here, and going round
+        # the loop would make the fan-out model a third slower.
+        rows_send.append(0.0)
+        rows_end.append(first)
+        rows_status.append(_OK)
+        actions = call.on_answer(1, _OK)
+        assert type(actions[-1]) is Done, actions
+        return first, 1
+    while True:
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                copy = action.copy  # type: ignore[union-attr]
+                x = first if copy == 1 else draw()
+                t, status = (now + x, _OK) if x <= timeout else (now + timeout, _CLIENT_TIMEOUT)
+                out.append((t, copy, status))
+                rows_send.append(now)
+                rows_end.append(t)
+                rows_status.append(status)
+            elif kind is Wait:
+                wait = action
+                timer = now + action.seconds  # type: ignore[union-attr]
+            elif kind is Cancel:  # the losers: cut off now
+                for copy in action.copies:  # type: ignore[union-attr]
+                    rows_end[row0 + copy - 1] = now
+                    rows_status[row0 + copy - 1] = CANCELLED
+            else:  # Done
+                return now, len(rows_send) - row0
+        if out:
+            answer = min(out)  # the earliest (the lowest copy of a tie)
+            if answer[0] <= timer:
+                out.remove(answer)
+                now, copy, status = answer
+                actions = call.on_answer(copy, status)
                 continue
-            if hedged:
-                if call.before_hedge(call.attempts):  # a non-fatal failure: next copy now
-                    send()
-            else:
-                retry_at = now + wait
-    for copy in call.cancelled:  # the losers, cancelled when the call ended
-        row = row0 + copy - 1
-        rows_end[row] = now
-        rows_status[row] = CANCELLED
-    return now, len(rows_send) - row0
+        if timer == _INF:
+            raise RuntimeError(f"{call!r} waits for nothing")  # a driver bug, never data
+        now, timer = timer, _INF
+        actions = call.on_timer(wait)  # type: ignore[arg-type]

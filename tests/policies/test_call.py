@@ -217,7 +217,11 @@ def test_the_sequencing_lives_in_one_module_and_every_driver_uses_it():
         assert not recording.search(text), f"{path} drives a policy itself"
     for path in drivers:
         text = path.read_text()
-        assert "before_attempt()" in text and "after_attempt(" in text, path
+        steps = "before_attempt()" in text and "after_attempt(" in text
+        actions = ".start()" in text and ".on_answer(" in text and ".on_timer(" in text
+        assert steps or actions, path
+        # no driver keeps hedge timers and their staleness by hand any more: the actions do
+        assert "before_hedge(" not in text and "hedge_delay(" not in text, path
 
 
 # -- hedged calls (gRFC A6's hedging policy, driven by the same GuardedCall) -----------------

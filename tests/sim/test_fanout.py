@@ -66,6 +66,23 @@ def test_hedged_call_latency_follows_the_closed_form(percentile):
     assert run.requests["ok"].all()
 
 
+def test_a_two_point_backend_hedged_gives_the_closed_form_of_its_tail_model():
+    # The done-when shape: fast with probability 1 - p, slow (20x) with p; hedged after 2x the
+    # fast latency, a call is slow only when both copies are (p^2), else fast or d + fast.
+    service = Distribution(mean=0.01, kind="two_point", slow_share=0.05, slow_ratio=20.0)
+    model = TailModel.two_point(service)
+    fast, slow = service.two_point_values()
+    delay = 2 * fast
+    n = 20_000
+    run = fanout(1, 0.0, requests=n, fast=service, slow_latency=0.0, seed=5,
+                 client=hedge(delay))
+    latency = run.requests["latency"].to_numpy()
+    for t in (0.5 * fast, 1.5 * fast, delay + 0.5 * fast, delay + 1.5 * fast, 0.99 * slow):
+        assert within((latency > t).mean(), model.hedged_survival(t, delay), n), t
+    assert within(run.meta["hedges"] / n, model.extra_calls(delay), n)
+    assert np.quantile(latency, 0.999) == pytest.approx(model.quantile(0.999, delay=delay))
+
+
 def test_two_extra_copies_follow_the_closed_form():
     delay = hedge_delay_at(MODEL, 90.0)
     n = 40_000

@@ -39,6 +39,10 @@ def _callable_build(name: str, value: object, example: str) -> None:
                          f"{value!r}")
 
 
+_LATENCY = "latency=Distribution(mean=..., kind=..., shape=...)"
+
+
+@renamed_fields({"latency_mean": _LATENCY, "latency_dist": _LATENCY, "latency_shape": _LATENCY})
 @dataclass(frozen=True, kw_only=True)
 class Dependency:
     """A downstream service the handler calls after its own work, for a ``share`` of requests.

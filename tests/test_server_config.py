@@ -84,3 +84,10 @@ def test_a_dependency_is_validated_naming_the_field():
                             ({"client": None}, "client must be a ClientPolicy")):
         with pytest.raises(ValueError, match=message):
             Dependency(**kwargs)
+
+
+@pytest.mark.parametrize("old", ["latency_mean", "latency_dist", "latency_shape"])
+def test_the_dependency_refuses_its_old_latency_fields_naming_the_new_one(old):
+    with pytest.raises(ValueError, match=rf"Dependency\({old}=\.\.\.\) is no longer a parameter: "
+                                         r"write latency=Distribution"):
+        Dependency(**{old: 0.01})

@@ -133,14 +133,20 @@ class MMc:
 def squared_cv(distribution: Distribution) -> float:
     """The squared coefficient of variation (variance / mean squared) of a service-time
     ``Distribution``: 1 for exponential, 0 for constant, ``exp(shape**2) - 1`` for lognormal
-    (``shape`` is the sigma of the underlying normal). Raises ValueError for anything that is
-    not a ``Distribution``."""
+    (``shape`` is the sigma of the underlying normal), and for ``two_point`` (fast, or ``r``
+    times as slow with probability ``p``) ``p (1 - p) (r - 1)**2 / (1 + p (r - 1))**2`` (a
+    two-valued variable's variance over its squared mean). Raises ValueError for anything that
+    is not a ``Distribution``."""
     if not isinstance(distribution, Distribution):
         raise ValueError(f"distribution must be a Distribution, got {distribution!r}")
     if distribution.kind == "constant" or distribution.mean == 0:
         return 0.0
     if distribution.kind == "exponential":
         return 1.0
+    if distribution.kind == "two_point":
+        p, r = distribution.slow_share, distribution.slow_ratio
+        assert p is not None and r is not None  # Distribution requires both for two_point
+        return p * (1 - p) * (r - 1) ** 2 / (1 + p * (r - 1)) ** 2
     return math.expm1(distribution.shape ** 2)
 
 

@@ -116,3 +116,15 @@ def test_time_average_in_system_by_hand():
         time_average_in_system(t_start, t_end, start=5.0, end=5.0)
     with pytest.raises(ValueError, match="same length"):
         time_average_in_system(t_start, t_end[:2], start=0.0, end=5.0)
+
+
+def test_squared_cv_of_a_two_point_service_time_is_its_sampled_one():
+    import numpy as np
+
+    from atlas_sim.analysis.queueing import squared_cv
+    from atlas_sim.workload import Distribution
+
+    d = Distribution(mean=0.05, kind="two_point", slow_share=0.1, slow_ratio=20.0)
+    x = d.sample(np.random.default_rng(1), 400_000)
+    assert squared_cv(d) == pytest.approx(x.var() / x.mean() ** 2, rel=0.02)
+    assert squared_cv(d) != pytest.approx(np.expm1(d.shape ** 2), rel=0.1)  # not a lognormal's

@@ -19,13 +19,15 @@ from atlas_sim.policies import (
     BreakerState,
     BudgetConfig,
     ClientPolicy,
+    FixedLimit,
     Guard,
     HedgePolicy,
     RetryPolicy,
     counts_as_breaker_failure,
 )
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Fault, Scenario, simulate
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 
 NO_JITTER = Backoff(base=0.1, multiplier=2.0, cap=10.0, jitter="none")
 
@@ -188,8 +190,9 @@ def test_the_outage_after_a_shedding_spell_is_retried_in_the_simulator():
     not in retry_on, so they must not drain a budget that pays for retrying 503s (before the
     rule was shared, every request in the outage ended 596 after one attempt)."""
     scenario = Scenario(
-        load=Load(rate=150.0, duration=32.0), servers=2, service_time_mean=0.02,
-        max_concurrent=4,
+        load=Load(rate=150.0, duration=32.0),
+        server=ServerConfig(workers=2, service_time=Distribution(mean=0.02),
+                            admission=FixedLimit(max_concurrent=4)),
         client=ClientPolicy(
             retry=RetryPolicy(max_attempts=3, retry_on=frozenset({503}),
                               backoff=Backoff(base=0.05, cap=1.0)),

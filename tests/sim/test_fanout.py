@@ -15,6 +15,7 @@ from atlas_sim.policies import (
     HedgePolicy,
     RetryPolicy,
 )
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim.fanout import CANCELLED, fanout
 from atlas_sim.workload import Distribution
 
@@ -152,8 +153,10 @@ def test_the_event_engine_plays_the_slow_call_fault_as_the_service_does():
     from atlas_sim.sim import Dependency, Fault, Scenario, simulate
     from atlas_sim.workload import Load
 
-    base = Scenario(load=Load(rate=50.0, duration=40.0), servers=50, service_time_mean=0.001,
-                    dependency=Dependency(latency_mean=0.002), seed=5)
+    base = Scenario(load=Load(rate=50.0, duration=40.0),
+                    server=ServerConfig(workers=50, service_time=Distribution(mean=0.001),
+                                        dependency=Dependency(latency=Distribution(mean=0.002))),
+                    seed=5)
     plain = simulate(base)
     slow = simulate(base.replace(faults=(Fault(start=10.0, end=30.0, dependency_slow_rate=0.3,
                                                dependency_slow_latency=0.2),)))
@@ -175,6 +178,7 @@ def test_drivers_that_send_one_attempt_at_a_time_refuse_a_hedging_policy():
     with pytest.raises(ValueError, match=r"client\.hedge must be None"):
         Scenario(load=Load(rate=1.0, duration=1.0), client=hedging)
     with pytest.raises(ValueError, match=r"client\.hedge must be None"):
-        Dependency(client=hedging)
+        Scenario(load=Load(rate=1.0, duration=1.0),
+                 server=ServerConfig(dependency=Dependency(client=hedging)))
     with pytest.raises(ValueError, match=r"client\.hedge must be None"):
         run_load("http://127.0.0.1:9", load=Load(rate=1.0, requests=1), client=hedging)

@@ -80,7 +80,7 @@ def test_littles_law_holds_on_the_simulated_tables():
     L = in_system(req, 0.0, duration)
     assert pytest.approx(lam * inside["latency"].mean(), rel=0.01) == L
     # and near Erlang C's L (4.44): one long run, so only roughly
-    assert pytest.approx(MMc(arrival_rate=1.6, service_rate=1.0, servers=2).L, rel=0.1) == L
+    assert pytest.approx(MMc(arrival_rate=1.6, service_rate=1.0, workers=2).L, rel=0.1) == L
 
 
 @pytest.mark.parametrize("servers", [1, 2, 8])
@@ -103,7 +103,7 @@ def test_littles_law_is_an_identity_over_a_whole_run(servers):
 def test_mg1_mean_wait_matches_pollaczek_khinchine(kind):
     """One server, any service-time shape: the Pollaczek-Khinchine mean wait is exact."""
     service = Distribution(mean=1.0, kind=kind, shape=1.0)
-    theory = MGc(arrival_rate=0.8, service_rate=1.0, servers=1, scv=squared_cv(service))
+    theory = MGc(arrival_rate=0.8, service_rate=1.0, workers=1, scv=squared_cv(service))
     ci = replications(_waits(1, 0.8, service), confidence=0.999)
     assert ci.contains(theory.Wq), f"theory {theory.Wq:.4g}, simulated {ci!r}"
 
@@ -113,10 +113,10 @@ def test_allen_cunneen_is_close_for_two_servers_with_constant_service():
     0.8 it is within 10% of the simulated mean wait (measured 5% low; at c = 8 about 10%
     low: see MGc's docstring)."""
     service = Distribution(mean=1.0, kind="constant")
-    approx = MGc(arrival_rate=1.6, service_rate=1.0, servers=2, scv=squared_cv(service)).Wq
+    approx = MGc(arrival_rate=1.6, service_rate=1.0, workers=2, scv=squared_cv(service)).Wq
     ci = replications(_waits(2, 0.8, service), confidence=0.999)
     assert abs(approx / ci.mean - 1) < 0.10, f"approximation {approx:.4g}, simulated {ci!r}"
-    assert approx < MMc(arrival_rate=1.6, service_rate=1.0, servers=2).Wq  # less variable
+    assert approx < MMc(arrival_rate=1.6, service_rate=1.0, workers=2).Wq  # less variable
 
 
 def _waits(servers: int, utilisation: float, service: Distribution) -> list[float]:

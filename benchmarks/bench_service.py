@@ -249,7 +249,8 @@ def throughput_report(args: argparse.Namespace) -> list[str]:
 
 def generator_report(repeats: int) -> list[str]:
     lines = ["## Open-loop generator: 500 requests/s for 10 s, service in this process", "",
-             "Service: `create_app(server=ServerConfig(workers=64, service_time=Distribution(mean=0.005), ...))`. "
+             "Service: `create_app(server=ServerConfig(workers=64, "
+             "service_time=Distribution(mean=0.005), ...))`. "
              "Send lag = when a request left minus its scheduled time.", "",
              "| generator | requests | ok | wall s | latency p50 ms | latency p99 ms "
              "| lag p50 ms | lag p99 ms | lag max ms |",

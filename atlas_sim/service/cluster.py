@@ -8,7 +8,8 @@ what a single service with that seed draws). The simulated twin is ``Scenario(se
 or ``Scenario(server=config, instances=n)`` with the same seed.
 
 >>> with Cluster(ServerConfig(workers=2), 3, seed=1) as cluster:       # doctest: +SKIP
-...     run = run_load(cluster.urls[0], instances=cluster.urls[1:], load=Load(rate=50, requests=100))
+...     run = run_load(cluster.urls[0], instances=cluster.urls[1:],
+...                    load=Load(rate=50, requests=100))
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class Cluster:
         for server in self.servers:
             try:
                 server.stop()
-            except Exception as exc:  # noqa: BLE001 - stop the rest, then report it
+            except Exception as exc:
                 error = error or exc
         if error is not None:
             raise error

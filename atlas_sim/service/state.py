@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from fastapi import HTTPException, Request
 
 from ..config import Settings

@@ -1,12 +1,12 @@
 """The live service's work: ``workers`` slots with a queue in front (an M/M/c queue, live).
 
 Each request waits for a free slot in the order of the server's queue discipline
-(``ServerConfig.queue``, ``policies.queues``: FIFO by default, in arrival order), then holds it for a service time drawn
-from a ``Distribution``, divided by the current capacity factor (1.0 normal, 0.5 half speed,
-0 down). Service times are drawn from the ``"service"`` stream of ``rng_streams(seed)`` in the
-order slots are acquired, which is how the simulator draws them (in order of service start, from
-the same named stream): a seeded live run and a seeded simulated run see the same service times,
-so whatever differs between them is the real world's doing.
+(``ServerConfig.queue``, ``policies.queues``: FIFO by default, in arrival order), then holds it
+for a service time drawn from a ``Distribution``, divided by the current capacity factor (1.0
+normal, 0.5 half speed, 0 down). Service times are drawn from the ``"service"`` stream of
+``rng_streams(seed)`` in the order slots are acquired, which is how the simulator draws them (in
+order of service start, from the same named stream): a seeded live run and a seeded simulated
+run see the same service times, so whatever differs between them is the real world's doing.
 
 A stall (``stalled = True``, the live side of ``Fault.stall``) answers nothing until it is
 lifted, as a stop-the-world pause does: arriving requests wait at the door, and a request whose

@@ -210,7 +210,7 @@ def test_an_interrupted_calibration_stops_its_own_server_and_says_so(asyncio_log
 
     watcher = interrupt_when(calibrating)
     with pytest.raises(KeyboardInterrupt):
-        live.calibrate(servers=2, requests=2000)
+        live.calibrate(workers=2, requests=2000)
     watcher.join(5)
     nothing_left_unretrieved(asyncio_log)
     lines = reset_lines(capsys.readouterr().out)

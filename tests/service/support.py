@@ -9,9 +9,9 @@ middleware stack: ``/test/boom`` raises, ``/test/slow`` counts its progress step
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -14,7 +14,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from atlas_sim.config import Settings
 from atlas_sim.service import LiveServer, create_app, running_servers
 from tests.helpers import refuses_connection
-from tests.service.support import server_config
 from tests.service.raw_http import (
     LogRecords,
     add_hostile_routes,
@@ -25,6 +24,7 @@ from tests.service.raw_http import (
     status_of,
     wait_for,
 )
+from tests.service.support import server_config
 
 pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 

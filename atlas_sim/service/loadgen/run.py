@@ -136,7 +136,8 @@ async def run_load_async(
             first, instance 0). ``client.routing`` picks each attempt's instance
             (``NextInstance()``: attempt ``k`` of request ``i`` goes to ``(i + k - 1) % n``,
             first attempts round-robin and each retry to the next instance, as a client that
-            retries elsewhere does); ``attempts["instance"]`` says which it was. ``faults`` are played on every instance (the same version
+            retries elsewhere does); ``attempts["instance"]`` says which it was.
+            ``faults`` are played on every instance (the same version
             and settings run on all of them); warm-up and ``server_events`` use ``url`` only.
             A ``Fault`` with a ``bad_input_rate`` makes every request carry its input
             (``workload.request_inputs`` for ``seed``, by schedule index) in an

@@ -8,12 +8,13 @@ their own).
 
 from __future__ import annotations
 
+from ..server_config import Dependency
 from . import scenarios
 from .contention import CONTENTION_STRATEGIES, compare_contention, contention
 from .engine import simulate
 from .fanout import fanout, slow_request_probability
 from .fleet import FleetRun, fleet, replica_loss
-from .scenario import Dependency, Fault, Scenario, evolve
+from .scenario import Fault, Scenario, evolve
 from .sweep import grid_points, sweep
 
 __all__ = [

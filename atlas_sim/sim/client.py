@@ -1,9 +1,10 @@
 """The client: each logical request (``Call``) and its attempts on the wire (``Attempt``),
 driven by the client's ``GuardedCall`` on simulated time.
 
-A call sends an attempt, waits for its answer or its own timeout, and asks the guarded call
-what next (retry after a wait, or done); every decision is the policy's. An attempt is
-answered once: by the server, after the way back on the wire, or by the client giving up.
+A call sends an attempt to the instance its guarded call routes it to, waits for its answer or
+its own timeout, and asks the guarded call what next (retry after a wait, or done); every
+decision is the policy's. An attempt is answered once: by the server, after the way back on the
+wire, or by the client giving up.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ..policies import GuardedCall, Status
 
 if TYPE_CHECKING:
     from .engine import Run
+    from .server import Server
 
 __all__ = ["Attempt", "Call"]
 
@@ -36,7 +38,7 @@ class Call:
         self.on_end = on_end
         self.request_id = run.next_request_id
         run.next_request_id += 1
-        self.guarded: GuardedCall = run.client_guard.call()
+        self.guarded: GuardedCall = run.client_guard.call(request=self.request_id)
         self.t_start = 0.0
 
     def start(self) -> None:
@@ -50,22 +52,33 @@ class Call:
         if not guarded.before_attempt():
             self.end(guarded.status)
             return
-        attempt = Attempt(self, guarded.attempts, now)
+        outstanding = run.outstanding
+        if outstanding is None:  # one instance: nothing to choose, nothing to count
+            server = run.server
+        else:
+            index = guarded.route(outstanding)
+            outstanding[index] += 1
+            server = run.servers[index]
+        attempt = Attempt(self, guarded.attempts, now, server)
         if run.client_timeout is not None:
             attempt.deadline = now + run.client_timeout
             run.client_deadlines.add(attempt.deadline, attempt)
         if run.half_trip:
-            run.later(run.half_trip, run.server.arrive, attempt)  # on the wire to the server
+            run.later(run.half_trip, server.arrive, attempt)  # on the wire to the server
         else:
-            run.server.submit(attempt)
+            server.submit(attempt)
 
     def attempt_done(self, attempt: Attempt, status: int) -> None:
         """Called once per attempt: with the server's answer, or 599 if the client gave up."""
         run = self.run
         now = run.env.now
+        server = attempt.server
+        if run.outstanding is not None:
+            run.outstanding[server.index] -= 1
         run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send, now,
-                                          now - attempt.t_send, status, attempt.queue_wait))
-        retry_after = run.scenario.retry_after if status == _SHED else None
+                                          now - attempt.t_send, status, attempt.queue_wait,
+                                          server.index))
+        retry_after = server.retry_after if status == _SHED else None
         delay = self.guarded.after_attempt(status, retry_after=retry_after)
         if delay is None:
             self.end(self.guarded.status)
@@ -84,11 +97,12 @@ class Call:
 class Attempt:
     """One attempt on the wire. Answered once: by the server, or by the client giving up."""
 
-    __slots__ = ("answered", "call", "deadline", "number", "queue_wait", "status", "t_arrive",
-                 "t_send")
+    __slots__ = ("answered", "call", "deadline", "number", "queue_wait", "server", "status",
+                 "t_arrive", "t_send")
 
-    def __init__(self, call: Call, number: int, t_send: float) -> None:
+    def __init__(self, call: Call, number: int, t_send: float, server: Server) -> None:
         self.call = call
+        self.server = server  # the instance it was sent to
         self.number = number
         self.t_send = t_send
         self.deadline = math.inf  # when the client gives up (deadline propagation)

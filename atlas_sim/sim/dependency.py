@@ -13,6 +13,7 @@ import numpy as np
 from ..policies import GuardedCall, Status
 
 if TYPE_CHECKING:
+    from ..server_config import Dependency
     from .client import Attempt
     from .engine import Run
     from .server import Server
@@ -38,28 +39,32 @@ def _uniforms(rng: np.random.Generator, block: int = 4096) -> Callable[[], float
 
 
 class DependencyClient:
-    """The handler's view of the dependency: latency and error draws, and its ``Guard`` (retry,
-    budget, breaker) shared by every handler."""
+    """One server instance's view of its dependency: latency and error draws (from that
+    instance's ``"dependency"`` stream), and its ``Guard`` (retry, budget, breaker, drawing
+    jitter from the instance's ``"server"`` stream) shared by every handler of the instance.
+    ``share_all``: every request calls it (the ``/api/compose`` route), whatever ``dep.share``.
+    """
 
-    def __init__(self, run: Run) -> None:
-        dep = run.scenario.dependency
-        assert dep is not None
+    def __init__(self, run: Run, dep: Dependency, streams: dict[str, np.random.Generator],
+                 index: int = 0, *, share_all: bool = False) -> None:
         self.run = run
         self.timeout = dep.client.timeout if dep.client.timeout is not None else math.inf
         self.error_rate = dep.error_rate
-        self.share = dep.share
+        self.share = 1.0 if share_all else dep.share
         # As in the live service: latencies from the "dependency" stream itself, error coins
         # from its first spawned child and slow-call coins from its third (one of each per
         # call, faults or not), and the draws that decide which requests call the dependency
         # at all from the second.
-        stream = run.streams["dependency"]
+        stream = streams["dependency"]
         coins, shares, slow = stream.spawn(3)
         self.draw_latency = dep.latency.sampler(stream)
         self.draw_coin = _uniforms(coins)
         self.draw_uniform = _uniforms(shares)
         self.draw_slow = _uniforms(slow)
-        self.guard = dep.client.guard(clock=run.now, rng=run.streams["server"],
-                                      on_transition=run.recorder.breaker("dependency"))
+        # one breaker per instance: "dependency" when there is one, "dependency k" otherwise
+        name = "dependency" if run.scenario.instances == 1 else f"dependency {index}"
+        self.guard = dep.client.guard(clock=run.now, rng=streams["server"],
+                                      on_transition=run.recorder.breaker(name))
 
 
 class Handler:
@@ -147,7 +152,7 @@ class Handler:
         if self.finished:
             return
         self.finished = True
-        self.server.release()
+        self.server.release(self.attempt, status != _OK)
         if status == _OK:
             self.server.run.recorder.completion(self.attempt.call.request_id,
                                                 self.attempt.number)

@@ -1,10 +1,12 @@
 """The simulation engine: a scenario in, a ``RunResult`` out.
 
-The model is the Atlas request path: clients send attempts to a server with ``servers`` workers
-behind one FIFO queue; the server may shed (429), time out (504) or be down (503); a handler may
-call a dependency through its own retry, budget and breaker; clients time out, retry with
-backoff, and may be stopped by their budget or their breaker. Every decision a policy makes is
-made by the very objects of ``atlas_sim.policies``, reading the simulated clock ``env.now``.
+The model is the Atlas request path: clients send attempts to one or more server instances (each
+built from a ``ServerConfig``: ``workers`` behind its own queue, FIFO by default, with its own
+admission limiter), routed by the client's routing policy; an instance may shed (429), time out
+(504) or be down (503); a handler may call a dependency through its own retry, budget and
+breaker; clients time out, retry with backoff, and may be stopped by their budget or breaker.
+Every decision a policy makes is made by the very objects of ``atlas_sim.policies``, reading the
+simulated clock ``env.now``.
 
 How it runs. The clock and the event queue are SimPy's. Arrivals and fault windows are SimPy
 processes; closed-loop clients are chains of callbacks. A request is not a process either: it
@@ -17,6 +19,10 @@ The actors live in modules of their own, and this one wires them: ``load`` (who 
 ``client`` (each call and its attempts), ``server`` (workers, queue, admission, timeouts,
 stall), ``dependency`` (the handler's dependency call), ``conditions`` (fault windows),
 ``recorder`` (the rows that become the ``RunResult``), ``deadlines`` (ordered timeouts).
+``Run.servers`` holds the instances (instance ``k`` draws its service times, dependency and
+server-side jitter from ``rng_streams(seed, instance=k)``; instance 0's are the run's own), and
+``Run.outstanding`` the client's attempts in flight to each (None with one instance: nothing to
+route, nothing to count).
 
 Randomness comes from named streams of one seed (``atlas_sim.workload.rng_streams``): arrivals,
 service times (drawn in order of service start), client jitter, dependency latencies and errors,
@@ -34,7 +40,7 @@ from simpy.events import Timeout
 
 from ..policies import Guard
 from ..results import RunResult
-from ..workload import RequestInputs, rng_streams
+from ..workload import Fault, RequestInputs, rng_streams
 from .client import Attempt
 from .conditions import fault_windows
 from .deadlines import Deadlines
@@ -69,7 +75,8 @@ class Run:
         self.client_timeout = s.client.timeout
         self.half_trip = s.round_trip / 2
         self.client_guard: Guard = s.client.guard(clock=self.now, rng=self.streams["client"],
-                                                  on_transition=self.recorder.breaker("client"))
+                                                  on_transition=self.recorder.breaker("client"),
+                                                  routing_rng=self.streams["routing"])
         load = s.load
         self.times: list[float] = []
         if load.open_loop:
@@ -80,7 +87,11 @@ class Run:
             self.duration = load.duration
         self.client_deadlines = Deadlines(self, is_done=Attempt.is_answered,
                                           expire=Attempt.time_out)
-        self.server = Server(self)
+        self.servers = [Server(self, config, k) for k, config in enumerate(s.configs)]
+        self.server = self.servers[0]
+        # the client's attempts in flight, per instance (what a router reads)
+        self.outstanding: list[int] | None = [0] * len(self.servers) if len(self.servers) > 1 \
+            else None
         self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
 
     def now(self) -> float:
@@ -91,11 +102,16 @@ class Run:
         """Call ``callback(event)`` after ``delay`` seconds; ``event.value`` is ``value``."""
         Timeout(self.env, delay, value).callbacks.append(callback)
 
+    def apply_faults(self, active: list[Fault]) -> None:
+        """A fault window opened or closed: each instance applies the active faults that hit it."""
+        for server in self.servers:
+            server.apply_faults(active)
+
     def execute(self) -> RunResult:
         s, env = self.scenario, self.env
         self.recorder.plan(s)
         if s.faults:
-            env.process(fault_windows(env, s.faults, self.server.apply_faults))
+            env.process(fault_windows(env, s.faults, self.apply_faults))
         if s.load.open_loop:
             env.process(open_loop(self))
         else:

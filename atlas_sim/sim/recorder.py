@@ -54,14 +54,15 @@ class Recorder:
     def result(self, scenario: Scenario, duration: float) -> RunResult:
         requests = _columns(self.request_rows, 7)
         order = np.argsort(requests[0], kind="stable")
-        attempts = _columns(self.attempt_rows, 7)
+        attempts = _columns(self.attempt_rows, 8)
         by_time = np.lexsort((attempts[1], attempts[0], attempts[2]))
         return RunResult.from_columns(
             requests={name: col[order] for name, col in zip(
                 ("request_id", "t_start", "t_end", "latency", "status", "attempts", "ok"),
                 requests, strict=True)},
             attempts={name: col[by_time] for name, col in zip(
-                ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait"),
+                ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait",
+                 "instance"),
                 attempts, strict=True)},
             events=self.event_rows,
             duration=duration,

@@ -1,32 +1,57 @@
 """``Scenario``: a frozen, validated description of one simulated experiment.
 
 A scenario says who sends requests (``load``: a ``Load``, the same object ``run_load`` takes),
-what the server does with them (``servers`` workers behind one FIFO queue, load shedding, a
-timeout), how the clients call (``client``: a ``ClientPolicy`` of timeout, retry, budget and
-breaker, the same object ``run_load`` takes), what the handler depends on (a downstream
-dependency called with its own ``ClientPolicy``) and what goes wrong when (``faults``: the
-``Fault`` windows ``run_load`` applies to the live service too).
+what each server instance is (``server``: a ``ServerConfig``, the same object ``create_app``
+takes: workers, work per request, admission limit, queue discipline, timeout, dependency), how
+many instances there are (``instances``, or one ``ServerConfig`` each), which handler they run
+(``path``), how the clients call (``client``: a ``ClientPolicy`` of timeout, retry, budget,
+breaker and routing, the same object ``run_load`` takes) and what goes wrong when (``faults``:
+the ``Fault`` windows ``run_load`` applies to the live service too).
 
 Give only load and capacity and you have a plain M/M/c queue::
 
-    Scenario(load=Load(rate=8, duration=60), service_time_mean=0.1, servers=1)   # M/M/1, 80%
+    Scenario(load=Load(rate=8, duration=60),
+             server=ServerConfig(workers=1, service_time=Distribution(mean=0.1)))  # M/M/1, 80%
 
-Policies are held as configs (``RetryPolicy``, ``BudgetConfig``, ``BreakerConfig``), never as live
-state machines, so running the same scenario twice starts from the same state.
+Policies are held as configs (``RetryPolicy``, ``BudgetConfig``, ``FixedLimit``, ``Fifo``...),
+never as live state machines, so running the same scenario twice starts from the same state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ..policies import ClientPolicy
-from ..validation import check_int, check_real
-from ..workload import Distribution, DistributionKind, Fault, Load
+from ..server_config import Dependency, ServerConfig
+from ..validation import check_choice, check_int, check_real, renamed_fields
+from ..workload import Fault, Load
 
-__all__ = ["Dependency", "Fault", "Scenario", "evolve"]
+__all__ = ["PATHS", "Dependency", "Fault", "Path", "Scenario", "evolve"]
+
+#: The handlers a scenario's instances can run: None is the model's own handler (work, then the
+#: dependency for its ``share`` of requests); the others are the live service's routes.
+Path = Literal["/api/work", "/api/compose"]
+PATHS: tuple[str, ...] = get_args(Path)
+
+_WRITE = "server=ServerConfig({}) (or replace({{'server.{}': ...}}))"
+_RENAMED = {
+    "servers": _WRITE.format("workers=...", "workers"),
+    "service_time_mean": _WRITE.format("service_time=Distribution(mean=...)",
+                                       "service_time.mean"),
+    "service_time_dist": _WRITE.format("service_time=Distribution(kind=...)",
+                                       "service_time.kind"),
+    "service_time_shape": _WRITE.format("service_time=Distribution(shape=...)",
+                                        "service_time.shape"),
+    "max_concurrent": _WRITE.format("admission=FixedLimit(max_concurrent=...)", "admission"),
+    "retry_after": _WRITE.format("retry_after=...", "retry_after"),
+    "server_timeout": _WRITE.format("timeout=...", "timeout"),
+    "drop_expired": _WRITE.format("drop_expired=True", "drop_expired"),
+    "dependency": _WRITE.format("dependency=Dependency(...)", "dependency"),
+}
 
 
 def _no_hedge(name: str, client: ClientPolicy) -> None:
@@ -36,51 +61,7 @@ def _no_hedge(name: str, client: ClientPolicy) -> None:
                          "calls (the fan-out model, sim.fanout, does)")
 
 
-def _optional(check: Any, name: str, value: Any, **limits: Any) -> Any:
-    return None if value is None else check(name, value, **limits)
-
-
-def _instance(name: str, value: Any, kind: type) -> None:
-    if value is not None and not isinstance(value, kind):
-        raise ValueError(f"{name} must be a {kind.__name__} or None, got {value!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Dependency:
-    """A downstream service the handler calls after its own work, for a ``share`` of requests.
-
-    Each call takes a latency drawn from ``latency_mean``/``latency_dist``/``latency_shape``,
-    or fails at once with probability ``error_rate`` (as a refused connection does). The handler
-    calls it as a client with its own ``client`` policy: ``client.timeout`` bounds each call
-    (DATABASE_TIMEOUT), and its retry, budget and breaker are the service's (when the breaker
-    is open the handler answers 503 at once). (The live service's dependency behaves the same
-    way, draws the same random numbers and is called through the same ``GuardedCall``.) The
-    handler keeps its worker busy while it calls, retries and waits. Any failure left after
-    retries becomes a 503 to the client. Requests outside the ``share`` (0..1) never touch the
-    dependency: they show whether its trouble spreads.
-    """
-
-    latency_mean: float = 0.01
-    latency_dist: DistributionKind = "exponential"
-    latency_shape: float = 1.0
-    error_rate: float = 0.0
-    client: ClientPolicy = field(default_factory=lambda: ClientPolicy(timeout=10.0))
-    share: float = 1.0
-
-    def __post_init__(self) -> None:
-        Distribution(mean=self.latency_mean, kind=self.latency_dist, shape=self.latency_shape)
-        check_real("share", self.share, low=0, high=1)
-        check_real("error_rate", self.error_rate, low=0, high=1)
-        if not isinstance(self.client, ClientPolicy):
-            raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
-        _no_hedge("client", self.client)
-
-    @property
-    def latency(self) -> Distribution:
-        return Distribution(mean=self.latency_mean, kind=self.latency_dist,
-                            shape=self.latency_shape)
-
-
+@renamed_fields(_RENAMED)
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """One experiment.
@@ -89,51 +70,46 @@ class Scenario:
         load: who sends requests and when (``Load``: an open-loop rate, or closed-loop
             clients), the object ``run_load`` takes too.
     Server:
-        service_time_mean, service_time_dist, service_time_shape: the work per request
-            (``"exponential"``, ``"constant"`` or ``"lognormal"`` with sigma ``shape``).
-        servers: workers behind one FIFO queue.
-        max_concurrent: load shedding: an attempt arriving when this many are in service or
-            queued gets 429 at once (the server admits through a ``ConcurrencyLimiter``, as the
-            live service's LoadShedding layer does). None: no shedding.
-        retry_after: seconds in a shed attempt's ``Retry-After`` (0..3600; the live service's
-            ``create_app(retry_after=1)``); a client waits for it only with
-            ``RetryPolicy(honor_retry_after=True)``.
-        server_timeout: HTTP_TIMEOUT: an attempt not answered within it gets 504 and its work
-            is dropped (queued or in service). None: no timeout.
+        server: what each instance is, a ``ServerConfig`` (the object ``create_app`` takes),
+            or a tuple of them, one per instance.
+        instances: how many identical instances of a single ``server`` (1..1000); with a
+            tuple, its length (``instances`` may be left at 1). Each instance has its own
+            workers, queue, admission limiter, dependency client and random streams
+            (``rng_streams(seed, instance=k)``); the clients pick one for every attempt with
+            ``client.routing``.
+        path: the handler the instances run. None: the model's (the work on a worker, then
+            the dependency call for ``dependency.share`` of requests). ``"/api/work"``: the
+            live route, the work only (the dependency is never called). ``"/api/compose"``:
+            the live route, no worker and no queue (admission and the server timeout still
+            apply), a dependency call for every request (``server.dependency`` required).
         work_overhead: seconds every request holds its worker beyond its drawn work: the
             framework, the timer's resolution (0 for an ideal server; measured on the live one
-            by ``atlas_sim.experiments.live.calibrate``, under the same name).
-        drop_expired: deadline propagation: the server knows when each client will give up
-            and skips a queued attempt that cannot be done by then (its remaining time is
-            less than the expected work). False: it does work nobody will wait for. (Skipping
-            only attempts that have *already* expired is not enough in a FIFO queue under
-            overload: the oldest attempt still valid is always about to expire, so its work is
-            wasted too. See the retry-storm scenario.)
+            by ``atlas_sim.experiments.live.calibrate``, under the same name). It calibrates
+            the model to a host, so it is the scenario's, not the server's.
     Client:
         round_trip: seconds each attempt spends on the wire and in the HTTP stacks, outside
             the server's queue: the round trip of an empty request, half on the way in and half
             on the way out (0: the model of a queue alone; ``calibrate`` measures it).
         client: the clients' ``ClientPolicy``: timeout per attempt (599), retry, budget,
-            breaker, the object ``run_load`` takes too.
+            breaker, routing, the object ``run_load`` takes too.
     Elsewhere:
-        dependency: a downstream call made by the handler (see ``Dependency``).
-        faults: time windows of trouble (see ``Fault``).
+        faults: time windows of trouble (see ``Fault``; ``Fault(instances=...)`` hits some
+            instances only).
         seed: the one seed every random stream derives from.
+
+    The old flat server fields (``servers``, ``service_time_mean``/``_dist``/``_shape``,
+    ``max_concurrent``, ``retry_after``, ``server_timeout``, ``drop_expired``,
+    ``dependency``) raise ``ValueError`` saying what to write instead. Other bad values raise
+    ``ValueError`` naming the field and its range.
     """
 
     load: Load
-    service_time_mean: float = 0.05
-    service_time_dist: DistributionKind = "exponential"
-    service_time_shape: float = 1.0
-    servers: int = 1
-    max_concurrent: int | None = None
-    retry_after: float = 1.0
-    server_timeout: float | None = None
+    server: ServerConfig | tuple[ServerConfig, ...] = field(default_factory=ServerConfig)
+    instances: int = 1
+    path: Path | None = None
     work_overhead: float = 0.0
     round_trip: float = 0.0
     client: ClientPolicy = field(default_factory=ClientPolicy)
-    drop_expired: bool = False
-    dependency: Dependency | None = None
     faults: tuple[Fault, ...] = ()
     seed: int = 0
 
@@ -141,47 +117,62 @@ class Scenario:
         set_ = object.__setattr__
         if not isinstance(self.load, Load):
             raise ValueError(f"load must be a Load, got {self.load!r}")
-        self.service_time  # noqa: B018 - validates mean, dist and shape
-        check_int("servers", self.servers, low=1, high=10_000)
-        _optional(check_int, "max_concurrent", self.max_concurrent, low=1)
-        set_(self, "retry_after", check_real("retry_after", self.retry_after, low=0, high=3600))
-        _optional(check_real, "server_timeout", self.server_timeout, low=0, low_open=True)
+        check_int("instances", self.instances, low=1, high=1000)
+        server = self.server
+        if isinstance(server, list):
+            server = tuple(server)
+        if isinstance(server, tuple):
+            if not server:
+                raise ValueError("server must be a ServerConfig or a non-empty tuple of them, "
+                                 "got ()")
+            for i, config in enumerate(server):
+                if not isinstance(config, ServerConfig):
+                    raise ValueError(f"server[{i}] must be a ServerConfig, got {config!r}")
+            if self.instances not in (1, len(server)):
+                raise ValueError(f"instances must be 1 or len(server) = {len(server)} when "
+                                 f"server is a tuple of configs, got {self.instances!r}")
+            set_(self, "server", server)
+            set_(self, "instances", len(server))
+        elif not isinstance(server, ServerConfig):
+            raise ValueError(f"server must be a ServerConfig or a tuple of them, got {server!r}")
+        if self.path is not None:
+            check_choice("path", self.path, PATHS)
+        for i, config in enumerate(self.configs):
+            where = "server" if isinstance(self.server, ServerConfig) else f"server[{i}]"
+            if config.dependency is not None:
+                _no_hedge(f"{where}.dependency.client", config.dependency.client)
+            elif self.path == "/api/compose":
+                raise ValueError(f"{where}.dependency must be a Dependency when path is "
+                                 "'/api/compose' (the route only calls the dependency)")
         check_real("work_overhead", self.work_overhead, low=0)
         check_real("round_trip", self.round_trip, low=0)
         if not isinstance(self.client, ClientPolicy):
             raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
         _no_hedge("client", self.client)
-        if not isinstance(self.drop_expired, bool):
-            raise ValueError(f"drop_expired must be True or False, got {self.drop_expired!r}")
-        _instance("dependency", self.dependency, Dependency)
         faults = tuple(self.faults)
         for i, fault in enumerate(faults):
             if not isinstance(fault, Fault):
                 raise ValueError(f"faults[{i}] must be a Fault, got {fault!r}")
+            if fault.instances is not None and max(fault.instances) >= self.instances:
+                raise ValueError(f"faults[{i}].instances must be instance indexes 0.."
+                                 f"{self.instances - 1}, got {fault.instances!r}")
         set_(self, "faults", faults)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     @property
-    def service_time(self) -> Distribution:
-        """The server's work per request, as a ``Distribution``."""
-        try:
-            return Distribution(mean=self.service_time_mean, kind=self.service_time_dist,
-                                shape=self.service_time_shape)
-        except ValueError as err:  # name the scenario's field, not the distribution's
-            message = str(err)
-            for inner, outer in (("mean", "service_time_mean"), ("kind", "service_time_dist"),
-                                 ("shape", "service_time_shape")):
-                if message.startswith(inner + " "):
-                    message = outer + message[len(inner):]
-            raise ValueError(message) from None
+    def configs(self) -> tuple[ServerConfig, ...]:
+        """The ``ServerConfig`` of each instance, by index (length ``instances``)."""
+        server = self.server
+        if isinstance(server, ServerConfig):
+            return (server,) * self.instances
+        return server
 
     @property
     def capacity(self) -> float:
-        """Requests per second the servers can finish when healthy: servers / mean service."""
-        if self.service_time_mean == 0:
-            return float("inf")
-        return self.servers / self.service_time_mean
+        """Requests per second all instances finish when healthy: the sum of each one's
+        workers / mean service time (infinite if any work takes no time)."""
+        return sum(config.capacity for config in self.configs)
 
     @property
     def utilisation(self) -> float | None:
@@ -191,10 +182,14 @@ class Scenario:
         return self.load.rate / self.capacity
 
     def replace(self, changes: Mapping[str, Any] | None = None, /, **fields: Any) -> Scenario:
-        """A copy with some fields changed; nested fields by dotted path::
+        """A copy with some fields changed; nested fields by dotted path (into every instance's
+        config when ``server`` is a tuple)::
 
-            scenario.replace(servers=2)
+            scenario.replace(instances=3)
+            scenario.replace({"server.workers": 2, "server.service_time.mean": 0.02})
             scenario.replace({"client.retry.max_attempts": 5, "load.rate": 40.0})
+
+        An old flat name (``servers=2``) raises ``ValueError`` saying what to write.
         """
         return evolve(self, {**(changes or {}), **fields})
 
@@ -207,6 +202,9 @@ def evolve(obj: Any, changes: Mapping[str, Any]) -> Any:
     for path, value in changes.items():
         head, _, rest = path.partition(".")
         if head not in names:
+            if not rest:  # a renamed field: the class's own refusal says what to write
+                with contextlib.suppress(TypeError):
+                    dataclasses.replace(obj, **{head: value})
             raise ValueError(f"{type(obj).__name__} has no field {head!r} (in {path!r})")
         if rest:
             nested.setdefault(head, {})[rest] = value
@@ -214,6 +212,10 @@ def evolve(obj: Any, changes: Mapping[str, Any]) -> Any:
             direct[head] = value
     for head, sub in nested.items():
         inner = direct.get(head, getattr(obj, head))
+        if isinstance(inner, tuple) and inner and all(dataclasses.is_dataclass(x)
+                                                      for x in inner):
+            direct[head] = tuple(evolve(x, sub) for x in inner)  # e.g. every instance's config
+            continue
         if inner is None or not dataclasses.is_dataclass(inner):
             raise ValueError(
                 f"cannot set {head}.{next(iter(sub))}: {type(obj).__name__}.{head} is "

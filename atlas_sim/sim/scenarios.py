@@ -8,11 +8,20 @@ differ (optimistic-concurrency contention, fan-out) run their own small model an
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from ..policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, Jitter, RetryPolicy
-from ..validation import check_choice, check_int, check_real
-from ..workload import Load
+from ..policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    FixedLimit,
+    Jitter,
+    RetryPolicy,
+)
+from ..server_config import ServerConfig
+from ..validation import check_choice, check_int, check_real, refuse_renamed
+from ..workload import Distribution, Load
 from .contention import compare_contention, contention
 from .fanout import fanout, slow_request_probability
 from .scenario import Dependency, Fault, Scenario
@@ -32,17 +41,21 @@ __all__ = [
 ]
 
 
-def plain_queue(utilisation: float = 0.8, servers: int = 1, *, service_time_mean: float = 0.05,
-                duration: float = 60.0, seed: int = 0) -> Scenario:
-    """An M/M/c queue at a given utilisation: the baseline every other experiment perturbs.
+def plain_queue(utilisation: float = 0.8, workers: int = 1, *, service_time_mean: float = 0.05,
+                duration: float = 60.0, seed: int = 0, **renamed: Any) -> Scenario:
+    """An M/M/c queue (c = ``workers``) at a given utilisation: the baseline every other
+    experiment perturbs. (``servers=`` is refused: it is ``workers`` now.)
 
     Teaches: latency is mostly waiting, and waiting explodes as utilisation nears 1.
     """
+    refuse_renamed("plain_queue", renamed, {"servers": "workers=... (the c of M/M/c)"})
     check_real("utilisation", utilisation, low=0, high=1, high_open=True)
-    check_int("servers", servers, low=1)
-    rate = utilisation * servers / service_time_mean
-    return Scenario(load=Load(rate=rate, duration=duration), service_time_mean=service_time_mean,
-                    servers=servers, seed=seed)
+    check_int("workers", workers, low=1)
+    rate = utilisation * workers / service_time_mean
+    return Scenario(load=Load(rate=rate, duration=duration),
+                    server=ServerConfig(workers=workers,
+                                        service_time=Distribution(mean=service_time_mean)),
+                    seed=seed)
 
 
 def thundering_herd(clients: int = 200, jitter: Jitter = "none", outage: float = 2.0, *,
@@ -62,7 +75,8 @@ def thundering_herd(clients: int = 200, jitter: Jitter = "none", outage: float =
     check_real("outage", outage, low=0, low_open=True)
     return Scenario(
         load=Load(clients=clients, synchronized=True, think_time=5.0, duration=20.0),
-        servers=4, service_time_mean=0.02, service_time_dist="exponential", max_concurrent=20,
+        server=ServerConfig(workers=4, service_time=Distribution(mean=0.02, kind="exponential"),
+                            admission=FixedLimit(max_concurrent=20)),
         client=ClientPolicy(retry=RetryPolicy(
             max_attempts=8, backoff=Backoff(base=0.1, cap=5.0, jitter=jitter))),
         faults=(Fault(start=0.0, end=outage, capacity=0.0, name="outage"),),
@@ -89,14 +103,15 @@ def dependency_outage(breaker: bool = True, *, outage: tuple[float, float] = (10
     """
     start, end = outage
     dep = Dependency(
-        latency_mean=0.01, share=share,
+        latency=Distribution(mean=0.01), share=share,
         client=ClientPolicy(
             timeout=1.0,
             breaker=BreakerConfig(failure_threshold=5, recovery_timeout=2.0) if breaker else None),
     )
     return Scenario(
-        load=Load(rate=50.0, duration=40.0), servers=10, service_time_mean=0.01,
-        server_timeout=3.0, dependency=dep,
+        load=Load(rate=50.0, duration=40.0),
+        server=ServerConfig(workers=10, service_time=Distribution(mean=0.01), timeout=3.0,
+                            dependency=dep),
         faults=(Fault(start=start, end=end, dependency_added_latency=30.0,
                       name="dependency hangs"),),
         seed=seed,
@@ -118,8 +133,9 @@ def overload_spike(shedding: bool = True, *, spike: float = 2.0, seed: int = 0) 
     check_real("spike", spike, low=0)
     return Scenario(
         load=Load(rate=56.0, steps=((10.0, 80.0 * spike), (20.0, 56.0)), duration=60.0),
-        servers=4, service_time_mean=0.05, server_timeout=30.0,
-        max_concurrent=20 if shedding else None, seed=seed,
+        server=ServerConfig(workers=4, service_time=Distribution(mean=0.05), timeout=30.0,
+                            admission=FixedLimit(max_concurrent=20) if shedding else None),
+        seed=seed,
     )
 
 
@@ -149,7 +165,8 @@ def retry_storm(fix: RetryStormFix = "none", *, seed: int = 0) -> Scenario:
     check_choice("fix", fix, RETRY_STORM_FIXES)
     retry = RetryPolicy(max_attempts=4, backoff=Backoff(base=0.05, cap=1.0, jitter="full"))
     scenario = Scenario(
-        load=Load(rate=35.0, duration=60.0), servers=5, service_time_mean=0.1,
+        load=Load(rate=35.0, duration=60.0),
+        server=ServerConfig(workers=5, service_time=Distribution(mean=0.1)),
         client=ClientPolicy(timeout=1.0, retry=retry),
         faults=(Fault(start=15.0, end=25.0, capacity=0.3, name="capacity drop"),),
         seed=seed,
@@ -163,9 +180,9 @@ def retry_storm(fix: RetryStormFix = "none", *, seed: int = 0) -> Scenario:
         return scenario.replace(
             {"client.breaker": BreakerConfig(failure_threshold=10, recovery_timeout=2.0)})
     if fix == "shedding":
-        return scenario.replace(max_concurrent=10)
+        return scenario.replace({"server.admission": FixedLimit(max_concurrent=10)})
     if fix == "drop_expired":
-        return scenario.replace(drop_expired=True)
+        return scenario.replace({"server.drop_expired": True})
     return scenario
 
 
@@ -181,20 +198,21 @@ def full_stack(requests: int = 10_000, *, seed: int = 0) -> Scenario:
     rate = 300.0
     duration = requests / rate
     return Scenario(
-        load=Load(rate=rate, duration=duration), servers=8, service_time_mean=0.02,
-        service_time_dist="lognormal", service_time_shape=0.8,
-        max_concurrent=64, server_timeout=0.5,
+        load=Load(rate=rate, duration=duration),
+        server=ServerConfig(
+            workers=8, service_time=Distribution(mean=0.02, kind="lognormal", shape=0.8),
+            admission=FixedLimit(max_concurrent=64), timeout=0.5,
+            dependency=Dependency(
+                latency=Distribution(mean=0.005), error_rate=0.01, share=0.6,
+                client=ClientPolicy(
+                    timeout=0.1,
+                    retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01, cap=0.1)),
+                    breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5)))),
         client=ClientPolicy(
             timeout=1.0,
             retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.02, cap=1.0, jitter="full")),
             budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
             breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0)),
-        dependency=Dependency(
-            latency_mean=0.005, error_rate=0.01, share=0.6,
-            client=ClientPolicy(
-                timeout=0.1,
-                retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01, cap=0.1)),
-                breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5))),
         faults=(Fault(start=0.3 * duration, end=0.4 * duration, capacity=0.5,
                       name="capacity drop"),
                 Fault(start=0.6 * duration, end=0.7 * duration, dependency_error_rate=0.8,

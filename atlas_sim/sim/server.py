@@ -1,15 +1,17 @@
-"""The server: ``servers`` workers behind one FIFO queue, with admission (503 when down, 429
-when shed, 500 on a bad input), the server timeout (504), deadline propagation, and the
-stall that holds answers; its ``Conditions`` are what the fault windows make of it now."""
+"""One server instance: ``workers`` behind its queue (``ServerConfig.queue``: FIFO by
+default), with admission (503 when down, 429 when its ``AdmissionLimiter`` refuses, 500 on a bad
+input), the server timeout (504), deadline propagation, and the stall that holds answers; its
+``Conditions`` are what the fault windows that hit it make of it now."""
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..policies import ConcurrencyLimiter, Status
+from ..policies import Status
+from ..server_config import ServerConfig
+from ..workload import rng_streams
 from .conditions import Conditions
 from .deadlines import EPS, Deadlines
 from .dependency import DependencyClient, Handler
@@ -29,7 +31,16 @@ _SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
 
 
 class Server:
-    """``servers`` workers behind one FIFO queue, with shedding, a timeout and faults.
+    """Instance ``index`` of the run, built from ``config``: its workers, its queue (the
+    config's ``QueueDiscipline``), its admission limiter (the config's ``AdmissionLimiter``,
+    told each admitted attempt's latency and whether it was dropped), its timeout, its
+    dependency client, and the faults that hit it. It draws from ``rng_streams(seed,
+    instance=index)``'s ``"service"``, ``"dependency"`` and ``"server"`` streams (instance 0's
+    are the run's own, so one instance draws what a single server always did).
+
+    The scenario's ``path`` picks the handler: None, the work then the dependency for its
+    ``share`` of requests; ``"/api/work"``, the work only; ``"/api/compose"``, no worker and
+    no queue (unbounded workers, no work drawn), the dependency for every request.
 
     During a stall (``Fault.stall``) no attempt starts: arrivals queue (after shedding), and an
     attempt whose work ends is held with its worker in ``held`` until the stall ends (or its
@@ -37,33 +48,47 @@ class Server:
     Timeout layer does).
     """
 
-    def __init__(self, run: Run) -> None:
+    def __init__(self, run: Run, config: ServerConfig, index: int = 0) -> None:
         s = run.scenario
         self.run = run
         self.env = run.env
+        self.config = config
+        self.index = index
+        streams = run.streams if index == 0 else rng_streams(s.seed, instance=index)
         self.conditions = Conditions()
-        self.free = s.servers
-        self.queue: deque[Attempt] = deque()
-        # Load shedding admits through the same object as the live LoadShedding layer.
-        self.limiter = (ConcurrencyLimiter(s.max_concurrent) if s.max_concurrent is not None
-                        else None)
-        self.timeout = s.server_timeout
-        self.drop_expired = s.drop_expired
-        self.draw_work = s.service_time.sampler(run.streams["service"])
-        self.overhead = s.work_overhead
-        dep = s.dependency
-        self.mean_work = (s.service_time_mean + s.work_overhead
-                          + (dep.share * dep.latency_mean if dep else 0.0))
+        compose = s.path == "/api/compose"
+        self.free: float = math.inf if compose else config.workers
+        self.queue = config.queue.build()
+        self.push = self.queue.push
+        self.limiter = config.admission.build() if config.admission is not None else None
+        self.timeout = config.timeout
+        self.retry_after = config.retry_after
+        self.drop_expired = config.drop_expired
+        dep = None if s.path == "/api/work" else config.dependency
+        if compose:
+            self.draw_work: Callable[[], float] = lambda: 0.0
+            self.overhead = 0.0
+        else:
+            self.draw_work = config.service_time.sampler(streams["service"])
+            self.overhead = s.work_overhead
+        # the expected time at work, for deadline propagation
+        self.mean_work = 0.0 if compose else config.service_time.mean + s.work_overhead
+        if dep is not None:
+            self.mean_work += dep.latency.mean if compose else dep.share * dep.latency.mean
         self.reaper_armed = False
-        self.dependency = DependencyClient(run) if s.dependency is not None else None
+        self.dependency = (DependencyClient(run, dep, streams, index, share_all=compose)
+                           if dep is not None else None)
         self.handler_deadlines = Deadlines(run, is_done=Handler.is_finished,
                                            expire=Handler.time_out)
         # answers held by a stall, oldest first: attempt or handler -> what answers it
         self.held: dict[Any, Callable[[], None]] = {}
 
     def apply_faults(self, active: list[Fault]) -> None:
-        """A fault window opened or closed: the conditions change, and when the server is back
-        up or its stall is over, the held answers leave and idle workers take queued work."""
+        """A fault window opened or closed: the conditions change (by the ``active`` faults
+        that apply to this instance), and when the server is back up or its stall is over, the
+        held answers leave and idle workers take queued work."""
+        index = self.index
+        active = [fault for fault in active if fault.applies_to(index)]
         conditions = self.conditions
         was_down, was_stalled = conditions.capacity == 0, conditions.stall
         conditions.apply(active)
@@ -85,17 +110,17 @@ class Server:
         if self.limiter is not None and not self.limiter.try_acquire():
             attempt.answer(_SHED)
             return
+        attempt.t_arrive = self.env.now
         rate = self.conditions.bad_input_rate
         if rate and self.run.inputs[attempt.call.request_id] < rate:
-            self.leave()  # the handler died on what the request carries, before any work
+            self.leave(attempt, True)  # the handler died on what the request carries
             attempt.answer(_CRASH)
             return
-        attempt.t_arrive = self.env.now
         if self.free and not self.conditions.stall:
             self.free -= 1
             self.start(attempt)
         else:
-            self.queue.append(attempt)
+            self.push(attempt)
             if self.timeout is not None and not self.reaper_armed:
                 self.arm_reaper()
 
@@ -128,7 +153,7 @@ class Server:
 
     def finish(self, attempt: Attempt) -> None:
         """``attempt``'s work is over: free its worker and answer."""
-        self.release()
+        self.release(attempt, attempt.status != _OK)
         if attempt.status == _OK:
             self.run.recorder.completion(attempt.call.request_id, attempt.number)
         attempt.answer(attempt.status)
@@ -146,14 +171,18 @@ class Server:
         for answer in held.values():
             answer()
 
-    def leave(self) -> None:
-        """An admitted attempt leaves the server (answered, skipped or reaped)."""
-        if self.limiter is not None:
-            self.limiter.release()
+    def leave(self, attempt: Attempt, dropped: bool) -> None:
+        """An admitted attempt leaves the server (answered, skipped or reaped): the limiter is
+        told how long since it was admitted and whether it was ``dropped`` (a 5xx: timed out,
+        skipped, reaped, refused by the dependency's breaker, crashed) rather than served."""
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.release(latency=self.env.now - attempt.t_arrive, dropped=dropped)
 
-    def release(self) -> None:
-        """A worker finished its attempt."""
-        self.leave()
+    def release(self, attempt: Attempt, dropped: bool) -> None:
+        """A worker finished ``attempt``."""
+        if self.limiter is not None:
+            self.leave(attempt, dropped)
         self.take_next()
 
     def take_next(self) -> None:
@@ -168,9 +197,9 @@ class Server:
             done_by = (self.env.now + self.mean_work / conditions.capacity
                        + conditions.added_latency)
         while queue:
-            attempt = queue.popleft()
+            attempt = queue.pop()
             if done_by > attempt.deadline:
-                self.leave()  # its client will have given up before it is done: skip
+                self.leave(attempt, True)  # its client will have given up before it is done
                 continue
             self.start(attempt)
             return
@@ -183,7 +212,7 @@ class Server:
             self.take_next()
 
     def arm_reaper(self) -> None:
-        head, timeout = self.queue[0], self.timeout
+        head, timeout = self.queue.oldest(), self.timeout
         assert timeout is not None  # armed only when there is a server timeout
         self.reaper_armed = True
         self.run.later(max(0.0, head.t_arrive + timeout - self.env.now), self.reap)
@@ -194,9 +223,9 @@ class Server:
         timeout = self.timeout
         assert timeout is not None
         queue, deadline = self.queue, self.env.now - timeout + EPS
-        while queue and queue[0].t_arrive <= deadline:
-            attempt = queue.popleft()
-            self.leave()
+        while queue and queue.oldest().t_arrive <= deadline:
+            attempt = queue.pop_oldest()
+            self.leave(attempt, True)
             attempt.answer(_SERVER_TIMEOUT)
         if queue:
             self.arm_reaper()

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 
 from atlas_sim.policies import Backoff, ClientPolicy, RetryPolicy
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Dependency, Scenario, simulate
-from atlas_sim.workload import Fault, Load, RequestInputs, request_inputs
+from atlas_sim.workload import Distribution, Fault, Load, RequestInputs, request_inputs
 
 
 def scenario(attempts: int, fault: Fault, *, seed: int = 3, requests: int = 2000) -> Scenario:
-    return Scenario(load=Load(rate=100.0, requests=requests), servers=4, service_time_mean=0.01,
+    return Scenario(load=Load(rate=100.0, requests=requests),
+                    server=ServerConfig(workers=4, service_time=Distribution(mean=0.01)),
                     client=ClientPolicy(retry=RetryPolicy(
                         max_attempts=attempts, backoff=Backoff(base=0.01, cap=0.05))),
                     faults=(fault,), seed=seed)
@@ -39,8 +41,8 @@ def test_an_independent_fault_of_the_same_size_is_beaten_by_retries():
     fault = Fault(start=0.0, dependency_error_rate=0.05)
 
     def with_dependency(attempts: int) -> Scenario:
-        return scenario(attempts, fault).replace(
-            dependency=Dependency(latency_mean=0.001, client=ClientPolicy(timeout=1.0)))
+        return scenario(attempts, fault).replace({"server.dependency": Dependency(
+            latency=Distribution(mean=0.001), client=ClientPolicy(timeout=1.0))})
 
     once, thrice = (failed(simulate(with_dependency(k))).mean() for k in (1, 3))
     assert once == pytest.approx(0.05, abs=0.015)  # binomial: SE 0.5% at n = 2000
@@ -57,8 +59,8 @@ def test_the_window_bounds_the_bad_inputs_and_closed_loop_requests_carry_inputs_
     run = simulate(scenario(1, Fault(start=5.0, end=10.0, bad_input_rate=1.0)))
     crashed = run.requests[run.requests["status"] == 500]
     assert len(crashed) > 400 and crashed["t_start"].between(5.0, 10.0).all()
-    closed = simulate(Scenario(load=Load(clients=5, duration=5.0), servers=5,
-                               service_time_mean=0.01,
+    closed = simulate(Scenario(load=Load(clients=5, duration=5.0),
+                               server=ServerConfig(workers=5, service_time=Distribution(mean=0.01)),
                                faults=(Fault(start=0.0, bad_input_rate=0.1),), seed=4))
     ids = closed.requests.sort_values("request_id")
     bad = request_inputs(4, len(ids)) < 0.1

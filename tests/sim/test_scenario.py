@@ -9,24 +9,33 @@ import sys
 import pandas as pd
 import pytest
 
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, RetryPolicy
+from atlas_sim.policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    FixedLimit,
+    RetryPolicy,
+)
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Dependency, Fault, Scenario, simulate
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 
 FULL_STACK = Scenario(
-    load=Load(rate=150.0, duration=20.0), servers=4, service_time_mean=0.02,
-    service_time_dist="lognormal", service_time_shape=1.0, max_concurrent=40,
-    server_timeout=1.0, drop_expired=True,
+    load=Load(rate=150.0, duration=20.0),
+    server=ServerConfig(
+        workers=4, service_time=Distribution(mean=0.02, kind="lognormal", shape=1.0),
+        admission=FixedLimit(max_concurrent=40), timeout=1.0, drop_expired=True,
+        dependency=Dependency(
+            latency=Distribution(mean=0.005), error_rate=0.01,
+            client=ClientPolicy(
+                timeout=0.2, retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01)),
+                breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5)))),
     client=ClientPolicy(
         timeout=0.5,
         retry=RetryPolicy(max_attempts=4, backoff=Backoff(base=0.05, cap=1.0, jitter="full")),
         budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
         breaker=BreakerConfig(failure_threshold=20, recovery_timeout=1.0)),
-    dependency=Dependency(
-        latency_mean=0.005, error_rate=0.01,
-        client=ClientPolicy(
-            timeout=0.2, retry=RetryPolicy(max_attempts=2, backoff=Backoff(base=0.01)),
-            breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5))),
     faults=(Fault(start=5.0, end=8.0, capacity=0.3),
             Fault(start=12.0, end=14.0, dependency_error_rate=1.0)),
     seed=42,
@@ -51,15 +60,23 @@ ONE_PER_SECOND = Load(rate=1, duration=10)
         (lambda: Load(clients=0, duration=1), "clients must be an integer >= 1"),
         (lambda: Scenario(), "load"),
         (lambda: Scenario(load={"rate": 1}), "load must be a Load"),
-        (lambda: Scenario(load=ONE_PER_SECOND, servers=0), "servers must be an integer >= 1"),
-        (lambda: Scenario(load=ONE_PER_SECOND, service_time_mean=-0.1),
-         "service_time_mean must be a number >= 0"),
-        (lambda: Scenario(load=ONE_PER_SECOND, service_time_dist="gamma"),
-         "service_time_dist must be one of"),
-        (lambda: Scenario(load=ONE_PER_SECOND, max_concurrent=0),
-         "max_concurrent must be an integer >= 1"),
-        (lambda: Scenario(load=ONE_PER_SECOND, server_timeout=0),
-         "server_timeout must be a number > 0"),
+        (lambda: Scenario(load=ONE_PER_SECOND, server=ServerConfig(workers=0)),
+         "workers must be an integer >= 1"),
+        (lambda: Scenario(load=ONE_PER_SECOND, server={"workers": 2}),
+         "server must be a ServerConfig or a tuple of them"),
+        (lambda: Scenario(load=ONE_PER_SECOND, server=()), "non-empty tuple"),
+        (lambda: Scenario(load=ONE_PER_SECOND, server=(ServerConfig(), 3)),
+         r"server\[1\] must be a ServerConfig"),
+        (lambda: Scenario(load=ONE_PER_SECOND, server=(ServerConfig(),) * 2, instances=3),
+         "instances must be 1 or len"),
+        (lambda: Scenario(load=ONE_PER_SECOND, instances=0),
+         "instances must be an integer >= 1 and <= 1000"),
+        (lambda: Scenario(load=ONE_PER_SECOND, path="/api/other"), "path must be one of"),
+        (lambda: Scenario(load=ONE_PER_SECOND, path="/api/compose"),
+         "server.dependency must be a Dependency when path is '/api/compose'"),
+        (lambda: Scenario(load=ONE_PER_SECOND, instances=2,
+                          faults=(Fault(start=0, end=1, instances=(2,)),)),
+         r"faults\[0\].instances must be instance indexes 0..1"),
         (lambda: Scenario(load=ONE_PER_SECOND, client=ClientPolicy(timeout=-1)),
          "timeout must be a number > 0"),
         (lambda: Scenario(load=ONE_PER_SECOND, client=ClientPolicy(retry=3)),
@@ -95,16 +112,18 @@ def test_impossible_dependencies_are_refused():
 def test_replace_reaches_nested_fields_and_validates():
     s = Scenario(load=Load(rate=5, duration=60), client=ClientPolicy(retry=RetryPolicy()))
     t = s.replace({"client.retry.max_attempts": 5, "client.retry.backoff.jitter": "none",
-                   "load.rate": 7.0}, servers=3)
+                   "load.rate": 7.0, "server.service_time.mean": 0.02}, instances=3)
     assert t.client.retry.max_attempts == 5 and t.client.retry.backoff.jitter == "none"
-    assert t.servers == 3 and t.load.rate == 7.0
+    assert t.instances == 3 and t.load.rate == 7.0 and t.server.service_time.mean == 0.02
+    assert t.configs == (t.server,) * 3 and t.capacity == 3 / 0.02
     assert s.client.retry.max_attempts == 3  # the original is unchanged
     with pytest.raises(ValueError, match=r"cannot set breaker\.failure_threshold"):
         s.replace({"client.breaker.failure_threshold": 3})
     with pytest.raises(ValueError, match="Scenario has no field 'speed'"):
         s.replace(speed=2)
-    with pytest.raises(ValueError, match="servers must be an integer >= 1"):
-        s.replace(servers=0)
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        s.replace({"server.workers": 0})
+    assert s.replace({"server.workers": 4}).server.workers == 4
 
 
 def test_same_seed_same_tables_and_another_seed_other_tables():
@@ -143,3 +162,48 @@ def test_full_stack_run_exercises_every_mechanism():
 def test_dependency_share_is_a_fraction():
     with pytest.raises(ValueError, match="share must be a number >= 0 and <= 1"):
         Dependency(share=1.5)
+
+
+OLD_NAMES = [
+    ("servers", 2, r"server=ServerConfig\(workers=\.\.\.\)"),
+    ("service_time_mean", 0.1, r"server=ServerConfig\(service_time=Distribution\(mean=\.\.\.\)\)"),
+    ("service_time_dist", "constant", r"Distribution\(kind=\.\.\.\)"),
+    ("service_time_shape", 1.5, r"Distribution\(shape=\.\.\.\)"),
+    ("max_concurrent", 10, r"admission=FixedLimit\(max_concurrent=\.\.\.\)"),
+    ("retry_after", 2, r"server=ServerConfig\(retry_after=\.\.\.\)"),
+    ("server_timeout", 1.0, r"server=ServerConfig\(timeout=\.\.\.\)"),
+    ("drop_expired", True, r"server=ServerConfig\(drop_expired=True\)"),
+    ("dependency", Dependency(), r"server=ServerConfig\(dependency=Dependency"),
+]
+
+
+@pytest.mark.parametrize(("name", "value", "says"), OLD_NAMES)
+def test_the_old_flat_server_fields_are_refused_saying_what_to_write(name, value, says):
+    with pytest.raises(ValueError, match=rf"Scenario\({name}=\.\.\.\) is no longer a parameter"):
+        Scenario(load=ONE_PER_SECOND, **{name: value})
+    with pytest.raises(ValueError, match=says):
+        Scenario(load=ONE_PER_SECOND, **{name: value})
+    s = Scenario(load=ONE_PER_SECOND)
+    with pytest.raises(ValueError, match=says):  # replace says the same, keyword or mapping
+        s.replace(**{name: value})
+    with pytest.raises(ValueError, match=says):
+        s.replace({name: value})
+
+
+def test_old_names_inside_the_server_config_are_refused_by_dotted_replace():
+    s = Scenario(load=ONE_PER_SECOND)
+    with pytest.raises(ValueError, match=r"ServerConfig\(servers=\.\.\.\) .* workers="):
+        s.replace({"server.servers": 2})
+
+
+def test_a_tuple_of_configs_is_one_instance_each_and_dotted_replace_reaches_every_one():
+    a, b = ServerConfig(workers=1), ServerConfig(workers=3)
+    s = Scenario(load=ONE_PER_SECOND, server=[a, b])
+    assert s.server == (a, b) and s.instances == 2 and s.configs == (a, b)
+    assert s.capacity == 20 + 60 and s.utilisation == pytest.approx(1 / 80)
+    t = s.replace({"server.timeout": 2.0})
+    assert [c.timeout for c in t.configs] == [2.0, 2.0]
+    assert [c.workers for c in t.configs] == [1, 3]
+    one = Scenario(load=ONE_PER_SECOND, server=b, instances=3)
+    assert one.configs == (b, b, b) and one.capacity == 180
+

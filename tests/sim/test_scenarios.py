@@ -157,5 +157,5 @@ def test_fanout_amplifies_the_tail_as_one_minus_one_minus_p_to_the_n():
 
 
 def test_plain_queue_has_the_utilisation_asked_for():
-    s = plain_queue(0.8, servers=2, service_time_mean=0.05)
+    s = plain_queue(0.8, workers=2, service_time_mean=0.05)
     assert s.utilisation == pytest.approx(0.8) and s.load.rate == pytest.approx(32.0)

@@ -13,18 +13,22 @@ from atlas_sim.analysis.omission import (
     stalled_share_over,
 )
 from atlas_sim.policies import ClientPolicy
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Fault, Scenario, simulate
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 from tests.sim.test_traces import rows
 
 STALL = Fault(start=0.25, end=1.25, stall=True, name="gc")
+TWO_FAST = ServerConfig(workers=2, service_time=Distribution(mean=0.001, kind="constant"))
 
 
-def constant(rate: float, duration: float, **kwargs) -> Scenario:
+def constant(rate: float, duration: float, *, timeout: float | None = None,
+             **kwargs) -> Scenario:
     """Requests every 1/``rate`` s for ``duration`` s, 0.1 s of work each, one worker."""
-    base = {"service_time_mean": 0.1, "service_time_dist": "constant", "servers": 1}
-    return Scenario(load=Load(rate=rate, duration=duration, process="constant"),
-                    **(base | kwargs))
+    server = ServerConfig(workers=1, service_time=Distribution(mean=0.1, kind="constant"),
+                          timeout=timeout)
+    return Scenario(load=Load(rate=rate, duration=duration, process="constant"), server=server,
+                    **kwargs)
 
 
 def test_a_stall_holds_arrivals_and_answers_until_it_ends():
@@ -55,14 +59,14 @@ def test_work_under_way_runs_on_but_its_answer_waits():
 def test_a_server_timeout_still_answers_during_a_stall():
     # HTTP_TIMEOUT 0.5 s, as the live Timeout layer in front of the work: the answer held
     # since 0.3 s (sent at 0.2) is cut at 0.7 s, the request at the door since 0.4 s at 0.9 s.
-    run = simulate(constant(5.0, 1.0, server_timeout=0.5, faults=(STALL,)))
+    run = simulate(constant(5.0, 1.0, timeout=0.5, faults=(STALL,)))
     assert [r[2:5] for r in rows(run.requests)][1:3] == [(0.7, 0.5, 504), (0.9, 0.5, 504)]
 
 
 def test_the_result_says_which_loop_made_it():
     open_run = simulate(constant(2.0, 1.0))
     closed_run = simulate(Scenario(load=Load(clients=2, think_time=0.1, duration=1.0),
-                                   service_time_mean=0.01))
+                                   server=ServerConfig(service_time=Distribution(mean=0.01))))
     assert open_run.meta["loop"] == "open" and closed_run.meta["loop"] == "closed"
 
 
@@ -76,8 +80,7 @@ def saw_the_stall(run, fault):
 def test_a_closed_loop_records_one_stalled_sample_per_connection(clients, think_time):
     fault = Fault(start=1.5, end=2.5, stall=True)
     run = simulate(Scenario(load=Load(clients=clients, think_time=think_time, duration=4.0),
-                            servers=2, service_time_mean=0.001,
-                            service_time_dist="constant", faults=(fault,), seed=7))
+                            server=TWO_FAST, faults=(fault,), seed=7))
     assert saw_the_stall(run, fault) == closed_loop_stalled(clients) == clients
     latency = run.requests["latency"].to_numpy()
     # each of them waited for (nearly) the whole stall: at most a think time less
@@ -92,8 +95,7 @@ def test_an_open_loop_records_the_stall_as_theory_says(rate, stall):
     fault = Fault(start=1.0, end=1.0 + stall, stall=True)
     duration = 5.0
     run = simulate(Scenario(load=Load(rate=rate, duration=duration, process="constant"),
-                            servers=2, service_time_mean=0.001, service_time_dist="constant",
-                            faults=(fault,), seed=3))
+                            server=TWO_FAST, faults=(fault,), seed=3))
     latency = run.requests["latency"].to_numpy()
     n, rho = latency.size, rate * 0.001 / 2
     assert n == rate * duration

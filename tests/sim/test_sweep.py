@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 
 from atlas_sim.policies import ClientPolicy, RetryPolicy
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Scenario, grid_points, simulate, sweep
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 
-BASE = Scenario(load=Load(rate=20.0, duration=30.0), service_time_mean=0.04,
+BASE = Scenario(load=Load(rate=20.0, duration=30.0),
+                server=ServerConfig(service_time=Distribution(mean=0.04)),
                 client=ClientPolicy(retry=RetryPolicy(), timeout=0.5))
-GRID = {"servers": [1, 2], "client.retry.max_attempts": [1, 3], "seed": [0, 1]}
+GRID = {"server.workers": [1, 2], "client.retry.max_attempts": [1, 3], "seed": [0, 1]}
 
 
 def test_grid_points_are_the_product_in_order():
@@ -27,22 +29,22 @@ def test_grid_points_are_the_product_in_order():
 
 def test_sweep_in_the_default_process_pool_matches_direct_runs():
     table = sweep(BASE, GRID, progress=False)
-    assert list(table.columns[:3]) == ["servers", "client.retry.max_attempts", "seed"]
+    assert list(table.columns[:3]) == ["server.workers", "client.retry.max_attempts", "seed"]
     assert len(table) == 8
-    row = table.iloc[5]  # servers=2, max_attempts=1, seed=1
+    row = table.iloc[5]  # workers=2, max_attempts=1, seed=1
     direct = simulate(BASE.replace(
-        {"servers": 2, "client.retry.max_attempts": 1, "seed": 1})).summary()
+        {"server.workers": 2, "client.retry.max_attempts": 1, "seed": 1})).summary()
     assert row[list(direct)].to_dict() == direct
-    one = table[(table["servers"] == 1) & (table["seed"] == 0)]
+    one = table[(table["server.workers"] == 1) & (table["seed"] == 0)]
     assert one["amplification"].iloc[1] > one["amplification"].iloc[0]  # retries add attempts
 
 
 def test_sweep_accepts_any_executor_and_fails_fast_on_bad_points():
     with ThreadPoolExecutor(2) as pool:
-        table = sweep(BASE, {"servers": [1, 3]}, executor=pool, progress=False)
-    assert list(table["servers"]) == [1, 3]
-    with pytest.raises(ValueError, match="servers must be an integer >= 1"):
-        sweep(BASE, {"servers": [1, 0]}, progress=False)
+        table = sweep(BASE, {"server.workers": [1, 3]}, executor=pool, progress=False)
+    assert list(table["server.workers"]) == [1, 3]
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        sweep(BASE, {"server.workers": [1, 0]}, progress=False)
 
 
 def test_sweep_runs_on_a_dask_distributed_local_cluster():
@@ -50,9 +52,9 @@ def test_sweep_runs_on_a_dask_distributed_local_cluster():
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        table = sweep(BASE, {"servers": [1, 2], "seed": [0, 1]},
+        table = sweep(BASE, {"server.workers": [1, 2], "seed": [0, 1]},
                       executor=client.get_executor(), progress=False)
-    expected = sweep(BASE, {"servers": [1, 2], "seed": [0, 1]}, progress=False)
+    expected = sweep(BASE, {"server.workers": [1, 2], "seed": [0, 1]}, progress=False)
     pd.testing.assert_frame_equal(table, expected)
 
 
@@ -72,5 +74,5 @@ def test_a_failed_run_ends_the_sweeps_progress_line_failed_not_done(monkeypatch)
     monkeypatch.setattr(sweep_module, "Progress", Recorded)
     monkeypatch.setattr(sweep_module, "_summarise", summarise)
     with ThreadPoolExecutor(1) as pool, pytest.raises(RuntimeError, match="a run failed"):
-        sweep(BASE, {"servers": [1]}, executor=pool, progress=False)
+        sweep(BASE, {"server.workers": [1]}, executor=pool, progress=False)
     assert endings == ["failed"]

@@ -15,6 +15,7 @@ import pytest
 
 from atlas_sim.analysis.queueing import MGc, MMc, squared_cv, time_average_in_system
 from atlas_sim.analysis.stats import replications
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Scenario, simulate
 from atlas_sim.workload import Distribution, Load
 
@@ -34,8 +35,10 @@ def replicate(servers: int, utilisation: float) -> dict[str, list[float]]:
                                    "p99": [], "L": []}
     for seed in SEEDS:
         duration = CUSTOMERS / rate
-        run = simulate(Scenario(load=Load(rate=rate, duration=duration), service_time_mean=1.0,
-                                servers=servers, seed=seed))
+        run = simulate(Scenario(load=Load(rate=rate, duration=duration),
+                                server=ServerConfig(workers=servers,
+                                                    service_time=Distribution(mean=1.0)),
+                                seed=seed))
         a = run.attempts
         keep = a["t_start"].to_numpy() >= WARMUP * duration
         wait = a["queue_wait"].to_numpy()[keep]
@@ -67,8 +70,9 @@ def test_mmc_matches_erlang_c_mean_response_and_percentiles(servers, utilisation
 
 def test_littles_law_holds_on_the_simulated_tables():
     duration = 20_000.0
-    run = simulate(Scenario(load=Load(rate=1.6, duration=duration), service_time_mean=1.0,
-                            servers=2, seed=11))
+    run = simulate(Scenario(load=Load(rate=1.6, duration=duration),
+                            server=ServerConfig(workers=2, service_time=Distribution(mean=1.0)),
+                            seed=11))
     req = run.requests
     assert np.allclose(req["t_end"] - req["t_start"], req["latency"])
     inside = req[req["t_end"] <= duration]
@@ -85,8 +89,8 @@ def test_littles_law_is_an_identity_over_a_whole_run(servers):
     number in the system, N(t), is the sum of the times in the system, so L = lambda W holds
     exactly (to rounding) whatever the queue does, not only on average."""
     run = simulate(Scenario(load=Load(rate=0.9 * servers, duration=2000.0),
-                            service_time_mean=1.0, service_time_dist="lognormal",
-                            service_time_shape=1.5, servers=servers, seed=3))
+                            server=ServerConfig(workers=servers, service_time=Distribution(
+                                mean=1.0, kind="lognormal", shape=1.5)), seed=3))
     req = run.requests
     assert req["ok"].all()
     end = float(req["t_end"].max())
@@ -120,9 +124,9 @@ def _waits(servers: int, utilisation: float, service: Distribution) -> list[floa
     waits = []
     for seed in SEEDS:
         duration = CUSTOMERS / rate
-        run = simulate(Scenario(load=Load(rate=rate, duration=duration), servers=servers,
-                                service_time_mean=service.mean, service_time_dist=service.kind,
-                                service_time_shape=service.shape, seed=seed))
+        run = simulate(Scenario(load=Load(rate=rate, duration=duration),
+                                server=ServerConfig(workers=servers, service_time=service),
+                                seed=seed))
         a = run.attempts
         keep = a["t_start"].to_numpy() >= WARMUP * duration
         waits.append(float(a["queue_wait"].to_numpy()[keep].mean()))
@@ -130,5 +134,6 @@ def _waits(servers: int, utilisation: float, service: Distribution) -> list[floa
 
 
 def test_utilisation_and_capacity_are_what_the_scenario_says():
-    s = Scenario(load=Load(rate=3.2, duration=60.0), service_time_mean=0.5, servers=2)
+    s = Scenario(load=Load(rate=3.2, duration=60.0),
+                 server=ServerConfig(workers=2, service_time=Distribution(mean=0.5)))
     assert s.capacity == 4.0 and s.utilisation == pytest.approx(0.8)

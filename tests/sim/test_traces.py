@@ -8,9 +8,17 @@ import math
 
 import pytest
 
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, RetryPolicy
+from atlas_sim.policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    FixedLimit,
+    RetryPolicy,
+)
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.sim import Dependency, Fault, Scenario, simulate
-from atlas_sim.workload import Load
+from atlas_sim.workload import Distribution, Load
 
 NO_JITTER = Backoff(base=0.1, multiplier=2, cap=1, jitter="none")
 
@@ -25,17 +33,22 @@ def rows(table):
 
 LOAD_FIELDS = ("rate", "duration", "steps")
 CLIENT_FIELDS = ("timeout", "retry", "budget", "breaker")
+SERVER_FIELDS = ("workers", "admission", "drop_expired", "dependency")
+CONSTANT_WORK = Distribution(mean=0.1, kind="constant")
 
 
-def one_request(**kwargs) -> Scenario:
-    """One request a second for a second, constant 0.1 s of work; keywords name a ``Load``
-    field (rate, duration, steps), a ``ClientPolicy`` field (timeout, retry, budget, breaker)
-    or a ``Scenario`` field."""
+def one_request(*, server_timeout: float | None = None, **kwargs) -> Scenario:
+    """One request a second for a second, constant 0.1 s of work on one worker; keywords name
+    a ``Load`` field (rate, duration, steps), a ``ClientPolicy`` field (timeout, retry, budget,
+    breaker), a ``ServerConfig`` field (workers, admission, drop_expired, dependency;
+    ``server_timeout`` is its ``timeout``) or a ``Scenario`` field."""
     load = {"rate": 1.0, "process": "constant", "duration": 1.0}
     load |= {k: kwargs.pop(k) for k in LOAD_FIELDS if k in kwargs}
     client = {k: kwargs.pop(k) for k in CLIENT_FIELDS if k in kwargs}
-    base = {"service_time_mean": 0.1, "service_time_dist": "constant"}
-    return Scenario(load=Load(**load), client=ClientPolicy(**client), **(base | kwargs))
+    server = {k: kwargs.pop(k) for k in SERVER_FIELDS if k in kwargs}
+    return Scenario(load=Load(**load), client=ClientPolicy(**client),
+                    server=ServerConfig(service_time=CONSTANT_WORK, timeout=server_timeout,
+                                        **server), **kwargs)
 
 
 def test_one_request():
@@ -66,7 +79,7 @@ def test_queueing_and_the_server_timeout():
 
 
 def test_shedding_refuses_what_exceeds_max_concurrent():
-    run = simulate(one_request(rate=3000.0, duration=0.001, max_concurrent=2))
+    run = simulate(one_request(rate=3000.0, duration=0.001, admission=FixedLimit(max_concurrent=2)))
     assert [r[4] for r in rows(run.requests)] == [200, 200, 429]
 
 
@@ -83,7 +96,7 @@ def test_client_timeout_and_the_work_nobody_waits_for():
     assert [(r[1], r[4]) for r in rows(kept.requests)] == [
         (0.0, 200), (round(1 / 3000, 9), 599), (round(2 / 3000, 9), 599), (0.22, 599)]
     assert rows(kept.attempts)[1][6] == round(0.1 - 1 / 3000, 9)  # it had reached a worker
-    dropped = simulate(base.replace(drop_expired=True))
+    dropped = simulate(base.replace({"server.drop_expired": True}))
     assert [r[4] for r in rows(dropped.requests)] == [200, 599, 599, 200]
 
 
@@ -110,7 +123,7 @@ def test_budget_refuses_retries_once_half_its_tokens_are_spent():
 
 
 def test_dependency_failures_retries_and_breaker_in_the_handler():
-    dep = Dependency(latency_mean=0.02, latency_dist="exponential", client=ClientPolicy(
+    dep = Dependency(latency=Distribution(mean=0.02), client=ClientPolicy(
         timeout=0.05, retry=RetryPolicy(max_attempts=2, backoff=NO_JITTER),
         breaker=BreakerConfig(failure_threshold=2, recovery_timeout=10.0)))
     # The dependency hangs (latency above its timeout) for the whole run: each call fails at
@@ -126,7 +139,7 @@ def test_dependency_failures_retries_and_breaker_in_the_handler():
 
 
 def test_a_server_timeout_mid_call_counts_as_a_dependency_failure():
-    dep = Dependency(latency_mean=0.0, client=ClientPolicy(
+    dep = Dependency(latency=Distribution(mean=0.0), client=ClientPolicy(
         timeout=5.0, breaker=BreakerConfig(failure_threshold=1, recovery_timeout=10.0)))
     run = simulate(one_request(
         server_timeout=0.5, dependency=dep,
@@ -138,7 +151,7 @@ def test_a_server_timeout_mid_call_counts_as_a_dependency_failure():
 def test_closed_loop_clients_think_between_requests():
     run = simulate(Scenario(load=Load(clients=3, think_time=0.0, synchronized=True,
                                         duration=0.95),
-                            service_time_mean=0.1, service_time_dist="constant", servers=3))
+                            server=ServerConfig(workers=3, service_time=CONSTANT_WORK)))
     # Each client sends back to back: at 0, 0.1, ..., 0.9: 10 requests each.
     assert len(run.requests) == 30
     assert run.requests["t_start"].round(9).value_counts().iloc[0] == 3  # in step

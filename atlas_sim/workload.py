@@ -8,7 +8,8 @@
 * ``arrival_times``: when requests are sent (open-loop Poisson or evenly spaced, with optional
   step changes of the rate), used by the simulator's arrival process and the live load generator.
 * ``Fault``: a window of trouble (server capacity, a stall, dependency errors, latency or
-  outage) that the simulator models and the live generator switches on in the service.
+  outage) that the simulator models and the live generator switches on in the service
+  (defined in ``atlas_sim.faults``, which owns the fault fields; re-exported here).
 * ``request_inputs``: what each request carries, as one number per request, the same on every
   attempt and in both worlds (a bad input, ``Fault.bad_input_rate``, is decided by it).
 * ``rng_streams``: one seed, split into named independent random streams. Simulation and live
@@ -26,6 +27,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from .faults import Fault, FaultConditions
 from .validation import check_choice, check_int, check_real
 
 __all__ = [
@@ -334,156 +336,3 @@ class Load:
             length = float(times[requests])
             times = times[:requests]
         return times, length
-
-
-@dataclass(frozen=True, kw_only=True)
-class Fault:
-    """Something going wrong between ``start`` and ``end`` (seconds of the run), in either world:
-    ``simulate`` models it and ``run_load`` switches it on in the live service at ``start`` and
-    off at ``end`` (through ``/admin/faults``). ``end`` defaults to ``inf``: until the run ends.
-
-    Args:
-        capacity: the server's speed as a fraction of normal, in [0, 1]. 0.3 means work takes
-            3.3 times as long; 0 means the server is down and answers 503 at once.
-        added_latency: seconds added to the handling of every request the server starts
-            (a slow disk, a garbage-collection pause). Simulation only.
-        stall: the server answers nothing during the window, as in a stop-the-world
-            garbage-collection pause: no request starts its work (arrivals and the queue
-            wait), work already under way runs on but its answer is held, and when the window
-            ends the held answers leave and the queue is served again in arrival order. The
-            server's own timeout still answers 504, and shedding still answers 429 at once
-            (both sit in front of the work). A server that is down (``capacity`` 0) still
-            answers 503 at once.
-        dependency_error_rate: probability that a dependency call fails at once (instead of
-            the dependency's own rate), in [0, 1].
-        dependency_added_latency: seconds added to every dependency call.
-        dependency_outage: every dependency call hangs until its caller's timeout ends it
-            (a dead database looks like silence, not an error).
-        bad_input_rate: a software error every server shares, in [0, 1]: the handler crashes
-            (500) on a request whose input (``request_inputs``) is below this share, at once,
-            on every attempt and every server, because the bug is in the code they all run
-            and the input travels with the request (DDIA, "Software Errors": "a software bug
-            that causes every instance of an application server to crash when given a
-            particular bad input"). Unlike ``dependency_error_rate``, whose every attempt is a
-            new coin, a retry cannot help.
-        dependency_slow_rate: probability that a dependency call is slow, in [0, 1]: it then
-            takes at least ``dependency_slow_latency`` (a garbage-collection pause, a busy
-            disk, a noisy neighbour: the "1 in 100 slow calls" of the tail at scale).
-        dependency_slow_latency: seconds a slow dependency call takes at least, >= 0.
-        instances: which server instances the fault hits, by index (0, 1, ... in the order
-            of ``Scenario.server``'s configs or a live cluster's servers), as a tuple of
-            distinct integers >= 0; None (the default): every instance. A slow or dead
-            instance among healthy ones is ``Fault(capacity=..., instances=(1,))``.
-        name: a label for the events table.
-
-    Overlapping faults combine: capacities multiply, latencies add, the larger rate wins (and
-    the larger slow latency), any stall or outage is one. A request's speed is fixed when its
-    service starts.
-    """
-
-    start: float
-    end: float = math.inf
-    capacity: float = 1.0
-    added_latency: float = 0.0
-    stall: bool = False
-    dependency_error_rate: float | None = None
-    dependency_added_latency: float = 0.0
-    dependency_outage: bool = False
-    bad_input_rate: float = 0.0
-    dependency_slow_rate: float = 0.0
-    dependency_slow_latency: float = 0.0
-    instances: tuple[int, ...] | None = None
-    name: str = "fault"
-
-    def __post_init__(self) -> None:
-        if self.instances is not None:
-            if isinstance(self.instances, (str, bytes)) or not isinstance(self.instances,
-                                                                          Sequence):
-                raise ValueError(f"instances must be a tuple of instance indices >= 0 or None, "
-                                 f"got {self.instances!r}")
-            chosen = tuple(check_int(f"instances[{i}]", k, low=0)
-                           for i, k in enumerate(self.instances))
-            if not chosen or len(set(chosen)) != len(chosen):
-                raise ValueError(f"instances must name at least one instance, each once, got "
-                                 f"{self.instances!r}")
-            object.__setattr__(self, "instances", chosen)
-        start = check_real("start", self.start, low=0)
-        check_real("end", self.end, low=start, low_open=True, allow_inf=True)
-        check_real("capacity", self.capacity, low=0, high=1)
-        check_real("added_latency", self.added_latency, low=0)
-        if not isinstance(self.stall, bool):
-            raise ValueError(f"stall must be True or False, got {self.stall!r}")
-        if self.dependency_error_rate is not None:
-            check_real("dependency_error_rate", self.dependency_error_rate, low=0, high=1)
-        check_real("dependency_added_latency", self.dependency_added_latency, low=0)
-        if not isinstance(self.dependency_outage, bool):
-            raise ValueError(f"dependency_outage must be True or False, "
-                             f"got {self.dependency_outage!r}")
-        check_real("bad_input_rate", self.bad_input_rate, low=0, high=1)
-        check_real("dependency_slow_rate", self.dependency_slow_rate, low=0, high=1)
-        check_real("dependency_slow_latency", self.dependency_slow_latency, low=0, high=3600)
-
-    def applies_to(self, instance: int) -> bool:
-        """Does this fault hit server instance ``instance`` (an index)?"""
-        return self.instances is None or instance in self.instances
-
-    def describe(self) -> str:
-        """What goes wrong, in a few words (the events table's ``reason``)."""
-        parts = []
-        if self.capacity != 1:
-            parts.append("server down" if self.capacity == 0 else f"capacity x{self.capacity:g}")
-        if self.added_latency:
-            parts.append(f"+{self.added_latency:g}s handling")
-        if self.stall:
-            parts.append("server stalled")
-        if self.dependency_error_rate is not None:
-            parts.append(f"dependency errors {self.dependency_error_rate:.0%}")
-        if self.dependency_added_latency:
-            parts.append(f"+{self.dependency_added_latency:g}s dependency latency")
-        if self.dependency_outage:
-            parts.append("dependency hangs")
-        if self.bad_input_rate:
-            parts.append(f"bad input crashes {self.bad_input_rate:.0%} of requests")
-        if self.dependency_slow_rate:
-            parts.append(f"{self.dependency_slow_rate:.1%} of dependency calls slow "
-                         f"(>= {self.dependency_slow_latency:g}s)")
-        if self.instances is not None and parts:
-            which = ", ".join(str(k) for k in self.instances)
-            parts[-1] += f" on instance{'s' if len(self.instances) > 1 else ''} {which}"
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True, kw_only=True)
-class FaultConditions:
-    """What the faults active at one moment do together, in both worlds: the rule for
-    overlapping ``Fault`` windows, written once (the simulator applies it at every window
-    edge, ``run_load`` sends it to the service). Capacities multiply, latencies add, the
-    largest rate or share wins (and the largest slow latency), any outage or stall is one;
-    ``dependency_error_rate`` is None when no window sets one (the dependency's own rate).
-    ``FaultConditions.of(())`` is everything off."""
-
-    capacity: float = 1.0
-    added_latency: float = 0.0
-    stall: bool = False
-    dependency_error_rate: float | None = None
-    dependency_added_latency: float = 0.0
-    dependency_outage: bool = False
-    bad_input_rate: float = 0.0
-    dependency_slow_rate: float = 0.0
-    dependency_slow_latency: float = 0.0
-
-    @classmethod
-    def of(cls, active: Sequence[Fault]) -> FaultConditions:
-        rates = [f.dependency_error_rate for f in active if f.dependency_error_rate is not None]
-        return cls(
-            capacity=math.prod(f.capacity for f in active),
-            added_latency=sum(f.added_latency for f in active),
-            stall=any(f.stall for f in active),
-            dependency_error_rate=max(rates) if rates else None,
-            dependency_added_latency=sum(f.dependency_added_latency for f in active),
-            dependency_outage=any(f.dependency_outage for f in active),
-            bad_input_rate=max((f.bad_input_rate for f in active), default=0.0),
-            dependency_slow_rate=max((f.dependency_slow_rate for f in active), default=0.0),
-            dependency_slow_latency=max((f.dependency_slow_latency for f in active),
-                                        default=0.0),
-        )

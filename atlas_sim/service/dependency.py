@@ -23,14 +23,15 @@ simulation.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..validation import check_real
+from ..faults import FaultField, check_fields, wire_fields
 from ..workload import Distribution
 
-__all__ = ["DependencyError", "Faults", "FaultyDependency"]
+__all__ = ["DEPENDENCY_FIELDS", "DependencyError", "Faults", "FaultyDependency"]
 
 
 class DependencyError(Exception):
@@ -39,7 +40,9 @@ class DependencyError(Exception):
 
 @dataclass(frozen=True, kw_only=True)
 class Faults:
-    """The faults switched on in the dependency (all off by default).
+    """The faults switched on in the dependency (all off by default): the fault fields that act
+    on the dependency (``faults.FAULT_TABLE``), under their ``/admin/faults`` names and wire
+    ranges, checked against the table when this module loads.
 
     Args:
         error_rate: probability that a call fails at once (0..1).
@@ -56,17 +59,19 @@ class Faults:
     slow_latency: float = 0.0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "error_rate", check_real("error_rate", self.error_rate,
-                                                          low=0, high=1))
-        object.__setattr__(self, "added_latency", check_real("added_latency",
-                                                             self.added_latency, low=0,
-                                                             high=3600))
-        if not isinstance(self.outage, bool):
-            raise ValueError(f"outage must be true or false, got {self.outage!r}")
-        object.__setattr__(self, "slow_rate", check_real("slow_rate", self.slow_rate,
-                                                         low=0, high=1))
-        object.__setattr__(self, "slow_latency", check_real("slow_latency", self.slow_latency,
-                                                            low=0, high=3600))
+        for wire, field in DEPENDENCY_FIELDS.items():
+            value = field.check(getattr(self, wire), name=wire, wire=True)
+            object.__setattr__(self, wire, value if field.kind == "flag" else float(value))
+
+
+#: The rows of ``FAULT_TABLE`` that ``Faults`` holds, by wire name: those the service plays
+#: that act on the dependency.
+DEPENDENCY_FIELDS: dict[str, FaultField] = {
+    wire: f for wire, f in wire_fields().items() if f.acts_on == "dependency"}
+check_fields(Faults, list(DEPENDENCY_FIELDS), [f.wire_off for f in DEPENDENCY_FIELDS.values()],
+             where="(FAULT_TABLE's dependency fields, by wire name and off value)")
+if len(dataclasses.fields(Faults)) != len(DEPENDENCY_FIELDS):
+    raise TypeError("Faults must declare FAULT_TABLE's dependency fields and nothing else")
 
 
 class FaultyDependency:

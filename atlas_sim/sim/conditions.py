@@ -8,34 +8,25 @@ from typing import Any
 
 import simpy
 
-from ..workload import FaultConditions
+from ..faults import FAULT_TABLE, FaultConditions
 from .scenario import Fault
 
 __all__ = ["Conditions", "fault_windows"]
 
 
-class Conditions:
-    """What the active faults do right now (updated at every fault boundary)."""
+class Conditions(FaultConditions):
+    """What the active faults do right now: a ``FaultConditions`` (its fields are
+    ``faults.FAULT_TABLE``'s, all off to begin with) that the server owns and ``apply`` updates
+    in place at every fault boundary, so that whoever holds the server's conditions reads the
+    current ones."""
 
-    __slots__ = ("added_latency", "bad_input_rate", "capacity", "dependency_added_latency",
-                 "dependency_error_rate", "dependency_outage", "dependency_slow_latency",
-                 "dependency_slow_rate", "stall")
-
-    def __init__(self) -> None:
-        self.capacity = 1.0
-        self.bad_input_rate = 0.0
-        self.added_latency = 0.0
-        self.stall = False
-        self.dependency_error_rate: float | None = None
-        self.dependency_added_latency = 0.0
-        self.dependency_outage = False
-        self.dependency_slow_rate = 0.0
-        self.dependency_slow_latency = 0.0
+    __slots__ = ()
+    __hash__ = None  # type: ignore[assignment]  # it changes
 
     def apply(self, active: list[Fault]) -> None:
         now = FaultConditions.of(active)  # the one rule for overlapping windows
-        for name in self.__slots__:
-            setattr(self, name, getattr(now, name))
+        for field in FAULT_TABLE:
+            object.__setattr__(self, field.name, getattr(now, field.name))
 
 
 def fault_windows(env: simpy.Environment, faults: Sequence[Fault],

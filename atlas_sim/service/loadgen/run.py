@@ -136,9 +136,11 @@ async def run_load_async(
             first, instance 0). ``client.routing`` picks each attempt's instance
             (``NextInstance()``: attempt ``k`` of request ``i`` goes to ``(i + k - 1) % n``,
             first attempts round-robin and each retry to the next instance, as a client that
-            retries elsewhere does); ``attempts["instance"]`` says which it was.
-            ``faults`` are played on every instance (the same version
-            and settings run on all of them); warm-up and ``server_events`` use ``url`` only.
+            retries elsewhere does); ``attempts["instance"]`` says which it was. ``faults``
+            are played on every instance (the same version and settings run on all of them),
+            except a ``Fault`` with ``instances``, played on those it names only (0 is
+            ``url``, 1, 2, ... these; a larger index is refused); warm-up and
+            ``server_events`` use ``url`` only.
             A ``Fault`` with a ``bad_input_rate`` makes every request carry its input
             (``workload.request_inputs`` for ``seed``, by schedule index) in an
             ``X-Atlas-Input`` header, on every attempt.
@@ -207,7 +209,7 @@ async def run_load_async(
     else:
         assert load.duration is not None and load.clients is not None  # Load checks both
         times, length = np.empty(0), load.duration
-    fault_plan = plan_faults(faults)
+    plan_faults(faults)  # checks every fault (the plans per instance follow the URLs)
     retry = client.retry
     max_attempts = retry.max_attempts if retry is not None else 1
     if drain_timeout is None:
@@ -220,6 +222,13 @@ async def run_load_async(
     bases = [base, *(other.rstrip("/") for other in instances)]
     for b in bases:
         _check_path(path, b)
+    for i, fault in enumerate(faults):
+        if fault.instances is not None and max(fault.instances) >= len(bases):
+            raise ValueError(
+                f"faults[{i}].instances must name instances of this run, 0 to {len(bases) - 1} "
+                f"(0 is url, 1.. the instances), got {fault.instances!r}")
+    # each instance plays the faults that name it (all of them, for a fault without instances)
+    plans = [plan_faults(faults, instance=k) for k in range(len(bases))]
     job = Job(
         target=base + path, method=method, headers=dict(headers or {}), times=times,
         seed=seed, client=client, max_connections=max_connections, drain_timeout=drain_timeout,
@@ -232,32 +241,29 @@ async def run_load_async(
         duration=length, synchronized=load.synchronized, max_requests=MAX_REQUESTS,
     )
     start = None if start_at is None else _until(start_at)
-    applied: dict[float, float] = {}  # planned time of a fault change -> when it took effect
-    # on the first instance (``url``); the other instances' times are kept apart, not recorded
-    elsewhere: dict[float, float] = {}
-
-    def noted(b: str) -> dict[float, float]:
-        return applied if b == base else elsewhere
-    at_start = [change for change in fault_plan if change[0] == 0]
-    later = [change for change in fault_plan if 0 < change[0] <= length]
-    after = [change for change in fault_plan if change[0] > length]
+    # per instance: planned time of a fault change -> when it took effect there
+    noted: list[dict[float, float]] = [{} for _ in bases]
+    at_start = [[change for change in plan if change[0] == 0] for plan in plans]
+    later = [[change for change in plan if 0 < change[0] <= length] for plan in plans]
+    after = [[change for change in plan if change[0] > length] for plan in plans]
     started: asyncio.Future[float] = asyncio.get_running_loop().create_future()
     injector: asyncio.Future[Any] | None = None
     try:
-        if at_start:  # in force before the first request leaves
-            for b in bases:
-                await inject_faults(b, at_start, None, noted(b))
-        if later:
+        for k, b in enumerate(bases):  # in force before the first request leaves
+            if at_start[k]:
+                await inject_faults(b, at_start[k], None, noted[k])
+        if any(later):
             injector = asyncio.ensure_future(asyncio.gather(
-                *(inject_faults(b, later, started, noted(b)) for b in bases)))
+                *(inject_faults(b, later[k], started, noted[k])
+                  for k, b in enumerate(bases) if later[k])))
         run = await (drive(job, start=start, on_start=started) if processes == 0
                      else drive_in_children(job, processes, on_start=started,
                                             start_at=start_at))
         if injector is not None:
             await injector
-        if after:  # windows still open when the last request has left: closed now
-            for b in bases:
-                await inject_faults(b, after, None, noted(b), origin=run.origin_monotonic)
+        for k, b in enumerate(bases):  # windows still open when the last request has left:
+            if after[k]:  # closed now
+                await inject_faults(b, after[k], None, noted[k], origin=run.origin_monotonic)
     except BaseException:  # interrupted or failed: leave no fault switched on behind
         # The fault player first: stopped and awaited before anything is switched off, so
         # that a change it was about to apply cannot land after the switch-off (issue 20,
@@ -267,10 +273,15 @@ async def run_load_async(
             injector.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await injector
-        if fault_plan:
-            for b in bases:
-                await switch_off(b, fault_plan)
+        for k, b in enumerate(bases):
+            if plans[k]:
+                await switch_off(b, plans[k])
         raise
+    # a change's time in the events: when it took effect on the first instance that played it
+    applied: dict[float, float] = {}
+    for times_here in noted:
+        for when, took in times_here.items():
+            applied.setdefault(when, took)
     records, events = run.records, run.events + fault_events(faults, applied)
     server_note = "not requested"
     if server_events:

@@ -11,7 +11,8 @@ from typing import Any
 
 import httpx
 
-from ...workload import Fault, FaultConditions
+from ...faults import FAULT_TABLE, Fault, FaultConditions
+from ...validation import check_int
 
 __all__ = ["FAULTS_OFF", "EventRow", "fault_events", "fetch_server_breaker", "inject_faults",
            "plan_faults", "switch_off"]
@@ -20,37 +21,42 @@ __all__ = ["FAULTS_OFF", "EventRow", "fault_events", "fetch_server_breaker", "in
 EventRow = tuple[float, str, str, str, str]
 
 
-#: Each fault field of ``/admin/faults`` when it is off.
-FAULTS_OFF: dict[str, Any] = {"capacity": 1.0, "error_rate": 0.0, "added_latency": 0.0,
-                              "outage": False, "bad_input_rate": 0.0, "slow_rate": 0.0,
-                              "slow_latency": 0.0, "stall": False}
+#: Each fault field of ``/admin/faults`` when it is off (``faults.FAULT_TABLE``'s wire columns).
+FAULTS_OFF: dict[str, Any] = FaultConditions().wire()
 
 
-def plan_faults(faults: Sequence[Fault]) -> list[tuple[float, dict[str, Any]]]:
+def plan_faults(faults: Sequence[Fault], *, instance: int = 0) -> list[tuple[float,
+                                                                             dict[str, Any]]]:
     """The ``/admin/faults`` changes that play ``faults`` (``Fault`` windows) on the live
-    service: at each window's start and end, the fields whose combined value changes, combined
-    as the simulator combines overlapping faults (capacities multiply, latencies add, the
-    largest error rate, bad-input share, slow rate and slow latency win, any outage or stall
-    is one). Times are seconds of the run; a window that never ends has no change at ``inf``,
-    so its fault stays on until the run closes it.
+    service instance ``instance`` (an index: 0 is ``run_load``'s ``url``, 1, 2, ... its
+    ``instances``; a fault with ``instances`` set plays only on those it names): at each
+    window's start and end, the fields whose combined value changes, combined as the simulator
+    combines overlapping faults (``FaultConditions.of``: capacities multiply, latencies add, the
+    largest error rate, bad-input share, slow rate and slow latency win, any outage or stall is
+    one). Times are seconds of the run; a window that never ends has no change at ``inf``, so
+    its fault stays on until the run closes it.
+
+    Raises ValueError for a fault the service cannot play (a field with no wire name in
+    ``FAULT_TABLE``: ``added_latency``, the server's handling, is simulation only) or an
+    ``instance`` below 0.
     """
+    instance = check_int("instance", instance, low=0)
     for i, fault in enumerate(faults):
         if not isinstance(fault, Fault):
             raise ValueError(f"faults[{i}] must be a Fault, got {fault!r}")
-        if fault.added_latency:
-            raise ValueError(
-                f"faults[{i}].added_latency must be 0 for a live run (the service has no "
-                f"handling-latency switch; use capacity), got {fault.added_latency!r}")
-    edges = sorted({f.start for f in faults} | {f.end for f in faults})
+        for field in FAULT_TABLE:
+            if field.wire is None and getattr(fault, field.name) != field.off:
+                raise ValueError(
+                    f"faults[{i}].{field.name} must be {field.off!r} for a live run (the "
+                    f"service has no switch for it: simulation only; use capacity), got "
+                    f"{getattr(fault, field.name)!r}")
+    here = [f for f in faults if f.applies_to(instance)]
+    edges = sorted({f.start for f in here} | {f.end for f in here})
     state = dict(FAULTS_OFF)
     plan = []
     for t in edges:
-        active = [f for f in faults if f.start <= t < f.end]
-        c = FaultConditions.of(active)  # the simulator's rule for overlapping windows
-        now = {"capacity": c.capacity, "error_rate": c.dependency_error_rate or 0.0,
-               "added_latency": c.dependency_added_latency, "outage": c.dependency_outage,
-               "bad_input_rate": c.bad_input_rate, "slow_rate": c.dependency_slow_rate,
-               "slow_latency": c.dependency_slow_latency, "stall": c.stall}
+        active = [f for f in here if f.start <= t < f.end]
+        now = FaultConditions.of(active).wire()  # the simulator's rule for overlapping windows
         changes = {k: v for k, v in now.items() if v != state[k]}
         state = now
         if changes:

@@ -7,12 +7,14 @@ import asyncio
 import threading
 
 import httpx
+import numpy as np
 import pytest
 
 from atlas_sim.config import Settings
+from atlas_sim.policies import Backoff, ClientPolicy, RetryPolicy
 from atlas_sim.server_config import ServerConfig
-from atlas_sim.service import Cluster, running_servers
-from atlas_sim.workload import Distribution
+from atlas_sim.service import Cluster, run_load, running_servers
+from atlas_sim.workload import Distribution, Fault, Load
 from tests.helpers import refuses_connection
 
 pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
@@ -87,3 +89,27 @@ def test_a_cluster_started_inside_an_event_loop_stops_cleanly():
 def test_bad_cluster_arguments_are_refused_naming_the_parameter(args, kwargs, message):
     with pytest.raises(ValueError, match=message):
         Cluster(*args, **kwargs)
+
+
+def test_a_fault_on_one_instance_of_three_fails_only_the_attempts_sent_there():
+    """Fault(capacity=0, instances=(1,)) on a cluster of three: the attempts the instance
+    column says went to instance 1 fail (503), all others succeed, and with two attempts
+    (NextInstance: a retry goes to the next instance) every request succeeds."""
+    config = ServerConfig(workers=2, service_time=Distribution(mean=0.001))
+    down = Fault(start=0.0, capacity=0.0, instances=(1,), name="instance 1 down")
+    with Cluster(config, 3, seed=2, name="one-down") as cluster:
+        url, *others = cluster.urls
+        result = run_load(url, instances=others, path="/api/work",
+                          load=Load(rate=60.0, requests=45), faults=[down], seed=2,
+                          client=ClientPolicy(timeout=5.0, retry=RetryPolicy(
+                              max_attempts=2, backoff=Backoff(base=0.001, cap=0.001))),
+                          progress=False, server_events=False)
+    attempts = result.attempts
+    assert attempts["instance"].dtype == np.int64
+    expected = (attempts["request_id"] + attempts["attempt"] - 1) % 3  # NextInstance's rule
+    assert (attempts["instance"] == expected).all()
+    on_one = attempts["instance"] == 1
+    assert on_one.sum() == 15 and (attempts.loc[on_one, "status"] == 503).all()
+    assert (attempts.loc[~on_one, "status"] == 200).all()
+    assert (result.requests["status"] == 200).all()
+    assert len(attempts) == 45 + 15  # one retry per request that first met instance 1

@@ -97,7 +97,7 @@ class Request:
     # client, its first byte written, or until it ended if it never left) and the part of it
     # spent waiting for a free connection of the pool (until it ended, if it never got one;
     # NaN if it never asked), and the overrun the server reported (Server-Timing: overrun)
-    rows: list[tuple[int, float, float, int, float, float, float, float, float]] = field(
+    rows: list[tuple[int, float, float, int, float, float, float, float, float, int]] = field(
         default_factory=list)
 
 

@@ -6,7 +6,7 @@ Three tidy tables:
     ``request_id, t_start, t_end, latency, status, attempts, ok``
 ``attempts``  one row per attempt on the wire (retries are rows with ``attempt > 1``; load
     shedding shows as status 429):
-    ``request_id, attempt, t_start, t_end, latency, status, queue_wait``
+    ``request_id, attempt, t_start, t_end, latency, status, queue_wait, instance``
 ``events``    changes of state, each with its time: circuit-breaker transitions, fault windows,
     load steps: ``time, kind, name, detail, reason``
 
@@ -15,6 +15,8 @@ client-side codes of ``atlas_sim.policies.Status`` (596 budget exhausted, 597 br
 598 connection error, 599 client timeout). A request's status is its last attempt's, or 596/597
 when the budget or the breaker refused the attempt it needed. ``queue_wait`` is how long the
 attempt waited for a worker inside the server (NaN when unknown: refused, or never reached one).
+``instance`` is the index (0, 1, ...) of the server instance the attempt was sent to (0 when there
+is one), in both worlds.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ __all__ = ["ATTEMPT_COLUMNS", "EVENT_COLUMNS", "REQUEST_COLUMNS", "SUMMARY_KEYS"
            "transition_times"]
 
 REQUEST_COLUMNS = ("request_id", "t_start", "t_end", "latency", "status", "attempts", "ok")
-ATTEMPT_COLUMNS = ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait")
+ATTEMPT_COLUMNS = ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait",
+                   "instance")
 EVENT_COLUMNS = ("time", "kind", "name", "detail", "reason")
 
 
@@ -51,7 +54,7 @@ _REQUEST_DTYPES = {
 }
 _ATTEMPT_DTYPES = {
     "request_id": "int64", "attempt": "int64", "t_start": "float64", "t_end": "float64",
-    "latency": "float64", "status": "int64", "queue_wait": "float64",
+    "latency": "float64", "status": "int64", "queue_wait": "float64", "instance": "int64",
 }
 
 #: The keys of ``RunResult.summary()``, in order.

@@ -83,8 +83,10 @@ def contention(
     }
     requests["latency"] = requests["t_end"]
     columns = list(zip(*record.calls, strict=True))
-    attempts = dict(zip(("request_id", "attempt", "t_start", "t_end", "latency", "status",
-                         "queue_wait"), columns, strict=True))
+    attempts: dict[str, Any] = dict(zip(
+        ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait"),
+        columns, strict=True))
+    attempts["instance"] = np.zeros(len(record.calls), dtype=np.int64)  # one shared resource
     return RunResult.from_columns(
         requests=requests, attempts=attempts, duration=finished, source="sim",
         meta={"model": "contention", "clients": clients, "jitter": jitter, "seed": seed,

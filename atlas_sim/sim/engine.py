@@ -90,8 +90,8 @@ class Run:
         self.servers = [Server(self, config, k) for k, config in enumerate(s.configs)]
         self.server = self.servers[0]
         # the client's attempts in flight, per instance (what a router reads)
-        self.outstanding: list[int] | None = [0] * len(self.servers) if len(self.servers) > 1 \
-            else None
+        n = len(self.servers)
+        self.outstanding: list[int] | None = [0] * n if n > 1 else None
         self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
 
     def now(self) -> float:

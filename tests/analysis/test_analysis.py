@@ -41,7 +41,7 @@ def made_up(latencies, oks, *, duration=10.0, source="sim", starts=None) -> RunR
                   "latency": latency, "status": status, "attempts": np.ones(n), "ok": ok},
         attempts={"request_id": range(n), "attempt": np.ones(n), "t_start": t_start,
                   "t_end": t_start + latency, "latency": latency, "status": status,
-                  "queue_wait": np.full(n, np.nan)},
+                  "queue_wait": np.full(n, np.nan), "instance": np.zeros(n)},
         duration=duration, source=source)
 
 

@@ -54,7 +54,7 @@ def one_request(*, server_timeout: float | None = None, **kwargs) -> Scenario:
 def test_one_request():
     run = simulate(one_request())
     assert rows(run.requests) == [(0, 0.0, 0.1, 0.1, 200, 1, True)]
-    assert rows(run.attempts) == [(0, 1, 0.0, 0.1, 0.1, 200, 0.0)]
+    assert rows(run.attempts) == [(0, 1, 0.0, 0.1, 0.1, 200, 0.0, 0)]
     assert run.events.empty
 
 
@@ -62,8 +62,8 @@ def test_one_retry_after_the_server_was_down():
     run = simulate(one_request(
         retry=RetryPolicy(max_attempts=3, backoff=NO_JITTER),
         faults=(Fault(start=0.0, end=0.05, capacity=0.0, name="crash"),)))
-    assert rows(run.attempts) == [(0, 1, 0.0, 0.0, 0.0, 503, None),
-                                  (0, 2, 0.1, 0.2, 0.1, 200, 0.0)]
+    assert rows(run.attempts) == [(0, 1, 0.0, 0.0, 0.0, 503, None, 0),
+                                  (0, 2, 0.1, 0.2, 0.1, 200, 0.0, 0)]
     assert rows(run.requests) == [(0, 0.0, 0.2, 0.2, 200, 2, True)]
     assert rows(run.events) == [(0.0, "fault", "crash", "start", "server down"),
                                 (0.05, "fault", "crash", "end", "")]
@@ -171,7 +171,7 @@ def test_round_trip_and_work_overhead():
     # Round trip 0.02 s (0.01 each way), handling overhead 0.005 s on top of 0.1 s of work:
     # the server sees the request at 0.01, works until 0.115, the answer lands at 0.125.
     run = simulate(one_request(round_trip=0.02, work_overhead=0.005))
-    assert rows(run.attempts) == [(0, 1, 0.0, 0.125, 0.125, 200, 0.0)]
+    assert rows(run.attempts) == [(0, 1, 0.0, 0.125, 0.125, 200, 0.0, 0)]
     assert rows(run.meta["server_log"]) == [(0, 1, 0.115)]
     # A client timeout counts the way there and back: 0.12 s is not enough.
     late = simulate(one_request(round_trip=0.02, work_overhead=0.005, timeout=0.12))

@@ -53,8 +53,8 @@ def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
 
     import numpy as np
 
-    from atlas_sim.service.dependency import DependencyError, FaultyDependency
     from atlas_sim.server_config import Dependency, ServerConfig
+    from atlas_sim.service.dependency import DependencyError, FaultyDependency
     from atlas_sim.sim import Scenario, simulate
     from atlas_sim.workload import Distribution, rng_streams
 

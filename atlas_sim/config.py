@@ -46,8 +46,11 @@ from .policies import (
     BudgetConfig,
     ClientPolicy,
     ConcurrencyLimiter,
+    FixedLimit,
     RetryPolicy,
 )
+from .server_config import Dependency, ServerConfig
+from .workload import Distribution
 
 __all__ = ["Settings", "unit_of"]
 
@@ -190,6 +193,19 @@ class Settings(BaseSettings):
         policy, the budget and the breaker above."""
         return ClientPolicy(timeout=self.database_timeout, retry=self.retry_policy(),
                             budget=self.budget_config(), breaker=self.breaker_config())
+
+    def server_config(self) -> ServerConfig:
+        """The live service's default server (``create_app(settings)`` without ``server=``):
+        ``ServerConfig(workers=2, service_time=Distribution(mean=0.02), timeout=HTTP_TIMEOUT,
+        admission=FixedLimit(max_concurrent=LOAD_SHEDDING_MAX_CONCURRENT), retry_after=1,
+        dependency=Dependency(latency=Distribution(mean=0.005),
+        client=dependency_client()))``."""
+        return ServerConfig(
+            workers=2, service_time=Distribution(mean=0.02), timeout=self.http_timeout,
+            admission=FixedLimit(max_concurrent=self.load_shedding_max_concurrent),
+            retry_after=1,
+            dependency=Dependency(latency=Distribution(mean=0.005),
+                                  client=self.dependency_client()))
 
     def limiter(self) -> ConcurrencyLimiter:
         """A fresh ``ConcurrencyLimiter(LOAD_SHEDDING_MAX_CONCURRENT)``."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import os
 import platform
 import re
@@ -136,8 +137,9 @@ def middleware_throughput(seconds: float, repeats: int, connections: int,
 # -- generator accuracy and stop time --------------------------------------------------------
 
 def generator_lag(rate: float, seconds: float, processes: int) -> dict[str, float]:
-    app = create_app(Settings(http_timeout=5), servers=64,
-                     service_time=Distribution(mean=0.005))
+    settings = Settings(http_timeout=5)
+    app = create_app(settings, server=dataclasses.replace(
+        settings.server_config(), workers=64, service_time=Distribution(mean=0.005)))
     with LiveServer(app, name="bench-load") as server:
         start = time.perf_counter()
         result = run_load(server.url, load=Load(rate=rate, duration=seconds),
@@ -247,7 +249,8 @@ def throughput_report(args: argparse.Namespace) -> list[str]:
 
 def generator_report(repeats: int) -> list[str]:
     lines = ["## Open-loop generator: 500 requests/s for 10 s, service in this process", "",
-             "Service: `create_app(servers=64, service_time=Distribution(mean=0.005))`. "
+             "Service: `create_app(server=ServerConfig(workers=64, "
+             "service_time=Distribution(mean=0.005), ...))`. "
              "Send lag = when a request left minus its scheduled time.", "",
              "| generator | requests | ok | wall s | latency p50 ms | latency p99 ms "
              "| lag p50 ms | lag p99 ms | lag max ms |",

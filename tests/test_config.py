@@ -107,3 +107,18 @@ def test_environment_lists_every_variable_under_its_own_name():
     env = Settings().environment()
     assert {k: env[k] for k in CARD} == CARD
     assert env["RETRY_BUDGET_TOKEN_RATIO"] == 0.1
+
+
+def test_the_server_config_is_the_live_services_defaults_from_these_settings():
+    from atlas_sim.policies import FixedLimit
+    from atlas_sim.server_config import Dependency, ServerConfig
+    from atlas_sim.workload import Distribution
+
+    settings = Settings(http_timeout=7, load_shedding_max_concurrent=9, database_timeout=0.5)
+    config = settings.server_config()
+    assert config == ServerConfig(
+        workers=2, service_time=Distribution(mean=0.02), timeout=7.0,
+        admission=FixedLimit(max_concurrent=9), retry_after=1,
+        dependency=Dependency(latency=Distribution(mean=0.005),
+                              client=settings.dependency_client()))
+    assert config.dependency.client.timeout == 0.5

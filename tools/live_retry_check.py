@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--calibrate", action="store_true",
                         help="give the simulator the measured HTTP round trip (live.calibrate)")
     args = parser.parse_args()
-    calibration = live.calibrate(servers=2) if args.calibrate else None
+    calibration = live.calibrate(workers=2) if args.calibrate else None
     if calibration is not None:
         print(calibration)
 

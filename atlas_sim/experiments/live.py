@@ -3,9 +3,12 @@
 A notebook's live section starts the service (``start_service``), offers it load with
 ``run_load``, and compares the result with a simulation of the same setup: ``work_twin`` for
 ``/api/work`` (an M/M/c queue), ``compose_twin`` for ``/api/compose`` (a dependency behind retry,
-budget and breaker). The twins take the same settings, load, client policy, fault schedule and
-seed, so simulated and live runs see the same arrivals, the same service times and the same
-dependency outcomes, and differ only where the real system does.
+budget and breaker). The twins are ``Scenario(server=<the very ServerConfig the live app was
+built with>, path=<the route>, load=, client=, faults=, seed=)``: the same objects, nothing
+translated, so simulated and live runs see the same arrivals, the same service times and the
+same dependency outcomes, and differ only where the real system does. Several instances
+(``start_instances``, ``service.Cluster``) are several instances in both worlds, each with its
+own workers, queue, limiter and random streams (``rng_streams(seed, instance=k)``).
 
 The pure model leaves out what a real server adds to every request: the HTTP round trip and the
 framework's and timer's overheads. ``calibrate`` measures both once, at low load, on the live
@@ -20,6 +23,7 @@ independent of each other, and meet here and in ``RunResult``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import logging
@@ -38,10 +42,10 @@ from ..analysis.stats import proportion_interval
 from ..config import Settings
 from ..policies import Backoff, ClientPolicy, RetryPolicy
 from ..results import RunResult
+from ..server_config import ServerConfig
 from ..service import LiveServer, create_app, leftovers, run_load
-from ..service.app import DEFAULT_DEPENDENCY_LATENCY, DEFAULT_SERVICE_TIME
-from ..sim import Dependency, Fault, Scenario, simulate
-from ..validation import check_int, check_real
+from ..sim import Fault, Scenario, simulate
+from ..validation import check_int, check_real, refuse_renamed
 from ..workload import Distribution, Load
 
 __all__ = [
@@ -60,6 +64,7 @@ __all__ = [
     "reset",
     "reset_on_interrupt",
     "retry_table",
+    "server_config",
     "shared_fault_experiment",
     "shared_fault_table",
     "start_instances",
@@ -124,15 +129,41 @@ def interruptible(function: Callable[P, T]) -> Callable[P, T]:
     return call
 
 
-def start_service(name: str, *, settings: Settings | None = None, servers: int = 2,
-                  service_time: Distribution = DEFAULT_SERVICE_TIME,
-                  dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
-                  seed: int = 0) -> LiveServer:
-    """Start the Atlas service in this kernel on 127.0.0.1 under ``name``; running the cell
-    again stops the previous server of that name first."""
-    app = create_app(settings or Settings(), servers=servers, service_time=service_time,
-                     dependency_latency=dependency_latency, seed=seed)
+#: Old parameters of ``start_service``, ``calibrate`` and the twins, and what to write now.
+_RENAMED = {
+    "servers": "server=ServerConfig(workers=...) (calibrate: workers=...)",
+    "service_time": "server=ServerConfig(service_time=...)",
+    "dependency_latency": "server=ServerConfig(dependency=Dependency(latency=...))",
+}
+
+
+def start_service(name: str, *, settings: Settings | None = None,
+                  server: ServerConfig | None = None, seed: int = 0,
+                  **renamed: object) -> LiveServer:
+    """Start the Atlas service in this kernel on 127.0.0.1 under ``name``, built by
+    ``create_app(settings, server=server, seed=seed)`` (``server`` None:
+    ``settings.server_config()``); running the cell again stops the previous server of that
+    name first. Its config is ``server_config(the returned server)``."""
+    if renamed:
+        refuse_renamed("start_service", renamed, _RENAMED)
+    app = create_app(settings or Settings(), server=server, seed=seed)
     return LiveServer(app, name=name).start()
+
+
+def server_config(server: ServerConfig | LiveServer | Settings) -> ServerConfig:
+    """The ``ServerConfig`` a twin is built from: a config itself; a live server's, the very
+    object its app was built with (``app.state.atlas.server``); for ``Settings``, the one
+    ``create_app(settings)`` builds (``settings.server_config()``). Raises ``ValueError`` for
+    anything else."""
+    if isinstance(server, ServerConfig):
+        return server
+    if isinstance(server, LiveServer):
+        config = server.app.state.atlas.server
+        assert isinstance(config, ServerConfig)
+        return config
+    if isinstance(server, Settings):
+        return server.server_config()
+    raise ValueError(f"server must be a ServerConfig, a LiveServer or Settings, got {server!r}")
 
 
 @dataclass(frozen=True)
@@ -160,22 +191,27 @@ class Calibration:
 
 
 @interruptible
-def calibrate(*, servers: int, utilisation: float = 0.6, probe: float = 0.02,
-              requests: int = 200, seed: int = 1_000_001) -> Calibration:
+def calibrate(*, workers: int = 2, utilisation: float = 0.6, probe: float = 0.02,
+              requests: int = 200, seed: int = 1_000_001, **renamed: object) -> Calibration:
     """Measure what a real request costs beyond the model, on a private server of its own.
 
-    A short-lived service like the experiment's (``servers`` work slots, on 127.0.0.1) gets two
-    probes: ``requests`` empty requests at a low rate (no queueing) for the round trip, and
-    ``requests`` requests of exactly ``probe`` seconds of work at ``utilisation`` of its slots
-    for the work overhead. Its own server and seed: the service under test, its random streams
-    and its breaker are never touched.
+    A short-lived service like the experiment's (``settings.server_config()`` with ``workers``
+    work slots, 1..10000, on 127.0.0.1) gets two probes: ``requests`` empty requests at a low
+    rate (no queueing) for the round trip, and ``requests`` requests of exactly ``probe``
+    seconds of work at ``utilisation`` of its slots for the work overhead. Its own server and
+    seed: the service under test, its random streams and its breaker are never touched.
     """
-    with LiveServer(create_app(Settings(), servers=servers), name="atlas-calibration") as server:
+    if renamed:
+        refuse_renamed("calibrate", renamed, {"servers": "workers=..."})
+    check_int("workers", workers, low=1, high=10_000)
+    settings = Settings()
+    config = dataclasses.replace(settings.server_config(), workers=workers)
+    with LiveServer(create_app(settings, server=config), name="atlas-calibration") as server:
         patient = ClientPolicy(timeout=5.0)
         empty = run_load(server.url, load=Load(rate=40.0, requests=requests), client=patient,
                          seed=seed, path="/api/work?service_time=0", progress=False,
                          server_events=False)
-        busy = run_load(server.url, load=Load(rate=utilisation * servers / probe,
+        busy = run_load(server.url, load=Load(rate=utilisation * workers / probe,
                                               requests=requests),
                         client=patient, seed=seed + 1, path=f"/api/work?service_time={probe}",
                         progress=False, server_events=False)
@@ -184,50 +220,59 @@ def calibrate(*, servers: int, utilisation: float = 0.6, probe: float = 0.02,
         work_overhead=max(0.0, float(np.nanmean(busy.meta["server_work"])) - probe))
 
 
-def work_twin(*, load: Load, servers: int, service_time: Distribution, seed: int,
+def work_twin(server: ServerConfig | LiveServer | Settings, *, load: Load, seed: int,
               client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
-              calibration: Calibration | None = None) -> Scenario:
+              calibration: Calibration | None = None, instances: int = 1,
+              **renamed: object) -> Scenario:
     """The simulation of ``run_load(load=..., client=..., faults=..., path="/api/work")``
-    against ``create_app(servers=..., service_time=...)``: an M/M/c queue (M/G/c for other
-    kinds). The load, client policy and faults are the very objects the live run takes."""
-    scenario = Scenario(load=load, servers=servers, service_time_mean=service_time.mean,
-                        service_time_dist=service_time.kind,
-                        service_time_shape=service_time.shape, client=client,
-                        faults=tuple(faults), seed=seed)
+    against an app built with ``server`` (its ``ServerConfig``: see ``server_config``):
+    ``Scenario(server=server, path="/api/work", ...)``, an M/M/c queue (M/G/c for other
+    kinds) with the app's admission limit and server timeout; ``instances`` of it. The
+    config, load, client policy and faults are the very objects the live run takes."""
+    if renamed:
+        refuse_renamed("work_twin", renamed, _RENAMED)
+    scenario = Scenario(server=server_config(server), instances=instances, path="/api/work",
+                        load=load, client=client, faults=tuple(faults), seed=seed)
     return calibration.apply(scenario) if calibration else scenario
 
 
-def compose_twin(settings: Settings, *, load: Load, seed: int,
+def compose_twin(server: ServerConfig | LiveServer | Settings, *, load: Load, seed: int,
                  client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
-                 dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
-                 calibration: Calibration | None = None) -> Scenario:
-    """The simulation of ``run_load(path="/api/compose", ...)`` against ``create_app(settings)``.
+                 calibration: Calibration | None = None, instances: int = 1,
+                 **renamed: object) -> Scenario:
+    """The simulation of ``run_load(path="/api/compose", ...)`` against an app built with
+    ``server`` (its ``ServerConfig``: see ``server_config``; ``Settings``: the default app's,
+    ``create_app(settings)``): ``Scenario(server=server, path="/api/compose", ...)``.
 
-    ``/api/compose`` does no local work: it calls the dependency with the service's own client
-    policy (``settings.dependency_client()``: each call bounded by ``DATABASE_TIMEOUT``, the
-    service's retry, budget and breaker), the whole request bounded by ``HTTP_TIMEOUT``, with
-    shedding above ``LOAD_SHEDDING_MAX_CONCURRENT``. ``load``, ``client`` (the reader's) and
-    ``faults`` pass through unchanged.
+    ``/api/compose`` holds no worker and waits in no queue: it calls the config's dependency
+    with the dependency's own client policy (by default the service's: each call bounded by
+    ``DATABASE_TIMEOUT``, the service's retry, budget and breaker), under the config's
+    admission limit and server timeout. ``load``, ``client`` (the reader's) and ``faults``
+    pass through unchanged; ``instances`` of it.
     """
-    scenario = Scenario(
-        load=load, seed=seed,
-        servers=settings.load_shedding_max_concurrent,  # no work slots: never a queue
-        service_time_mean=0.0, service_time_dist="constant",
-        max_concurrent=settings.load_shedding_max_concurrent,
-        server_timeout=settings.http_timeout, client=client,
-        dependency=Dependency(
-            latency_mean=dependency_latency.mean, latency_dist=dependency_latency.kind,
-            latency_shape=dependency_latency.shape, client=settings.dependency_client()),
-        faults=tuple(faults),
-    )
+    if renamed:
+        refuse_renamed("compose_twin", renamed, _RENAMED)
+    scenario = Scenario(server=server_config(server), instances=instances, path="/api/compose",
+                        load=load, client=client, faults=tuple(faults), seed=seed)
     if calibration is None:
         return scenario
     # only the round trip: /api/compose holds no work slot, so the work overhead does not apply
     return scenario.replace(round_trip=calibration.round_trip)
 
 
+def _check_settings(settings: Settings | None, servers: Sequence[LiveServer]) -> None:
+    """A ``settings`` given beside live servers must be the ones they were started with."""
+    if settings is None:
+        return
+    for server in servers:
+        if server.app.state.atlas.settings != settings:
+            raise ValueError(f"settings must be the ones {server.name!r} was started with "
+                             "(or None: its own)")
+
+
 @interruptible
-def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, seed: int,
+def compose_experiment(server: LiveServer, settings: Settings | None = None, *, load: Load,
+                       seed: int,
                        client: ClientPolicy = _NO_POLICY, faults: Sequence[Fault] = (),
                        calibration: Calibration | None = None,
                        progress: bool = True) -> dict[str, RunResult]:
@@ -236,13 +281,15 @@ def compose_experiment(server: LiveServer, settings: Settings, *, load: Load, se
     client policy ``client`` and the fault windows ``faults``, and simulate the same objects.
     Returns ``{"simulated": ..., "live": ...}``.
 
-    ``settings`` must be the ones the service was started with (its twin is built from them).
+    The twin is ``compose_twin(server_config(server), ...)``: the config the service was built
+    with. ``settings``, if given, must be the ones it was started with (ValueError otherwise).
     """
+    _check_settings(settings, [server])
     reset(server)
     measured = run_load(server.url, path="/api/compose", load=load, client=client,
                         faults=faults, seed=seed, progress=progress)
-    simulated = simulate(compose_twin(settings, load=load, client=client, faults=faults,
-                                      seed=seed, calibration=calibration))
+    simulated = simulate(compose_twin(server_config(server), load=load, client=client,
+                                      faults=faults, seed=seed, calibration=calibration))
     return {"simulated": simulated, "live": measured}
 
 
@@ -475,17 +522,26 @@ def transition_table(runs: Mapping[str, RunResult], *, name: str = "dependency")
 # -- one fault on every instance, and one per attempt -----------------------------------------
 
 def start_instances(server: LiveServer, count: int = 2) -> list[LiveServer]:
-    """Start ``count`` more instances of ``server``'s service in this kernel: the same settings,
-    work slots, service times and dependency, each on its own port, with seeds ``seed + 1``,
-    ``seed + 2``, ... (their random streams are independent of each other's, as separate
-    machines' are). Named ``"<name>-2"``, ``"<name>-3"``, ...: running the cell again replaces
-    them. Returns the new instances only; stop each when done."""
+    """Start ``count`` (1..8) more instances of ``server``'s service in this kernel: the same
+    settings and ``ServerConfig`` and seed, each on its own port with its own random streams:
+    instance ``k`` (``server`` being instance ``i``, the others ``i + 1``, ``i + 2``, ...) is
+    ``create_app(..., instance=k)``, drawing ``rng_streams(seed, instance=k)``, as instance
+    ``k`` of ``Scenario(server=..., instances=n)`` does (and ``service.Cluster``'s). Named
+    ``"<name>-2"``, ``"<name>-3"``, ...: running the cell again replaces them. Returns the new
+    instances only; stop each when done."""
     check_int("count", count, low=1, high=8)
     state = server.app.state.atlas
-    return [start_service(f"{server.name}-{j + 2}", settings=state.settings,
-                          servers=state.work.servers, service_time=state.work.service_time,
-                          dependency_latency=state.dependency.latency, seed=state.seed + j + 1)
-            for j in range(count)]
+    started: list[LiveServer] = []
+    try:
+        for j in range(count):
+            app = create_app(state.settings, server=state.server, seed=state.seed,
+                             instance=state.instance + j + 1)
+            started.append(LiveServer(app, name=f"{server.name}-{j + 2}").start())
+    except BaseException:
+        for other in started:
+            other.stop()
+        raise
+    return started
 
 
 class _CrashCounter(logging.Handler):
@@ -517,7 +573,7 @@ _SHARED_FAULT_LOAD = Load(rate=200.0, duration=1.5)
 
 @interruptible
 def shared_fault_experiment(
-    instances: Sequence[LiveServer], settings: Settings, *, seed: int,
+    instances: Sequence[LiveServer], settings: Settings | None = None, *, seed: int,
     load: Load = _SHARED_FAULT_LOAD, error_rate: float = 0.2, bad_input_rate: float = 0.05,
     attempts: int = 3, progress: bool = False,
 ) -> dict[str, dict[str, RunResult]]:
@@ -528,12 +584,14 @@ def shared_fault_experiment(
     * ``"shared"``: the handler crashes on the ``bad_input_rate`` share of inputs, on every
       instance (``Fault(bad_input_rate=...)``): the same code with the same bug runs on all.
 
-    ``instances`` (at least two, e.g. ``[server, *start_instances(server)]``, all started with
-    ``settings``) are reset, then get ``load`` on ``/api/compose`` from one client
-    (``attempts`` attempts, 10 ms backoff; attempt ``k`` of request ``i`` goes to instance
-    ``(i + k - 1) % n``). The simulated twin is ``compose_twin`` with the same objects (one
-    pool of handlers: neither fault depends on which instance answers). Each live run's
-    ``meta["crash_log_lines"]`` counts the crashes the instances logged.
+    ``instances`` (at least two, e.g. ``[server, *start_instances(server)]``, or a
+    ``service.Cluster``'s ``servers``) are reset, then get ``load`` on ``/api/compose`` from one
+    client (``attempts`` attempts, 10 ms backoff; ``NextInstance()``: attempt ``k`` of request
+    ``i`` goes to instance ``(i + k - 1) % n``). The simulated twin is ``compose_twin`` of the
+    instances' own configs, one simulated instance per live one, each with its own limiter,
+    dependency client (breaker and budget) and streams, as live. ``settings``, if given, must
+    be the ones they were started with. Each live run's ``meta["crash_log_lines"]`` counts the
+    crashes the instances logged.
     Returns ``{fault: {"simulated": RunResult, "live": RunResult}}``.
     """
     if len(instances) < 2:
@@ -541,6 +599,8 @@ def shared_fault_experiment(
     check_real("error_rate", error_rate, low=0, high=1)
     check_real("bad_input_rate", bad_input_rate, low=0, high=1)
     check_int("attempts", attempts, low=1, high=10)
+    _check_settings(settings, instances)
+    configs = tuple(server_config(instance) for instance in instances)
     client = ClientPolicy(timeout=2.0, retry=RetryPolicy(
         max_attempts=attempts, backoff=Backoff(base=0.01, cap=0.1, jitter="full")))
     faults = {"independent": Fault(start=0.0, dependency_error_rate=error_rate,
@@ -555,8 +615,8 @@ def shared_fault_experiment(
                                 path="/api/compose", load=load, client=client, faults=[fault],
                                 seed=seed, progress=progress)
         measured.meta["crash_log_lines"] = crashes.count
-        simulated = simulate(compose_twin(settings, load=load, client=client, faults=[fault],
-                                          seed=seed))
+        simulated = simulate(Scenario(server=configs, path="/api/compose", load=load,
+                                      client=client, faults=(fault,), seed=seed))
         runs[kind] = {"simulated": simulated, "live": measured}
     return runs
 

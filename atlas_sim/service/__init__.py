@@ -10,6 +10,7 @@ loop when asked) that returns the same ``RunResult`` tables as the simulation.
 from __future__ import annotations
 
 from .app import ServiceState, create_app
+from .cluster import Cluster
 from .dependency import Faults, FaultyDependency
 from .errors import error_body
 from .loadgen import parse_retry_after, parse_server_timing, run_load, run_load_async
@@ -29,6 +30,7 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "SHEDDING_EXEMPT",
     "UNMATCHED",
+    "Cluster",
     "ErrorHandlingMiddleware",
     "Faults",
     "FaultyDependency",

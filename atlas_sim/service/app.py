@@ -21,8 +21,8 @@ from collections.abc import Iterable
 from fastapi import FastAPI
 
 from ..config import Settings
-from ..validation import check_int
-from ..workload import Distribution, rng_streams
+from ..server_config import ServerConfig
+from ..validation import check_int, refuse_renamed
 from .bodies import MAX_JSON_DEPTH, MAX_NUMBER_CHARS, InvalidBody, parse_json_body
 from .dependency import FaultyDependency
 from .errors import install_error_handlers
@@ -43,74 +43,103 @@ from .routes import ROUTES as ROUTES
 from .routes.base import ServiceTime as ServiceTime
 from .routes.fanout import FANOUT_FIELDS as FANOUT_FIELDS
 from .state import FanoutCounts as FanoutCounts
-from .state import ServiceState
+from .state import ServiceState, instance_streams
 from .state import fanout_client as fanout_client
 from .work import WorkStation
 
-__all__ = ["INPUT_HEADER", "MAX_JSON_DEPTH", "MAX_NUMBER_CHARS", "BadInput", "InvalidBody",
-           "ServiceState", "create_app", "parse_input", "parse_json_body"]
+__all__ = ["INPUT_HEADER", "MAX_JSON_DEPTH", "MAX_NUMBER_CHARS", "RENAMED", "BadInput",
+           "InvalidBody", "ServiceState", "create_app", "parse_input", "parse_json_body"]
 
-DEFAULT_SERVICE_TIME = Distribution(mean=0.02)
-DEFAULT_DEPENDENCY_LATENCY = Distribution(mean=0.005)
-
-
-def _check_distribution(name: str, value: object) -> Distribution:
-    if not isinstance(value, Distribution):
-        raise ValueError(f"{name} must be an atlas_sim.workload.Distribution, got {value!r}")
-    return value
+#: Old ``create_app`` parameters and what to write instead (``validation.refuse_renamed``).
+RENAMED = {
+    "servers": "server=ServerConfig(workers=...) (the c of M/M/c)",
+    "service_time": "server=ServerConfig(service_time=...)",
+    "dependency_latency": "server=ServerConfig(dependency=Dependency(latency=...))",
+    "retry_after": "server=ServerConfig(retry_after=...)",
+}
 
 
 def create_app(
     settings: Settings | None = None,
     *,
-    servers: int = 2,
-    service_time: Distribution = DEFAULT_SERVICE_TIME,
-    dependency_latency: Distribution = DEFAULT_DEPENDENCY_LATENCY,
+    server: ServerConfig | None = None,
     seed: int = 0,
+    instance: int = 0,
     max_body_bytes: int = 64 * 1024,
-    retry_after: int = 1,
     allowed_hosts: Iterable[str] | None = None,
     title: str = "Atlas API",
+    **renamed: object,
 ) -> FastAPI:
-    """Build the Atlas service.
+    """Build one instance of the Atlas service from a ``ServerConfig``.
 
     Args:
-        settings: timeouts, retry, breaker, budget and shedding limits (default: from the
-            environment, ``Settings()``).
-        servers: concurrent work slots for ``/api/work`` (1..10000); the c of M/M/c.
-        service_time: how long one ``/api/work`` request works, at capacity 1.
-        dependency_latency: how long one dependency call takes without faults.
-        seed: the seed of every random stream (``rng_streams(seed)``), an integer >= 0.
+        settings: the service's settings: its dependency client's timeouts, retry, breaker and
+            budget, ``/api/fanout``'s, and the defaults of ``settings.server_config()``
+            (default: from the environment, ``Settings()``).
+        server: what the instance is (``ServerConfig``): ``workers`` work slots for
+            ``/api/work`` and ``/api/orders`` with its ``queue`` discipline in front, their
+            ``service_time``, the ``admission`` limit (429 with ``retry_after`` seconds in
+            ``Retry-After``; None: no shedding), the server ``timeout`` (504; None: none), and
+            the ``dependency`` that ``/api/compose`` and ``/api/fanout`` call (its ``latency``
+            and its ``client`` policy, which must have a budget and a breaker; None:
+            ``settings.server_config()``'s). The same object a
+            simulated ``Scenario(server=...)`` takes; it is kept as ``app.state.atlas.server``.
+            Default None: ``settings.server_config()`` (2 workers, 20 ms service time,
+            ``HTTP_TIMEOUT``, ``LOAD_SHEDDING_MAX_CONCURRENT``, a 5 ms dependency).
+            ``drop_expired`` and ``dependency.share`` are the simulator's only (live, the route
+            chooses: ``/api/work`` never calls the dependency, ``/api/compose`` always does).
+        seed: the seed of every random stream, an integer >= 0.
+        instance: this instance's index in a cluster (0..1000): its random streams are
+            ``rng_streams(seed, instance=instance)`` (instance 0: ``rng_streams(seed)``).
         max_body_bytes: largest request body a route reads (``/admin/...``, ``/api/orders``;
             1..16 MiB); beyond: 413.
-        retry_after: seconds in the ``Retry-After`` header of a 429 (0..3600).
         allowed_hosts: host names accepted in the ``Host`` header (default None: loopback
             names only); name the machine's own here if it is served beyond loopback.
+        title: the OpenAPI title.
+
+    Raises ``ValueError`` naming the parameter: a renamed one (``servers``, ``service_time``,
+    ``dependency_latency``, ``retry_after``) says what to write instead; a ``server`` that is
+    not a ``ServerConfig``, or whose dependency has an ``error_rate`` (live, a failing
+    dependency is a fault: ``Fault(dependency_error_rate=...)``); out-of-range numbers.
     """
+    if renamed:
+        refuse_renamed("create_app", renamed, RENAMED)
     settings = Settings() if settings is None else settings
     if not isinstance(settings, Settings):
         raise ValueError(f"settings must be an atlas_sim.Settings, got {settings!r}")
-    servers = check_int("servers", servers, low=1, high=10_000)
-    service_time = _check_distribution("service_time", service_time)
-    dependency_latency = _check_distribution("dependency_latency", dependency_latency)
+    server = settings.server_config() if server is None else server
+    if not isinstance(server, ServerConfig):
+        raise ValueError(f"server must be an atlas_sim.ServerConfig, got {server!r}")
+    dependency_config = server.dependency
+    if dependency_config is None:  # the routes that call one still have one: the default
+        dependency_config = settings.server_config().dependency
+        assert dependency_config is not None
+    if dependency_config.error_rate:
+        raise ValueError("server.dependency.error_rate must be 0 live, got "
+                         f"{dependency_config.error_rate!r}: play "
+                         "Fault(dependency_error_rate=...) instead")
     seed = check_int("seed", seed, low=0)
+    instance = check_int("instance", instance, low=0, high=1000)
     max_body_bytes = check_int("max_body_bytes", max_body_bytes, low=1, high=16 * 2**20)
-    retry_after = check_int("retry_after", retry_after, low=0, high=3600)
     allowed_hosts = check_allowed_hosts(allowed_hosts)
 
-    streams = rng_streams(seed)
-    dependency = FaultyDependency(latency=dependency_latency, rng=streams["dependency"])
+    streams = instance_streams(seed, instance)
+    dependency = FaultyDependency(latency=dependency_config.latency, rng=streams["dependency"])
+    limiter = server.admission.build() if server.admission is not None else None
     state = ServiceState(
         settings=settings,
+        server=server,
         seed=seed,
+        instance=instance,
         metrics=ServiceMetrics(),
-        limiter=settings.limiter(),
-        work=WorkStation(servers=servers, service_time=service_time, rng=streams["service"]),
+        limiter=limiter,
+        work=WorkStation(workers=server.workers, service_time=server.service_time,
+                         rng=streams["service"], queue=server.queue),
         dependency=dependency,
-        caller=ResilientCaller(dependency, policy=settings.dependency_client(),
+        caller=ResilientCaller(dependency, policy=dependency_config.client,
                                rng=streams["server"]),
         fanout=ResilientCaller(dependency, policy=fanout_client(settings),
-                               rng=rng_streams(seed)["server"]),
+                               rng=streams["fanout"]),
         max_body_bytes=max_body_bytes,
     )
 
@@ -118,11 +147,13 @@ def create_app(
     app.state.atlas = state
     install_error_handlers(app)
     # add_middleware puts each layer outside the ones added before: add innermost first.
-    app.add_middleware(LoadSheddingMiddleware, limiter=state.limiter, retry_after=retry_after)
+    if limiter is not None:
+        app.add_middleware(LoadSheddingMiddleware, limiter=limiter,
+                           retry_after=server.retry_after)
     app.add_middleware(ErrorHandlingMiddleware)
     app.add_middleware(LoopbackGuardMiddleware, allowed_hosts=allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, router=app.router)
-    app.add_middleware(TimeoutMiddleware, timeout=settings.http_timeout)
+    app.add_middleware(TimeoutMiddleware, timeout=server.timeout)
     app.add_middleware(RequestIDMiddleware)
     for path, methods, endpoint, options in ROUTES:
         app.add_api_route(path, endpoint, methods=methods, **options)

@@ -25,11 +25,17 @@ from collections.abc import Iterable
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..policies import ConcurrencyLimiter
+from ..policies import AdmissionLimiter
 from ..validation import check_int, check_real
 from .errors import send_json_error
 from .request_id import request_id_of
-from .tracking import client_gone, mark_client_gone, response_started, tracking_send
+from .tracking import (
+    client_gone,
+    mark_client_gone,
+    response_started,
+    response_status,
+    tracking_send,
+)
 
 __all__ = [
     "DEADLINE_SCOPE_KEY",
@@ -54,6 +60,9 @@ logger = logging.getLogger("atlas.service")
 class TimeoutMiddleware:
     """Cancel a request's work after ``timeout`` seconds and answer 504 if nothing was sent yet.
 
+    ``timeout`` is the server's (``ServerConfig.timeout``; ``HTTP_TIMEOUT`` by default); None:
+    no server timeout (a stopping server's cancellations are still answered, as below).
+
     The inner work is really cancelled (``CancelledError`` at its next ``await``), so a request
     nobody waits for any more stops using a worker: the card's rule ``if elapsed > HTTP_TIMEOUT:
     504``. If the response had already started, it cannot be replaced; the connection is closed
@@ -73,9 +82,10 @@ class TimeoutMiddleware:
     no exception to log.
     """
 
-    def __init__(self, app: ASGIApp, *, timeout: float) -> None:
+    def __init__(self, app: ASGIApp, *, timeout: float | None) -> None:
         self.app = app
-        self.timeout = check_real("timeout", timeout, low=0, low_open=True)
+        self.timeout = (None if timeout is None else
+                        check_real("timeout", timeout, low=0, low_open=True))
         self._deadlines: dict[asyncio.Task, float] = {}  # in progress, oldest first
         self._expired: set[asyncio.Task] = set()
         self._wake: asyncio.Event | None = None
@@ -86,6 +96,9 @@ class TimeoutMiddleware:
             await self.app(scope, receive, send)
             return
         send = tracking_send(scope, send, receive)
+        if self.timeout is None:
+            await self._without_deadline(scope, receive, send)
+            return
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self._start_sweeper(loop)
@@ -113,6 +126,15 @@ class TimeoutMiddleware:
         finally:
             deadlines.pop(task, None)
             self._expired.discard(task)
+
+    async def _without_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """No server timeout: only a stopping server's cancellation is answered (503)."""
+        try:
+            await self.app(scope, receive, send)
+        except asyncio.CancelledError:
+            if not response_started(scope) and not client_gone(scope):
+                await send_json_error(send, SERVER_STOPPING, "service stopping; retry later",
+                                      request_id_of(scope))
 
     def _start_sweeper(self, loop: asyncio.AbstractEventLoop) -> None:
         # One sweeper per event loop: an app served again on a new loop (a restarted server)
@@ -333,23 +355,29 @@ def _is_exempt(path: str) -> bool:
 
 
 class LoadSheddingMiddleware:
-    """Refuse requests beyond ``limiter.max_concurrent`` in progress with 429 and Retry-After.
+    """Refuse a request its admission limiter will not take with 429 and Retry-After.
 
-    The card's rule, ``if concurrent < max: process else: 429``, with the same
-    ``ConcurrencyLimiter`` the simulation uses. Refusing at once is cheap and tells the client
-    to back off; accepting everything would make every request late. ``/health``, ``/metrics``
-    and ``/admin/...`` are exempt (see ``SHEDDING_EXEMPT``).
+    The card's rule, ``if concurrent < max: process else: 429``, generalised: ``limiter`` is any
+    ``AdmissionLimiter`` (``policies.admission``; the server's ``ServerConfig.admission``
+    built), the very object the simulated server drives through the same two calls. Each
+    admitted request is released once, with ``latency`` (seconds from admission to the end of
+    its answer, on the event loop's clock) and ``dropped`` (True if it ended in a 5xx, was
+    cancelled, a server timeout or a stop, or raised), which is what an adaptive limit learns
+    from. Refusing at once is cheap and tells the client to back off; accepting everything
+    would make every request late. ``/health``, ``/metrics`` and ``/admin/...`` are exempt
+    (see ``SHEDDING_EXEMPT``).
     """
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        limiter: ConcurrencyLimiter,
+        limiter: AdmissionLimiter,
         retry_after: int = 1,
     ) -> None:
-        if not isinstance(limiter, ConcurrencyLimiter):
-            raise ValueError(f"limiter must be a ConcurrencyLimiter, got {limiter!r}")
+        if not isinstance(limiter, AdmissionLimiter):
+            raise ValueError(f"limiter must be an AdmissionLimiter (try_acquire, release, limit, "
+                             f"in_flight), got {limiter!r}")
         self.app = app
         self.limiter = limiter
         self.retry_after = check_int("retry_after", retry_after, low=0)
@@ -365,12 +393,18 @@ class LoadSheddingMiddleware:
                 send,
                 429,
                 f"overloaded: {limiter.in_flight} requests in progress "
-                f"(limit {limiter.max_concurrent}); retry later",
+                f"(limit {limiter.limit}); retry later",
                 request_id_of(scope),
                 headers=[self._retry_after_header],
             )
             return
+        send = tracking_send(scope, send, receive)  # the status, read back from the scope
+        clock = asyncio.get_running_loop().time
+        admitted = clock()
+        dropped = True  # unless it ends with an answer below 500
         try:
             await self.app(scope, receive, send)
+            status = response_status(scope)
+            dropped = status is None or status >= 500
         finally:
-            limiter.release()
+            limiter.release(latency=clock() - admitted, dropped=dropped)

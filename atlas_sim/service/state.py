@@ -9,13 +9,16 @@ closure (see ``routes``).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from fastapi import HTTPException, Request
 
 from ..config import Settings
-from ..policies import ClientPolicy, ConcurrencyLimiter, HedgePolicy
+from ..policies import AdmissionLimiter, ClientPolicy, HedgePolicy
+from ..server_config import ServerConfig
 from ..workload import rng_streams
 from .dependency import FaultyDependency
 from .idempotency import IdempotencyStore, MemoryIdempotencyStore
@@ -24,7 +27,17 @@ from .metrics import ServiceMetrics
 from .resilience import CallOutcome, ResilientCaller
 from .work import WorkStation
 
-__all__ = ["FanoutCounts", "ServiceState", "fanout_client"]
+__all__ = ["FanoutCounts", "ServiceState", "fanout_client", "instance_streams"]
+
+
+def instance_streams(seed: int, instance: int = 0) -> dict[str, np.random.Generator]:
+    """The random streams of instance ``instance`` of a service seeded ``seed``
+    (``rng_streams(seed, instance=instance)``, made once), plus ``"fanout"``: a copy of its
+    ``"server"`` stream in the same state, for ``/api/fanout``'s caller, which draws the same
+    numbers as the dependency caller without sharing its generator."""
+    streams = rng_streams(seed, instance=instance)
+    streams["fanout"] = copy.deepcopy(streams["server"])
+    return streams
 
 
 @dataclass(eq=False)
@@ -55,12 +68,20 @@ class FanoutCounts:
 class ServiceState:
     """The live parts of one app (reach them as ``app.state.atlas``). Its faults are read and
     set through ``faults`` (the dependency's ``Faults``, the work station's capacity and stall,
-    ``bad_input_rate``)."""
+    ``bad_input_rate``).
+
+    ``server`` is the ``ServerConfig`` the app was built from (the very object given to
+    ``create_app``), ``instance`` its index in a cluster (its random streams are
+    ``rng_streams(seed, instance=instance)``), ``limiter`` its admission limiter built from
+    ``server.admission`` (None: no load shedding).
+    """
 
     settings: Settings
+    server: ServerConfig
     seed: int
+    instance: int
     metrics: ServiceMetrics
-    limiter: ConcurrencyLimiter
+    limiter: AdmissionLimiter | None
     work: WorkStation
     dependency: FaultyDependency
     caller: ResilientCaller
@@ -89,19 +110,19 @@ class ServiceState:
     def rewind(self) -> None:
         """Restart every random stream from the seed: the next requests draw what a fresh
         service (and a simulation with the same seed) would."""
-        streams = rng_streams(self.seed)
+        streams = instance_streams(self.seed, self.instance)
         self.work.use_stream(streams["service"])
         self.dependency.use_stream(streams["dependency"])
         self.caller.use_stream(streams["server"])
         # its own copy of the stream, as create_app gives it: not the caller's generator
-        self.fanout.use_stream(rng_streams(self.seed)["server"])
+        self.fanout.use_stream(streams["fanout"])
 
     def set_hedge(self, delay: float | None) -> None:
         """Hedge ``/api/fanout``'s calls after ``delay`` seconds (None: no hedging), with a
         fresh breaker and budget, and its counts from 0."""
         hedge = HedgePolicy(delay=delay) if delay is not None else None
         self.fanout = ResilientCaller(self.dependency, policy=fanout_client(self.settings, hedge),
-                                      rng=rng_streams(self.seed)["server"])
+                                      rng=instance_streams(self.seed, self.instance)["fanout"])
         self.fanout_counts = FanoutCounts()
 
     def fanout_view(self) -> dict[str, Any]:

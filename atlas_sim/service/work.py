@@ -1,11 +1,12 @@
-"""The live service's work: ``servers`` slots with a FIFO queue in front (an M/M/c queue, live).
+"""The live service's work: ``workers`` slots with a queue in front (an M/M/c queue, live).
 
-Each request waits for a free slot in arrival order, then holds it for a service time drawn
-from a ``Distribution``, divided by the current capacity factor (1.0 normal, 0.5 half speed,
-0 down). Service times are drawn from the ``"service"`` stream of ``rng_streams(seed)`` in the
-order slots are acquired, which is how the simulator draws them (in order of service start, from
-the same named stream): a seeded live run and a seeded simulated run see the same service times,
-so whatever differs between them is the real world's doing.
+Each request waits for a free slot in the order of the server's queue discipline
+(``ServerConfig.queue``, ``policies.queues``: FIFO by default, in arrival order), then holds it
+for a service time drawn from a ``Distribution``, divided by the current capacity factor (1.0
+normal, 0.5 half speed, 0 down). Service times are drawn from the ``"service"`` stream of
+``rng_streams(seed)`` in the order slots are acquired, which is how the simulator draws them (in
+order of service start, from the same named stream): a seeded live run and a seeded simulated
+run see the same service times, so whatever differs between them is the real world's doing.
 
 A stall (``stalled = True``, the live side of ``Fault.stall``) answers nothing until it is
 lifted, as a stop-the-world pause does: arriving requests wait at the door, and a request whose
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..policies import Fifo, QueueConfig, QueueDiscipline
 from ..validation import check_int, check_real
 from ..workload import Distribution
 
@@ -45,22 +47,34 @@ class WorkReceipt:
 
 
 class WorkStation:
-    """``servers`` concurrent work slots, a FIFO wait, service times from ``service_time``.
+    """``workers`` concurrent work slots, a queue in front, service times from ``service_time``.
+
+    The requests waiting for a slot are futures kept in a ``QueueDiscipline`` built from
+    ``queue`` (default ``Fifo()``: the order of an ``asyncio.Semaphore``'s waiters); a freed
+    slot goes to the queue's ``pop()``, handed over directly, so no later arrival can take it
+    first. A waiter cancelled while it waits (the ``TimeoutMiddleware``'s server timeout, a
+    client gone) takes no slot: it stays in the queue, done, and is skipped when its turn comes
+    (lazy deletion); one cancelled after it was handed a slot passes the slot on.
 
     Used only from the service's own event loop (not thread-safe). If the app is served again
     on a new event loop (a server restarted around the same app), the slots follow it.
     """
 
-    def __init__(self, *, servers: int, service_time: Distribution,
-                 rng: np.random.Generator) -> None:
-        self.servers = check_int("servers", servers, low=1, high=10_000)
+    def __init__(self, *, workers: int, service_time: Distribution,
+                 rng: np.random.Generator, queue: QueueConfig | None = None) -> None:
+        self.workers = check_int("workers", workers, low=1, high=10_000)
         if not isinstance(service_time, Distribution):
             raise ValueError(f"service_time must be a Distribution, got {service_time!r}")
         self.service_time = service_time
+        self.queue_config: QueueConfig = Fifo() if queue is None else queue
+        if not callable(getattr(self.queue_config, "build", None)):
+            raise ValueError(f"queue must be a config with build(), such as Fifo(), got "
+                             f"{queue!r}")
         self.use_stream(rng)
         self._capacity = 1.0
         self._resume: asyncio.Event | None = None  # set while stalled; set() lifts the stall
-        self._slots: asyncio.Semaphore | None = None
+        self._free = self.workers
+        self._waiters: QueueDiscipline[asyncio.Future[None]] = self.queue_config.build()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.busy = 0
         self.waiting = 0
@@ -98,11 +112,39 @@ class WorkStation:
         if resume is not None:
             await resume.wait()
 
-    def _semaphore(self) -> asyncio.Semaphore:
+    def _on_this_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        if self._slots is None or self._loop is not loop:
-            self._slots, self._loop = asyncio.Semaphore(self.servers), loop
-        return self._slots
+        if self._loop is not loop:  # first use, or served again on a new loop: fresh slots
+            self._loop, self._free = loop, self.workers
+            self._waiters = self.queue_config.build()
+        return loop
+
+    async def _acquire(self) -> None:
+        """Take a free slot, or wait in the queue until one is handed over."""
+        loop = self._on_this_loop()
+        if self._free > 0:  # then no one waits: a freed slot goes to a waiter if there is one
+            self._free -= 1
+            return
+        ticket: asyncio.Future[None] = loop.create_future()
+        self._waiters.push(ticket)
+        try:
+            await ticket
+        except asyncio.CancelledError:
+            if ticket.done() and not ticket.cancelled():  # handed a slot, then cancelled
+                self._release()
+            else:
+                ticket.cancel()  # left in the queue, skipped when popped
+            raise
+
+    def _release(self) -> None:
+        """Hand the slot to the next live waiter in the queue's order, or free it."""
+        waiters = self._waiters
+        while len(waiters):
+            ticket = waiters.pop()
+            if not ticket.done():
+                ticket.set_result(None)
+                return
+        self._free += 1
 
     async def serve(self, fixed: float | None = None) -> WorkReceipt:
         """Wait for a slot, work, release it. ``fixed`` replaces the drawn service time (the
@@ -115,20 +157,19 @@ class WorkStation:
         """
         if self._capacity == 0:
             raise ServerDown
-        slots = self._semaphore()
         arrived = time.perf_counter()
         self.waiting += 1
         try:
             if self._resume is not None:
                 await self._stall_over()
-            await slots.acquire()
+            await self._acquire()
         finally:
             self.waiting -= 1
         try:
             if self._resume is not None:  # a slot freed during a stall: still no work starts
                 await self._stall_over()
             acquired = time.perf_counter()
-            drawn = self._draw()  # in order of slot acquisition: no await since acquire()
+            drawn = self._draw()  # in order of slot acquisition: no await since _acquire()
             capacity = self._capacity
             if capacity == 0:
                 raise ServerDown
@@ -143,4 +184,4 @@ class WorkStation:
                 await self._stall_over()  # the answer waits, and the slot with it
             return receipt
         finally:
-            slots.release()
+            self._release()

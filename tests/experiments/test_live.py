@@ -11,6 +11,8 @@ import pytest
 from atlas_sim import Backoff, RetryPolicy, Settings
 from atlas_sim.experiments import live
 from atlas_sim.policies import ClientPolicy
+from atlas_sim.server_config import ServerConfig
+from atlas_sim.service import create_app
 from atlas_sim.sim import Fault
 from atlas_sim.workload import Load
 
@@ -43,23 +45,38 @@ def test_fault_windows_become_the_services_timed_changes():
         (math.inf, {"bad_input_rate": 0.0})]
 
 
-def test_the_compose_twin_mirrors_the_services_settings_and_the_clients_policy():
+def test_the_compose_twin_is_the_live_apps_own_server_config_on_the_compose_route():
     settings = Settings(http_timeout=2.0, database_timeout=0.5, retry_max_attempts=2,
                         circuit_breaker_failure_threshold=7, load_shedding_max_concurrent=50)
     policy = RetryPolicy(max_attempts=3, backoff=Backoff(base=0.05))
-    twin = live.compose_twin(settings, load=Load(rate=40.0, duration=10.0),
+    app = create_app(settings)
+    config = app.state.atlas.server
+    twin = live.compose_twin(config, load=Load(rate=40.0, duration=10.0),
                              client=ClientPolicy(timeout=1.5, retry=policy), seed=3,
                              faults=[Fault(start=1.0, dependency_error_rate=0.2)],
                              calibration=live.Calibration(round_trip=0.003, work_overhead=0.001))
+    assert twin.server is config and twin.path == "/api/compose"  # the object, not a copy
     assert twin.load == Load(rate=40.0, duration=10.0) and twin.seed == 3
-    assert twin.server_timeout == 2.0 and twin.max_concurrent == 50
     assert twin.client == ClientPolicy(timeout=1.5, retry=policy)  # the object given, unchanged
-    assert twin.dependency.client == settings.dependency_client()
-    assert twin.dependency.client.timeout == 0.5
-    assert twin.dependency.client.retry.max_attempts == 2
-    assert twin.dependency.client.breaker.failure_threshold == 7
+    assert config.timeout == 2.0 and config.admission.max_concurrent == 50
+    assert config.dependency.client == settings.dependency_client()
     assert twin.round_trip == 0.003 and twin.work_overhead == 0.0  # no local work
-    assert twin.service_time_mean == 0.0 and twin.faults[0].dependency_error_rate == 0.2
+    assert twin.faults[0].dependency_error_rate == 0.2
+    # Settings stand for the config create_app(settings) builds: the same twin
+    assert live.compose_twin(settings, load=twin.load, seed=3).server == config
+    work = live.work_twin(config, load=twin.load, seed=3, instances=3)
+    assert work.server is config and work.path == "/api/work" and work.instances == 3
+
+
+@pytest.mark.parametrize("old", ["servers", "service_time", "dependency_latency"])
+def test_the_twins_and_start_service_refuse_their_old_parameters(old):
+    for function in (live.work_twin, live.compose_twin):
+        with pytest.raises(ValueError, match=rf"{function.__name__}\({old}=...\) is no longer"):
+            function(ServerConfig(), load=Load(rate=1.0, requests=1), seed=0, **{old: 2})
+    with pytest.raises(ValueError, match=rf"start_service\({old}=...\) is no longer"):
+        live.start_service("never-started", **{old: 2})
+    with pytest.raises(ValueError, match=r"calibrate\(servers=...\) is no longer.*workers="):
+        live.calibrate(servers=2)
 
 
 @pytest.mark.live
@@ -110,10 +127,10 @@ def test_the_generator_note_says_when_the_generator_fell_behind():
 
 @pytest.mark.live
 def test_calibration_measures_small_positive_costs():
-    calibration = live.calibrate(servers=2, requests=60)
+    calibration = live.calibrate(workers=2, requests=60)
     assert 0 < calibration.round_trip < 0.05 and 0 <= calibration.work_overhead < 0.01
-    with pytest.raises(ValueError):
-        live.calibrate(servers=0)
+    with pytest.raises(ValueError, match="workers must be"):
+        live.calibrate(workers=0)
 
 
 def test_transition_table_lines_up_the_breakers_of_two_runs():
@@ -199,7 +216,10 @@ def test_a_shared_software_fault_beats_retries_on_other_instances_and_an_indepen
     try:
         assert [i.name for i in instances] == ["test-shared-fault", "test-shared-fault-2",
                                                "test-shared-fault-3"]
-        assert [i.app.state.atlas.seed for i in instances] == [5, 6, 7]
+        # one seed, instance k's own streams, one config: instance k of the twin's cluster
+        assert [i.app.state.atlas.seed for i in instances] == [5, 5, 5]
+        assert [i.app.state.atlas.instance for i in instances] == [0, 1, 2]
+        assert all(i.app.state.atlas.server is server.app.state.atlas.server for i in instances)
         runs = live.shared_fault_experiment(instances, settings, seed=5,
                                             load=Load(rate=200.0, requests=200))
         table = live.shared_fault_table(runs, error_rate=0.2, bad_input_rate=0.05, attempts=3)

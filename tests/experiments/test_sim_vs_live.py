@@ -1,5 +1,7 @@
-"""The model against the real thing: one M/M/2 scenario, simulated and live, same seed.
+"""The model against the real thing: one M/M/2 server, simulated and live, same seed.
 
+The server is written once: one ``ServerConfig`` given unchanged to ``create_app(server=...)``
+and to ``Scenario(server=..., path="/api/work")``, no field mapped between them.
 Mean service 20 ms, 2 work slots, 60 requests/s (utilisation 0.6), 40 s. With one seed both worlds
 send the same arrivals and draw the same service times (``rng_streams``), so what differs is
 what the model leaves out: the HTTP round trip and the server's fixed overheads. Those are
@@ -21,16 +23,20 @@ import pytest
 from atlas_sim.analysis import compare_runs
 from atlas_sim.analysis.health import measurement_health
 from atlas_sim.config import Settings
-from atlas_sim.experiments.live import calibrate, work_twin
-from atlas_sim.policies import ClientPolicy
+from atlas_sim.experiments.live import calibrate
+from atlas_sim.policies import ClientPolicy, FixedLimit
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.service import LiveServer, create_app, run_load
-from atlas_sim.sim import simulate
+from atlas_sim.sim import Scenario, simulate
 from atlas_sim.workload import Distribution, Load
 
 pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
-SEED, RATE, DURATION, SERVERS, MEAN = 11, 60.0, 40.0, 2, 0.020
+SEED, RATE, DURATION, WORKERS, MEAN = 11, 60.0, 40.0, 2, 0.020
 TRIES = 3
+# The one description of the server both worlds run.
+SERVER = ServerConfig(workers=WORKERS, service_time=Distribution(mean=MEAN), timeout=30.0,
+                      admission=FixedLimit(max_concurrent=1000))
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +54,8 @@ def runs():
 
 def _measure():
     for _ in range(TRIES):
-        calibration = calibrate(servers=SERVERS)
-        app = create_app(Settings(), servers=SERVERS, service_time=Distribution(mean=MEAN),
-                         seed=SEED)
+        calibration = calibrate(workers=WORKERS)
+        app = create_app(Settings(), server=SERVER, seed=SEED)
         with LiveServer(app, name="sim-vs-live") as server:
             live = run_load(server.url, load=Load(rate=RATE, duration=DURATION),
                             client=ClientPolicy(timeout=10.0), seed=SEED, path="/api/work",
@@ -59,9 +64,9 @@ def _measure():
         if not health.spoiled:
             break
     assert not health.spoiled, f"{TRIES} live runs, none healthy: {health.note}"
-    simulated = simulate(work_twin(load=Load(rate=RATE, duration=DURATION), servers=SERVERS,
-                                   service_time=Distribution(mean=MEAN), seed=SEED,
-                                   calibration=calibration))
+    scenario = Scenario(server=SERVER, path="/api/work", load=Load(rate=RATE, duration=DURATION),
+                        seed=SEED)
+    simulated = simulate(calibration.apply(scenario))
     return simulated, live
 
 

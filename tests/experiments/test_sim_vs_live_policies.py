@@ -1,5 +1,6 @@
 """One client policy, two worlds: a shedding server, then an outage, simulated and live with the
-same config objects; both end the same number of requests 596 (budget) and 597 (breaker)."""
+same config objects (one ``ServerConfig``, given to ``create_app`` and ``Scenario`` alike);
+both end the same number of requests 596 (budget) and 597 (breaker)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,22 @@ import pytest
 
 from atlas_sim.config import Settings
 from atlas_sim.experiments.live import work_twin
-from atlas_sim.policies import Backoff, BreakerConfig, BudgetConfig, ClientPolicy, RetryPolicy
+from atlas_sim.policies import (
+    Backoff,
+    BreakerConfig,
+    BudgetConfig,
+    ClientPolicy,
+    FixedLimit,
+    RetryPolicy,
+)
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.service import LiveServer, create_app, run_load
 from atlas_sim.sim import Fault, simulate
 from atlas_sim.workload import Distribution, Load
 
 pytestmark = pytest.mark.live
 
-SEED, SERVERS, MEAN, LIMIT = 5, 2, 0.02, 4
+SEED, WORKERS, MEAN, LIMIT = 5, 2, 0.02, 4
 OUTAGE = (5.0, 7.0)
 # One description of the experiment, given unchanged to both worlds: the load, the client's
 # policy (retries only 503, not the 429s of shedding; a budget; a breaker) and the outage.
@@ -28,6 +37,8 @@ CLIENT = ClientPolicy(
     budget=BudgetConfig(max_tokens=10, token_ratio=0.1),
     breaker=BreakerConfig(failure_threshold=5, recovery_timeout=0.5))
 FAULTS = (Fault(start=OUTAGE[0], end=OUTAGE[1], capacity=0.0),)
+SERVER = ServerConfig(workers=WORKERS, service_time=Distribution(mean=MEAN),
+                      admission=FixedLimit(max_concurrent=LIMIT), timeout=30.0)
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +46,13 @@ def runs():
     gc.collect()
     gc.freeze()
     try:
-        settings = Settings(load_shedding_max_concurrent=LIMIT)
-        app = create_app(settings, servers=SERVERS, service_time=Distribution(mean=MEAN),
-                         seed=SEED)
+        app = create_app(Settings(), server=SERVER, seed=SEED)
         with LiveServer(app, name="policies-twin") as server:
             live = run_load(server.url, load=LOAD, client=CLIENT, faults=FAULTS, seed=SEED,
                             path="/api/work", progress=False, server_events=False)
     finally:
         gc.unfreeze()
-    scenario = work_twin(load=LOAD, client=CLIENT, faults=FAULTS, servers=SERVERS,
-                         service_time=Distribution(mean=MEAN), seed=SEED)
-    return simulate(scenario.replace(max_concurrent=LIMIT)), live
+    return simulate(work_twin(SERVER, load=LOAD, client=CLIENT, faults=FAULTS, seed=SEED)), live
 
 
 def counts(run) -> dict[int, int]:

@@ -9,6 +9,7 @@ middleware stack: ``/test/boom`` raises, ``/test/slow`` counts its progress step
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import threading
 from dataclasses import dataclass, field
@@ -17,7 +18,9 @@ from typing import Any
 from fastapi import FastAPI
 
 from atlas_sim.config import Settings
+from atlas_sim.server_config import ServerConfig
 from atlas_sim.service import LiveServer, create_app
+from atlas_sim.workload import Distribution
 
 _names = itertools.count()
 
@@ -69,9 +72,29 @@ def add_test_routes(app: FastAPI) -> Probe:
     return probe
 
 
+def server_config(settings: Settings | None = None, *,
+                  dependency_latency: Distribution | None = None,
+                  **fields: Any) -> ServerConfig:
+    """``settings.server_config()`` (the live defaults) with ``fields`` replaced, and its
+    dependency's latency if ``dependency_latency`` is given."""
+    config = (settings or Settings()).server_config()
+    if dependency_latency is not None:
+        assert config.dependency is not None
+        fields["dependency"] = dataclasses.replace(config.dependency, latency=dependency_latency)
+    return dataclasses.replace(config, **fields)
+
+
+_APP_OPTIONS = frozenset({"seed", "instance", "max_body_bytes", "allowed_hosts", "title"})
+
+
 def start_server(settings: Settings | None = None, **options: Any) -> tuple[LiveServer, Probe]:
-    """A started LiveServer (unique name) around ``create_app`` plus the test routes."""
-    app = create_app(settings or Settings(), **options)
+    """A started LiveServer (unique name) around ``create_app`` plus the test routes; options
+    are ``create_app``'s (``seed=``, ``max_body_bytes=``...) or ``server_config``'s
+    (``workers=2``, ``service_time=...``, ``dependency_latency=...``)."""
+    settings = settings or Settings()
+    app_options = {k: v for k, v in options.items() if k in _APP_OPTIONS}
+    fields = {k: v for k, v in options.items() if k not in _APP_OPTIONS}
+    app = create_app(settings, server=server_config(settings, **fields), **app_options)
     probe = add_test_routes(app)
     server = LiveServer(app, name=f"test-{next(_names)}").start()
     return server, probe

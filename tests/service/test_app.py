@@ -12,6 +12,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from atlas_sim.config import Settings
+from atlas_sim.policies import FixedLimit
+from atlas_sim.server_config import Dependency, ServerConfig
 from atlas_sim.service import BUCKETS, UNMATCHED, create_app
 from atlas_sim.service.request_id import is_valid_request_id, new_request_id
 from atlas_sim.workload import Distribution
@@ -133,7 +135,7 @@ def test_a_slow_request_gets_504_and_its_work_really_stops(served):
 
 def test_one_request_over_the_limit_is_shed_with_429_and_retry_after(served):
     server, probe, client = served
-    assert server.app.state.atlas.limiter.max_concurrent == 3
+    assert server.app.state.atlas.limiter.limit == 3
     with ThreadPoolExecutor(3) as pool:
         held = [pool.submit(httpx.get, server.url + "/test/gate", timeout=10, trust_env=False)
                 for _ in range(3)]
@@ -328,24 +330,47 @@ def test_work_reports_its_queue_and_work_time_in_server_timing(served):
 # -- create_app's arguments ------------------------------------------------------------------
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"servers": 0}, "servers must be an integer >= 1"),
-    ({"servers": 1.5}, "servers must be an integer"),
     ({"seed": -1}, "seed must be an integer >= 0"),
-    ({"service_time": 0.02}, "service_time must be an atlas_sim.workload.Distribution"),
-    ({"dependency_latency": "fast"}, "dependency_latency must be"),
+    ({"instance": -1}, "instance must be an integer >= 0"),
+    ({"server": 2}, "server must be an atlas_sim.ServerConfig"),
+    ({"server": ServerConfig(dependency=Dependency(error_rate=0.1))},
+     r"dependency.error_rate must be 0 live.*Fault\(dependency_error_rate"),
     ({"max_body_bytes": 0}, "max_body_bytes must be an integer >= 1"),
-    ({"retry_after": -1}, "retry_after must be an integer >= 0"),
 ])
 def test_create_app_rejects_bad_knobs_naming_the_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
         create_app(Settings(), **kwargs)
 
 
+@pytest.mark.parametrize(("old", "new"), [
+    ("servers", r"server=ServerConfig\(workers=...\)"),
+    ("service_time", r"server=ServerConfig\(service_time=...\)"),
+    ("dependency_latency", r"server=ServerConfig\(dependency=Dependency\(latency=...\)\)"),
+    ("retry_after", r"server=ServerConfig\(retry_after=...\)"),
+])
+def test_create_app_refuses_its_old_parameters_naming_the_new_spelling(old, new):
+    with pytest.raises(ValueError, match=rf"create_app\({old}=...\) is no longer a parameter: "
+                                         rf"write {new}"):
+        create_app(Settings(), **{old: 2})
+
+
+def test_the_app_keeps_the_server_config_it_was_built_from_and_its_defaults_are_the_settings():
+    settings = Settings(http_timeout=7, load_shedding_max_concurrent=9)
+    config = ServerConfig(workers=3, service_time=Distribution(mean=0.01), timeout=4.0,
+                          admission=FixedLimit(max_concurrent=5), retry_after=2)
+    state = create_app(settings, server=config).state.atlas
+    assert state.server is config and state.work.workers == 3 and state.limiter.limit == 5
+    default = create_app(settings).state.atlas
+    assert default.server == settings.server_config()
+    assert (default.server.workers, default.server.timeout, default.limiter.limit) == (2, 7, 9)
+    assert create_app(settings, server=ServerConfig()).state.atlas.limiter is None
+
+
 def test_service_times_are_drawn_in_order_from_the_seeded_service_stream():
     from atlas_sim.workload import rng_streams
 
     dist = Distribution(mean=0.001)
-    server, _ = start_server(servers=1, service_time=dist, seed=7)
+    server, _ = start_server(workers=1, service_time=dist, seed=7)
     try:
         with httpx.Client(base_url=server.url, trust_env=False) as client:
             works = [client.get("/api/work").json()["work"] for _ in range(5)]

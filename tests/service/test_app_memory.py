@@ -30,7 +30,7 @@ KEYS = 1000  # kept answers per app: a store this full holds some thousands of o
 def serve_once(keys: int) -> list[weakref.ref]:
     """Build an app, fill its key store, serve a request on every route, stop it, drop it;
     return weak references to the app, its state, key store, metrics registry and server."""
-    app = create_app(Settings(), servers=2)
+    app = create_app(Settings())
     state = app.state.atlas
     store = state.idempotency
     for i in range(keys):

@@ -125,7 +125,7 @@ def test_a_small_number_in_a_long_spelling_within_the_bound_is_read():
 
 @pytest.fixture(scope="module")
 def served():
-    app = create_app(Settings(), servers=2)
+    app = create_app(Settings())
     server = LiveServer(app, name="bodies").start()
     with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
         yield server, app, client

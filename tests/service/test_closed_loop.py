@@ -21,7 +21,7 @@ WORK = "/api/work?service_time=0.001"
 
 @pytest.fixture(scope="module")
 def server():
-    server, _ = start_server(Settings(http_timeout=5), servers=1,
+    server, _ = start_server(Settings(http_timeout=5), workers=1,
                              service_time=Distribution(mean=0.01, kind="constant"))
     yield server
     server.stop()
@@ -71,7 +71,7 @@ def test_two_generators_share_one_clock_and_one_stall():
     # Both generators at once (20 requests/s on a schedule; 2 clients thinking 20 ms), the
     # open-loop run playing a stall from 0.4 s to 0.8 s. The closed loop records one stalled
     # request per client; every open-loop request sent during the stall waits for its end.
-    server, _ = start_server(Settings(http_timeout=5), servers=2)
+    server, _ = start_server(Settings(http_timeout=5), workers=2)
     stall = Fault(start=0.4, end=0.8, stall=True, name="pause")
     try:
         async def both():

@@ -30,7 +30,7 @@ pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
 @pytest.fixture(scope="module")
 def served():
-    app = create_app(Settings(http_timeout=2.0), servers=2)
+    app = create_app(Settings(http_timeout=2.0))
     probe = add_hostile_routes(app)
     server = LiveServer(app, name="hostile").start()
     with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:

@@ -75,7 +75,7 @@ def test_a_retried_write_is_applied_once_with_keys_and_per_attempt_without(keys)
     # Each order takes 0.1 s of work; the client gives up after 0.05 s and retries. Without
     # keys every attempt places an order; with them the first attempt's order is the only
     # one, and the retries get 409 (still in progress) and then its answer, replayed.
-    server, _ = start_server(Settings(), servers=8,
+    server, _ = start_server(Settings(), workers=8,
                              service_time=Distribution(mean=0.1, kind="constant"))
     try:
         policy = ClientPolicy(timeout=0.05, retry=RetryPolicy(
@@ -110,7 +110,7 @@ def _settled_orders(url: str) -> int:
 
 @pytest.mark.live
 def test_the_service_answers_400_409_422_and_replays_over_http():
-    server, _ = start_server(Settings(), servers=2,
+    server, _ = start_server(Settings(), workers=2,
                              service_time=Distribution(mean=0.2, kind="constant"))
     store = server.app.state.atlas.idempotency
     try:
@@ -243,7 +243,7 @@ def test_the_header_is_one_item_never_two_fields_or_a_list(headers, message):
 
 @pytest.fixture(scope="module")
 def orders_server():
-    server, _ = start_server(Settings(), servers=4)
+    server, _ = start_server(Settings(), workers=4)
     with httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as client:
         yield server, client
     server.stop()

@@ -53,7 +53,7 @@ def test_the_load_generators_inputs_are_all_accepted():
 
 @pytest.fixture(scope="module")
 def served():
-    app = create_app(Settings(), servers=2)
+    app = create_app(Settings())
     server = LiveServer(app, name="input-header").start()
     with httpx.Client(base_url=server.url, trust_env=False, timeout=10) as client:
         yield app, client

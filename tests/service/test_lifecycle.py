@@ -24,6 +24,7 @@ from tests.service.raw_http import (
     status_of,
     wait_for,
 )
+from tests.service.support import server_config
 
 pytestmark = pytest.mark.live  # real sockets on 127.0.0.1
 
@@ -44,7 +45,8 @@ def total_in_progress(app) -> float:
 # -- 4. one app, one server ------------------------------------------------------------------
 
 def test_an_app_already_served_is_refused_by_a_second_server_with_a_clear_error():
-    app = create_app(Settings(http_timeout=0.5), servers=1)
+    app = create_app(Settings(http_timeout=0.5),
+                     server=server_config(Settings(http_timeout=0.5), workers=1))
     add_hostile_routes(app)
     first = LiveServer(app, name="one-app-a").start()
     try:
@@ -87,7 +89,7 @@ def test_an_app_wrapped_the_same_way_twice_is_still_one_app():
 # -- 5. stop() with requests in flight -------------------------------------------------------
 
 def test_stop_answers_each_request_in_flight_a_json_503_with_its_request_id_no_traceback():
-    app = create_app(Settings(), servers=2)
+    app = create_app(Settings())
     probe = add_hostile_routes(app)
     server = LiveServer(app, name="stop-in-flight").start()
     url = server.url
@@ -171,7 +173,7 @@ def _open_fds() -> int:
 
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd (Linux)")
 def test_five_overload_bursts_and_fifty_restarts_leave_no_request_thread_fd_or_port():
-    app = create_app(Settings(load_shedding_max_concurrent=LIMIT), servers=2)
+    app = create_app(Settings(load_shedding_max_concurrent=LIMIT))
     probe = add_hostile_routes(app)
     with LiveServer(app, name="leak-warm-up") as server:  # lazily made things exist first
         get(server.url + "/health")

@@ -50,7 +50,7 @@ QUICK = Settings(
 
 @pytest.fixture
 def server():
-    server, _ = start_server(QUICK, servers=1, service_time=Distribution(mean=0.01,
+    server, _ = start_server(QUICK, workers=1, service_time=Distribution(mean=0.01,
                                                                          kind="constant"))
     yield server
     server.stop()
@@ -314,7 +314,7 @@ def test_a_fault_change_the_service_refuses_fails_the_run():
 
 def test_each_retry_goes_to_the_next_instance_and_faults_reach_every_instance():
     settings = Settings(retry_max_attempts=1, circuit_breaker_failure_threshold=1000)
-    started = [start_server(settings, servers=2, service_time=Distribution(mean=0.001))[0]
+    started = [start_server(settings, workers=2, service_time=Distribution(mean=0.001))[0]
                for _ in range(3)]
     down, up, other = started
     try:

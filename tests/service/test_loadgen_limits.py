@@ -23,7 +23,7 @@ from tests.service.support import start_server
 
 @pytest.fixture
 def server():
-    server, _ = start_server(servers=4)
+    server, _ = start_server(workers=4)
     try:
         yield server
     finally:

@@ -53,8 +53,9 @@ def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
 
     import numpy as np
 
+    from atlas_sim.server_config import Dependency, ServerConfig
     from atlas_sim.service.dependency import DependencyError, FaultyDependency
-    from atlas_sim.sim import Dependency, Scenario, simulate
+    from atlas_sim.sim import Scenario, simulate
     from atlas_sim.workload import Distribution, rng_streams
 
     seed, p, n = 7, 0.3, 40
@@ -62,9 +63,10 @@ def test_live_and_simulated_dependencies_draw_the_same_coins_and_latencies():
     latencies = Distribution(mean=0.002).sample(rng_streams(seed)["dependency"], n)
 
     # simulated: one request a second, no local work, one dependency call each
+    server = ServerConfig(service_time=Distribution(mean=0.0, kind="constant"),
+                          dependency=Dependency(latency=Distribution(mean=0.002), error_rate=p))
     run = simulate(Scenario(load=Load(rate=1.0, process="constant", duration=n),
-                            service_time_mean=0.0, service_time_dist="constant",
-                            dependency=Dependency(latency_mean=0.002, error_rate=p), seed=seed))
+                            server=server, seed=seed))
     assert list(run.requests["status"]) == [503 if c < p else 200 for c in coins]
     ok = run.requests["ok"].to_numpy()
     assert np.allclose(run.requests["latency"].to_numpy()[ok], latencies[ok])

@@ -27,7 +27,7 @@ from .._timeouts import run_with_timeout
 from .pool import ClientPool
 from .timeline import EventRow
 
-__all__ = ["Job", "LoadGenerator", "Request", "Run", "drive", "next_instance", "parse_retry_after",
+__all__ = ["Job", "LoadGenerator", "Request", "Run", "drive", "parse_retry_after",
            "parse_server_timing"]
 
 # Connections each generator opens before time 0, and how long it waits for them (seconds).
@@ -88,6 +88,7 @@ class Request:
     status: int = 0
     attempts: int = 0
     in_flight_since: float | None = None  # start of the attempt on the wire, if any
+    instance: int = 0  # the instance the attempt in flight (or the last one) was sent to
     left_at: float = math.nan  # when the attempt in flight left the client (first byte written)
     asked_at: float = math.nan  # when the attempt in flight asked the pool for a connection
     admitted_at: float = math.nan  # and when it got one
@@ -96,7 +97,7 @@ class Request:
     # client, its first byte written, or until it ended if it never left) and the part of it
     # spent waiting for a free connection of the pool (until it ended, if it never got one;
     # NaN if it never asked), and the overrun the server reported (Server-Timing: overrun)
-    rows: list[tuple[int, float, float, int, float, float, float, float, float]] = field(
+    rows: list[tuple[int, float, float, int, float, float, float, float, float, int]] = field(
         default_factory=list)
 
 
@@ -124,8 +125,9 @@ class Job:
     warm_up_url: str | None  # None: no warm-up
     idempotency_keys: bool = False  # send an Idempotency-Key per logical request
     run_id: str = ""  # makes the keys of two runs differ
-    # The same path on the service's other instances: attempt k of request i goes to
-    # (target, *instance_targets)[(i + k - 1) % n], so each retry goes to the next instance.
+    # The same path on the service's other instances: the client policy's router
+    # (``ClientPolicy.routing``; ``NextInstance()``: attempt k of request i goes to
+    # (target, *instance_targets)[(i + k - 1) % n], so each retry goes to the next instance).
     instance_targets: tuple[str, ...] = ()
     # Send what each request carries (workload.request_inputs, by its index in the run) in
     # the X-Atlas-Input header on every attempt; False: no such header.
@@ -155,13 +157,6 @@ async def drive(job: Job, *, part: int = 0, parts: int = 1,
     return await LoadGenerator(job, part=part, parts=parts).run(start=start, on_start=on_start)
 
 
-def next_instance(index: int, attempt: int, instances: int) -> int:
-    """The instance (0 .. ``instances`` - 1) that attempt ``attempt`` (1, 2, ...) of request
-    ``index`` goes to: ``(index + attempt - 1) % instances``, so first attempts go round robin
-    and each retry goes to the next instance. The one place an attempt is routed."""
-    return (index + attempt - 1) % instances
-
-
 class LoadGenerator:
     """One generator's share of a job: part ``part`` of ``parts`` of its schedule (or its
     closed-loop clients), the client's guard they all go through, and what every attempt saw.
@@ -182,9 +177,11 @@ class LoadGenerator:
         self.outstanding = [0] * len(self.targets)
         # What each request carries, by its index in the run (a closed loop: in the order sent).
         self.inputs = RequestInputs(job.seed) if job.inputs else None
-        jitter = rng_streams(job.seed)["client"]
+        streams = rng_streams(job.seed)
+        jitter, routing = streams["client"], streams["routing"]
         if parts > 1:
             jitter = jitter.spawn(parts)[part]
+            routing = routing.spawn(parts)[part]
         self.closed = job.clients > 0
         if self.closed and parts != 1:
             raise ValueError("a closed-loop job runs in one part")
@@ -192,10 +189,10 @@ class LoadGenerator:
         self.events: list[EventRow] = []
         self.t0 = 0.0  # on the loop's clock; set just before the first send
         self.guard = job.client.guard(clock=self.clock, rng=jitter,
-                                      on_transition=self._on_transition)
+                                      on_transition=self._on_transition, routing_rng=routing)
         self.bar = Progress(None if self.closed else len(self.records), desc="requests",
                             unit="req", enabled=job.progress)
-        self.think_rng = rng_streams(job.seed)["think"]
+        self.think_rng = streams["think"]
         # Every attempt asks for the same thing, so each client builds its request once and
         # sends that object again (a GET has an empty, re-readable body): no URL parsing and
         # header merging per attempt. Measured at 500 requests/s: median p99 send lag 3.5 ms
@@ -307,13 +304,13 @@ class LoadGenerator:
         if wait > 0:
             await asyncio.sleep(wait)
         rec.sent = self.clock()
-        guarded = self.guard.call()
+        guarded = self.guard.call(request=index)
         _IN_FLIGHT.set(rec)  # this task's (or this closed-loop client's) request
-        n = len(self.targets)
+        outstanding = self.outstanding
         while guarded.before_attempt():
             rec.attempts = attempt = guarded.attempts
-            status, retry_after = await self._attempt(
-                pool, rec, attempt, next_instance(index, attempt, n), extra)
+            instance = guarded.route(outstanding)  # the client policy's router decides
+            status, retry_after = await self._attempt(pool, rec, attempt, instance, extra)
             delay = guarded.after_attempt(status, retry_after=retry_after)
             if delay is None:
                 break
@@ -337,6 +334,7 @@ class LoadGenerator:
         (``rec.rows``); return its status and Retry-After."""
         start = rec.scheduled if attempt == 1 else self.clock()
         rec.in_flight_since = start
+        rec.instance = instance
         rec.left_at = rec.asked_at = rec.admitted_at = math.nan
         outstanding = self.outstanding
         outstanding[instance] += 1
@@ -348,7 +346,7 @@ class LoadGenerator:
         rec.in_flight_since = None
         end = self.clock()
         rec.rows.append((attempt, start, end, status, queue_wait, work,
-                         *_client_waits(rec, start, end), overrun))
+                         *_client_waits(rec, start, end), overrun, instance))
         return status, retry_after
 
     async def _exchange(self, pool: ClientPool, target: str, extra: dict[str, str] | None
@@ -407,7 +405,8 @@ def _give_up(rec: Request, when: float) -> None:
     """The client stops waiting for ``rec`` at ``when``: 599, like an attempt that timed out."""
     if rec.in_flight_since is not None:
         rec.rows.append((rec.attempts, rec.in_flight_since, when, Status.CLIENT_TIMEOUT, math.nan,
-                         math.nan, *_client_waits(rec, rec.in_flight_since, when), math.nan))
+                         math.nan, *_client_waits(rec, rec.in_flight_since, when), math.nan,
+                         rec.instance))
         rec.in_flight_since = None
     if math.isnan(rec.sent):
         rec.sent = when

@@ -48,6 +48,8 @@ def to_result(records: list[Request], events: list[EventRow],
             "latency": a[:, 3] - a[:, 2],
             "status": a[:, 4].astype(np.int64),
             "queue_wait": np.array([row[5] for row in rows], dtype=float),
+            # the instance each attempt was sent to (0 with one instance)
+            "instance": np.array([row[10] for row in rows], dtype=np.int64),
         },
         events=events,
         duration=length,

@@ -133,12 +133,14 @@ async def run_load_async(
             that a service that remembers keys (``POST /api/orders``) applies a retried write
             once. Keys are unique to the run.
         instances: the base URLs of the same service's other instances (``url`` is the
-            first). Attempt ``k`` of request ``i`` goes to instance ``(i + k - 1) % n``: first
-            attempts round-robin, and each retry goes to the next instance, as a client that
-            retries elsewhere does. ``faults`` are played on every instance (the same version
-            and settings run on all of them), except a ``Fault`` with ``instances``, played on
-            those it names only (0 is ``url``, 1, 2, ... these; a larger index is refused);
-            warm-up and ``server_events`` use ``url`` only.
+            first, instance 0). ``client.routing`` picks each attempt's instance
+            (``NextInstance()``: attempt ``k`` of request ``i`` goes to ``(i + k - 1) % n``,
+            first attempts round-robin and each retry to the next instance, as a client that
+            retries elsewhere does); ``attempts["instance"]`` says which it was. ``faults``
+            are played on every instance (the same version and settings run on all of them),
+            except a ``Fault`` with ``instances``, played on those it names only (0 is
+            ``url``, 1, 2, ... these; a larger index is refused); warm-up and
+            ``server_events`` use ``url`` only.
             A ``Fault`` with a ``bad_input_rate`` makes every request carry its input
             (``workload.request_inputs`` for ``seed``, by schedule index) in an
             ``X-Atlas-Input`` header, on every attempt.

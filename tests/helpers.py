@@ -69,7 +69,7 @@ def live_shaped_run(*, send_lag=0.0002, work=0.0205, n: int = 100, loop: str = "
                   "ok": np.ones(n, dtype=bool)},
         attempts={"request_id": np.arange(n), "attempt": np.ones(n), "t_start": t,
                   "t_end": t + latency, "latency": latency, "status": np.full(n, 200),
-                  "queue_wait": np.zeros(n)},
+                  "queue_wait": np.zeros(n), "instance": np.zeros(n, dtype=int)},
         duration=1.0, source="live", meta=recorded)
 
 

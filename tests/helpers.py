@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass, field
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -84,3 +87,70 @@ def recording_progress(endings: list):
             super().close(ending)
 
     return Recorded
+
+
+# -- test-local server policies: the seams take any object with these methods -------------
+
+
+class LifoQueue:
+    """Last come, first served; the server timeout still reaps the oldest (a ``QueueDiscipline``
+    the package does not ship, to show the seam takes any)."""
+
+    def __init__(self) -> None:
+        self.items: deque = deque()
+
+    def push(self, item) -> None:
+        self.items.append(item)
+
+    def pop(self):
+        return self.items.pop()
+
+    def oldest(self):
+        return self.items[0]
+
+    def pop_oldest(self):
+        return self.items.popleft()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class Lifo:
+    def build(self) -> LifoQueue:
+        return LifoQueue()
+
+
+class RecordingLimiter:
+    """An ``AdmissionLimiter`` that admits up to ``limit`` and writes down every release's
+    latency and drop."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_flight = 0
+        self.acquired = 0
+        self.released: list[tuple[float | None, bool]] = []
+
+    def try_acquire(self) -> bool:
+        if self.in_flight >= self.limit:
+            return False
+        self.in_flight += 1
+        self.acquired += 1
+        return True
+
+    def release(self, *, latency: float | None = None, dropped: bool = False) -> None:
+        self.in_flight -= 1
+        self.released.append((latency, dropped))
+
+
+@dataclass(frozen=True)
+class RecordingLimit:
+    """An admission config whose limiters record every call (``built``: one per instance)."""
+
+    max_concurrent: int = 100
+    built: list = field(default_factory=list, compare=False, hash=False)
+
+    def build(self) -> RecordingLimiter:
+        limiter = RecordingLimiter(self.max_concurrent)
+        self.built.append(limiter)
+        return limiter

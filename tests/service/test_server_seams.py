@@ -9,7 +9,6 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import httpx
 import numpy as np
@@ -22,74 +21,10 @@ from atlas_sim.service import LiveServer, create_app
 from atlas_sim.service.middleware import LoadSheddingMiddleware
 from atlas_sim.service.work import WorkStation
 from atlas_sim.workload import Distribution
+from tests.helpers import Lifo, RecordingLimit, RecordingLimiter
 from tests.service.support import add_test_routes
 
 # -- test-local seams: a LIFO queue and a limiter that records what it is told ----------------
-
-
-class LifoQueue:
-    """Last come, first served (test-local: the seam takes any QueueDiscipline)."""
-
-    def __init__(self) -> None:
-        self.items: list = []
-
-    def push(self, item) -> None:
-        self.items.append(item)
-
-    def pop(self):
-        return self.items.pop()
-
-    def oldest(self):
-        return self.items[0]
-
-    def pop_oldest(self):
-        return self.items.pop(0)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True)
-class Lifo:
-    def build(self) -> LifoQueue:
-        return LifoQueue()
-
-
-class RecordingLimiter:
-    """Admits up to ``limit``; keeps every release's latency and drop."""
-
-    def __init__(self, limit: int) -> None:
-        self._limit, self._in_flight = limit, 0
-        self.released: list[tuple[float | None, bool]] = []
-
-    @property
-    def limit(self) -> int:
-        return self._limit
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def try_acquire(self) -> bool:
-        if self._in_flight >= self._limit:
-            return False
-        self._in_flight += 1
-        return True
-
-    def release(self, *, latency: float | None = None, dropped: bool = False) -> None:
-        self._in_flight -= 1
-        self.released.append((latency, dropped))
-
-
-@dataclass(frozen=True)
-class Recording:
-    limit: int = 100
-    built: list = field(default_factory=list, compare=False, hash=False)
-
-    def build(self) -> RecordingLimiter:
-        limiter = RecordingLimiter(self.limit)
-        self.built.append(limiter)
-        return limiter
 
 
 # -- the work station's queue, without sockets --------------------------------------------
@@ -204,7 +139,7 @@ def test_a_lifo_queue_config_live_serves_the_newest_waiter_first():
 
 @pytest.mark.live
 def test_the_admission_limiter_is_told_each_requests_latency_and_whether_it_was_dropped():
-    admission = Recording(limit=1)
+    admission = RecordingLimit(max_concurrent=1)
     config = ServerConfig(workers=2, service_time=Distribution(mean=0.01), timeout=0.3,
                           admission=admission)
     app = create_app(Settings(), server=config)

@@ -3,7 +3,6 @@ on some instances only, the ``instance`` column, the admission and queue seams, 
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +20,7 @@ from atlas_sim.server_config import Dependency, ServerConfig
 from atlas_sim.sim import Fault, Scenario, simulate
 from atlas_sim.sim.scenarios import plain_queue
 from atlas_sim.workload import Distribution, Load, rng_streams
+from tests.helpers import Lifo, RecordingLimit
 from tests.sim.test_traces import rows
 
 SERVER = ServerConfig(workers=2, service_time=Distribution(mean=0.05))
@@ -167,38 +167,6 @@ def test_the_router_sees_the_attempts_in_flight_per_instance():
 # --- the admission seam: the limiter is told each admitted attempt's latency and outcome -----
 
 
-@dataclass(frozen=True)
-class RecordingLimit:
-    """A test admission config: a fixed limit whose limiters write down every call."""
-
-    max_concurrent: int
-    built: list = field(default_factory=list, compare=False)
-
-    def build(self):
-        limiter = RecordingLimiter(self.max_concurrent)
-        self.built.append(limiter)
-        return limiter
-
-
-class RecordingLimiter:
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_flight = 0
-        self.acquired = 0
-        self.released: list[tuple[float, bool]] = []
-
-    def try_acquire(self) -> bool:
-        if self.in_flight >= self.limit:
-            return False
-        self.in_flight += 1
-        self.acquired += 1
-        return True
-
-    def release(self, *, latency=None, dropped=False) -> None:
-        self.in_flight -= 1
-        self.released.append((latency, dropped))
-
-
 def test_the_admission_limiter_is_told_each_latency_and_whether_it_was_dropped():
     limit = RecordingLimit(max_concurrent=8)
     run = simulate(Scenario(
@@ -224,34 +192,6 @@ def test_the_admission_limiter_is_told_each_latency_and_whether_it_was_dropped()
 
 
 # --- the queue seam: another discipline changes the order of service ----------------------
-
-
-class LifoQueue:
-    """Last come, first served; the server timeout still reaps the oldest."""
-
-    def __init__(self) -> None:
-        self.items: deque = deque()
-
-    def push(self, item) -> None:
-        self.items.append(item)
-
-    def pop(self):
-        return self.items.pop()
-
-    def oldest(self):
-        return self.items[0]
-
-    def pop_oldest(self):
-        return self.items.popleft()
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-@dataclass(frozen=True)
-class Lifo:
-    def build(self) -> LifoQueue:
-        return LifoQueue()
 
 
 def four_at_once(queue=None, timeout=None) -> Scenario:

@@ -56,7 +56,7 @@ _RENAMED = {
 
 def _no_hedge(name: str, client: ClientPolicy) -> None:
     """The handler's dependency call (``sim.dependency.Handler``) makes one attempt at a time;
-    the clients' calls may hedge (``sim.client.HedgedCall``)."""
+    the clients' calls may hedge (``sim.client.Call``, by the call's actions)."""
     if client.hedge is not None:
         raise ValueError(f"{name}.hedge must be None: the event engine's dependency call makes "
                          "one attempt at a time (the scenario's client may hedge; so does the "

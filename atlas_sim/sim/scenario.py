@@ -55,10 +55,12 @@ _RENAMED = {
 
 
 def _no_hedge(name: str, client: ClientPolicy) -> None:
-    """The event engine's drivers (``Call``, ``Handler``) make one attempt at a time."""
+    """The handler's dependency call (``sim.dependency.Handler``) makes one attempt at a time;
+    the clients' calls may hedge (``sim.client.Call``, by the call's actions)."""
     if client.hedge is not None:
-        raise ValueError(f"{name}.hedge must be None: the event engine does not drive hedged "
-                         "calls (the fan-out model, sim.fanout, does)")
+        raise ValueError(f"{name}.hedge must be None: the event engine's dependency call makes "
+                         "one attempt at a time (the scenario's client may hedge; so does the "
+                         "fan-out model, sim.fanout)")
 
 
 @renamed_fields(_RENAMED)
@@ -91,7 +93,9 @@ class Scenario:
             the server's queue: the round trip of an empty request, half on the way in and half
             on the way out (0: the model of a queue alone; ``calibrate`` measures it).
         client: the clients' ``ClientPolicy``: timeout per attempt (599), retry, budget,
-            breaker, routing, the object ``run_load`` takes too.
+            breaker, routing, the object ``run_load`` takes too; or hedging
+            (``HedgePolicy``: each copy an attempt of its own, the losers cancelled, see
+            ``sim.client``). A dependency's client (``Dependency.client``) may not hedge.
     Elsewhere:
         faults: time windows of trouble (see ``Fault``; ``Fault(instances=...)`` hits some
             instances only).
@@ -148,7 +152,6 @@ class Scenario:
         check_real("round_trip", self.round_trip, low=0)
         if not isinstance(self.client, ClientPolicy):
             raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
-        _no_hedge("client", self.client)
         faults = tuple(self.faults)
         for i, fault in enumerate(faults):
             if not isinstance(fault, Fault):

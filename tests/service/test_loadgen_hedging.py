@@ -1,6 +1,7 @@
 """The load generator drives a hedged client (issue 21, item 6): each copy an attempt row with
-its instance, the losers cancelled (their connections closed, so the server drops their work)
-and recorded 499, the client timeout per copy, open and closed loops, and the drain deadline.
+its instance, the losers cancelled (their connections closed, so the server counts the client
+gone, 499) and recorded 499, the client timeout per copy, open and closed loops, and the drain
+deadline.
 
 Two instances make the timing unambiguous: instance 0 takes 0.3 s on every request, instance 1
 2 ms, and ``NextInstance()`` sends copy k of request i to instance (i + k - 1) mod 2."""
@@ -58,7 +59,7 @@ def test_a_hedge_goes_to_the_next_instance_and_the_loser_is_cancelled(slow_and_f
     cancelled = run.attempts[run.attempts["status"] == Status.CANCELLED]
     # a cancelled copy ends when it was cancelled: after the hedge left, before its 0.3 s
     assert (cancelled["latency"] >= DELAY).all()
-    # its connection was closed: the server saw the client leave (499) and did not answer
+    # its connection was closed: the server saw the client leave (499), answered no one
     settle(slow_app)
     left = requests_counted(slow_app, endpoint="/api/work", status="499") - before
     assert left == (cancelled["instance"] == 0).sum() >= 10

@@ -12,8 +12,9 @@ A hedged client (``ClientPolicy(hedge=...)``) has several copies of a request in
 requests take a path of their own, a loop over the guarded call's actions (``Send``, ``Wait``,
 ``Cancel``, ``Done``: ``policies.call``) with each copy a task and the call's one timer the
 ``asyncio.wait`` timeout, as ``service.resilience``'s hedged dependency call; a copy that lost
-is cancelled (its connection closed, so the server drops its work) and recorded with status
-499 (``Status.CANCELLED``, as the fan-out model's). Unhedged clients keep the one-attempt loop,
+is cancelled (its connection closed: the service counts it 499, though it finishes the work it
+started, as uvicorn does not cancel a request whose client left) and recorded with status 499
+(``Status.CANCELLED``, as the fan-out model's). Unhedged clients keep the one-attempt loop,
 and its cost per request."""
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .._timeouts import run_with_timeout
 from .pool import ClientPool
 from .timeline import EventRow
 
-__all__ = ["Job", "LoadGenerator", "Request", "Run", "drive", "parse_retry_after",
+__all__ = ["Copy", "Job", "LoadGenerator", "Request", "Run", "drive", "parse_retry_after",
            "parse_server_timing"]
 
 # Connections each generator opens before time 0, and how long it waits for them (seconds).

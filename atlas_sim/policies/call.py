@@ -261,10 +261,10 @@ class ClientPolicy:
         budget: a retry budget shared by all of the client's calls (None: none).
         breaker: a circuit breaker shared by all of the client's calls (None: none).
         hedge: hedged requests (None: one copy at a time). Not with ``retry``: as in gRPC, a
-            call is retried or hedged, never both. Driven by the fan-out model
-            (``sim.fanout``) and the service's ``ResilientCaller`` (``/api/fanout``); the
-            drivers that keep one attempt in flight (``Scenario``'s clients, ``run_load``)
-            refuse it.
+            call is retried or hedged, never both. Driven by ``Scenario``'s clients, the
+            fan-out model (``sim.fanout``), ``run_load`` and the service's ``ResilientCaller``
+            (``/api/fanout``); the engine's dependency call (``Dependency.client``), which keeps
+            one attempt in flight, refuses it.
         routing: which instance each attempt goes to when there are several
             (``policies.routing``; default ``NextInstance()``: request ``i`` to instance
             ``i mod n``, each retry to the next).

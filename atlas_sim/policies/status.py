@@ -22,6 +22,10 @@ class Status(IntEnum):
     NOT_FOUND = 404
     UNPROCESSABLE = 422
     TOO_MANY_REQUESTS = 429  # load shedding: the server refused work it could not do in time
+    # a hedged copy the client cancelled because another copy won (nginx's 499, "client closed
+    # request", which the service also counts for a client gone before its answer); the live
+    # generator's attempt rows and the fan-out model's (sim.fanout.CANCELLED) say so alike
+    CANCELLED = 499
     INTERNAL_ERROR = 500  # an unhandled exception in the handler
     SERVICE_UNAVAILABLE = 503  # a dependency failed, or the server is down
     GATEWAY_TIMEOUT = 504  # the server's own timeout (HTTP_TIMEOUT) fired; its work was dropped

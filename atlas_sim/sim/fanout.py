@@ -40,7 +40,7 @@ FAST_BACKEND = Distribution(mean=0.01, kind="exponential")
 
 #: The status of a copy cancelled because another copy won: nginx's 499 ("client closed
 #: request"), which the live service also counts when a client leaves before its answer.
-CANCELLED = 499
+CANCELLED = int(Status.CANCELLED)
 
 _OK = int(Status.OK)
 _CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)

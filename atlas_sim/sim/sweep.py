@@ -55,8 +55,9 @@ def sweep(scenario: Scenario, grid: Mapping[str, Iterable[Any]], executor: Execu
     """Simulate ``scenario`` at every point of ``grid`` and return one row of summary per point.
 
     ``grid`` maps field paths to values, e.g. ``{"server.workers": [1, 2],
-    "client.retry.max_attempts": [1, 3, 5], "seed": range(5)}``; nested fields use dotted paths (``Scenario.replace``). The
-    table has one column per grid field, then the ``summary()`` keys, in grid order.
+    "client.retry.max_attempts": [1, 3, 5], "seed": range(5)}``; nested fields use dotted
+    paths (``Scenario.replace``). The table has one column per grid field, then the
+    ``summary()`` keys, in grid order.
 
     ``executor``: any ``concurrent.futures.Executor``; None makes (and closes) a local process
     pool. Every point is validated before any work starts, so a bad value fails at once.

@@ -169,15 +169,13 @@ def test_the_event_engine_plays_the_slow_call_fault_as_the_service_does():
     assert np.array_equal(outside, plain.window(31.0, 40.0).requests["latency"].to_numpy())
 
 
-def test_drivers_that_send_one_attempt_at_a_time_refuse_a_hedging_policy():
-    from atlas_sim.service import run_load
+def test_the_engines_dependency_call_sends_one_attempt_at_a_time_and_refuses_a_hedge():
     from atlas_sim.sim import Dependency, Scenario
     from atlas_sim.workload import Load
 
     hedging = hedge(0.01)
-    # (a Scenario's client may hedge: tests/sim/test_hedged_engine.py; its dependency's may not)
+    # (a Scenario's client may hedge: tests/sim/test_hedged_engine.py, and run_load's too:
+    # tests/service/test_loadgen_hedging.py; the engine's dependency call may not)
     with pytest.raises(ValueError, match=r"client\.hedge must be None"):
         Scenario(load=Load(rate=1.0, duration=1.0),
                  server=ServerConfig(dependency=Dependency(client=hedging)))
-    with pytest.raises(ValueError, match=r"client\.hedge must be None"):
-        run_load("http://127.0.0.1:9", load=Load(rate=1.0, requests=1), client=hedging)

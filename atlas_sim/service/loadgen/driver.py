@@ -6,7 +6,16 @@ Open loop (a schedule of send times): each request leaves at its time whatever b
 others, and its latency counts from that time. Closed loop (``Job.clients``): each client sends,
 waits for the outcome, thinks (exponential, mean ``think_time``, from the ``"think"`` stream, as
 the simulator's clients), and sends again while the run lasts; its latency counts from the
-actual send, as a closed-loop tester (``wrk``) measures it."""
+actual send, as a closed-loop tester (``wrk``) measures it.
+
+A hedged client (``ClientPolicy(hedge=...)``) has several copies of a request in flight: its
+requests take a path of their own, a loop over the guarded call's actions (``Send``, ``Wait``,
+``Cancel``, ``Done``: ``policies.call``) with each copy a task and the call's one timer the
+``asyncio.wait`` timeout, as ``service.resilience``'s hedged dependency call; a copy that lost
+is cancelled (its connection closed: the service counts it 499, though it finishes the work it
+started, as uvicorn does not cancel a request whose client left) and recorded with status 499
+(``Status.CANCELLED``, as the fan-out model's). Unhedged clients keep the one-attempt loop,
+and its cost per request."""
 
 from __future__ import annotations
 
@@ -20,14 +29,14 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from ...policies import BreakerTransition, ClientPolicy, Status
+from ...policies import BreakerTransition, CallAction, ClientPolicy, Send, Status, Wait
 from ...progress import Progress, ending_for
 from ...workload import RequestInputs, rng_streams
 from .._timeouts import run_with_timeout
 from .pool import ClientPool
 from .timeline import EventRow
 
-__all__ = ["Job", "LoadGenerator", "Request", "Run", "drive", "parse_retry_after",
+__all__ = ["Copy", "Job", "LoadGenerator", "Request", "Run", "drive", "parse_retry_after",
            "parse_server_timing"]
 
 # Connections each generator opens before time 0, and how long it waits for them (seconds).
@@ -45,7 +54,9 @@ _LEAVES = "http11.send_request_headers.started"
 # The request whose attempt is in flight in this task, for the trace hook to note when it left
 # (``Request.left_at``); a context variable, since the hook is on a request object that every
 # attempt of a client shares.
-_IN_FLIGHT: contextvars.ContextVar[Request] = contextvars.ContextVar("atlas_in_flight")
+# One attempt's (or copy's) row, as ``Request.rows`` keeps it.
+AttemptRow = tuple[int, float, float, int, float, float, float, float, float, int]
+_IN_FLIGHT: contextvars.ContextVar[Request | Copy] = contextvars.ContextVar("atlas_in_flight")
 
 
 def parse_retry_after(header: str | None) -> float | None:
@@ -99,6 +110,21 @@ class Request:
     # NaN if it never asked), and the overrun the server reported (Server-Timing: overrun)
     rows: list[tuple[int, float, float, int, float, float, float, float, float, int]] = field(
         default_factory=list)
+
+
+@dataclass(slots=True)
+class Copy:
+    """One copy of a hedged request while it is in flight: which copy (1 for the first), when
+    it started on the run's clock (the request's scheduled time for the first), the instance it
+    went to, and the client-side instants ``Request`` keeps for an attempt (``left_at``,
+    ``asked_at``, ``admitted_at``)."""
+
+    copy: int
+    start: float
+    instance: int
+    left_at: float = math.nan
+    asked_at: float = math.nan
+    admitted_at: float = math.nan
 
 
 @dataclass
@@ -199,6 +225,8 @@ class LoadGenerator:
         # against 6.4.
         self._prepared: dict[tuple[httpx.AsyncClient, str], httpx.Request] = {}
         self._traced = {"trace": self._trace}
+        self.hedged = job.client.hedge is not None
+        self._stopping: set[asyncio.Task[tuple[int, float | None]]] = set()  # losers unwinding
 
     def clock(self) -> float:
         """Seconds on the run's clock (0 at the first send)."""
@@ -240,6 +268,7 @@ class LoadGenerator:
                 task.cancel()
             # the cancelled tasks awaited, so that none is left for the loop's shutdown
             await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*self._stopping, return_exceptions=True)  # hedges' losers
             await pool.aclose()
         self.bar.close("done")
         return Run(self.records, self.events, unfinished, t0_monotonic)
@@ -298,7 +327,10 @@ class LoadGenerator:
     async def request(self, pool: ClientPool, rec: Request, due: float, index: int) -> None:
         """Request ``index`` of the run, at ``due`` on the loop's clock: its attempts, as the
         guarded call decides them (each retry after the delay it gives), until it is done.
-        Every action of the call (today: attempt, wait, done) is taken in this loop."""
+        Every action of the call (attempt, wait, done) is taken in this loop; a hedged client's
+        requests go through ``_hedged_request`` instead."""
+        if self.hedged:
+            return await self._hedged_request(pool, rec, due, index)
         extra = self._own_headers(index)
         wait = due - self.loop.time()
         if wait > 0:
@@ -318,6 +350,100 @@ class LoadGenerator:
         rec.status = guarded.status
         rec.end = self.clock()
         self.bar.update()
+
+    async def _hedged_request(self, pool: ClientPool, rec: Request, due: float,
+                              index: int) -> None:
+        """``request`` for a hedged client: the guarded call's action loop (``policies.call``),
+        each copy a task (``_copy``) sent to ``route(outstanding)``'s instance, the call's one
+        timer the ``asyncio.wait`` timeout, an answer before the timer when both are due. The
+        losers (``Cancel``) are cancelled, which closes their connections, and recorded 499
+        (``Status.CANCELLED``), ending when they were cancelled; every copy's row is kept in
+        copy order. Cancelled from outside (the drain deadline, an interrupted run), the copies
+        still out are cancelled and recorded 599, as ``_give_up`` records an attempt."""
+        extra = self._own_headers(index)
+        loop = self.loop
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        rec.sent = self.clock()
+        guarded = self.guard.call(request=index)
+        outstanding = self.outstanding
+        tasks: dict[asyncio.Task[tuple[int, float | None]], Copy] = {}
+        rows: dict[int, AttemptRow] = {}
+        timer: tuple[float, Wait] | None = None  # (when on the loop's clock, the Wait)
+
+        def perform(actions: tuple[CallAction, ...]) -> None:
+            nonlocal timer
+            for action in actions:
+                if isinstance(action, Send):
+                    rec.attempts = copy = action.copy
+                    instance = guarded.route(outstanding)
+                    outstanding[instance] += 1
+                    one = Copy(copy, rec.scheduled if copy == 1 else self.clock(), instance)
+                    tasks[loop.create_task(self._copy(pool, one, extra, rows))] = one
+                elif isinstance(action, Wait):
+                    timer = (loop.time() + action.seconds, action)
+                # Cancel and Done: the copies still out are the losers, stopped below
+
+        perform(guarded.start())
+        try:
+            while not guarded.done:
+                if not tasks and timer is None:  # nothing can move the call on
+                    raise RuntimeError(f"{guarded!r} is waiting for nothing")
+                timeout = None if timer is None else max(0.0, timer[0] - loop.time())
+                done, _ = await asyncio.wait(tasks, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the timer fired
+                    assert timer is not None
+                    fired, timer = timer[1], None
+                    perform(guarded.on_timer(fired))
+                    continue
+                for task in sorted(done, key=lambda t: tasks[t].copy):
+                    one = tasks.pop(task)
+                    outstanding[one.instance] -= 1
+                    status, retry_after = task.result()
+                    perform(guarded.on_answer(one.copy, status, retry_after=retry_after))
+                    if guarded.done:
+                        break
+        except asyncio.CancelledError:
+            guarded.abandon()  # cut off from outside: every copy out is a client timeout
+            self._stop_copies(tasks, rows, Status.CLIENT_TIMEOUT)
+            raise
+        finally:
+            if tasks:  # the losers (a copy that answered as the call ended lost too)
+                self._stop_copies(tasks, rows, Status.CANCELLED)
+            rec.rows.extend(rows[k] for k in sorted(rows))
+        rec.status = guarded.status
+        rec.end = self.clock()
+        self.bar.update()
+
+    def _stop_copies(self, tasks: dict[asyncio.Task[tuple[int, float | None]], Copy],
+                     rows: dict[int, AttemptRow],
+                     status: int) -> None:
+        """Cancel every copy in ``tasks`` (httpcore closes a connection cut off mid-exchange)
+        and record each with ``status``, ending now; empties ``tasks``."""
+        end = self.clock()
+        outstanding = self.outstanding
+        for task, one in tasks.items():
+            task.cancel()
+            self._stopping.add(task)  # awaited before the pool closes (run)
+            task.add_done_callback(self._stopping.discard)
+            outstanding[one.instance] -= 1
+            rows[one.copy] = (one.copy, one.start, end, int(status), math.nan, math.nan,
+                              *_client_waits(one, one.start, end), math.nan, one.instance)
+        tasks.clear()
+
+    async def _copy(self, pool: ClientPool, one: Copy, extra: dict[str, str] | None,
+                    rows: dict[int, AttemptRow]) -> tuple[int, float | None]:
+        """Send copy ``one`` of a hedged request to its instance and record what it saw (into
+        ``rows``, by copy); return its status and Retry-After (``_attempt``'s, for a copy)."""
+        _IN_FLIGHT.set(one)  # this task's own copy, for _send and the trace hook
+        status, queue_wait, work, overrun, retry_after = await self._exchange(
+            pool, self.targets[one.instance], extra)
+        end = self.clock()
+        rows[one.copy] = (one.copy, one.start, end, status, queue_wait, work,
+                          *_client_waits(one, one.start, end), overrun, one.instance)
+        return status, retry_after
 
     def _own_headers(self, index: int) -> dict[str, str] | None:
         """The headers of request ``index`` alone, the same on every attempt (None: none)."""
@@ -414,7 +540,7 @@ def _give_up(rec: Request, when: float) -> None:
     rec.end = when
 
 
-def _client_waits(rec: Request, start: float, end: float) -> tuple[float, float]:
+def _client_waits(rec: Request | Copy, start: float, end: float) -> tuple[float, float]:
     """Seconds the attempt that started at ``start`` waited before it left the client (until
     its first byte was written, or, if it never left, until it ended at ``end``), and the part
     of it spent waiting for a connection of the pool (until it got one or ended; NaN if it

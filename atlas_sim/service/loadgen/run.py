@@ -94,7 +94,15 @@ async def run_load_async(
             ``MAX_REQUESTS`` have been sent, and ``meta["max_requests_reached"]`` says so.
         client: the client's ``ClientPolicy``: ``timeout`` per attempt (past it the attempt
             ends 599; None: no limit but the drain deadline), ``retry``, ``budget`` (a refused
-            retry ends the request 596) and ``breaker`` (a refused send ends it 597).
+            retry ends the request 596) and ``breaker`` (a refused send ends it 597), or
+            ``hedge`` (``HedgePolicy(delay=, max_extra=)``: a further copy of a request that
+            has not answered after ``delay`` seconds, up to ``max_extra``, each to the
+            instance ``client.routing`` picks, so with ``instances`` and ``NextInstance()``
+            each hedge goes to the next instance; the first 2xx or fatal answer wins and the
+            copies still out are cancelled, their connections closed). Each copy is a row of
+            ``attempts`` (``attempt`` = copy number) with its own ``timeout``; a cancelled
+            copy's status is 499 (``Status.CANCELLED``, as the fan-out model's), its
+            ``t_end`` when it was cancelled. Open and closed loops alike.
         faults: ``Fault`` windows switched on in the service at ``start`` and off at ``end``
             through ``/admin/faults`` (capacity, stall, dependency error rate, added dependency
             latency, dependency outage; ``added_latency``, the server's handling, exists in the
@@ -112,8 +120,9 @@ async def run_load_async(
             connection inside the client; their latency still counts from the schedule, and
             ``meta["client_wait"]`` says how long each waited.
         drain_timeout: seconds to wait after the last send before giving up on the requests
-            still open (recorded as 599). Default: enough for every attempt and backoff,
-            bounded by ``client.timeout`` (30 s per attempt without one).
+            still open (recorded as 599). Default: enough for every attempt and backoff (every
+            copy and hedge delay, hedged), bounded by ``client.timeout`` (30 s per attempt
+            without one).
         server_events: fetch the service's breaker transitions from ``/admin/breaker`` into
             ``events`` (name ``"dependency"``), on the run's clock.
         processes: 0 runs the generator here (in a helper thread when called through
@@ -186,9 +195,6 @@ async def run_load_async(
         raise ValueError(f"load must be a Load, got {load!r}")
     if not isinstance(client, ClientPolicy):
         raise ValueError(f"client must be a ClientPolicy, got {client!r}")
-    if client.hedge is not None:
-        raise ValueError("client.hedge must be None: the load generator sends one attempt at a "
-                         "time (the service hedges its own calls: /api/fanout, /admin/fanout)")
     seed = check_int("seed", seed, low=0)
     if not isinstance(idempotency_keys, bool):
         raise ValueError(f"idempotency_keys must be True or False, got {idempotency_keys!r}")
@@ -210,11 +216,15 @@ async def run_load_async(
         assert load.duration is not None and load.clients is not None  # Load checks both
         times, length = np.empty(0), load.duration
     plan_faults(faults)  # checks every fault (the plans per instance follow the URLs)
-    retry = client.retry
+    retry, hedge = client.retry, client.hedge
     max_attempts = retry.max_attempts if retry is not None else 1
     if drain_timeout is None:
         per_attempt = client.timeout if client.timeout is not None else 30.0
-        waits = (max_attempts - 1) * (retry.backoff.cap if retry is not None else 0.0)
+        if hedge is not None:  # each copy may be sent once the one before it failed, at worst
+            max_attempts = hedge.max_extra + 1
+            waits = hedge.max_extra * hedge.delay
+        else:
+            waits = (max_attempts - 1) * (retry.backoff.cap if retry is not None else 0.0)
         drain_timeout = per_attempt * max_attempts + waits + 1.0
     drain_timeout = check_real("drain_timeout", drain_timeout, low=0, low_open=True)
 

@@ -1,7 +1,8 @@
 """A hedged client in both worlds against the closed form of ``analysis/tail.py`` (issue 21,
-item 6's done-when): the live generator (``run_load`` with ``ClientPolicy(hedge=...)``) and the
-fan-out model (``sim.fanout``) against ``TailModel.two_point`` of the very service time the live
-service draws from.
+item 6's done-when): the live generator (``run_load`` with ``ClientPolicy(hedge=...)``) against
+a ``Cluster`` built from ``ENOUGH``, and the event engine (``simulate`` of a ``Scenario`` built
+from the very same ``ServerConfig`` object), against ``TailModel.two_point`` of the service time
+both draw from.
 
 The service time is the closed form's shape: 5 ms, or 100 ms for one request in ten
 (``Distribution(kind="two_point")``), on enough workers that no copy queues. Hedging after
@@ -27,7 +28,8 @@ from atlas_sim.analysis.tail import TailModel
 from atlas_sim.policies import ClientPolicy, HedgePolicy, Status
 from atlas_sim.server_config import ServerConfig
 from atlas_sim.service import Cluster, run_load
-from atlas_sim.sim.fanout import CANCELLED, fanout
+from atlas_sim.sim import Scenario, simulate
+from atlas_sim.sim.fanout import CANCELLED
 from atlas_sim.workload import Distribution, Load
 
 SERVICE_TIME = Distribution(mean=0.0145, kind="two_point", slow_share=0.1, slow_ratio=20)
@@ -36,6 +38,7 @@ FAST, SLOW = SERVICE_TIME.two_point_values()
 DELAY = 0.03
 THRESHOLD = 0.07
 HEDGED = ClientPolicy(hedge=HedgePolicy(delay=DELAY))
+ENOUGH = ServerConfig(workers=64, service_time=SERVICE_TIME)  # no copy queues at RATE
 REQUESTS = 1000
 RATE = 250.0  # about 4 requests in flight: no queue on 64 workers
 # a fast request a busy host delays past THRESHOLD: at most this share, on top of sampling error
@@ -65,24 +68,31 @@ def test_the_closed_form_is_what_the_test_assumes():
 
 def test_the_simulated_twin_follows_the_closed_form():
     n = 20_000
-    run = fanout(1, 0.1, requests=n, fast=MODEL.fast, slow_latency=SLOW, client=HEDGED, seed=7)
+    run = simulate(Scenario(server=ENOUGH, path="/api/work", load=Load(rate=RATE, requests=n),
+                            client=HEDGED, seed=7))
     assert agrees(slower_than(run, THRESHOLD), 0.01, n, allowance=0)
-    assert agrees(run.meta["hedges"] / n, MODEL.extra_calls(DELAY), n, allowance=0)
+    hedges = int((run.attempts["attempt"] == 2).sum())
+    assert agrees(hedges / n, MODEL.extra_calls(DELAY), n, allowance=0)
+    assert MODEL.quantile(0.98, delay=DELAY) == pytest.approx(
+        float(np.percentile(run.requests["latency"], 98)))
 
 
 @pytest.mark.live
 def test_a_hedged_live_run_follows_the_closed_form_and_one_worker_breaks_it(capsys):
-    enough = ServerConfig(workers=64, service_time=SERVICE_TIME)
     one = ServerConfig(workers=1, service_time=SERVICE_TIME)
-    with Cluster([enough, one], seed=3, name="hedged-twins") as cluster:
+    with Cluster([ENOUGH, one], seed=3, name="hedged-twins") as cluster:
         wide, narrow = cluster.urls
         load = Load(rate=RATE, requests=REQUESTS)
-        plain = run_load(wide, load=load, seed=1, progress=False)
-        hedged = run_load(wide, load=load, client=HEDGED, seed=2, progress=False)
+        # the generator in a child process of its own, as notebook 03's live tail runs it: in
+        # the service's process, the two share one interpreter lock and a hedge's timer fires
+        # late whenever the service is busy (measured: 1-3% of requests past 70 ms, and in
+        # some runs far more, against 1.0-1.3% from a child)
+        plain = run_load(wide, load=load, seed=1, progress=False, processes=1)
+        hedged = run_load(wide, load=load, client=HEDGED, seed=2, progress=False, processes=1)
         queued = run_load(narrow, load=Load(rate=20.0, requests=100), client=HEDGED, seed=4,
-                          progress=False)
+                          progress=False, processes=1)
     for run in (plain, hedged, queued):
-        assert (run.requests["status"] == 200).all()
+        assert (run.requests["status"] == 200).all(), run.requests["status"].value_counts()
     n = REQUESTS
     plain_share, hedged_share = slower_than(plain, THRESHOLD), slower_than(hedged, THRESHOLD)
     assert agrees(plain_share, MODEL.survival(THRESHOLD), n)  # 10%

@@ -81,7 +81,8 @@ class RunResult:
     ``duration`` is the length of the offered load in seconds: rates in ``summary()`` are per
     second of it. ``meta`` holds what produced the run (scenario, seed, load-generator lag, ...);
     a simulated run also has ``meta["server_log"]``, the work the server completed
-    (``request_id, attempt, time``), including work for clients that had already given up.
+    (``request_id, attempt, time, instance``), including work for clients that had already
+    given up.
     """
 
     requests: pd.DataFrame

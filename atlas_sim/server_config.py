@@ -17,6 +17,16 @@ nothing maps one world's fields onto the other's. It holds
 * ``retry_after``: whole seconds in a 429's ``Retry-After`` header;
 * ``dependency``: what the handler calls after its own work (``Dependency``), or None.
 
+Two defaults, one per world's habit, and the same object wherever one is given: ``ServerConfig()``
+is the simulator's plain M/M/1 (1 worker, 50 ms exponential, no admission limit, no timeout, no
+dependency), and ``Settings.server_config()`` is what ``create_app()`` runs when given none (the
+card's settings: 2 workers, 20 ms, ``HTTP_TIMEOUT``, ``FixedLimit(LOAD_SHEDDING_MAX_CONCURRENT)``
+and a 5 ms dependency behind ``DATABASE_TIMEOUT``, retry, budget and breaker). A config with
+``dependency=None`` given to the live service still answers ``/api/compose`` and
+``/api/fanout`` through the settings' stand-in dependency; its simulated twin on
+``path="/api/compose"`` is refused (it has no dependency to model), so a compose experiment
+names its dependency in the config.
+
 Issue "The data system behind the service" adds the database pool, cache and event log here.
 A cluster is N instances, each with its own workers, queue and limiter, built from one
 ``ServerConfig`` or a list of them (``Scenario(server=[...])``, ``service.Cluster``).

@@ -13,8 +13,10 @@ and the wait:
   SimPy's clock, waiting with a timeout event);
 * the live load generator and the live service's dependency caller (``atlas_sim.service``, on
   ``time.monotonic``, waiting with ``asyncio.sleep``);
-* the hedging drivers: the fan-out model (``sim.fanout``) and the live service's hedged
-  dependency caller (``/api/fanout``), each a loop over the actions below.
+* the hedging drivers, each a loop over the actions below: the simulated client of a
+  ``Scenario`` whose ``ClientPolicy`` hedges (``sim.client``), the fan-out model
+  (``sim.fanout``), the live load generator's hedged requests (``run_load``) and the live
+  service's hedged dependency caller (``/api/fanout``).
 
 A driver that keeps one attempt at a time can loop over the step-by-step methods::
 

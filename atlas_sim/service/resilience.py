@@ -96,9 +96,9 @@ class ResilientCaller:
         keep_transitions: int = 10_000,
     ) -> None:
         timeout = policy.timeout if isinstance(policy, ClientPolicy) else None
-        if timeout is None or policy.budget is None or policy.breaker is None:
-            raise ValueError("policy must be a ClientPolicy with a timeout (DATABASE_TIMEOUT), "
-                             f"a budget and a breaker, got {policy!r}")
+        if timeout is None:
+            raise ValueError("policy must be a ClientPolicy with a timeout (DATABASE_TIMEOUT; "
+                             f"its retry, budget and breaker may be None), got {policy!r}")
         self.dependency = dependency
         self.policy = policy
         self.call_timeout = timeout
@@ -119,15 +119,13 @@ class ResilientCaller:
                                         on_transition=self.transitions.append)
 
     @property
-    def breaker(self) -> CircuitBreaker:
-        """The breaker in use (replaced by ``reset``)."""
-        assert self._guard.breaker is not None  # the service's policy always has one
+    def breaker(self) -> CircuitBreaker | None:
+        """The breaker in use (replaced by ``reset``); None when the policy has none."""
         return self._guard.breaker
 
     @property
-    def budget(self) -> RetryBudget:
-        """The retry budget in use (replaced by ``reset``)."""
-        assert self._guard.budget is not None
+    def budget(self) -> RetryBudget | None:
+        """The retry budget in use (replaced by ``reset``); None when the policy has none."""
         return self._guard.budget
 
     async def _attempt(self, number: int) -> AttemptRecord:

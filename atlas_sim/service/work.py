@@ -27,7 +27,7 @@ from ..policies import Fifo, QueueConfig, QueueDiscipline
 from ..validation import check_int, check_real
 from ..workload import Distribution
 
-__all__ = ["ServerDown", "WorkReceipt", "WorkStation"]
+__all__ = ["ServerDown", "Waiter", "WorkReceipt", "WorkStation"]
 
 
 class ServerDown(Exception):
@@ -46,10 +46,23 @@ class WorkReceipt:
         return f"queue;dur={self.queue * 1e3:.3f}, work;dur={self.work * 1e3:.3f}"
 
 
+class Waiter:
+    """A request waiting for a work slot, as the queue discipline holds it: its ``ticket`` (a
+    future, set when a slot is handed to it) and ``t_arrive`` (``time.perf_counter()`` when it
+    began to wait), which a discipline that orders or drops by waiting time (CoDel) reads, as
+    the simulator's disciplines read an attempt's ``t_arrive``."""
+
+    __slots__ = ("t_arrive", "ticket")
+
+    def __init__(self, ticket: asyncio.Future[None], t_arrive: float) -> None:
+        self.ticket = ticket
+        self.t_arrive = t_arrive
+
+
 class WorkStation:
     """``workers`` concurrent work slots, a queue in front, service times from ``service_time``.
 
-    The requests waiting for a slot are futures kept in a ``QueueDiscipline`` built from
+    The requests waiting for a slot are ``Waiter``s kept in a ``QueueDiscipline`` built from
     ``queue`` (default ``Fifo()``: the order of an ``asyncio.Semaphore``'s waiters); a freed
     slot goes to the queue's ``pop()``, handed over directly, so no later arrival can take it
     first. A waiter cancelled while it waits (the ``TimeoutMiddleware``'s server timeout, a
@@ -74,7 +87,7 @@ class WorkStation:
         self._capacity = 1.0
         self._resume: asyncio.Event | None = None  # set while stalled; set() lifts the stall
         self._free = self.workers
-        self._waiters: QueueDiscipline[asyncio.Future[None]] = self.queue_config.build()
+        self._waiters: QueueDiscipline[Waiter] = self.queue_config.build()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.busy = 0
         self.waiting = 0
@@ -126,7 +139,7 @@ class WorkStation:
             self._free -= 1
             return
         ticket: asyncio.Future[None] = loop.create_future()
-        self._waiters.push(ticket)
+        self._waiters.push(Waiter(ticket, time.perf_counter()))
         try:
             await ticket
         except asyncio.CancelledError:
@@ -140,7 +153,7 @@ class WorkStation:
         """Hand the slot to the next live waiter in the queue's order, or free it."""
         waiters = self._waiters
         while len(waiters):
-            ticket = waiters.pop()
+            ticket = waiters.pop().ticket
             if not ticket.done():
                 ticket.set_result(None)
                 return

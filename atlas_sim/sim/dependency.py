@@ -155,5 +155,5 @@ class Handler:
         self.server.release(self.attempt, status != _OK)
         if status == _OK:
             self.server.run.recorder.completion(self.attempt.call.request_id,
-                                                self.attempt.number)
+                                                self.attempt.number, self.server.index)
         self.attempt.answer(status)

@@ -47,9 +47,10 @@ class Recorder:
 
         return record
 
-    def completion(self, request_id: int, attempt: int) -> None:
-        """The server finished an attempt's work (whether or not its client still waits)."""
-        self.server_rows.append((request_id, attempt, self.env.now))
+    def completion(self, request_id: int, attempt: int, instance: int) -> None:
+        """Server instance ``instance`` finished an attempt's work (whether or not its client
+        still waits)."""
+        self.server_rows.append((request_id, attempt, self.env.now, instance))
 
     def result(self, scenario: Scenario, duration: float) -> RunResult:
         requests = _columns(self.request_rows, 7)
@@ -70,7 +71,8 @@ class Recorder:
             meta={"scenario": scenario, "seed": scenario.seed,
                   "loop": "open" if scenario.load.open_loop else "closed",
                   "server_log": pd.DataFrame(self.server_rows,
-                                             columns=["request_id", "attempt", "time"])},
+                                             columns=["request_id", "attempt", "time",
+                                                      "instance"])},
         )
 
 

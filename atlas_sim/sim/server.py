@@ -155,7 +155,7 @@ class Server:
         """``attempt``'s work is over: free its worker and answer."""
         self.release(attempt, attempt.status != _OK)
         if attempt.status == _OK:
-            self.run.recorder.completion(attempt.call.request_id, attempt.number)
+            self.run.recorder.completion(attempt.call.request_id, attempt.number, self.index)
         attempt.answer(attempt.status)
 
     def cut_held(self, event: Any) -> None:

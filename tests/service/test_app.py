@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from atlas_sim.config import Settings
-from atlas_sim.policies import FixedLimit
+from atlas_sim.policies import ClientPolicy, FixedLimit
 from atlas_sim.server_config import Dependency, ServerConfig
 from atlas_sim.service import BUCKETS, UNMATCHED, create_app
 from atlas_sim.service.request_id import is_valid_request_id, new_request_id
@@ -439,3 +439,19 @@ def test_reset_rewinds_the_random_streams_so_a_run_repeats_its_draws():
     assert len(drawn) == 15
     assert drawn[5:10] != drawn[:5]  # the stream moves on
     assert drawn[10:] == drawn[:5]  # after the reset, the very same draws
+
+
+@pytest.mark.live
+def test_a_dependency_without_retry_budget_or_breaker_runs_live_as_in_the_simulator():
+    # ServerConfig(dependency=Dependency()): the default dependency client is a timeout alone,
+    # which the simulator's handler takes; the live caller takes it too (no 500, no refusal)
+    from atlas_sim.service import LiveServer
+
+    config = ServerConfig(dependency=Dependency(latency=Distribution(mean=0.002)))
+    with LiveServer(create_app(server=config), name="plain-dependency") as server:
+        compose = httpx.get(f"{server.url}/api/compose", timeout=5.0)
+        breaker = httpx.get(f"{server.url}/admin/breaker", timeout=5.0).json()
+    assert compose.status_code == 200 and compose.json()["breaker"] is None
+    assert breaker["state"] is None and breaker["budget_tokens"] is None
+    with pytest.raises(ValueError, match="with a timeout"):
+        create_app(server=ServerConfig(dependency=Dependency(client=ClientPolicy())))

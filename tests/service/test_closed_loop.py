@@ -45,8 +45,10 @@ def test_a_closed_loop_keeps_one_request_per_client_in_flight(server):
     assert req["ok"].all() and len(req) >= 10
     assert most_in_flight(req) == 3
     assert (result.attempts["queue_wait"] > 0.005).mean() > 0.5  # it queues behind the others
-    # latency counts from the actual send: the "schedule" is the send itself
-    assert np.nanmax(result.meta["send_lag"]) < 0.005
+    # latency counts from the actual send: the "schedule" is the send itself, so the lag is
+    # only the generator's own bookkeeping (microseconds; the median, since a busy host can
+    # delay any one send by milliseconds: a maximum of 5.2 ms was seen on a shared machine)
+    assert np.nanmedian(result.meta["send_lag"]) < 0.001
     assert (req["t_start"].diff().dropna() >= 0).all()  # rows in the order sent
     assert result.duration == 0.5 and req["t_start"].max() < 0.5
 

@@ -71,6 +71,8 @@ def test_fifo_serves_in_arrival_order_and_a_cancelled_waiter_takes_no_slot():
 
 def test_a_waiter_cancelled_after_it_was_handed_the_slot_passes_it_on():
     station = _station()
+    release = station._release
+    handed_over: list[bool] = []
 
     async def go() -> list[str]:
         served: list[str] = []
@@ -79,18 +81,23 @@ def test_a_waiter_cancelled_after_it_was_handed_the_slot_passes_it_on():
             await station.serve(fixed=seconds)
             served.append(name)
 
+        def release_then_cancel_a() -> None:
+            release()  # "hold" hands its slot to "a"'s ticket ...
+            if not handed_over:
+                handed_over.append(True)
+                a.cancel()  # ... and "a" is cancelled before it resumes: it must pass it on
+
+        station._release = release_then_cancel_a  # type: ignore[method-assign]
         hold = asyncio.ensure_future(one("hold", 0.02))
         await asyncio.sleep(0.001)
         a = asyncio.ensure_future(one("a", 0.001))
         b = asyncio.ensure_future(one("b", 0.001))
-        await asyncio.sleep(0)
-        await hold  # the slot was handed to "a"'s ticket; "a" has not run since
-        a.cancel()  # cancelled after the hand-over, before it resumed
-        await asyncio.gather(a, b, return_exceptions=True)
+        # a lost slot would leave "b" waiting for ever: a deadlock shows as a timeout here
+        await asyncio.wait_for(asyncio.gather(hold, a, b, return_exceptions=True), 5.0)
         return served
 
     assert asyncio.run(go()) == ["hold", "b"]
-    assert station._free == 1
+    assert handed_over and station._free == 1 and station.busy == 0 and station.waiting == 0
 
 
 def test_the_queue_discipline_is_the_configs():

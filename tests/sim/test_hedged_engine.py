@@ -130,6 +130,9 @@ def test_each_copy_is_an_attempt_routed_to_the_next_instance_and_cancelled_at_th
     # the server did not hear of the cancellation: the slow copies were served to their end
     log = result.meta["server_log"]
     assert len(log) == len(result.attempts)
+    # ... each by the instance its copy was sent to (a loser's wasted work included)
+    done_by = log.set_index(["request_id", "attempt"])["instance"].sort_index()
+    assert done_by.equals(attempts["instance"].sort_index())
 
 
 def test_the_client_timeout_applies_to_each_copy():

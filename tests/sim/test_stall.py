@@ -53,7 +53,7 @@ def test_work_under_way_runs_on_but_its_answer_waits():
     assert [r[2] for r in rows(run.requests)] == [0.1, 1.25, 1.35, 1.45, 1.55]
     # the server's log has its work done when it answered (the live service, too, applies
     # an order only once the stall lets its handler go on)
-    assert rows(run.meta["server_log"])[1] == (1, 1, 1.25)
+    assert rows(run.meta["server_log"])[1] == (1, 1, 1.25, 0)
 
 
 def test_a_server_timeout_still_answers_during_a_stall():

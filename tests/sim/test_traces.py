@@ -172,7 +172,7 @@ def test_round_trip_and_work_overhead():
     # the server sees the request at 0.01, works until 0.115, the answer lands at 0.125.
     run = simulate(one_request(round_trip=0.02, work_overhead=0.005))
     assert rows(run.attempts) == [(0, 1, 0.0, 0.125, 0.125, 200, 0.0, 0)]
-    assert rows(run.meta["server_log"]) == [(0, 1, 0.115)]
+    assert rows(run.meta["server_log"]) == [(0, 1, 0.115, 0)]  # request, attempt, time, instance
     # A client timeout counts the way there and back: 0.12 s is not enough.
     late = simulate(one_request(round_trip=0.02, work_overhead=0.005, timeout=0.12))
     assert rows(late.requests)[0][4] == 599

@@ -391,8 +391,13 @@ class LoadGenerator:
                 if not tasks and timer is None:  # nothing can move the call on
                     raise RuntimeError(f"{guarded!r} is waiting for nothing")
                 timeout = None if timer is None else max(0.0, timer[0] - loop.time())
-                done, _ = await asyncio.wait(tasks, timeout=timeout,
-                                             return_when=asyncio.FIRST_COMPLETED)
+                if tasks:
+                    done, _ = await asyncio.wait(tasks, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                else:  # only the timer (a wait with no copy out): asyncio.wait takes no empty set
+                    assert timeout is not None
+                    await asyncio.sleep(timeout)
+                    done = set()
                 if not done:  # the timer fired
                     assert timer is not None
                     fired, timer = timer[1], None

@@ -33,12 +33,17 @@ async def set_faults(request: Request) -> JSONResponse:
 async def breaker(request: Request) -> dict[str, Any]:
     caller = state_of(request).caller
     b = caller.breaker
+    tokens = caller.budget.tokens if caller.budget is not None else None
+    if b is None:  # a dependency client without a breaker (ServerConfig's dependency)
+        return {"state": None, "generation": None, "clock": "time.monotonic",
+                "now": caller.clock(), "budget_tokens": tokens, "config": None,
+                "transitions": []}
     return {
         "state": b.state.value,
         "generation": b.generation,
         "clock": "time.monotonic",
         "now": caller.clock(),
-        "budget_tokens": caller.budget.tokens,
+        "budget_tokens": tokens,
         "config": {
             "failure_threshold": b.config.failure_threshold,
             "recovery_timeout": b.config.recovery_timeout,

@@ -46,7 +46,8 @@ async def compose(request: Request) -> JSONResponse:
             {"attempt": a.attempt, "outcome": a.outcome, "seconds": a.seconds}
             for a in outcome.attempts
         ],
-        "breaker": state.caller.breaker.state.value,
+        "breaker": (state.caller.breaker.state.value if state.caller.breaker is not None
+                    else None),
     }
     if not outcome.ok:
         body = {**error_body(outcome.reason, current_request_id()), **body}

@@ -138,7 +138,7 @@ class RecordingLimiter:
         self.acquired += 1
         return True
 
-    def release(self, *, latency: float | None = None, dropped: bool = False) -> None:
+    def release(self, latency: float | None = None, dropped: bool = False) -> None:
         self.in_flight -= 1
         self.released.append((latency, dropped))
 

@@ -418,12 +418,6 @@ class GuardedCall:
         self.status = 0
         self.winner = 0
         self.cancelled: tuple[int, ...] = ()
-        # the action API's own bookkeeping: the Waits given, the live one's number (0: none)
-        # and the copies out when it was given; the last attempt answered (without hedging)
-        self._waits = 0
-        self._timer = 0
-        self._timer_sent = 0
-        self._answered = 0
 
     @property
     def done(self) -> bool:
@@ -442,6 +436,10 @@ class GuardedCall:
         ``(Done(597),)`` when the breaker refuses the first attempt (nothing is sent)."""
         if self.attempts or self.status:
             raise RuntimeError(f"{self!r} has started already")
+        # the action API's own bookkeeping, set here so the step methods' drivers (the engine's
+        # hot path) do not pay for it: the Waits given, the live one's number (0: none) and the
+        # copies out when it was given; the last attempt answered (without hedging)
+        self._waits = self._timer = self._timer_sent = self._answered = 0
         if not (self._admit_copy() if self._hedge is not None else self.before_attempt()):
             return _done(self.status or self._refused)
         return self._sent()

@@ -47,7 +47,7 @@ class ConcurrencyLimiter:
         """The limit, ``max_concurrent`` (the ``AdmissionLimiter`` protocol's name for it)."""
         return self.max_concurrent
 
-    def release(self, *, latency: float | None = None, dropped: bool = False) -> None:
+    def release(self, latency: float | None = None, dropped: bool = False) -> None:
         """One admitted request is done (a fixed limit learns nothing from how it went)."""
         if self._in_flight <= 0:
             raise RuntimeError("release() called more often than try_acquire() admitted")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 __all__ = ["Fifo", "FifoQueue", "QueueConfig", "QueueDiscipline"]
 
@@ -49,28 +49,22 @@ class QueueConfig(Protocol):
     def build(self) -> QueueDiscipline: ...
 
 
-class FifoQueue(Generic[T]):
-    """First come, first served: ``pop`` and ``pop_oldest`` are the same."""
+class FifoQueue(deque[T]):
+    """First come, first served: ``pop`` and ``pop_oldest`` are the same. A ``deque`` whose
+    ``push``, ``pop`` and truth value are the deque's own C methods, since the simulator's
+    server calls them once per queued request (a wrapper in Python cost the engine about 5%)."""
 
-    __slots__ = ("_items", "pop", "pop_oldest", "push")
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._items: deque[T] = deque()
-        # bound methods of the deque: the simulator calls these once per queued request
-        self.push = self._items.append
-        self.pop = self.pop_oldest = self._items.popleft
+    push = deque.append
+    pop = deque.popleft
+    pop_oldest = deque.popleft
 
     def oldest(self) -> T:
-        return self._items[0]
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __bool__(self) -> bool:
-        return bool(self._items)
+        return self[0]
 
     def __repr__(self) -> str:
-        return f"FifoQueue({len(self._items)} waiting)"
+        return f"FifoQueue({len(self)} waiting)"
 
 
 @dataclass(frozen=True)

@@ -67,13 +67,13 @@ class Call:
         self.on_end = on_end
         self.request_id = run.next_request_id
         run.next_request_id += 1
-        self.guarded: GuardedCall = run.client_guard.call(request=self.request_id)
+        self.guarded: GuardedCall = run.client_guard.call(self.request_id)
         self.t_start = 0.0
 
     def start(self) -> None:
         run = self.run
         self.t_start = run.env.now
-        if run.client_guard.hedge is None:
+        if not run.hedged:
             self.send()
         else:
             self.start_hedged()
@@ -105,13 +105,18 @@ class Call:
         """Called once per attempt: with the server's answer, or 599 if the client gave up."""
         run = self.run
         now = run.env.now
-        server = attempt.server
-        if run.outstanding is not None:
-            run.outstanding[server.index] -= 1
-        run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send, now,
-                                          now - attempt.t_send, status, attempt.queue_wait,
-                                          server.index))
-        retry_after = server.retry_after if status == _SHED else None
+        outstanding = run.outstanding
+        if outstanding is None:  # one instance: the recorder adds its index, 0, at the end
+            run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send,
+                                              now, now - attempt.t_send, status,
+                                              attempt.queue_wait))
+        else:
+            index = attempt.server.index
+            outstanding[index] -= 1
+            run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send,
+                                              now, now - attempt.t_send, status,
+                                              attempt.queue_wait, index))
+        retry_after = attempt.server.retry_after if status == _SHED else None
         delay = self.guarded.after_attempt(status, retry_after=retry_after)
         if delay is None:
             self.end(self.guarded.status)
@@ -175,12 +180,13 @@ class Call:
         """The copy is no longer in flight: its row, one fewer outstanding at its instance."""
         run = self.run
         now = run.env.now
-        server = attempt.server
-        if run.outstanding is not None:
-            run.outstanding[server.index] -= 1
-        run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send, now,
-                                          now - attempt.t_send, status, attempt.queue_wait,
-                                          server.index))
+        row = (self.request_id, attempt.number, attempt.t_send, now, now - attempt.t_send,
+               status, attempt.queue_wait)
+        if run.outstanding is None:  # one instance: as attempt_done records it
+            run.recorder.attempt_rows.append(row)
+        else:
+            run.outstanding[attempt.server.index] -= 1
+            run.recorder.attempt_rows.append((*row, attempt.server.index))
 
     def end(self, status: int) -> None:
         run = self.run

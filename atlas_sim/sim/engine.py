@@ -92,6 +92,7 @@ class Run:
         # the client's attempts in flight, per instance (what a router reads)
         n = len(self.servers)
         self.outstanding: list[int] | None = [0] * n if n > 1 else None
+        self.hedged = s.client.hedge is not None  # the client's calls are driven by actions
         self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
 
     def now(self) -> float:

@@ -56,6 +56,8 @@ class Recorder:
         requests = _columns(self.request_rows, 7)
         order = np.argsort(requests[0], kind="stable")
         attempts = _columns(self.attempt_rows, 8)
+        if len(attempts) == 7:  # one instance: its rows leave out the index, which is 0
+            attempts.append(np.zeros(len(attempts[0]), dtype=np.int64))
         by_time = np.lexsort((attempts[1], attempts[0], attempts[2]))
         return RunResult.from_columns(
             requests={name: col[order] for name, col in zip(
@@ -77,6 +79,7 @@ class Recorder:
 
 
 def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
+    """The rows' columns as arrays: ``width`` of them for no rows, else as many as a row has."""
     if not rows:
         return [np.empty(0) for _ in range(width)]
     return [np.asarray(col) for col in zip(*rows, strict=True)]

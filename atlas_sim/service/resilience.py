@@ -24,22 +24,21 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..policies import (
     BreakerTransition,
-    CallAction,
     CircuitBreaker,
     ClientPolicy,
     RetryBudget,
-    Send,
     Status,
-    Wait,
 )
 from ._timeouts import run_with_timeout
+from .actions import drive_actions
 from .dependency import DependencyError, FaultyDependency
 
 __all__ = ["AttemptRecord", "CallOutcome", "ResilientCaller"]
@@ -166,49 +165,27 @@ class ResilientCaller:
 
 
     async def _hedged_call(self) -> CallOutcome:
-        """The guarded call's action loop (``policies.call``) on the event loop: copies as
-        tasks, the call's one timer as the ``asyncio.wait`` timeout."""
+        """The guarded call's action loop (``actions.drive_actions``): each copy a task, the
+        call's one timer the ``asyncio.wait`` timeout; the losers cancelled and recorded
+        ``"cancelled"``."""
         guarded = self._guard.call()
-        loop = asyncio.get_running_loop()
-        tasks: dict[asyncio.Task[AttemptRecord], int] = {}
+        copies: dict[asyncio.Task[AttemptRecord], int] = {}
         started: dict[int, float] = {}
         records: dict[int, AttemptRecord] = {}
-        timer: tuple[float, Wait] | None = None  # (when on the loop's clock, the Wait)
 
-        def perform(actions: tuple[CallAction, ...]) -> None:
-            nonlocal timer
-            for action in actions:
-                if isinstance(action, Send):
-                    started[action.copy] = time.perf_counter()
-                    tasks[loop.create_task(self._attempt(action.copy))] = action.copy
-                elif isinstance(action, Wait):
-                    timer = (loop.time() + action.seconds, action)
-                # Cancel and Done: the copies still out are cancelled below, once the call is done
+        def send(copy: int) -> Coroutine[Any, Any, AttemptRecord]:
+            started[copy] = time.perf_counter()
+            return self._attempt(copy)
 
-        perform(guarded.start())
+        def answer(copy: int, record: AttemptRecord) -> tuple[int, float | None]:
+            records[copy] = record
+            return _STATUS[record.outcome], None
+
         try:
-            while not guarded.done:
-                wait = None if timer is None else max(0.0, timer[0] - loop.time())
-                done, _ = await asyncio.wait(tasks, timeout=wait,
-                                             return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # the timer fired
-                    assert timer is not None
-                    fired, timer = timer[1], None
-                    perform(guarded.on_timer(fired))
-                for task in sorted(done, key=tasks.__getitem__):
-                    copy = tasks.pop(task)
-                    record = records[copy] = task.result()
-                    perform(guarded.on_answer(copy, _STATUS[record.outcome]))
-                    if guarded.done:
-                        break
-        except asyncio.CancelledError:
-            # The request's own timeout (HTTP_TIMEOUT) cut the call off: every copy out is a
-            # failure from the caller's side, recorded before the cancellation goes on.
-            guarded.abandon()
-            raise
+            await drive_actions(guarded, send, answer, copies)
         finally:
             now = time.perf_counter()
-            for task, copy in tasks.items():  # the losers (or, when cut off, every copy out)
+            for task, copy in copies.items():  # the losers (or, when cut off, every copy out)
                 task.cancel()
                 records.setdefault(copy, AttemptRecord(copy, "cancelled", now - started[copy]))
         attempts = [records[k] for k in sorted(records)]

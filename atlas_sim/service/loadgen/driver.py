@@ -23,16 +23,18 @@ import asyncio
 import contextvars
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import numpy as np
 
-from ...policies import BreakerTransition, CallAction, ClientPolicy, Send, Status, Wait
+from ...policies import BreakerTransition, ClientPolicy, Status
 from ...progress import Progress, ending_for
 from ...workload import RequestInputs, rng_streams
 from .._timeouts import run_with_timeout
+from ..actions import drive_actions
 from .pool import ClientPool
 from .timeline import EventRow
 
@@ -353,9 +355,9 @@ class LoadGenerator:
 
     async def _hedged_request(self, pool: ClientPool, rec: Request, due: float,
                               index: int) -> None:
-        """``request`` for a hedged client: the guarded call's action loop (``policies.call``),
-        each copy a task (``_copy``) sent to ``route(outstanding)``'s instance, the call's one
-        timer the ``asyncio.wait`` timeout, an answer before the timer when both are due. The
+        """``request`` for a hedged client: the guarded call's action loop
+        (``actions.drive_actions``), each copy a task (``_copy``) sent to
+        ``route(outstanding)``'s instance, the call's one timer the ``asyncio.wait`` timeout. The
         losers (``Cancel``) are cancelled, which closes their connections, and recorded 499
         (``Status.CANCELLED``), ending when they were cancelled; every copy's row is kept in
         copy order. Cancelled from outside (the drain deadline, an interrupted run), the copies
@@ -368,75 +370,49 @@ class LoadGenerator:
         rec.sent = self.clock()
         guarded = self.guard.call(request=index)
         outstanding = self.outstanding
-        tasks: dict[asyncio.Task[tuple[int, float | None]], Copy] = {}
+        copies: dict[asyncio.Task[tuple[int, float | None]], int] = {}
+        sent: dict[int, Copy] = {}
         rows: dict[int, AttemptRow] = {}
-        timer: tuple[float, Wait] | None = None  # (when on the loop's clock, the Wait)
 
-        def perform(actions: tuple[CallAction, ...]) -> None:
-            nonlocal timer
-            for action in actions:
-                if isinstance(action, Send):
-                    rec.attempts = copy = action.copy
-                    instance = guarded.route(outstanding)
-                    outstanding[instance] += 1
-                    one = Copy(copy, rec.scheduled if copy == 1 else self.clock(), instance)
-                    tasks[loop.create_task(self._copy(pool, one, extra, rows))] = one
-                elif isinstance(action, Wait):
-                    timer = (loop.time() + action.seconds, action)
-                # Cancel and Done: the copies still out are the losers, stopped below
+        def send(copy: int) -> Coroutine[Any, Any, tuple[int, float | None]]:
+            rec.attempts = copy
+            instance = guarded.route(outstanding)  # the client policy's router decides
+            outstanding[instance] += 1
+            one = sent[copy] = Copy(copy, rec.scheduled if copy == 1 else self.clock(), instance)
+            return self._copy(pool, one, extra, rows)
 
-        perform(guarded.start())
+        def answer(copy: int, result: tuple[int, float | None]) -> tuple[int, float | None]:
+            outstanding[sent[copy].instance] -= 1
+            return result
+
         try:
-            while not guarded.done:
-                if not tasks and timer is None:  # nothing can move the call on
-                    raise RuntimeError(f"{guarded!r} is waiting for nothing")
-                timeout = None if timer is None else max(0.0, timer[0] - loop.time())
-                if tasks:
-                    done, _ = await asyncio.wait(tasks, timeout=timeout,
-                                                 return_when=asyncio.FIRST_COMPLETED)
-                else:  # only the timer (a wait with no copy out): asyncio.wait takes no empty set
-                    assert timeout is not None
-                    await asyncio.sleep(timeout)
-                    done = set()
-                if not done:  # the timer fired
-                    assert timer is not None
-                    fired, timer = timer[1], None
-                    perform(guarded.on_timer(fired))
-                    continue
-                for task in sorted(done, key=lambda t: tasks[t].copy):
-                    one = tasks.pop(task)
-                    outstanding[one.instance] -= 1
-                    status, retry_after = task.result()
-                    perform(guarded.on_answer(one.copy, status, retry_after=retry_after))
-                    if guarded.done:
-                        break
-        except asyncio.CancelledError:
-            guarded.abandon()  # cut off from outside: every copy out is a client timeout
-            self._stop_copies(tasks, rows, Status.CLIENT_TIMEOUT)
+            await drive_actions(guarded, send, answer, copies)
+        except asyncio.CancelledError:  # cut off from outside: every copy out is a timeout
+            self._stop_copies(copies, sent, rows, Status.CLIENT_TIMEOUT)
             raise
         finally:
-            if tasks:  # the losers (a copy that answered as the call ended lost too)
-                self._stop_copies(tasks, rows, Status.CANCELLED)
+            if copies:  # the losers (a copy that answered as the call ended lost too)
+                self._stop_copies(copies, sent, rows, Status.CANCELLED)
             rec.rows.extend(rows[k] for k in sorted(rows))
         rec.status = guarded.status
         rec.end = self.clock()
         self.bar.update()
 
-    def _stop_copies(self, tasks: dict[asyncio.Task[tuple[int, float | None]], Copy],
-                     rows: dict[int, AttemptRow],
-                     status: int) -> None:
-        """Cancel every copy in ``tasks`` (httpcore closes a connection cut off mid-exchange)
-        and record each with ``status``, ending now; empties ``tasks``."""
+    def _stop_copies(self, copies: dict[asyncio.Task[tuple[int, float | None]], int],
+                     sent: dict[int, Copy], rows: dict[int, AttemptRow], status: int) -> None:
+        """Cancel every copy in ``copies`` (httpcore closes a connection cut off mid-exchange)
+        and record each with ``status``, ending now; empties ``copies``."""
         end = self.clock()
         outstanding = self.outstanding
-        for task, one in tasks.items():
+        for task, copy in copies.items():
+            one = sent[copy]
             task.cancel()
             self._stopping.add(task)  # awaited before the pool closes (run)
             task.add_done_callback(self._stopping.discard)
             outstanding[one.instance] -= 1
-            rows[one.copy] = (one.copy, one.start, end, int(status), math.nan, math.nan,
-                              *_client_waits(one, one.start, end), math.nan, one.instance)
-        tasks.clear()
+            rows[copy] = (copy, one.start, end, int(status), math.nan, math.nan,
+                          *_client_waits(one, one.start, end), math.nan, one.instance)
+        copies.clear()
 
     async def _copy(self, pool: ClientPool, one: Copy, extra: dict[str, str] | None,
                     rows: dict[int, AttemptRow]) -> tuple[int, float | None]:

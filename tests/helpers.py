@@ -111,6 +111,10 @@ class LifoQueue:
     def pop_oldest(self):
         return self.items.popleft()
 
+    def discard(self, item) -> None:
+        if item in self.items:
+            self.items.remove(item)
+
     def __len__(self) -> int:
         return len(self.items)
 

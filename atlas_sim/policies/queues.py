@@ -14,6 +14,7 @@ come, first served, the order of M/M/c and of an ``asyncio.Semaphore``'s waiters
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -28,8 +29,9 @@ class QueueDiscipline(Protocol[T]):
 
     ``push(item)`` adds an arrival; ``pop()`` removes and returns the next to serve;
     ``oldest()`` returns, and ``pop_oldest()`` removes, the item that has waited longest;
-    ``len()`` is how many wait. ``pop``, ``oldest`` and ``pop_oldest`` raise ``IndexError`` when
-    the queue is empty.
+    ``discard(item)`` removes an item that stopped waiting (its request timed out or its
+    client left), if it is still there; ``len()`` is how many wait. ``pop``, ``oldest`` and
+    ``pop_oldest`` raise ``IndexError`` when the queue is empty.
     """
 
     def push(self, item: T) -> None: ...
@@ -39,6 +41,8 @@ class QueueDiscipline(Protocol[T]):
     def oldest(self) -> T: ...
 
     def pop_oldest(self) -> T: ...
+
+    def discard(self, item: T) -> None: ...
 
     def __len__(self) -> int: ...
 
@@ -62,6 +66,11 @@ class FifoQueue(deque[T]):
 
     def oldest(self) -> T:
         return self[0]
+
+    def discard(self, item: T) -> None:
+        """Remove ``item`` if it still waits (linear: only requests that give up pay it)."""
+        with contextlib.suppress(ValueError):
+            self.remove(item)
 
     def __repr__(self) -> str:
         return f"FifoQueue({len(self)} waiting)"

@@ -66,8 +66,9 @@ class WorkStation:
     ``queue`` (default ``Fifo()``: the order of an ``asyncio.Semaphore``'s waiters); a freed
     slot goes to the queue's ``pop()``, handed over directly, so no later arrival can take it
     first. A waiter cancelled while it waits (the ``TimeoutMiddleware``'s server timeout, a
-    client gone) takes no slot: it stays in the queue, done, and is skipped when its turn comes
-    (lazy deletion); one cancelled after it was handed a slot passes the slot on.
+    client gone) takes no slot: it leaves the queue (``discard``), so a queue under sustained
+    timeouts holds only the living; one cancelled after it was handed a slot passes the slot
+    on.
 
     Used only from the service's own event loop (not thread-safe). If the app is served again
     on a new event loop (a server restarted around the same app), the slots follow it.
@@ -139,14 +140,16 @@ class WorkStation:
             self._free -= 1
             return
         ticket: asyncio.Future[None] = loop.create_future()
-        self._waiters.push(Waiter(ticket, time.perf_counter()))
+        waiter = Waiter(ticket, time.perf_counter())
+        self._waiters.push(waiter)
         try:
             await ticket
         except asyncio.CancelledError:
             if ticket.done() and not ticket.cancelled():  # handed a slot, then cancelled
                 self._release()
             else:
-                ticket.cancel()  # left in the queue, skipped when popped
+                ticket.cancel()  # it waits no more: out of the queue (and skipped if popped)
+                self._waiters.discard(waiter)
             raise
 
     def _release(self) -> None:

@@ -48,3 +48,14 @@ def test_an_empty_queue_raises_index_error(method):
     queue.pop()
     with pytest.raises(IndexError):
         getattr(queue, method)()
+
+
+def test_fifo_discard_removes_an_item_that_stopped_waiting_and_ignores_one_already_gone():
+    from atlas_sim.policies import Fifo
+
+    q = Fifo().build()
+    for item in "abc":
+        q.push(item)
+    q.discard("b")
+    q.discard("z")  # not (or no longer) there: nothing happens
+    assert len(q) == 2 and q.pop() == "a" and q.pop() == "c"

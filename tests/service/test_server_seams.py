@@ -186,3 +186,26 @@ def test_no_admission_config_means_no_shedding_layer():
     app = create_app(Settings(), server=ServerConfig(admission=None))
     assert app.state.atlas.limiter is None
     assert LoadSheddingMiddleware not in [m.cls for m in app.user_middleware]
+
+
+@pytest.mark.parametrize("queue", [Fifo(), Lifo()], ids=["fifo", "lifo"])
+def test_a_waiter_that_gives_up_leaves_the_queue_at_once(queue):
+    # under sustained timeouts a LIFO queue is served from the top, so waiters that gave up at
+    # the bottom would stay for as long as it never empties: each one leaves when it gives up
+    station = _station(queue)
+
+    async def go() -> tuple[int, int]:
+        hold = asyncio.ensure_future(station.serve(fixed=0.05))
+        await asyncio.sleep(0.001)
+        waiting = [asyncio.ensure_future(station.serve(fixed=0.001)) for _ in range(3)]
+        await asyncio.sleep(0.001)
+        before = len(station._waiters)
+        waiting[0].cancel()
+        waiting[1].cancel()
+        await asyncio.sleep(0)
+        after = len(station._waiters)
+        await asyncio.gather(hold, *waiting, return_exceptions=True)
+        return before, after
+
+    assert asyncio.run(go()) == (3, 1)
+    assert station._free == 1 and len(station._waiters) == 0

@@ -46,12 +46,14 @@ def _order_of_service(station: WorkStation, *, cancel: Callable[[dict], list] = 
             await station.serve(fixed=seconds)
             finished.append(name)
 
+        # each task runs to its first wait in one turn of the loop (sleep(0)), so the order of
+        # arrival is certain and no wall-clock time passes before all four wait
         tasks = {"hold": asyncio.ensure_future(one("hold", 0.05))}
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0)
         for name in "abcd":
             tasks[name] = asyncio.ensure_future(one(name, 0.001))
-            await asyncio.sleep(0.001)
-        assert station.waiting == 4
+            await asyncio.sleep(0)
+        assert station.waiting == 4 and station.busy == 1
         for task in cancel(tasks):
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
@@ -114,25 +116,34 @@ def test_the_queue_discipline_is_the_configs():
 
 
 def _served_order(queue) -> list[int]:
-    """One worker: request 0 holds it 0.4 s; 1, 2, 3 (80 ms of work each) arrive 60 ms apart
-    and queue. The order they were answered in, which with one worker is the order they were
-    served in (80 ms apart)."""
+    """One worker: request 0 holds it 1 s; 1, 2, 3 (50 ms of work each) are sent one at a time,
+    each once the one before is seen waiting in the station's queue (so their arrival order is
+    certain, whatever the host's scheduling). The order they were answered in, which with one
+    worker is the order they were served in."""
     config = ServerConfig(workers=1, service_time=Distribution(mean=0.01), queue=queue)
     with LiveServer(create_app(Settings(), server=config), name="queue-order") as server, \
             httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as client, \
             ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: client.get("/api/work?service_time=0.05"), range(4)))
+        station = server.app.state.atlas.work
         answered: dict[int, float] = {}
 
         def get(i: int) -> None:
-            r = client.get("/api/work?service_time=" + ("0.4" if i == 0 else "0.08"))
+            r = client.get("/api/work?service_time=" + ("1.0" if i == 0 else "0.05"))
             assert r.status_code == 200
             answered[i] = time.monotonic()
 
-        futures = []
-        for i in range(4):
+        def until(condition: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 5.0
+            while not condition():
+                assert time.monotonic() < deadline, "the request never reached the station"
+                time.sleep(0.002)
+
+        futures = [pool.submit(get, 0)]
+        until(lambda: station.busy == 1)
+        for i in (1, 2, 3):
             futures.append(pool.submit(get, i))
-            time.sleep(0.06)
+            until(lambda i=i: station.waiting == i)
         for f in futures:
             f.result()
     return sorted(answered, key=lambda i: answered[i])
@@ -196,9 +207,9 @@ def test_a_waiter_that_gives_up_leaves_the_queue_at_once(queue):
 
     async def go() -> tuple[int, int]:
         hold = asyncio.ensure_future(station.serve(fixed=0.05))
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)  # each task reaches its first wait in one turn of the loop
         waiting = [asyncio.ensure_future(station.serve(fixed=0.001)) for _ in range(3)]
-        await asyncio.sleep(0.001)
+        await asyncio.sleep(0)
         before = len(station._waiters)
         waiting[0].cancel()
         waiting[1].cancel()

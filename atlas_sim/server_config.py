@@ -15,7 +15,11 @@ nothing maps one world's fields onto the other's. It holds
 * ``drop_expired``: deadline propagation: a queued request that cannot be done before its
   client gives up is skipped (``sim`` only so far);
 * ``retry_after``: whole seconds in a 429's ``Retry-After`` header;
-* ``dependency``: what the handler calls after its own work (``Dependency``), or None.
+* ``dependency``: what the handler calls after its own work (``Dependency``), or None;
+* ``pool``: the database connection pool (``policies.pool.PoolConfig``: ``size``,
+  ``max_waiting``, ``timeout``, the card's ``DATABASE_TIMEOUT``), or None: no pool. Nothing
+  reads it yet: the store of issue "The data system behind the service" will put it in front
+  of every database call, live and simulated.
 
 Two defaults, one per world's habit, and the same object wherever one is given: ``ServerConfig()``
 is the simulator's plain M/M/1 (1 worker, 50 ms exponential, no admission limit, no timeout, no
@@ -36,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .policies import AdmissionConfig, ClientPolicy, Fifo, QueueConfig
+from .policies import AdmissionConfig, ClientPolicy, Fifo, PoolConfig, QueueConfig
 from .validation import check_int, check_real, renamed_fields
 from .workload import Distribution
 
@@ -91,7 +95,8 @@ class ServerConfig:
 
     Raises ``ValueError`` naming the field and its range: ``workers`` 1..10000, ``timeout`` >
     0 or None, ``retry_after`` 0..3600 whole seconds; ``admission`` and ``queue`` must be
-    configs with ``build()``; ``dependency`` a ``Dependency`` or None.
+    configs with ``build()``; ``dependency`` a ``Dependency`` or None; ``pool`` a ``PoolConfig``
+    or None.
     """
 
     workers: int = 1
@@ -102,6 +107,7 @@ class ServerConfig:
     drop_expired: bool = False
     retry_after: int = 1
     dependency: Dependency | None = None
+    pool: PoolConfig | None = None
 
     def __post_init__(self) -> None:
         check_int("workers", self.workers, low=1, high=10_000)
@@ -118,6 +124,9 @@ class ServerConfig:
         check_int("retry_after", self.retry_after, low=0, high=3600)
         if self.dependency is not None and not isinstance(self.dependency, Dependency):
             raise ValueError(f"dependency must be a Dependency or None, got {self.dependency!r}")
+        if self.pool is not None and not isinstance(self.pool, PoolConfig):
+            raise ValueError(f"pool must be a PoolConfig(size=..., max_waiting=..., timeout=...) "
+                             f"or None, got {self.pool!r}")
 
     @property
     def capacity(self) -> float:

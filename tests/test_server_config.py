@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from atlas_sim.policies import ClientPolicy, Fifo, FixedLimit
+from atlas_sim.policies import ClientPolicy, Fifo, FixedLimit, PoolConfig
 from atlas_sim.server_config import Dependency, ServerConfig
 from atlas_sim.workload import Distribution
 
@@ -91,3 +91,12 @@ def test_the_dependency_refuses_its_old_latency_fields_naming_the_new_one(old):
     with pytest.raises(ValueError, match=rf"Dependency\({old}=\.\.\.\) is no longer a parameter: "
                                          r"write latency=Distribution"):
         Dependency(**{old: 0.01})
+
+
+def test_the_pool_is_a_pool_config_or_none():
+    assert ServerConfig().pool is None
+    pool = PoolConfig(size=2, max_waiting=5, timeout=1.0)
+    assert ServerConfig(pool=pool).pool is pool
+    with pytest.raises(ValueError, match=r"pool must be a PoolConfig\(size=\.\.\., "
+                                         r"max_waiting=\.\.\., timeout=\.\.\.\) or None, got 2"):
+        ServerConfig(pool=2)  # type: ignore[arg-type]

@@ -30,6 +30,7 @@ from .call import (
     counts_as_breaker_failure,
 )
 from .limiter import ConcurrencyLimiter
+from .pool import ConnectionPool, Granted, PoolConfig, PoolDecision, Queued, Refused, TimedOut
 from .queues import Fifo, FifoQueue, QueueConfig, QueueDiscipline
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .routing import NextInstance, Router, RoutingConfig
@@ -53,23 +54,30 @@ __all__ = [
     "CircuitBreaker",
     "ClientPolicy",
     "ConcurrencyLimiter",
+    "ConnectionPool",
     "Done",
     "Fifo",
     "FifoQueue",
     "FixedLimit",
+    "Granted",
     "Guard",
     "GuardedCall",
     "HedgePolicy",
     "Jitter",
     "NextInstance",
+    "PoolConfig",
+    "PoolDecision",
     "QueueConfig",
     "QueueDiscipline",
+    "Queued",
+    "Refused",
     "RetryBudget",
     "RetryPolicy",
     "Router",
     "RoutingConfig",
     "Send",
     "Status",
+    "TimedOut",
     "Wait",
     "counts_as_breaker_failure",
 ]

@@ -34,7 +34,7 @@ def test_top_level_api_is_exactly_the_documented_one():
 def test_policy_modules_export_everything_they_define_publicly():
     policies = importlib.import_module("atlas_sim.policies")
     for sub in ["backoff", "retry", "breaker", "limiter", "status", "admission", "queues",
-                "routing"]:
+                "routing", "pool"]:
         module = importlib.import_module(f"atlas_sim.policies.{sub}")
         assert set(module.__all__) <= set(policies.__all__), sub
 

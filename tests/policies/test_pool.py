@@ -333,7 +333,9 @@ def test_the_same_script_gives_the_same_outcomes_on_simpy_and_on_asyncio():
     sim_log, sim_pool = run_on_simpy()
     assert sim_log == EXPECTED
     assert sim_pool.take_wait_times() == pytest.approx([2.5, 0.5, 0.5])  # 3, 6, 7
-    unit = 0.05  # seconds per time unit live: the nearest two events are 0.5 units apart
+    # seconds per time unit live: the nearest two events are 0.5 units (100 ms) apart, far
+    # beyond a busy host's timer lateness, so the order of events is the script's
+    unit = 0.2
     live_log, live_pool = run_on_asyncio(unit)
     assert live_log == sim_log
     assert counts(live_pool) == counts(sim_pool) == (7, 4, 5, 1, 1, 0, 0, 0)

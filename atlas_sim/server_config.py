@@ -41,16 +41,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .policies import AdmissionConfig, ClientPolicy, Fifo, PoolConfig, QueueConfig
-from .validation import check_int, check_real, renamed_fields
+from .validation import check_config, check_int, check_real, renamed_fields
 from .workload import Distribution
 
-__all__ = ["Dependency", "ServerConfig"]
+__all__ = ["WORKERS_RENAMED", "Dependency", "ServerConfig"]
 
 
-def _callable_build(name: str, value: object, example: str) -> None:
-    if not callable(getattr(value, "build", None)):
-        raise ValueError(f"{name} must be a config with build(), such as {example}, got "
-                         f"{value!r}")
+#: ``servers`` meant the c of M/M/c, now ``workers`` everywhere: what every function that took
+#: it says when it is given (``validation.renamed_fields`` / ``refuse_renamed``).
+WORKERS_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
 
 
 _LATENCY = "latency=Distribution(mean=..., kind=..., shape=...)"
@@ -86,7 +85,7 @@ class Dependency:
             raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
 
 
-@renamed_fields({"servers": "workers=... (the c of M/M/c)",
+@renamed_fields({**WORKERS_RENAMED,
                  "max_concurrent": "admission=FixedLimit(max_concurrent=...)",
                  "server_timeout": "timeout=..."})
 @dataclass(frozen=True, kw_only=True)
@@ -114,8 +113,9 @@ class ServerConfig:
         if not isinstance(self.service_time, Distribution):
             raise ValueError(f"service_time must be a Distribution, got {self.service_time!r}")
         if self.admission is not None:
-            _callable_build("admission", self.admission, "FixedLimit(max_concurrent=100)")
-        _callable_build("queue", self.queue, "Fifo()")
+            check_config("admission", self.admission,
+                         "a config with build(), such as FixedLimit(max_concurrent=100)")
+        check_config("queue", self.queue, "a config with build(), such as Fifo()")
         if self.timeout is not None:
             object.__setattr__(self, "timeout",
                                check_real("timeout", self.timeout, low=0, low_open=True))

@@ -15,8 +15,15 @@ from fractions import Fraction
 from numbers import Integral, Real
 from typing import TypeVar
 
-__all__ = ["check_choice", "check_int", "check_real", "decimal_fraction", "refuse_renamed",
-           "renamed_fields"]
+__all__ = [
+    "check_choice",
+    "check_config",
+    "check_int",
+    "check_real",
+    "decimal_fraction",
+    "refuse_renamed",
+    "renamed_fields",
+]
 
 T = TypeVar("T")
 
@@ -82,6 +89,14 @@ def decimal_fraction(value: float) -> Fraction:
     (``0.55 * 100 == 55.00000000000001``).
     """
     return Fraction(repr(float(value)))
+
+
+def check_config(name: str, value: object, description: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a config object: an instance (not a class) with
+    a callable ``build()``, as every seam's config is (``description`` says what was wanted,
+    e.g. ``"a config with build(), such as Fifo()"``)."""
+    if isinstance(value, type) or not callable(getattr(value, "build", None)):
+        raise ValueError(f"{name} must be {description}, got {value!r}")
 
 
 def refuse_renamed(where: str, given: Mapping[str, object], renamed: Mapping[str, str]) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import brentq
 
+from ..server_config import WORKERS_RENAMED
 from ..validation import check_int, check_real, renamed_fields
 from ..workload import Distribution
 
@@ -28,7 +29,6 @@ __all__ = ["MGc", "MMc", "erlang_b", "erlang_c", "squared_cv", "time_average_in_
 
 
 #: What each class says to a caller who still writes ``servers=``.
-_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
 
 
 def erlang_b(workers: int, offered: float) -> float:
@@ -49,7 +49,7 @@ def erlang_c(workers: int, offered: float) -> float:
     return b / (1 - rho * (1 - b))
 
 
-@renamed_fields(_RENAMED)
+@renamed_fields(WORKERS_RENAMED)
 @dataclass(frozen=True, kw_only=True)
 class MMc:
     """Steady-state M/M/c figures: ``MMc(arrival_rate=0.8, service_rate=1, workers=1).W``.
@@ -150,7 +150,7 @@ def squared_cv(distribution: Distribution) -> float:
     return math.expm1(distribution.shape ** 2)
 
 
-@renamed_fields(_RENAMED)
+@renamed_fields(WORKERS_RENAMED)
 @dataclass(frozen=True, kw_only=True)
 class MGc:
     """Mean figures for M/G/c: Poisson arrivals, ``workers`` workers, one FIFO queue, service

@@ -42,7 +42,7 @@ from ..analysis.stats import proportion_interval
 from ..config import Settings
 from ..policies import Backoff, ClientPolicy, RetryPolicy
 from ..results import RunResult
-from ..server_config import ServerConfig
+from ..server_config import WORKERS_RENAMED, ServerConfig
 from ..service import LiveServer, create_app, leftovers, run_load
 from ..sim import Fault, Scenario, simulate
 from ..validation import check_int, check_real, refuse_renamed
@@ -202,7 +202,7 @@ def calibrate(*, workers: int = 2, utilisation: float = 0.6, probe: float = 0.02
     seed: the service under test, its random streams and its breaker are never touched.
     """
     if renamed:
-        refuse_renamed("calibrate", renamed, {"servers": "workers=..."})
+        refuse_renamed("calibrate", renamed, WORKERS_RENAMED)
     check_int("workers", workers, low=1, high=10_000)
     settings = Settings()
     config = dataclasses.replace(settings.server_config(), workers=workers)

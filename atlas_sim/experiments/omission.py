@@ -34,7 +34,7 @@ from ..analysis.omission import (
 )
 from ..analysis.percentiles import QUANTILE_METHOD, exact_percentiles
 from ..results import RunResult
-from ..server_config import ServerConfig
+from ..server_config import WORKERS_RENAMED, ServerConfig
 from ..service import LiveServer
 from ..service.loadgen import blocking, run_load_async
 from ..sim import Scenario, simulate
@@ -75,7 +75,6 @@ DEFAULTS: dict[str, Any] = {"rate": 50.0, "clients": 4, "think_time": 0.02, "dur
                             "service_time": 0.001}
 
 #: What the functions here say to a caller who still writes ``servers=``.
-_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
 
 
 def stall_fault(stall: float = DEFAULTS["stall"],
@@ -113,7 +112,7 @@ def simulate_omission(*, rate: float = DEFAULTS["rate"], clients: int = DEFAULTS
     "closed loop": run}``, one run each (same seed, same stall; ``workers`` workers, constant
     ``service_time`` seconds of work per request). ``servers=`` raises ValueError (now
     ``workers=``)."""
-    refuse_renamed("simulate_omission", renamed, _RENAMED)
+    refuse_renamed("simulate_omission", renamed, WORKERS_RENAMED)
     _check_window(stall, stall_start, duration)
     fault = stall_fault(stall, stall_start)
     server = ServerConfig(workers=workers,
@@ -250,7 +249,7 @@ def omission_table(worlds: Mapping[str, Mapping[str, RunResult]], *,
     mean think time early (``closed_loop_percentile``). ``servers=`` raises ValueError (now
     ``workers=``).
     """
-    refuse_renamed("omission_table", renamed, _RENAMED)
+    refuse_renamed("omission_table", renamed, WORKERS_RENAMED)
     rows: dict[tuple[str, str], dict[str, float]] = {}
     for world, runs in worlds.items():
         for generator in GENERATORS:
@@ -318,7 +317,7 @@ def plot_spectra(worlds: Mapping[str, Mapping[str, RunResult]], *,
     figure, open in pyplot for the cell that shows it (``plt.show()``). Drawn by
     ``SpectraFigure``, which the omission panel updates in place. ``servers=`` raises
     ValueError (now ``workers=``)."""
-    refuse_renamed("plot_spectra", renamed, _RENAMED)
+    refuse_renamed("plot_spectra", renamed, WORKERS_RENAMED)
     return SpectraFigure(workers=workers, service_time=service_time, figsize=figsize,
                          pyplot=True).draw(worlds)
 
@@ -330,8 +329,8 @@ class SpectraFigure(InPlaceFigure):
     def __init__(self, *, workers: int = DEFAULTS["workers"],
                  service_time: float = DEFAULTS["service_time"],
                  figsize: tuple[float, float] | None = None, **options: Any) -> None:
-        refuse_renamed("SpectraFigure", {k: v for k, v in options.items() if k in _RENAMED},
-                       _RENAMED)
+        refuse_renamed("SpectraFigure", {k: v for k, v in options.items() if k in WORKERS_RENAMED},
+                       WORKERS_RENAMED)
         super().__init__(**options)
         self.workers, self.service_time, self.figsize = workers, service_time, figsize
 

@@ -44,7 +44,7 @@ from ..analysis.stats import Interval, batch_means
 from ..policies import ClientPolicy
 from ..progress import Progress
 from ..results import RunResult
-from ..server_config import ServerConfig
+from ..server_config import WORKERS_RENAMED, ServerConfig
 from ..service import LiveServer, run_load
 from ..sim import Fault, Scenario, simulate
 from ..validation import check_choice, check_int, check_real, refuse_renamed
@@ -91,7 +91,6 @@ SERVICE_SHAPES = {
 _COLORS = {1: "tab:red", 2: "tab:blue", 4: "tab:purple", 8: "tab:green"}
 _WORK: Final = "/api/work"
 #: What the functions here say to a caller who still writes ``servers=``.
-_RENAMED = {"servers": "workers=... (the c of M/M/c)"}
 
 
 def _color(workers: int) -> str:
@@ -176,7 +175,7 @@ def hockey_stick(*, workers: Sequence[int] = (1, 2, 8),
     Raises ValueError for a worker count outside 1..64, a utilisation outside (0, 1), fewer
     than 1000 customers, or ``servers=`` (now ``workers=``).
     """
-    refuse_renamed("hockey_stick", renamed, _RENAMED)
+    refuse_renamed("hockey_stick", renamed, WORKERS_RENAMED)
     customers = check_int("customers", customers, low=1000)
     check_real("warmup", warmup, low=0, high=0.5)
     rows: list[dict[str, float | str]] = []
@@ -633,7 +632,7 @@ def head_of_line(*, workers: Sequence[int] = (1, 2, 8), utilisation: float = 0.8
     Raises ValueError for a utilisation outside (0, 1), a non-positive ``service_time`` or
     ``slow``, ``at`` not in (0, duration / 2], or ``servers=`` (now ``workers=``).
     """
-    refuse_renamed("head_of_line", renamed, _RENAMED)
+    refuse_renamed("head_of_line", renamed, WORKERS_RENAMED)
     check_real("utilisation", utilisation, low=0, high=1, low_open=True, high_open=True)
     check_real("service_time", service_time, low=0, low_open=True)
     check_real("slow", slow, low=0, low_open=True)

@@ -147,7 +147,7 @@ from typing import Final, TypeAlias
 
 import numpy as np
 
-from ..validation import check_int, check_real
+from ..validation import check_config, check_int, check_real
 from .breaker import BreakerConfig, BreakerListener, CircuitBreaker
 from .retry import BudgetConfig, RetryBudget, RetryPolicy
 from .routing import NextInstance, Router, RoutingConfig
@@ -282,9 +282,7 @@ class ClientPolicy:
     routing: RoutingConfig = field(default_factory=NextInstance)
 
     def __post_init__(self) -> None:
-        if isinstance(self.routing, type) or not callable(getattr(self.routing, "build", None)):
-            raise ValueError(f"routing must be a routing config such as NextInstance(), got "
-                             f"{self.routing!r}")
+        check_config("routing", self.routing, "a routing config such as NextInstance()")
         if self.timeout is not None:
             object.__setattr__(self, "timeout",
                                check_real("timeout", self.timeout, low=0, low_open=True))

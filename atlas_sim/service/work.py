@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..policies import Fifo, QueueConfig, QueueDiscipline
-from ..validation import check_int, check_real
+from ..validation import check_config, check_int, check_real
 from ..workload import Distribution
 
 __all__ = ["ServerDown", "Waiter", "WorkReceipt", "WorkStation"]
@@ -81,9 +81,7 @@ class WorkStation:
             raise ValueError(f"service_time must be a Distribution, got {service_time!r}")
         self.service_time = service_time
         self.queue_config: QueueConfig = Fifo() if queue is None else queue
-        if not callable(getattr(self.queue_config, "build", None)):
-            raise ValueError(f"queue must be a config with build(), such as Fifo(), got "
-                             f"{queue!r}")
+        check_config("queue", self.queue_config, "a config with build(), such as Fifo()")
         self.use_stream(rng)
         self._capacity = 1.0
         self._resume: asyncio.Event | None = None  # set while stalled; set() lifts the stall

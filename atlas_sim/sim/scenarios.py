@@ -19,7 +19,7 @@ from ..policies import (
     Jitter,
     RetryPolicy,
 )
-from ..server_config import ServerConfig
+from ..server_config import WORKERS_RENAMED, ServerConfig
 from ..validation import check_choice, check_int, check_real, refuse_renamed
 from ..workload import Distribution, Load
 from .contention import compare_contention, contention
@@ -48,7 +48,7 @@ def plain_queue(utilisation: float = 0.8, workers: int = 1, *, service_time_mean
 
     Teaches: latency is mostly waiting, and waiting explodes as utilisation nears 1.
     """
-    refuse_renamed("plain_queue", renamed, {"servers": "workers=... (the c of M/M/c)"})
+    refuse_renamed("plain_queue", renamed, WORKERS_RENAMED)
     check_real("utilisation", utilisation, low=0, high=1, high_open=True)
     check_int("workers", workers, low=1)
     rate = utilisation * workers / service_time_mean

@@ -30,7 +30,7 @@ from .policies import (
     RetryPolicy,
     Status,
 )
-from .server_config import Dependency, ServerConfig
+from .server_config import CacheConfig, Dependency, EventLogConfig, ServerConfig, StoreConfig
 from .workload import Fault, Load
 
 if TYPE_CHECKING:
@@ -50,10 +50,12 @@ __all__ = [
     "BreakerState",
     "BreakerTransition",
     "BudgetConfig",
+    "CacheConfig",
     "CircuitBreaker",
     "ClientPolicy",
     "ConcurrencyLimiter",
     "Dependency",
+    "EventLogConfig",
     "Fault",
     "FixedLimit",
     "HedgePolicy",
@@ -61,6 +63,7 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "ServerConfig",
+    "StoreConfig",
     "Status",
     *_LAZY,
 ]

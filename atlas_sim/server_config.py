@@ -16,10 +16,14 @@ nothing maps one world's fields onto the other's. It holds
   client gives up is skipped (``sim`` only so far);
 * ``retry_after``: whole seconds in a 429's ``Retry-After`` header;
 * ``dependency``: what the handler calls after its own work (``Dependency``), or None;
-* ``pool``: the database connection pool (``policies.pool.PoolConfig``: ``size``,
-  ``max_waiting``, ``timeout``, the card's ``DATABASE_TIMEOUT``), or None: no pool. Nothing
-  reads it yet: the store of issue "The data system behind the service" will put it in front
-  of every database call, live and simulated.
+* ``store``: where the instance keeps its state (orders, idempotency keys, the event log),
+  a ``StoreConfig`` (SQLite, PostgreSQL or memory, by ``url``), or None: in the instance's own
+  memory, lost when it stops and shared with no other instance;
+* ``pool``: the database connection pool in front of every call to the store
+  (``policies.pool.PoolConfig``: ``size``, ``max_waiting``, ``timeout``, the card's
+  ``DATABASE_TIMEOUT``), or None: ``PoolConfig()``;
+* ``cache``: a Redis cache used cache-aside (``CacheConfig``), or None: no cache;
+* ``events``: the event log's consumers (``EventLogConfig``), or None: no consumers.
 
 Two defaults, one per world's habit, and the same object wherever one is given: ``ServerConfig()``
 is the simulator's plain M/M/1 (1 worker, 50 ms exponential, no admission limit, no timeout, no
@@ -31,7 +35,9 @@ and a 5 ms dependency behind ``DATABASE_TIMEOUT``, retry, budget and breaker). A
 ``path="/api/compose"`` is refused (it has no dependency to model), so a compose experiment
 names its dependency in the config.
 
-Issue "The data system behind the service" adds the database pool, cache and event log here.
+The store, pool, cache and event log are DDIA's "Thinking About Data Systems" parts: the same
+config tells the simulator what to model (``store.query_time`` and ``pool``) and the live
+service what to connect to (``store.url``, ``cache.url``).
 A cluster is N instances, each with its own workers, queue and limiter, built from one
 ``ServerConfig`` or a list of them (``Scenario(server=[...])``, ``service.Cluster``).
 """
@@ -44,7 +50,8 @@ from .policies import AdmissionConfig, ClientPolicy, Fifo, PoolConfig, QueueConf
 from .validation import check_config, check_int, check_real, renamed_fields
 from .workload import Distribution
 
-__all__ = ["WORKERS_RENAMED", "Dependency", "ServerConfig"]
+__all__ = ["STORE_SCHEMES", "WORKERS_RENAMED", "CacheConfig", "Dependency", "EventLogConfig",
+           "ServerConfig", "StoreConfig"]
 
 
 #: ``servers`` meant the c of M/M/c, now ``workers`` everywhere: what every function that took
@@ -85,6 +92,112 @@ class Dependency:
             raise ValueError(f"client must be a ClientPolicy, got {self.client!r}")
 
 
+#: The kinds of store a ``StoreConfig.url`` may name, by its scheme.
+STORE_SCHEMES = ("sqlite", "postgresql", "memory")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    """The database an instance keeps its state in (orders, idempotency keys, the event log).
+
+    Args:
+        url: ``"sqlite:///<absolute path>"`` (SQLite through aiosqlite, WAL mode: nothing to
+            install), ``"postgresql://<user>@127.0.0.1:<port>/<database>"`` (a PostgreSQL
+            server, such as the one ``PostgresServer`` starts), ``"memory://<name>"`` (in this
+            process's memory, shared by the apps that name it), or None: a new SQLite database
+            in a temporary directory, removed when the service stops; the instances of one
+            ``Cluster`` share it. Instances that name the same ``url`` share one store, so a
+            retry sent to another instance replays the first answer.
+        query_time: how long each write's transaction holds its connection beyond the real
+            query's own time, a ``Distribution`` drawn from the instance's ``"store"`` stream
+            (live: ``pg_sleep`` on PostgreSQL, a sleeping SQL function on SQLite, a sleep in
+            memory; a slow query), or None: the real query only. The simulator models the
+            whole transaction as this time (None: zero).
+        key_retention: seconds a completed (2xx) answer is kept under its idempotency key, > 0.
+        key_capacity: idempotency keys held at most, in flight and kept together, >= 1.
+        key_lease: seconds an in-flight key is held for the instance that began it; after that
+            another instance may begin it again (the first one died: nobody will complete it).
+            None: the server's ``timeout``, else 30 s (``HTTP_TIMEOUT``).
+
+    Raises ``ValueError`` naming the field and its allowed values.
+    """
+
+    url: str | None = None
+    query_time: Distribution | None = None
+    key_retention: float = 300.0
+    key_capacity: int = 10_000
+    key_lease: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.url is not None and (not isinstance(self.url, str) or "://" not in self.url
+                                     or self.url.split("://", 1)[0] not in STORE_SCHEMES):
+            raise ValueError(f"url must be None or start with one of "
+                             f"{', '.join(s + '://' for s in STORE_SCHEMES)}, got {self.url!r}")
+        if self.query_time is not None and not isinstance(self.query_time, Distribution):
+            raise ValueError(f"query_time must be a Distribution or None, got {self.query_time!r}")
+        object.__setattr__(self, "key_retention", check_real("key_retention", self.key_retention,
+                                                             low=0, low_open=True))
+        check_int("key_capacity", self.key_capacity, low=1, high=10_000_000)
+        if self.key_lease is not None:
+            object.__setattr__(self, "key_lease", check_real("key_lease", self.key_lease, low=0,
+                                                             low_open=True))
+
+    @property
+    def scheme(self) -> str:
+        """``"sqlite"``, ``"postgresql"`` or ``"memory"`` (None's url is SQLite)."""
+        return "sqlite" if self.url is None else self.url.split("://", 1)[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheConfig:
+    """A Redis cache the service reads and fills cache-aside.
+
+    Args:
+        url: ``"redis://127.0.0.1:<port>/0"``, such as the one ``RedisServer`` starts. Where it
+            cannot be reached when the service starts, the service runs without a cache and
+            says so in one line.
+        ttl: seconds a cached entry lives, > 0.
+        timeout: seconds each cache call may take (the card's ``REDIS_TIMEOUT``, 5), > 0; a
+            call that takes longer counts as a miss and the database answers.
+        max_connections: the client's connection pool, 1..10000.
+    """
+
+    url: str
+    ttl: float = 60.0
+    timeout: float = 5.0
+    max_connections: int = 10
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or not self.url.startswith("redis://"):
+            raise ValueError(f"url must start with redis://, got {self.url!r}")
+        object.__setattr__(self, "ttl", check_real("ttl", self.ttl, low=0, low_open=True))
+        object.__setattr__(self, "timeout", check_real("timeout", self.timeout, low=0,
+                                                       low_open=True))
+        check_int("max_connections", self.max_connections, low=1, high=10_000)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventLogConfig:
+    """The background consumers of the event log (kept in the store, with each consumer
+    group's committed offset; Kafka's model on a database table).
+
+    Args:
+        consumers: consumer tasks per instance, 0..64 (0: events pile up, lag grows).
+        poll_interval: seconds a consumer waits when it finds nothing new, > 0.
+        batch: events a consumer takes at once, 1..10000; its offset is committed per batch.
+    """
+
+    consumers: int = 1
+    poll_interval: float = 0.05
+    batch: int = 100
+
+    def __post_init__(self) -> None:
+        check_int("consumers", self.consumers, low=0, high=64)
+        object.__setattr__(self, "poll_interval", check_real(
+            "poll_interval", self.poll_interval, low=0, low_open=True))
+        check_int("batch", self.batch, low=1, high=10_000)
+
+
 @renamed_fields({**WORKERS_RENAMED,
                  "max_concurrent": "admission=FixedLimit(max_concurrent=...)",
                  "server_timeout": "timeout=..."})
@@ -94,8 +207,9 @@ class ServerConfig:
 
     Raises ``ValueError`` naming the field and its range: ``workers`` 1..10000, ``timeout`` >
     0 or None, ``retry_after`` 0..3600 whole seconds; ``admission`` and ``queue`` must be
-    configs with ``build()``; ``dependency`` a ``Dependency`` or None; ``pool`` a ``PoolConfig``
-    or None.
+    configs with ``build()``; ``dependency`` a ``Dependency`` or None; ``store``, ``pool``,
+    ``cache`` and ``events`` a ``StoreConfig``, ``PoolConfig``, ``CacheConfig`` and
+    ``EventLogConfig`` or None.
     """
 
     workers: int = 1
@@ -106,7 +220,10 @@ class ServerConfig:
     drop_expired: bool = False
     retry_after: int = 1
     dependency: Dependency | None = None
+    store: StoreConfig | None = None
     pool: PoolConfig | None = None
+    cache: CacheConfig | None = None
+    events: EventLogConfig | None = None
 
     def __post_init__(self) -> None:
         check_int("workers", self.workers, low=1, high=10_000)
@@ -127,6 +244,11 @@ class ServerConfig:
         if self.pool is not None and not isinstance(self.pool, PoolConfig):
             raise ValueError(f"pool must be a PoolConfig(size=..., max_waiting=..., timeout=...) "
                              f"or None, got {self.pool!r}")
+        for name, kind in (("store", StoreConfig), ("cache", CacheConfig),
+                           ("events", EventLogConfig)):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                raise ValueError(f"{name} must be a {kind.__name__}(...) or None, got {value!r}")
 
     @property
     def capacity(self) -> float:

@@ -13,9 +13,10 @@ PACKAGES = ["atlas_sim", "atlas_sim.policies", "atlas_sim.analysis", "atlas_sim.
 
 TOP_LEVEL = {
     "JITTER_STRATEGIES", "Backoff", "BreakerConfig", "BreakerState", "BreakerTransition",
-    "BudgetConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter", "Dependency",
+    "BudgetConfig", "CacheConfig", "CircuitBreaker", "ClientPolicy", "ConcurrencyLimiter",
+    "Dependency", "EventLogConfig",
     "Fault", "FixedLimit", "HedgePolicy", "Load", "RetryBudget", "RetryPolicy",
-    "RunResult", "ServerConfig", "Settings", "Status",
+    "RunResult", "ServerConfig", "Settings", "Status", "StoreConfig",
 }
 
 

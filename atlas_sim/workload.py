@@ -50,7 +50,7 @@ ArrivalProcess = Literal["poisson", "constant"]
 #: The named random streams, in spawn order. Append only: a stream's numbers depend on its
 #: position, so inserting a name would change every run after it.
 STREAM_NAMES = ("arrivals", "service", "client", "dependency", "server", "think", "inputs",
-                "routing")
+                "routing", "store")
 
 #: The spawn key under which instances 1, 2, ... of a cluster find their own streams; beyond
 #: any index ``SeedSequence.spawn`` gives the named streams, so no instance's streams are

@@ -11,12 +11,13 @@ committed offset: Kafka's committed consumer position, kept in a table).
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ...policies.pool import PoolConfig
 from ...validation import check_int, check_real
@@ -27,9 +28,28 @@ __all__ = ["SqlStore"]
 
 Clock = Callable[[], float]
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 _PURGE = ("DELETE FROM atlas_keys WHERE (expires IS NOT NULL AND expires <= ?) "
           "OR (expires IS NULL AND began <= ?)")
+
+
+async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:
+    """``await coro`` to its end even if the caller is cancelled meanwhile; the cancellation is
+    re-raised afterwards."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 class SqlStore(Store):
@@ -123,15 +143,17 @@ class SqlStore(Store):
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Any]:
         """A pooled connection inside one write transaction, committed at the end of the block
-        or rolled back if it raises."""
+        or rolled back if it raises (a cancellation included). The COMMIT or ROLLBACK runs to
+        its end even if the caller is cancelled meanwhile, so the connection goes back to the
+        pool outside any transaction."""
         async with self._read() as conn:
             await self._begin_write(conn)
             try:
                 yield conn
             except BaseException:
-                await self._execute(conn, "ROLLBACK")
+                await _uninterrupted(self._execute(conn, "ROLLBACK"))
                 raise
-            await self._execute(conn, "COMMIT")
+            await _uninterrupted(self._execute(conn, "COMMIT"))
 
     async def _one(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._execute(conn, sql, params)

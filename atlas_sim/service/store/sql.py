@@ -103,6 +103,11 @@ class SqlStore(Store):
     async def _create_schema(self, conn: Any) -> None:
         """Run ``schema`` so that several stores opening at once cannot collide."""
 
+    async def _slow_query(self, conn: Any, seconds: float) -> None:
+        """Hold ``conn`` ``seconds`` in a statement (``sleep_sql``); a cancelled caller stops
+        it (psycopg cancels a statement whose coroutine is cancelled)."""
+        await self._execute(conn, self.sleep_sql, (seconds,))
+
     async def _begin_write(self, conn: Any) -> None:
         await self._execute(conn, "BEGIN")
 
@@ -230,7 +235,7 @@ class SqlStore(Store):
             # numbers stay 1, 2, ... without gaps (a rolled-back order frees its number) while
             # slow transactions still overlap (on PostgreSQL; SQLite has one writer anyway)
             if hold > 0:
-                await self._execute(conn, self.sleep_sql, (hold,))
+                await self._slow_query(conn, hold)
             await self._lock(conn, "orders")
             n = int(await self._one(conn, "SELECT COALESCE(MAX(id), 0) + 1 FROM atlas_orders"))
             await self._execute(conn, "INSERT INTO atlas_orders (id, request_id, key) "

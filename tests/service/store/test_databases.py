@@ -17,7 +17,7 @@ from atlas_sim.server_config import StoreConfig
 from atlas_sim.service.store import PoolRefused, PoolTimeout, Store, open_store
 from atlas_sim.service.store.postgres import APPLICATION_NAME, PostgresStore
 from atlas_sim.service.store.sqlite import SqliteStore
-from tests.service.store.conftest import store_maker
+from tests.service.store.support import store_maker
 
 
 async def _open_use_close(stores: list[Store]) -> list[int]:

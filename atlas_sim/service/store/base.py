@@ -148,9 +148,8 @@ class AsyncPool:
             if future is not None and not future.done():
                 future.set_result(conn)
                 return
-            # that waiter's task was cancelled in this same tick and has not yet left the
-            # queue: it counts as served and gives the connection straight back
-            self.policy.cancel(granted.ticket)
+            # that waiter's task was cancelled in this same tick and had not yet left the
+            # queue: the policy counts it served; it hands the connection straight back
 
     def take_wait_times(self) -> list[float]:
         """Waits (seconds) of the waiters granted since the last call (the policy's)."""

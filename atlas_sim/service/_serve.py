@@ -6,13 +6,16 @@ SPEC is a pickle written by the parent into its private temporary directory: ``s
 The child builds the app, serves it with a ``LiveServer`` on 127.0.0.1 port 0 (the same
 server, connection guard and orderly stop as in a notebook), writes the port to ``port_file``
 (written whole, then renamed: the parent never reads half a number), and serves until SIGTERM or
-SIGINT, or until its parent is gone; then it stops the server and exits 0.
+SIGINT, or until its parent is gone; then it stops the server and exits 0. Orphaned (the parent
+died without stopping it: a notebook kernel killed), it also removes the parent's temporary
+directory, which nobody else will.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import signal
 import sys
 import threading
@@ -34,6 +37,7 @@ def main(argv: list[str]) -> int:
     from .app import create_app
     from .server import LiveServer
 
+    orphaned = False
     app = create_app(spec["settings"], **spec["options"])
     server = LiveServer(app, name=spec["name"], port=0,
                         stop_timeout=max(0.2, min(float(spec["stop_timeout"]) / 2, 5.0)))
@@ -45,9 +49,12 @@ def main(argv: list[str]) -> int:
         os.replace(partial, port_file)
         while not stop.wait(PARENT_CHECK):
             if os.getppid() != spec["parent"]:
-                break  # the parent died without stopping us: stop, leave nothing behind
+                orphaned = True  # the parent died without stopping us: leave nothing behind
+                break
     finally:
         server.stop()
+        if orphaned:
+            shutil.rmtree(Path(argv[1]).parent, ignore_errors=True)
     return 0
 
 

@@ -639,10 +639,10 @@ class RedisServer(_Program):
     def _answers(self) -> bool:
         return self.ping()
 
-    def ping(self) -> bool:
-        """True if the server answers ``PING`` with ``PONG``."""
+    def ping(self, *, timeout: float = 0.5) -> bool:
+        """True if the server answers ``PING`` with ``PONG`` within ``timeout`` seconds."""
         try:
-            return _resp_command(self._require_port(), "PING") == b"+PONG"
+            return _resp_command(self._require_port(), "PING", timeout=timeout) == b"+PONG"
         except OSError:
             return False
 

@@ -180,6 +180,8 @@ class _Program:
     kind: ClassVar[str] = "program"
     #: the signal of an orderly stop
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    #: whether "Address already in use" means "try another port" (the port was our pick)
+    retry_taken_port: ClassVar[bool] = True
 
     def __init__(self, *, name: str, start_timeout: float, stop_timeout: float) -> None:
         if not isinstance(name, str) or not name:
@@ -342,7 +344,8 @@ class _Program:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if not self._alive():
-                if "address already in use" in self._log_since_launch().lower():
+                if (self.retry_taken_port
+                        and "address already in use" in self._log_since_launch().lower()):
                     raise _AddressInUse
                 raise ProgramFailed(
                     f"{self.kind} {self.name!r} exited ({self._exit_status()}) before it "
@@ -679,6 +682,10 @@ class ServiceProcess(_Program):
             child inherits).
         store_url: the store it keeps state in, passed as ``create_app(store_url=...)``;
             ``ValueError`` if this ``create_app`` takes no such keyword.
+        port: the port to serve on (0, the default: one the OS picks). Started again after a
+            ``stop()`` or ``kill()``, the service asks for the port it had first, so its ``url``
+            stays the same across a crash and restart (a load generator's retries reach the
+            new process), unless another process has taken it meanwhile.
         name: registry key (default ``atlas-service-<instance>``).
         start_timeout: seconds until ``/health`` must answer 200 (> 0).
         stop_timeout: seconds its orderly stop (SIGTERM: the ``LiveServer`` stops, requests in
@@ -688,10 +695,11 @@ class ServiceProcess(_Program):
     """
 
     kind = "service"
+    retry_taken_port = False  # a port asked for is not changed behind the caller's back
 
     def __init__(self, server: ServerConfig | None = None, *, seed: int = 0, instance: int = 0,
                  settings: Settings | None = None, store_url: str | None = None,
-                 name: str | None = None, start_timeout: float = 30.0,
+                 port: int = 0, name: str | None = None, start_timeout: float = 30.0,
                  stop_timeout: float = 10.0) -> None:
         if server is not None and not isinstance(server, ServerConfig):
             raise ValueError(f"server must be a ServerConfig or None, got {server!r}")
@@ -709,6 +717,9 @@ class ServiceProcess(_Program):
         self.instance = check_int("instance", instance, low=0, high=1000)
         self.settings = settings
         self.store_url = store_url
+        #: the port asked for (0: any)
+        self.requested_port = check_int("port", port, low=0, high=65535)
+        self._previous_port: int | None = None
         super().__init__(name=f"atlas-service-{self.instance}" if name is None else name,
                          start_timeout=start_timeout, stop_timeout=stop_timeout)
 
@@ -721,9 +732,11 @@ class ServiceProcess(_Program):
                                    "instance": self.instance}
         if self.store_url is not None:
             options["store_url"] = self.store_url
+        ports = [self.requested_port] if self.requested_port else (
+            [self._previous_port, 0] if self._previous_port else [0])
         spec = {"settings": self.settings, "options": options, "name": self.name,
-                "port_file": str(self.directory / "port"), "parent": os.getpid(),
-                "stop_timeout": self.stop_timeout}
+                "ports": ports, "port_file": str(self.directory / "port"),
+                "parent": os.getpid(), "stop_timeout": self.stop_timeout}
         (self.directory / "spec.pickle").write_bytes(pickle.dumps(spec))
 
     def _command(self) -> list[str]:
@@ -742,7 +755,7 @@ class ServiceProcess(_Program):
         assert self.directory is not None
         if self.port is None:
             try:
-                self.port = int((self.directory / "port").read_text())
+                self.port = self._previous_port = int((self.directory / "port").read_text())
             except (OSError, ValueError):
                 return False
         try:

@@ -36,6 +36,7 @@ from atlas_sim.service import (
 )
 from atlas_sim.service import programs as programs_module
 from atlas_sim.service.programs import _resp_command
+from atlas_sim.workload import Distribution, rng_streams
 from tests.programs import SKIP_PREFIX, missing_package, require_program
 
 pytest_plugins = ("pytester",)
@@ -212,14 +213,49 @@ def test_a_killed_service_leaves_no_zombie_no_port_and_no_directory():
 
 
 @pytest.mark.live
+def test_a_service_started_again_after_a_crash_keeps_its_url_unless_the_port_was_taken():
+    service = ServiceProcess(name="test-restart").start()
+    try:
+        url, first_pid = service.url, service.pid
+        service.kill()
+        service.start()  # the crash test's restart: same url, a new process
+        assert service.url == url and service.pid != first_pid
+        assert httpx.get(url + "/health", trust_env=False).status_code == 200
+        port = service.port
+        service.stop()
+        with socket.socket() as taken:  # someone took the port meanwhile: another one
+            taken.bind(("127.0.0.1", port))
+            taken.listen()
+            service.start()
+            assert service.port != port
+            assert httpx.get(service.url + "/health", trust_env=False).status_code == 200
+    finally:
+        service.stop()
+
+
+@pytest.mark.live
+def test_a_service_asked_for_a_taken_port_fails_saying_so():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        service = ServiceProcess(port=taken.getsockname()[1], name="test-taken")
+        with pytest.raises(ProgramFailed, match=r"(?is)exited.*address already in use"):
+            service.start()
+    assert service.directory is None and "test-taken" not in running_programs()
+
+
+@pytest.mark.live
 def test_the_service_child_serves_the_config_seed_and_instance_it_was_given():
-    config = ServerConfig(workers=3)
-    with ServiceProcess(config, seed=5, instance=1) as service:
-        assert service.name == "atlas-service-1"
-        ok = httpx.post(service.url + "/api/orders", json={"item": "x"}, trust_env=False)
-        assert ok.status_code < 500
-        page = httpx.get(service.url + "/metrics", trust_env=False).text
-    assert "atlas" in page or "http" in page
+    config = ServerConfig(workers=1, service_time=Distribution(mean=0.1))
+    expected = config.service_time.sampler(rng_streams(7, instance=2)["service"])()
+    others = [config.service_time.sampler(rng_streams(seed, instance=k)["service"])()
+              for seed, k in ((7, 0), (7, 1), (0, 2), (3, 2))]
+    default = ServerConfig().service_time.sampler(rng_streams(7, instance=2)["service"])()
+    assert expected > max(*others, default)  # so the first work shows all three arrived
+    with ServiceProcess(config, seed=7, instance=2) as service:
+        assert service.name == "atlas-service-2"
+        work = httpx.get(service.url + "/api/work", trust_env=False).json()["work"]
+    assert work >= expected  # it slept its first draw: this config, seed and instance
 
 
 @pytest.mark.live
@@ -300,6 +336,7 @@ def test_store_url_is_passed_only_to_a_create_app_that_takes_it(monkeypatch):
     ({"settings": {}}, "settings"), ({"name": ""}, "name"), ({"start_timeout": 0},
                                                              "start_timeout"),
     ({"stop_timeout": -1}, "stop_timeout"), ({"store_url": ""}, "store_url"),
+    ({"port": 70000}, "port"),
 ])
 def test_bad_arguments_are_value_errors_naming_the_parameter(kwargs, parameter):
     with pytest.raises(ValueError, match=parameter):

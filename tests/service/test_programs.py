@@ -307,8 +307,9 @@ def test_programs_left_running_are_stopped_at_interpreter_exit():
 
 
 @pytest.mark.live
-def test_stop_programs_stops_every_registered_one():
+def test_stop_programs_stops_every_registered_one(monkeypatch):
     require_program("redis-server", "redis-server")
+    monkeypatch.setattr(programs_module, "_registry", {})  # the session's servers stay
     servers = [RedisServer(name=f"test-all-{k}").start() for k in range(2)]
     pids = [s.pid for s in servers]
     stop_programs()

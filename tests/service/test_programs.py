@@ -529,6 +529,13 @@ def test_skips_for_another_reason():
 
 def test_passes():
     pass
+
+@pytest.fixture
+def server():
+    require_program("atlas-no-such-program", "atlas-fake")
+
+def test_uses_a_fixture_that_needs_a_missing_program(server):
+    pass
 """
 
 
@@ -544,13 +551,13 @@ def test_no_skips_lets_a_missing_package_through_outside_ci_and_says_what_to_ins
         hooked, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     result = hooked.runpytest("--no-skips", "-rs")
-    result.assert_outcomes(passed=1, skipped=1, failed=1)
-    result.stdout.fnmatch_lines(["*1 test skipped for want of Debian packages*"
+    result.assert_outcomes(passed=1, skipped=2, failed=1)
+    result.stdout.fnmatch_lines(["*2 tests skipped for want of Debian packages*"
                                  "sudo apt-get install -y atlas-fake*"])
 
 
 def test_no_skips_fails_a_missing_package_under_ci(hooked, monkeypatch):
     monkeypatch.setenv("CI", "true")
     result = hooked.runpytest("--no-skips")
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=2, errors=1)
     result.stdout.fnmatch_lines(["*CI=true and needs Debian's atlas-fake*"])

@@ -55,6 +55,16 @@ def gone(pid: int) -> bool:
     return False
 
 
+def listening(port: int = 0) -> socket.socket:
+    """A socket listening on 127.0.0.1 (bound as servers bind: SO_REUSEADDR, so a closed
+    connection's TIME_WAIT on the port does not stop it)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
 def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -65,9 +75,13 @@ def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
 
 
 def port_is_free(port: int) -> bool:
+    """True if a server could listen on the port again (with SO_REUSEADDR, as PostgreSQL, Redis
+    and uvicorn bind: the closed connections' TIME_WAIT may outlive the program)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen()
         except OSError:
             return False
     return True
@@ -223,9 +237,7 @@ def test_a_service_started_again_after_a_crash_keeps_its_url_unless_the_port_was
         assert httpx.get(url + "/health", trust_env=False).status_code == 200
         port = service.port
         service.stop()
-        with socket.socket() as taken:  # someone took the port meanwhile: another one
-            taken.bind(("127.0.0.1", port))
-            taken.listen()
+        with listening(port):  # someone took the port meanwhile: another one
             service.start()
             assert service.port != port
             assert httpx.get(service.url + "/health", trust_env=False).status_code == 200
@@ -235,9 +247,7 @@ def test_a_service_started_again_after_a_crash_keeps_its_url_unless_the_port_was
 
 @pytest.mark.live
 def test_a_service_asked_for_a_taken_port_fails_saying_so():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
+    with listening() as taken:
         service = ServiceProcess(port=taken.getsockname()[1], name="test-taken")
         with pytest.raises(ProgramFailed, match=r"(?is)exited.*address already in use"):
             service.start()
@@ -387,9 +397,7 @@ def test_a_program_that_never_answers_times_out_and_is_killed():
 @pytest.mark.live
 def test_a_port_taken_between_pick_and_bind_is_retried_on_another(monkeypatch):
     require_program("redis-server", "redis-server")
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    taken = listening()
     port = taken.getsockname()[1]
     picks = iter([port])
     real = programs_module._free_port
@@ -404,9 +412,7 @@ def test_a_port_taken_between_pick_and_bind_is_retried_on_another(monkeypatch):
 @pytest.mark.live
 def test_a_port_always_taken_gives_up_after_port_attempts(monkeypatch):
     require_program("redis-server", "redis-server")
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    taken = listening()
     port = taken.getsockname()[1]
     monkeypatch.setattr(programs_module, "_free_port", lambda: port)
     monkeypatch.setattr(programs_module, "PORT_ATTEMPTS", 2)

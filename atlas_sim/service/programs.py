@@ -245,6 +245,8 @@ class _Program:
         process = self._process
         if process is None or process.returncode is not None:
             return False
+        if not hasattr(os, "waitid"):  # macOS: poll() reaps it
+            return process.poll() is None
         try:
             info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:  # reaped by someone else
@@ -258,7 +260,7 @@ class _Program:
         if process.returncode is not None:
             code = process.returncode
             return f"status {code}" if code >= 0 else f"signal {-code}"
-        with contextlib.suppress(ChildProcessError):
+        with contextlib.suppress(ChildProcessError, AttributeError):
             info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             if info is not None:
                 if info.si_code == os.CLD_EXITED:
@@ -372,8 +374,9 @@ class _Program:
                 deadline = time.monotonic() + grace
                 while self._alive() and time.monotonic() < deadline:
                     time.sleep(0.01)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            if process.returncode is None:  # not reaped: its PID and group are still ours
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         self._process = None
 

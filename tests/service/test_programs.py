@@ -153,6 +153,18 @@ def test_starting_under_a_running_name_stops_the_old_one(kind):
 
 
 @pytest.mark.live
+def test_without_waitid_as_on_macos_a_program_still_starts_stops_and_dies(monkeypatch):
+    require_program("redis-server", "redis-server")
+    monkeypatch.delattr(os, "waitid")
+    for end in ("stop", "kill"):
+        with RedisServer(name="test-no-waitid") as server:
+            pid, directory = server.pid, server.directory
+            assert server.running and server.ping()
+            getattr(server, end)()
+        assert gone(pid) and not directory.exists() and not server.running
+
+
+@pytest.mark.live
 def test_postgres_pid_is_the_postmasters_and_its_files_belong_to_the_user_it_runs_as():
     with make("postgres", "test-owner") as server:
         command = Path(f"/proc/{server.pid}/cmdline").read_bytes().split(b"\0")

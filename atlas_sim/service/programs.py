@@ -202,6 +202,9 @@ class _Program:
 
     # -- what subclasses say -------------------------------------------------------------
 
+    def _locate(self) -> None:
+        """Find the programs it needs (``ProgramMissing`` if one is not installed), first."""
+
     def _prepare(self) -> None:
         """Run once per start, before the first launch (PostgreSQL: ``initdb``)."""
 
@@ -302,6 +305,7 @@ class _Program:
         under a running name stops that one first; a running program is returned as is."""
         if self.running:
             return self
+        self._locate()
         self.stop()  # a program that died on its own: reap it, remove its directory
         with _registry_lock:
             previous = _registry.get(self.name)
@@ -508,11 +512,13 @@ class PostgresServer(_Program):
             raise RuntimeError(f"PostgreSQL {self.name!r} is not running: start() it first")
         return self.directory / "data"
 
-    def _prepare(self) -> None:
+    def _locate(self) -> None:
         self._bin = os.path.dirname(find_program("postgres", package="postgresql"))
-        initdb = self._program("initdb")
-        for needed in ("pg_isready", "psql"):
+        for needed in ("initdb", "pg_isready", "psql"):
             self._program(needed)
+
+    def _prepare(self) -> None:
+        initdb = self._program("initdb")
         assert self._log is not None and self.directory is not None
         self._log.flush()
         try:
@@ -634,10 +640,14 @@ class RedisServer(_Program):
     def __init__(self, *, name: str = "atlas-redis", start_timeout: float = 20.0,
                  stop_timeout: float = 10.0) -> None:
         super().__init__(name=name, start_timeout=start_timeout, stop_timeout=stop_timeout)
+        self._redis = ""
+
+    def _locate(self) -> None:
+        self._redis = find_program("redis-server", package="redis-server")
 
     def _command(self) -> list[str]:
         assert self.directory is not None
-        return [find_program("redis-server", package="redis-server"),
+        return [self._redis,
                 "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no",
                 "--protected-mode", "yes"]

@@ -492,6 +492,31 @@ def test_starting_a_missing_program_raises_program_missing_and_leaves_nothing(
     assert server.directory is None and atlas_dirs(kind) == before
 
 
+def no_such_user(name: str):
+    raise KeyError(name)
+
+
+def test_as_root_without_a_postgres_user_postgres_says_how_to_get_one(monkeypatch):
+    require_program("postgres", "postgresql")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(pwd, "getpwnam", no_such_user)
+    server = PostgresServer(name="test-no-user")
+    with pytest.raises(ProgramFailed, match=r"no 'postgres' user.*apt install postgresql"):
+        server.start()
+    assert server.directory is None and server.pid is None
+
+
+def test_a_missing_program_is_reported_before_anything_is_made_or_stopped(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(programs_module, "POSTGRES_BIN_GLOB", str(tmp_path / "*/bin"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(pwd, "getpwnam", no_such_user)
+    with pytest.raises(ProgramMissing, match="apt install postgresql"):
+        PostgresServer(name="test-fresh-machine").start()  # root, no package, no user yet
+
+
 @pytest.mark.parametrize("name", ["", "bin/sh", None])
 def test_find_program_refuses_a_path(name):
     with pytest.raises(ValueError, match="name must be"):

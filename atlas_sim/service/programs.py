@@ -63,7 +63,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Self
 
 import httpx
 
@@ -299,7 +299,7 @@ class _Program:
     def _own_directory(self, directory: Path) -> None:
         """Give the directory to the user the program runs as (PostgreSQL as root)."""
 
-    def start(self) -> _Program:
+    def start(self) -> Self:
         """Start the program and return once it answers; raise ``ProgramFailed`` saying why
         not (its log's last lines), ``ProgramMissing`` if it is not installed. Starting one
         under a running name stops that one first; a running program is returned as is."""
@@ -411,7 +411,7 @@ class _Program:
             if _registry.get(self.name) is self:
                 del _registry[self.name]
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

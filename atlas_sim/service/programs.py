@@ -101,11 +101,13 @@ _registry_lock = threading.Lock()
 
 class ProgramMissing(RuntimeError):
     """A program Atlas needs is not installed: ``program`` is its name, ``package`` the Debian
-    package that has it; the message says how to install it."""
+    package that has it, ``looked`` where it was looked for; the message says how to install
+    it."""
 
     def __init__(self, program: str, package: str, *, looked: str = "the PATH") -> None:
         self.program = program
         self.package = package
+        self.looked = looked
         super().__init__(
             f"{program} not found (looked in {looked}): it comes with Debian's {package} "
             f"package; install it with `apt install {package}` (as root, or with sudo)")

@@ -420,7 +420,7 @@ class _Program:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self.url if self.running else "stopped"
+        where = self.url if self.running and self.port is not None else "stopped"
         return f"{type(self).__name__}(name={self.name!r}, {where})"
 
 

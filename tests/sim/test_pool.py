@@ -101,11 +101,14 @@ def test_cancel_leaves_the_queue_and_a_granted_cancel_gives_the_connection_back(
 
 # -- the route -------------------------------------------------------------------------------
 
-def _orders(*, times=None, rate=None, requests=None, pool=PoolConfig(size=1), query=1.0,
-            workers=100, service=CONSTANT_ZERO, faults=(), **server):
-    load = (Load(rate=rate, duration=requests / rate, requests=requests) if rate
-            else Load(rate=1 / times, duration=times * requests, process="constant",
-                      requests=requests))
+ONE_CONNECTION = PoolConfig(size=1)
+
+
+def _orders(*, times, requests, pool=ONE_CONNECTION, query=1.0, workers=100,
+            service=CONSTANT_ZERO, faults=(), **server):
+    """``requests`` requests ``times`` seconds apart on /api/orders, each query ``query`` s."""
+    load = Load(rate=1 / times, duration=times * requests, process="constant",
+                requests=requests)
     store = StoreConfig(query_time=Distribution(mean=query, kind="constant"))
     config = ServerConfig(workers=workers, service_time=service, store=store, pool=pool,
                           **server)

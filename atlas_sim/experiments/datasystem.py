@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.stats import proportion_interval
 from ..policies import ClientPolicy, PoolConfig, Status
 from ..results import RunResult
 from ..server_config import ServerConfig, StoreConfig
@@ -82,8 +83,7 @@ def pool_exhaustion_scenario(*, rate: float, requests: int, pool: PoolConfig,
     store = server.store if server.store is not None else StoreConfig()
     config = dataclasses.replace(server, store=dataclasses.replace(store, query_time=query_time),
                                  pool=pool)
-    duration = requests / rate
-    return Scenario(load=Load(rate=rate, duration=duration * 2 + 1, requests=requests),
+    return Scenario(load=Load(rate=rate, requests=requests),
                     server=config, path="/api/orders", client=ClientPolicy(timeout=None),
                     seed=seed)
 
@@ -115,7 +115,9 @@ def pool_summary(result: RunResult, *, pool: PoolConfig | None = None,
     * ``wait_p50``, ``wait_p90``, ``wait_p99``, ``wait_mean`` (seconds), ``waited`` (share
       > 0), ``granted`` (count): the acquire waits of the granted, from ``waits`` if given,
       else ``meta["pool"]``, else NaN (0 for ``granted``);
-    * ``latency_p50``, ``latency_p99``, ``latency_mean`` of the 200s (seconds).
+    * ``latency_p50``, ``latency_p99``, ``latency_mean`` of the 200s (seconds);
+    * ``unavailable_ci``: the 95% Wilson interval ``(low, high)`` of the 503 share (its
+      binomial sampling error, ``analysis.stats.proportion_interval``; NaNs for no requests).
 
     Raises ``ValueError`` for a ``result`` that is not a ``RunResult``, a ``pool`` that is
     not a ``PoolConfig``, or negative ``waits``.
@@ -136,6 +138,8 @@ def pool_summary(result: RunResult, *, pool: PoolConfig | None = None,
         "unavailable": share(int((status == _UNAVAILABLE).sum())),
         "server_timeout": share(int((status == int(Status.GATEWAY_TIMEOUT)).sum())),
     }
+    unavailable = int((status == _UNAVAILABLE).sum())
+    out["unavailable_ci"] = proportion_interval(unavailable, n) if n else (nan, nan)
     if pool is not None:
         slow = latency[status == _UNAVAILABLE] >= pool.timeout / 2
         out["timed_out_by_latency"] = share(int(slow.sum()))

@@ -277,6 +277,8 @@ def test_pool_summary_reads_the_pool_table_and_the_latency_estimate_agrees():
     assert summary["unavailable"] == pytest.approx(summary["timed_out"] + summary["refused"])
     assert 0 <= summary["wait_p50"] <= summary["wait_p90"] <= summary["wait_p99"] <= 0.1
     assert summary["ok"] + summary["unavailable"] == pytest.approx(1)
+    low, high = summary["unavailable_ci"]
+    assert low < summary["unavailable"] < high
 
 
 def test_pool_summary_of_a_run_without_a_pool_table_uses_what_it_is_given():

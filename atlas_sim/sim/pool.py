@@ -47,6 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import simpy
 from simpy.events import Event
 
@@ -54,10 +55,11 @@ from ..policies import Status
 from ..policies.pool import ConnectionPool, Granted, PoolConfig, Queued, Refused, TimedOut
 
 if TYPE_CHECKING:
+    from ..server_config import ServerConfig
     from .client import Attempt
     from .server import Server
 
-__all__ = ["OrderHandler", "PoolRequest", "SimPool"]
+__all__ = ["OrderHandler", "PoolRequest", "SimPool", "query_sampler"]
 
 _OK = int(Status.OK)
 _UNAVAILABLE = int(Status.SERVICE_UNAVAILABLE)
@@ -225,7 +227,8 @@ class OrderHandler:
         attempt.answer(status)
 
 
-def query_sampler(server_config: Any, stream: Any) -> Callable[[], float]:
+def query_sampler(server_config: ServerConfig,
+                  stream: np.random.Generator) -> Callable[[], float]:
     """The hold time of each transaction: ``store.query_time`` drawn from ``stream`` (the
     instance's ``"store"`` stream), or 0 with no store or no ``query_time``."""
     store = server_config.store

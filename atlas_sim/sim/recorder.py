@@ -1,4 +1,8 @@
-"""What a simulated run writes down, as rows while it runs, and the ``RunResult`` they make."""
+"""What a simulated run writes down, as rows while it runs, and the ``RunResult`` they make.
+
+A run on ``/api/orders`` also has ``meta["pool"]``, one row per connection-pool acquire
+(``pool_table``): what the pool's waits and timeouts are read from (``experiments.datasystem``).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from ..policies import BreakerTransition
 from ..results import RunResult
 from .scenario import Scenario
 
-__all__ = ["Recorder"]
+__all__ = ["POOL_COLUMNS", "Recorder", "pool_table"]
 
 
 class Recorder:
@@ -21,7 +25,8 @@ class Recorder:
     attempt, event or completed piece of work), and ``result`` turns them into a
     ``RunResult`` once the run is over."""
 
-    __slots__ = ("attempt_rows", "env", "event_rows", "request_rows", "server_rows")
+    __slots__ = ("attempt_rows", "env", "event_rows", "pool_rows", "request_rows",
+                 "server_rows")
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
@@ -29,6 +34,7 @@ class Recorder:
         self.attempt_rows: list[tuple] = []
         self.event_rows: list[tuple] = []
         self.server_rows: list[tuple] = []  # work the server completed, waited for or not
+        self.pool_rows: list[tuple] = []  # each pool acquire on /api/orders (sim.pool)
 
     def plan(self, scenario: Scenario) -> None:
         """The events known in advance: each fault's window and each step of the load."""
@@ -55,6 +61,13 @@ class Recorder:
     def result(self, scenario: Scenario, duration: float) -> RunResult:
         requests = _columns(self.request_rows, 7)
         order = np.argsort(requests[0], kind="stable")
+        meta = {"scenario": scenario, "seed": scenario.seed,
+                "loop": "open" if scenario.load.open_loop else "closed",
+                "server_log": pd.DataFrame(self.server_rows,
+                                           columns=["request_id", "attempt", "time",
+                                                    "instance"])}
+        if scenario.path == "/api/orders":
+            meta["pool"] = pool_table(self.pool_rows)
         attempts = _columns(self.attempt_rows, 8)
         if len(attempts) == 7:  # one instance: its rows leave out the index, which is 0
             attempts.append(np.zeros(len(attempts[0]), dtype=np.int64))
@@ -70,12 +83,21 @@ class Recorder:
             events=self.event_rows,
             duration=duration,
             source="sim",
-            meta={"scenario": scenario, "seed": scenario.seed,
-                  "loop": "open" if scenario.load.open_loop else "closed",
-                  "server_log": pd.DataFrame(self.server_rows,
-                                             columns=["request_id", "attempt", "time",
-                                                      "instance"])},
+            meta=meta,
         )
+
+
+#: The columns of ``meta["pool"]`` (see ``sim.pool``).
+POOL_COLUMNS = ("request_id", "attempt", "instance", "time", "wait", "outcome")
+
+
+def pool_table(rows: list[tuple]) -> pd.DataFrame:
+    """``meta["pool"]``: one row per acquire, in the order each ended (``POOL_COLUMNS``):
+    ``time`` when it was asked and ``wait`` (seconds), ``outcome`` ``"granted"``,
+    ``"timeout"``, ``"refused"`` or ``"cancelled"``."""
+    table = pd.DataFrame(rows, columns=list(POOL_COLUMNS))
+    return table.astype({"request_id": "int64", "attempt": "int64", "instance": "int64",
+                         "time": "float64", "wait": "float64", "outcome": "object"})
 
 
 def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:

@@ -34,7 +34,7 @@ __all__ = ["PATHS", "Dependency", "Fault", "Path", "Scenario", "evolve"]
 
 #: The handlers a scenario's instances can run: None is the model's own handler (work, then the
 #: dependency for its ``share`` of requests); the others are the live service's routes.
-Path = Literal["/api/work", "/api/compose"]
+Path = Literal["/api/work", "/api/compose", "/api/orders"]
 PATHS: tuple[str, ...] = get_args(Path)
 
 _WRITE = "server=ServerConfig({}) (or replace({{'server.{}': ...}}))"
@@ -84,6 +84,12 @@ class Scenario:
             live route, the work only (the dependency is never called). ``"/api/compose"``:
             the live route, no worker and no queue (admission and the server timeout still
             apply), a dependency call for every request (``server.dependency`` required).
+            ``"/api/orders"``: the live route, the work on a worker, then one transaction on
+            the instance's connection pool (``server.pool``, None: ``PoolConfig()``) holding a
+            connection for ``server.store.query_time`` (None: 0); a pool timeout or refusal
+            is a 503, the server timeout covers the pool wait (``sim.pool``). It needs no
+            dependency and calls none (a config's ``dependency`` is ignored, as on
+            ``"/api/work"``).
         work_overhead: seconds every request holds its worker beyond its drawn work: the
             framework, the timer's resolution (0 for an ideal server; measured on the live one
             by ``atlas_sim.experiments.live.calibrate``, under the same name). It calibrates

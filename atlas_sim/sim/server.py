@@ -9,12 +9,13 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..policies import Status
+from ..policies import PoolConfig, Status
 from ..server_config import ServerConfig
 from ..workload import rng_streams
 from .conditions import Conditions
 from .deadlines import EPS, Deadlines
 from .dependency import DependencyClient, Handler
+from .pool import OrderHandler, SimPool, query_sampler
 from .scenario import Fault
 
 if TYPE_CHECKING:
@@ -40,7 +41,11 @@ class Server:
 
     The scenario's ``path`` picks the handler: None, the work then the dependency for its
     ``share`` of requests; ``"/api/work"``, the work only; ``"/api/compose"``, no worker and
-    no queue (unbounded workers, no work drawn), the dependency for every request.
+    no queue (unbounded workers, no work drawn), the dependency for every request;
+    ``"/api/orders"``, the work, then one transaction on the instance's connection pool
+    (``pool``, a ``sim.pool.SimPool`` of ``config.pool or PoolConfig()``, holding a connection
+    for ``config.store.query_time`` drawn from the ``"store"`` stream; ``sim.pool``), no
+    dependency.
 
     During a stall (``Fault.stall``) no attempt starts: arrivals queue (after shedding), and an
     attempt whose work ends is held with its worker in ``held`` until the stall ends (or its
@@ -64,7 +69,8 @@ class Server:
         self.timeout = config.timeout
         self.retry_after = config.retry_after
         self.drop_expired = config.drop_expired
-        dep = None if s.path == "/api/work" else config.dependency
+        orders = s.path == "/api/orders"
+        dep = None if s.path == "/api/work" or orders else config.dependency
         if compose:
             self.draw_work: Callable[[], float] = lambda: 0.0
             self.overhead = 0.0
@@ -75,6 +81,14 @@ class Server:
         self.mean_work = 0.0 if compose else config.service_time.mean + s.work_overhead
         if dep is not None:
             self.mean_work += dep.latency.mean if compose else dep.share * dep.latency.mean
+        self.pool: SimPool | None = None
+        if orders:
+            self.pool = SimPool(self.env, config.pool or PoolConfig())
+            self.draw_query = query_sampler(config, streams["store"])
+            store = config.store
+            if store is not None and store.query_time is not None:
+                self.mean_work += store.query_time.mean
+            self.done = self.work_done  # type: ignore[method-assign]  # then the transaction
         self.reaper_armed = False
         self.dependency = (DependencyClient(run, dep, streams, index, share_all=compose)
                            if dep is not None else None)
@@ -150,6 +164,26 @@ class Server:
                                attempt)
             return
         self.finish(attempt)
+
+    def work_done(self, event: Any) -> None:
+        """``/api/orders``: the work is over; the slot is given back and the transaction
+        starts (or, cut off by the server timeout or held by a stall, as ``done``)."""
+        attempt = event._value
+        if attempt.status != _OK:
+            self.finish(attempt)  # 504 during the work: no transaction
+            return
+        if self.conditions.stall:
+            self.held[attempt] = lambda: self.transaction(attempt)
+            if self.timeout is not None:
+                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                               attempt)
+            return
+        self.transaction(attempt)
+
+    def transaction(self, attempt: Attempt) -> None:
+        """``/api/orders``: free the work slot, then the pooled transaction (``sim.pool``)."""
+        self.take_next()
+        OrderHandler(self, attempt).start(self.draw_query())
 
     def finish(self, attempt: Attempt) -> None:
         """``attempt``'s work is over: free its worker and answer."""

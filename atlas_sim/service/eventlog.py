@@ -307,7 +307,9 @@ class EventConsumers:
                 except Exception as exc:  # a store call failed: same batch, next time
                     self._failed(consumer, "a store call", exc)
                     busy = False
-                if not busy:
+                if busy:
+                    await asyncio.sleep(0)  # a long backlog still lets the loop's others run
+                else:
                     await self._sleep(self.config.poll_interval)
         finally:
             with contextlib.suppress(Exception):

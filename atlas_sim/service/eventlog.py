@@ -90,6 +90,7 @@ ORDERS = "orders"
 RECEIPTS = ("receipts", ORDERS)
 #: Lease topics are named ``LEASE_PREFIX + group + "." + topic``.
 LEASE_PREFIX = "__lease__."
+_LEASE_PAGE = 1000  # lease records read at once
 
 
 class EventLog(Protocol):
@@ -121,7 +122,10 @@ class _Lease:
                  clock: Callable[[], float]) -> None:
         self.store, self.topic, self.token = store, topic, token
         self.seconds, self.clock = seconds, clock
-        self.seen = 0
+        self._forget()
+
+    def _forget(self) -> None:
+        self.seen, self.last = 0, ""  # the last record folded: its offset and payload
         self.holder: str | None = None
         self.until = -math.inf
 
@@ -134,24 +138,29 @@ class _Lease:
                     self.holder, self.until = None, -math.inf
                 return
             at, seconds = float(record["at"]), float(record["lease"])
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return  # not a lease record: ignored by everyone alike
         if self.holder is None or owner == self.holder or at >= self.until:
             self.holder, self.until = owner, at + seconds
 
     async def refresh(self) -> None:
-        """Fold the records appended since the last look (from the start if the log was
-        cleared: ``Store.clear`` forgets leases too)."""
-        end = await self.store.end_offset(self.topic)
-        if end < self.seen:
-            self.seen, self.holder, self.until = 0, None, -math.inf
-        while self.seen < end:
-            records = await self.store.read(self.topic, after=self.seen, limit=1000)
-            if not records:
-                break
+        """Fold the records appended since the last look. The read starts at the last record
+        folded, which must still be there: if it is not (``Store.clear`` forgot the log, which
+        may have grown again since), the fold starts over from the log's first record."""
+        while True:
+            raw = await self.store.read(self.topic, after=max(self.seen - 1, 0),
+                                        limit=_LEASE_PAGE)
+            records = raw
+            if self.seen:
+                if not raw or raw[0][0] != self.seen or raw[0][1] != self.last:
+                    self._forget()
+                    continue
+                records = raw[1:]
             for offset, payload in records:
                 self._fold(payload)
-                self.seen = offset
+                self.seen, self.last = offset, payload
+            if len(raw) < _LEASE_PAGE:
+                return
 
     def held(self) -> bool:
         """Whether this consumer holds the lease now, as far as it has read."""
@@ -174,8 +183,8 @@ class _Lease:
     async def release(self) -> None:
         """Give the lease up if this consumer holds it (a standby may take it at once)."""
         if self.holder == self.token:
-            await self.store.append(self.topic, json.dumps({"owner": self.token,
-                                                            "release": True}))
+            record = {"owner": self.token, "release": True, "at": self.clock()}
+            await self.store.append(self.topic, json.dumps(record))
             self.holder, self.until = None, -math.inf
 
 

@@ -515,25 +515,48 @@ def test_a_holder_whose_lease_ran_out_while_handling_does_not_commit(memory_stor
 
 
 def test_after_a_clear_the_consumers_read_the_new_log_from_its_start(memory_store):
-    async def main() -> list[str]:
+    """``Store.clear`` (``/admin/reset``) forgets events, offsets and the lease log: the
+    consumers (two services, two tasks each, and a third started after the reset) read the new
+    log from offset 1, still one at a time, even when the lease log has grown back past what a
+    holder had read."""
+    async def main() -> tuple[list[str], int]:
         seen: list[str] = []
+        inside, most = [0], [0]
 
         async def record(batch: list[tuple[int, str]]) -> None:
-            seen.extend(p for _, p in batch)
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+            for _, payload in batch:
+                await asyncio.sleep(0)
+                seen.append(payload)
+            inside[0] -= 1
 
-        async with opened(memory_store) as store:
-            consumers = EventConsumers(store, FAST, {("g", "t"): record})
-            consumers.start()
-            await append_all(store, "t", ["a", "b"])
-            await until(lambda: len(seen) == 2)
-            await until(lambda: consumers.processed["g"] == 2)
-            await store.clear()  # /admin/reset: events, offsets (and leases) forgotten
-            await append_all(store, "t", ["c"])
-            await until(lambda: len(seen) == 3)
-            await consumers.stop()
-        return seen
+        async with opened(memory_store) as one, opened(memory_store) as two:
+            both = [EventConsumers(store, FAST, {("g", "t"): record}, lease=600.0)
+                    for store in (one, two)]
+            for consumers in both:
+                consumers.start()
+            await append_all(one, "t", ["a", "b"])
+            await until(lambda: sum(c.processed["g"] for c in both) == 2)
+            await one.clear()  # /admin/reset: events, offsets (and leases) forgotten
+            for k in range(3):  # the lease log grows back: claims, released, claimed again
+                await one.append(lease_topic("g", "t"), json.dumps(
+                    {"owner": f"other{k}", "at": time.time(), "lease": 600.0}))
+                await one.append(lease_topic("g", "t"), json.dumps(
+                    {"owner": f"other{k}", "release": True}))
+            late = EventConsumers(two, FAST, {("g", "t"): record}, lease=600.0)
+            late.start()  # reads the lease log from its start: all released, so it claims
+            both.append(late)
+            await append_all(two, "t", [f"new{k}" for k in range(20)])
+            await until(lambda: len(seen) == 22)
+            await until(lambda: _zero(lambda: _lag(both[0])))
+            for consumers in both:
+                await consumers.stop()
+        return seen, most[0]
 
-    assert asyncio.run(main()) == ["a", "b", "c"]
+    seen, most = asyncio.run(main())
+    assert seen == ["a", "b"] + [f"new{k}" for k in range(20)]
+    assert most == 1
 
 
 # --- starting and stopping ----------------------------------------------------------------------

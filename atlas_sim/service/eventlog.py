@@ -1,8 +1,9 @@
 """The event log's consumers: background tasks that read a topic of the store's log in order,
 hand each batch to a handler, and commit the offset they have processed.
 
-Kafka is not installable here (no JVM, no broker package in Debian), so the card's "Kafka
-events" are Kafka's model kept on a database table (``Store.append``, ``read``,
+Kafka is not installable here (Debian packages Kafka's clients, librdkafka and
+python3-confluent-kafka, but no broker, and this workbook installs only Debian packages and
+PyPI's), so the card's "Kafka events" are Kafka's model kept on a database table (``Store.append``, ``read``,
 ``end_offset``, ``committed``, ``commit``; SQLite, PostgreSQL or memory). What is the same, in
 the terms of Kafka's documentation ("Design": the consumer position, offset management; "the
 consumer-offset design" of ``__consumer_offsets``):

@@ -3,8 +3,9 @@ hand each batch to a handler, and commit the offset they have processed.
 
 Kafka is not installable here (Debian packages Kafka's clients, librdkafka and
 python3-confluent-kafka, but no broker, and this workbook installs only Debian packages and
-PyPI's), so the card's "Kafka events" are Kafka's model kept on a database table (``Store.append``, ``read``,
-``end_offset``, ``committed``, ``commit``; SQLite, PostgreSQL or memory). What is the same, in
+PyPI's), so the card's "Kafka events" are Kafka's model kept on a database table
+(``Store.append``, ``read``, ``end_offset``, ``committed``, ``commit``; SQLite, PostgreSQL or
+memory). What is the same, in
 the terms of Kafka's documentation ("Design": the consumer position, offset management; "the
 consumer-offset design" of ``__consumer_offsets``):
 
@@ -71,7 +72,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..server_config import EventLogConfig
 from ..validation import check_real
@@ -92,6 +93,9 @@ RECEIPTS = ("receipts", ORDERS)
 #: Lease topics are named ``LEASE_PREFIX + group + "." + topic``.
 LEASE_PREFIX = "__lease__."
 _LEASE_PAGE = 1000  # lease records read at once
+#: Seconds ``stop()`` lets a consumer's store call finish before cancelling it anyway.
+STOP_GRACE = 10.0
+T = TypeVar("T")
 
 
 class EventLog(Protocol):
@@ -196,6 +200,12 @@ class _Consumer:
     handler: Handler
     lease: _Lease
     task: asyncio.Task[None] | None = None
+    in_store: bool = False  # in a store call: stop() lets it finish rather than cancel it
+    stopping: bool = False
+
+
+class _Stopping(Exception):
+    """Raised in a consumer when its store call ends after ``stop()`` asked it to."""
 
 
 class EventConsumers:
@@ -253,6 +263,7 @@ class EventConsumers:
 
     @property
     def running(self) -> bool:
+        """Whether the consumers have been started and not stopped since."""
         return bool(self._consumers)
 
     def start(self) -> None:
@@ -272,14 +283,26 @@ class EventConsumers:
                 self._consumers.append(consumer)
 
     async def stop(self) -> None:
-        """Cancel every consumer task and wait for it to end (each releases its lease on the
-        way out), leaving no task behind. Idempotent; a batch in progress is not committed."""
+        """Stop every consumer task and wait for it to end, leaving no task behind (call it
+        before closing the store). Idempotent. A task waiting or in its handler is cancelled
+        (its batch is not committed: it comes again); a task in a store call finishes that
+        call first (at most ``STOP_GRACE`` seconds, then it is cancelled too), so that no
+        transaction is cut in the middle. Each releases its lease on the way out."""
         consumers, self._consumers = self._consumers, []
-        tasks = [c.task for c in consumers if c.task is not None]
-        for task in tasks:
+        tasks = []
+        for consumer in consumers:
+            if consumer.task is None:
+                continue
+            consumer.stopping = True
+            if not consumer.in_store:
+                consumer.task.cancel()
+            tasks.append(consumer.task)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=STOP_GRACE)
+        for task in late:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def lag(self) -> dict[tuple[str, str], int]:
         """``end_offset(topic) - committed(group, topic)`` per ``(group, topic)`` handled: the
@@ -307,12 +330,23 @@ class EventConsumers:
                         consumer.group, consumer.topic, what, type(exc).__name__, exc,
                         self.config.poll_interval)
 
+    async def _store(self, consumer: _Consumer, call: Callable[[], Awaitable[T]]) -> T:
+        """``await call()``, marked as a store call that ``stop()`` lets finish."""
+        consumer.in_store = True
+        try:
+            result = await call()
+        finally:
+            consumer.in_store = False
+        if consumer.stopping:
+            raise _Stopping
+        return result
+
     async def _run(self, consumer: _Consumer) -> None:
         try:
             while True:
                 try:
                     busy = await self._step(consumer)
-                except asyncio.CancelledError:
+                except (asyncio.CancelledError, _Stopping):
                     raise
                 except Exception as exc:  # a store call failed: same batch, next time
                     self._failed(consumer, "a store call", exc)
@@ -321,17 +355,23 @@ class EventConsumers:
                     await asyncio.sleep(0)  # a long backlog still lets the loop's others run
                 else:
                     await self._sleep(self.config.poll_interval)
+        except _Stopping:
+            pass
         finally:
             with contextlib.suppress(Exception):
                 await consumer.lease.release()
 
     async def _step(self, consumer: _Consumer) -> bool:
         """One batch: True if one was handled and committed (look again at once)."""
-        if not await consumer.lease.acquire():
+        if not await self._store(consumer, consumer.lease.acquire):
             return False
         store, group, topic = self.store, consumer.group, consumer.topic
-        committed = await store.committed(group, topic)
-        batch = await store.read(topic, after=committed, limit=self.config.batch)
+
+        async def next_batch() -> list[tuple[int, str]]:
+            committed = await store.committed(group, topic)
+            return await store.read(topic, after=committed, limit=self.config.batch)
+
+        batch = await self._store(consumer, next_batch)
         if not batch:
             return False
         try:
@@ -339,12 +379,16 @@ class EventConsumers:
         except Exception as exc:
             self._failed(consumer, f"the handler (events {batch[0][0]}..{batch[-1][0]})", exc)
             return False
-        await consumer.lease.refresh()
-        if not consumer.lease.held():
-            return False  # the lease ran out while handling: the next holder redoes the batch
-        await store.commit(group, topic, batch[-1][0])
-        self.processed[group] += len(batch)
-        return True
+
+        async def commit() -> bool:
+            await consumer.lease.refresh()
+            if not consumer.lease.held():
+                return False  # the lease ran out while handling: the next holder redoes it
+            await store.commit(group, topic, batch[-1][0])
+            self.processed[group] += len(batch)
+            return True
+
+        return await self._store(consumer, commit)
 
 
 def order_receipts(state_like: Any) -> Handler:

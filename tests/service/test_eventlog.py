@@ -41,7 +41,7 @@ def new_store(request, tmp_path) -> Factory:
     if kind == "memory":
         url = f"memory://eventlog-{request.node.name}-{time.monotonic_ns()}"
     elif kind == "sqlite":
-        url = f"sqlite:///{tmp_path / 'events.db'}"
+        url = f"sqlite://{tmp_path / 'events.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
     config = StoreConfig(url=url)
@@ -585,6 +585,61 @@ def test_stop_leaves_no_task_behind_and_is_idempotent(memory_store):
             return started, left, asyncio.all_tasks() - {asyncio.current_task()}
 
     assert asyncio.run(main()) == (6, 0, set())
+
+
+def test_stop_lets_a_store_call_in_progress_finish(memory_store):
+    """A consumer stopped in the middle of its commit finishes it (no transaction cut in the
+    middle); one stopped in its handler is cancelled there."""
+    async def main() -> tuple[int, list[str]]:
+        async with opened(memory_store) as store:
+            gate, calls = asyncio.Event(), []
+            real_commit = store.commit
+
+            async def commit(group: str, topic: str, offset: int) -> None:
+                calls.append("commit")
+                await gate.wait()
+                await real_commit(group, topic, offset)
+                calls.append("committed")
+
+            log = SimpleNamespace(append=store.append, read=store.read,
+                                  end_offset=store.end_offset, committed=store.committed,
+                                  commit=commit)
+            consumers = EventConsumers(log, EventLogConfig(consumers=1, poll_interval=0.002),
+                                       {("g", "t"): Recorder()})
+            await append_all(store, "t", events(3))
+            consumers.start()
+            await until(lambda: calls == ["commit"])
+            stopping = asyncio.ensure_future(consumers.stop())
+            await asyncio.sleep(0.01)
+            gate.set()
+            await stopping
+            return await store.committed("g", "t"), calls
+
+    assert asyncio.run(main()) == (3, ["commit", "committed"])
+
+
+def test_stopping_and_starting_often_leaves_the_database_usable(new_store):
+    """Stopped at any moment, over and over: no connection is left inside a transaction
+    (the next write works) and every event is handled."""
+    async def main() -> tuple[Recorder, int]:
+        async with opened(new_store) as store:
+            recorder = Recorder()
+            consumers = EventConsumers(store, EventLogConfig(consumers=2, poll_interval=0.001,
+                                                             batch=3), {("g", "t"): recorder})
+            for k in range(25):
+                consumers.start()
+                await append_all(store, "t", events(2, start=2 * k + 1))
+                await asyncio.sleep(0.001 * (k % 5))
+                await consumers.stop()
+            consumers.start()
+            await until(lambda: len(recorder.applied) == 50)
+            await until(lambda: _zero(lambda: _lag(consumers)))
+            await consumers.stop()
+            return recorder, await store.append("t", "after")
+
+    recorder, offset = asyncio.run(main())
+    assert recorder.order == list(range(1, 51))
+    assert offset == 51
 
 
 def test_start_needs_a_running_event_loop():

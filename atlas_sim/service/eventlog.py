@@ -54,8 +54,9 @@ the last offset applied", stored with the effect). A counter that adds one per d
 idempotent: the tests show it counting a redelivered batch twice.
 
 A handler that raises: the batch is not committed, the error is logged once per distinct error
-(its type and message, per group and topic) and counted in ``failures``, and the consumer tries
-the same batch again after ``poll_interval``. A payload that can never be handled (a poison
+(its type and message, numbers masked, per group and topic; a store call that fails likewise)
+and counted in ``failures``, and the consumer tries the same batch again after
+``poll_interval``. A payload that can never be handled (a poison
 message) therefore stops its group, whose lag then grows: Kafka's consumers have the same
 problem, and its cure, a dead-letter topic, is not built here.
 """
@@ -67,6 +68,7 @@ import contextlib
 import json
 import logging
 import math
+import re
 import time
 import uuid
 from collections import Counter
@@ -96,6 +98,8 @@ _LEASE_PAGE = 1000  # lease records read at once
 #: Seconds ``stop()`` lets a consumer's store call finish before cancelling it anyway.
 STOP_GRACE = 10.0
 T = TypeVar("T")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_MAX_LOGGED = 1000  # distinct errors logged at most, per EventConsumers
 
 
 class EventLog(Protocol):
@@ -322,8 +326,11 @@ class EventConsumers:
 
     def _failed(self, consumer: _Consumer, what: str, exc: Exception) -> None:
         self.failures[consumer.group] += 1
-        key = (consumer.group, consumer.topic, type(exc).__name__, str(exc))
-        if key not in self._logged:
+        # distinct: by type and message with its numbers masked ("after 0.503 s" is the same
+        # pool timeout as "after 0.517 s"), and never more than _MAX_LOGGED of them
+        key = (consumer.group, consumer.topic, type(exc).__name__,
+               _NUMBER.sub("#", str(exc)))
+        if key not in self._logged and len(self._logged) < _MAX_LOGGED:
             self._logged.add(key)
             log.warning("event consumer %s on %r: %s failed (%s: %s); retrying from the "
                         "committed offset every %g s (logged once per distinct error)",

@@ -258,7 +258,7 @@ def test_a_failing_handler_is_logged_once_per_distinct_error_and_counted_each_ti
             async def failing(batch: list[tuple[int, str]]) -> None:
                 calls.append(1)
                 if len(calls) <= 4:
-                    raise RuntimeError("database down")
+                    raise RuntimeError(f"database down after {0.5 + len(calls) / 1000} s")
                 if len(calls) <= 6:
                     raise ValueError("bad payload")
 

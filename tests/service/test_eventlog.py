@@ -44,18 +44,21 @@ def new_store(request, tmp_path) -> Factory:
         url = f"sqlite://{tmp_path / 'events.db'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    config = StoreConfig(url=url)
-    try:
-        open_store(config, pool=None, lease=30.0)
-    except NotImplementedError as exc:  # until the store's milestone 2 lands
-        pytest.skip(str(exc))
-    return lambda: open_store(config, pool=None, lease=30.0)
+    return _factory(StoreConfig(url=url))
 
 
 @pytest.fixture
 def memory_store() -> Factory:
-    config = StoreConfig(url=f"memory://eventlog-{time.monotonic_ns()}")
-    return lambda: open_store(config, pool=None, lease=30.0)
+    return _factory(StoreConfig(url=f"memory://eventlog-{time.monotonic_ns()}"))
+
+
+def _factory(config: StoreConfig) -> Factory:
+    keeper = open_store(config, pool=None, lease=30.0)  # memory://: keeps the data alive
+
+    def new() -> Any:
+        assert keeper is not None
+        return open_store(config, pool=None, lease=30.0)
+    return new
 
 
 @asynccontextmanager

@@ -714,3 +714,81 @@ def test_the_receipts_group_receipts_every_order_placed(memory_store):
 
 async def _lag(consumers: EventConsumers) -> int:
     return sum((await consumers.lag()).values())
+
+
+# --- two processes ------------------------------------------------------------------------------
+
+_CHILD = """
+import asyncio, os, sys
+from atlas_sim import EventLogConfig, StoreConfig
+from atlas_sim.service.store import open_store
+from atlas_sim.service.eventlog import EventConsumers
+
+url, out, stop = sys.argv[1:4]
+
+async def main():
+    store = open_store(StoreConfig(url=url), pool=None, lease=30.0)
+    await store.open()
+    with open(out, "a") as record:
+        async def handle(batch):
+            for offset, _ in batch:
+                record.write(f"{offset}\\n")
+            record.flush()
+        consumers = EventConsumers(store, EventLogConfig(consumers=2, poll_interval=0.005,
+                                                         batch=5), {("g", "t"): handle})
+        consumers.start()
+        while not os.path.exists(stop):
+            await asyncio.sleep(0.01)
+        await consumers.stop()
+    await store.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.live
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_two_processes_in_one_group_share_the_work_without_overlap(kind, tmp_path, request):
+    """Two service processes on one database, one group: the lease in the log keeps them from
+    both handling an event (each offset is handled by one process, once)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url = (f"sqlite://{tmp_path / 'events.db'}" if kind == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**__import__("os").environ, "PYTHONPATH": root}
+    outs = [tmp_path / f"out{k}.txt" for k in range(2)]
+    stop = tmp_path / "stop"
+
+    async def produce() -> None:
+        async with opened(_factory(StoreConfig(url=url))) as store:
+            await store.append("warm-up", "x")  # the schema exists before the children start
+            children.extend(subprocess.Popen([sys.executable, "-c", _CHILD, url, str(out),
+                                              str(stop)], env=env) for out in outs)
+            for k in range(20):
+                await append_all(store, "t", events(10, start=10 * k + 1))
+                await asyncio.sleep(0.02)
+
+            def handled() -> list[int]:
+                return [int(line) for out in outs if out.exists()
+                        for line in out.read_text().split()]
+
+            await until(lambda: len(handled()) >= 200)
+            await asyncio.sleep(0.1)  # any duplicate would show by now
+
+    children: list[subprocess.Popen[bytes]] = []
+    try:
+        asyncio.run(produce())
+    finally:
+        stop.touch()
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+    handled = [int(line) for out in outs for line in out.read_text().split()]
+    assert sorted(handled) == list(range(1, 201))
+    assert [child.returncode for child in children] == [0, 0]

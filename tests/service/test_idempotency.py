@@ -25,8 +25,7 @@ from atlas_sim.service.idempotency import (
 )
 from atlas_sim.workload import Distribution
 from tests.service.raw_http import wait_for
-from tests.service.store.conftest import store_maker
-from tests.service.store.threaded import ThreadedStore
+from tests.service.store.support import ThreadedStore, store_maker
 from tests.service.support import start_server
 
 

@@ -17,7 +17,7 @@ from atlas_sim.server_config import StoreConfig
 from atlas_sim.service.store import PoolRefused, PoolTimeout, Store, open_store
 from atlas_sim.service.store.postgres import APPLICATION_NAME, PostgresStore
 from atlas_sim.service.store.sqlite import SqliteStore
-from tests.service.store.conftest import store_maker
+from tests.service.store.support import store_maker
 
 
 async def _open_use_close(stores: list[Store]) -> list[int]:
@@ -186,3 +186,24 @@ def test_async_pool_grants_refuses_and_times_out_as_psycopg_pool_does(postgres_u
     their_fate, their_counts = asyncio.run(theirs())
     assert our_fate == their_fate == EXPECTED
     assert our_counts == their_counts == (7, 2, 3)
+
+
+def test_key_times_are_kept_as_epoch_seconds_so_processes_agree(tmp_path):
+    # time.monotonic's zero is per boot and per process on some systems; the database keeps
+    # time.time, which every process on the host reads alike
+    import sqlite3
+    import time
+
+    async def begin() -> None:
+        store = SqliteStore(tmp_path / "t.db")
+        await store.open()
+        try:
+            await store.begin("k", "f")
+        finally:
+            await store.close()
+    before = time.time()
+    asyncio.run(begin())
+    with sqlite3.connect(tmp_path / "t.db") as conn:
+        (began,) = conn.execute("SELECT began FROM atlas_keys").fetchone()
+    conn.close()
+    assert before <= began <= time.time()

@@ -1,18 +1,48 @@
-"""A ``Store`` driven from synchronous test code: its own event loop in a thread, so that the
-idempotency contract tests (written against ``MemoryIdempotencyStore``'s ``begin_now`` and
-``len``) run unchanged against every store, and their coroutines may be awaited from any loop."""
+"""Stores for tests: ``store_maker`` (stores of one kind sharing one database) and
+``ThreadedStore`` (a ``Store`` driven from synchronous test code: its own event loop in a
+thread, so that the idempotency contract tests, written against ``MemoryIdempotencyStore``'s
+``begin_now`` and ``len``, run unchanged against every store)."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import pytest
+
 from atlas_sim.service.idempotency import Begun, Stored, Verdict
-from atlas_sim.service.store import Store
+from atlas_sim.service.store import MemoryStore, Store
 
 T = TypeVar("T")
+
+
+def store_maker(kind: str, request: pytest.FixtureRequest) -> Callable[..., Store]:
+    """A function making stores of ``kind`` that share one database (not opened)."""
+    if kind == "memory":
+        import uuid
+
+        name = "test-" + uuid.uuid4().hex
+
+        def memory(**kw: Any) -> Store:
+            return MemoryStore(name, **kw)
+        return memory
+    if kind == "sqlite":
+        from atlas_sim.service.store.sqlite import SqliteStore
+
+        path = str(request.getfixturevalue("tmp_path") / "atlas.sqlite3")
+
+        def sqlite(**kw: Any) -> Store:
+            return SqliteStore(path, **kw)
+        return sqlite
+    from atlas_sim.service.store.postgres import PostgresStore
+
+    url = request.getfixturevalue("postgres_url")
+
+    def postgresql(**kw: Any) -> Store:
+        return PostgresStore(url, **kw)
+    return postgresql
 
 
 class ThreadedStore:

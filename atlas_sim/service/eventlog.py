@@ -5,9 +5,8 @@ Kafka is not installable here (Debian packages Kafka's clients, librdkafka and
 python3-confluent-kafka, but no broker, and this workbook installs only Debian packages and
 PyPI's), so the card's "Kafka events" are Kafka's model kept on a database table
 (``Store.append``, ``read``, ``end_offset``, ``committed``, ``commit``; SQLite, PostgreSQL or
-memory). What is the same, in
-the terms of Kafka's documentation ("Design": the consumer position, offset management; "the
-consumer-offset design" of ``__consumer_offsets``):
+memory). What is the same, in the terms of Kafka's documentation ("Design": the consumer
+position, offset management; "the consumer-offset design" of ``__consumer_offsets``):
 
 * a topic is an append-only log; an event's offset (1, 2, ... per topic) is its position and
   never changes; appends to one topic are serialised, so offsets become visible in order;
@@ -29,18 +28,26 @@ Who reads, in a group (``EventConsumers(config=EventLogConfig(consumers=n))`` st
 group and topic, and several instances or processes may run theirs on one database): a consumer
 processes batches only while it holds the group's *lease* on the topic. The lease is decided by
 a log of its own, topic ``"__lease__.<group>.<topic>"``, with no coordinator: a consumer appends
-``{"owner": token, "at": wall time, "lease": seconds}`` to claim or renew it and
-``{"owner": token, "release": true}`` to give it up, and everyone folds the same records in
+``{"owner": token, "at": wall time, "lease": seconds}`` to claim or renew it and ``{"owner":
+token, "release": true, "at": wall time}`` to give it up, and everyone folds the same records in
 offset order with one rule (a claim wins when nobody holds the lease, when it comes from the
 holder, or when it was made after the holder's lease ran out). Appends to a topic are totally
 ordered, so every consumer, in any process, computes the same holder: DDIA's "total order
-broadcast" used as a lock. The holder renews when half its lease is left and starts no batch
-and commits nothing once its lease has run out; a standby claims only after the lease has
-run out (or was released: ``stop()``, or a task cancelled, releases at once). So two consumers
-of one group never both process a batch, with one caveat Kafka shares (its
-``max.poll.interval.ms``): a handler that runs longer than the lease may see its batch handed to
-the next holder while it is still at work; the batch is then applied twice, which an idempotent
-handler absorbs, and the late holder does not commit.
+broadcast" used as a lock. The holder renews when half its lease is left and starts no batch and
+commits nothing once its lease has run out; a standby claims only after the lease has run out
+(or was released: ``stop()``, or a task cancelled, releases at once). So two consumers of one
+group never both process a batch, with one caveat Kafka shares (its ``max.poll.interval.ms``): a
+handler that runs longer than the lease may see its batch handed to the next holder while it is
+still at work; the batch is then applied twice, which an idempotent handler absorbs, and the
+late holder does not commit. After ``Store.clear`` (``/admin/reset``) the lease log is gone too:
+a consumer notices (the last record it folded is no longer there), folds the new log from its
+start, and the first claim wins again.
+
+What it costs: each poll, the holder makes three store calls (the lease log, the committed
+offset, the read; two more per batch handled: the lease log and the commit) and each standby
+one, each on a pooled connection: with ``poll_interval=0.05``, one holder and one standby make
+about 80 calls a second while idle (measured on all three stores), which the pool's counts in
+``/metrics`` include.
 
 Handlers and "effectively once". ``Handler = Callable[[list[tuple[int, str]]], Awaitable[None]]``
 gets a batch of ``(offset, payload)`` in offset order. Its effect must be idempotent, because a
@@ -56,9 +63,9 @@ idempotent: the tests show it counting a redelivered batch twice.
 A handler that raises: the batch is not committed, the error is logged once per distinct error
 (its type and message, numbers masked, per group and topic; a store call that fails likewise)
 and counted in ``failures``, and the consumer tries the same batch again after
-``poll_interval``. A payload that can never be handled (a poison
-message) therefore stops its group, whose lag then grows: Kafka's consumers have the same
-problem, and its cure, a dead-letter topic, is not built here.
+``poll_interval``. A payload that can never be handled (a poison message) therefore stops its
+group, whose lag then grows: Kafka's consumers have the same problem, and its cure, a
+dead-letter topic, is not built here.
 """
 
 from __future__ import annotations

@@ -220,11 +220,11 @@ def test_no_consumers_no_tasks_and_the_lag_grows(memory_store):
 
 # --- a crash resumes from the committed offset ---------------------------------------------------
 
-def test_a_handler_that_raises_half_way_gets_the_batch_again(memory_store, caplog):
+def test_a_handler_that_raises_half_way_gets_the_batch_again(new_store, caplog):
     """At least once: the half applied before the crash is delivered again. The idempotent
     effect (keyed by offset) has every event once; the counting handler counts 1..5 twice."""
     async def main() -> tuple[Recorder, dict, int]:
-        async with opened(memory_store) as store:
+        async with opened(new_store) as store:
             recorder, calls = Recorder(), []
 
             async def crashy(batch: list[tuple[int, str]]) -> None:
@@ -309,11 +309,11 @@ def test_a_failing_store_call_is_counted_and_retried(memory_store):
     assert counts == {"processed": {"g": 4}, "failures": {"g": 3}}
 
 
-def test_a_consumer_cancelled_mid_batch_is_replaced_by_its_standby(memory_store):
+def test_a_consumer_cancelled_mid_batch_is_replaced_by_its_standby(new_store):
     """The holder's task is cancelled (a crash) after applying half a batch: it commits
     nothing and releases its lease; the standby takes over from the committed offset."""
     async def main() -> tuple[Recorder, dict, list, list]:
-        async with opened(memory_store) as store:
+        async with opened(new_store) as store:
             recorder, halfway = Recorder(), asyncio.Event()
             holders: list[asyncio.Task[Any] | None] = []
 

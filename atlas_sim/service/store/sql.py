@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import secrets
 import time
@@ -152,7 +153,15 @@ class SqlStore(Store):
         its end even if the caller is cancelled meanwhile, so the connection goes back to the
         pool outside any transaction."""
         async with self._read() as conn:
-            await self._begin_write(conn)
+            try:
+                await _uninterrupted(self._begin_write(conn))
+            except asyncio.CancelledError:
+                # The BEGIN ran to its end first: a connection must not go back to the pool
+                # inside a transaction (every later write on it would fail). A ROLLBACK with
+                # no transaction open is refused (SQLite) or ignored (PostgreSQL).
+                with contextlib.suppress(Exception):
+                    await _uninterrupted(self._execute(conn, "ROLLBACK"))
+                raise
             try:
                 yield conn
             except BaseException:

@@ -207,3 +207,28 @@ def test_key_times_are_kept_as_epoch_seconds_so_processes_agree(tmp_path):
         (began,) = conn.execute("SELECT began FROM atlas_keys").fetchone()
     conn.close()
     assert before <= began <= time.time()
+
+
+async def _cancel_appends_at_every_step(store: Store, steps: int) -> list[int]:
+    """Cancel an append after 0, 1, ... ``steps - 1`` turns of the event loop (the BEGIN, the
+    inserts, the COMMIT each a turn or more), then append once more: every later write must
+    work, whatever the cancelled one had reached."""
+    await store.open()
+    try:
+        for turns in range(steps):
+            task = asyncio.ensure_future(store.append("t", "cancelled"))
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return [await store.append("t", "after") for _ in range(3)]
+    finally:
+        await store.close()
+
+
+def test_a_write_cancelled_at_any_step_leaves_its_connection_outside_a_transaction(tmp_path):
+    # A cancellation during BEGIN IMMEDIATE once gave the connection back inside the
+    # transaction: every later write failed ("cannot start a transaction within a transaction").
+    store = SqliteStore(tmp_path / "db.sqlite3", pool=PoolConfig(size=1))
+    offsets = asyncio.run(_cancel_appends_at_every_step(store, steps=40))
+    assert offsets[1] == offsets[0] + 1 and offsets[2] == offsets[0] + 2

@@ -146,13 +146,22 @@ class SqlStore(Store):
         async with self.pool.connection() as conn:
             yield conn
 
+    #: Whether ``place_order``'s slow query runs inside its write transaction. SQLite has one
+    #: writer at a time (``BEGIN IMMEDIATE`` takes the database's write lock), so a slow query
+    #: inside the transaction would make every other write wait for the lock, not for a pooled
+    #: connection; there it runs on the same pooled connection just before the transaction.
+    slow_query_in_transaction = True
+
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[Any]:
+    async def _write(self, hold: float = 0.0) -> AsyncIterator[Any]:
         """A pooled connection inside one write transaction, committed at the end of the block
         or rolled back if it raises (a cancellation included). The COMMIT or ROLLBACK runs to
         its end even if the caller is cancelled meanwhile, so the connection goes back to the
-        pool outside any transaction."""
+        pool outside any transaction. ``hold``: seconds of slow query on the connection first
+        (inside the transaction or just before it: ``slow_query_in_transaction``)."""
         async with self._read() as conn:
+            if hold > 0 and not self.slow_query_in_transaction:
+                await self._slow_query(conn, hold)
             try:
                 await _uninterrupted(self._begin_write(conn))
             except asyncio.CancelledError:
@@ -163,6 +172,8 @@ class SqlStore(Store):
                     await _uninterrupted(self._execute(conn, "ROLLBACK"))
                 raise
             try:
+                if hold > 0 and self.slow_query_in_transaction:
+                    await self._slow_query(conn, hold)
                 yield conn
             except BaseException:
                 await _uninterrupted(self._execute(conn, "ROLLBACK"))
@@ -239,12 +250,10 @@ class SqlStore(Store):
     async def place_order(self, *, request_id: str | None, begun: Begun | None,
                           answer: Callable[[int], Stored], hold: float = 0.0) -> Stored:
         hold = check_hold(hold)
-        async with self._write() as conn:
+        async with self._write(hold) as conn:
             # the slow query first, then the order under the "orders" lock until commit: the
             # numbers stay 1, 2, ... without gaps (a rolled-back order frees its number) while
-            # slow transactions still overlap (on PostgreSQL; SQLite has one writer anyway)
-            if hold > 0:
-                await self._slow_query(conn, hold)
+            # slow transactions still overlap
             await self._lock(conn, "orders")
             n = int(await self._one(conn, "SELECT COALESCE(MAX(id), 0) + 1 FROM atlas_orders"))
             await self._execute(conn, "INSERT INTO atlas_orders (id, request_id, key) "

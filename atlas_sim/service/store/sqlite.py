@@ -69,6 +69,7 @@ class SqliteStore(SqlStore):
 
     kind = "sqlite"
     schema = _SCHEMA
+    slow_query_in_transaction = False  # one writer at a time: see SqlStore
     clear_statements = tuple(f"DELETE FROM {t}" for t in
                              ("atlas_keys", "atlas_orders", "atlas_events", "atlas_offsets"))
     sleep_sql = "SELECT atlas_sleep(?)"

@@ -14,6 +14,7 @@ import pytest
 
 from atlas_sim.policies.pool import PoolConfig
 from atlas_sim.server_config import StoreConfig
+from atlas_sim.service.idempotency import Stored
 from atlas_sim.service.store import PoolRefused, PoolTimeout, Store, open_store
 from atlas_sim.service.store.postgres import APPLICATION_NAME, PostgresStore
 from atlas_sim.service.store.sqlite import SqliteStore
@@ -232,3 +233,28 @@ def test_a_write_cancelled_at_any_step_leaves_its_connection_outside_a_transacti
     store = SqliteStore(tmp_path / "db.sqlite3", pool=PoolConfig(size=1))
     offsets = asyncio.run(_cancel_appends_at_every_step(store, steps=40))
     assert offsets[1] == offsets[0] + 1 and offsets[2] == offsets[0] + 2
+
+
+async def _write_beside_a_slow_order(store: Store) -> tuple[bool, BaseException | None]:
+    await store.open()
+    try:
+        slow = asyncio.ensure_future(store.place_order(
+            request_id=None, begun=None, answer=lambda n: Stored("f", 200, b"{}", "x"), hold=30))
+        while store.pool.policy.in_use < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the slow query under way
+        write = asyncio.ensure_future(store.append("t", "x"))
+        done, _ = await asyncio.wait({slow, write}, return_when=asyncio.FIRST_COMPLETED)
+        slow.cancel()
+        await asyncio.gather(slow, return_exceptions=True)
+        return write in done, write.exception() if write.done() else None
+    finally:
+        await store.close()
+
+
+def test_a_slow_order_on_sqlite_holds_its_connection_not_the_write_lock(tmp_path):
+    # SQLite has one writer: a slow query inside BEGIN IMMEDIATE made every other write wait
+    # for the lock (then fail with "database is locked"), so a pool of 2 served one at a time.
+    store = SqliteStore(tmp_path / "db.sqlite3", pool=PoolConfig(size=2))
+    finished_first, error = asyncio.run(_write_beside_a_slow_order(store))
+    assert finished_first and error is None

@@ -134,6 +134,14 @@ def test_a_temporary_store_opens_with_the_server_and_is_removed_when_it_stops():
     server.stop()
     assert store_dirs() == before_dirs
     assert threading.active_count() == before_threads
+    server.start()  # the same app served again: a fresh temporary store
+    try:
+        assert len(store_dirs() - before_dirs) == 1
+        assert httpx.get(server.url + "/admin/orders", trust_env=False).json() == {
+            "applied": 0, "keys": 0}
+    finally:
+        server.stop()
+    assert store_dirs() == before_dirs and threading.active_count() == before_threads
 
 
 @pytest.mark.live
@@ -141,7 +149,7 @@ def test_a_store_that_cannot_open_stops_the_server_from_starting_saying_why():
     before = threading.active_count()
     bad = StoreConfig(url="postgresql://postgres@127.0.0.1:9/nothing")  # port 9: discard
     server = LiveServer(create_app(Settings(), server=config(bad)), name="store-bad")
-    with pytest.raises(RuntimeError, match="failed to start"):
+    with pytest.raises(RuntimeError, match="failed to start: OperationalError"):
         server.start()
     assert not server.running and threading.active_count() == before
 
@@ -337,4 +345,42 @@ def test_a_retry_sent_to_another_instance_replays_the_first_answer(where, reques
         numbers = [httpx.post(url + "/api/orders?service_time=0", trust_env=False).json()["order"]
                    for url in cluster.urls]
         assert sorted(numbers) == [2, 3, 4]
+    assert store_dirs() == before
+    if where == "postgresql":  # every instance closed its connections
+        assert _connections(request.getfixturevalue("postgres_url")) == 0
+
+
+def _connections(url: str) -> int:
+    """Connections to ``url``'s database other than this one."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                           "current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.live
+def test_a_cluster_started_twice_under_one_name_leaves_one_store_directory():
+    before, threads = store_dirs(), threading.active_count()
+    first = Cluster(config(StoreConfig()), 2, name="store-rerun").start()
+    second = Cluster(config(StoreConfig()), 2, name="store-rerun").start()  # the cell again
+    try:
+        assert not first.running and len(store_dirs() - before) == 1
+        url = second.urls[0]
+        assert httpx.post(url + "/api/orders?service_time=0", headers=KEY,
+                          trust_env=False).status_code == 200
+        replay = httpx.post(second.urls[1] + "/api/orders?service_time=0", headers=KEY,
+                            trust_env=False)
+        assert replay.headers["Idempotent-Replayed"] == "true"
+    finally:
+        second.stop()
+    assert store_dirs() == before and threading.active_count() == threads
+    second.start()  # started again: a fresh store in a new directory
+    try:
+        assert httpx.get(second.urls[0] + "/admin/orders", trust_env=False).json() == {
+            "applied": 0, "keys": 0}
+    finally:
+        second.stop()
     assert store_dirs() == before

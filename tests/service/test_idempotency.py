@@ -25,7 +25,29 @@ from atlas_sim.service.idempotency import (
 )
 from atlas_sim.workload import Distribution
 from tests.service.raw_http import wait_for
+from tests.service.store.support import ThreadedStore, store_maker
 from tests.service.support import start_server
+
+
+@pytest.fixture(params=[
+    "MemoryIdempotencyStore", "memory", "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.live)])  # a socket
+def make_store(request):
+    """``make_store(retention=, capacity=, clock=)``: the store contract tests' store, one of
+    each kind (issue 22: the idempotency contract runs unchanged against the in-memory, SQLite
+    and PostgreSQL stores); the database stores driven from this synchronous code by a loop in
+    a thread (``ThreadedStore``), with a lease far longer than any test's clock moves."""
+    if request.param == "MemoryIdempotencyStore":
+        yield MemoryIdempotencyStore
+        return
+    maker, made = store_maker(request.param, request), []
+
+    def make(**kwargs):
+        made.append(ThreadedStore(maker(lease=1e6, **kwargs)))
+        return made[-1]
+    yield make
+    for store in made:
+        store.close()
 
 
 @pytest.mark.parametrize(("header", "key"), [
@@ -44,9 +66,9 @@ def test_a_bad_key_is_refused_saying_why(header, message):
         parse_idempotency_key(header)
 
 
-def test_the_store_replays_completed_writes_and_refuses_the_rest():
+def test_the_store_replays_completed_writes_and_refuses_the_rest(make_store):
     clock = ManualClock()
-    store = MemoryIdempotencyStore(retention=10.0, capacity=3, clock=clock)
+    store = make_store(retention=10.0, capacity=3, clock=clock)
     k = new(store.begin_now("k", "f"))
     assert store.begin_now("k", "f") == "in progress"  # 409
     assert store.begin_now("k", "other") == "mismatch"  # 422
@@ -144,9 +166,9 @@ def test_the_service_answers_400_409_422_and_replays_over_http():
 
 # -- issue 20, item 13: a key lives as long as its request and its promised retention --------
 
-def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
+def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes(make_store):
     clock = ManualClock()
-    store = MemoryIdempotencyStore(retention=1.0, capacity=10, clock=clock)
+    store = make_store(retention=1.0, capacity=10, clock=clock)
     new(store.begin_now("slow", "f"))
     clock.advance(100.0)  # a hundred retentions later, still at work
     for i in range(30):  # and many other keys came and went meanwhile
@@ -156,9 +178,9 @@ def test_a_key_in_flight_is_never_forgotten_however_long_its_request_takes():
     assert store.begin_now("slow", "f") == "in progress"  # a retry gets 409, not a new order
 
 
-def test_an_answer_is_kept_for_its_retention_counted_from_the_answer():
+def test_an_answer_is_kept_for_its_retention_counted_from_the_answer(make_store):
     clock = ManualClock()
-    store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=clock)
+    store = make_store(retention=10.0, capacity=10, clock=clock)
     k = new(store.begin_now("k", "f"))
     clock.advance(9.0)  # the request took 9 s
     done = Stored("f", 200, b"{}", "application/json")
@@ -169,9 +191,9 @@ def test_an_answer_is_kept_for_its_retention_counted_from_the_answer():
     new(store.begin_now("k", "f"))  # retention over
 
 
-def test_a_full_store_refuses_new_keys_and_forgets_no_promised_one():
+def test_a_full_store_refuses_new_keys_and_forgets_no_promised_one(make_store):
     clock = ManualClock()
-    store = MemoryIdempotencyStore(retention=10.0, capacity=2, clock=clock)
+    store = make_store(retention=10.0, capacity=2, clock=clock)
     a = new(store.begin_now("a", "f"))
     new(store.begin_now("b", "f"))
     assert store.begin_now("c", "f") == StoreFull(capacity=2, retry_after=None)  # both at work
@@ -186,8 +208,8 @@ def test_a_full_store_refuses_new_keys_and_forgets_no_promised_one():
     assert len(store) == 2
 
 
-def test_the_store_is_a_small_async_protocol_a_database_can_implement():
-    store = MemoryIdempotencyStore(retention=5.0, capacity=4)
+def test_the_store_is_a_small_async_protocol_a_database_can_implement(make_store):
+    store = make_store(retention=5.0, capacity=4)
     assert isinstance(store, IdempotencyStore)
     assert (store.capacity, store.retention) == (4, 5.0)
 
@@ -204,11 +226,12 @@ def test_the_store_is_a_small_async_protocol_a_database_can_implement():
 
 
 @pytest.mark.parametrize("ending", ["complete", "abandon"])
-def test_a_request_begun_before_a_reset_cannot_end_the_new_request_with_its_key(ending):
+def test_a_request_begun_before_a_reset_cannot_end_the_new_request_with_its_key(make_store,
+                                                                                ending):
     # /admin/reset clears the store while a request is at work; a new request then begins the
     # same key. When the old one ends, the new one must still hold its key: a repeat gets 409,
     # not the old answer (complete) and not a second application (abandon).
-    store = MemoryIdempotencyStore(retention=10.0, capacity=10, clock=ManualClock())
+    store = make_store(retention=10.0, capacity=10, clock=ManualClock())
     old = new(store.begin_now("k", "f"))
     asyncio.run(store.clear())
     current = new(store.begin_now("k", "f"))
@@ -225,9 +248,9 @@ def test_a_request_begun_before_a_reset_cannot_end_the_new_request_with_its_key(
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"retention": 0}, "retention"), ({"capacity": 0}, "capacity"),
     ({"capacity": 2.5}, "capacity")])
-def test_the_store_refuses_bad_limits_naming_them(kwargs, message):
+def test_the_store_refuses_bad_limits_naming_them(make_store, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        MemoryIdempotencyStore(**kwargs)
+        make_store(**kwargs)
 
 
 @pytest.mark.parametrize(("headers", "message"), [

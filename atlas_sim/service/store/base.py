@@ -139,16 +139,17 @@ class AsyncPool:
             future.set_exception(PoolTimeout(out.waited, limit))
 
     def _release(self, conn: Any) -> None:
-        granted = self.policy.release()
-        if granted is None:
-            self._idle.append(conn)
-            return
-        future = self._waiters.pop(granted.ticket, None)
-        if future is None or future.done():  # cannot happen: the policy knows its waiters
-            self._idle.append(conn)
-            self.policy.release()
-            return
-        future.set_result(conn)
+        while True:
+            granted = self.policy.release()
+            if granted is None:
+                self._idle.append(conn)
+                return
+            future = self._waiters.pop(granted.ticket, None)
+            if future is not None and not future.done():
+                future.set_result(conn)
+                return
+            # that waiter's task was cancelled in this same tick and had not yet left the
+            # queue: the policy counts it served; it hands the connection straight back
 
     def take_wait_times(self) -> list[float]:
         """Waits (seconds) of the waiters granted since the last call (the policy's)."""

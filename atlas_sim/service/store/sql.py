@@ -11,12 +11,13 @@ committed offset: Kafka's committed consumer position, kept in a table).
 from __future__ import annotations
 
 import abc
+import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from ...policies.pool import PoolConfig
 from ...validation import check_int, check_real
@@ -27,9 +28,28 @@ __all__ = ["SqlStore"]
 
 Clock = Callable[[], float]
 Row = tuple[Any, ...]
+T = TypeVar("T")
 
 _PURGE = ("DELETE FROM atlas_keys WHERE (expires IS NOT NULL AND expires <= ?) "
           "OR (expires IS NULL AND began <= ?)")
+
+
+async def _uninterrupted(coro: Coroutine[Any, Any, T]) -> T:
+    """``await coro`` to its end even if the caller is cancelled meanwhile; the cancellation is
+    re-raised afterwards."""
+    task = asyncio.ensure_future(coro)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 class SqlStore(Store):
@@ -83,6 +103,11 @@ class SqlStore(Store):
     async def _create_schema(self, conn: Any) -> None:
         """Run ``schema`` so that several stores opening at once cannot collide."""
 
+    async def _slow_query(self, conn: Any, seconds: float) -> None:
+        """Hold ``conn`` ``seconds`` in a statement (``sleep_sql``); a cancelled caller stops
+        it (psycopg cancels a statement whose coroutine is cancelled)."""
+        await self._execute(conn, self.sleep_sql, (seconds,))
+
     async def _begin_write(self, conn: Any) -> None:
         await self._execute(conn, "BEGIN")
 
@@ -123,15 +148,17 @@ class SqlStore(Store):
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[Any]:
         """A pooled connection inside one write transaction, committed at the end of the block
-        or rolled back if it raises."""
+        or rolled back if it raises (a cancellation included). The COMMIT or ROLLBACK runs to
+        its end even if the caller is cancelled meanwhile, so the connection goes back to the
+        pool outside any transaction."""
         async with self._read() as conn:
             await self._begin_write(conn)
             try:
                 yield conn
             except BaseException:
-                await self._execute(conn, "ROLLBACK")
+                await _uninterrupted(self._execute(conn, "ROLLBACK"))
                 raise
-            await self._execute(conn, "COMMIT")
+            await _uninterrupted(self._execute(conn, "COMMIT"))
 
     async def _one(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self._execute(conn, sql, params)
@@ -208,7 +235,7 @@ class SqlStore(Store):
             # numbers stay 1, 2, ... without gaps (a rolled-back order frees its number) while
             # slow transactions still overlap (on PostgreSQL; SQLite has one writer anyway)
             if hold > 0:
-                await self._execute(conn, self.sleep_sql, (hold,))
+                await self._slow_query(conn, hold)
             await self._lock(conn, "orders")
             n = int(await self._one(conn, "SELECT COALESCE(MAX(id), 0) + 1 FROM atlas_orders"))
             await self._execute(conn, "INSERT INTO atlas_orders (id, request_id, key) "

@@ -1,13 +1,15 @@
 """The store in a SQLite file through aiosqlite: nothing to install, shared by every process
 that opens the same file.
 
-WAL mode (readers never block the writer: SQLite's documentation, "Write-Ahead Logging"),
-``busy_timeout`` (a writer waits for the write lock instead of failing at once), one aiosqlite
-connection (its own thread) per pool slot, ``BEGIN IMMEDIATE`` for every write (the write lock
-is taken at the start, so two transactions never deadlock upgrading from read to write), and the
-slow query a SQL function, ``atlas_sleep(seconds)``, created on each connection, that sleeps in
-the connection's thread. SQLite serialises writers: a transaction holding its connection for a
-slow query holds the database's one write lock too.
+WAL mode (readers never block the writer: SQLite's documentation, "Write-Ahead Logging");
+``synchronous = NORMAL`` (what SQLite advises with WAL: a commit survives the process being
+killed, not a power cut); ``busy_timeout`` (a writer waits for the write lock instead of failing
+at once); one aiosqlite connection (its own thread) per pool slot; ``BEGIN IMMEDIATE`` for every
+write (the write lock is taken at the start, so two transactions never deadlock upgrading from
+read to write); and the slow query a SQL function, ``atlas_sleep(seconds)``, created on each
+connection, that sleeps in the connection's thread and stops when its caller is cancelled.
+SQLite serialises writers: a transaction holding its connection for a slow query holds the
+database's one write lock too.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-import time
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,10 +42,17 @@ _SCHEMA = (
 )
 
 
-def _sleep(seconds: float) -> int:
-    """``atlas_sleep(seconds)``: the slow query, in the connection's own thread."""
-    time.sleep(seconds)
-    return 0
+class _Sleep:
+    """``atlas_sleep(seconds)`` of one connection: the slow query, in the connection's own
+    thread, cut short by ``wake`` (set when its caller is cancelled, as PostgreSQL cancels a
+    ``pg_sleep`` whose client gave up)."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Event()
+
+    def __call__(self, seconds: float) -> int:
+        self.wake.wait(seconds)
+        return 0
 
 
 class SqliteStore(SqlStore):
@@ -70,6 +79,7 @@ class SqliteStore(SqlStore):
         self.busy_timeout = check_real("busy_timeout", busy_timeout, low=0, low_open=True,
                                        high=3600.0)
         self._own_directory: str | None = None
+        self._sleeps: dict[int, _Sleep] = {}
         self.path = None if path is None else os.fspath(path)
 
     async def open(self) -> None:
@@ -91,14 +101,30 @@ class SqliteStore(SqlStore):
                                        isolation_level=None)
         try:
             await conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-            await conn.create_function("atlas_sleep", 1, _sleep)
+            # WAL's recommended level: a commit survives the process being killed (the crash
+            # test), not a power cut, and costs no fsync (SQLite's documentation, "PRAGMA
+            # synchronous")
+            await conn.execute("PRAGMA synchronous = NORMAL")
+            sleep = _Sleep()
+            await conn.create_function("atlas_sleep", 1, sleep)
+            self._sleeps[id(conn)] = sleep
         except BaseException:
             await conn.close()
             raise
         return conn
 
     async def _disconnect(self, conn: aiosqlite.Connection) -> None:
+        self._sleeps.pop(id(conn), None)
         await conn.close()
+
+    async def _slow_query(self, conn: aiosqlite.Connection, seconds: float) -> None:
+        sleep = self._sleeps[id(conn)]
+        sleep.wake.clear()  # this connection's thread runs one statement at a time
+        try:
+            await super()._slow_query(conn, seconds)
+        except asyncio.CancelledError:
+            sleep.wake.set()
+            raise
 
     async def _execute(self, conn: aiosqlite.Connection, sql: str,
                        params: Sequence[Any] = ()) -> list[Row]:

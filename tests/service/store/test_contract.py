@@ -274,3 +274,30 @@ def test_a_cancelled_waiter_leaves_the_queue(make_store):
         await asyncio.gather(*slow)
         assert store.pool.policy.in_use == 0 and await store.orders() == 2
     run(make_store, body, pool=POOL2)
+
+
+@pytest.mark.live
+def test_an_order_cancelled_during_its_slow_query_stores_nothing_and_frees_its_connection(
+        make_store):
+    # a request's task cancelled mid-transaction (its deadline passed, its client left): the
+    # transaction rolls back, the connection returns clean, the key stays with its request
+    async def body(store: Store) -> None:
+        k = await store.begin("k", "f")
+        assert isinstance(k, Begun)
+        slow = asyncio.create_task(store.place_order(request_id="r", begun=k, answer=answer,
+                                                     hold=60.0))
+        while store.pool.policy.in_use < 1:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)  # into the slow query
+        slow.cancel()
+        await asyncio.sleep(0.05)
+        slow.cancel()  # again, while it rolls back
+        async with asyncio.timeout(10):  # the slow query is stopped, not waited out
+            with pytest.raises(asyncio.CancelledError):
+                await slow
+        assert store.pool.policy.in_use == 0
+        assert await store.orders() == 0 and await store.end_offset("orders") == 0
+        assert await store.begin("k", "f") == "in progress"
+        assert await store.place_order(request_id="r", begun=k, answer=answer) == answer(1)
+        assert await store.begin("k", "f") == answer(1)
+    run(make_store, body, pool=PoolConfig(size=1))

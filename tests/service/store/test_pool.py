@@ -169,3 +169,21 @@ def test_open_store_builds_a_memory_store_from_its_config():
     assert leased.lease == 3.0
     with pytest.raises(ValueError, match="config"):
         open_store("memory://x", pool=None, lease=1.0)  # type: ignore[arg-type]
+
+
+def test_a_release_in_the_tick_a_waiter_is_cancelled_goes_to_the_next_waiter():
+    async def main() -> None:
+        pool = AsyncPool(PoolConfig(size=1), ["c"])
+        holder = pool.connection()
+        await holder.__aenter__()
+        gone = asyncio.create_task(_use(pool))
+        kept = asyncio.create_task(_use(pool))
+        await asyncio.sleep(0)
+        gone.cancel()  # its future is cancelled now, its task leaves the queue later...
+        await holder.__aexit__(None, None, None)  # ...after this release, in the same tick
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        async with asyncio.timeout(5):  # not lost: served
+            await kept
+        assert pool.policy.in_use == 0 and pool._idle == ["c"] and pool.policy.waiting == 0
+    asyncio.run(main())

@@ -42,7 +42,8 @@ def require_program(name: str, package: str) -> str:
     try:
         return find_program(name, package=package)
     except ProgramMissing as missing:
-        fail_in_ci_else_skip(f"{SKIP_PREFIX}{package} (apt install {package}): {missing}")
+        fail_in_ci_else_skip(f"{SKIP_PREFIX}{package} (apt install {package}): {name} is "
+                             f"not installed (looked in {missing.looked})")
 
 
 def missing_package(reason: str) -> str | None:

@@ -2,9 +2,10 @@
 
 SPEC is a pickle written by the parent into its private temporary directory: ``settings``,
 ``options`` (``create_app``'s keywords: ``server``, ``seed``, ``instance`` and, when given,
-``store_url``), ``name``, ``port_file``, ``parent`` (the parent's PID) and ``stop_timeout``.
-The child builds the app, serves it with a ``LiveServer`` on 127.0.0.1 port 0 (the same
-server, connection guard and orderly stop as in a notebook), writes the port to ``port_file``
+``store_url``), ``name``, ``ports`` (to try in order; 0: one the OS picks), ``port_file``,
+``parent`` (the parent's PID) and ``stop_timeout``. The child builds the app, serves it with a
+``LiveServer`` on 127.0.0.1 (the same server, connection guard and orderly stop as in a
+notebook) on the first of ``ports`` it can bind, writes the port to ``port_file``
 (written whole, then renamed: the parent never reads half a number), and serves until SIGTERM or
 SIGINT, or until its parent is gone; then it stops the server and exits 0. Orphaned (the parent
 died without stopping it: a notebook kernel killed), it also removes the parent's temporary
@@ -13,6 +14,7 @@ directory, which nobody else will.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import shutil
@@ -39,9 +41,18 @@ def main(argv: list[str]) -> int:
 
     orphaned = False
     app = create_app(spec["settings"], **spec["options"])
-    server = LiveServer(app, name=spec["name"], port=0,
-                        stop_timeout=max(0.2, min(float(spec["stop_timeout"]) / 2, 5.0)))
-    server.start()
+    stop_timeout = max(0.2, min(float(spec["stop_timeout"]) / 2, 5.0))
+    ports = list(spec["ports"])
+    for k, port in enumerate(ports):
+        server = LiveServer(app, name=spec["name"], port=port, stop_timeout=stop_timeout)
+        try:
+            server.start()
+            break
+        except OSError as error:  # that port is taken: the next one
+            if k == len(ports) - 1 or error.errno != errno.EADDRINUSE:
+                raise
+            print(f"port {port} is taken ({error}); trying {ports[k + 1] or 'any'}",
+                  file=sys.stderr)
     try:
         port_file = Path(spec["port_file"])
         partial = port_file.with_name(port_file.name + ".partial")

@@ -63,7 +63,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Self
 
 import httpx
 
@@ -101,11 +101,13 @@ _registry_lock = threading.Lock()
 
 class ProgramMissing(RuntimeError):
     """A program Atlas needs is not installed: ``program`` is its name, ``package`` the Debian
-    package that has it; the message says how to install it."""
+    package that has it, ``looked`` where it was looked for; the message says how to install
+    it."""
 
     def __init__(self, program: str, package: str, *, looked: str = "the PATH") -> None:
         self.program = program
         self.package = package
+        self.looked = looked
         super().__init__(
             f"{program} not found (looked in {looked}): it comes with Debian's {package} "
             f"package; install it with `apt install {package}` (as root, or with sudo)")
@@ -180,6 +182,8 @@ class _Program:
     kind: ClassVar[str] = "program"
     #: the signal of an orderly stop
     stop_signal: ClassVar[signal.Signals] = signal.SIGTERM
+    #: whether "Address already in use" means "try another port" (the port was our pick)
+    retry_taken_port: ClassVar[bool] = True
 
     def __init__(self, *, name: str, start_timeout: float, stop_timeout: float) -> None:
         if not isinstance(name, str) or not name:
@@ -199,6 +203,9 @@ class _Program:
         self._log_offset = 0
 
     # -- what subclasses say -------------------------------------------------------------
+
+    def _locate(self) -> None:
+        """Find the programs it needs (``ProgramMissing`` if one is not installed), first."""
 
     def _prepare(self) -> None:
         """Run once per start, before the first launch (PostgreSQL: ``initdb``)."""
@@ -243,6 +250,8 @@ class _Program:
         process = self._process
         if process is None or process.returncode is not None:
             return False
+        if not hasattr(os, "waitid"):  # macOS: poll() reaps it
+            return process.poll() is None
         try:
             info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:  # reaped by someone else
@@ -256,7 +265,7 @@ class _Program:
         if process.returncode is not None:
             code = process.returncode
             return f"status {code}" if code >= 0 else f"signal {-code}"
-        with contextlib.suppress(ChildProcessError):
+        with contextlib.suppress(ChildProcessError, AttributeError):
             info = os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             if info is not None:
                 if info.si_code == os.CLD_EXITED:
@@ -292,12 +301,13 @@ class _Program:
     def _own_directory(self, directory: Path) -> None:
         """Give the directory to the user the program runs as (PostgreSQL as root)."""
 
-    def start(self) -> _Program:
+    def start(self) -> Self:
         """Start the program and return once it answers; raise ``ProgramFailed`` saying why
         not (its log's last lines), ``ProgramMissing`` if it is not installed. Starting one
         under a running name stops that one first; a running program is returned as is."""
         if self.running:
             return self
+        self._locate()
         self.stop()  # a program that died on its own: reap it, remove its directory
         with _registry_lock:
             previous = _registry.get(self.name)
@@ -342,7 +352,8 @@ class _Program:
         deadline = time.monotonic() + self.start_timeout
         while True:
             if not self._alive():
-                if "address already in use" in self._log_since_launch().lower():
+                if (self.retry_taken_port
+                        and "address already in use" in self._log_since_launch().lower()):
                     raise _AddressInUse
                 raise ProgramFailed(
                     f"{self.kind} {self.name!r} exited ({self._exit_status()}) before it "
@@ -369,8 +380,9 @@ class _Program:
                 deadline = time.monotonic() + grace
                 while self._alive() and time.monotonic() < deadline:
                     time.sleep(0.01)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            if process.returncode is None:  # not reaped: its PID and group are still ours
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         self._process = None
 
@@ -401,14 +413,14 @@ class _Program:
             if _registry.get(self.name) is self:
                 del _registry[self.name]
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     def __repr__(self) -> str:
-        where = self.url if self.running else "stopped"
+        where = self.url if self.running and self.port is not None else "stopped"
         return f"{type(self).__name__}(name={self.name!r}, {where})"
 
 
@@ -502,11 +514,13 @@ class PostgresServer(_Program):
             raise RuntimeError(f"PostgreSQL {self.name!r} is not running: start() it first")
         return self.directory / "data"
 
-    def _prepare(self) -> None:
+    def _locate(self) -> None:
         self._bin = os.path.dirname(find_program("postgres", package="postgresql"))
-        initdb = self._program("initdb")
-        for needed in ("pg_isready", "psql"):
+        for needed in ("initdb", "pg_isready", "psql"):
             self._program(needed)
+
+    def _prepare(self) -> None:
+        initdb = self._program("initdb")
         assert self._log is not None and self.directory is not None
         self._log.flush()
         try:
@@ -628,10 +642,14 @@ class RedisServer(_Program):
     def __init__(self, *, name: str = "atlas-redis", start_timeout: float = 20.0,
                  stop_timeout: float = 10.0) -> None:
         super().__init__(name=name, start_timeout=start_timeout, stop_timeout=stop_timeout)
+        self._redis = ""
+
+    def _locate(self) -> None:
+        self._redis = find_program("redis-server", package="redis-server")
 
     def _command(self) -> list[str]:
         assert self.directory is not None
-        return [find_program("redis-server", package="redis-server"),
+        return [self._redis,
                 "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self.directory), "--daemonize", "no",
                 "--protected-mode", "yes"]
@@ -679,6 +697,10 @@ class ServiceProcess(_Program):
             child inherits).
         store_url: the store it keeps state in, passed as ``create_app(store_url=...)``;
             ``ValueError`` if this ``create_app`` takes no such keyword.
+        port: the port to serve on (0, the default: one the OS picks). Started again after a
+            ``stop()`` or ``kill()``, the service asks for the port it had first, so its ``url``
+            stays the same across a crash and restart (a load generator's retries reach the
+            new process), unless another process has taken it meanwhile.
         name: registry key (default ``atlas-service-<instance>``).
         start_timeout: seconds until ``/health`` must answer 200 (> 0).
         stop_timeout: seconds its orderly stop (SIGTERM: the ``LiveServer`` stops, requests in
@@ -688,10 +710,11 @@ class ServiceProcess(_Program):
     """
 
     kind = "service"
+    retry_taken_port = False  # a port asked for is not changed behind the caller's back
 
     def __init__(self, server: ServerConfig | None = None, *, seed: int = 0, instance: int = 0,
                  settings: Settings | None = None, store_url: str | None = None,
-                 name: str | None = None, start_timeout: float = 30.0,
+                 port: int = 0, name: str | None = None, start_timeout: float = 30.0,
                  stop_timeout: float = 10.0) -> None:
         if server is not None and not isinstance(server, ServerConfig):
             raise ValueError(f"server must be a ServerConfig or None, got {server!r}")
@@ -709,6 +732,9 @@ class ServiceProcess(_Program):
         self.instance = check_int("instance", instance, low=0, high=1000)
         self.settings = settings
         self.store_url = store_url
+        #: the port asked for (0: any)
+        self.requested_port = check_int("port", port, low=0, high=65535)
+        self._previous_port: int | None = None
         super().__init__(name=f"atlas-service-{self.instance}" if name is None else name,
                          start_timeout=start_timeout, stop_timeout=stop_timeout)
 
@@ -721,9 +747,11 @@ class ServiceProcess(_Program):
                                    "instance": self.instance}
         if self.store_url is not None:
             options["store_url"] = self.store_url
+        ports = [self.requested_port] if self.requested_port else (
+            [self._previous_port, 0] if self._previous_port else [0])
         spec = {"settings": self.settings, "options": options, "name": self.name,
-                "port_file": str(self.directory / "port"), "parent": os.getpid(),
-                "stop_timeout": self.stop_timeout}
+                "ports": ports, "port_file": str(self.directory / "port"),
+                "parent": os.getpid(), "stop_timeout": self.stop_timeout}
         (self.directory / "spec.pickle").write_bytes(pickle.dumps(spec))
 
     def _command(self) -> list[str]:
@@ -742,7 +770,7 @@ class ServiceProcess(_Program):
         assert self.directory is not None
         if self.port is None:
             try:
-                self.port = int((self.directory / "port").read_text())
+                self.port = self._previous_port = int((self.directory / "port").read_text())
             except (OSError, ValueError):
                 return False
         try:

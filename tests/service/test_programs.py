@@ -36,6 +36,7 @@ from atlas_sim.service import (
 )
 from atlas_sim.service import programs as programs_module
 from atlas_sim.service.programs import _resp_command
+from atlas_sim.workload import Distribution, rng_streams
 from tests.programs import SKIP_PREFIX, missing_package, require_program
 
 pytest_plugins = ("pytester",)
@@ -54,6 +55,16 @@ def gone(pid: int) -> bool:
     return False
 
 
+def listening(port: int = 0) -> socket.socket:
+    """A socket listening on 127.0.0.1 (bound as servers bind: SO_REUSEADDR, so a closed
+    connection's TIME_WAIT on the port does not stop it)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
 def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
     deadline = time.monotonic() + seconds
     while not predicate():
@@ -64,9 +75,13 @@ def wait_until(predicate: Callable[[], bool], seconds: float = 10.0) -> bool:
 
 
 def port_is_free(port: int) -> bool:
+    """True if a server could listen on the port again (with SO_REUSEADDR, as PostgreSQL, Redis
+    and uvicorn bind: the closed connections' TIME_WAIT may outlive the program)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
+            sock.listen()
         except OSError:
             return False
     return True
@@ -135,6 +150,18 @@ def test_starting_under_a_running_name_stops_the_old_one(kind):
     finally:
         second.stop()
         first.stop()
+
+
+@pytest.mark.live
+def test_without_waitid_as_on_macos_a_program_still_starts_stops_and_dies(monkeypatch):
+    require_program("redis-server", "redis-server")
+    monkeypatch.delattr(os, "waitid")
+    for end in ("stop", "kill"):
+        with RedisServer(name="test-no-waitid") as server:
+            pid, directory = server.pid, server.directory
+            assert server.running and server.ping()
+            getattr(server, end)()
+        assert gone(pid) and not directory.exists() and not server.running
 
 
 @pytest.mark.live
@@ -212,14 +239,45 @@ def test_a_killed_service_leaves_no_zombie_no_port_and_no_directory():
 
 
 @pytest.mark.live
+def test_a_service_started_again_after_a_crash_keeps_its_url_unless_the_port_was_taken():
+    service = ServiceProcess(name="test-restart").start()
+    try:
+        url, first_pid = service.url, service.pid
+        service.kill()
+        service.start()  # the crash test's restart: same url, a new process
+        assert service.url == url and service.pid != first_pid
+        assert httpx.get(url + "/health", trust_env=False).status_code == 200
+        port = service.port
+        service.stop()
+        with listening(port):  # someone took the port meanwhile: another one
+            service.start()
+            assert service.port != port
+            assert httpx.get(service.url + "/health", trust_env=False).status_code == 200
+    finally:
+        service.stop()
+
+
+@pytest.mark.live
+def test_a_service_asked_for_a_taken_port_fails_saying_so():
+    with listening() as taken:
+        service = ServiceProcess(port=taken.getsockname()[1], name="test-taken")
+        with pytest.raises(ProgramFailed, match=r"(?is)exited.*address already in use"):
+            service.start()
+    assert service.directory is None and "test-taken" not in running_programs()
+
+
+@pytest.mark.live
 def test_the_service_child_serves_the_config_seed_and_instance_it_was_given():
-    config = ServerConfig(workers=3)
-    with ServiceProcess(config, seed=5, instance=1) as service:
-        assert service.name == "atlas-service-1"
-        ok = httpx.post(service.url + "/api/orders", json={"item": "x"}, trust_env=False)
-        assert ok.status_code < 500
-        page = httpx.get(service.url + "/metrics", trust_env=False).text
-    assert "atlas" in page or "http" in page
+    config = ServerConfig(workers=1, service_time=Distribution(mean=0.1))
+    expected = config.service_time.sampler(rng_streams(7, instance=2)["service"])()
+    others = [config.service_time.sampler(rng_streams(seed, instance=k)["service"])()
+              for seed, k in ((7, 0), (7, 1), (0, 2), (3, 2))]
+    default = ServerConfig().service_time.sampler(rng_streams(7, instance=2)["service"])()
+    assert expected > max(*others, default)  # so the first work shows all three arrived
+    with ServiceProcess(config, seed=7, instance=2) as service:
+        assert service.name == "atlas-service-2"
+        work = httpx.get(service.url + "/api/work", trust_env=False).json()["work"]
+    assert work >= expected  # it slept its first draw: this config, seed and instance
 
 
 @pytest.mark.live
@@ -271,8 +329,9 @@ def test_programs_left_running_are_stopped_at_interpreter_exit():
 
 
 @pytest.mark.live
-def test_stop_programs_stops_every_registered_one():
+def test_stop_programs_stops_every_registered_one(monkeypatch):
     require_program("redis-server", "redis-server")
+    monkeypatch.setattr(programs_module, "_registry", {})  # the session's servers stay
     servers = [RedisServer(name=f"test-all-{k}").start() for k in range(2)]
     pids = [s.pid for s in servers]
     stop_programs()
@@ -300,6 +359,7 @@ def test_store_url_is_passed_only_to_a_create_app_that_takes_it(monkeypatch):
     ({"settings": {}}, "settings"), ({"name": ""}, "name"), ({"start_timeout": 0},
                                                              "start_timeout"),
     ({"stop_timeout": -1}, "stop_timeout"), ({"store_url": ""}, "store_url"),
+    ({"port": 70000}, "port"),
 ])
 def test_bad_arguments_are_value_errors_naming_the_parameter(kwargs, parameter):
     with pytest.raises(ValueError, match=parameter):
@@ -349,9 +409,7 @@ def test_a_program_that_never_answers_times_out_and_is_killed():
 @pytest.mark.live
 def test_a_port_taken_between_pick_and_bind_is_retried_on_another(monkeypatch):
     require_program("redis-server", "redis-server")
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    taken = listening()
     port = taken.getsockname()[1]
     picks = iter([port])
     real = programs_module._free_port
@@ -366,9 +424,7 @@ def test_a_port_taken_between_pick_and_bind_is_retried_on_another(monkeypatch):
 @pytest.mark.live
 def test_a_port_always_taken_gives_up_after_port_attempts(monkeypatch):
     require_program("redis-server", "redis-server")
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
+    taken = listening()
     port = taken.getsockname()[1]
     monkeypatch.setattr(programs_module, "_free_port", lambda: port)
     monkeypatch.setattr(programs_module, "PORT_ATTEMPTS", 2)
@@ -436,6 +492,31 @@ def test_starting_a_missing_program_raises_program_missing_and_leaves_nothing(
     assert server.directory is None and atlas_dirs(kind) == before
 
 
+def no_such_user(name: str):
+    raise KeyError(name)
+
+
+def test_as_root_without_a_postgres_user_postgres_says_how_to_get_one(monkeypatch):
+    require_program("postgres", "postgresql")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(pwd, "getpwnam", no_such_user)
+    server = PostgresServer(name="test-no-user")
+    with pytest.raises(ProgramFailed, match=r"no 'postgres' user.*apt install postgresql"):
+        server.start()
+    assert server.directory is None and server.pid is None
+
+
+def test_a_missing_program_is_reported_before_anything_is_made_or_stopped(tmp_path,
+                                                                          monkeypatch):
+    monkeypatch.setattr(programs_module, "POSTGRES_BIN_GLOB", str(tmp_path / "*/bin"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(pwd, "getpwnam", no_such_user)
+    with pytest.raises(ProgramMissing, match="apt install postgresql"):
+        PostgresServer(name="test-fresh-machine").start()  # root, no package, no user yet
+
+
 @pytest.mark.parametrize("name", ["", "bin/sh", None])
 def test_find_program_refuses_a_path(name):
     with pytest.raises(ValueError, match="name must be"):
@@ -491,6 +572,13 @@ def test_skips_for_another_reason():
 
 def test_passes():
     pass
+
+@pytest.fixture
+def server():
+    require_program("atlas-no-such-program", "atlas-fake")
+
+def test_uses_a_fixture_that_needs_a_missing_program(server):
+    pass
 """
 
 
@@ -506,13 +594,13 @@ def test_no_skips_lets_a_missing_package_through_outside_ci_and_says_what_to_ins
         hooked, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     result = hooked.runpytest("--no-skips", "-rs")
-    result.assert_outcomes(passed=1, skipped=1, failed=1)
-    result.stdout.fnmatch_lines(["*1 test skipped for want of Debian packages*"
+    result.assert_outcomes(passed=1, skipped=2, failed=1)
+    result.stdout.fnmatch_lines(["*2 tests skipped for want of Debian packages*"
                                  "sudo apt-get install -y atlas-fake*"])
 
 
 def test_no_skips_fails_a_missing_package_under_ci(hooked, monkeypatch):
     monkeypatch.setenv("CI", "true")
     result = hooked.runpytest("--no-skips")
-    result.assert_outcomes(passed=1, failed=2)
+    result.assert_outcomes(passed=1, failed=2, errors=1)
     result.stdout.fnmatch_lines(["*CI=true and needs Debian's atlas-fake*"])

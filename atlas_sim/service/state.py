@@ -112,6 +112,13 @@ class ServiceState:
     ``create_app``), ``instance`` its index in a cluster (its random streams are
     ``rng_streams(seed, instance=instance)``), ``limiter`` its admission limiter built from
     ``server.admission`` (None: no load shedding).
+
+    ``store`` is where its orders and idempotency keys live (``store.open_store(server.store,
+    pool=server.pool or PoolConfig(), lease=key_lease(server))``: ``server.store=None`` is a
+    ``MemoryStore`` of its own, as the state in memory always was); ``idempotency`` is that
+    store too, so ``/api/orders`` stores an order and its key's answer in one transaction.
+    ``cache`` and ``events`` are set by the cache and the event consumers when they run (None:
+    none); ``/metrics`` reads them.
     """
 
     settings: Settings

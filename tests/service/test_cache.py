@@ -24,7 +24,9 @@ import redis.asyncio
 from atlas_sim.server_config import CacheConfig
 from atlas_sim.service import create_app
 from atlas_sim.service.cache import Cache, open_cache
+from atlas_sim.service.idempotency import Stored
 from atlas_sim.service.routes.reads import order_key
+from atlas_sim.service.store import Store, open_store
 
 pytestmark = pytest.mark.live
 
@@ -325,68 +327,72 @@ def test_close_leaves_no_connection_in_redis(redis_url):
 
 # -- GET /api/orders/{n} -------------------------------------------------------------------------
 
-class OrderTable:
-    """Orders as ``Store.get_order`` answers them (the agreed Store API), counting reads."""
-
-    def __init__(self, orders: int) -> None:
-        self.rows = {n: {"order": n, "request_id": f"r{n}", "key": None}
-                     for n in range(1, orders + 1)}
-        self.reads = 0
-
-    async def get_order(self, n: int) -> dict[str, Any] | None:
-        self.reads += 1
-        return self.rows.get(n)
+async def store_with_orders(orders: int) -> Store:
+    """The agreed Store (its in-memory kind), opened, holding orders 1..``orders`` placed with
+    request IDs ``r1``, ``r2``, ..."""
+    store = open_store(None, pool=None, lease=30.0)
+    await store.open()
+    for i in range(1, orders + 1):
+        await store.place_order(request_id=f"r{i}", begun=None,
+                                answer=lambda n: Stored("", 200, b"{}", "application/json"))
+    return store
 
 
 def _read_orders(cache_url: str | None, paths: list[str]
-                 ) -> tuple[list[httpx.Response], OrderTable, Cache | None]:
+                 ) -> tuple[list[httpx.Response], int, Cache | None]:
+    """``paths`` read in turn from an app whose store holds 3 orders (and whose cache is at
+    ``cache_url``, or none); returns the answers and the store's reads (each a pooled
+    connection: ``get_order``)."""
     app = create_app()
     state = app.state.atlas
-    store = OrderTable(orders=3)
 
-    async def go() -> tuple[list[httpx.Response], Cache | None]:
+    async def go() -> tuple[list[httpx.Response], int, Cache | None]:
+        store = await store_with_orders(3)
         state.store = store
         state.cache = (None if cache_url is None else
                        Cache(CacheConfig(url=cache_url), client_name=unique_name()))
         transport = httpx.ASGITransport(app=app)
+        before = store.pool.policy.acquisitions
         try:
             async with httpx.AsyncClient(transport=transport,
                                          base_url="http://127.0.0.1") as client:
-                return [await client.get(path) for path in paths], state.cache
+                answers = [await client.get(path) for path in paths]
+            return answers, store.pool.policy.acquisitions - before, state.cache
         finally:
             if state.cache is not None:
                 await state.cache.close()
+            await store.close()
 
-    answers, cache = run(go())
-    return answers, store, cache
+    answers, reads, cache = run(go())
+    return answers, reads, cache
 
 
 def test_the_order_route_reads_the_store_once_and_then_the_cache(redis_url):
-    answers, store, cache = _read_orders(redis_url, ["/api/orders/2"] * 3)
+    answers, reads, cache = _read_orders(redis_url, ["/api/orders/2"] * 3)
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert [a.json() for a in answers] == [{"order": 2, "request_id": "r2", "key": None}] * 3
     assert answers[0].content == answers[2].content  # the same bytes from store and cache
-    assert store.reads == 1
+    assert reads == 1
     assert cache is not None and (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
     assert order_key(2) == "order:2"
 
 
 def test_the_order_route_without_a_cache_reads_the_store_every_time():
-    answers, store, _ = _read_orders(None, ["/api/orders/1"] * 2)
-    assert [a.status_code for a in answers] == [200, 200] and store.reads == 2
+    answers, reads, _ = _read_orders(None, ["/api/orders/1"] * 2)
+    assert [a.status_code for a in answers] == [200, 200] and reads == 2
     assert answers[0].json() == {"order": 1, "request_id": "r1", "key": None}
 
 
 @pytest.mark.parametrize("cached", [True, False])
 def test_an_order_that_does_not_exist_is_a_404_with_the_json_error_body(redis_url, cached):
-    answers, store, cache = _read_orders(redis_url if cached else None,
+    answers, reads, cache = _read_orders(redis_url if cached else None,
                                          ["/api/orders/4", "/api/orders/4", "/api/orders/0"])
     missing, again, zero = answers
     assert missing.status_code == again.status_code == 404
     body = missing.json()
     assert body["error"] == "no order 4" and body["request_id"]
     assert body["request_id"] == missing.headers["X-Request-ID"]
-    assert store.reads == 2  # a missing order is never cached
+    assert reads == 2  # a missing order is never cached
     assert zero.status_code == 422 and "request_id" in zero.json()
     if cache is not None:
         assert (cache.hits, cache.misses) == (0, 2)

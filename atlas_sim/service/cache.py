@@ -130,6 +130,9 @@ class Cache:
         fails the call. What ``load()`` raises is raised (the database's errors are the
         caller's). Raises ``ValueError`` for a ``ttl`` that is not a number > 0."""
         ttl_ms = self._ttl_ms(ttl)
+        if self._closed:  # a request still at work while the service stops
+            self.errors += 1
+            return await load()
         try:
             cached = await self._call(self.redis.get(key))
         except CACHE_ERRORS as exc:
@@ -156,13 +159,13 @@ class Cache:
         entries stay until their TTL)."""
         if not keys:
             return True
-        return await self._write("invalidate", self.redis.delete(*keys))
+        return await self._write("invalidate", lambda: self.redis.delete(*keys))
 
     async def flush(self) -> bool:
         """Empty the cache's Redis database (``FLUSHDB``): what ``/admin/reset`` does, and what
         "the cache going cold" is. True when Redis did; False when it failed (counted in
         ``write_errors``). The counts are kept (``reset_counts`` clears them)."""
-        return await self._write("flush", self.redis.flushdb())
+        return await self._write("flush", self.redis.flushdb)
 
     async def ping(self) -> None:
         """One round trip to Redis, bounded by ``config.timeout``; raises what failed (a
@@ -171,7 +174,8 @@ class Cache:
 
     async def close(self) -> None:
         """Close every connection of the pool (nothing is left open in Redis's ``CLIENT
-        LIST``). Idempotent; the cache is not used after it."""
+        LIST``). Idempotent. A closed cache opens no connection again: each later lookup
+        counts as an error and is answered by ``load()``, each write fails (False)."""
         if self._closed:
             return
         self._closed = True
@@ -192,9 +196,12 @@ class Cache:
         async with asyncio.timeout(self.config.timeout):
             return await command
 
-    async def _write(self, what: str, command: Awaitable[Any]) -> bool:
+    async def _write(self, what: str, command: Callable[[], Awaitable[Any]]) -> bool:
+        if self._closed:
+            self.write_errors += 1
+            return False
         try:
-            await self._call(command)
+            await self._call(command())
         except CACHE_ERRORS as exc:
             self.write_errors += 1
             self._failed(what, exc)

@@ -316,6 +316,9 @@ def test_close_leaves_no_connection_in_redis(redis_url):
         assert await connections_named(redis_url, name) > before
         await cache.close()
         await cache.close()  # idempotent
+        # a request still at work while the service stops: answered, and nothing reopened
+        assert await cache.get_or_load("k0", loads("k0")) == "v"
+        assert cache.errors == 1 and await cache.flush() is False
 
         async def back() -> bool:
             return await connections_named(redis_url, name) == before

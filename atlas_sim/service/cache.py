@@ -56,8 +56,9 @@ logger = logging.getLogger("atlas.service")
 #: service's connections from others.
 CACHE_CLIENT_NAME = "atlas-cache"
 
-#: What a failed cache call raises: Redis's own errors, the socket's, and the call's timeout.
-CACHE_ERRORS = (RedisError, OSError, TimeoutError)
+#: What a failed cache call raises: Redis's own errors, the socket's, the call's timeout, and a
+#: value that is not UTF-8 (written by someone else into the cache's database).
+CACHE_ERRORS = (RedisError, OSError, TimeoutError, UnicodeDecodeError)
 
 T = TypeVar("T")
 

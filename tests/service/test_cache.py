@@ -208,6 +208,24 @@ def test_a_cache_nobody_answers_on_counts_errors_and_the_database_answers_every_
     assert [r.getMessage()[:18] for r in caplog.records] == ["cache read failed "]
 
 
+def test_a_value_that_is_not_utf8_is_an_error_answered_by_the_database(redis_url):
+    loads = Loads({"bad": "from the database", "good": "G"})
+
+    async def go() -> None:
+        async with cache_at(redis_url) as cache:
+            await cache.get_or_load("good", loads("good"))
+            other = redis.asyncio.Redis.from_url(redis_url)  # someone else's bytes
+            try:
+                await other.set("bad", b"\xff\xfe")
+            finally:
+                await other.aclose()
+            assert await cache.get_or_load("bad", loads("bad")) == "from the database"
+            assert await cache.get_or_load("good", loads("good")) == "G"  # still usable
+            assert (cache.hits, cache.misses, cache.errors) == (1, 1, 1)
+
+    run(go())
+
+
 def test_redis_timeout_bounds_a_cache_that_accepts_and_never_answers():
     """A peer that accepts connections and says nothing (a hung Redis): each read gives up
     after REDIS_TIMEOUT and the database answers; without the timeouts this test would wait

@@ -47,8 +47,10 @@ from .policies import (
     ClientPolicy,
     ConcurrencyLimiter,
     FixedLimit,
+    PoolConfig,
     RetryPolicy,
 )
+from .policies.pool import MAX_TIMEOUT as POOL_MAX_TIMEOUT
 from .server_config import Dependency, ServerConfig
 from .workload import Distribution
 
@@ -199,13 +201,17 @@ class Settings(BaseSettings):
         ``ServerConfig(workers=2, service_time=Distribution(mean=0.02), timeout=HTTP_TIMEOUT,
         admission=FixedLimit(max_concurrent=LOAD_SHEDDING_MAX_CONCURRENT), retry_after=1,
         dependency=Dependency(latency=Distribution(mean=0.005),
-        client=dependency_client()))``."""
+        client=dependency_client()), pool=PoolConfig(timeout=DATABASE_TIMEOUT))``: the
+        store's connection pool waits ``DATABASE_TIMEOUT`` (at most an hour, the pool's
+        limit) for a connection (no store: the
+        state stays in the instance's memory, behind that pool)."""
         return ServerConfig(
             workers=2, service_time=Distribution(mean=0.02), timeout=self.http_timeout,
             admission=FixedLimit(max_concurrent=self.load_shedding_max_concurrent),
             retry_after=1,
             dependency=Dependency(latency=Distribution(mean=0.005),
-                                  client=self.dependency_client()))
+                                  client=self.dependency_client()),
+            pool=PoolConfig(timeout=min(self.database_timeout, POOL_MAX_TIMEOUT)))
 
     def limiter(self) -> ConcurrencyLimiter:
         """A fresh ``ConcurrencyLimiter(LOAD_SHEDDING_MAX_CONCURRENT)``."""

@@ -110,7 +110,7 @@ def test_environment_lists_every_variable_under_its_own_name():
 
 
 def test_the_server_config_is_the_live_services_defaults_from_these_settings():
-    from atlas_sim.policies import FixedLimit
+    from atlas_sim.policies import FixedLimit, PoolConfig
     from atlas_sim.server_config import Dependency, ServerConfig
     from atlas_sim.workload import Distribution
 
@@ -120,5 +120,6 @@ def test_the_server_config_is_the_live_services_defaults_from_these_settings():
         workers=2, service_time=Distribution(mean=0.02), timeout=7.0,
         admission=FixedLimit(max_concurrent=9), retry_after=1,
         dependency=Dependency(latency=Distribution(mean=0.005),
-                              client=settings.dependency_client()))
+                              client=settings.dependency_client()),
+        pool=PoolConfig(timeout=0.5))
     assert config.dependency.client.timeout == 0.5

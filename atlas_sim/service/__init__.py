@@ -22,6 +22,17 @@ from .middleware import (
     LoopbackGuardMiddleware,
     TimeoutMiddleware,
 )
+from .programs import (
+    PostgresServer,
+    ProgramFailed,
+    ProgramMissing,
+    RedisServer,
+    ServiceProcess,
+    check_metrics,
+    find_program,
+    running_programs,
+    stop_programs,
+)
 from .request_id import REQUEST_ID_HEADER, RequestIDMiddleware, current_request_id
 from .server import LiveServer, leftovers, running_servers, stop_all
 
@@ -38,18 +49,27 @@ __all__ = [
     "LoadSheddingMiddleware",
     "LoopbackGuardMiddleware",
     "MetricsMiddleware",
+    "PostgresServer",
+    "ProgramFailed",
+    "ProgramMissing",
+    "RedisServer",
     "RequestIDMiddleware",
     "ServiceMetrics",
+    "ServiceProcess",
     "ServiceState",
     "TimeoutMiddleware",
+    "check_metrics",
     "create_app",
     "current_request_id",
     "error_body",
+    "find_program",
     "leftovers",
     "parse_retry_after",
     "parse_server_timing",
     "run_load",
     "run_load_async",
+    "running_programs",
     "running_servers",
     "stop_all",
+    "stop_programs",
 ]

@@ -10,22 +10,28 @@ State-changing requests (``/admin/...`` and ``POST /api/orders``) take ``applica
 (or no body at all) and are refused when they come from a web page (``Origin``); every request
 must name a loopback ``Host`` (``LoopbackGuardMiddleware``).
 
-Everything stateful (work slots, dependency, policies, metrics, idempotency keys) belongs to one
-app and is used only from the event loop that serves it.
+Everything stateful (work slots, dependency, policies, metrics, the store) belongs to one app
+and is used only from the event loop that serves it. The store is opened by the app's ASGI
+lifespan on that loop and closed there when the server stops (``LiveServer`` runs the lifespan);
+an app used without a lifespan (an ASGI transport) opens it on first use
+(``ServiceState.open_store``): with ``server.store=None`` that is a store in the app's memory,
+which holds nothing to close.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from ..config import Settings
 from ..server_config import ServerConfig
 from ..validation import check_int, refuse_renamed
 from .bodies import MAX_JSON_DEPTH, MAX_NUMBER_CHARS, InvalidBody, parse_json_body
 from .dependency import FaultyDependency
-from .errors import install_error_handlers
+from .errors import error_body, install_error_handlers
 from .faults import FAULT_FIELDS as FAULT_FIELDS
 from .fields import parse_admin_update as parse_admin_update
 from .inputs import INPUT_HEADER, BadInput, parse_input
@@ -37,7 +43,7 @@ from .middleware import (
     TimeoutMiddleware,
     check_allowed_hosts,
 )
-from .request_id import RequestIDMiddleware
+from .request_id import RequestIDMiddleware, current_request_id
 from .resilience import ResilientCaller
 from .routes import ROUTES as ROUTES
 from .routes.base import ServiceTime as ServiceTime
@@ -45,10 +51,12 @@ from .routes.fanout import FANOUT_FIELDS as FANOUT_FIELDS
 from .state import FanoutCounts as FanoutCounts
 from .state import ServiceState, instance_streams
 from .state import fanout_client as fanout_client
+from .store import PoolRefused, PoolTimeout
 from .work import WorkStation
 
 __all__ = ["INPUT_HEADER", "MAX_JSON_DEPTH", "MAX_NUMBER_CHARS", "RENAMED", "BadInput",
-           "InvalidBody", "ServiceState", "create_app", "parse_input", "parse_json_body"]
+           "InvalidBody", "ServiceState", "create_app", "parse_input", "parse_json_body",
+           "pool_unavailable"]
 
 #: Old ``create_app`` parameters and what to write instead (``validation.refuse_renamed``).
 RENAMED = {
@@ -68,6 +76,7 @@ def create_app(
     max_body_bytes: int = 64 * 1024,
     allowed_hosts: Iterable[str] | None = None,
     title: str = "Atlas API",
+    store_url: str | None = None,
     **renamed: object,
 ) -> FastAPI:
     """Build one instance of the Atlas service from a ``ServerConfig``.
@@ -96,6 +105,11 @@ def create_app(
         allowed_hosts: host names accepted in the ``Host`` header (default None: loopback
             names only); name the machine's own here if it is served beyond loopback.
         title: the OpenAPI title.
+        store_url: where a ``StoreConfig(url=None)`` keeps its SQLite file, a
+            ``"sqlite:///<absolute path>"`` (``Cluster`` gives its instances one temporary
+            file to share); None: a temporary directory of the app's own, made when the store
+            opens and removed when it closes. Ignored when ``server.store`` is None or names
+            its own url (``server`` stays the very object given).
 
     Raises ``ValueError`` naming the parameter: a renamed one (``servers``, ``service_time``,
     ``dependency_latency``, ``retry_after``) says what to write instead; a ``server`` that is
@@ -122,6 +136,10 @@ def create_app(
     instance = check_int("instance", instance, low=0, high=1000)
     max_body_bytes = check_int("max_body_bytes", max_body_bytes, low=1, high=16 * 2**20)
     allowed_hosts = check_allowed_hosts(allowed_hosts)
+    if store_url is not None and (not isinstance(store_url, str)
+                                  or not store_url.startswith("sqlite:///")):
+        raise ValueError(f"store_url must be None or a 'sqlite:///<absolute path>' URL, "
+                         f"got {store_url!r}")
 
     streams = instance_streams(seed, instance)
     dependency = FaultyDependency(latency=dependency_config.latency, rng=streams["dependency"])
@@ -141,11 +159,15 @@ def create_app(
         fanout=ResilientCaller(dependency, policy=fanout_client(settings),
                                rng=streams["fanout"]),
         max_body_bytes=max_body_bytes,
+        store_url=store_url,
     )
+    state.metrics.watch(state)
 
-    app = FastAPI(title=title)
+    app = FastAPI(title=title, lifespan=_lifespan)
     app.state.atlas = state
     install_error_handlers(app)
+    app.add_exception_handler(PoolTimeout, pool_unavailable)
+    app.add_exception_handler(PoolRefused, pool_unavailable)
     # add_middleware puts each layer outside the ones added before: add innermost first.
     if limiter is not None:
         app.add_middleware(LoadSheddingMiddleware, limiter=limiter,
@@ -158,3 +180,44 @@ def create_app(
     for path, methods, endpoint, options in ROUTES:
         app.add_api_route(path, endpoint, methods=methods, **options)
     return app
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the store on the loop that serves the app; close it there when serving ends."""
+    state: ServiceState = app.state.atlas
+    state.startup_error = None
+    try:
+        await state.open_store()
+    except BaseException as exc:  # LiveServer's start() names it
+        state.startup_error = exc
+        raise
+    try:
+        yield
+    finally:
+        await state.close_store()
+
+
+async def pool_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503 for a database call that got no pooled connection: ``PoolTimeout`` (none within the
+    pool's timeout, the card's ``DATABASE_TIMEOUT``) or ``PoolRefused`` (``max_waiting``
+    clients already wait), with ``Retry-After: server.retry_after`` and the pool's ``size``,
+    ``timeout``, ``max_waiting`` and ``waiting`` count in the body. Nothing was applied: a 503
+    is retryable (psycopg_pool raises ``PoolTimeout`` / ``TooManyRequests`` here)."""
+    state: ServiceState = request.app.state.atlas
+    config = state.store.pool.policy.config
+    waiting = state.store.pool.policy.waiting
+    if isinstance(exc, PoolTimeout):
+        why = (f"no database connection within {exc.timeout:g} s (waited {exc.waited:.3f} s; "
+               f"a pool of {config.size}, {waiting} clients waiting)")
+    else:
+        assert isinstance(exc, PoolRefused)
+        why = (f"no database connection: {exc.waiting} clients already wait for the pool's "
+               f"{config.size} connections (max_waiting {config.max_waiting})")
+    wait = state.server.retry_after
+    return JSONResponse(
+        error_body(f"{why}; retry after {wait} s", current_request_id(),
+                   pool={"size": config.size, "timeout": config.timeout,
+                         "max_waiting": config.max_waiting, "waiting": waiting},
+                   retry_after=wait),
+        status_code=503, headers={"Retry-After": str(wait)})

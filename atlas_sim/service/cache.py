@@ -113,10 +113,10 @@ class Cache:
 
     @property
     def hit_ratio(self) -> float:
-        """The share of lookups the cache answered, ``hits / lookups`` in [0, 1]; 0.0 before
-        the first lookup."""
+        """The share of lookups the cache answered, ``hits / lookups`` in [0, 1]; NaN before
+        the first lookup (as ``/metrics``' ``atlas_api_cache_hit_ratio``)."""
         lookups = self.lookups
-        return self.hits / lookups if lookups else 0.0
+        return self.hits / lookups if lookups else math.nan
 
     def reset_counts(self) -> None:
         """``hits``, ``misses``, ``errors`` and ``write_errors`` back to 0 (``/admin/reset``)."""

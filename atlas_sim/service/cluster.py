@@ -10,10 +10,21 @@ or ``Scenario(server=config, instances=n)`` with the same seed.
 >>> with Cluster(ServerConfig(workers=2), 3, seed=1) as cluster:       # doctest: +SKIP
 ...     run = run_load(cluster.urls[0], instances=cluster.urls[1:],
 ...                    load=Load(rate=50, requests=100))
+
+The instances share one store when their configs say so: the same ``StoreConfig(url=...)``, or
+``StoreConfig(url=None)``, for which the cluster makes ONE temporary directory when it starts
+(each instance is built with ``create_app(..., store_url=...)`` naming the SQLite file in it)
+and removes it when it stops. So a retry sent to another instance replays the first answer.
+With ``store=None`` each instance keeps its state in its own memory, as before.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import os
+import shutil
+import threading
 from collections.abc import Sequence
 
 from ..config import Settings
@@ -21,11 +32,15 @@ from ..server_config import ServerConfig
 from ..validation import check_int
 from .app import create_app
 from .server import LiveServer
+from .state import store_location
 
 __all__ = ["Cluster"]
 
 #: The most instances a cluster starts (each is a thread and a port in this process).
 MAX_INSTANCES = 16
+
+_clusters: dict[str, Cluster] = {}  # running clusters, by name
+_clusters_lock = threading.Lock()
 
 
 class Cluster:
@@ -42,9 +57,11 @@ class Cluster:
             starting a cluster under a running name replaces those servers.
 
     ``start()`` (or ``with``) starts every instance and returns once all answer; if one fails
-    to start, those already started are stopped before the error is raised. ``stop()`` stops
-    them all (safe to call twice), leaving no thread, port or task. Raises ``ValueError``
-    naming the parameter for a config that is not a ``ServerConfig`` or a count out of range.
+    to start, those already started are stopped before the error is raised; a running cluster
+    of the same name is stopped first (a notebook cell run twice). ``stop()`` stops them all
+    (safe to call twice), leaving no thread, port, task, connection or store directory.
+    Raises ``ValueError`` naming the parameter for a config that is not a ``ServerConfig`` or
+    a count out of range.
     """
 
     def __init__(self, server: ServerConfig | Sequence[ServerConfig],
@@ -73,9 +90,17 @@ class Cluster:
         self.settings = settings
         self.seed = check_int("seed", seed, low=0)
         self.name = name
+        #: the temporary directory the instances with ``StoreConfig(url=None)`` share (made by
+        #: ``start()``, removed by ``stop()``), and the SQLite URL they are given; None: none
+        self.store_directory: str | None = None
+        store_url = None
+        if any(c.store is not None and c.store.url is None for c in configs):
+            self.store_directory, store_url = store_location()
+        self._directory_made = False
         #: the instances' servers, instance k at index k (built, not yet started)
         self.servers: tuple[LiveServer, ...] = tuple(
-            LiveServer(create_app(settings, server=config, seed=self.seed, instance=k),
+            LiveServer(create_app(settings, server=config, seed=self.seed, instance=k,
+                                  store_url=store_url),
                        name=f"{name}-{k}")
             for k, config in enumerate(configs))
 
@@ -91,7 +116,18 @@ class Cluster:
 
     def start(self) -> Cluster:
         """Start every instance (see the class docstring); returns the cluster."""
+        if self.running:
+            return self
+        with _clusters_lock:
+            previous = _clusters.get(self.name)
+        if previous is not None and previous is not self:
+            previous.stop()
+        with _clusters_lock:
+            _clusters[self.name] = self
         try:
+            if self.store_directory is not None and not self._directory_made:
+                os.mkdir(self.store_directory, 0o700)
+                self._directory_made = True
             for server in self.servers:
                 server.start()
         except BaseException:
@@ -108,6 +144,13 @@ class Cluster:
                 server.stop()
             except Exception as exc:
                 error = error or exc
+        if self._directory_made and self.store_directory is not None:
+            # every instance has closed its store (its lifespan): the shared file can go
+            shutil.rmtree(self.store_directory, ignore_errors=True)
+            self._directory_made = False
+        with _clusters_lock:
+            if _clusters.get(self.name) is self:
+                del _clusters[self.name]
         if error is not None:
             raise error
 
@@ -123,3 +166,15 @@ class Cluster:
     def __repr__(self) -> str:
         where = ", ".join(s.url if s.running else "stopped" for s in self.servers)
         return f"Cluster(name={self.name!r}, {len(self.servers)} instances: {where})"
+
+
+def _stop_clusters() -> None:
+    """Stop every running cluster (at interpreter exit: their store directories go too)."""
+    with _clusters_lock:
+        clusters = list(_clusters.values())
+    for cluster in clusters:
+        with contextlib.suppress(Exception):
+            cluster.stop()
+
+
+atexit.register(_stop_clusters)

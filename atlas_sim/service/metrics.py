@@ -12,6 +12,22 @@ and one more, for Little's law and dashboards::
 
     atlas_api_http_requests_in_progress{method, endpoint}       (gauge)
 
+The data system behind the service, read when ``/metrics`` is scraped (``DataSystemCollector``)::
+
+    atlas_api_db_pool_connections{state="in_use"|"idle"}        (gauge)
+    atlas_api_db_pool_waiting                                   (gauge: clients waiting)
+    atlas_api_db_pool_wait_seconds                              (histogram: granted waiters)
+    atlas_api_db_pool_timeouts_total                            (counter: PoolTimeout)
+    atlas_api_db_pool_refusals_total                            (counter: PoolRefused)
+    atlas_api_cache_requests_total{result="hit"|"miss"|"error"} (counter; with a cache only)
+    atlas_api_cache_hit_ratio                                   (gauge; NaN before a request)
+    atlas_api_event_consumer_lag{group, topic}                  (gauge; with consumers only)
+
+The pool's are its policy's counts (``policies.pool.ConnectionPool``, psycopg_pool's
+``get_stats()``: ``pool_available``, ``requests_waiting``, ``requests_wait_ms``,
+``requests_errors``); a new pool (the store reopened) starts them again from 0, which Prometheus
+reads as a counter reset.
+
 The status counted is what the request came to, not only what it began with: the response's
 status once it has been sent completely; 499 whenever the client went away before that (mid-body,
 mid-response, or while its work was still running: never a 5xx, never a 200); 504 for a request
@@ -34,10 +50,21 @@ cached, by method and path, so the cache is bounded by the routes and never by w
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 import time
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -51,6 +78,7 @@ __all__ = [
     "METHODS",
     "OTHER",
     "UNMATCHED",
+    "DataSystemCollector",
     "MetricsMiddleware",
     "ServiceMetrics",
     "final_status",
@@ -88,6 +116,20 @@ class ServiceMetrics:
         # Label children, looked up once: the keys are bounded (methods x routes x statuses).
         self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
         self._in_progress_cells: dict[tuple[str, str], list[int]] = {}
+        self.data_system: DataSystemCollector | None = None
+
+    def watch(self, state: Any) -> None:
+        """Show ``state``'s pool, cache and event consumers in this registry
+        (``DataSystemCollector``; ``state`` is held weakly)."""
+        if self.data_system is None:
+            self.data_system = DataSystemCollector(state)
+            self.registry.register(self.data_system)
+
+    async def refresh(self) -> None:
+        """Before a scrape, on the serving loop: read what only a coroutine can (the event
+        consumers' lag)."""
+        if self.data_system is not None:
+            await self.data_system.refresh()
 
     def in_progress_cell(self, method: str, endpoint: str) -> list[int]:
         """The count behind the gauge child for these labels: ``cell[0] += 1`` on arrival,
@@ -218,3 +260,108 @@ class MetricsMiddleware:
                                     time.perf_counter() - start)
             finally:
                 in_progress[0] -= 1  # after recording: a gauge at 0 means all are counted
+
+
+#: Seconds a scrape waits for the consumers' lag (a query) before showing the last one read.
+LAG_TIMEOUT = 1.0
+
+
+class DataSystemCollector(Collector):
+    """The pool, cache and event-log metrics (module docstring), read from a ``ServiceState``
+    when the registry is collected: the pool from ``state.store.pool.policy`` (none before the
+    store opens: connections 0), the cache from ``state.cache`` (int attributes ``hits``,
+    ``misses``, ``errors``; None: no cache metrics), the lag from the last ``refresh()``
+    (``await state.events.lag()`` -> ``{(group, topic): events behind}``; None: no lag metric).
+
+    The wait histogram is filled from ``pool.take_wait_times()`` at each collection (the waits
+    since the last one), in the card's ``BUCKETS``.
+    """
+
+    def __init__(self, state: Any) -> None:
+        self._state = weakref.ref(state)
+        self._pool: Any = None
+        self._buckets = [0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
+        self._wait_sum = 0.0
+        self._lag: dict[tuple[str, str], int] = {}
+
+    async def refresh(self) -> None:
+        state = self._state()
+        events = getattr(state, "events", None)
+        if events is None:
+            self._lag = {}
+            return
+        try:
+            lag = await asyncio.wait_for(events.lag(), LAG_TIMEOUT)
+        except (TimeoutError, Exception):
+            return
+        self._lag = {(str(g), str(t)): int(v) for (g, t), v in dict(lag).items()}
+
+    def collect(self) -> Iterator[Metric]:
+        state = self._state()
+        if state is None:
+            return
+        yield from self._pool_metrics(getattr(state.store, "pool", None))
+        cache = getattr(state, "cache", None)
+        if cache is not None:
+            yield from self._cache_metrics(cache)
+        if getattr(state, "events", None) is not None:
+            lag = GaugeMetricFamily("atlas_api_event_consumer_lag",
+                                    "Events in the log not yet processed by a consumer group "
+                                    "(end offset minus committed offset)",
+                                    labels=["group", "topic"])
+            for (group, topic), value in sorted(self._lag.items()):
+                lag.add_metric([group, topic], value)
+            yield lag
+
+    def _pool_metrics(self, pool: Any) -> Iterator[Metric]:
+        policy = getattr(pool, "policy", None)
+        if pool is not self._pool:  # a new pool: its waits start from nothing
+            self._pool = pool
+            self._buckets = [0] * (len(BUCKETS) + 1)
+            self._wait_sum = 0.0
+        if policy is not None:
+            for wait in pool.take_wait_times():
+                self._buckets[bisect.bisect_left(BUCKETS, wait)] += 1
+                self._wait_sum += wait
+        connections = GaugeMetricFamily("atlas_api_db_pool_connections",
+                                        "Database pool connections by state",
+                                        labels=["state"])
+        connections.add_metric(["in_use"], policy.in_use if policy is not None else 0)
+        connections.add_metric(["idle"], policy.idle if policy is not None else 0)
+        yield connections
+        yield GaugeMetricFamily("atlas_api_db_pool_waiting",
+                                "Clients waiting for a database connection",
+                                value=policy.waiting if policy is not None else 0)
+        cumulative, running = [], 0
+        for bound, count in zip((*map(_bound, BUCKETS), "+Inf"), self._buckets, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        wait = HistogramMetricFamily("atlas_api_db_pool_wait_seconds",
+                                     "Time a client waited for a database connection it got")
+        wait.add_metric([], cumulative, sum_value=self._wait_sum)
+        yield wait
+        yield CounterMetricFamily("atlas_api_db_pool_timeouts",
+                                  "Clients that got no database connection within the pool's "
+                                  "timeout", value=policy.timeouts if policy is not None else 0)
+        yield CounterMetricFamily("atlas_api_db_pool_refusals",
+                                  "Clients refused a database connection at once (max_waiting "
+                                  "already waiting)",
+                                  value=policy.refusals if policy is not None else 0)
+
+    @staticmethod
+    def _cache_metrics(cache: Any) -> Iterator[Metric]:
+        counts = {"hit": int(cache.hits), "miss": int(cache.misses), "error": int(cache.errors)}
+        requests = CounterMetricFamily("atlas_api_cache_requests",
+                                       "Cache lookups by result", labels=["result"])
+        for result, count in counts.items():
+            requests.add_metric([result], count)
+        yield requests
+        total = sum(counts.values())
+        yield GaugeMetricFamily("atlas_api_cache_hit_ratio",
+                                "Share of cache lookups answered from the cache (NaN before "
+                                "the first)", value=counts["hit"] / total if total else math.nan)
+
+
+def _bound(value: float) -> str:
+    """A bucket's ``le`` label as prometheus_client writes it (``0.005``, ``1.0``)."""
+    return repr(float(value))

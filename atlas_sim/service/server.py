@@ -20,6 +20,11 @@ half of ``stop_timeout`` to finish, then are cancelled, and each one that had no
 answer gets a JSON 503 with its request ID (counted as 503 in the metrics), logged by nobody:
 an orderly stop is not an error.
 
+The app's ASGI lifespan runs on the server's loop (``lifespan="auto"``: an app without one is
+served all the same): an Atlas app opens its store at startup, so ``start()`` returns with its
+connections made (or raises saying why they could not be), and closes it at shutdown, after the
+requests in flight have ended, even when the stop is forced.
+
 Idle and slow clients (the "slowloris" attack): uvicorn bounds the wait between requests on a
 kept-alive connection (``timeout_keep_alive``) but not the time a client takes to send a
 request's line and headers, nor the number of open connections (its ``limit_concurrency``
@@ -411,6 +416,9 @@ class _Server(uvicorn.Server):
             task.cancel(msg=STOP_MESSAGE)
         if pending:
             await asyncio.wait(pending, timeout=1.0)
+        # The app's lifespan shutdown (an Atlas app closes its store there), even when forced:
+        # a store left open would leave its connections and threads behind.
+        await self.lifespan.shutdown()
 
 
 class LiveServer:
@@ -548,7 +556,7 @@ class LiveServer:
         config = uvicorn.Config(
             self.app,
             log_level="warning",
-            lifespan="off",
+            lifespan="auto",  # an Atlas app opens and closes its store in its lifespan
             loop="asyncio",
             http=_GuardedH11Protocol,  # h11 always, with the header timer and the cap
             backlog=room.backlog,  # the listen queue, and one burst of accepts
@@ -576,7 +584,10 @@ class LiveServer:
         try:
             server.run(sockets=[sock])
         except BaseException as exc:  # reported by start(); never kill the interpreter
-            self._error = exc
+            # uvicorn exits (SystemExit) when the app's lifespan startup failed: say why
+            cause = getattr(getattr(getattr(self.app, "state", None), "atlas", None),
+                            "startup_error", None)
+            self._error = cause if isinstance(exc, SystemExit) and cause is not None else exc
 
     def _wait_until_serving(self) -> None:
         assert self._server is not None and self._thread is not None

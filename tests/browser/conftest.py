@@ -30,6 +30,7 @@ import httpx
 import pytest
 
 from tests.helpers import free_port
+from tests.programs import fail_in_ci_else_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -54,16 +55,10 @@ LAB_SETTINGS = {
 PANEL_LOG = "panel_draws.jsonl"
 
 
-def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def unavailable(reason: str) -> None:
-    """Fail in CI, skip elsewhere, always saying how to enable the browser tests."""
-    message = f"browser tests need {reason}: {HOW_TO_ENABLE}"
-    if in_ci():
-        pytest.fail(f"CI=true and {message}", pytrace=False)
-    pytest.skip(message)
+    """Fail in CI, skip elsewhere (``tests/programs.py``'s rule), always saying how to enable
+    the browser tests."""
+    fail_in_ci_else_skip(f"browser tests need {reason}: {HOW_TO_ENABLE}")
 
 
 def artefacts_dir() -> Path:

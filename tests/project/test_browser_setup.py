@@ -9,7 +9,8 @@ import sys
 import pytest
 from _pytest.outcomes import Failed, Skipped
 
-from tests.browser.conftest import in_ci, stop_process_group, unavailable
+from tests.browser.conftest import stop_process_group, unavailable
+from tests.programs import in_ci
 
 
 @pytest.mark.parametrize("value, expected", [("true", True), ("1", True), ("yes", True),

@@ -49,6 +49,18 @@ def test_ci_runs_the_readmes_test_command():
     assert "make lab" in readme and "make test" in readme
 
 
+def test_ci_installs_every_debian_package_a_test_requires():
+    """A test that needs a program says which Debian package has it (``require_program(name,
+    package)``); under CI=true a missing one fails, so ``.ci/run`` must install each."""
+    calls = re.compile(r"require_program\(\s*[^,()]+,\s*\"([^\"]+)\"\s*\)")
+    packages = {package for path in (ROOT / "tests").rglob("*.py")
+                for package in calls.findall(path.read_text())}
+    packages -= {"atlas-fake", "dash"}  # test_programs.py's own: a missing one, and sh's
+    assert packages >= {"postgresql", "redis-server", "prometheus"}
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert not {p for p in packages if f"missing+=({p})" not in ci}
+
+
 def python_floors() -> dict[str, tuple[int, int]]:
     """The oldest Python each place names: pyproject's requires-python and mypy target, the
     Makefile's check, environment.yml and the README's sentence."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 import time
 import uuid
@@ -24,9 +25,7 @@ import redis.asyncio
 from atlas_sim.server_config import CacheConfig
 from atlas_sim.service import create_app
 from atlas_sim.service.cache import Cache, open_cache
-from atlas_sim.service.idempotency import Stored
 from atlas_sim.service.routes.reads import order_key
-from atlas_sim.service.store import Store, open_store
 
 pytestmark = pytest.mark.live
 
@@ -167,7 +166,8 @@ def test_invalidate_and_flush_send_the_next_reads_to_the_database(redis_url):
             assert loads.calls[-1] == "b"
             assert (cache.hits, cache.misses, cache.errors) == (1, 5, 0)
             cache.reset_counts()
-            assert (cache.hits, cache.misses, cache.errors, cache.hit_ratio) == (0, 0, 0, 0.0)
+            assert (cache.hits, cache.misses, cache.errors) == (0, 0, 0)
+            assert math.isnan(cache.hit_ratio)
 
     run(go())
 
@@ -348,50 +348,42 @@ def test_close_leaves_no_connection_in_redis(redis_url):
 
 # -- GET /api/orders/{n} -------------------------------------------------------------------------
 
-async def store_with_orders(orders: int) -> Store:
-    """The agreed Store (its in-memory kind), opened, holding orders 1..``orders`` placed with
-    request IDs ``r1``, ``r2``, ..."""
-    store = open_store(None, pool=None, lease=30.0)
-    await store.open()
-    for i in range(1, orders + 1):
-        await store.place_order(request_id=f"r{i}", begun=None,
-                                answer=lambda n: Stored("", 200, b"{}", "application/json"))
-    return store
-
-
 def _read_orders(cache_url: str | None, paths: list[str]
-                 ) -> tuple[list[httpx.Response], int, Cache | None]:
-    """``paths`` read in turn from an app whose store holds 3 orders (and whose cache is at
-    ``cache_url``, or none); returns the answers and the store's reads (each a pooled
-    connection: ``get_order``)."""
+                 ) -> tuple[list[httpx.Response], list[str], int, Cache | None]:
+    """Three orders placed (``POST /api/orders``), then ``paths`` read in turn, from an app
+    whose cache is at ``cache_url`` (or that has none); returns the reads' answers, the
+    orders' request IDs, and the store's work for the reads (each read of the store takes a
+    pooled connection)."""
     app = create_app()
     state = app.state.atlas
 
-    async def go() -> tuple[list[httpx.Response], int, Cache | None]:
-        store = await store_with_orders(3)
-        state.store = store
+    async def go() -> tuple[list[httpx.Response], list[str], int, Cache | None]:
         state.cache = (None if cache_url is None else
                        Cache(CacheConfig(url=cache_url), client_name=unique_name()))
         transport = httpx.ASGITransport(app=app)
-        before = store.pool.policy.acquisitions
         try:
             async with httpx.AsyncClient(transport=transport,
                                          base_url="http://127.0.0.1") as client:
+                placed = [await client.post("/api/orders?service_time=0") for _ in range(3)]
+                assert [p.json()["order"] for p in placed] == [1, 2, 3]
+                store = await state.open_store()
+                before = store.pool.policy.acquisitions
                 answers = [await client.get(path) for path in paths]
-            return answers, store.pool.policy.acquisitions - before, state.cache
+                reads = store.pool.policy.acquisitions - before
+            return answers, [p.json()["request_id"] for p in placed], reads, state.cache
         finally:
             if state.cache is not None:
                 await state.cache.close()
-            await store.close()
+            await state.close_store()
 
-    answers, reads, cache = run(go())
-    return answers, reads, cache
+    return run(go())
 
 
 def test_the_order_route_reads_the_store_once_and_then_the_cache(redis_url):
-    answers, reads, cache = _read_orders(redis_url, ["/api/orders/2"] * 3)
+    answers, request_ids, reads, cache = _read_orders(redis_url, ["/api/orders/2"] * 3)
     assert [a.status_code for a in answers] == [200, 200, 200]
-    assert [a.json() for a in answers] == [{"order": 2, "request_id": "r2", "key": None}] * 3
+    order = {"order": 2, "request_id": request_ids[1], "key": None}
+    assert [a.json() for a in answers] == [order] * 3
     assert answers[0].content == answers[2].content  # the same bytes from store and cache
     assert reads == 1
     assert cache is not None and (cache.hits, cache.misses, cache.errors) == (2, 1, 0)
@@ -399,14 +391,14 @@ def test_the_order_route_reads_the_store_once_and_then_the_cache(redis_url):
 
 
 def test_the_order_route_without_a_cache_reads_the_store_every_time():
-    answers, reads, _ = _read_orders(None, ["/api/orders/1"] * 2)
+    answers, request_ids, reads, _ = _read_orders(None, ["/api/orders/1"] * 2)
     assert [a.status_code for a in answers] == [200, 200] and reads == 2
-    assert answers[0].json() == {"order": 1, "request_id": "r1", "key": None}
+    assert answers[0].json() == {"order": 1, "request_id": request_ids[0], "key": None}
 
 
 @pytest.mark.parametrize("cached", [True, False])
 def test_an_order_that_does_not_exist_is_a_404_with_the_json_error_body(redis_url, cached):
-    answers, reads, cache = _read_orders(redis_url if cached else None,
+    answers, _, reads, cache = _read_orders(redis_url if cached else None,
                                          ["/api/orders/4", "/api/orders/4", "/api/orders/0"])
     missing, again, zero = answers
     assert missing.status_code == again.status_code == 404

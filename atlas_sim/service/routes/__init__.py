@@ -11,11 +11,12 @@ Every GET route also answers HEAD (the same status and headers, no body).
                                    queue, drawn service times
 ``GET /api/compose``               a call to the in-process dependency          ``work``
                                    through retry, budget, breaker
-``POST /api/orders``               a write (an order applied after its work),   ``orders``
+``POST /api/orders``               a write (an order stored after its work),    ``orders``
                                    deduplicated by an ``Idempotency-Key``
                                    (``idempotency``; 503 with ``Retry-After``
-                                   when the key store is full)
-``GET /admin/orders``              orders applied, idempotency keys kept        ``orders``
+                                   when the key store is full or the store's
+                                   pool has no connection to give)
+``GET /admin/orders``              orders stored, idempotency keys kept         ``orders``
 ``GET /api/orders/{n}``            order n, read cache-aside (``cache``) when   ``reads``
                                    the service has a cache, else from the store
 ``GET /api/fanout``                ``width`` concurrent calls to the            ``fanout``
@@ -27,7 +28,7 @@ Every GET route also answers HEAD (the same status and headers, no body).
                                    crash on (``bad_input_rate``)
 ``GET /admin/breaker``             the service breaker's state and transitions  ``admin``
 ``POST /admin/reset``              every fault off, every count and stream      ``admin``
-                                   back to the start
+                                   back to the start, the store emptied
 =================================  ===========================================================
 
 The endpoints are module-level functions, the same for every app, that find their app's

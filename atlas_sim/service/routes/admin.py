@@ -1,8 +1,9 @@
 """The operator's controls over one instance: ``GET|PUT|POST /admin/faults`` (its faults, as
 ``faults`` spells them), ``GET /admin/breaker`` (the dependency breaker's state and
 transitions) and ``POST /admin/reset`` (faults off, capacity 1, no stall, fresh breaker and
-budget, random streams rewound to the seed, no orders, no idempotency keys, no hedging and
-fan-out counts at 0)."""
+budget, random streams rewound to the seed, an empty store: no orders, no idempotency keys, no
+events; no hedging and fan-out counts at 0). A store shared by several instances is emptied for
+all of them."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ async def reset(request: Request) -> dict[str, Any]:
     clear_faults(state)
     state.caller.reset()
     state.set_hedge(None)
-    state.rewind()
-    await state.idempotency.clear()
-    state.orders_applied = 0
+    state.rewind()  # the "store" stream (query times) included
+    store = await state.open_store()
+    await store.clear()  # keys, orders, events and committed offsets
+    if state.idempotency is not store:
+        await state.idempotency.clear()
     return faults_view(state)

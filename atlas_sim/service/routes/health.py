@@ -21,5 +21,6 @@ async def health() -> dict[str, str]:
 
 @ROUTES.add("/metrics", ["GET"], include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(generate_latest(state_of(request).metrics.registry),
-                    media_type=CONTENT_TYPE_LATEST)
+    metrics = state_of(request).metrics
+    await metrics.refresh()  # what only a coroutine reads (the consumers' lag)
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -31,9 +31,10 @@ async def read_order(request: Request, n: OrderNumber) -> Response:
     """Order ``n`` as the store keeps it (``{"order": n, "request_id": ..., "key": ...}``):
     from the cache when it holds it, else from the store (then cached for the cache's TTL);
     404 with the JSON error body when there is no such order (nothing is cached for it). The
-    body is the same bytes whichever answered."""
+    body is the same bytes whichever answered. A store without a free pooled connection is
+    the app's 503 (``app.pool_unavailable``); a cache that fails is never an error here."""
     state = state_of(request)
-    store = state.store
+    store = await state.open_store()  # opened by the lifespan, or here on first use
 
     async def load() -> str | None:
         found = await store.get_order(n)

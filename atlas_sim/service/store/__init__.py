@@ -8,6 +8,8 @@ opened: ``await store.open()``).
 
 from __future__ import annotations
 
+import os
+
 from ...policies.pool import PoolConfig
 from ...server_config import StoreConfig
 from .base import AsyncPool, KeyLost, PoolRefused, PoolTimeout, Store
@@ -44,4 +46,17 @@ def open_store(config: StoreConfig | None, *, pool: PoolConfig | None, lease: fl
         assert config.url is not None
         return MemoryStore(config.url.split("://", 1)[1], pool=pool, retention=retention,
                            capacity=capacity, lease=lease)
-    raise NotImplementedError(f"the {config.scheme} store comes in milestone 2")
+    if config.scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        if config.url is None:
+            return SqliteStore(None if directory is None
+                               else os.path.join(directory, "atlas.sqlite3"), pool=pool,
+                               retention=retention, capacity=capacity, lease=lease)
+        return SqliteStore(config.url[len("sqlite://"):], pool=pool, retention=retention,
+                           capacity=capacity, lease=lease)
+    from .postgres import PostgresStore
+
+    assert config.url is not None
+    return PostgresStore(config.url, pool=pool, retention=retention, capacity=capacity,
+                         lease=lease)

@@ -49,8 +49,8 @@ class LeasedKeys(MemoryIdempotencyStore):
         return verdict
 
     def holds(self, begun: Begun) -> bool:
-        """Whether ``begun``'s token still holds its key in flight."""
-        self._expire()
+        """Whether ``begun``'s token still holds its key in flight (a hold past its lease still
+        does until someone begins the key again, or ``begin``/``len`` forgets it)."""
         entry = self._in_flight.get(begun.key)
         return entry is not None and entry.token == begun.token
 

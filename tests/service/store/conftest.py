@@ -10,7 +10,8 @@ import pytest
 
 from atlas_sim.service.store import MemoryStore, Store
 
-KINDS = [pytest.param("memory")]  # sqlite and postgresql: milestone 2
+KINDS = [pytest.param("memory"), pytest.param("sqlite"),
+         pytest.param("postgresql", marks=pytest.mark.live)]
 
 
 def store_maker(kind: str, request: pytest.FixtureRequest) -> Callable[..., Store]:

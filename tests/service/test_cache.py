@@ -351,9 +351,9 @@ def test_close_leaves_no_connection_in_redis(redis_url):
 def _read_orders(cache_url: str | None, paths: list[str]
                  ) -> tuple[list[httpx.Response], list[str], int, Cache | None]:
     """Three orders placed (``POST /api/orders``), then ``paths`` read in turn, from an app
-    whose cache is at ``cache_url`` (or that has none); returns the reads' answers, the
-    orders' request IDs, and the store's work for the reads (each read of the store takes a
-    pooled connection)."""
+    whose cache is at ``cache_url`` (or that has none); returns the reads' answers and then
+    ``/metrics``', the orders' request IDs, and the store's work for the reads (each read of
+    the store takes a pooled connection)."""
     app = create_app()
     state = app.state.atlas
 
@@ -370,6 +370,7 @@ def _read_orders(cache_url: str | None, paths: list[str]
                 before = store.pool.policy.acquisitions
                 answers = [await client.get(path) for path in paths]
                 reads = store.pool.policy.acquisitions - before
+                answers.append(await client.get("/metrics"))
             return answers, [p.json()["request_id"] for p in placed], reads, state.cache
         finally:
             if state.cache is not None:
@@ -381,6 +382,10 @@ def _read_orders(cache_url: str | None, paths: list[str]
 
 def test_the_order_route_reads_the_store_once_and_then_the_cache(redis_url):
     answers, request_ids, reads, cache = _read_orders(redis_url, ["/api/orders/2"] * 3)
+    metrics = answers.pop().text
+    assert 'atlas_api_cache_requests_total{result="hit"} 2.0' in metrics
+    assert 'atlas_api_cache_requests_total{result="miss"} 1.0' in metrics
+    assert "atlas_api_cache_hit_ratio 0.6666" in metrics
     assert [a.status_code for a in answers] == [200, 200, 200]
     order = {"order": 2, "request_id": request_ids[1], "key": None}
     assert [a.json() for a in answers] == [order] * 3
@@ -392,6 +397,7 @@ def test_the_order_route_reads_the_store_once_and_then_the_cache(redis_url):
 
 def test_the_order_route_without_a_cache_reads_the_store_every_time():
     answers, request_ids, reads, _ = _read_orders(None, ["/api/orders/1"] * 2)
+    assert "atlas_api_cache" not in answers.pop().text  # no cache, no cache metrics
     assert [a.status_code for a in answers] == [200, 200] and reads == 2
     assert answers[0].json() == {"order": 1, "request_id": request_ids[0], "key": None}
 
@@ -400,6 +406,7 @@ def test_the_order_route_without_a_cache_reads_the_store_every_time():
 def test_an_order_that_does_not_exist_is_a_404_with_the_json_error_body(redis_url, cached):
     answers, _, reads, cache = _read_orders(redis_url if cached else None,
                                          ["/api/orders/4", "/api/orders/4", "/api/orders/0"])
+    answers.pop()  # /metrics
     missing, again, zero = answers
     assert missing.status_code == again.status_code == 404
     body = missing.json()

@@ -17,6 +17,8 @@ Every GET route also answers HEAD (the same status and headers, no body).
                                    when the key store is full or the store's
                                    pool has no connection to give)
 ``GET /admin/orders``              orders stored, idempotency keys kept         ``orders``
+``GET /api/orders/{n}``            order n, read cache-aside (``cache``) when   ``reads``
+                                   the service has a cache, else from the store
 ``GET /api/fanout``                ``width`` concurrent calls to the            ``fanout``
                                    dependency, each hedged when the fan-out's
                                    policy says so
@@ -39,11 +41,11 @@ concern (or a new one listed here), registered with ``@ROUTES.add(path, methods)
 
 from __future__ import annotations
 
-from . import admin, fanout, health, orders, work
+from . import admin, fanout, health, orders, reads, work
 from .base import Route
 
 __all__ = ["ROUTES"]
 
 #: Every route of the service, in matching order: (path, methods, endpoint, options).
 ROUTES: list[Route] = [*health.ROUTES, *work.ROUTES, *orders.ROUTES, *fanout.ROUTES,
-                       *admin.ROUTES]
+                       *admin.ROUTES, *reads.ROUTES]

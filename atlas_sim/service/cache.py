@@ -1,0 +1,245 @@
+"""The service's cache: a real Redis (Debian's ``redis-server``), reached through
+``redis.asyncio`` with a bounded connection pool and ``REDIS_TIMEOUT``, used cache-aside.
+
+Cache-aside (Redis docs, "Redis cache-aside", redis.io/docs/latest/develop/use-cases/cache-aside;
+also called lazy loading): the application reads the cache; on a miss it reads the database
+and puts what it read into the cache with a TTL; a write goes to the database and then
+invalidates (deletes) the cached key. The cache never talks to the database itself, so the
+application is what keeps the two in step (DDIA chapter 1, "Thinking About Data Systems").
+
+What this module promises:
+
+* The cache is never needed for an answer. Any cache error (Redis down, refused, too slow: each
+  call is bounded by ``CacheConfig.timeout``, the card's ``REDIS_TIMEOUT``) is counted in
+  ``errors`` and the database (``load``) answers. A run of errors is logged once, when it
+  starts, and once when the cache answers again.
+* The pool is bounded: at most ``max_connections`` connections to Redis
+  (``redis.asyncio.BlockingConnectionPool``); a read beyond that waits for a free one, at most
+  ``timeout`` seconds, and then counts as an error and is answered by the database.
+* Nothing is retried: the database is the fallback, so a failed cache call costs one
+  ``timeout`` at most, never a retry's backoff.
+
+The known race of cache-aside (Redis docs, as above): reader A misses and reads value v1 from
+the database; a writer then stores v2 and invalidates the key; A, late, puts v1 into the cache.
+The cache now serves v1, stale, until its TTL expires: the TTL is what bounds how long a stale
+value can outlive an invalidation (``ttl`` seconds after the late fill). Nothing here closes the
+race (leases, as in Facebook's memcache paper, or versioned values would); the orders this
+service caches never change once written, so for them the race needs ``/admin/reset`` (which
+flushes the cache) to fall between A's load and its fill.
+
+Also not done, on purpose: ``None`` (nothing in the database) is not cached, so a read of a key
+that does not exist yet always reaches the database; and concurrent misses of one key each
+load it (no single-flight), so a cold cache sends every reader to the database at once, the
+stampede a reader of the workbook is meant to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from ..server_config import CacheConfig
+
+__all__ = ["CACHE_CLIENT_NAME", "Cache", "open_cache"]
+
+logger = logging.getLogger("atlas.service")
+
+#: The name each connection gives itself (``CLIENT SETNAME``): how ``CLIENT LIST`` tells the
+#: service's connections from others.
+CACHE_CLIENT_NAME = "atlas-cache"
+
+#: What a failed cache call raises: Redis's own errors, the socket's, the call's timeout, and a
+#: value that is not UTF-8 (written by someone else into the cache's database).
+CACHE_ERRORS = (RedisError, OSError, TimeoutError, UnicodeDecodeError)
+
+T = TypeVar("T")
+
+
+class Cache:
+    """A Redis cache read and filled cache-aside (see the module docstring).
+
+    Args:
+        config: the ``CacheConfig`` (``url`` redis://host:port/db, ``ttl`` seconds,
+            ``timeout`` seconds per cache call, ``max_connections``).
+        client_name: the name each connection gives itself in Redis (``CLIENT LIST``), a
+            non-empty string without spaces.
+
+    The cache owns the Redis database its url names (``/0`` by default): ``flush`` empties all
+    of it. Construct it anywhere; use it from one event loop (its connections belong to the
+    loop that opened them); ``close`` it there. ``hits``, ``misses`` and ``errors`` count
+    ``get_or_load`` calls, exactly one each (``lookups`` is their sum); ``write_errors`` counts
+    fills, invalidations and flushes that failed (each leaves at worst a stale entry, until its
+    TTL).
+    """
+
+    def __init__(self, config: CacheConfig, *, client_name: str = CACHE_CLIENT_NAME) -> None:
+        if not isinstance(config, CacheConfig):
+            raise ValueError(f"config must be a CacheConfig, got {type(config).__name__}")
+        if not isinstance(client_name, str) or not client_name or " " in client_name:
+            raise ValueError(f"client_name must be a non-empty string without spaces, "
+                             f"got {client_name!r}")
+        self.config = config
+        # redis-py: a BlockingConnectionPool waits up to `timeout` for a free connection
+        # (ConnectionPool would raise at once); the socket timeouts bound connecting and each
+        # reply; Retry(NoBackoff(), 0): no retry, the database is the fallback.
+        self.pool: BlockingConnectionPool = BlockingConnectionPool.from_url(
+            config.url, max_connections=config.max_connections, timeout=config.timeout,
+            socket_timeout=config.timeout, socket_connect_timeout=config.timeout,
+            retry=Retry(NoBackoff(), 0), client_name=client_name, decode_responses=True)
+        self.redis: Redis = Redis(connection_pool=self.pool)
+        self.hits = 0
+        self.misses = 0
+        self.errors = 0
+        self.write_errors = 0
+        self._failing = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (f"Cache(url={self.config.url!r}, hits={self.hits}, misses={self.misses}, "
+                f"errors={self.errors})")
+
+    @property
+    def lookups(self) -> int:
+        """``get_or_load`` calls counted so far: ``hits + misses + errors``."""
+        return self.hits + self.misses + self.errors
+
+    @property
+    def hit_ratio(self) -> float:
+        """The share of lookups the cache answered, ``hits / lookups`` in [0, 1]; NaN before
+        the first lookup (as ``/metrics``' ``atlas_api_cache_hit_ratio``)."""
+        lookups = self.lookups
+        return self.hits / lookups if lookups else math.nan
+
+    def reset_counts(self) -> None:
+        """``hits``, ``misses``, ``errors`` and ``write_errors`` back to 0 (``/admin/reset``)."""
+        self.hits = self.misses = self.errors = self.write_errors = 0
+
+    async def get_or_load(self, key: str, load: Callable[[], Awaitable[str | None]],
+                          ttl: float | None = None) -> str | None:
+        """The value of ``key``: from the cache (a hit), else from ``load()`` (the database),
+        then kept in the cache for ``ttl`` seconds (None: ``config.ttl``; Redis's own expiry,
+        ``SET key value PX ms``). ``load()`` returning None is a miss that caches nothing. A
+        cache error or timeout is counted in ``errors`` and answered by ``load()``; it never
+        fails the call. What ``load()`` raises is raised (the database's errors are the
+        caller's). Raises ``ValueError`` for a ``ttl`` that is not a number > 0."""
+        ttl_ms = self._ttl_ms(ttl)
+        if self._closed:  # a request still at work while the service stops
+            self.errors += 1
+            return await load()
+        try:
+            cached = await self._call(self.redis.get(key))
+        except CACHE_ERRORS as exc:
+            self.errors += 1
+            self._failed("read", exc)
+            return await load()
+        self._answered()
+        if cached is not None:
+            self.hits += 1
+            return str(cached)
+        self.misses += 1
+        value = await load()
+        if value is not None:
+            try:
+                await self._call(self.redis.set(key, value, px=ttl_ms))
+            except CACHE_ERRORS as exc:
+                self.write_errors += 1
+                self._failed("fill", exc)
+        return value
+
+    async def invalidate(self, *keys: str) -> bool:
+        """Delete ``keys`` from the cache (after a write to the database, cache-aside's write
+        path): True when Redis did; False when it failed (counted in ``write_errors``; the
+        entries stay until their TTL)."""
+        if not keys:
+            return True
+        return await self._write("invalidate", lambda: self.redis.delete(*keys))
+
+    async def flush(self) -> bool:
+        """Empty the cache's Redis database (``FLUSHDB``): what ``/admin/reset`` does, and what
+        "the cache going cold" is. True when Redis did; False when it failed (counted in
+        ``write_errors``). The counts are kept (``reset_counts`` clears them)."""
+        return await self._write("flush", self.redis.flushdb)
+
+    async def ping(self) -> None:
+        """One round trip to Redis, bounded by ``config.timeout``; raises what failed (a
+        ``redis.exceptions.RedisError``, an ``OSError`` or ``TimeoutError``)."""
+        await self._call(self.redis.ping())
+
+    async def close(self) -> None:
+        """Close every connection of the pool (nothing is left open in Redis's ``CLIENT
+        LIST``). Idempotent. A closed cache opens no connection again: each later lookup
+        counts as an error and is answered by ``load()``, each write fails (False)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.redis.aclose(close_connection_pool=True)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _ttl_ms(self, ttl: float | None) -> int:
+        seconds = self.config.ttl if ttl is None else ttl
+        if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+                or not math.isfinite(seconds) or seconds <= 0):
+            raise ValueError(f"ttl must be a number of seconds > 0, got {ttl!r}")
+        return max(1, round(seconds * 1000))
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        # The socket timeouts bound each connect and reply; this bounds the whole call (a wait
+        # for a pooled connection, connecting, the command) by one REDIS_TIMEOUT.
+        async with asyncio.timeout(self.config.timeout):
+            return await command
+
+    async def _write(self, what: str, command: Callable[[], Awaitable[Any]]) -> bool:
+        if self._closed:
+            self.write_errors += 1
+            return False
+        try:
+            await self._call(command())
+        except CACHE_ERRORS as exc:
+            self.write_errors += 1
+            self._failed(what, exc)
+            return False
+        self._answered()
+        return True
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        if not self._failing:
+            self._failing = True
+            logger.warning("cache %s failed (%s: %s); answering from the database until "
+                           "Redis at %s answers again", what, type(exc).__name__,
+                           str(exc) or "timed out", self.config.url)
+
+    def _answered(self) -> None:
+        if self._failing:
+            self._failing = False
+            logger.info("cache at %s answers again", self.config.url)
+
+
+async def open_cache(config: CacheConfig | None, *,
+                     client_name: str = CACHE_CLIENT_NAME) -> Cache | None:
+    """The service's cache, opened and checked with one ``PING`` (bounded by
+    ``config.timeout``); None when ``config`` is None. When Redis cannot be reached, None and
+    one warning line (logger ``atlas.service``) saying that the service runs without a cache
+    and how to get one. Call it on the event loop that will use the cache."""
+    if config is None:
+        return None
+    cache = Cache(config, client_name=client_name)
+    try:
+        await cache.ping()
+    except CACHE_ERRORS as exc:
+        await cache.close()
+        logger.warning(
+            "no cache: Redis at %s cannot be reached (%s: %s); the service runs without a "
+            "cache, every read from the database. To get one: apt install redis-server, then "
+            "start atlas_sim.service.programs.RedisServer and give its url to "
+            "CacheConfig(url=...)", config.url, type(exc).__name__, str(exc) or "timed out")
+        return None
+    return cache

@@ -30,7 +30,14 @@ from .policies import (
     RetryPolicy,
     Status,
 )
-from .server_config import CacheConfig, Dependency, EventLogConfig, ServerConfig, StoreConfig
+from .server_config import (
+    CacheConfig,
+    Dependency,
+    EventLogConfig,
+    ServerConfig,
+    StoreConfig,
+    TimelineConfig,
+)
 from .workload import Fault, Load
 
 if TYPE_CHECKING:
@@ -64,6 +71,7 @@ __all__ = [
     "RetryPolicy",
     "ServerConfig",
     "StoreConfig",
+    "TimelineConfig",
     "Status",
     *_LAZY,
 ]

@@ -23,7 +23,9 @@ nothing maps one world's fields onto the other's. It holds
   (``policies.pool.PoolConfig``: ``size``, ``max_waiting``, ``timeout``, the card's
   ``DATABASE_TIMEOUT``), or None: ``PoolConfig()``;
 * ``cache``: a Redis cache used cache-aside (``CacheConfig``), or None: no cache;
-* ``events``: the event log's consumers (``EventLogConfig``), or None: no consumers.
+* ``events``: the event log's consumers (``EventLogConfig``), or None: no consumers;
+* ``timelines``: how home timelines are served (``TimelineConfig``: DDIA's fan-out on read, on
+  write, or the hybrid), or None: ``TimelineConfig()``.
 
 Two defaults, one per world's habit, and the same object wherever one is given: ``ServerConfig()``
 is the simulator's plain M/M/1 (1 worker, 50 ms exponential, no admission limit, no timeout, no
@@ -45,13 +47,14 @@ A cluster is N instances, each with its own workers, queue and limiter, built fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from .policies import AdmissionConfig, ClientPolicy, Fifo, PoolConfig, QueueConfig
-from .validation import check_config, check_int, check_real, renamed_fields
+from .validation import check_choice, check_config, check_int, check_real, renamed_fields
 from .workload import Distribution
 
-__all__ = ["STORE_SCHEMES", "WORKERS_RENAMED", "CacheConfig", "Dependency", "EventLogConfig",
-           "ServerConfig", "StoreConfig"]
+__all__ = ["STORE_SCHEMES", "TIMELINE_APPROACHES", "WORKERS_RENAMED", "CacheConfig",
+           "Dependency", "EventLogConfig", "ServerConfig", "StoreConfig", "TimelineConfig"]
 
 
 #: ``servers`` meant the c of M/M/c, now ``workers`` everywhere: what every function that took
@@ -198,6 +201,43 @@ class EventLogConfig:
         check_int("batch", self.batch, low=1, high=10_000)
 
 
+#: DDIA's approaches to home timelines ("Describing Load"), by the name a config uses.
+TIMELINE_APPROACHES = ("read", "write", "hybrid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineConfig:
+    """How the service builds home timelines (DDIA chapter 1, "Describing Load").
+
+    Args:
+        approach: ``"read"`` (approach 1, fan-out on read: a read is one query joining the
+            follows and the posts), ``"write"`` (approach 2, fan-out on write: a post is
+            inserted, through the event log, into the home timeline of each follower of its
+            author, kept in the cache or, without one, in the store) or ``"hybrid"`` (as
+            ``"write"``, but authors with more than ``threshold`` followers are read at read
+            time and merged in).
+        threshold: the hybrid's follower count above which an author is not fanned out, >= 0.
+        length: posts a home timeline keeps and a read returns, 1..1000.
+        outbox: True: a post and its event are written in one transaction (the transactional
+            outbox); False: a dual write: the post commits, then its event is appended in a
+            second step, which a crash between the two (the ``lose_events`` fault) skips.
+
+    Raises ``ValueError`` naming the field and its allowed values.
+    """
+
+    approach: Literal["read", "write", "hybrid"] = "write"
+    threshold: int = 1000
+    length: int = 50
+    outbox: bool = True
+
+    def __post_init__(self) -> None:
+        check_choice("approach", self.approach, TIMELINE_APPROACHES)
+        check_int("threshold", self.threshold, low=0)
+        check_int("length", self.length, low=1, high=1000)
+        if not isinstance(self.outbox, bool):
+            raise ValueError(f"outbox must be True or False, got {self.outbox!r}")
+
+
 @renamed_fields({**WORKERS_RENAMED,
                  "max_concurrent": "admission=FixedLimit(max_concurrent=...)",
                  "server_timeout": "timeout=..."})
@@ -224,6 +264,7 @@ class ServerConfig:
     pool: PoolConfig | None = None
     cache: CacheConfig | None = None
     events: EventLogConfig | None = None
+    timelines: TimelineConfig | None = None
 
     def __post_init__(self) -> None:
         check_int("workers", self.workers, low=1, high=10_000)
@@ -245,7 +286,7 @@ class ServerConfig:
             raise ValueError(f"pool must be a PoolConfig(size=..., max_waiting=..., timeout=...) "
                              f"or None, got {self.pool!r}")
         for name, kind in (("store", StoreConfig), ("cache", CacheConfig),
-                           ("events", EventLogConfig)):
+                           ("events", EventLogConfig), ("timelines", TimelineConfig)):
             value = getattr(self, name)
             if value is not None and not isinstance(value, kind):
                 raise ValueError(f"{name} must be a {kind.__name__}(...) or None, got {value!r}")

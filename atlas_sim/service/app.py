@@ -30,8 +30,10 @@ from ..config import Settings
 from ..server_config import ServerConfig
 from ..validation import check_int, refuse_renamed
 from .bodies import MAX_JSON_DEPTH, MAX_NUMBER_CHARS, InvalidBody, parse_json_body
+from .cache import open_cache
 from .dependency import FaultyDependency
 from .errors import error_body, install_error_handlers
+from .eventlog import RECEIPTS, EventConsumers, order_receipts
 from .faults import FAULT_FIELDS as FAULT_FIELDS
 from .fields import parse_admin_update as parse_admin_update
 from .inputs import INPUT_HEADER, BadInput, parse_input
@@ -184,7 +186,8 @@ def create_app(
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Open the store on the loop that serves the app; close it there when serving ends."""
+    """Open the store, the cache and the event consumers on the loop that serves the app; close
+    them there when serving ends."""
     state: ServiceState = app.state.atlas
     state.startup_error = None
     try:
@@ -192,9 +195,20 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     except BaseException as exc:  # LiveServer's start() names it
         state.startup_error = exc
         raise
+    state.cache = await open_cache(state.server.cache)  # None: no cache (said in one line)
+    if state.server.events is not None:
+        state.events = EventConsumers(state.store, state.server.events,
+                                      {RECEIPTS: order_receipts(state)})
+        state.events.start()
     try:
         yield
     finally:
+        if state.events is not None:
+            await state.events.stop()  # before the store closes
+            state.events = None
+        if state.cache is not None:
+            await state.cache.close()
+            state.cache = None
         await state.close_store()
 
 

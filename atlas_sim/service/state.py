@@ -143,6 +143,8 @@ class ServiceState:
     store_url: str | None = None
     cache: Any = None  # the cache (int attributes hits, misses, errors), or None
     events: Any = None  # the event consumers (``async lag() -> {(group, topic): int}``), or None
+    #: orders the "receipts" consumer group has seen (``eventlog.order_receipts``)
+    receipted: set[int] = field(default_factory=set)
     draw_hold: Callable[[], float] = field(default=lambda: 0.0)  # the "store" stream's draws
     #: why the app's lifespan could not open the store (None: it could, or never tried)
     startup_error: BaseException | None = field(default=None, init=False, repr=False)

@@ -17,6 +17,7 @@ TOP_LEVEL = {
     "Dependency", "EventLogConfig",
     "Fault", "FixedLimit", "HedgePolicy", "Load", "RetryBudget", "RetryPolicy",
     "RunResult", "ServerConfig", "Settings", "Status", "StoreConfig",
+    "TimelineConfig",
 }
 
 

@@ -792,3 +792,39 @@ def test_two_processes_in_one_group_share_the_work_without_overlap(kind, tmp_pat
     handled = [int(line) for out in outs for line in out.read_text().split()]
     assert sorted(handled) == list(range(1, 201))
     assert [child.returncode for child in children] == [0, 0]
+
+
+# --- the service (the lead's wiring: lifespan, /admin/orders, /admin/reset, /metrics) -------
+
+@pytest.mark.live
+def test_the_service_receipts_its_orders_and_shows_the_lag(tmp_path):
+    import dataclasses
+    import threading
+
+    import httpx
+
+    from atlas_sim.config import Settings
+    from atlas_sim.service import LiveServer, create_app
+
+    server_config = dataclasses.replace(
+        Settings().server_config(), store=StoreConfig(url=f"sqlite://{tmp_path / 'a.db'}"),
+        events=EventLogConfig(consumers=2, poll_interval=0.01))
+    threads = threading.active_count()
+    app = create_app(Settings(), server=server_config)
+    with LiveServer(app, name="eventlog-receipts") as server, \
+            httpx.Client(base_url=server.url) as client:
+        for _ in range(5):
+            assert client.post("/api/orders?service_time=0").status_code == 200
+
+        def lag() -> float:
+            for line in client.get("/metrics").text.splitlines():
+                if line.startswith('atlas_api_event_consumer_lag{group="receipts"'):
+                    return float(line.split()[-1])
+            raise AssertionError("no consumer lag in /metrics")
+
+        asyncio.run(until(lambda: client.get("/admin/orders").json()["receipted"] == 5))
+        asyncio.run(until(lambda: lag() == 0))
+        client.post("/admin/reset")
+        assert client.get("/admin/orders").json() == {"applied": 0, "keys": 0, "receipted": 0}
+    assert app.state.atlas.events is None  # stopped with the server
+    assert threading.active_count() == threads

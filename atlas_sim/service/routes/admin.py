@@ -2,8 +2,8 @@
 ``faults`` spells them), ``GET /admin/breaker`` (the dependency breaker's state and
 transitions) and ``POST /admin/reset`` (faults off, capacity 1, no stall, fresh breaker and
 budget, random streams rewound to the seed, an empty store: no orders, no idempotency keys, no
-events; no hedging and fan-out counts at 0). A store shared by several instances is emptied for
-all of them."""
+events; the cache flushed and its counts at 0; no hedging and fan-out counts at 0). A store
+shared by several instances is emptied for all of them."""
 
 from __future__ import annotations
 
@@ -67,6 +67,10 @@ async def reset(request: Request) -> dict[str, Any]:
     state.rewind()  # the "store" stream (query times) included
     store = await state.open_store()
     await store.clear()  # keys, orders, events and committed offsets
+    state.receipted.clear()
+    if state.cache is not None:  # after the store: order 1 may now be another order
+        await state.cache.flush()
+        state.cache.reset_counts()
     if state.idempotency is not store:
         await state.idempotency.clear()
     return faults_view(state)

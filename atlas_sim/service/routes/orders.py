@@ -132,4 +132,7 @@ async def orders(request: Request) -> dict[str, int]:
     """Orders stored (by every instance sharing the store) and idempotency keys held."""
     state = state_of(request)
     store = await state.open_store()
-    return {"applied": await store.orders(), "keys": await state.idempotency.count()}
+    view = {"applied": await store.orders(), "keys": await state.idempotency.count()}
+    if state.server.events is not None:  # orders the "receipts" consumer group has seen
+        view["receipted"] = len(state.receipted)
+    return view

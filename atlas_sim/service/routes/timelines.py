@@ -45,7 +45,7 @@ ROUTES = RouteTable()
 GRAPH_FIELDS: dict[str, tuple[bool, float, float, float]] = {
     "accounts": (True, 2, 100_000, 2000),
     "mean_followers": (False, 0.01, 10_000, 20.0),
-    "tail_index": (False, 1.01, 10.0, 1.3),
+    "tail_index": (False, 0.5, 5.0, 1.3),
     "seed": (True, 0, 2**32 - 1, 1),
 }
 #: A post's text, at most this many characters.

@@ -199,12 +199,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.cache = await open_cache(state.server.cache)  # None: no cache (said in one line)
     if state.server.events is not None:
         handlers = {RECEIPTS: order_receipts(state)}
-        if state.timelines.fans_out:  # the home timelines' fan-out on write
-            handlers[FANOUT] = fanout_handler(state)
+        if state.server.timelines is not None and state.timelines.fans_out:
+            handlers[FANOUT] = fanout_handler(state)  # the home timelines' fan-out on write
         state.events = EventConsumers(state.store, state.server.events, handlers)
         state.events.start()
-    elif state.server.timelines is not None:
-        start_fanout(state)  # consumers of the timelines' own (EventLogConfig())
+    if state.server.timelines is not None:
+        start_fanout(state)  # consumers of the timelines' own when the app's don't fan out
     state.serving = True
     try:
         yield

@@ -199,7 +199,7 @@ class Cache:
         if self._closed:
             raise RuntimeError("the cache is closed")
         keys = [timeline_key(u) for u in users]
-        added = await self._call(self.redis.eval(  # type: ignore[misc]
+        added = await self._call(self.redis.eval(
             _TIMELINE_INSERT, len(keys), *keys, int(post), length))
         self._answered()
         return int(added)
@@ -224,7 +224,7 @@ class Cache:
         self._answered()
         if members:
             self.hits += 1
-            return [int(m) for m in members if m != _SENTINEL][:length]
+            return [int(str(m)) for m in members if m != _SENTINEL][:length]
         self.misses += 1
         posts = await load()
         try:

@@ -27,12 +27,15 @@ Delivery records (``Delivery``, per post, in this instance's memory, the newest
 ``MAX_DELIVERIES``): when the post committed and when the last insert of its fan-out landed,
 on ``time.monotonic``.
 
-Who runs the fan-out consumers (``start_fanout``): with ``ServerConfig.events`` set, the app's
-``EventConsumers`` handle ``FANOUT`` beside ``RECEIPTS`` (the lifespan adds it when the approach
-is ``"write"`` or ``"hybrid"``). With ``events=None``, the timelines run consumers of their own
-with a default ``EventLogConfig()``: started by the lifespan when ``ServerConfig.timelines`` is
-set, else when a graph is first loaded (``POST /admin/timelines``) in an app served with its
-lifespan (an app used without one fans nothing out: its lag grows), stopped by the lifespan.
+Who runs the fan-out consumers (only when the approach is ``"write"`` or ``"hybrid"``): with
+``ServerConfig.timelines`` and ``ServerConfig.events`` both set, the app's ``EventConsumers``
+handle ``FANOUT`` beside ``RECEIPTS`` (the lifespan adds it). Otherwise the timelines run
+consumers of their own (``start_fanout``), with ``server.events`` or, when that is None, a
+default ``EventLogConfig()``: started by the lifespan when ``ServerConfig.timelines`` is set,
+else (``timelines=None``: the default ``TimelineConfig()``) when a graph is first loaded
+(``POST /admin/timelines``), so a service that never uses timelines runs no extra task. An app
+used without its lifespan starts none (nobody would stop them): its posts are not fanned out
+and the lag grows. The lifespan stops them before the store closes.
 Loading a graph stops the fan-out consumers, forgets the timelines' data, and starts them again,
 so no batch of the old graph lands in the new one.
 """
@@ -271,9 +274,9 @@ def fanout_handler(state: Any) -> Handler:
 
 def fanout_consumers(state: Any) -> EventConsumers | None:
     """The running consumers that handle ``FANOUT`` for ``state``, or None."""
-    events = state.events
+    events: EventConsumers | None = state.events
     if events is not None and FANOUT in events.handlers and events.running:
-        return events  # type: ignore[no-any-return]
+        return events
     own = state.timelines.own_consumers
     return own if own is not None and own.running else None
 
@@ -289,16 +292,19 @@ async def stop_fanout(state: Any) -> Callable[[], None]:
 
 
 def start_fanout(state: Any) -> None:
-    """Start the timelines' own fan-out consumers (``EventLogConfig()``) when posts are fanned
-    out, ``ServerConfig.events`` is None and they are not running yet (call it on the loop
-    that serves the app, from its lifespan or a route of an app served with one)."""
+    """Start the timelines' own fan-out consumers (``server.events`` or ``EventLogConfig()``)
+    when posts are fanned out, the app's consumers do not handle ``FANOUT`` and they are not
+    running yet (call it on the loop that serves the app, from its lifespan or a route of an
+    app served with one)."""
     timelines: Timelines = state.timelines
-    if not timelines.fans_out or state.events is not None:
+    events = state.events
+    if not timelines.fans_out or (events is not None and FANOUT in events.handlers):
         return
     own = timelines.own_consumers
     if own is None:
         own = timelines.own_consumers = EventConsumers(
-            state.store, EventLogConfig(), {FANOUT: fanout_handler(state)})
+            state.store, state.server.events or EventLogConfig(),
+            {FANOUT: fanout_handler(state)})
     if not own.running:
         own.start()
 

@@ -268,3 +268,16 @@ def test_nothing_is_left_behind_twice():
         assert state.timelines.own_consumers is None
         assert threading.active_count() == threads
         assert set(glob.glob(pattern)) == directories
+
+
+def test_without_a_timelines_config_fan_out_starts_with_the_first_graph(tmp_path):
+    server = dataclasses.replace(_server("write", store=f"sqlite:///{tmp_path / 'a.db'}"),
+                                 timelines=None, events=EventLogConfig(poll_interval=0.01))
+    with _serve(server) as (client, state):
+        assert state.timelines.own_consumers is None  # a service not using timelines: no task
+        assert state.events.handlers.keys() == {("receipts", "orders")}
+        client.post("/admin/timelines", json=GRAPH)
+        post = client.post("/api/posts", json={"author": 1, "text": "x"}).json()["post"]
+        assert _wait_for_fanout(client)["fanout_lag"] == 0
+        assert client.get(f"/admin/timelines/delivery/{post}").json()["delivered_at"] is not None
+    assert state.timelines.own_consumers is None

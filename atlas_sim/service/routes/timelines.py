@@ -31,6 +31,7 @@ from typing import Annotated, Any
 from fastapi import Path, Request
 from fastapi.responses import JSONResponse, Response
 
+from ...social import SocialGraph
 from ..bodies import InvalidBody, parse_json_body, read_body
 from ..errors import error_body
 from ..request_id import current_request_id
@@ -137,8 +138,6 @@ async def load_timelines(request: Request) -> Response:
     if set(body) <= {"lose_events"} and body:  # only the fault: as PATCH
         await state.open_store()
         return JSONResponse(await timelines.view(state))
-    from ...social import SocialGraph
-
     try:
         graph = SocialGraph.generate(accounts=int(params["accounts"]),
                                      mean_followers=float(params["mean_followers"]),

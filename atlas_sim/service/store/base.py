@@ -22,6 +22,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
+
 from ...policies.pool import ConnectionPool, Granted, PoolConfig, Refused
 from ...validation import check_int, check_real
 from ..idempotency import Begun, Stored, Verdict
@@ -366,17 +368,20 @@ def check_offset(offset: int) -> None:
 
 def check_edges(edges: Any) -> list[tuple[int, int]]:
     """``edges`` (pairs, or an integer array of shape (m, 2)) as ``(follower, followee)``
-    tuples of ints >= 0, no account following itself; ValueError naming ``edges`` otherwise."""
+    tuples of ints >= 0, no account following itself; ValueError naming ``edges`` otherwise.
+    Checked with numpy: a graph's 40k follows in milliseconds."""
     try:
-        pairs = [(int(a), int(b)) for a, b in edges]
-    except (TypeError, ValueError):
-        raise ValueError("edges must be (follower, followee) pairs of account ids >= 0, "
-                         "or an integer array of shape (m, 2)") from None
-    for a, b in pairs:
-        if a < 0 or b < 0 or a == b or a > 2**62 or b > 2**62:
-            raise ValueError(f"edges must hold account ids 0..2**62 and no self-follow, "
-                             f"got ({a}, {b})")
-    return pairs
+        array = np.asarray(edges)
+    except ValueError:  # ragged
+        array = np.asarray([0.5])
+    if array.size == 0:
+        return []
+    if array.dtype.kind not in "iu" or array.ndim != 2 or array.shape[1] != 2:
+        raise ValueError("edges must be (follower, followee) pairs of integer account ids "
+                         ">= 0, or an integer array of shape (m, 2)")
+    if array.min() < 0 or array.max() > 2**62 or bool(np.any(array[:, 0] == array[:, 1])):
+        raise ValueError("edges must hold account ids 0..2**62 and no self-follow")
+    return [(a, b) for a, b in array.tolist()]
 
 
 def check_hold(hold: float) -> float:

@@ -363,6 +363,7 @@ class SqlStore(Store):
     async def load_follows(self, edges: Sequence[tuple[int, int]]) -> int:
         pairs = sorted(set(check_edges(edges)))
         counts = Counter(b for _, b in pairs)
+        # one transaction; the index on (followee, follower) is filled as the rows go in
         async with self._write() as conn:
             await self._execute(conn, "DELETE FROM atlas_follows")
             await self._execute(conn, "DELETE FROM atlas_accounts")

@@ -17,7 +17,9 @@ What one request costs, as the live service spends it:
   slot (``ServerConfig.workers`` bounds ``/api/work`` only), so the loop, not ``workers``, is
   what queues them;
 * a database statement holds one pooled connection (``sim.pool.SimPool``, the one
-  ``policies.pool.ConnectionPool`` of ``ServerConfig.pool or PoolConfig()``) for its time;
+  ``policies.pool.ConnectionPool`` of ``ServerConfig.pool or PoolConfig()``) for its time, and
+  the event loop too for that time (the driver's thread and the loop share one interpreter, so
+  the live service does one statement's Python work at a time);
 * ``"read"``: one query, ``query_base + per_row * scanned`` where ``scanned`` is the number of
   posts, committed before the read, of the accounts the user follows (the rows the join walks);
 * ``"write"``: one materialised-timeline read, ``cache_read`` (on a pooled connection when the
@@ -223,7 +225,9 @@ class _Twin:
             decision = yield self.pool.acquire()
             if isinstance(decision, Granted):
                 break
-        yield self.env.timeout(seconds)
+        with self.loop.request() as slot:  # the statement's work shares the one interpreter
+            yield slot
+            yield self.env.timeout(seconds)
         self.pool.release()
 
     def on_loop(self) -> Generator[Any, Any, None]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import math
 import tempfile
 import time
@@ -347,6 +348,9 @@ def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: Serve
         for u in range(0, graph.accounts, max(1, graph.accounts // WARM_UP_READS)):
             _ok(http.get(f"/api/timeline/{u}"))  # warm the database's pages, not measured
         before = _ok(http.get("/admin/timelines"))["database_work"]
+        # the garbage of the runs before (a whole service's) collected now, not in a
+        # collection that pauses this run's reads for a hundred milliseconds
+        gc.collect()
         max_connections = 64
         result = run_load(bases[0], instances=bases[1:], path="/", load=schedule.load,
                           seed=schedule.seed, server_events=False, progress=False,

@@ -1,0 +1,115 @@
+"""Notebook 03b's panel: the simulated connection pool against its closed form.
+
+``pool_panel`` puts sliders (pool size, acquire timeout, order rate, the slow query's mean)
+over a pure simulated run of ``/api/orders`` (``experiments.datasystem.pool_exhaustion_scenario``
+on SimPy's clock: Poisson orders, each holding one pooled connection for an exponential time)
+and sets it beside the M/M/c+D queue of ``analysis.pool.pool_theory`` (Baccelli and Hebuterne,
+"On queues with impatient customers"; Boots and Tijms, "A multiserver queueing system with
+impatient customers"): the share of orders that wait, the share that time out (a 503 after
+``timeout`` seconds, psycopg_pool's ``PoolTimeout``), and the acquire waits of those granted a
+connection. The live run of the same pool is a separate cell of the notebook
+(``experiments.datasystem``); the panel never touches the service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..analysis.pool import pool_theory
+from ..policies import PoolConfig
+from ..sim import simulate
+from ..validation import check_int
+from ..widgets import Control, Panel
+from ..workload import Distribution
+from .datasystem import pool_exhaustion_scenario, pool_summary
+
+__all__ = ["POOL_PANEL_REQUESTS", "plot_pool_waits", "pool_panel", "pool_panel_run",
+           "pool_panel_table"]
+
+#: Orders per simulated run of the panel (about 0.1 s of simulation each).
+POOL_PANEL_REQUESTS = 2000
+
+
+def pool_panel_run(*, size: int, timeout: float, rate: float, query_ms: float,
+                   requests: int = POOL_PANEL_REQUESTS, seed: int = 0) -> dict[str, Any]:
+    """One simulated run of ``requests`` orders at ``rate`` per second on a pool of ``size``
+    connections with an acquire ``timeout`` (seconds), each order's transaction holding its
+    connection an exponential time of mean ``query_ms`` milliseconds, and the closed form of the
+    same pool. Returns ``{"pool", "summary"`` (``pool_summary``'s dict), ``"waits"`` (the
+    granted orders' acquire waits, seconds, shape (granted,)), ``"theory"`` (an
+    ``analysis.pool`` model)``}``. Raises ``ValueError`` naming a bad argument."""
+    pool = PoolConfig(size=size, max_waiting=0, timeout=timeout)
+    hold = Distribution(mean=query_ms / 1000.0, kind="exponential")
+    result = simulate(pool_exhaustion_scenario(rate=rate, requests=requests, pool=pool,
+                                               query_time=hold, seed=seed))
+    table = result.meta["pool"]
+    waits = table.loc[table["outcome"] == "granted", "wait"].to_numpy(dtype=float)
+    return {"pool": pool, "summary": pool_summary(result, pool=pool), "waits": waits,
+            "theory": pool_theory(rate=rate, pool=pool, hold=hold)}
+
+
+def pool_panel_table(results: dict[str, Any]) -> pd.DataFrame:
+    """Rows "simulated" and "theory (M/M/c+D)"; columns: waited (%), timed out (%) (of all
+    orders), mean wait (ms) and p99 wait (ms) of the orders granted a connection."""
+    s, theory = results["summary"], results["theory"]
+    rows = {
+        "simulated": [100 * s["waited"] * (1 - s["timed_out"]) + 100 * s["timed_out"],
+                      100 * s["timed_out"], 1000 * s["wait_mean"], 1000 * s["wait_p99"]],
+        "theory (M/M/c+D)": [100 * theory.P_wait, 100 * theory.P_timeout,
+                             1000 * theory.mean_wait_granted,
+                             1000 * theory.wait_quantile(0.99)],
+    }
+    table = pd.DataFrame.from_dict(rows, orient="index",
+                                   columns=["waited (%)", "timed out (%)", "mean wait (ms)",
+                                            "p99 wait (ms)"])
+    return table.astype(float).round(1)
+
+
+def plot_pool_waits(results: dict[str, Any]) -> Figure:
+    """The acquire waits of the granted orders: the simulated share waiting longer than t
+    (steps) beside the closed form's (line), t up to the timeout."""
+    pool: PoolConfig = results["pool"]
+    waits = np.sort(results["waits"])
+    theory = results["theory"]
+    figure = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = figure.add_subplot()
+    t = np.linspace(0.0, pool.timeout, 200)
+    tail = [1.0 - theory.wait_cdf(x) for x in t]  # of the granted, as the simulated
+    if waits.size:
+        shown = 1.0 - np.searchsorted(waits, t, side="right") / waits.size
+        ax.step(1000 * t, 100 * shown, where="post", label="simulated")
+    ax.plot(1000 * t, 100 * np.asarray(tail), "--", label="theory (M/M/c+D)")
+    ax.set_xlabel("acquire wait t (ms)")
+    ax.set_ylabel("granted orders waiting > t (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(0, 1000 * pool.timeout)
+    ax.set_title(f"Pool of {pool.size}, timeout {1000 * pool.timeout:.0f} ms")
+    ax.legend(loc="upper right")
+    return figure
+
+
+def pool_panel(*, requests: int = POOL_PANEL_REQUESTS, seed: int = 0) -> Panel:
+    """Sliders over the simulated pool: its size (1-8), its acquire timeout (0.1-2 s), the
+    order rate (5-60 per second) and the slow query's mean (20-200 ms); the figure and the
+    table set the simulated run beside ``pool_theory``'s M/M/c+D."""
+    requests = check_int("requests", requests, low=100, high=100_000)
+
+    def run(size: int, timeout: float, rate: float, query_ms: float) -> dict[str, Any]:
+        return pool_panel_run(size=size, timeout=timeout, rate=rate, query_ms=query_ms,
+                              requests=requests, seed=seed)
+
+    return Panel(
+        run,
+        [Control.slider("size", 1, 8, 2, step=1, label="pool size (connections)"),
+         Control.slider("timeout", 0.1, 2.0, 0.5, step=0.1, label="acquire timeout (s)"),
+         Control.slider("rate", 5.0, 60.0, 30.0, step=1.0, label="orders per second"),
+         Control.slider("query_ms", 20.0, 200.0, 80.0, step=10.0,
+                        label="slow query, mean (ms)")],
+        plot_pool_waits, table=pool_panel_table,
+        title="A connection pool: simulated against M/M/c+D",
+    )
+

@@ -1,0 +1,46 @@
+"""Notebook 03b's pool panel: the simulated pool beside its closed form (M/M/c+D)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pytest
+
+from atlas_sim.experiments.datasystem_panel import pool_panel, pool_panel_run
+
+
+def test_the_panel_sets_the_simulated_pool_beside_theory_at_the_notebooks_prediction():
+    # "a pool of 2, queries of 80 ms, 30 orders a second": overloaded (25 a second at most)
+    view = pool_panel().update(size=2, timeout=0.5, rate=30.0, query_ms=80.0)
+    table = view.table
+    assert list(table.index) == ["simulated", "theory (M/M/c+D)"]
+    sim, theory = table.loc["simulated"], table.loc["theory (M/M/c+D)"]
+    assert sim["waited (%)"] > 90 and theory["waited (%)"] > 90
+    assert sim["timed out (%)"] == pytest.approx(theory["timed out (%)"], abs=6)
+    assert sim["p99 wait (ms)"] <= 500 and theory["p99 wait (ms)"] <= 500
+    plt.close("all")
+
+
+def test_a_larger_pool_or_a_lighter_load_ends_the_waits():
+    panel = pool_panel()
+    for move in ({"size": 8}, {"rate": 5.0}):
+        table = panel.update(**{**panel.defaults, **move}).table
+        assert table.loc["simulated", "timed out (%)"] == 0
+        assert table.loc["theory (M/M/c+D)", "waited (%)"] < 10
+    plt.close("all")
+
+
+def test_the_run_is_pure_and_seeded():
+    a = pool_panel_run(size=2, timeout=0.5, rate=30.0, query_ms=80.0, requests=500, seed=3)
+    b = pool_panel_run(size=2, timeout=0.5, rate=30.0, query_ms=80.0, requests=500, seed=3)
+    assert a["summary"]["wait_mean"] == b["summary"]["wait_mean"]
+    assert (a["waits"] >= 0).all() and a["waits"].max() <= 0.5
+
+
+@pytest.mark.parametrize(("argument", "value"), [("size", 0), ("timeout", -1.0),
+                                                 ("rate", 0.0), ("query_ms", 0.0)])
+def test_bad_settings_are_refused_naming_the_parameter(argument, value):
+    settings = {"size": 2, "timeout": 0.5, "rate": 30.0, "query_ms": 80.0, argument: value}
+    with pytest.raises(ValueError):
+        pool_panel_run(**settings, requests=200)
+    with pytest.raises(ValueError, match="requests"):
+        pool_panel(requests=10)

@@ -9,10 +9,17 @@ impatient customers"): the share of orders that wait, the share that time out (a
 ``timeout`` seconds, psycopg_pool's ``PoolTimeout``), and the acquire waits of those granted a
 connection. The live run of the same pool is a separate cell of the notebook
 (``experiments.datasystem``); the panel never touches the service.
+
+``start_parts`` starts the notebook's real parts where they are installed: a PostgreSQL
+(``service.programs.PostgresServer``, Debian's ``postgresql``) and a Redis
+(``RedisServer``, Debian's ``redis-server``), each on 127.0.0.1, a free port and a temporary
+directory; where one is missing the notebook runs on SQLite (nothing to install) or without a
+cache, and ``DataParts.table()`` says which ran and what installing the missing one gives.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,14 +28,15 @@ from matplotlib.figure import Figure
 
 from ..analysis.pool import pool_theory
 from ..policies import PoolConfig
+from ..service.programs import PostgresServer, ProgramMissing, RedisServer
 from ..sim import simulate
 from ..validation import check_int
 from ..widgets import Control, Panel
 from ..workload import Distribution
 from .datasystem import pool_exhaustion_scenario, pool_summary
 
-__all__ = ["POOL_PANEL_REQUESTS", "plot_pool_waits", "pool_panel", "pool_panel_run",
-           "pool_panel_table"]
+__all__ = ["POOL_PANEL_REQUESTS", "DataParts", "plot_pool_waits", "pool_panel",
+           "pool_panel_run", "pool_panel_table", "start_parts"]
 
 #: Orders per simulated run of the panel (about 0.1 s of simulation each).
 POOL_PANEL_REQUESTS = 2000
@@ -113,3 +121,68 @@ def pool_panel(*, requests: int = POOL_PANEL_REQUESTS, seed: int = 0) -> Panel:
         title="A connection pool: simulated against M/M/c+D",
     )
 
+
+
+@dataclass
+class DataParts:
+    """The notebook's database, cache and event log: ``postgres`` and ``redis`` (the running
+    servers, or None where the program is missing), ``missing`` (program -> Debian package).
+    ``store_url`` is the PostgreSQL database's URL, or None (each experiment then makes a
+    temporary SQLite file); ``cache_url`` the Redis URL, or None (no cache)."""
+
+    postgres: PostgresServer | None
+    redis: RedisServer | None
+    missing: dict[str, str]
+
+    @property
+    def store_url(self) -> str | None:
+        return self.postgres.url if self.postgres is not None else None
+
+    @property
+    def cache_url(self) -> str | None:
+        return self.redis.url if self.redis is not None else None
+
+    def table(self) -> pd.DataFrame:
+        """One row per part (database, cache, event log): what runs it here, and its address
+        or what installing the missing program gives."""
+        pg, rd = self.postgres, self.redis
+        rows = {
+            "database": ("PostgreSQL (its own server)" if pg else "SQLite (a file, WAL mode)",
+                         pg.url if pg else "apt install postgresql: the same experiments on "
+                         "PostgreSQL, row locks and pg_sleep instead of one writer at a time"),
+            "cache": ("Redis (its own server)" if rd else "none: reads go to the database",
+                      rd.url if rd else "apt install redis-server: timelines cached in Redis, "
+                      "a cache that can go cold"),
+            "event log": ("a table with consumer offsets in the database (Kafka's model)",
+                          "Kafka is not installable here"),
+        }
+        return pd.DataFrame.from_dict(rows, orient="index", columns=["runs on", "address / note"])
+
+    def stop(self) -> None:
+        """Stop the servers started (safe to call twice)."""
+        for server in (self.redis, self.postgres):
+            if server is not None:
+                server.stop()
+
+    def __repr__(self) -> str:
+        running = [s.kind for s in (self.postgres, self.redis) if s is not None and s.running]
+        return f"DataParts(running: {', '.join(running) or 'nothing'})"
+
+
+def start_parts(*, postgres: bool = True, redis: bool = True) -> DataParts:
+    """Start a PostgreSQL and a Redis of Atlas's own where installed (``postgres`` / ``redis``
+    False: don't), named "atlas-03b-postgres" and "atlas-03b-redis", so that running the cell
+    again restarts them rather than adding more. A missing program is recorded in ``missing``
+    (never raised); a program that is installed but fails to start raises ``ProgramFailed``."""
+    missing: dict[str, str] = {}
+    started: dict[str, Any] = {"postgres": None, "redis": None}
+    for key, wanted, make in (("postgres", postgres,
+                               lambda: PostgresServer(name="atlas-03b-postgres")),
+                              ("redis", redis, lambda: RedisServer(name="atlas-03b-redis"))):
+        if not wanted:
+            continue
+        try:
+            started[key] = make().start()
+        except ProgramMissing as err:
+            missing[err.program] = err.package
+    return DataParts(postgres=started["postgres"], redis=started["redis"], missing=missing)

@@ -44,3 +44,34 @@ def test_bad_settings_are_refused_naming_the_parameter(argument, value):
         pool_panel_run(**settings, requests=200)
     with pytest.raises(ValueError, match="requests"):
         pool_panel(requests=10)
+
+
+def test_start_parts_runs_what_is_installed_and_leaves_nothing_behind():
+    from atlas_sim.experiments.datasystem_panel import start_parts
+    from atlas_sim.service.programs import running_programs
+
+    parts = start_parts(postgres=False, redis=False)
+    assert parts.store_url is None and parts.cache_url is None
+    table = parts.table()
+    assert table.loc["database", "runs on"].startswith("SQLite")
+    assert "apt install postgresql" in table.loc["database", "address / note"]
+    assert "apt install redis-server" in table.loc["cache", "address / note"]
+    assert "Kafka" in table.loc["event log", "address / note"]
+    parts.stop()
+    assert not [n for n in running_programs() if n.startswith("atlas-03b")]
+
+
+@pytest.mark.live
+def test_start_parts_starts_redis_when_installed_and_stops_it():
+    from atlas_sim.experiments.datasystem_panel import start_parts
+    from atlas_sim.service.programs import running_programs
+    from tests.programs import require_program
+
+    require_program("redis-server", "redis-server")
+    for _ in range(2):  # twice: nothing accumulates
+        parts = start_parts(postgres=False)
+        assert parts.cache_url and parts.cache_url.startswith("redis://127.0.0.1:")
+        assert parts.table().loc["cache", "runs on"].startswith("Redis")
+        parts.stop()
+        parts.stop()
+        assert "atlas-03b-redis" not in running_programs() and not parts.redis.running

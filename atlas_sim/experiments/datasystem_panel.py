@@ -28,14 +28,15 @@ from matplotlib.figure import Figure
 
 from ..analysis.pool import pool_theory
 from ..policies import PoolConfig
-from ..service.programs import PostgresServer, ProgramMissing, RedisServer
+from ..service import leftovers as service_leftovers
+from ..service.programs import PostgresServer, ProgramMissing, RedisServer, running_programs
 from ..sim import simulate
 from ..validation import check_int
 from ..widgets import Control, Panel
 from ..workload import Distribution
 from .datasystem import pool_exhaustion_scenario, pool_summary
 
-__all__ = ["POOL_PANEL_REQUESTS", "DataParts", "plot_pool_waits", "pool_panel",
+__all__ = ["POOL_PANEL_REQUESTS", "DataParts", "leftovers", "plot_pool_waits", "pool_panel",
            "pool_panel_run", "pool_panel_table", "start_parts"]
 
 #: Orders per simulated run of the panel (about 0.1 s of simulation each).
@@ -186,3 +187,14 @@ def start_parts(*, postgres: bool = True, redis: bool = True) -> DataParts:
         except ProgramMissing as err:
             missing[err.program] = err.package
     return DataParts(postgres=started["postgres"], redis=started["redis"], missing=missing)
+
+
+def leftovers() -> list[str]:
+    """What Atlas still runs from this kernel: ``service.leftovers()`` (in-process servers and
+    ``atlas-*`` threads) and every external program still registered (PostgreSQL, Redis, a
+    service child process), as ``"PostgreSQL 'atlas-03b-postgres' (pid N)"``. Empty once the
+    notebook has stopped everything."""
+    found = service_leftovers()
+    found += [f"{program.kind} {name!r} (pid {program.pid})"
+              for name, program in running_programs().items() if program.running]
+    return found

@@ -63,7 +63,7 @@ def test_start_parts_runs_what_is_installed_and_leaves_nothing_behind():
 
 @pytest.mark.live
 def test_start_parts_starts_redis_when_installed_and_stops_it():
-    from atlas_sim.experiments.datasystem_panel import start_parts
+    from atlas_sim.experiments.datasystem_panel import leftovers, start_parts
     from atlas_sim.service.programs import running_programs
     from tests.programs import require_program
 
@@ -72,6 +72,8 @@ def test_start_parts_starts_redis_when_installed_and_stops_it():
         parts = start_parts(postgres=False)
         assert parts.cache_url and parts.cache_url.startswith("redis://127.0.0.1:")
         assert parts.table().loc["cache", "runs on"].startswith("Redis")
+        assert any("atlas-03b-redis" in thing for thing in leftovers())
         parts.stop()
         parts.stop()
         assert "atlas-03b-redis" not in running_programs() and not parts.redis.running
+    assert not [thing for thing in leftovers() if "atlas-03b" in thing]

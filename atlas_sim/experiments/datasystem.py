@@ -314,3 +314,113 @@ def pool_summary(result: RunResult, *, pool: PoolConfig | None = None,
                                               if ok.size else (nan, nan))
     out["latency_mean"] = float(ok.mean()) if ok.size else nan
     return out
+
+
+#: ``pool_intervals``'s quantities: the shares (Wilson) and the wait statistics (bootstrap).
+_SHARES = ("unavailable", "timed_out", "refused")
+_WAITS = (*(f"wait_p{p}" for p in POOL_PERCENTILES), "wait_mean")
+
+
+def _ordered_waits(result: RunResult) -> np.ndarray:
+    """The granted acquires' waits, in the order they were asked where the run knows it (a
+    simulated run's ``meta["pool"]``), else as ``meta["pool_waits"]`` holds them."""
+    table = result.meta.get("pool")
+    if table is not None:
+        granted = table[table["outcome"] == "granted"].sort_values("time", kind="stable")
+        return granted["wait"].to_numpy(dtype=float)
+    return np.asarray(result.meta.get("pool_waits", ()), dtype=float)
+
+
+def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
+                   confidence: float = 0.95, batches: int = 20, resamples: int = 2000,
+                   seed: int = 0) -> dict[str, tuple[float, float]]:
+    """The sampling error of ``pool_summary(result)``'s figures, as ``(low, high)`` intervals
+    at ``confidence`` (0.5..0.999):
+
+    * ``unavailable``, ``timed_out``, ``refused``: Wilson score intervals of the counts over
+      the run's requests (``analysis.stats.proportion_interval``): each request is one trial;
+    * ``wait_p50``, ``wait_p90``, ``wait_p99``, ``wait_mean``: a block bootstrap of the granted
+      waits in the order they were asked (a simulated run's ``meta["pool"]``): ``batches``
+      (2..1000) consecutive blocks, drawn with replacement ``resamples`` (100..100000) times
+      from a generator seeded ``seed``, the percentile interval of each statistic. Blocks,
+      not single waits, because consecutive waits are correlated (a queue drains slowly), as
+      batch means do for a mean (``analysis.stats.batch_means``). A live run's waits have no
+      order (the pool hands them over in grant order, the waits of those granted at once as a
+      count), so its blocks are of an arbitrary order: narrower than the truth; compare with
+      the simulated run's intervals.
+
+    NaNs where there is nothing to count. Raises ``ValueError`` naming a bad argument.
+    """
+    if not isinstance(result, RunResult):
+        raise ValueError(f"result must be a RunResult, got {result!r}")
+    confidence = check_real("confidence", confidence, low=0.5, high=0.999)
+    check_int("batches", batches, low=2, high=1000)
+    check_int("resamples", resamples, low=100, high=100_000)
+    summary = pool_summary(result, pool=pool)
+    n = int(summary["requests"])
+    out: dict[str, tuple[float, float]] = {}
+    for name in _SHARES:
+        value = summary[name]
+        out[name] = (proportion_interval(round(value * n), n, confidence)
+                     if n and not math.isnan(value) else (math.nan, math.nan))
+    waits = _ordered_waits(result)
+    if waits.size < batches:
+        out.update({name: (math.nan, math.nan) for name in _WAITS})
+        return out
+    blocks = np.array_split(waits, batches)
+    rng = np.random.default_rng(seed)
+    stats = np.empty((resamples, len(_WAITS)))
+    for i in range(resamples):
+        sample = np.concatenate([blocks[j] for j in rng.integers(0, batches, size=batches)])
+        stats[i, :-1] = np.percentile(sample, POOL_PERCENTILES)
+        stats[i, -1] = sample.mean()
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail], axis=0)
+    out.update({name: (float(lo), float(hi)) for name, lo, hi in zip(_WAITS, low, high,
+                                                                     strict=True)})
+    return out
+
+
+_ROWS = {"unavailable": "503 share (%)", "timed_out": "timed out (%)", "refused": "refused (%)",
+         "wait_p50": "wait p50 (ms)", "wait_p90": "wait p90 (ms)", "wait_p99": "wait p99 (ms)",
+         "wait_mean": "mean wait (ms)"}
+
+
+def _theory_row(theory: PoolModel) -> dict[str, float]:
+    return {"unavailable": theory.P_timeout + theory.P_refused, "timed_out": theory.P_timeout,
+            "refused": theory.P_refused,
+            **{f"wait_p{p}": theory.wait_quantile(p / 100) for p in POOL_PERCENTILES},
+            "wait_mean": theory.mean_wait_granted}
+
+
+def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None, *,
+               pool: PoolConfig | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """Simulated, live and the closed form side by side, one row per quantity: the 503 share,
+    timed out and refused (percent of the requests), the granted acquires' wait p50, p90, p99
+    and mean (milliseconds). Columns ``simulated``, ``simulated low`` and ``simulated high``
+    (``pool_intervals`` of the simulated run at ``confidence``: a run of this length's
+    sampling error), ``live``, ``live inside`` (True when the live figure lies in that
+    interval) and ``theory`` (``analysis.pool.pool_theory``'s model, or NaN when ``theory`` is
+    None: it holds for exponential query times only, so a constant one has no column of its
+    own). ``sim`` is ``simulate(pool_exhaustion_twin(...))`` (its ``meta["pool"]``), ``live``
+    ``pool_exhaustion_live(...)``'s. Raises ``ValueError`` for runs that are not
+    ``RunResult``."""
+    if not isinstance(sim, RunResult) or not isinstance(live, RunResult):
+        raise ValueError("sim and live must be RunResults (simulate(...), "
+                         "pool_exhaustion_live(...))")
+    simulated, measured = pool_summary(sim, pool=pool), pool_summary(live, pool=pool)
+    intervals = pool_intervals(sim, pool=pool, confidence=confidence)
+    expected = _theory_row(theory) if theory is not None else {}
+    rows: dict[str, Mapping[str, Any]] = {}
+    for key, label in _ROWS.items():
+        scale = 100.0 if key in _SHARES else 1e3
+        low, high = intervals[key]
+        value = measured[key]
+        rows[label] = {"simulated": scale * simulated[key], "simulated low": scale * low,
+                       "simulated high": scale * high, "live": scale * value,
+                       "live inside": bool(low <= value <= high),
+                       "theory": scale * expected.get(key, math.nan)}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
+    table.attrs.update(requests=(simulated["requests"], measured["requests"]),
+                       calibration=live.meta.get("calibration"), store=live.meta.get("store"))
+    return table

@@ -38,21 +38,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import numpy as np
+import pandas as pd
 
+from ..analysis.pool import PoolModel
 from ..analysis.stats import proportion_interval
+from ..config import Settings
 from ..policies import ClientPolicy, PoolConfig, Status
 from ..results import RunResult
 from ..server_config import ServerConfig, StoreConfig
+from ..service import LiveServer, create_app, run_load
 from ..sim import Scenario, simulate
 from ..validation import check_int, check_real
-from ..workload import Distribution, Load
+from ..workload import Distribution, Load, rng_streams
 
-__all__ = ["POOL_PERCENTILES", "pool_exhaustion_scenario", "pool_exhaustion_sim",
-           "pool_summary"]
+__all__ = ["POOL_PERCENTILES", "HoldCalibration", "pool_exhaustion_live",
+           "pool_exhaustion_scenario", "pool_exhaustion_sim", "pool_intervals",
+           "pool_summary", "pool_table"]
 
 #: The wait percentiles ``pool_summary`` reports, as ``wait_p50`` ... keys.
 POOL_PERCENTILES = (50, 90, 99)
@@ -90,15 +98,136 @@ def pool_exhaustion_scenario(*, rate: float, requests: int, pool: PoolConfig,
 
 def pool_exhaustion_sim(*, rate: float, requests: int, pool: PoolConfig,
                         query_time: Distribution, seed: int,
-                        server: ServerConfig | None = None) -> dict[str, Any]:
+                        server: ServerConfig | None = None,
+                        calibration: HoldCalibration | None = None) -> dict[str, Any]:
     """``pool_summary`` of the simulated run of ``pool_exhaustion_scenario`` (same
     arguments): acquire-wait percentiles ``wait_p50``, ``wait_p90``, ``wait_p99`` and
     ``wait_mean`` (seconds, of the granted), ``timed_out`` and ``refused`` (shares of the
-    requests), and the rest of ``pool_summary``'s keys. Raises ``ValueError`` naming a bad
-    argument."""
-    scenario = pool_exhaustion_scenario(rate=rate, requests=requests, pool=pool,
-                                        query_time=query_time, seed=seed, server=server)
+    requests), and the rest of ``pool_summary``'s keys. ``calibration`` (a live run's
+    ``meta["calibration"]``): the calibrated twin (``pool_exhaustion_twin``). Raises
+    ``ValueError`` naming a bad argument."""
+    scenario = pool_exhaustion_twin(rate=rate, requests=requests, pool=pool,
+                                    query_time=query_time, seed=seed, server=server,
+                                    calibration=calibration)
     return pool_summary(simulate(scenario), pool=pool)
+
+
+# -- live ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class HoldCalibration:
+    """What a live ``/api/orders`` costs beyond the model, measured on the service itself
+    before its run (``pool_exhaustion_live``): ``round_trip`` (seconds), the median latency
+    of ``GET /health`` one request at a time (client, HTTP, middleware, back); and
+    ``hold_overhead`` (seconds, >= 0), how much longer than its drawn ``query_time`` an
+    order takes one at a time, less the round trip: the real query's own time (the insert,
+    the commit; ``pg_sleep``'s or the sleeping function's overshoot, asyncio's late timer)
+    plus the handler's few steps outside the transaction, so a slight overestimate of the
+    time a connection is held. ``experiments.live.Calibration``'s idea (``round_trip``,
+    ``work_overhead``) applied to the connection's hold rather than to the work."""
+
+    round_trip: float
+    hold_overhead: float
+
+    def __repr__(self) -> str:
+        return (f"HoldCalibration(round trip {1e3 * self.round_trip:.2f} ms, hold overhead "
+                f"{1e3 * self.hold_overhead:.2f} ms)")
+
+    def hold(self, query_time: Distribution) -> Distribution:
+        """The simulated hold: ``query_time`` with ``hold_overhead`` added to its mean (for a
+        constant, exactly the live hold; for another kind, the whole distribution scaled to
+        that mean, an approximation good while the overhead is small beside the mean)."""
+        return dataclasses.replace(query_time, mean=query_time.mean + self.hold_overhead)
+
+
+def pool_exhaustion_twin(*, rate: float, requests: int, pool: PoolConfig,
+                         query_time: Distribution, seed: int,
+                         server: ServerConfig | None = None,
+                         calibration: HoldCalibration | None = None) -> Scenario:
+    """``pool_exhaustion_scenario`` (same arguments), calibrated when ``calibration`` is given:
+    each transaction holds its connection ``calibration.hold(query_time)`` and every request
+    pays ``calibration.round_trip`` on the wire (half each way)."""
+    if calibration is not None and not isinstance(calibration, HoldCalibration):
+        raise ValueError(f"calibration must be a HoldCalibration or None, got {calibration!r}")
+    hold = calibration.hold(query_time) if calibration is not None else query_time
+    scenario = pool_exhaustion_scenario(rate=rate, requests=requests, pool=pool,
+                                        query_time=hold, seed=seed, server=server)
+    if calibration is not None:
+        scenario = scenario.replace(round_trip=calibration.round_trip)
+    return scenario
+
+
+#: Requests of each probe of ``pool_exhaustion_live``'s calibration, one at a time.
+CALIBRATION_PROBES = 15
+
+
+def _calibrate(http: httpx.Client, query_time: Distribution, seed: int) -> HoldCalibration:
+    """Probe the freshly started service one request at a time (see ``HoldCalibration``)."""
+    trips = []
+    for _ in range(CALIBRATION_PROBES):
+        start = time.perf_counter()
+        http.get("/health").raise_for_status()
+        trips.append(time.perf_counter() - start)
+    round_trip = float(np.median(trips))
+    draw = query_time.sampler(rng_streams(seed, instance=0)["store"])  # the service's draws
+    extra = []
+    for _ in range(CALIBRATION_PROBES):
+        start = time.perf_counter()
+        http.post("/api/orders").raise_for_status()
+        extra.append(time.perf_counter() - start - draw())
+    return HoldCalibration(round_trip=round_trip,
+                           hold_overhead=max(0.0, float(np.median(extra)) - round_trip))
+
+
+def pool_exhaustion_live(*, rate: float, requests: int, pool: PoolConfig,
+                         query_time: Distribution, seed: int, store_url: str | None = None,
+                         calibrate: bool = True, progress: bool = False) -> RunResult:
+    """The live twin of ``pool_exhaustion_scenario``: the service in this process
+    (``LiveServer``, on 127.0.0.1, stopped on return) built from the scenario's very
+    ``ServerConfig`` (no work, 1000 work slots, no server timeout, ``pool``, and
+    ``StoreConfig(url=store_url, query_time=query_time)``: ``"memory://..."``,
+    ``"sqlite:///..."``, ``"postgresql://..."``, or None: a temporary SQLite), offered the
+    scenario's load by ``run_load`` (``POST /api/orders``, open loop, the same seeded
+    arrivals; one attempt, no client timeout) with the service seeded ``seed``, so its query
+    times are the simulation's draws too.
+
+    Before the run (``calibrate``), ``CALIBRATION_PROBES`` health checks and orders one at a
+    time measure a ``HoldCalibration``; then ``/admin/reset`` empties the store and rewinds the
+    random streams. The acquire waits are read from the store's pool itself (never from
+    ``/metrics``, which is not scraped meanwhile: a scrape drains ``take_wait_times()`` into its
+    histogram, in buckets).
+
+    Returns the live ``RunResult``, whose ``meta`` adds ``pool_waits`` (every granted acquire's
+    wait, seconds: the queued ones in grant order, then a 0 for each granted at once),
+    ``pool_counts`` (the pool's ``acquisitions``, ``timeouts``, ``refusals`` and
+    ``cancelled`` during the run), ``calibration`` (a ``HoldCalibration`` or None) and
+    ``store`` (its kind). ``pool_summary`` reads them. Raises ``ValueError`` naming a bad
+    argument; a store that cannot be opened raises what the store raised.
+    """
+    config = ServerConfig(workers=1000, service_time=Distribution(mean=0.0, kind="constant"),
+                          store=StoreConfig(url=store_url))
+    scenario = pool_exhaustion_scenario(rate=rate, requests=requests, pool=pool,
+                                        query_time=query_time, seed=seed, server=config)
+    app = create_app(Settings(), server=scenario.server, seed=seed)
+    with LiveServer(app, name="atlas-pool-live") as server, \
+            httpx.Client(base_url=server.url, trust_env=False, timeout=30.0) as http:
+        state = server.app.state.atlas
+        calibration = _calibrate(http, query_time, seed) if calibrate else None
+        http.post("/admin/reset").raise_for_status()
+        policy = state.store.pool.policy
+        policy.take_wait_times()  # the probes' (none: one at a time)
+        before = {name: getattr(policy, name)
+                  for name in ("acquisitions", "timeouts", "refusals", "cancelled")}
+        result = run_load(server.url, load=scenario.load, client=scenario.client, seed=seed,
+                          path="/api/orders", method="POST", progress=progress,
+                          server_events=False)
+        counts = {name: getattr(policy, name) - value for name, value in before.items()}
+        queued = np.asarray(policy.take_wait_times(), dtype=float)
+        kind = state.store.kind
+    zeros = np.zeros(max(0, counts["acquisitions"] - queued.size))
+    result.meta.update(pool_waits=np.concatenate([queued, zeros]), pool_counts=counts,
+                       calibration=calibration, store=kind)
+    return result
 
 
 def pool_summary(result: RunResult, *, pool: PoolConfig | None = None,
@@ -147,13 +276,19 @@ def pool_summary(result: RunResult, *, pool: PoolConfig | None = None,
     else:
         out["timed_out_by_latency"] = out["refused_by_latency"] = nan
     table = result.meta.get("pool")
+    counts = result.meta.get("pool_counts")
     if table is not None:
         outcome = table["outcome"].to_numpy()
         out["timed_out"] = share(int((outcome == "timeout").sum()))
         out["refused"] = share(int((outcome == "refused").sum()))
+    elif counts is not None:  # a live run's pool counts (pool_exhaustion_live)
+        out["timed_out"] = share(int(counts["timeouts"]))
+        out["refused"] = share(int(counts["refusals"]))
     else:
         out["timed_out"] = out["timed_out_by_latency"]
         out["refused"] = out["refused_by_latency"]
+    if waits is None and "pool_waits" in result.meta:
+        waits = result.meta["pool_waits"]
     if waits is not None:
         granted = np.asarray(waits, dtype=float)
         if granted.size and granted.min() < 0:
@@ -179,3 +314,113 @@ def pool_summary(result: RunResult, *, pool: PoolConfig | None = None,
                                               if ok.size else (nan, nan))
     out["latency_mean"] = float(ok.mean()) if ok.size else nan
     return out
+
+
+#: ``pool_intervals``'s quantities: the shares (Wilson) and the wait statistics (bootstrap).
+_SHARES = ("unavailable", "timed_out", "refused")
+_WAITS = (*(f"wait_p{p}" for p in POOL_PERCENTILES), "wait_mean")
+
+
+def _ordered_waits(result: RunResult) -> np.ndarray:
+    """The granted acquires' waits, in the order they were asked where the run knows it (a
+    simulated run's ``meta["pool"]``), else as ``meta["pool_waits"]`` holds them."""
+    table = result.meta.get("pool")
+    if table is not None:
+        granted = table[table["outcome"] == "granted"].sort_values("time", kind="stable")
+        return granted["wait"].to_numpy(dtype=float)
+    return np.asarray(result.meta.get("pool_waits", ()), dtype=float)
+
+
+def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
+                   confidence: float = 0.95, batches: int = 20, resamples: int = 2000,
+                   seed: int = 0) -> dict[str, tuple[float, float]]:
+    """The sampling error of ``pool_summary(result)``'s figures, as ``(low, high)`` intervals
+    at ``confidence`` (0.5..0.999):
+
+    * ``unavailable``, ``timed_out``, ``refused``: Wilson score intervals of the counts over
+      the run's requests (``analysis.stats.proportion_interval``): each request is one trial;
+    * ``wait_p50``, ``wait_p90``, ``wait_p99``, ``wait_mean``: a block bootstrap of the granted
+      waits in the order they were asked (a simulated run's ``meta["pool"]``): ``batches``
+      (2..1000) consecutive blocks, drawn with replacement ``resamples`` (100..100000) times
+      from a generator seeded ``seed``, the percentile interval of each statistic. Blocks,
+      not single waits, because consecutive waits are correlated (a queue drains slowly), as
+      batch means do for a mean (``analysis.stats.batch_means``). A live run's waits have no
+      order (the pool hands them over in grant order, the waits of those granted at once as a
+      count), so its blocks are of an arbitrary order: narrower than the truth; compare with
+      the simulated run's intervals.
+
+    NaNs where there is nothing to count. Raises ``ValueError`` naming a bad argument.
+    """
+    if not isinstance(result, RunResult):
+        raise ValueError(f"result must be a RunResult, got {result!r}")
+    confidence = check_real("confidence", confidence, low=0.5, high=0.999)
+    check_int("batches", batches, low=2, high=1000)
+    check_int("resamples", resamples, low=100, high=100_000)
+    summary = pool_summary(result, pool=pool)
+    n = int(summary["requests"])
+    out: dict[str, tuple[float, float]] = {}
+    for name in _SHARES:
+        value = summary[name]
+        out[name] = (proportion_interval(round(value * n), n, confidence)
+                     if n and not math.isnan(value) else (math.nan, math.nan))
+    waits = _ordered_waits(result)
+    if waits.size < batches:
+        out.update({name: (math.nan, math.nan) for name in _WAITS})
+        return out
+    blocks = np.array_split(waits, batches)
+    rng = np.random.default_rng(seed)
+    stats = np.empty((resamples, len(_WAITS)))
+    for i in range(resamples):
+        sample = np.concatenate([blocks[j] for j in rng.integers(0, batches, size=batches)])
+        stats[i, :-1] = np.percentile(sample, POOL_PERCENTILES)
+        stats[i, -1] = sample.mean()
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(stats, [tail, 100 - tail], axis=0)
+    out.update({name: (float(lo), float(hi)) for name, lo, hi in zip(_WAITS, low, high,
+                                                                     strict=True)})
+    return out
+
+
+_ROWS = {"unavailable": "503 share (%)", "timed_out": "timed out (%)", "refused": "refused (%)",
+         "wait_p50": "wait p50 (ms)", "wait_p90": "wait p90 (ms)", "wait_p99": "wait p99 (ms)",
+         "wait_mean": "mean wait (ms)"}
+
+
+def _theory_row(theory: PoolModel) -> dict[str, float]:
+    return {"unavailable": theory.P_timeout + theory.P_refused, "timed_out": theory.P_timeout,
+            "refused": theory.P_refused,
+            **{f"wait_p{p}": theory.wait_quantile(p / 100) for p in POOL_PERCENTILES},
+            "wait_mean": theory.mean_wait_granted}
+
+
+def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None, *,
+               pool: PoolConfig | None = None, confidence: float = 0.95) -> pd.DataFrame:
+    """Simulated, live and the closed form side by side, one row per quantity: the 503 share,
+    timed out and refused (percent of the requests), the granted acquires' wait p50, p90, p99
+    and mean (milliseconds). Columns ``simulated``, ``simulated low`` and ``simulated high``
+    (``pool_intervals`` of the simulated run at ``confidence``: a run of this length's
+    sampling error), ``live``, ``live inside`` (True when the live figure lies in that
+    interval) and ``theory`` (``analysis.pool.pool_theory``'s model, or NaN when ``theory`` is
+    None: it holds for exponential query times only, so a constant one has no column of its
+    own). ``sim`` is ``simulate(pool_exhaustion_twin(...))`` (its ``meta["pool"]``), ``live``
+    ``pool_exhaustion_live(...)``'s. Raises ``ValueError`` for runs that are not
+    ``RunResult``."""
+    if not isinstance(sim, RunResult) or not isinstance(live, RunResult):
+        raise ValueError("sim and live must be RunResults (simulate(...), "
+                         "pool_exhaustion_live(...))")
+    simulated, measured = pool_summary(sim, pool=pool), pool_summary(live, pool=pool)
+    intervals = pool_intervals(sim, pool=pool, confidence=confidence)
+    expected = _theory_row(theory) if theory is not None else {}
+    rows: dict[str, Mapping[str, Any]] = {}
+    for key, label in _ROWS.items():
+        scale = 100.0 if key in _SHARES else 1e3
+        low, high = intervals[key]
+        value = measured[key]
+        rows[label] = {"simulated": scale * simulated[key], "simulated low": scale * low,
+                       "simulated high": scale * high, "live": scale * value,
+                       "live inside": bool(low <= value <= high),
+                       "theory": scale * expected.get(key, math.nan)}
+    table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
+    table.attrs.update(requests=(simulated["requests"], measured["requests"]),
+                       calibration=live.meta.get("calibration"), store=live.meta.get("store"))
+    return table

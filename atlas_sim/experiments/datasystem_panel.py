@@ -143,6 +143,16 @@ class DataParts:
     def cache_url(self) -> str | None:
         return self.redis.url if self.redis is not None else None
 
+    def store(self, name: str) -> str | None:
+        """A fresh, empty PostgreSQL database ``name`` (a-z, 0-9, _) for one experiment, its URL
+        (dropped and made again when it exists, so a cell run twice starts clean); None without
+        PostgreSQL (the experiment then makes its own temporary SQLite file). Raises
+        ``ValueError`` for another name."""
+        if self.postgres is None:
+            return None
+        self.postgres.drop_database(name)
+        return self.postgres.create_database(name)
+
     def table(self) -> pd.DataFrame:
         """One row per part (database, cache, event log): what runs it here, and its address
         or what installing the missing program gives."""

@@ -36,6 +36,7 @@ from atlas_sim.analysis.pool import pool_theory
 from atlas_sim.exercises import check
 from atlas_sim.experiments import datasystem, datasystem_panel, timelines
 from atlas_sim.policies import PoolConfig
+from atlas_sim.sim import simulate
 from atlas_sim.workload import Distribution
 
 # %% [markdown]
@@ -85,7 +86,7 @@ parts.table()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-crash = datasystem.crash_demo(store_url=parts.store_url, seed=SEED)
+crash = datasystem.crash_demo(store_url=parts.store("crash"), seed=SEED)
 crash
 
 # %% [markdown]
@@ -127,27 +128,34 @@ print(f"wait: {theory.P_wait:.1%}, time out: {theory.P_timeout:.1%}, "
 
 # %% [markdown]
 # Almost every order waits, and about one in six times out: the timeout is what keeps the
-# queue finite, by turning the excess load into 503s. Now the simulated pool, the same pool
-# driven on SimPy's clock:
-
-# %%
-simulated = datasystem.pool_exhaustion_sim(rate=30.0, requests=2000, pool=pool,
-                                           query_time=query, seed=SEED)
-
-# %% [markdown]
-# And the live service with the same `ServerConfig`, pool and seeded query times, offered the
-# same arrivals (about 10 seconds):
+# queue finite, by turning the excess load into 503s. Now the live service, with this pool
+# and seeded query times in its `ServerConfig`, offered 300 orders at 30 a second (about 10
+# seconds; it first times a few orders one at a time, to learn what a real query adds to the
+# 80 ms):
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 live_pool = datasystem.pool_exhaustion_live(rate=30.0, requests=300, pool=pool,
                                             query_time=query, seed=SEED,
-                                            store_url=parts.store_url)
+                                            store_url=parts.store("pool"))
+
+# %% [markdown]
+# Its simulated twin: the same `ServerConfig`, arrivals and query times, with what the live
+# service measured added to each query, on SimPy's clock.
+
+# %%
+twin = datasystem.pool_exhaustion_twin(rate=30.0, requests=300, pool=pool, query_time=query,
+                                       seed=SEED, calibration=live_pool.meta["calibration"])
+simulated_pool = simulate(twin)
+
+# %% [markdown]
+# The table sets the three side by side; "simulated low" and "simulated high" bound what a run
+# of 300 orders may show by chance, and "live inside" says whether the live figure is within
+# them.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-datasystem.pool_table({"theory": theory, "simulated": simulated, "live": live_pool},
-                      pool=pool)
+datasystem.pool_table(simulated_pool, live_pool, theory, pool=pool).round(1)
 
 # %% [markdown]
 # The three agree within sampling error: the same pool, one state machine on two clocks. The
@@ -186,7 +194,7 @@ datasystem_panel.pool_panel(seed=SEED)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-datasystem.consumer_lag_demo(store_url=parts.store_url, seed=SEED)
+datasystem.consumer_lag_demo(store_url=parts.store("events"), seed=SEED)
 
 # %% [markdown]
 # The lag grows during the burst and drains afterwards at the consumer's rate less the
@@ -206,8 +214,8 @@ datasystem.consumer_lag_demo(store_url=parts.store_url, seed=SEED)
 #   and `posts`;
 # * **fan-out on write** (`"write"`): a post is one row and an event on topic "posts" in the
 #   same transaction (the outbox); a consumer group inserts it into each follower's home
-#   timeline in the cache (a Redis ZSET: entries kept in order of post id), or, with no Redis, in a table. A read is one
-#   lookup;
+#   timeline in the cache (a Redis ZSET: entries kept in order of post id), or, with no
+#   Redis, in a table. A read is one lookup;
 # * **the hybrid**: fan-out on write, except for accounts above a follower threshold, whose
 #   posts are merged in at read time.
 #
@@ -220,7 +228,8 @@ datasystem.consumer_lag_demo(store_url=parts.store_url, seed=SEED)
 # %%
 # NBVAL_IGNORE_OUTPUT
 run = timelines.compare_approaches(accounts=2000, mean_followers=20, seed=SEED,
-                                   store_url=parts.store_url, cache_url=parts.cache_url)
+                                   store_url=parts.store("timelines"),
+                                   cache_url=parts.cache_url)
 run.table()
 
 # %%
@@ -245,7 +254,7 @@ plt.show()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-timelines.cold_cache(store_url=parts.store_url, cache_url=parts.cache_url, seed=SEED)
+timelines.cold_cache(store_url=parts.store("cold"), cache_url=parts.cache_url, seed=SEED)
 
 # %% [markdown]
 # Until the timelines are rebuilt, the database carries the whole read load that the cache
@@ -263,7 +272,8 @@ timelines.cold_cache(store_url=parts.store_url, cache_url=parts.cache_url, seed=
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-timelines.consistency_demo(store_url=parts.store_url, cache_url=parts.cache_url, seed=SEED)
+timelines.consistency_demo(store_url=parts.store("outbox"), cache_url=parts.cache_url,
+                           seed=SEED)
 
 # %% [markdown]
 # Without the outbox the lost posts are in the database and in no follower's timeline, and

@@ -51,7 +51,7 @@ def test_start_parts_runs_what_is_installed_and_leaves_nothing_behind():
     from atlas_sim.service.programs import running_programs
 
     parts = start_parts(postgres=False, redis=False)
-    assert parts.store_url is None and parts.cache_url is None
+    assert parts.store_url is None and parts.cache_url is None and parts.store("x") is None
     table = parts.table()
     assert table.loc["database", "runs on"].startswith("SQLite")
     assert "apt install postgresql" in table.loc["database", "address / note"]

@@ -36,8 +36,10 @@ test may check the estimator that the live side relies on against the truth of `
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import math
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,12 +55,14 @@ from ..config import Settings
 from ..policies import ClientPolicy, PoolConfig, Status
 from ..results import RunResult
 from ..server_config import ServerConfig, StoreConfig
-from ..service import LiveServer, create_app, run_load
+from ..service import LiveServer, ServiceProcess, create_app, run_load
+from ..service.store import open_store
 from ..sim import Scenario, simulate
 from ..validation import check_int, check_real
 from ..workload import Distribution, Load, rng_streams
 
-__all__ = ["POOL_PERCENTILES", "HoldCalibration", "pool_exhaustion_live",
+__all__ = ["POOL_PERCENTILES", "CrashRun", "HoldCalibration", "crash_demo", "crash_run",
+           "crash_table", "pool_exhaustion_live",
            "pool_exhaustion_scenario", "pool_exhaustion_sim", "pool_intervals",
            "pool_summary", "pool_table"]
 
@@ -424,3 +428,201 @@ def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None,
     table.attrs.update(requests=(simulated["requests"], measured["requests"]),
                        calibration=live.meta.get("calibration"), store=live.meta.get("store"))
     return table
+
+
+# -- a crash mid-load --------------------------------------------------------------------------
+
+#: Statuses a crash run's clients retry: in progress (the key's hold), no connection or key
+#: store full, timed out.
+CRASH_RETRIED = (409, 503, 504)
+
+
+@dataclass
+class CrashRun:
+    """What ``crash_run`` saw. ``acked``: key -> (status, body) of each order acknowledged
+    with a 2xx before the kill; ``cut``: keys whose attempt died with the service (in flight
+    at the kill: unknown to their client); ``answers``: key -> (status, body, replayed) of
+    every key's 2xx after the restart (``replayed``: its ``Idempotent-Replayed: true``);
+    ``stored``: key -> how many stored orders carry it (read from the store after the run);
+    ``orders``: the store's order count; ``keys``: every key, in the order sent."""
+
+    keys: list[str]
+    acked: dict[str, tuple[int, bytes]]
+    cut: set[str]
+    answers: dict[str, tuple[int, bytes, bool]]
+    stored: dict[str, int]
+    orders: int
+
+
+def _crash_config(url: str, lease: float) -> ServerConfig:
+    """Each order: 5 ms of work, then a transaction holding its connection 5 ms more (a slow
+    query), so that a crash finds transactions open; the key's lease is the server's timeout."""
+    return ServerConfig(workers=4, service_time=Distribution(mean=0.005, kind="constant"),
+                        timeout=lease, store=StoreConfig(
+                            url=url, key_lease=lease,
+                            query_time=Distribution(mean=0.005, kind="constant")))
+
+
+async def _first_round(url: str, service: ServiceProcess, keys: list[str], clients: int,
+                       kill_after: int) -> tuple[dict[str, tuple[int, bytes]], set[str]]:
+    """Send every key once (retrying ``CRASH_RETRIED`` while the service lives) from
+    ``clients`` concurrent clients; SIGKILL the service once ``kill_after`` orders are
+    acknowledged."""
+    acked: dict[str, tuple[int, bytes]] = {}
+    cut: set[str] = set()
+    killed = asyncio.Event()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in keys:
+        queue.put_nowait(key)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        while not killed.is_set() and not queue.empty():
+            key = queue.get_nowait()
+            for _ in range(50):
+                try:
+                    r = await http.post("/api/orders", json={"key": key},
+                                        headers={"Idempotency-Key": f'"{key}"'})
+                except httpx.TransportError:
+                    cut.add(key)  # the service died with this order at work: unknown
+                    break
+                if 200 <= r.status_code < 300:
+                    acked[key] = (r.status_code, r.content)
+                    if len(acked) >= kill_after and not killed.is_set():
+                        killed.set()
+                        await asyncio.to_thread(service.kill)  # a crash, orders in flight
+                    break
+                if r.status_code not in CRASH_RETRIED:
+                    raise RuntimeError(f"{key}: unexpected {r.status_code}: {r.text}")
+                await asyncio.sleep(0.01)
+
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=5.0,
+                                 limits=httpx.Limits(max_connections=clients)) as http:
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+    return acked, cut
+
+
+async def _second_round(url: str, keys: list[str], clients: int, lease: float
+                        ) -> dict[str, tuple[int, bytes, bool]]:
+    """Retry every key on the restarted service until it answers 2xx: 409 (its hold from
+    before the crash, until the lease runs out), 503 and 504 are retried for at most three
+    leases (then ``RuntimeError``: a key stuck beyond its lease)."""
+    answers: dict[str, tuple[int, bytes, bool]] = {}
+
+    async def retry(http: httpx.AsyncClient, key: str) -> None:
+        give_up = time.monotonic() + 3 * lease + 2.0
+        while True:
+            r = await http.post("/api/orders", json={"key": key},
+                                headers={"Idempotency-Key": f'"{key}"'})
+            if 200 <= r.status_code < 300:
+                answers[key] = (r.status_code, r.content,
+                                r.headers.get("Idempotent-Replayed") == "true")
+                return
+            if r.status_code not in CRASH_RETRIED:
+                raise RuntimeError(f"{key}: unexpected {r.status_code}: {r.text}")
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"{key} stuck beyond its lease: {r.text}")
+            await asyncio.sleep(0.05)
+
+    semaphore = asyncio.Semaphore(clients)
+    async with httpx.AsyncClient(base_url=url, trust_env=False, timeout=5.0,
+                                 limits=httpx.Limits(max_connections=clients)) as http:
+
+        async def bounded(key: str) -> None:
+            async with semaphore:
+                await retry(http, key)
+        await asyncio.gather(*(bounded(key) for key in keys))
+    return answers
+
+
+async def _read_stored(url: str, lease: float) -> tuple[int, dict[str, int]]:
+    """The store's order count and, per key, how many stored orders carry it."""
+    store = open_store(StoreConfig(url=url), pool=None, lease=lease)
+    await store.open()
+    try:
+        count = await store.orders()
+        stored: dict[str, int] = {}
+        for n in range(1, count + 1):
+            order = await store.get_order(n)
+            if order is not None and order.get("key"):
+                stored[order["key"]] = stored.get(order["key"], 0) + 1
+        return count, stored
+    finally:
+        await store.close()
+
+
+def crash_run(*, orders: int = 60, kill_after: int = 15, store_url: str | None = None,
+              seed: int = 0, clients: int = 6, lease: float = 2.0) -> CrashRun:
+    """A crash mid-load (issue 22, "Done when"): the service in a child process
+    (``ServiceProcess``, seeded ``seed``) on the store ``store_url`` (``"sqlite:///..."`` or
+    ``"postgresql://..."``; None: a SQLite database in a temporary directory, removed on
+    return) takes ``orders`` orders (1..10000), each with its own ``Idempotency-Key``, from
+    ``clients`` (1..64) concurrent clients that retry 409, 503 and 504; it is killed with
+    SIGKILL once ``kill_after`` (1..orders) are acknowledged, with orders at work; it is
+    started again on the same store, and every key is retried until it answers 2xx (a key
+    held in flight by the dead process waits for its ``lease``, seconds, > 0, which is also
+    the server's timeout). Then the store is read back. No process, port or file is left
+    behind. About ``lease`` + 2 s.
+
+    Raises ``ValueError`` naming a bad argument (a memory store is refused: it dies with its
+    process), ``RuntimeError`` for an answer other than 2xx, 409, 503, 504 or a key stuck
+    beyond three leases."""
+    check_int("orders", orders, low=1, high=10_000)
+    check_int("kill_after", kill_after, low=1, high=orders)
+    check_int("clients", clients, low=1, high=64)
+    check_int("seed", seed, low=0)
+    lease = check_real("lease", lease, low=0, low_open=True, high=60)
+    if store_url is not None and not store_url.startswith(("sqlite://", "postgresql://")):
+        raise ValueError(f"store_url must be None, sqlite:///... or postgresql://... (a store "
+                         f"that outlives the process), got {store_url!r}")
+    keys = [f"key-{i:05d}" for i in range(orders)]
+    with tempfile.TemporaryDirectory(prefix="atlas-crash-") as directory:
+        url = store_url or f"sqlite:///{directory}/crash.sqlite3"
+        config = _crash_config(url, lease)
+        service = ServiceProcess(server=config, seed=seed, name="atlas-crash-demo").start()
+        try:
+            acked, cut = asyncio.run(_first_round(service.url, service, keys, clients,
+                                                  kill_after))
+        finally:
+            service.kill()
+        restarted = ServiceProcess(server=config, seed=seed, name="atlas-crash-demo").start()
+        try:
+            answers = asyncio.run(_second_round(restarted.url, keys, clients, lease))
+        finally:
+            restarted.stop()
+        count, stored = asyncio.run(_read_stored(url, lease))
+    return CrashRun(keys=keys, acked=acked, cut=cut, answers=answers, stored=stored,
+                    orders=count)
+
+
+def crash_table(run: CrashRun) -> pd.DataFrame:
+    """``crash_run``'s outcome, one row each (column ``keys``): sent (orders), acknowledged
+    before the kill, in flight at the kill, not yet sent at the kill, replayed after the
+    restart (answered from the store: ``Idempotent-Replayed``), of which acknowledged and
+    replayed with the very same body, applied after the restart (a new order), stored once,
+    lost (no order stored) and duplicates (stored orders beyond one per key; 0)."""
+    replayed = {k for k, (_, _, again) in run.answers.items() if again}
+    same = sum(1 for k, (_, body) in run.acked.items()
+               if k in replayed and run.answers[k][1] == body)
+    rows = {
+        "sent": len(run.keys),
+        "acknowledged before the kill": len(run.acked),
+        "in flight at the kill": len(run.cut),
+        "not yet sent at the kill": len(run.keys) - len(run.acked) - len(run.cut),
+        "replayed after the restart": len(replayed),
+        "acknowledged, replayed identically": same,
+        "applied after the restart": len(run.answers) - len(replayed),
+        "stored once": sum(1 for k in run.keys if run.stored.get(k) == 1),
+        "lost": sum(1 for k in run.keys if not run.stored.get(k)),
+        "duplicates": sum(max(0, n - 1) for n in run.stored.values())
+                      + (run.orders - sum(run.stored.values())),
+    }
+    return pd.DataFrame({"keys": rows}).rename_axis("orders")
+
+
+def crash_demo(*, orders: int = 60, kill_after: int = 15, store_url: str | None = None,
+               seed: int = 0) -> pd.DataFrame:
+    """``crash_table(crash_run(...))``: the service killed mid-load and restarted on the same
+    store (see ``crash_run``), in one table: every acknowledged order stored once and
+    replayed, the ones in flight at the kill replayed or applied once, no duplicates."""
+    return crash_table(crash_run(orders=orders, kill_after=kill_after, store_url=store_url,
+                                 seed=seed))

@@ -115,3 +115,13 @@ def test_the_twin_refuses_a_calibration_of_another_kind():
     with pytest.raises(ValueError, match="calibration"):
         pool_exhaustion_twin(rate=40, requests=50, pool=POOL, query_time=QUERY, seed=1,
                              calibration=0.003)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("kwargs", "name"), [
+    ({"orders": 0}, "orders"), ({"orders": 10, "kill_after": 11}, "kill_after"),
+    ({"clients": 0}, "clients"), ({"lease": 0}, "lease"),
+    ({"store_url": "memory://crash"}, "store_url")])
+def test_crash_run_refuses_bad_input_by_name_before_starting_anything(kwargs, name):
+    from atlas_sim.experiments.datasystem import crash_run
+    with pytest.raises(ValueError, match=name):
+        crash_run(**kwargs)

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..analysis.pool import pool_theory
@@ -85,6 +86,7 @@ def plot_pool_waits(results: dict[str, Any]) -> Figure:
     waits = np.sort(results["waits"])
     theory = results["theory"]
     figure = Figure(figsize=(6.4, 3.4), layout="constrained")
+    FigureCanvasAgg(figure)  # off pyplot's books, drawable (as analysis.figures does)
     ax = figure.add_subplot()
     t = np.linspace(0.0, pool.timeout, 200)
     tail = [1.0 - theory.wait_cdf(x) for x in t]  # of the granted, as the simulated

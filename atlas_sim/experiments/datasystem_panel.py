@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -37,8 +38,17 @@ from ..widgets import Control, Panel
 from ..workload import Distribution
 from .datasystem import pool_exhaustion_scenario, pool_summary
 
-__all__ = ["POOL_PANEL_REQUESTS", "DataParts", "leftovers", "plot_pool_waits", "pool_panel",
-           "pool_panel_run", "pool_panel_table", "start_parts"]
+__all__ = [
+    "POOL_PANEL_REQUESTS",
+    "DataParts",
+    "leftovers",
+    "plot_consumer_lag",
+    "plot_pool_waits",
+    "pool_panel",
+    "pool_panel_run",
+    "pool_panel_table",
+    "start_parts",
+]
 
 #: Orders per simulated run of the panel (about 0.1 s of simulation each).
 POOL_PANEL_REQUESTS = 2000
@@ -210,3 +220,26 @@ def leftovers() -> list[str]:
     found += [f"{program.kind} {name!r} (pid {program.pid})"
               for name, program in running_programs().items() if program.running]
     return found
+
+
+def plot_consumer_lag(samples: pd.DataFrame) -> Figure:
+    """The consumer lag (events) against time (seconds) of
+    ``experiments.datasystem.consumer_lag_demo``'s samples (columns ``time``, ``lag``,
+    ``phase``), one line per phase, and the kill (``attrs["killed_at"]``) as a dotted line.
+    Raises ``ValueError`` for a table without those columns."""
+    missing = {"time", "lag", "phase"} - set(getattr(samples, "columns", ()))
+    if missing:
+        raise ValueError(f"samples must have the columns time, lag and phase; missing "
+                         f"{sorted(missing)}")
+    figure, ax = plt.subplots(figsize=(7.5, 3.2), layout="constrained")
+    for phase, rows in samples.groupby("phase", sort=False):
+        ax.plot(rows["time"], rows["lag"], drawstyle="steps-post", label=str(phase))
+    killed = samples.attrs.get("killed_at")
+    if killed is not None:
+        ax.axvline(float(killed), color="black", linestyle=":", label="consumers killed")
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("consumer lag (events)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper right")
+    ax.set_title('Group "receipts" on topic "orders": end offset − committed offset')
+    return figure

@@ -217,7 +217,7 @@ lag = datasystem.consumer_lag_demo(store_url=parts.store("events"), seed=SEED)
 pd.Series(lag.attrs, name="consumer lag run").to_frame()
 
 # %%
-datasystem.plot_consumer_lag(lag)
+datasystem_panel.plot_consumer_lag(lag)
 plt.show()
 
 # %% [markdown]

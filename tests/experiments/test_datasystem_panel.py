@@ -77,3 +77,20 @@ def test_start_parts_starts_redis_when_installed_and_stops_it():
         parts.stop()
         assert "atlas-03b-redis" not in running_programs() and not parts.redis.running
     assert not [thing for thing in leftovers() if "atlas-03b" in thing]
+
+
+def test_the_consumer_lag_plot_draws_a_line_per_phase_and_the_kill():
+    import pandas as pd
+
+    from atlas_sim.experiments.datasystem_panel import plot_consumer_lag
+
+    samples = pd.DataFrame({"time": [0.0, 0.1, 0.2, 0.3], "lag": [0, 20, 5, 8],
+                            "phase": ["first round", "first round", "second round",
+                                      "after the restart"]})
+    samples.attrs["killed_at"] = 0.25
+    figure = plot_consumer_lag(samples)
+    labels = [line.get_label() for line in figure.axes[0].lines]
+    assert labels == ["first round", "second round", "after the restart", "consumers killed"]
+    plt.close(figure)
+    with pytest.raises(ValueError, match="phase"):
+        plot_consumer_lag(samples.drop(columns="phase"))

@@ -41,6 +41,7 @@ from .datasystem import pool_exhaustion_scenario, pool_summary
 __all__ = [
     "POOL_PANEL_REQUESTS",
     "DataParts",
+    "consumer_lag_summary",
     "leftovers",
     "plot_consumer_lag",
     "plot_pool_waits",
@@ -240,6 +241,30 @@ def plot_consumer_lag(samples: pd.DataFrame) -> Figure:
     ax.set_xlabel("time (s)")
     ax.set_ylabel("consumer lag (events)")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper right")
+    ax.legend(loc="best")
     ax.set_title('Group "receipts" on topic "orders": end offset − committed offset')
     return figure
+
+
+#: ``consumer_lag_demo``'s ``attrs``, as ``consumer_lag_summary`` labels them.
+_LAG_ROWS = {"orders": "orders placed (both bursts)",
+             "killed_at": "consumers killed at (s)",
+             "committed_at_kill": "committed offset at the kill",
+             "lag_at_restart": "lag at the restart (events)",
+             "processed_after_restart": "events handled after the restart",
+             "receipted": "orders with a receipt"}
+
+
+def consumer_lag_summary(samples: pd.DataFrame) -> pd.DataFrame:
+    """``consumer_lag_demo``'s ``attrs`` as one readable column ("value"): counts as whole
+    numbers, the kill's time to 0.01 s, plus the largest lag seen in each phase."""
+    attrs = samples.attrs
+    rows: dict[str, str] = {}
+    for key, label in _LAG_ROWS.items():
+        if key in attrs:
+            value = attrs[key]
+            rows[label] = f"{value:.2f}" if key == "killed_at" else f"{int(value)}"
+    if {"phase", "lag"} <= set(samples.columns):
+        for phase, peak in samples.groupby("phase", sort=False)["lag"].max().items():
+            rows[f"largest lag, {phase} (events)"] = f"{int(peak)}"
+    return pd.DataFrame({"value": rows})

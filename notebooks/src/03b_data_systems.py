@@ -31,7 +31,6 @@ SEED = 2024
 
 # %%
 import matplotlib.pyplot as plt
-import pandas as pd
 
 from atlas_sim.analysis.pool import pool_theory
 from atlas_sim.exercises import check
@@ -214,7 +213,7 @@ datasystem_panel.pool_panel(seed=SEED)
 # %%
 # NBVAL_IGNORE_OUTPUT
 lag = datasystem.consumer_lag_demo(store_url=parts.store("events"), seed=SEED)
-pd.Series(lag.attrs, name="consumer lag run").to_frame()
+datasystem_panel.consumer_lag_summary(lag)
 
 # %%
 datasystem_panel.plot_consumer_lag(lag)

@@ -82,7 +82,7 @@ def test_start_parts_starts_redis_when_installed_and_stops_it():
 def test_the_consumer_lag_plot_draws_a_line_per_phase_and_the_kill():
     import pandas as pd
 
-    from atlas_sim.experiments.datasystem_panel import plot_consumer_lag
+    from atlas_sim.experiments.datasystem_panel import consumer_lag_summary, plot_consumer_lag
 
     samples = pd.DataFrame({"time": [0.0, 0.1, 0.2, 0.3], "lag": [0, 20, 5, 8],
                             "phase": ["first round", "first round", "second round",
@@ -94,3 +94,8 @@ def test_the_consumer_lag_plot_draws_a_line_per_phase_and_the_kill():
     plt.close(figure)
     with pytest.raises(ValueError, match="phase"):
         plot_consumer_lag(samples.drop(columns="phase"))
+    samples.attrs.update(orders=200, committed_at_kill=141, lag_at_restart=59)
+    summary = consumer_lag_summary(samples)["value"]
+    assert summary["committed offset at the kill"] == "141"
+    assert summary["consumers killed at (s)"] == "0.25"
+    assert summary["largest lag, first round (events)"] == "20"

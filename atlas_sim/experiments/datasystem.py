@@ -39,7 +39,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import math
+import re
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,17 +56,19 @@ from ..analysis.stats import proportion_interval
 from ..config import Settings
 from ..policies import ClientPolicy, PoolConfig, Status
 from ..results import RunResult
-from ..server_config import ServerConfig, StoreConfig
+from ..server_config import EventLogConfig, ServerConfig, StoreConfig
 from ..service import LiveServer, ServiceProcess, create_app, run_load
+from ..service.eventlog import RECEIPTS, EventConsumers, Handler, order_receipts
 from ..service.store import open_store
 from ..sim import Scenario, simulate
 from ..validation import check_int, check_real
 from ..workload import Distribution, Load, rng_streams
 
-__all__ = ["POOL_PERCENTILES", "CrashRun", "HoldCalibration", "crash_demo", "crash_run",
-           "crash_table", "pool_exhaustion_live",
-           "pool_exhaustion_scenario", "pool_exhaustion_sim", "pool_intervals",
-           "pool_summary", "pool_table"]
+__all__ = ["CALIBRATION_PROBES", "CRASH_RETRIED", "POOL_PERCENTILES", "CrashRun",
+           "HoldCalibration", "consumer_lag_demo", "crash_demo", "crash_run", "crash_table",
+           "pool_exhaustion_live", "pool_exhaustion_scenario", "pool_exhaustion_sim",
+           "pool_exhaustion_twin", "pool_intervals", "pool_summary", "pool_table",
+           "slow_handler"]
 
 #: The wait percentiles ``pool_summary`` reports, as ``wait_p50`` ... keys.
 POOL_PERCENTILES = (50, 90, 99)
@@ -212,6 +216,7 @@ def pool_exhaustion_live(*, rate: float, requests: int, pool: PoolConfig,
                           store=StoreConfig(url=store_url))
     scenario = pool_exhaustion_scenario(rate=rate, requests=requests, pool=pool,
                                         query_time=query_time, seed=seed, server=config)
+    assert isinstance(scenario.server, ServerConfig)  # one instance
     app = create_app(Settings(), server=scenario.server, seed=seed)
     with LiveServer(app, name="atlas-pool-live") as server, \
             httpx.Client(base_url=server.url, trust_env=False, timeout=30.0) as http:
@@ -626,3 +631,136 @@ def crash_demo(*, orders: int = 60, kill_after: int = 15, store_url: str | None 
     replayed, the ones in flight at the kill replayed or applied once, no duplicates."""
     return crash_table(crash_run(orders=orders, kill_after=kill_after, store_url=store_url,
                                  seed=seed))
+
+
+# -- consumer lag ------------------------------------------------------------------------------
+
+def slow_handler(handler: Handler, handler_time: float) -> Handler:
+    """``handler`` made slow: before it handles a batch it spends ``handler_time`` seconds
+    (>= 0) per event (an ``asyncio.sleep``: a consumer whose work for each event takes that
+    long, a remote call, say). A demonstration's handler, never the service's default; the
+    effect stays ``handler``'s (idempotent if it is)."""
+    handler_time = check_real("handler_time", handler_time, low=0, high=10)
+
+    async def slowed(batch: list[tuple[int, str]]) -> None:
+        await asyncio.sleep(handler_time * len(batch))
+        await handler(batch)
+
+    return slowed
+
+
+_LAG = re.compile(r'^atlas_api_event_consumer_lag\{group="receipts",topic="orders"\} '
+                  r'([0-9.e+]+)$', re.MULTILINE)
+
+
+def _scrape_lag(http: httpx.Client) -> int | None:
+    match = _LAG.search(http.get("/metrics").text)
+    return None if match is None else int(float(match.group(1)))
+
+
+def consumer_lag_demo(*, orders: int = 100, consumers: int = 1, handler_time: float = 0.01,
+                      seed: int = 0, rate: float = 250.0, store_url: str | None = None,
+                      timeout: float = 20.0) -> pd.DataFrame:
+    """A consumer group falling behind and catching up, then killed and restarted: the
+    ``"receipts"`` group (``eventlog.order_receipts`` on topic ``"orders"``, the outbox every
+    order is appended to), its handler slowed to ``handler_time`` seconds per event
+    (``slow_handler``, 0..10; so it drains at most 1 / ``handler_time`` events a second), on
+    the service in this process (``LiveServer``; ``EventLogConfig(consumers=consumers,
+    batch=5, poll_interval=0.02)``, ``consumers`` 1..8 tasks of which one holds the group's
+    lease; the store ``store_url``, None: a temporary SQLite).
+
+    Two rounds of ``orders`` (1..5000) orders at ``rate`` per second (``run_load``, Poisson,
+    seeded ``seed``): after the first, the lag drains to 0; in the second, once the orders are
+    placed, the consumers are killed (their tasks cancelled mid-batch: the batch is not
+    committed) and new ones started on the same store, which resume from the group's
+    committed offset. Meanwhile ``/metrics`` is scraped every 50 ms for
+    ``atlas_api_event_consumer_lag{group="receipts",topic="orders"}``.
+
+    Returns the samples, one row each: ``time`` (seconds since the first round began),
+    ``lag`` (events), ``phase`` (``"first round"``, ``"second round"``, ``"after the
+    restart"``). ``attrs``: ``orders`` (placed in all), ``killed_at`` (seconds),
+    ``committed_at_kill`` (the offset the new consumers resumed from), ``lag_at_restart``,
+    ``processed_after_restart`` (events the new consumers committed: the lag at the restart,
+    nothing before the committed offset again) and ``receipted`` (orders the service recorded
+    a receipt for, 1..``orders``, all of them). Raises ``ValueError`` naming a bad argument,
+    ``TimeoutError`` when the lag has not drained within ``timeout`` seconds.
+    """
+    check_int("orders", orders, low=1, high=5000)
+    check_int("consumers", consumers, low=1, high=8)
+    handler_time = check_real("handler_time", handler_time, low=0, high=10)
+    check_int("seed", seed, low=0)
+    rate = check_real("rate", rate, low=0, low_open=True, high=2000)
+    timeout = check_real("timeout", timeout, low=0, low_open=True)
+    events = EventLogConfig(consumers=consumers, batch=5, poll_interval=0.02)
+    config = ServerConfig(workers=64, service_time=Distribution(mean=0.0, kind="constant"),
+                          store=StoreConfig(url=store_url), pool=PoolConfig(size=8),
+                          events=events)
+    samples: list[tuple[float, int, str]] = []
+    phase = ["first round"]
+    stop = threading.Event()
+    with LiveServer(create_app(Settings(), server=config, seed=seed),
+                    name="atlas-consumer-lag") as server, \
+            httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as http:
+        state = server.app.state.atlas
+        loop = state.events.tasks[0].get_loop()  # the server's event loop
+
+        def on_loop(coroutine: Any) -> Any:
+            return asyncio.run_coroutine_threadsafe(coroutine, loop).result(timeout=30)
+
+        async def restart() -> tuple[int, EventConsumers]:
+            """Kill the consumers (cancelled, mid-batch or not) and start new ones."""
+            await state.events.stop()
+            committed = await state.store.committed(*RECEIPTS)
+            fresh = EventConsumers(state.store, events,
+                                   {RECEIPTS: slow_handler(order_receipts(state), handler_time)})
+            fresh.start()
+            state.events = fresh
+            return committed, fresh
+
+        on_loop(restart())  # the service's own consumers, slowed: the demo's handler
+        http.post("/admin/reset").raise_for_status()
+        start = time.monotonic()
+
+        def sample() -> None:
+            with httpx.Client(base_url=server.url, trust_env=False, timeout=10.0) as scraper:
+                while not stop.is_set():
+                    lag = _scrape_lag(scraper)
+                    if lag is not None:
+                        samples.append((time.monotonic() - start, lag, phase[0]))
+                    stop.wait(0.05)
+
+        def drained() -> None:
+            deadline = time.monotonic() + timeout
+            while (_scrape_lag(http) or 0) > 0:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the receipts group's lag did not drain within "
+                                       f"{timeout:g} s")
+                time.sleep(0.05)
+            time.sleep(0.1)  # a few samples at 0
+
+        sampler = threading.Thread(target=sample, name="atlas-lag-sampler", daemon=True)
+        sampler.start()
+        try:
+            load = Load(rate=rate, requests=orders)
+            run_load(server.url, load=load, seed=seed, path="/api/orders", method="POST",
+                     progress=False, server_events=False)
+            drained()
+            phase[0] = "second round"
+            run_load(server.url, load=load, seed=seed + 1, path="/api/orders", method="POST",
+                     progress=False, server_events=False)
+            killed_at = time.monotonic() - start
+            committed, fresh = on_loop(restart())
+            lag_at_restart = _scrape_lag(http)
+            phase[0] = "after the restart"
+            drained()
+        finally:
+            stop.set()
+            sampler.join(timeout=5)
+        placed = int(http.get("/admin/orders").json()["applied"])
+        processed = int(fresh.processed["receipts"])
+        receipted = len(state.receipted)
+    frame = pd.DataFrame(samples, columns=["time", "lag", "phase"])
+    frame.attrs.update(orders=placed, killed_at=killed_at, committed_at_kill=committed,
+                       lag_at_restart=lag_at_restart, processed_after_restart=processed,
+                       receipted=receipted)
+    return frame

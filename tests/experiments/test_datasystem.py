@@ -125,3 +125,35 @@ def test_crash_run_refuses_bad_input_by_name_before_starting_anything(kwargs, na
     from atlas_sim.experiments.datasystem import crash_run
     with pytest.raises(ValueError, match=name):
         crash_run(**kwargs)
+
+
+# -- consumer lag (live) -----------------------------------------------------------------------
+
+@pytest.mark.live
+def test_a_slow_consumer_group_falls_behind_drains_and_resumes_from_its_committed_offset():
+    from atlas_sim.experiments.datasystem import consumer_lag_demo
+    frame = consumer_lag_demo(orders=60, consumers=2, handler_time=0.01, seed=1,
+                              store_url="memory://consumer-lag-test")
+    info = frame.attrs
+    assert info["orders"] == 120 and info["receipted"] == 120  # every order receipted
+    first = frame[frame["phase"] == "first round"]["lag"]
+    after = frame[frame["phase"] == "after the restart"]["lag"]
+    assert first.max() >= 20  # orders came faster than the slowed group drained them
+    assert first.iloc[-1] == 0 and after.iloc[-1] == 0  # ... and then it caught up, twice
+    # the new consumers resumed from the committed offset: they processed exactly what was
+    # left (nothing before it again, nothing skipped)
+    assert info["committed_at_kill"] + info["processed_after_restart"] == 120
+    assert info["lag_at_restart"] == info["processed_after_restart"] > 0
+
+
+def test_slow_handler_and_the_demo_refuse_bad_input_by_name():
+    from atlas_sim.experiments.datasystem import consumer_lag_demo, slow_handler
+
+    async def handler(batch):
+        return None
+    with pytest.raises(ValueError, match="handler_time"):
+        slow_handler(handler, -1.0)
+    for kwargs, name in (({"orders": 0}, "orders"), ({"consumers": 0}, "consumers"),
+                         ({"handler_time": -1}, "handler_time"), ({"rate": 0}, "rate")):
+        with pytest.raises(ValueError, match=name):
+            consumer_lag_demo(**kwargs)

@@ -41,6 +41,7 @@ from .datasystem import pool_exhaustion_scenario, pool_summary
 __all__ = [
     "POOL_PANEL_REQUESTS",
     "DataParts",
+    "cold_cache_or_why_not",
     "consumer_lag_summary",
     "leftovers",
     "plot_consumer_lag",
@@ -268,3 +269,17 @@ def consumer_lag_summary(samples: pd.DataFrame) -> pd.DataFrame:
         for phase, peak in samples.groupby("phase", sort=False)["lag"].max().items():
             rows[f"largest lag, {phase} (events)"] = f"{int(peak)}"
     return pd.DataFrame({"value": rows})
+
+
+def cold_cache_or_why_not(parts: DataParts, *, seed: int = 0, **options: Any) -> pd.DataFrame:
+    """``experiments.timelines.cold_cache`` on ``parts``' Redis and database (``options``
+    passed on), or, without a Redis, a one-row table saying so and what would run it (``apt
+    install redis-server``): a cache that can go cold needs a cache."""
+    if parts.cache_url is None:
+        return pd.DataFrame({"needs": ["a Redis cache: apt install redis-server, then run the "
+                                       "notebook again"]}, index=["cold cache"])
+    from .timelines import cold_cache  # notebook 03b's timelines section
+
+    table: pd.DataFrame = cold_cache(cache_url=parts.cache_url, store_url=parts.store("cold"),
+                                     seed=seed, **options)
+    return table

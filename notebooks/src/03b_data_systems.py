@@ -272,14 +272,16 @@ plt.show()
 # ### A cold cache
 #
 # A cache is a copy. When it is flushed (a restart, an eviction, a new node), every read
-# misses, and each miss is rebuilt by the query the cache was there to avoid.
+# misses, and each miss is rebuilt by the query the cache was there to avoid. The experiment
+# reads the timelines with a warm Redis, flushes it, and reads again (it needs Redis; without
+# it the cell says so).
 #
 # **Predict before you run.** After the flush, by how much do the database queries per second
 # grow?
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-timelines.cold_cache(store_url=parts.store("cold"), cache_url=parts.cache_url, seed=SEED)
+datasystem_panel.cold_cache_or_why_not(parts, seed=SEED)
 
 # %% [markdown]
 # Until the timelines are rebuilt, the database carries the whole read load that the cache
@@ -292,8 +294,8 @@ timelines.cold_cache(store_url=parts.store("cold"), cache_url=parts.cache_url, s
 # write), the post commits, then its event is appended in a second step, and the `lose_events`
 # fault skips that step, as a crash between the two would.
 #
-# **Predict before you run.** With the outbox off and one event in ten lost, how many
-# followers miss a post? Does any part report an error?
+# **Predict before you run.** With the outbox off and three events in ten lost, how many
+# posts reach no follower at all? Does any part report an error?
 
 # %%
 # NBVAL_IGNORE_OUTPUT

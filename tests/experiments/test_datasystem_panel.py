@@ -99,3 +99,10 @@ def test_the_consumer_lag_plot_draws_a_line_per_phase_and_the_kill():
     assert summary["committed offset at the kill"] == "141"
     assert summary["consumers killed at (s)"] == "0.25"
     assert summary["largest lag, first round (events)"] == "20"
+
+
+def test_without_redis_the_cold_cache_cell_says_what_would_run_it():
+    from atlas_sim.experiments.datasystem_panel import DataParts, cold_cache_or_why_not
+
+    table = cold_cache_or_why_not(DataParts(postgres=None, redis=None, missing={}))
+    assert "apt install redis-server" in table.loc["cold cache", "needs"]

@@ -70,9 +70,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
-from scipy.special import exprel
-
+# The follower model lives in ``atlas_sim.social`` (the service builds its graph from it); it
+# is re-exported here, so ``analysis.timeline.FollowerDistribution`` is the very same class.
+from ..social import DDIA_MEAN_FOLLOWERS, TWITTER_ACTIVE_ACCOUNTS, FollowerDistribution
 from ..validation import check_real
 
 __all__ = [
@@ -92,101 +92,10 @@ __all__ = [
 DDIA_POSTS_PER_SECOND = 4_600.0
 DDIA_PEAK_POSTS_PER_SECOND = 12_000.0
 DDIA_READS_PER_SECOND = 300_000.0
-DDIA_MEAN_FOLLOWERS = 75.0
 DDIA_LARGEST_FOLLOWERS = 30_000_000.0  # "some users have over 30 million followers"
-#: Active users in Krikorian's "Timelines at Scale" (2012), as High Scalability reported it.
-TWITTER_ACTIVE_ACCOUNTS = 150_000_000
 
 Approach = Literal["fan-out on write", "fan-out on read", "hybrid"]
 APPROACHES: tuple[Approach, ...] = ("fan-out on write", "fan-out on read", "hybrid")
-
-
-def _power_integral(a: float, b: float, exponent: float) -> float:
-    """``integral of x ** -exponent dx`` from ``a`` to ``b`` (0 < a <= b), exact at exponent 1
-    too: ``a ** (1 - exponent) * L * exprel((1 - exponent) * L)`` with ``L = ln(b / a)``."""
-    if b <= a:
-        return 0.0
-    span = math.log(b / a)
-    return float(a ** (1.0 - exponent) * span * exprel((1.0 - exponent) * span))
-
-
-@dataclass(frozen=True, kw_only=True)
-class FollowerDistribution:
-    """Followers per account: a Pareto law with tail index ``tail_index``, truncated at the
-    population's largest account and calibrated to ``mean`` (see the module docstring).
-
-    ``minimum`` and ``largest`` (followers) are derived. Raises ValueError when the tail is so
-    heavy that the largest account would have more followers than there are other accounts
-    (at 150 million accounts and a mean of 75, a tail index below about 1.15).
-    """
-
-    tail_index: float = 1.3
-    mean: float = DDIA_MEAN_FOLLOWERS
-    accounts: float = TWITTER_ACTIVE_ACCOUNTS
-    minimum: float = field(init=False)
-    largest: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        alpha = check_real("tail_index", self.tail_index, low=0.5, high=5.0)
-        accounts = check_real("accounts", self.accounts, low=2.0)
-        mean = check_real("mean", self.mean, low=0, low_open=True, high=accounts - 1)
-        # mean of the truncated law = alpha * minimum * integral(x^-alpha, 1, N^(1/alpha)) / Z
-        # (substituting x -> minimum * x), with Z = 1 - 1/N the mass kept by the truncation.
-        kept = 1.0 - 1.0 / accounts
-        unit_mean = alpha * _power_integral(1.0, accounts ** (1.0 / alpha), alpha) / kept
-        minimum = mean / unit_mean
-        largest = minimum * accounts ** (1.0 / alpha)
-        if largest > accounts - 1:
-            raise ValueError(
-                f"tail_index must be large enough that the largest account has fewer followers "
-                f"than there are other accounts ({accounts - 1:.3g}); tail_index={alpha:g} "
-                f"gives {largest:.3g}")
-        object.__setattr__(self, "tail_index", alpha)
-        object.__setattr__(self, "accounts", accounts)
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "minimum", minimum)
-        object.__setattr__(self, "largest", largest)
-
-    @property
-    def _kept(self) -> float:
-        return 1.0 - 1.0 / self.accounts
-
-    def share_above(self, followers: float) -> float:
-        """The share of accounts with more than ``followers`` followers, ``P(F > x)``:
-        ``((minimum / x) ** alpha - 1 / accounts) / (1 - 1 / accounts)`` inside the support."""
-        x = check_real("followers", followers, low=0, allow_inf=True)
-        if x <= self.minimum:
-            return 1.0
-        if x >= self.largest:
-            return 0.0
-        return ((self.minimum / x) ** self.tail_index - 1.0 / self.accounts) / self._kept
-
-    def accounts_above(self, followers: float) -> float:
-        """How many accounts have more than ``followers`` followers: ``accounts * P(F > x)``."""
-        return self.accounts * self.share_above(followers)
-
-    def partial_mean(self, low: float = 0.0, high: float = math.inf) -> float:
-        """``E[F; low < F <= high]``: the mean followers per account counting only accounts
-        with more than ``low`` and at most ``high`` followers (0 elsewhere). ``partial_mean()``
-        is ``mean``; ``partial_mean(high=T) + partial_mean(low=T)`` is ``mean`` for any T."""
-        low = check_real("low", low, low=0, allow_inf=True)
-        high = check_real("high", high, low=0, allow_inf=True)
-        a, b = max(low, self.minimum), min(high, self.largest)
-        if b <= a:
-            return 0.0
-        alpha, m = self.tail_index, self.minimum
-        return alpha * m ** alpha * _power_integral(a, b, alpha) / self._kept
-
-    def quantile(self, u: float) -> float:
-        """The ``u``-quantile of followers (0 <= u <= 1): ``minimum * (1 - u Z) ** (-1/alpha)``
-        with ``Z = 1 - 1/accounts``; ``quantile(1)`` is ``largest``."""
-        u = check_real("u", u, low=0, high=1)
-        return self.minimum * (1.0 - u * self._kept) ** (-1.0 / self.tail_index)
-
-    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        """``size`` accounts' follower counts (floats), by inversion of the distribution."""
-        u = rng.random(size)
-        return self.minimum * (1.0 - u * self._kept) ** (-1.0 / self.tail_index)
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from .state import FanoutCounts as FanoutCounts
 from .state import ServiceState, instance_streams
 from .state import fanout_client as fanout_client
 from .store import PoolRefused, PoolTimeout
+from .timelines import FANOUT, fanout_handler, start_fanout
 from .work import WorkStation
 
 __all__ = ["INPUT_HEADER", "MAX_JSON_DEPTH", "MAX_NUMBER_CHARS", "RENAMED", "BadInput",
@@ -197,12 +198,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise
     state.cache = await open_cache(state.server.cache)  # None: no cache (said in one line)
     if state.server.events is not None:
-        state.events = EventConsumers(state.store, state.server.events,
-                                      {RECEIPTS: order_receipts(state)})
+        handlers = {RECEIPTS: order_receipts(state)}
+        if state.timelines.fans_out:  # the home timelines' fan-out on write
+            handlers[FANOUT] = fanout_handler(state)
+        state.events = EventConsumers(state.store, state.server.events, handlers)
         state.events.start()
+    elif state.server.timelines is not None:
+        start_fanout(state)  # consumers of the timelines' own (EventLogConfig())
+    state.serving = True
     try:
         yield
     finally:
+        state.serving = False
+        own = state.timelines.own_consumers
+        if own is not None:
+            await own.stop()  # before the store closes
+            state.timelines.own_consumers = None
         if state.events is not None:
             await state.events.stop()  # before the store closes
             state.events = None

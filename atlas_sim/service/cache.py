@@ -31,6 +31,17 @@ Also not done, on purpose: ``None`` (nothing in the database) is not cached, so 
 that does not exist yet always reaches the database; and concurrent misses of one key each
 load it (no single-flight), so a cold cache sends every reader to the database at once, the
 stampede a reader of the workbook is meant to see.
+
+Home timelines (DDIA chapter 1, "Describing Load", approach 2): user ``u``'s timeline is the
+sorted set ``timeline:{u}`` (Redis docs, "Sorted sets"), member and score the post id, holding
+at most ``length`` posts plus a sentinel member ``"0"`` (score 0) that marks the timeline as
+materialised even when it is empty. ``timeline_insert`` adds one post to many timelines in one
+round trip (one ``EVAL``: Redis docs, "Scripting with Lua"), only to timelines that exist, each
+trimmed to ``length`` (``ZREMRANGEBYRANK``); a timeline that is missing (never read, expired, or
+flushed: a cold cache) is not created there, since it would hold only the new post: it is rebuilt
+cache-aside by ``timeline_or_rebuild`` from the database (approach 1's query) on its next read,
+with the cache's ``ttl``. The cache-aside race (above) applies: a post fanned out between a
+rebuild's query and its fill is missing from that timeline until its TTL runs out.
 """
 
 from __future__ import annotations
@@ -38,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -48,7 +59,7 @@ from redis.exceptions import RedisError
 
 from ..server_config import CacheConfig
 
-__all__ = ["CACHE_CLIENT_NAME", "Cache", "open_cache"]
+__all__ = ["CACHE_CLIENT_NAME", "Cache", "open_cache", "timeline_key"]
 
 logger = logging.getLogger("atlas.service")
 
@@ -61,6 +72,27 @@ CACHE_CLIENT_NAME = "atlas-cache"
 CACHE_ERRORS = (RedisError, OSError, TimeoutError, UnicodeDecodeError)
 
 T = TypeVar("T")
+
+#: Adds post ARGV[1] to every timeline in KEYS that exists, keeping the sentinel (rank 0) and the
+#: newest ARGV[2] posts; returns how many timelines it was added to (0 for those that had it).
+_TIMELINE_INSERT = """
+local added = 0
+local keep = -(tonumber(ARGV[2]) + 1)
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    added = added + redis.call('ZADD', key, ARGV[1], ARGV[1])
+    redis.call('ZREMRANGEBYRANK', key, 1, keep)
+  end
+end
+return added
+"""
+#: The member that marks a timeline as materialised (score 0, below every post id).
+_SENTINEL = "0"
+
+
+def timeline_key(user: int) -> str:
+    """The cache key of ``user``'s home timeline: ``"timeline:<user>"``."""
+    return f"timeline:{int(user)}"
 
 
 class Cache:
@@ -153,6 +185,75 @@ class Cache:
                 self.write_errors += 1
                 self._failed("fill", exc)
         return value
+
+    async def timeline_insert(self, users: Sequence[int], post: int, length: int) -> int:
+        """Add ``post`` to the materialised timelines of ``users`` in one round trip (see the
+        module docstring), each trimmed to its newest ``length`` posts; returns the timelines
+        it was added to (a timeline that already held it, or is missing, counts 0). Idempotent
+        by post id. Raises what the cache raised (``CACHE_ERRORS``: the caller, the fan-out
+        consumer, hands the batch out again), ``ValueError`` for a ``length`` below 1."""
+        if isinstance(length, bool) or not isinstance(length, int) or length < 1:
+            raise ValueError(f"length must be an integer >= 1, got {length!r}")
+        if not users:
+            return 0
+        if self._closed:
+            raise RuntimeError("the cache is closed")
+        keys = [timeline_key(u) for u in users]
+        added = await self._call(self.redis.eval(  # type: ignore[misc]
+            _TIMELINE_INSERT, len(keys), *keys, int(post), length))
+        self._answered()
+        return int(added)
+
+    async def timeline_or_rebuild(self, user: int, length: int,
+                                  load: Callable[[], Awaitable[list[int]]]) -> list[int]:
+        """``user``'s home timeline, newest first (at most ``length`` post ids): from the cache
+        (a hit, ``ZRANGE ... REV``), else (a miss: the timeline is missing) from ``load()`` (the
+        database), then materialised in the cache for ``config.ttl`` seconds in one
+        ``MULTI``/``EXEC`` (cache-aside). A cache error or timeout is counted in ``errors`` and
+        answered by ``load()``. Counted in ``hits``/``misses``/``errors`` as ``get_or_load``."""
+        key = timeline_key(user)
+        if self._closed:
+            self.errors += 1
+            return await load()
+        try:
+            members = await self._call(self.redis.zrange(key, 0, length, desc=True))
+        except CACHE_ERRORS as exc:
+            self.errors += 1
+            self._failed("read", exc)
+            return await load()
+        self._answered()
+        if members:
+            self.hits += 1
+            return [int(m) for m in members if m != _SENTINEL][:length]
+        self.misses += 1
+        posts = await load()
+        try:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.zadd(key, {_SENTINEL: 0, **{str(p): p for p in posts}})
+                pipe.pexpire(key, self._ttl_ms(None))
+                await self._call(pipe.execute())
+        except CACHE_ERRORS as exc:
+            self.write_errors += 1
+            self._failed("fill", exc)
+        return posts
+
+    async def clear_timelines(self) -> bool:
+        """Delete every ``timeline:*`` key (``SCAN`` + ``UNLINK`` in batches of 1000): the home
+        timelines forgotten when a new graph is loaded. True when Redis did; False when it
+        failed (counted in ``write_errors``)."""
+
+        async def unlink_all() -> None:
+            batch: list[str] = []
+            async for key in self.redis.scan_iter(match="timeline:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await self.redis.unlink(*batch)
+                    batch = []
+            if batch:
+                await self.redis.unlink(*batch)
+
+        return await self._write("clear timelines", unlink_all)
 
     async def invalidate(self, *keys: str) -> bool:
         """Delete ``keys`` from the cache (after a write to the database, cache-aside's write

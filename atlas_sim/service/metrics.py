@@ -22,6 +22,12 @@ The data system behind the service, read when ``/metrics`` is scraped (``DataSys
     atlas_api_cache_requests_total{result="hit"|"miss"|"error"} (counter; with a cache only)
     atlas_api_cache_hit_ratio                                   (gauge; NaN before a request)
     atlas_api_event_consumer_lag{group, topic}                  (gauge; with consumers only)
+    atlas_api_db_queries_total{operation}                       (counter: statements run)
+    atlas_api_db_rows_total{operation, direction="read"|"written"}  (counter: rows)
+
+The database work is the store's own count per operation (``Store.work``: "timeline_read",
+"post", "fanout", "rebuild"; the home timelines' statements), so each approach's cost to the
+database shows on the page.
 
 The pool's are its policy's counts (``policies.pool.ConnectionPool``, psycopg_pool's
 ``get_stats()``: ``pool_available``, ``requests_waiting``, ``requests_wait_ms``,
@@ -284,17 +290,27 @@ class DataSystemCollector(Collector):
         self._wait_sum = 0.0
         self._lag: dict[tuple[str, str], int] = {}
 
+    def _consumers(self, state: Any) -> list[Any]:
+        """The running event consumers: the app's (``state.events``) and the home timelines'
+        own fan-out consumers (``state.timelines.own_consumers``)."""
+        found = [getattr(state, "events", None)]
+        found.append(getattr(getattr(state, "timelines", None), "own_consumers", None))
+        return [c for c in found if c is not None]
+
     async def refresh(self) -> None:
         state = self._state()
-        events = getattr(state, "events", None)
-        if events is None:
+        consumers = self._consumers(state)
+        if not consumers:
             self._lag = {}
             return
-        try:
-            lag = await asyncio.wait_for(events.lag(), LAG_TIMEOUT)
-        except (TimeoutError, Exception):
-            return
-        self._lag = {(str(g), str(t)): int(v) for (g, t), v in dict(lag).items()}
+        lags: dict[tuple[str, str], int] = {}
+        for events in consumers:
+            try:
+                lag = await asyncio.wait_for(events.lag(), LAG_TIMEOUT)
+            except (TimeoutError, Exception):
+                return
+            lags.update({(str(g), str(t)): int(v) for (g, t), v in dict(lag).items()})
+        self._lag = lags
 
     def collect(self) -> Iterator[Metric]:
         state = self._state()
@@ -304,7 +320,10 @@ class DataSystemCollector(Collector):
         cache = getattr(state, "cache", None)
         if cache is not None:
             yield from self._cache_metrics(cache)
-        if getattr(state, "events", None) is not None:
+        work = getattr(getattr(state, "store", None), "work", None)
+        if work is not None:
+            yield from self._work_metrics(work)
+        if self._consumers(state):
             lag = GaugeMetricFamily("atlas_api_event_consumer_lag",
                                     "Events in the log not yet processed by a consumer group "
                                     "(end offset minus committed offset)",
@@ -347,6 +366,22 @@ class DataSystemCollector(Collector):
                                   "Clients refused a database connection at once (max_waiting "
                                   "already waiting)",
                                   value=policy.refusals if policy is not None else 0)
+
+    @staticmethod
+    def _work_metrics(work: Any) -> Iterator[Metric]:
+        counts = {op: tuple(cell) for op, cell in work.counts.items()}
+        queries = CounterMetricFamily("atlas_api_db_queries",
+                                      "Database statements run, per operation",
+                                      labels=["operation"])
+        rows = CounterMetricFamily("atlas_api_db_rows",
+                                   "Database rows read and written, per operation",
+                                   labels=["operation", "direction"])
+        for op, (q, r, w) in sorted(counts.items()):
+            queries.add_metric([op], q)
+            rows.add_metric([op, "read"], r)
+            rows.add_metric([op, "written"], w)
+        yield queries
+        yield rows
 
     @staticmethod
     def _cache_metrics(cache: Any) -> Iterator[Metric]:

@@ -32,7 +32,7 @@ from fastapi import HTTPException, Request
 
 from ..config import Settings
 from ..policies import AdmissionLimiter, ClientPolicy, HedgePolicy, PoolConfig
-from ..server_config import ServerConfig
+from ..server_config import ServerConfig, TimelineConfig
 from ..workload import rng_streams
 from .dependency import FaultyDependency
 from .idempotency import IdempotencyStore
@@ -40,6 +40,7 @@ from .inputs import INPUT_HEADER, BadInput, parse_input
 from .metrics import ServiceMetrics
 from .resilience import CallOutcome, ResilientCaller
 from .store import Store, open_store
+from .timelines import Timelines
 from .work import WorkStation
 
 __all__ = ["FanoutCounts", "ServiceState", "fanout_client", "instance_streams", "key_lease",
@@ -118,7 +119,7 @@ class ServiceState:
     ``MemoryStore`` of its own, as the state in memory always was); ``idempotency`` is that
     store too, so ``/api/orders`` stores an order and its key's answer in one transaction.
     ``cache`` and ``events`` are set by the cache and the event consumers when they run (None:
-    none); ``/metrics`` reads them.
+    none); ``/metrics`` reads them. ``timelines`` are the home timelines (``timelines``).
     """
 
     settings: Settings
@@ -146,6 +147,10 @@ class ServiceState:
     #: orders the "receipts" consumer group has seen (``eventlog.order_receipts``)
     receipted: set[int] = field(default_factory=set)
     draw_hold: Callable[[], float] = field(default=lambda: 0.0)  # the "store" stream's draws
+    #: the home timelines (``timelines.Timelines``: ``server.timelines or TimelineConfig()``)
+    timelines: Timelines = field(default=None)  # type: ignore[assignment]
+    #: whether the app's lifespan runs (its background tasks have somebody to stop them)
+    serving: bool = field(default=False, init=False)
     #: why the app's lifespan could not open the store (None: it could, or never tried)
     startup_error: BaseException | None = field(default=None, init=False, repr=False)
     _store_open: bool = field(default=False, init=False, repr=False)
@@ -159,6 +164,9 @@ class ServiceState:
         if self.idempotency is None:
             self.idempotency = self.store
         self.draw_hold = self._hold_sampler(instance_streams(self.seed, self.instance))
+        if self.timelines is None:
+            self.timelines = Timelines(self.server.timelines or TimelineConfig(),
+                                       seed=self.seed, instance=self.instance)
 
     # -- the store's life -----------------------------------------------------------------
 

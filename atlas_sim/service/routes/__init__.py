@@ -29,6 +29,11 @@ Every GET route also answers HEAD (the same status and headers, no body).
 ``GET /admin/breaker``             the service breaker's state and transitions  ``admin``
 ``POST /admin/reset``              every fault off, every count and stream      ``admin``
                                    back to the start, the store emptied
+``POST /api/posts``,               home timelines (DDIA's "Describing Load"):   ``timelines``
+``GET /api/timeline/{user}``,      a post, a read under the configured
+``GET|POST|PATCH /admin/timelines``  approach, the graph loaded, counts and
+``GET /admin/timelines/delivery/   database work, a post's delivery
+{post}``
 =================================  ===========================================================
 
 The endpoints are module-level functions, the same for every app, that find their app's
@@ -41,11 +46,11 @@ concern (or a new one listed here), registered with ``@ROUTES.add(path, methods)
 
 from __future__ import annotations
 
-from . import admin, fanout, health, orders, reads, work
+from . import admin, fanout, health, orders, reads, timelines, work
 from .base import Route
 
 __all__ = ["ROUTES"]
 
 #: Every route of the service, in matching order: (path, methods, endpoint, options).
 ROUTES: list[Route] = [*health.ROUTES, *work.ROUTES, *orders.ROUTES, *fanout.ROUTES,
-                       *admin.ROUTES, *reads.ROUTES]
+                       *admin.ROUTES, *reads.ROUTES, *timelines.ROUTES]

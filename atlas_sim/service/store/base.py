@@ -26,7 +26,15 @@ from ...policies.pool import ConnectionPool, Granted, PoolConfig, Refused
 from ...validation import check_int, check_real
 from ..idempotency import Begun, Stored, Verdict
 
-__all__ = ["AsyncPool", "KeyLost", "PoolRefused", "PoolTimeout", "Store"]
+__all__ = ["OPERATIONS", "POSTS", "AsyncPool", "DbWork", "KeyLost", "PoolRefused", "PoolTimeout",
+           "Store"]
+
+#: The topic a post's event goes to (``{"post": id, "author": a}``), the home timelines' outbox.
+POSTS = "posts"
+#: The operations whose database work a store counts (``Store.work``): a home-timeline read, a
+#: post, the fan-out of a post into its author's followers' timelines, the rebuild of a
+#: missing (cold) timeline.
+OPERATIONS = ("timeline_read", "post", "fanout", "rebuild")
 
 Clock = Callable[[], float]
 
@@ -159,6 +167,32 @@ class AsyncPool:
         return f"AsyncPool({self.policy!r})"
 
 
+class DbWork:
+    """The database work a store did, per operation (``OPERATIONS``, or any other name):
+    statements run (``queries``) and rows read (returned by a SELECT, or by a RETURNING) and
+    written (inserted). Counted by the store itself, for every statement of the timelines'
+    methods, so ``/metrics`` shows what each approach costs the database."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {op: [0, 0, 0] for op in OPERATIONS}
+
+    def add(self, operation: str, *, queries: int = 1, read: int = 0, written: int = 0) -> None:
+        """Count ``queries`` statements that read ``read`` and wrote ``written`` rows."""
+        cell = self.counts.setdefault(operation, [0, 0, 0])
+        cell[0] += queries
+        cell[1] += read
+        cell[2] += written
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """``{operation: {"queries": n, "rows_read": n, "rows_written": n}}``."""
+        return {op: {"queries": q, "rows_read": r, "rows_written": w}
+                for op, (q, r, w) in self.counts.items()}
+
+    def reset(self) -> None:
+        """Every count back to 0."""
+        self.counts = {op: [0, 0, 0] for op in OPERATIONS}
+
+
 class Store(abc.ABC):
     """Where an instance keeps its state: idempotency keys, orders, the event log.
 
@@ -259,6 +293,62 @@ class Store(abc.ABC):
     async def commit(self, group: str, topic: str, offset: int) -> None:
         """Record that ``group`` has processed ``topic`` up to ``offset`` (>= 0)."""
 
+    # -- home timelines (DDIA chapter 1, "Describing Load") ---------------------------------
+    @property
+    def work(self) -> DbWork:
+        """The database work done so far, per operation (``DbWork``)."""
+        work = self.__dict__.get("_work")
+        if work is None:
+            work = self.__dict__["_work"] = DbWork()
+        return work
+
+    @abc.abstractmethod
+    async def clear_timelines(self) -> None:
+        """Forget the follows, posts and home timelines, the ``"posts"`` topic's events and
+        every group's committed offset on it; post ids start again at 1."""
+
+    @abc.abstractmethod
+    async def load_follows(self, edges: Sequence[tuple[int, int]]) -> int:
+        """Replace the follows with ``edges`` (``(follower, followee)`` account ids >= 0) and
+        each account's follower count, in one transaction; returns the follows stored."""
+
+    @abc.abstractmethod
+    async def add_post(self, author: int, text: str, *, event: bool) -> int:
+        """Store a post (operation ``"post"``); its id (1, 2, ...). With ``event``, the same
+        transaction appends ``{"post": id, "author": author}`` to topic ``POSTS`` (the outbox);
+        without, the caller appends it in a second step (a dual write)."""
+
+    @abc.abstractmethod
+    async def follower_count(self, author: int, *, operation: str) -> int:
+        """How many accounts follow ``author`` (0 for an unknown account)."""
+
+    @abc.abstractmethod
+    async def followers(self, author: int, *, operation: str = "fanout") -> list[int]:
+        """The accounts following ``author``."""
+
+    @abc.abstractmethod
+    async def fan_out(self, post: int, author: int) -> int:
+        """Insert ``post`` into the ``home_timelines`` rows of every follower of ``author`` in
+        one statement (``INSERT ... SELECT ... ON CONFLICT DO NOTHING``: idempotent by post id;
+        operation ``"fanout"``); returns the rows inserted (0 when delivered before)."""
+
+    @abc.abstractmethod
+    async def timeline_query(self, user: int, length: int, *, above: int | None = None,
+                             at_most: int | None = None,
+                             operation: str = "timeline_read") -> list[int]:
+        """Approach 1's read, one query: the ids of the newest ``length`` posts (newest first)
+        of the accounts ``user`` follows; only those followees with more than ``above``
+        followers, or with at most ``at_most`` (the hybrid's two halves), when given."""
+
+    @abc.abstractmethod
+    async def home_timeline(self, user: int, length: int) -> list[int]:
+        """The newest ``length`` post ids of ``user``'s materialised home timeline (the
+        ``home_timelines`` table), newest first (operation ``"timeline_read"``)."""
+
+    @abc.abstractmethod
+    async def timeline_counts(self) -> dict[str, int]:
+        """``{"posts", "follows", "home_timeline_rows"}`` (not counted as work)."""
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r})"
 
@@ -272,6 +362,21 @@ def check_read(after: int, limit: int) -> None:
 def check_offset(offset: int) -> None:
     """ValueError for a bad committed offset."""
     check_int("offset", offset, low=0)
+
+
+def check_edges(edges: Any) -> list[tuple[int, int]]:
+    """``edges`` (pairs, or an integer array of shape (m, 2)) as ``(follower, followee)``
+    tuples of ints >= 0, no account following itself; ValueError naming ``edges`` otherwise."""
+    try:
+        pairs = [(int(a), int(b)) for a, b in edges]
+    except (TypeError, ValueError):
+        raise ValueError("edges must be (follower, followee) pairs of account ids >= 0, "
+                         "or an integer array of shape (m, 2)") from None
+    for a, b in pairs:
+        if a < 0 or b < 0 or a == b or a > 2**62 or b > 2**62:
+            raise ValueError(f"edges must hold account ids 0..2**62 and no self-follow, "
+                             f"got ({a}, {b})")
+    return pairs
 
 
 def check_hold(hold: float) -> float:

@@ -16,14 +16,23 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ...policies.pool import PoolConfig
 from ...validation import check_real
 from ..idempotency import Begun, MemoryIdempotencyStore, Stored, Verdict, _Entry
-from .base import AsyncPool, KeyLost, Store, check_hold, check_offset, check_read
+from .base import (
+    POSTS,
+    AsyncPool,
+    KeyLost,
+    Store,
+    check_edges,
+    check_hold,
+    check_offset,
+    check_read,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -88,6 +97,21 @@ class _Data:
     orders: list[dict[str, Any]] = field(default_factory=list)
     events: dict[str, list[str]] = field(default_factory=dict)
     offsets: dict[tuple[str, str], int] = field(default_factory=dict)
+    followees: dict[int, list[int]] = field(default_factory=dict)  # follower -> followees
+    followers: dict[int, list[int]] = field(default_factory=dict)  # followee -> followers
+    posts: list[int] = field(default_factory=list)  # post id - 1 -> author
+    by_author: dict[int, list[int]] = field(default_factory=dict)  # author -> post ids, rising
+    home: dict[int, set[int]] = field(default_factory=dict)  # user -> post ids
+
+    def clear_timelines(self) -> None:
+        self.followees.clear()
+        self.followers.clear()
+        self.posts.clear()
+        self.by_author.clear()
+        self.home.clear()
+        self.events.pop(POSTS, None)
+        for key in [k for k in self.offsets if k[1] == POSTS]:
+            del self.offsets[key]
 
     def append(self, topic: str, payload: str) -> int:
         log = self.events.setdefault(topic, [])
@@ -179,6 +203,7 @@ class MemoryStore(Store):
                 self._data.orders.clear()
                 self._data.events.clear()
                 self._data.offsets.clear()
+                self._data.clear_timelines()
 
     # -- orders ------------------------------------------------------------------------------
     async def place_order(self, *, request_id: str | None, begun: Begun | None,
@@ -239,6 +264,96 @@ class MemoryStore(Store):
         async with self.pool.connection():
             with self._data.lock:
                 self._data.offsets[(group, topic)] = offset
+
+    # -- home timelines ----------------------------------------------------------------------
+    # Each method counts the statements a SQL store would run, and the rows they read/write.
+    async def clear_timelines(self) -> None:
+        async with self.pool.connection():
+            with self._data.lock:
+                self._data.clear_timelines()
+
+    async def load_follows(self, edges: Sequence[tuple[int, int]]) -> int:
+        pairs = check_edges(edges)
+        async with self.pool.connection():
+            with self._data.lock:
+                data = self._data
+                data.followees.clear()
+                data.followers.clear()
+                for follower, followee in sorted(set(pairs)):
+                    data.followees.setdefault(follower, []).append(followee)
+                    data.followers.setdefault(followee, []).append(follower)
+                return sum(len(v) for v in data.followees.values())
+
+    async def add_post(self, author: int, text: str, *, event: bool) -> int:
+        async with self.pool.connection():
+            with self._data.lock:
+                data = self._data
+                data.posts.append(author)
+                post = len(data.posts)
+                data.by_author.setdefault(author, []).append(post)
+                self.work.add("post", written=1)
+                if event:
+                    data.append(POSTS, json.dumps({"post": post, "author": author}))
+                    self.work.add("post", queries=2, read=1, written=1)  # as SQL's offset+insert
+                return post
+
+    async def follower_count(self, author: int, *, operation: str) -> int:
+        async with self.pool.connection():
+            with self._data.lock:
+                self.work.add(operation, read=1)
+                return len(self._data.followers.get(author, ()))
+
+    async def followers(self, author: int, *, operation: str = "fanout") -> list[int]:
+        async with self.pool.connection():
+            with self._data.lock:
+                found = list(self._data.followers.get(author, ()))
+                self.work.add(operation, read=len(found))
+                return found
+
+    async def fan_out(self, post: int, author: int) -> int:
+        async with self.pool.connection():
+            with self._data.lock:
+                home = self._data.home
+                inserted = 0
+                for user in self._data.followers.get(author, ()):
+                    timeline = home.setdefault(user, set())
+                    if post not in timeline:
+                        timeline.add(post)
+                        inserted += 1
+                self.work.add("fanout", written=inserted)
+                return inserted
+
+    async def timeline_query(self, user: int, length: int, *, above: int | None = None,
+                             at_most: int | None = None,
+                             operation: str = "timeline_read") -> list[int]:
+        async with self.pool.connection():
+            with self._data.lock:
+                data = self._data
+                ids: list[int] = []
+                for followee in data.followees.get(user, ()):
+                    count = len(data.followers.get(followee, ()))
+                    if (above is not None and count <= above) or \
+                            (at_most is not None and count > at_most):
+                        continue
+                    ids.extend(data.by_author.get(followee, ())[-length:])
+                newest = sorted(ids, reverse=True)[:length]
+                self.work.add(operation, read=len(newest))
+                return newest
+
+    async def home_timeline(self, user: int, length: int) -> list[int]:
+        async with self.pool.connection():
+            with self._data.lock:
+                newest = sorted(self._data.home.get(user, ()), reverse=True)[:length]
+                self.work.add("timeline_read", read=len(newest))
+                return newest
+
+    async def timeline_counts(self) -> dict[str, int]:
+        async with self.pool.connection():
+            with self._data.lock:
+                data = self._data
+                return {"posts": len(data.posts),
+                        "follows": sum(len(v) for v in data.followees.values()),
+                        "home_timeline_rows": sum(len(v) for v in data.home.values())}
 
     def __repr__(self) -> str:
         return f"MemoryStore(name={self.name!r})"

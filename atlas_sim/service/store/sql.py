@@ -6,6 +6,14 @@ Tables: ``atlas_keys`` (key, fingerprint, token, ``began`` and ``expires`` as ep
 the store's clock, the kept answer), ``atlas_orders`` (``id`` is the order number),
 ``atlas_events`` (topic, offset ``n``, payload) and ``atlas_offsets`` (consumer group, topic,
 committed offset: Kafka's committed consumer position, kept in a table).
+
+The home timelines (DDIA chapter 1, "Describing Load"): ``atlas_follows`` (follower, followee;
+its primary key is the index on follows(follower), a second index on (followee, follower) finds
+an author's followers), ``atlas_accounts`` (id, follower count: the hybrid's threshold test),
+``atlas_posts`` (id, author, text; index on (author, id): approach 1's read walks it per
+followee) and ``atlas_home_timelines`` (user_id, post: the materialised timelines when the
+service has no cache; not trimmed, a read takes the newest ``length``). Every statement of the
+timeline methods is counted in ``Store.work`` under its operation.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import contextlib
 import json
 import secrets
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -23,7 +32,16 @@ from typing import Any, TypeVar
 from ...policies.pool import PoolConfig
 from ...validation import check_int, check_real
 from ..idempotency import Begun, Stored, StoreFull, Verdict
-from .base import AsyncPool, KeyLost, Store, check_hold, check_offset, check_read
+from .base import (
+    POSTS,
+    AsyncPool,
+    KeyLost,
+    Store,
+    check_edges,
+    check_hold,
+    check_offset,
+    check_read,
+)
 
 __all__ = ["SqlStore"]
 
@@ -114,6 +132,14 @@ class SqlStore(Store):
 
     async def _lock(self, conn: Any, name: str) -> None:
         """Serialise, until the transaction ends, the writers of ``name`` (a topic, "keys")."""
+
+    #: Forgets the timelines' tables and restarts post ids (``clear_timelines``).
+    clear_timeline_statements: Sequence[str] = ()
+
+    @abc.abstractmethod
+    async def _bulk_insert(self, conn: Any, table: str, columns: Sequence[str],
+                           rows: Sequence[Row]) -> None:
+        """Insert ``rows`` into ``table`` at once (executemany, or COPY)."""
 
     # -- the life of the store ---------------------------------------------------------------
     async def open(self) -> None:
@@ -324,3 +350,94 @@ class SqlStore(Store):
             await self._execute(conn, "INSERT INTO atlas_offsets (grp, topic, n) VALUES (?, ?, ?) "
                                 "ON CONFLICT (grp, topic) DO UPDATE SET n = excluded.n",
                                 (group, topic, offset))
+
+    # -- home timelines ----------------------------------------------------------------------
+    async def clear_timelines(self) -> None:
+        async with self._write() as conn:
+            await self._lock(conn, "topic:" + POSTS)
+            for statement in self.clear_timeline_statements:
+                await self._execute(conn, statement)
+            await self._execute(conn, "DELETE FROM atlas_events WHERE topic = ?", (POSTS,))
+            await self._execute(conn, "DELETE FROM atlas_offsets WHERE topic = ?", (POSTS,))
+
+    async def load_follows(self, edges: Sequence[tuple[int, int]]) -> int:
+        pairs = sorted(set(check_edges(edges)))
+        counts = Counter(b for _, b in pairs)
+        async with self._write() as conn:
+            await self._execute(conn, "DELETE FROM atlas_follows")
+            await self._execute(conn, "DELETE FROM atlas_accounts")
+            await self._bulk_insert(conn, "atlas_follows", ("follower", "followee"), pairs)
+            await self._bulk_insert(conn, "atlas_accounts", ("id", "followers"),
+                                    sorted(counts.items()))
+        return len(pairs)
+
+    async def add_post(self, author: int, text: str, *, event: bool) -> int:
+        async with self._write() as conn:
+            post = int(await self._one(conn, "INSERT INTO atlas_posts (author, text) "
+                                       "VALUES (?, ?) RETURNING id", (int(author), text)))
+            self.work.add("post", written=1)
+            if event:
+                await self._append(conn, POSTS, json.dumps({"post": post, "author": author}))
+                self.work.add("post", queries=2, read=1, written=1)
+        return post
+
+    async def follower_count(self, author: int, *, operation: str) -> int:
+        async with self._read() as conn:
+            count = await self._one(conn, "SELECT followers FROM atlas_accounts WHERE id = ?",
+                                    (int(author),))
+        self.work.add(operation, read=1 if count is not None else 0)
+        return 0 if count is None else int(count)
+
+    async def followers(self, author: int, *, operation: str = "fanout") -> list[int]:
+        async with self._read() as conn:
+            rows = await self._execute(conn, "SELECT follower FROM atlas_follows "
+                                       "WHERE followee = ?", (int(author),))
+        self.work.add(operation, read=len(rows))
+        return [int(r[0]) for r in rows]
+
+    async def fan_out(self, post: int, author: int) -> int:
+        async with self._write() as conn:
+            rows = await self._execute(
+                conn, "INSERT INTO atlas_home_timelines (user_id, post) "
+                "SELECT follower, CAST(? AS BIGINT) FROM atlas_follows WHERE followee = ? "
+                "ON CONFLICT DO NOTHING RETURNING user_id", (int(post), int(author)))
+        self.work.add("fanout", written=len(rows))
+        return len(rows)
+
+    async def timeline_query(self, user: int, length: int, *, above: int | None = None,
+                             at_most: int | None = None,
+                             operation: str = "timeline_read") -> list[int]:
+        check_int("length", length, low=1, high=100_000)
+        sql = "SELECT p.id FROM atlas_follows f JOIN atlas_posts p ON p.author = f.followee"
+        params: list[Any] = []
+        where = " WHERE f.follower = ?"
+        if above is not None or at_most is not None:
+            sql += " JOIN atlas_accounts a ON a.id = f.followee"
+        params.append(int(user))
+        if above is not None:
+            where += " AND a.followers > ?"
+            params.append(int(above))
+        if at_most is not None:
+            where += " AND a.followers <= ?"
+            params.append(int(at_most))
+        params.append(int(length))
+        async with self._read() as conn:
+            rows = await self._execute(conn, sql + where + " ORDER BY p.id DESC LIMIT ?", params)
+        self.work.add(operation, read=len(rows))
+        return [int(r[0]) for r in rows]
+
+    async def home_timeline(self, user: int, length: int) -> list[int]:
+        check_int("length", length, low=1, high=100_000)
+        async with self._read() as conn:
+            rows = await self._execute(conn, "SELECT post FROM atlas_home_timelines "
+                                       "WHERE user_id = ? ORDER BY post DESC LIMIT ?",
+                                       (int(user), int(length)))
+        self.work.add("timeline_read", read=len(rows))
+        return [int(r[0]) for r in rows]
+
+    async def timeline_counts(self) -> dict[str, int]:
+        async with self._read() as conn:
+            posts = await self._one(conn, "SELECT COUNT(*) FROM atlas_posts")
+            follows = await self._one(conn, "SELECT COUNT(*) FROM atlas_follows")
+            rows = await self._one(conn, "SELECT COUNT(*) FROM atlas_home_timelines")
+        return {"posts": int(posts), "follows": int(follows), "home_timeline_rows": int(rows)}

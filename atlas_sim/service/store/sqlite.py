@@ -39,6 +39,16 @@ _SCHEMA = (
     "payload TEXT NOT NULL, PRIMARY KEY (topic, n))",
     "CREATE TABLE IF NOT EXISTS atlas_offsets (grp TEXT NOT NULL, topic TEXT NOT NULL, "
     "n INTEGER NOT NULL, PRIMARY KEY (grp, topic))",
+    "CREATE TABLE IF NOT EXISTS atlas_follows (follower INTEGER NOT NULL, "
+    "followee INTEGER NOT NULL, PRIMARY KEY (follower, followee))",
+    "CREATE INDEX IF NOT EXISTS atlas_follows_followee ON atlas_follows (followee, follower)",
+    "CREATE TABLE IF NOT EXISTS atlas_accounts (id INTEGER PRIMARY KEY, "
+    "followers INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS atlas_posts (id INTEGER PRIMARY KEY, author INTEGER NOT NULL, "
+    "text TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS atlas_posts_author ON atlas_posts (author, id)",
+    "CREATE TABLE IF NOT EXISTS atlas_home_timelines (user_id INTEGER NOT NULL, "
+    "post INTEGER NOT NULL, PRIMARY KEY (user_id, post))",
 )
 
 
@@ -70,8 +80,11 @@ class SqliteStore(SqlStore):
     kind = "sqlite"
     schema = _SCHEMA
     slow_query_in_transaction = False  # one writer at a time: see SqlStore
+    clear_timeline_statements = tuple(f"DELETE FROM {t}" for t in (
+        "atlas_follows", "atlas_accounts", "atlas_posts", "atlas_home_timelines"))
     clear_statements = tuple(f"DELETE FROM {t}" for t in
-                             ("atlas_keys", "atlas_orders", "atlas_events", "atlas_offsets"))
+                             ("atlas_keys", "atlas_orders", "atlas_events", "atlas_offsets")
+                             ) + clear_timeline_statements
     sleep_sql = "SELECT atlas_sleep(?)"
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
@@ -131,6 +144,12 @@ class SqliteStore(SqlStore):
                        params: Sequence[Any] = ()) -> list[Row]:
         async with conn.execute(sql, tuple(params)) as cursor:
             return [tuple(row) for row in await cursor.fetchall()]
+
+    async def _bulk_insert(self, conn: aiosqlite.Connection, table: str,
+                           columns: Sequence[str], rows: Sequence[Row]) -> None:
+        marks = ", ".join("?" * len(columns))
+        await conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                               rows)
 
     async def _create_schema(self, conn: aiosqlite.Connection) -> None:
         # switching to WAL needs the database to itself: several stores opening one file at

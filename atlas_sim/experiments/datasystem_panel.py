@@ -19,6 +19,7 @@ cache, and ``DataParts.table()`` says which ran and what installing the missing 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "DataParts",
     "cold_cache_or_why_not",
     "consumer_lag_summary",
+    "crash_demo",
     "leftovers",
     "plot_consumer_lag",
     "plot_pool_waits",
@@ -282,4 +284,28 @@ def cold_cache_or_why_not(parts: DataParts, *, seed: int = 0, **options: Any) ->
 
     table: pd.DataFrame = cold_cache(cache_url=parts.cache_url, store_url=parts.store("cold"),
                                      seed=seed, **options)
+    return table
+
+
+def crash_demo(**options: Any) -> pd.DataFrame:
+    """``experiments.datasystem.crash_demo(**options)`` from a notebook cell: that function
+    drives its clients with ``asyncio.run``, which a Jupyter cell's thread (already running an
+    event loop) refuses, so it runs here in a short-lived thread of its own, and the call waits
+    for it and returns its table (or raises what it raised)."""
+    from .datasystem import crash_demo as demo
+
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["table"] = demo(**options)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="atlas-03b-crash-demo")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    table: pd.DataFrame = outcome["table"]
     return table

@@ -87,7 +87,7 @@ parts.table()
 
 # %%
 # NBVAL_IGNORE_OUTPUT
-crash = datasystem.crash_demo(store_url=parts.store("crash"), seed=SEED)
+crash = datasystem_panel.crash_demo(store_url=parts.store("crash"), seed=SEED)
 crash
 
 # %% [markdown]

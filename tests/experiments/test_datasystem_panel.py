@@ -106,3 +106,33 @@ def test_without_redis_the_cold_cache_cell_says_what_would_run_it():
 
     table = cold_cache_or_why_not(DataParts(postgres=None, redis=None, missing={}))
     assert "apt install redis-server" in table.loc["cold cache", "needs"]
+
+
+def test_the_crash_demo_runs_from_a_thread_that_already_runs_an_event_loop(monkeypatch):
+    # a Jupyter cell's thread runs an event loop; datasystem.crash_demo uses asyncio.run
+    import asyncio
+
+    import pandas as pd
+
+    from atlas_sim.experiments import datasystem, datasystem_panel
+
+    async def first_round() -> int:
+        return 15
+
+    def fake_demo(**options):
+        return pd.DataFrame({"keys": [asyncio.run(first_round()), options["seed"]]})
+
+    monkeypatch.setattr(datasystem, "crash_demo", fake_demo)
+
+    async def cell() -> pd.DataFrame:
+        return datasystem_panel.crash_demo(seed=7)
+
+    table = asyncio.run(cell())
+    assert list(table["keys"]) == [15, 7]
+
+    def failing(**options):
+        raise ValueError("seed must be >= 0")
+
+    monkeypatch.setattr(datasystem, "crash_demo", failing)
+    with pytest.raises(ValueError, match="seed"):
+        asyncio.run(cell())

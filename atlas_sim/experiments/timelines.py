@@ -1,0 +1,528 @@
+"""DDIA's home timelines (chapter 1, "Describing Load") measured on the live service and
+simulated by its twin, approach by approach: what notebook 03 calls.
+
+``compare_approaches`` runs, for each approach (``"read"``, ``"write"``, ``"hybrid"``), the live
+service (``LiveServer``) with ``ServerConfig(timelines=TimelineConfig(approach=a), store=...,
+cache=..., events=EventLogConfig(...))``: it loads the graph (``POST /admin/timelines``), sends
+the seeded posts (``POST /api/posts``, open loop at their scheduled times, one at a time), waits
+until the fan-out has caught up (``GET /admin/timelines``: ``fanout_lag`` 0), reads each post's
+delivery (``/admin/timelines/delivery/{post}``), then offers the seeded open-loop reads with the
+repository's load generator (``service.loadgen.run_load``: the same send times as the
+simulation's, each request to ``/api/timeline/{user}`` of its scheduled user), and reads the
+database work per operation before and after. Then it fits the cost model to those live
+measurements (``sim.timelines.calibrate_timelines``) and runs the simulated twin
+(``sim.timelines.simulate_timelines``) with the same graph, schedule and configs.
+
+How a read reaches its user with one load generator: ``run_load`` sends request ``i`` to
+``(url, *instances)[i % n]`` with the client's default router (``NextInstance``), so each
+request's "instance" is a base URL naming its user (``.../api/timeline/{user}?via=`` and the
+path ``"/"``, a query the route ignores). The generator's warm-up (``WARM_UP_CONNECTIONS`` GETs of
+``url + "/health"``) thus reads the first user's timeline a few times before time 0; the
+database work per read divides by those too.
+
+Defaults: SQLite in a temporary directory per approach (``store_url`` for another database,
+whose timelines' tables each run forgets first); no cache unless ``cache_url`` is given, in
+which case the materialised timelines live in the store's ``home_timelines`` table (the table's
+caption says which). Every server is stopped and every temporary directory removed before a
+function returns, on error too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from ..server_config import (
+    CacheConfig,
+    EventLogConfig,
+    ServerConfig,
+    StoreConfig,
+    TimelineConfig,
+)
+from ..sim.timelines import (
+    TimelineCostModel,
+    TimelineSchedule,
+    TimelineSimRun,
+    calibrate_timelines,
+    rows_scanned,
+    simulate_timelines,
+    timeline_schedule,
+)
+from ..social import SocialGraph
+from ..validation import check_choice, check_int, check_real
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["APPROACHES", "LiveTimelineRun", "TimelineRun", "cold_cache", "compare_approaches",
+           "consistency_demo", "plot_approaches"]
+
+#: The approaches, in the order tables and figures show them.
+APPROACHES = ("read", "write", "hybrid")
+#: What the table's "approach" column says.
+APPROACH_NAMES = {"read": "1: fan-out on read", "write": "2: fan-out on write",
+                  "hybrid": "hybrid"}
+
+
+@dataclass(eq=False)
+class LiveTimelineRun:
+    """One live approach: ``result`` (the reads' ``RunResult``), ``users`` (each read's user,
+    by request id), ``rows_scanned`` (per read), ``post_latency`` (seconds, per post),
+    ``deliveries`` (``post, author, followers, posted_at, delivered_at, lag``, seconds on the
+    service's ``time.monotonic``), ``work`` (the reads' database work: per operation
+    ``queries, rows_read, rows_written``, the difference across the reads phase),
+    ``post_work`` (the posts phase's, fan-out included), ``reads_served`` (reads the service
+    answered in the reads phase, warm-up included), ``view`` (``GET /admin/timelines`` at the
+    end)."""
+
+    approach: str
+    result: Any
+    users: np.ndarray
+    rows_scanned: np.ndarray
+    post_latency: np.ndarray
+    deliveries: pd.DataFrame
+    work: dict[str, dict[str, int]]
+    post_work: dict[str, dict[str, int]]
+    reads_served: int
+    view: dict[str, Any]
+
+    @property
+    def celebrity_lag(self) -> float:
+        row = self.deliveries.loc[self.deliveries["celebrity"]]
+        return float(row["lag"].iloc[0]) if len(row) else math.nan
+
+
+@dataclass(eq=False)
+class TimelineRun:
+    """What ``compare_approaches`` measured and simulated: ``graph``, ``schedule``,
+    ``server`` (per approach, the ``ServerConfig`` both worlds ran), ``live`` and ``sim`` (per
+    approach: ``LiveTimelineRun``, ``TimelineSimRun``), ``cost`` (the fitted
+    ``TimelineCostModel``), ``timelines_in`` (``"cache"`` or ``"store"``: where the
+    materialised timelines lived), ``wall_seconds`` (the whole comparison)."""
+
+    graph: SocialGraph
+    schedule: TimelineSchedule
+    server: dict[str, ServerConfig]
+    live: dict[str, LiveTimelineRun]
+    sim: dict[str, TimelineSimRun]
+    cost: TimelineCostModel
+    timelines_in: str
+    wall_seconds: float
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> pd.DataFrame:
+        """One row per approach and world (``"live"``, ``"sim"``): ``read_p50_ms``,
+        ``read_p99_ms``, ``queries_per_read`` and ``rows_per_read`` (database statements and
+        rows returned, timeline reads and cold rebuilds), ``fanout_inserts_per_post``
+        (timeline inserts per post fanned out or not), ``celebrity_lag_s`` (the delivery lag
+        of the celebrity's post, seconds). ``attrs["caption"]`` says where the timelines lived
+        and what ran."""
+        rows = []
+        posts = len(self.schedule.post_times)
+        for approach in APPROACHES:
+            for world, runs in (("live", self.live), ("sim", self.sim)):
+                run = runs.get(approach)
+                if run is None:
+                    continue
+                if isinstance(run, LiveTimelineRun):
+                    served, work, inserts = run.reads_served, run.work, \
+                        run.post_work["fanout"]["rows_written"] + (
+                            run.post_work["fanout"]["rows_read"]
+                            if self.timelines_in == "cache" else 0)
+                    inserts = int(run.view.get("fanout_inserts", inserts))
+                else:
+                    served, work = len(run.result.requests), run.work
+                    inserts = int(run.deliveries.loc[run.deliveries["lag"] > 0,
+                                                     "followers"].sum())
+                    if approach == "read":
+                        inserts = 0
+                latency = run.result.requests["latency"].to_numpy(dtype=float)
+                reads = work["timeline_read"], work["rebuild"]
+                rows.append({
+                    "approach": APPROACH_NAMES[approach], "world": world,
+                    "read_p50_ms": float(np.percentile(latency, 50)) * 1e3,
+                    "read_p99_ms": float(np.percentile(latency, 99)) * 1e3,
+                    "queries_per_read": sum(r["queries"] for r in reads) / max(served, 1),
+                    "rows_per_read": sum(r["rows_read"] for r in reads) / max(served, 1),
+                    "fanout_inserts_per_post": inserts / posts,
+                    "celebrity_lag_s": run.celebrity_lag,
+                })
+        table = pd.DataFrame(rows)
+        where = ("a Redis cache (sorted sets)" if self.timelines_in == "cache" else
+                 "the store's home_timelines table (no cache_url given)")
+        table.attrs["caption"] = (
+            f"{self.graph.accounts} accounts, {self.graph.follows} follows (celebrity "
+            f"{self.graph.celebrity}: {int(self.graph.follower_counts[self.graph.celebrity])} "
+            f"followers); {posts} posts, then {self.schedule.reads} reads at "
+            f"{self.schedule.rate:g}/s; materialised timelines in {where}; store "
+            f"{self.meta.get('store', '?')}; sim calibrated from the live run")
+        return table
+
+    def p99_order(self, world: str) -> list[str]:
+        """The approaches ordered by read p99 in ``world``, fastest first."""
+        runs = self.live if world == "live" else self.sim
+        return sorted(runs, key=lambda a: float(np.percentile(
+            runs[a].result.requests["latency"].to_numpy(dtype=float), 99)))
+
+
+# -- the live side -----------------------------------------------------------------------------
+@contextlib.contextmanager
+def _service(config: ServerConfig, *, seed: int, name: str) -> Iterator[tuple[Any, httpx.Client]]:
+    """A live service built from ``config``, and an HTTP client to it; both closed after."""
+    from ..config import Settings
+    from ..service import LiveServer, create_app
+
+    server = LiveServer(create_app(Settings(), server=config, seed=seed), name=name,
+                        stop_timeout=2.0)
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=30.0) as http:
+            yield server, http
+    finally:
+        server.stop()
+
+
+def _ok(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise RuntimeError(f"{response.request.method} {response.request.url.path} answered "
+                           f"{response.status_code}: {response.text[:300]}")
+    return response.json()
+
+
+def _wait_for_fanout(http: httpx.Client, *, within: float = 20.0) -> dict[str, Any]:
+    """Poll ``GET /admin/timelines`` until the fan-out lag is 0 (or ``within`` seconds)."""
+    deadline = time.monotonic() + within
+    while True:
+        view = _ok(http.get("/admin/timelines"))
+        if not view["fanout_lag"] or time.monotonic() > deadline:
+            return view
+        time.sleep(0.02)
+
+
+def _difference(after: dict[str, dict[str, int]],
+                before: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    return {op: {k: int(v) - int(before.get(op, {}).get(k, 0)) for k, v in cells.items()}
+            for op, cells in after.items()}
+
+
+def _load_graph(http: httpx.Client, graph_args: dict[str, Any]) -> dict[str, Any]:
+    return _ok(http.post("/admin/timelines", json=graph_args))
+
+
+def _send_posts(http: httpx.Client, schedule: TimelineSchedule) -> tuple[np.ndarray, list[int]]:
+    """The posts at their scheduled times (one at a time; late ones leave at once)."""
+    latency = np.empty(len(schedule.post_times))
+    ids = []
+    start = time.monotonic()
+    for i, (at, author) in enumerate(zip(schedule.post_times, schedule.post_authors,
+                                         strict=True)):
+        delay = start + float(at) - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        t = time.monotonic()
+        ids.append(int(_ok(http.post("/api/posts", json={"author": int(author),
+                                                           "text": f"post {i}"}))["post"]))
+        latency[i] = time.monotonic() - t
+    return latency, ids
+
+
+def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: ServerConfig, *,
+                   graph_args: dict[str, Any], seed: int) -> LiveTimelineRun:
+    from ..service import run_load
+    from ..service.loadgen.driver import WARM_UP_CONNECTIONS
+
+    approach = (config.timelines or TimelineConfig()).approach
+    threshold = (config.timelines or TimelineConfig()).threshold
+    with _service(config, seed=seed, name=f"atlas-timelines-{approach}") as (server, http):
+        _load_graph(http, graph_args)
+        post_latency, ids = _send_posts(http, schedule)
+        view = _wait_for_fanout(http)
+        post_work = view["database_work"]
+        wanted = range(len(ids)) if approach != "read" else [schedule.celebrity_post]
+        rows = []
+        for i in wanted:
+            d = _ok(http.get(f"/admin/timelines/delivery/{ids[i]}"))
+            lag = (d["delivered_at"] - d["posted_at"]) if d["delivered_at"] is not None \
+                else math.nan
+            rows.append({"post": ids[i], "author": d["author"], "followers": d["followers"],
+                         "posted_at": d["posted_at"], "delivered_at": d["delivered_at"],
+                         "lag": lag, "delivered": d["delivered"],
+                         "celebrity": i == schedule.celebrity_post})
+        deliveries = pd.DataFrame(rows)
+        users = schedule.read_users
+        bases = [f"{server.url}/api/timeline/{int(u)}?via=" for u in users]
+        before = _ok(http.get("/admin/timelines"))["database_work"]
+        max_connections = 64
+        result = run_load(bases[0], instances=bases[1:], path="/", load=schedule.load,
+                          seed=schedule.seed, server_events=False, progress=False,
+                          max_connections=max_connections)
+        view = _ok(http.get("/admin/timelines"))
+        work = _difference(view["database_work"], before)
+    posts_by_author = np.bincount(schedule.post_authors, minlength=graph.accounts)
+    instance = result.attempts.sort_values("request_id")["instance"].to_numpy()
+    read_users = users[instance]
+    above = threshold if approach == "hybrid" else None
+    scanned = np.array([0 if approach == "write" else
+                        rows_scanned(graph, posts_by_author, int(u), above=above)
+                        for u in read_users])
+    return LiveTimelineRun(
+        approach=approach, result=result, users=read_users, rows_scanned=scanned,
+        post_latency=post_latency, deliveries=deliveries, work=work, post_work=post_work,
+        reads_served=len(users) + min(WARM_UP_CONNECTIONS, max_connections), view=view)
+
+
+def _fanout_times(deliveries: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Each fanned-out post's fan-out time, from its delivery record: its last insert minus the
+    later of its commit and the previous delivery (the consumer works one post at a time), for
+    the posts that waited behind another (so no poll wait is counted); all posts when fewer
+    than 5 waited. ``seconds`` and ``rows`` (followers inserted)."""
+    d = deliveries[deliveries["lag"].notna() & (deliveries["lag"] > 0)
+                   & (deliveries["delivered"] > 0)].sort_values("delivered_at")
+    done = d["delivered_at"].to_numpy(float)
+    posted = d["posted_at"].to_numpy(float)
+    previous = np.concatenate(([-np.inf], done[:-1]))
+    waited = previous > posted
+    chosen = waited if waited.sum() >= 5 else np.ones(len(d), dtype=bool)
+    seconds = done - np.maximum(previous, posted)
+    return {"seconds": seconds[chosen], "rows": d["delivered"].to_numpy(float)[chosen]}
+
+
+def _samples(live: dict[str, LiveTimelineRun]) -> pd.DataFrame:
+    """``calibrate_timelines``' frame from the live runs."""
+    frames = []
+    for approach, run in live.items():
+        latency = run.result.requests.sort_values("request_id")["latency"].to_numpy(float)
+        ok = run.result.requests.sort_values("request_id")["ok"].to_numpy(bool)
+        frames.append(pd.DataFrame({"kind": "read", "approach": approach,
+                                    "seconds": latency[ok], "rows": run.rows_scanned[ok]}))
+        frames.append(pd.DataFrame({"kind": "post", "approach": approach,
+                                    "seconds": run.post_latency, "rows": 0}))
+        if approach != "read" and len(run.deliveries):
+            frames.append(pd.DataFrame({"kind": "fanout", "approach": approach,
+                                        **_fanout_times(run.deliveries)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _configs(approaches: Sequence[str], *, threshold: int, store: StoreConfig | None,
+             cache_url: str | None, events: EventLogConfig) -> dict[str, ServerConfig]:
+    return {a: ServerConfig(timelines=TimelineConfig(approach=a, threshold=threshold),  # type: ignore[arg-type]
+                            store=store,
+                            cache=CacheConfig(url=cache_url) if cache_url else None,
+                            events=events)
+            for a in approaches}
+
+
+def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
+                       reads: int = 300, rate: float = 75.0, posts: int = 120,
+                       post_rate: float = 100.0, seed: int = 2024, threshold: int = 100,
+                       live: bool = True, store_url: str | None = None,
+                       cache_url: str | None = None, tail_index: float = 1.3,
+                       approaches: Sequence[str] = APPROACHES,
+                       cost: TimelineCostModel | None = None,
+                       events: EventLogConfig | None = None) -> TimelineRun:
+    """Measure the three approaches live and simulate their twin (see the module docstring).
+
+    Args:
+        accounts, mean_followers, tail_index: the graph (``SocialGraph.generate``, seed
+            ``seed``), the same in both worlds.
+        reads, rate: open-loop home-timeline reads (Poisson, per second), users uniform.
+        posts, post_rate: the posts phase before the reads (Poisson, authors uniform, the
+            middle post by the celebrity).
+        seed: the graph's, the schedule's and the service's seed.
+        threshold: the hybrid's follower threshold (``TimelineConfig.threshold``).
+        live: False: simulation only, with ``cost`` (default ``TimelineCostModel()``).
+        store_url: the database (``StoreConfig.url``); None: SQLite in a temporary directory.
+        cache_url: a Redis (``redis://...``) for the materialised timelines; None: the
+            store's ``home_timelines`` table.
+        approaches: which of ``APPROACHES`` to run.
+        cost: the cost model when ``live`` is False (ignored when live: fitted).
+        events: the fan-out consumers (default ``EventLogConfig(poll_interval=0.02)``).
+
+    Returns a ``TimelineRun``; ``TimelineRun.table()`` is the comparison. ValueError naming a
+    bad argument; RuntimeError when the service answers an error.
+    """
+    started = time.perf_counter()
+    accounts = check_int("accounts", accounts, low=2, high=100_000)
+    threshold = check_int("threshold", threshold, low=0)
+    approaches = tuple(check_choice("approaches", a, APPROACHES) for a in approaches)
+    if not approaches:
+        raise ValueError("approaches must name at least one of " + ", ".join(APPROACHES))
+    tail_index = check_real("tail_index", tail_index, low=0.5, high=5.0)
+    graph = SocialGraph.generate(accounts=accounts, mean_followers=mean_followers,
+                                 tail_index=tail_index, seed=seed)
+    schedule = timeline_schedule(graph, posts=posts, post_rate=post_rate, reads=reads,
+                                 rate=rate, seed=seed)
+    events = events or EventLogConfig(poll_interval=0.02)
+    graph_args = {"accounts": accounts, "mean_followers": float(mean_followers),
+                  "tail_index": tail_index, "seed": seed}
+    live_runs: dict[str, LiveTimelineRun] = {}
+    configs: dict[str, ServerConfig] = {}
+    with contextlib.ExitStack() as stack:
+        if store_url is None and live:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-tl-"))
+        for approach in approaches:
+            if store_url is not None:
+                store = StoreConfig(url=store_url)
+            elif live:
+                store = StoreConfig(url=f"sqlite:///{directory}/timelines-{approach}.db")
+            else:
+                store = StoreConfig()
+            configs[approach] = _configs([approach], threshold=threshold, store=store,
+                                         cache_url=cache_url, events=events)[approach]
+            if live:
+                live_runs[approach] = _live_approach(graph, schedule, configs[approach],
+                                                     graph_args=graph_args, seed=seed)
+    if live:
+        cost = calibrate_timelines(_samples(live_runs))
+    elif cost is None:
+        cost = TimelineCostModel()
+    elif not isinstance(cost, TimelineCostModel):
+        raise ValueError(f"cost must be a TimelineCostModel or None, got {cost!r}")
+    sim_runs = {a: simulate_timelines(graph, schedule, server=configs[a], cost=cost,
+                                      cache=cache_url is not None) for a in approaches}
+    return TimelineRun(graph=graph, schedule=schedule, server=configs, live=live_runs,
+                       sim=sim_runs, cost=cost,
+                       timelines_in="cache" if cache_url else "store",
+                       wall_seconds=time.perf_counter() - started,
+                       meta={"store": store_url.split("://")[0] if store_url else "sqlite"})
+
+
+def plot_approaches(run: TimelineRun) -> Figure:
+    """Read p50 and p99 (ms) per approach, live beside simulated, and the celebrity's
+    delivery lag (s): two panels."""
+    import matplotlib.pyplot as plt
+
+    if not isinstance(run, TimelineRun):
+        raise ValueError(f"run must be a TimelineRun, got {run!r}")
+    table = run.table()
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    names = [APPROACH_NAMES[a] for a in APPROACHES if a in run.sim]
+    x = np.arange(len(names))
+    width = 0.2
+    for k, (world, metric) in enumerate([("live", "read_p50_ms"), ("sim", "read_p50_ms"),
+                                         ("live", "read_p99_ms"), ("sim", "read_p99_ms")]):
+        values = [table.loc[(table["approach"] == n) & (table["world"] == world),
+                            metric].squeeze() if world in set(table["world"]) else np.nan
+                  for n in names]
+        left.bar(x + (k - 1.5) * width, np.asarray(values, dtype=float), width,
+                 label=f"{world} {metric[5:8]}", hatch="" if world == "live" else "//")
+    left.set_xticks(x, names)
+    left.set_ylabel("home-timeline read latency (ms)")
+    left.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    for k, world in enumerate(("live", "sim")):
+        values = [table.loc[(table["approach"] == n) & (table["world"] == world),
+                            "celebrity_lag_s"].squeeze() if world in set(table["world"])
+                  else np.nan for n in names]
+        right.bar(x + (k - 0.5) * 0.35, np.asarray(values, dtype=float), 0.35, label=world)
+    right.set_xticks(x, names)
+    right.set_ylabel("celebrity post's delivery lag (s)")
+    right.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    figure.suptitle(table.attrs["caption"], fontsize="small", wrap=True)
+    return figure
+
+
+def cold_cache(*, cache_url: str, accounts: int = 2000, mean_followers: float = 20,
+               reads: int = 300, rate: float = 100.0, posts: int = 100, seed: int = 2024,
+               approach: str = "write", store_url: str | None = None) -> pd.DataFrame:
+    """Database queries per second and read p99 before and after the cache is flushed
+    (``POST /admin/reset`` flushes it... here ``FLUSHDB`` through the cache's own client is not
+    reachable, so the reads run twice: once warm, once after ``redis`` ``FLUSHDB`` of
+    ``cache_url``). Rows ``phase`` (``"warm"``, ``"cold"``), ``db_queries_per_s``,
+    ``rebuilds``, ``read_p99_ms``, ``read_p50_ms``."""
+    import redis
+
+    approach = check_choice("approach", approach, ("write", "hybrid"))
+    graph = SocialGraph.generate(accounts=accounts, mean_followers=mean_followers, seed=seed)
+    schedule = timeline_schedule(graph, posts=posts, post_rate=200.0, reads=reads, rate=rate,
+                                 seed=seed)
+    from ..service import run_load
+
+    rows = []
+    with contextlib.ExitStack() as stack:
+        if store_url is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-tl-"))
+            store_url = f"sqlite:///{directory}/timelines.db"
+        config = _configs([approach], threshold=100, store=StoreConfig(url=store_url),
+                          cache_url=cache_url, events=EventLogConfig(poll_interval=0.02))[
+                              approach]
+        server, http = stack.enter_context(_service(config, seed=seed,
+                                                    name="atlas-timelines-cold"))
+        _load_graph(http, {"accounts": accounts, "mean_followers": float(mean_followers),
+                           "seed": seed})
+        _send_posts(http, schedule)
+        _wait_for_fanout(http)
+        bases = [f"{server.url}/api/timeline/{int(u)}?via=" for u in schedule.read_users]
+        # warm every user the reads name, then read warm; then flush and read cold
+        run_load(bases[0], instances=bases[1:], path="/", load=schedule.load,
+                 seed=schedule.seed, server_events=False, progress=False)
+        client = redis.Redis.from_url(cache_url)
+        try:
+            for phase in ("warm", "cold"):
+                if phase == "cold":
+                    client.flushdb()
+                before = _ok(http.get("/admin/timelines"))["database_work"]
+                result = run_load(bases[0], instances=bases[1:], path="/",
+                                  load=schedule.load, seed=schedule.seed, server_events=False,
+                                  progress=False)
+                work = _difference(_ok(http.get("/admin/timelines"))["database_work"],
+                                   before)
+                latency = result.requests["latency"].to_numpy(float)
+                queries = sum(cell["queries"] for cell in work.values())
+                rows.append({"phase": phase, "db_queries_per_s": queries / result.duration,
+                             "rebuilds": work["rebuild"]["queries"],
+                             "read_p50_ms": float(np.percentile(latency, 50)) * 1e3,
+                             "read_p99_ms": float(np.percentile(latency, 99)) * 1e3})
+        finally:
+            client.close()
+    return pd.DataFrame(rows)
+
+
+def consistency_demo(*, lose_events: float = 0.3, accounts: int = 500,
+                     mean_followers: float = 10, posts: int = 60, seed: int = 2024,
+                     store_url: str | None = None, cache_url: str | None = None) -> pd.DataFrame:
+    """The transactional outbox against a dual write under a crash between its two steps
+    (``lose_events``: the share of posts whose event the crash loses). For ``outbox`` True
+    and False, on ``"write"``: posts sent, ``lost_events`` (the service's count),
+    ``undelivered`` (posts no follower's timeline ever got, from their delivery records,
+    after the fan-out caught up). Rows ``outbox``, ``posts``, ``lost_events``,
+    ``undelivered``."""
+    lose_events = check_real("lose_events", lose_events, low=0, high=1)
+    graph = SocialGraph.generate(accounts=accounts, mean_followers=mean_followers, seed=seed)
+    schedule = timeline_schedule(graph, posts=posts, post_rate=1000.0, reads=1, rate=1.0,
+                                 seed=seed)
+    rows = []
+    with contextlib.ExitStack() as stack:
+        directory = None
+        if store_url is None:
+            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-tl-"))
+        for outbox in (True, False):
+            url = store_url or f"sqlite:///{directory}/timelines-{outbox}.db"
+            config = ServerConfig(
+                timelines=TimelineConfig(approach="write", outbox=outbox),
+                store=StoreConfig(url=url),
+                cache=CacheConfig(url=cache_url) if cache_url else None,
+                events=EventLogConfig(poll_interval=0.02))
+            with _service(config, seed=seed, name="atlas-timelines-outbox") as (_, http):
+                _load_graph(http, {"accounts": accounts, "mean_followers": float(mean_followers),
+                                   "seed": seed, "lose_events": lose_events})
+                _, ids = _send_posts(http, schedule)
+                view = _wait_for_fanout(http)
+                undelivered = sum(
+                    1 for p in ids
+                    if _ok(http.get(f"/admin/timelines/delivery/{p}"))["delivered_at"] is None
+                    and graph.follower_counts[schedule.post_authors[ids.index(p)]] > 0)
+                rows.append({"outbox": outbox, "posts": len(ids),
+                             "lost_events": int(view["lost_events"]),
+                             "undelivered": undelivered})
+    return pd.DataFrame(rows)
+
+

@@ -1,0 +1,426 @@
+"""DDIA's home timelines (chapter 1, "Describing Load"), simulated: the twin of the live
+``/api/posts`` and ``/api/timeline/{user}`` (``service.timelines``) on SimPy's clock.
+
+The same ``SocialGraph`` (``atlas_sim.social``), the same seeded schedule
+(``timeline_schedule``: a phase of posts, Poisson at ``post_rate``, authors uniform, one of them,
+the middle one, by ``graph.celebrity``; then a phase of open-loop reads, Poisson at ``rate``
+(``Load(rate=, requests=).schedule(seed)``, the load generator's send times), users uniform),
+the same ``ServerConfig`` (its ``timelines``, ``pool`` and ``events``) and a cost model
+(``TimelineCostModel``) fitted to the live service's own measurements
+(``calibrate_timelines``).
+
+What one request costs, as the live service spends it:
+
+* every request first takes the service's **event loop** for ``overhead`` seconds (HTTP,
+  routing, JSON: one asyncio loop, so one at a time, FIFO). The timeline routes take no work
+  slot (``ServerConfig.workers`` bounds ``/api/work`` only), so the loop, not ``workers``, is
+  what queues them;
+* a database statement holds one pooled connection (``sim.pool.SimPool``, the one
+  ``policies.pool.ConnectionPool`` of ``ServerConfig.pool or PoolConfig()``) for its time;
+* ``"read"``: one query, ``query_base + per_row * scanned`` where ``scanned`` is the number of
+  posts, committed before the read, of the accounts the user follows (the rows the join walks);
+* ``"write"``: one materialised-timeline read, ``cache_read`` (on a pooled connection when the
+  timelines live in the store's ``home_timelines`` table; without one when they live in the
+  cache, ``cache=True``, where a user's first read is a cold miss rebuilt by approach 1's
+  query over the followees' posts);
+* ``"hybrid"``: the materialised read plus one query over the followees with more than
+  ``threshold`` followers (``scanned`` counts their posts only);
+* a post: one transaction of ``post_insert``; under ``"write"``/``"hybrid"`` its event goes to
+  the ``"posts"`` topic at commit (the outbox);
+* the fan-out: ``EventLogConfig.consumers`` consumers (``ServerConfig.events``, else
+  ``EventLogConfig()`` as live), each polling every ``poll_interval`` seconds when there is
+  nothing new, taking up to ``batch`` events at once; per post (``"hybrid"``: after a follower
+  count of ``cache_read``; an author above ``threshold`` is skipped) one statement of
+  ``fanout_base + per_insert * followers`` on a pooled connection. A post's delivery lag is when
+  that statement ends minus the post's commit (0 under ``"read"`` and for the hybrid's
+  celebrities: read at read time).
+
+Database work is counted as the live store counts it (``service.store.base.DbWork``): per
+operation, statements (``queries``), rows returned (``rows_read``) and rows inserted
+(``rows_written``); ``rows_scanned`` (the cost model's rows) besides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from ..policies.pool import Granted, PoolConfig
+from ..results import RunResult
+from ..server_config import EventLogConfig, ServerConfig, TimelineConfig
+from ..social import SocialGraph
+from ..validation import check_int, check_real
+from ..workload import Load
+from .pool import SimPool
+
+__all__ = ["TimelineCostModel", "TimelineSchedule", "TimelineSimRun", "calibrate_timelines",
+           "rows_scanned", "simulate_timelines", "timeline_schedule"]
+
+OPERATIONS = ("timeline_read", "post", "fanout", "rebuild")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimelineCostModel:
+    """Seconds each step of a timeline request costs (see the module docstring).
+
+    Args:
+        overhead: per request, on the service's event loop (HTTP, routing, JSON).
+        query_base: per approach-1 query (the join of follows and posts), its fixed part.
+        per_row: per post a query walks (``rows_scanned``).
+        cache_read: per materialised-timeline read (a Redis ``ZREVRANGE`` or a
+            ``home_timelines`` SELECT), and per follower count of the hybrid's fan-out.
+        post_insert: per post's transaction (the row, and its outbox event).
+        fanout_base: per post fanned out, the statement's fixed part.
+        per_insert: per follower's timeline insert.
+
+    All >= 0 and finite; ValueError naming the field otherwise.
+    """
+
+    overhead: float = 0.001
+    query_base: float = 0.0005
+    per_row: float = 1e-5
+    cache_read: float = 0.0003
+    post_insert: float = 0.002
+    fanout_base: float = 0.001
+    per_insert: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("overhead", "query_base", "per_row", "cache_read", "post_insert",
+                     "fanout_base", "per_insert"):
+            object.__setattr__(self, name, check_real(name, getattr(self, name), low=0))
+
+
+@dataclass(frozen=True, eq=False)
+class TimelineSchedule:
+    """What both worlds send: ``post_times`` (seconds from the start of the posts phase,
+    shape (posts,)), ``post_authors`` (account ids), ``celebrity_post`` (the index of the post by
+    ``graph.celebrity``: post id ``celebrity_post + 1``), ``read_times`` (seconds from the start
+    of the reads phase, shape (reads,)) and ``read_users``; ``seed``."""
+
+    post_times: np.ndarray
+    post_authors: np.ndarray
+    celebrity_post: int
+    read_times: np.ndarray
+    read_users: np.ndarray
+    seed: int
+    rate: float
+    reads: int
+
+    @property
+    def load(self) -> Load:
+        """The reads' open-loop ``Load`` (``run_load(load=..., seed=seed)`` sends them at
+        ``read_times``)."""
+        return Load(rate=self.rate, requests=self.reads)
+
+
+def timeline_schedule(graph: SocialGraph, *, posts: int, post_rate: float, reads: int,
+                      rate: float, seed: int) -> TimelineSchedule:
+    """The seeded schedule (see ``TimelineSchedule``): posts Poisson at ``post_rate`` per
+    second, authors uniform, the middle one (``posts // 2``) by ``graph.celebrity``; reads at
+    ``Load(rate=rate, requests=reads).schedule(seed)``, users uniform. ValueError naming a bad
+    argument (``posts`` >= 1, ``reads`` >= 1, rates > 0, ``seed`` >= 0)."""
+    if not isinstance(graph, SocialGraph):
+        raise ValueError(f"graph must be a SocialGraph, got {graph!r}")
+    posts = check_int("posts", posts, low=1, high=1_000_000)
+    reads = check_int("reads", reads, low=1, high=100_000)
+    post_rate = check_real("post_rate", post_rate, low=0, low_open=True)
+    rate = check_real("rate", rate, low=0, low_open=True)
+    seed = check_int("seed", seed, low=0)
+    rng = np.random.default_rng([seed, 22, 3])
+    post_times = np.cumsum(rng.exponential(1.0 / post_rate, size=posts))
+    authors = rng.integers(0, graph.accounts, size=posts)
+    celebrity_post = posts // 2
+    authors[celebrity_post] = graph.celebrity
+    read_times, _ = Load(rate=rate, requests=reads).schedule(seed)
+    users = rng.integers(0, graph.accounts, size=reads)
+    return TimelineSchedule(post_times=post_times, post_authors=authors,
+                            celebrity_post=celebrity_post, read_times=np.asarray(read_times),
+                            read_users=users, seed=seed, rate=rate, reads=reads)
+
+
+def rows_scanned(graph: SocialGraph, posts_by_author: np.ndarray, user: int, *,
+                 above: int | None = None, at_most: int | None = None) -> int:
+    """The posts of the accounts ``user`` follows (``posts_by_author``: posts per account,
+    shape (accounts,)), only of those with more than ``above`` / at most ``at_most``
+    followers when given: the rows approach 1's join walks."""
+    followees = graph.followees_of(user)
+    if above is not None:
+        followees = followees[graph.follower_counts[followees] > above]
+    if at_most is not None:
+        followees = followees[graph.follower_counts[followees] <= at_most]
+    return int(posts_by_author[followees].sum())
+
+
+@dataclass(eq=False)
+class TimelineSimRun:
+    """One simulated approach: ``result`` (the reads, a ``RunResult``, times from the start of
+    the reads phase), ``deliveries`` (per post: ``post, author, followers, posted_at,
+    delivered_at, lag``, seconds of simulated time), ``work`` (per operation: ``queries,
+    rows_read, rows_written``), ``rows_scanned`` (per read, in order), ``approach``."""
+
+    approach: str
+    result: RunResult
+    deliveries: pd.DataFrame
+    work: dict[str, dict[str, int]]
+    rows_scanned: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def celebrity_lag(self) -> float:
+        """The delivery lag of the celebrity's post, seconds (NaN if never delivered)."""
+        row = self.deliveries.iloc[self.meta["celebrity_post"]]
+        return float(row["lag"])
+
+
+class _Twin:
+    """One run's state (see ``simulate_timelines``)."""
+
+    def __init__(self, graph: SocialGraph, schedule: TimelineSchedule, server: ServerConfig,
+                 cost: TimelineCostModel, cache: bool) -> None:
+        self.graph, self.schedule, self.cost, self.cache = graph, schedule, cost, cache
+        self.config: TimelineConfig = server.timelines or TimelineConfig()
+        self.events_config: EventLogConfig = server.events or EventLogConfig()
+        self.env = simpy.Environment()
+        self.loop = simpy.Resource(self.env, capacity=1)
+        self.pool = SimPool(self.env, server.pool or PoolConfig())
+        self.posts_by_author = np.zeros(graph.accounts, dtype=np.int64)
+        self.home = np.zeros(graph.accounts, dtype=np.int64)  # materialised posts per user
+        self.cached: set[int] = set()
+        self.log: list[int] = []  # the "posts" topic: post indices in commit order
+        self.committed = 0  # the "fanout" group's offset
+        self.work = {op: {"queries": 0, "rows_read": 0, "rows_written": 0} for op in OPERATIONS}
+        n = len(schedule.post_times)
+        self.posted_at = np.full(n, np.nan)
+        self.delivered_at = np.full(n, np.nan)
+        self.reads: list[tuple[int, float, float, int]] = []  # id, start, end, scanned
+        self.read_phase = 0.0
+
+    def count(self, op: str, queries: int = 1, read: int = 0, written: int = 0) -> None:
+        cell = self.work[op]
+        cell["queries"] += queries
+        cell["rows_read"] += read
+        cell["rows_written"] += written
+
+    def statement(self, seconds: float) -> Generator[Any, Any, None]:
+        """Hold one pooled connection for ``seconds`` (no pool timeout in the twin's loads:
+        a request that times out at the pool is waited for again)."""
+        while True:
+            decision = yield self.pool.acquire()
+            if isinstance(decision, Granted):
+                break
+        yield self.env.timeout(seconds)
+        self.pool.release()
+
+    def on_loop(self) -> Generator[Any, Any, None]:
+        with self.loop.request() as slot:
+            yield slot
+            yield self.env.timeout(self.cost.overhead)
+
+    # -- the post path ---------------------------------------------------------------------
+    def post(self, index: int, at: float) -> Generator[Any, Any, None]:
+        yield self.env.timeout(max(0.0, at - self.env.now))
+        yield from self.on_loop()
+        yield from self.statement(self.cost.post_insert)
+        author = int(self.schedule.post_authors[index])
+        self.posts_by_author[author] += 1
+        now = self.env.now
+        self.posted_at[index] = now
+        fans_out = self.config.approach != "read"
+        self.count("post", queries=3 if fans_out else 1, read=1 if fans_out else 0,
+                   written=2 if fans_out else 1)
+        followers = int(self.graph.follower_counts[author])
+        if not fans_out or (self.config.approach == "hybrid"
+                            and followers > self.config.threshold):
+            self.delivered_at[index] = now
+        if fans_out:
+            self.log.append(index)
+
+    def consumer(self) -> Generator[Any, Any, None]:
+        cost, config = self.cost, self.config
+        while True:
+            if self.committed >= len(self.log):
+                yield self.env.timeout(self.events_config.poll_interval)
+                continue
+            batch = self.log[self.committed:self.committed + self.events_config.batch]
+            self.committed += len(batch)
+            for index in batch:
+                author = int(self.schedule.post_authors[index])
+                followers = self.graph.followers_of(author)
+                if config.approach == "hybrid":
+                    yield from self.statement(cost.cache_read)
+                    self.count("fanout", read=1)
+                    if len(followers) > config.threshold:
+                        continue
+                yield from self.statement(cost.fanout_base + cost.per_insert * len(followers))
+                if self.cache:  # the followers read, then inserted into the cache's sets
+                    self.count("fanout", read=len(followers))
+                else:  # one INSERT ... SELECT into home_timelines
+                    self.count("fanout", written=len(followers))
+                self.home[followers] += 1
+                self.delivered_at[index] = self.env.now
+
+    # -- the read path ---------------------------------------------------------------------
+    def read(self, request_id: int, at: float) -> Generator[Any, Any, None]:
+        yield self.env.timeout(max(0.0, self.read_phase + at - self.env.now))
+        start = self.env.now
+        user = int(self.schedule.read_users[request_id])
+        config, cost, length = self.config, self.cost, self.config.length
+        yield from self.on_loop()
+        scanned = 0
+        if config.approach == "read":
+            scanned = rows_scanned(self.graph, self.posts_by_author, user)
+            yield from self.statement(cost.query_base + cost.per_row * scanned)
+            self.count("timeline_read", read=min(length, scanned))
+        else:
+            at_most = config.threshold if config.approach == "hybrid" else None
+            if self.cache:
+                if user in self.cached:
+                    yield self.env.timeout(cost.cache_read)
+                else:  # a cold timeline, rebuilt cache-aside by approach 1's query
+                    rebuilt = rows_scanned(self.graph, self.posts_by_author, user,
+                                           at_most=at_most)
+                    scanned += rebuilt
+                    yield from self.statement(cost.query_base + cost.per_row * rebuilt)
+                    self.count("rebuild", read=min(length, rebuilt))
+                    self.cached.add(user)
+            else:
+                yield from self.statement(cost.cache_read)
+                self.count("timeline_read", read=min(length, int(self.home[user])))
+            if config.approach == "hybrid":
+                above = rows_scanned(self.graph, self.posts_by_author, user,
+                                     above=config.threshold)
+                scanned += above
+                yield from self.statement(cost.query_base + cost.per_row * above)
+                self.count("timeline_read", read=min(length, above))
+        self.reads.append((request_id, start - self.read_phase, self.env.now - self.read_phase,
+                           scanned))
+
+    def run(self) -> None:
+        env, schedule = self.env, self.schedule
+        if self.config.approach != "read":
+            for _ in range(self.events_config.consumers):
+                env.process(self.consumer())
+        posts = [env.process(self.post(i, float(t)))
+                 for i, t in enumerate(schedule.post_times)]
+        env.run(simpy.AllOf(env, posts))
+        # The live run waits until the fan-out has caught up before it reads; so does the twin.
+        while self.config.approach != "read" and self.events_config.consumers and (
+                self.committed < len(self.log) or np.isnan(self.delivered_at).any()):
+            env.run(until=env.now + self.events_config.poll_interval)
+        self.read_phase = env.now
+        reads = [env.process(self.read(i, float(t))) for i, t in enumerate(schedule.read_times)]
+        env.run(simpy.AllOf(env, reads))
+
+
+def simulate_timelines(graph: SocialGraph, schedule: TimelineSchedule, *,
+                       server: ServerConfig, cost: TimelineCostModel,
+                       cache: bool = False) -> TimelineSimRun:
+    """Simulate ``schedule`` on ``graph`` under ``server`` (its ``timelines``: approach,
+    threshold, length; ``pool``; ``events``) with ``cost`` (see the module docstring).
+    ``cache``: the materialised timelines live in a cache (no pooled connection per read, a
+    cold first read per user) instead of the store's table. Deterministic: no random draws
+    beyond the schedule's. Returns a ``TimelineSimRun``; ValueError for a bad argument."""
+    if not isinstance(graph, SocialGraph):
+        raise ValueError(f"graph must be a SocialGraph, got {graph!r}")
+    if not isinstance(schedule, TimelineSchedule):
+        raise ValueError(f"schedule must be a TimelineSchedule, got {schedule!r}")
+    if not isinstance(server, ServerConfig):
+        raise ValueError(f"server must be a ServerConfig, got {server!r}")
+    if not isinstance(cost, TimelineCostModel):
+        raise ValueError(f"cost must be a TimelineCostModel, got {cost!r}")
+    if int(schedule.post_authors.max()) >= graph.accounts or \
+            int(schedule.read_users.max()) >= graph.accounts:
+        raise ValueError("schedule must name accounts of graph (made by timeline_schedule "
+                         "for this graph)")
+    twin = _Twin(graph, schedule, server, cost, bool(cache))
+    twin.run()
+    rows = sorted(twin.reads)
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    t_start = np.array([r[1] for r in rows])
+    t_end = np.array([r[2] for r in rows])
+    latency = t_end - t_start
+    n = len(ids)
+    ok = np.full(n, 200, dtype=np.int64)
+    duration = float(max(schedule.read_times[-1], t_end.max() if n else 0.0, 1e-9))
+    approach = twin.config.approach
+    result = RunResult.from_columns(
+        requests={"request_id": ids, "t_start": t_start, "t_end": t_end, "latency": latency,
+                  "status": ok, "attempts": np.ones(n, dtype=np.int64), "ok": np.ones(n, bool)},
+        attempts={"request_id": ids, "attempt": np.ones(n, dtype=np.int64), "t_start": t_start,
+                  "t_end": t_end, "latency": latency, "status": ok,
+                  "queue_wait": np.full(n, np.nan), "instance": np.zeros(n, dtype=np.int64)},
+        duration=duration, source="sim",
+        meta={"path": "/api/timeline/{user}", "approach": approach, "seed": schedule.seed,
+              "cost": cost, "cache": bool(cache)})
+    authors = schedule.post_authors
+    deliveries = pd.DataFrame({
+        "post": np.arange(1, len(authors) + 1), "author": authors,
+        "followers": graph.follower_counts[authors], "posted_at": twin.posted_at,
+        "delivered_at": twin.delivered_at, "lag": twin.delivered_at - twin.posted_at})
+    return TimelineSimRun(approach=approach, result=result, deliveries=deliveries,
+                          work=twin.work, rows_scanned=np.array([r[3] for r in rows]),
+                          meta={"celebrity_post": schedule.celebrity_post,
+                                "read_phase": twin.read_phase})
+
+
+def calibrate_timelines(live_samples: pd.DataFrame, *,
+                        keep: float = 0.5) -> TimelineCostModel:
+    """Fit a ``TimelineCostModel`` to live measurements.
+
+    ``live_samples``: one row per measurement, columns ``kind`` (``"read"``, ``"post"`` or
+    ``"fanout"``), ``approach`` (``"read"``, ``"write"``, ``"hybrid"``), ``seconds`` (a read's
+    or a post's latency; one post's fan-out time, from when the consumer could start it to its
+    last insert) and ``rows`` (a read: the posts its queries walk, ``rows_scanned``; a fan-out:
+    the followers inserted; a post: 0).
+
+    * reads: a bounded linear least-squares fit (``scipy.optimize.lsq_linear``, every
+      coefficient >= 0) of ``seconds = overhead + query_base * Q + cache_read * C + per_row *
+      rows``, with ``Q`` = 1 for an approach that queries (``"read"``, ``"hybrid"``) and ``C`` =
+      1 for one that reads a materialised timeline (``"write"``, ``"hybrid"``). Only the
+      fastest ``keep`` share of each approach's reads enters the fit (the rest waited in a
+      queue, which the simulation adds itself). Needs reads of at least two approaches, one of
+      them ``"hybrid"`` or both others, to tell ``overhead``, ``query_base`` and ``cache_read``
+      apart;
+    * posts: ``post_insert`` = the median post latency minus ``overhead``;
+    * fan-outs (``rows`` > 0): ``seconds = fanout_base + per_insert * rows``, the same bounded
+      fit.
+
+    A kind with no rows keeps ``TimelineCostModel``'s default. ValueError for a frame without
+    those columns.
+    """
+    from scipy.optimize import lsq_linear
+
+    if not isinstance(live_samples, pd.DataFrame) or not {"kind", "approach", "seconds",
+                                                           "rows"} <= set(live_samples):
+        raise ValueError("live_samples must be a DataFrame with columns kind, approach, "
+                         "seconds, rows")
+    keep = check_real("keep", keep, low=0, low_open=True, high=1)
+    defaults = TimelineCostModel()
+    fitted: dict[str, float] = {}
+    reads = live_samples[live_samples["kind"] == "read"]
+    if len(reads):
+        trimmed = pd.concat([group[group["seconds"] <= group["seconds"].quantile(keep)]
+                             for _, group in reads.groupby("approach")])
+        approach = trimmed["approach"].to_numpy()
+        design = np.column_stack([
+            np.ones(len(trimmed)), np.isin(approach, ("read", "hybrid")).astype(float),
+            np.isin(approach, ("write", "hybrid")).astype(float),
+            trimmed["rows"].to_numpy(dtype=float)])
+        fit = lsq_linear(design, trimmed["seconds"].to_numpy(dtype=float), bounds=(0, np.inf))
+        fitted.update(zip(("overhead", "query_base", "cache_read", "per_row"),
+                          (float(x) for x in fit.x), strict=True))
+    overhead = fitted.get("overhead", defaults.overhead)
+    posts = live_samples[live_samples["kind"] == "post"]
+    if len(posts):
+        fitted["post_insert"] = max(0.0, float(posts["seconds"].median()) - overhead)
+    fanouts = live_samples[(live_samples["kind"] == "fanout") & (live_samples["rows"] > 0)]
+    if len(fanouts) >= 2:
+        design = np.column_stack([np.ones(len(fanouts)), fanouts["rows"].to_numpy(dtype=float)])
+        fit = lsq_linear(design, fanouts["seconds"].to_numpy(dtype=float), bounds=(0, np.inf))
+        fitted["fanout_base"], fitted["per_insert"] = float(fit.x[0]), float(fit.x[1])
+    return TimelineCostModel(**fitted)

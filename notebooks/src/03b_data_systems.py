@@ -96,8 +96,9 @@ crash
 # kill and those not yet sent were applied once. Every order is stored once: none lost, no
 # duplicates. A retry of an order in flight at the kill either finds its key's stored answer
 # (the transaction committed just before the kill) and replays it, or finds nothing (it never
-# committed) and applies the order once. A service that kept its keys in memory, as notebook 01's did, forgets them with the
-# crash: each retry of an order that committed before it would be applied a second time.
+# committed) and applies the order once. A service that kept its keys in memory, as notebook
+# 01's did, forgets them with the crash: each retry of an order that committed before it
+# would be applied a second time.
 
 # %% [markdown]
 # ## The connection pool
@@ -271,9 +272,9 @@ plt.show()
 # posts of accounts above the threshold are not fanned out. The two worlds agree exactly here:
 # it is the same graph and the same posts. **Queries and rows per read**: the hybrid pays for
 # its saved inserts with a second query at read time, for the posts of the above-threshold
-# accounts the reader follows. At this small scale (2,000 accounts, 200 posts) fan-out on read
-# is cheap: a reader's followees have only a few posts among them, so its join reads a handful
-# of rows. Its cost grows with the posts of everyone followed; a materialised timeline's does
+# accounts the reader follows. At this small scale (2,000 accounts, a hundred-odd posts)
+# fan-out on read is cheap: a reader's followees have only a few posts among them, so its
+# join reads a handful of rows. Its cost grows with the posts of everyone followed; a materialised timeline's does
 # not, which is why Twitter moved to fan-out on write once reads outnumbered posts. **The
 # celebrity's delivery lag**: the time from its post to the last follower's timeline holding
 # it, the burst notebook 03 predicted; at this scale about 1,400 inserts (the line above the

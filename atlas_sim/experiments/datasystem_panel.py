@@ -276,7 +276,8 @@ def consumer_lag_summary(samples: pd.DataFrame) -> pd.DataFrame:
 def cold_cache_or_why_not(parts: DataParts, *, seed: int = 0, **options: Any) -> pd.DataFrame:
     """``experiments.timelines.cold_cache`` on ``parts``' Redis and database (``options``
     passed on), or, without a Redis, a one-row table saying so and what would run it (``apt
-    install redis-server``): a cache that can go cold needs a cache."""
+    install redis-server``): a cache that can go cold needs a cache. Numbers to one
+    decimal."""
     if parts.cache_url is None:
         return pd.DataFrame({"needs": ["a Redis cache: apt install redis-server, then run the "
                                        "notebook again"]}, index=["cold cache"])
@@ -284,7 +285,7 @@ def cold_cache_or_why_not(parts: DataParts, *, seed: int = 0, **options: Any) ->
 
     table: pd.DataFrame = cold_cache(cache_url=parts.cache_url, store_url=parts.store("cold"),
                                      seed=seed, **options)
-    return table
+    return table.round(1)
 
 
 def crash_demo(**options: Any) -> pd.DataFrame:

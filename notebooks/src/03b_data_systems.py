@@ -274,8 +274,9 @@ plt.show()
 # its saved inserts with a second query at read time, for the posts of the above-threshold
 # accounts the reader follows. At this small scale (2,000 accounts, a hundred-odd posts)
 # fan-out on read is cheap: a reader's followees have only a few posts among them, so its
-# join reads a handful of rows. Its cost grows with the posts of everyone followed; a materialised timeline's does
-# not, which is why Twitter moved to fan-out on write once reads outnumbered posts. **The
+# join reads a handful of rows. Its cost grows with the posts of everyone followed; a
+# materialised timeline's does not, which is why Twitter moved to fan-out on write once reads
+# outnumbered posts. **The
 # celebrity's delivery lag**: the time from its post to the last follower's timeline holding
 # it, the burst notebook 03 predicted; at this scale about 1,400 inserts (the line above the
 # table gives the exact count), done in hundredths of a second. The hybrid's is 0: the

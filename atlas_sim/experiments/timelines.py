@@ -30,6 +30,7 @@ function returns, on error too.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import tempfile
 import time
@@ -41,6 +42,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from ..policies.pool import PoolConfig
 from ..server_config import (
     CacheConfig,
     EventLogConfig,
@@ -173,6 +175,36 @@ class TimelineRun:
         return sorted(runs, key=lambda a: float(np.percentile(
             runs[a].result.requests["latency"].to_numpy(dtype=float), 99)))
 
+    def p99_contradictions(self, *, confidence: float = 0.95, resamples: int = 2000,
+                           seed: int = 0) -> list[tuple[str, str, float, float]]:
+        """The pairs of approaches that the live run orders, beyond its sampling error,
+        against the simulation: ``(a, b, low, high)`` where the simulation has read p99 of
+        ``a`` below ``b``'s but the ``confidence`` bootstrap interval (``resamples`` resamples
+        of each approach's reads, seeded) of live p99(a) - p99(b), seconds, lies above 0.
+        Empty: the live run agrees with the simulation's order, or cannot tell the two apart
+        (a p99 of a few hundred reads moves by milliseconds when the machine is busy)."""
+        confidence = check_real("confidence", confidence, low=0, low_open=True, high=1,
+                                high_open=True)
+        resamples = check_int("resamples", resamples, low=10, high=100_000)
+        rng = np.random.default_rng(seed)
+        order = self.p99_order("sim")
+
+        def boot(a: str) -> np.ndarray:
+            x = self.live[a].result.requests["latency"].to_numpy(dtype=float)
+            picks = rng.integers(0, len(x), size=(resamples, len(x)))
+            return np.percentile(x[picks], 99, axis=1)
+
+        p99 = {a: boot(a) for a in order if a in self.live}
+        tail = (1.0 - confidence) / 2
+        found = []
+        for i, a in enumerate(order):
+            for b in order[i + 1:]:
+                if a in p99 and b in p99:
+                    low, high = np.quantile(p99[a] - p99[b], [tail, 1.0 - tail])
+                    if low > 0:
+                        found.append((a, b, float(low), float(high)))
+        return found
+
 
 # -- the live side -----------------------------------------------------------------------------
 @contextlib.contextmanager
@@ -218,6 +250,46 @@ def _load_graph(http: httpx.Client, graph_args: dict[str, Any]) -> dict[str, Any
     return _ok(http.post("/admin/timelines", json=graph_args))
 
 
+def _insert_history(store_url: str, *, accounts: int, history: int, approach: str,
+                    threshold: int) -> None:
+    """``history`` older posts per account, written straight into the store's tables (as if
+    posted and fanned out before the run: ``atlas_posts``, and under ``"write"``/``"hybrid"``
+    ``atlas_home_timelines`` for every follower, the hybrid's above-threshold authors
+    excepted), in one transaction; SQLite through ``sqlite3``, PostgreSQL through psycopg."""
+    if history == 0:
+        return
+    posts = [(a, "history") for _ in range(history) for a in range(accounts)]
+    fill = ("INSERT INTO atlas_home_timelines (user_id, post) SELECT f.follower, p.id "
+            "FROM atlas_follows f JOIN atlas_posts p ON p.author = f.followee")
+    if approach == "hybrid":
+        fill += (" JOIN atlas_accounts a ON a.id = f.followee WHERE a.followers <= "
+                 f"{int(threshold)}")
+    if store_url.startswith("sqlite:///"):
+        import sqlite3
+
+        connection = sqlite3.connect(store_url[len("sqlite:///"):], timeout=30.0)
+        try:
+            with connection:
+                connection.executemany("INSERT INTO atlas_posts (author, text) VALUES (?, ?)",
+                                       posts)
+                if approach != "read":
+                    connection.execute(fill)
+            # fold the WAL back now, not in the service's first reads
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            connection.close()
+    elif store_url.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(store_url) as pg, pg.cursor() as pg_cursor:
+            pg_cursor.executemany("INSERT INTO atlas_posts (author, text) VALUES (%s, %s)",
+                                  posts)
+            if approach != "read":
+                pg_cursor.execute(fill)
+    else:
+        raise ValueError(f"history needs a SQLite or PostgreSQL store_url, got {store_url!r}")
+
+
 def _send_posts(http: httpx.Client, schedule: TimelineSchedule) -> tuple[np.ndarray, list[int]]:
     """The posts at their scheduled times (one at a time; late ones leave at once)."""
     latency = np.empty(len(schedule.post_times))
@@ -244,6 +316,9 @@ def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: Serve
     threshold = (config.timelines or TimelineConfig()).threshold
     with _service(config, seed=seed, name=f"atlas-timelines-{approach}") as (server, http):
         _load_graph(http, graph_args)
+        assert config.store is not None and config.store.url is not None
+        _insert_history(config.store.url, accounts=graph.accounts, history=schedule.history,
+                        approach=approach, threshold=threshold)
         post_latency, ids = _send_posts(http, schedule)
         view = _wait_for_fanout(http)
         post_work = view["database_work"]
@@ -267,7 +342,8 @@ def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: Serve
                           max_connections=max_connections)
         view = _ok(http.get("/admin/timelines"))
         work = _difference(view["database_work"], before)
-    posts_by_author = np.bincount(schedule.post_authors, minlength=graph.accounts)
+    posts_by_author = np.bincount(schedule.post_authors, minlength=graph.accounts) + \
+        schedule.history
     instance = result.attempts.sort_values("request_id")["instance"].to_numpy()
     read_users = users[instance]
     above = threshold if approach == "hybrid" else None
@@ -323,12 +399,14 @@ def _configs(approaches: Sequence[str], *, threshold: int, store: StoreConfig | 
 
 def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
                        reads: int = 300, rate: float = 75.0, posts: int = 120,
-                       post_rate: float = 100.0, seed: int = 2024, threshold: int = 100,
+                       post_rate: float = 100.0, history: int = 10, seed: int = 2024,
+                       threshold: int = 100,
                        live: bool = True, store_url: str | None = None,
                        cache_url: str | None = None, tail_index: float = 1.3,
                        approaches: Sequence[str] = APPROACHES,
                        cost: TimelineCostModel | None = None,
-                       events: EventLogConfig | None = None) -> TimelineRun:
+                       events: EventLogConfig | None = None,
+                       pool: PoolConfig | None = None) -> TimelineRun:
     """Measure the three approaches live and simulate their twin (see the module docstring).
 
     Args:
@@ -337,6 +415,9 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         reads, rate: open-loop home-timeline reads (Poisson, per second), users uniform.
         posts, post_rate: the posts phase before the reads (Poisson, authors uniform, the
             middle post by the celebrity).
+        history: older posts per account, in the store before the run (written straight
+            into its tables, already fanned out: what approach 1's query walks grows with
+            it; ``accounts * history`` posts). Both worlds start from it.
         seed: the graph's, the schedule's and the service's seed.
         threshold: the hybrid's follower threshold (``TimelineConfig.threshold``).
         live: False: simulation only, with ``cost`` (default ``TimelineCostModel()``).
@@ -346,6 +427,7 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         approaches: which of ``APPROACHES`` to run.
         cost: the cost model when ``live`` is False (ignored when live: fitted).
         events: the fan-out consumers (default ``EventLogConfig(poll_interval=0.02)``).
+        pool: the store's connection pool (``ServerConfig.pool``; None: ``PoolConfig()``).
 
     Returns a ``TimelineRun``; ``TimelineRun.table()`` is the comparison. ValueError naming a
     bad argument; RuntimeError when the service answers an error.
@@ -360,7 +442,7 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
     graph = SocialGraph.generate(accounts=accounts, mean_followers=mean_followers,
                                  tail_index=tail_index, seed=seed)
     schedule = timeline_schedule(graph, posts=posts, post_rate=post_rate, reads=reads,
-                                 rate=rate, seed=seed)
+                                 rate=rate, seed=seed, history=history)
     events = events or EventLogConfig(poll_interval=0.02)
     graph_args = {"accounts": accounts, "mean_followers": float(mean_followers),
                   "tail_index": tail_index, "seed": seed}
@@ -376,8 +458,9 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
                 store = StoreConfig(url=f"sqlite:///{directory}/timelines-{approach}.db")
             else:
                 store = StoreConfig()
-            configs[approach] = _configs([approach], threshold=threshold, store=store,
-                                         cache_url=cache_url, events=events)[approach]
+            configs[approach] = dataclasses.replace(
+                _configs([approach], threshold=threshold, store=store, cache_url=cache_url,
+                         events=events)[approach], pool=pool)
             if live:
                 live_runs[approach] = _live_approach(graph, schedule, configs[approach],
                                                      graph_args=graph_args, seed=seed)
@@ -433,11 +516,14 @@ def plot_approaches(run: TimelineRun) -> Figure:
 def cold_cache(*, cache_url: str, accounts: int = 2000, mean_followers: float = 20,
                reads: int = 300, rate: float = 100.0, posts: int = 100, seed: int = 2024,
                approach: str = "write", store_url: str | None = None) -> pd.DataFrame:
-    """Database queries per second and read p99 before and after the cache is flushed
-    (``POST /admin/reset`` flushes it... here ``FLUSHDB`` through the cache's own client is not
-    reachable, so the reads run twice: once warm, once after ``redis`` ``FLUSHDB`` of
-    ``cache_url``). Rows ``phase`` (``"warm"``, ``"cold"``), ``db_queries_per_s``,
-    ``rebuilds``, ``read_p99_ms``, ``read_p50_ms``."""
+    """Database queries per second and read latency with a warm cache and right after it is
+    flushed (Redis ``FLUSHDB`` of ``cache_url``: every materialised timeline gone, so each
+    user's next read is rebuilt from the database by approach 1's query, cache-aside, and
+    counted as operation ``"rebuild"``). The service runs ``approach`` with its timelines in
+    the cache at ``cache_url``; the seeded reads run three times: once to fill the cache, once
+    warm, once cold. Rows ``phase`` (``"warm"``, ``"cold"``), ``db_queries_per_s`` (every
+    operation's statements per second of the reads), ``rebuilds``, ``read_p50_ms``,
+    ``read_p99_ms``. ValueError naming a bad ``approach``."""
     import redis
 
     approach = check_choice("approach", approach, ("write", "hybrid"))

@@ -16,6 +16,14 @@ from .fanout import fanout, slow_request_probability
 from .fleet import FleetRun, fleet, replica_loss
 from .scenario import Fault, Scenario, evolve
 from .sweep import grid_points, sweep
+from .timelines import (
+    TimelineCostModel,
+    TimelineSchedule,
+    TimelineSimRun,
+    calibrate_timelines,
+    simulate_timelines,
+    timeline_schedule,
+)
 
 __all__ = [
     "CONTENTION_STRATEGIES",
@@ -23,6 +31,10 @@ __all__ = [
     "Fault",
     "FleetRun",
     "Scenario",
+    "TimelineCostModel",
+    "TimelineSchedule",
+    "TimelineSimRun",
+    "calibrate_timelines",
     "compare_contention",
     "contention",
     "evolve",
@@ -32,6 +44,8 @@ __all__ = [
     "replica_loss",
     "scenarios",
     "simulate",
+    "simulate_timelines",
     "slow_request_probability",
     "sweep",
+    "timeline_schedule",
 ]

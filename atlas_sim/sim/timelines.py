@@ -5,6 +5,7 @@ The same ``SocialGraph`` (``atlas_sim.social``), the same seeded schedule
 (``timeline_schedule``: a phase of posts, Poisson at ``post_rate``, authors uniform, one of them,
 the middle one, by ``graph.celebrity``; then a phase of open-loop reads, Poisson at ``rate``
 (``Load(rate=, requests=).schedule(seed)``, the load generator's send times), users uniform),
+``history`` older posts per account already in the store and fanned out,
 the same ``ServerConfig`` (its ``timelines``, ``pool`` and ``events``) and a cost model
 (``TimelineCostModel``) fitted to the live service's own measurements
 (``calibrate_timelines``).
@@ -110,6 +111,7 @@ class TimelineSchedule:
     seed: int
     rate: float
     reads: int
+    history: int = 0
 
     @property
     def load(self) -> Load:
@@ -119,11 +121,12 @@ class TimelineSchedule:
 
 
 def timeline_schedule(graph: SocialGraph, *, posts: int, post_rate: float, reads: int,
-                      rate: float, seed: int) -> TimelineSchedule:
+                      rate: float, seed: int, history: int = 0) -> TimelineSchedule:
     """The seeded schedule (see ``TimelineSchedule``): posts Poisson at ``post_rate`` per
     second, authors uniform, the middle one (``posts // 2``) by ``graph.celebrity``; reads at
-    ``Load(rate=rate, requests=reads).schedule(seed)``, users uniform. ValueError naming a bad
-    argument (``posts`` >= 1, ``reads`` >= 1, rates > 0, ``seed`` >= 0)."""
+    ``Load(rate=rate, requests=reads).schedule(seed)``, users uniform; ``history`` older posts
+    per account already in the store (and fanned out) before the posts phase. ValueError naming
+    a bad argument (``posts`` >= 1, ``reads`` >= 1, rates > 0, ``seed``, ``history`` >= 0)."""
     if not isinstance(graph, SocialGraph):
         raise ValueError(f"graph must be a SocialGraph, got {graph!r}")
     posts = check_int("posts", posts, low=1, high=1_000_000)
@@ -131,6 +134,7 @@ def timeline_schedule(graph: SocialGraph, *, posts: int, post_rate: float, reads
     post_rate = check_real("post_rate", post_rate, low=0, low_open=True)
     rate = check_real("rate", rate, low=0, low_open=True)
     seed = check_int("seed", seed, low=0)
+    history = check_int("history", history, low=0, high=1000)
     rng = np.random.default_rng([seed, 22, 3])
     post_times = np.cumsum(rng.exponential(1.0 / post_rate, size=posts))
     authors = rng.integers(0, graph.accounts, size=posts)
@@ -140,7 +144,8 @@ def timeline_schedule(graph: SocialGraph, *, posts: int, post_rate: float, reads
     users = rng.integers(0, graph.accounts, size=reads)
     return TimelineSchedule(post_times=post_times, post_authors=authors,
                             celebrity_post=celebrity_post, read_times=np.asarray(read_times),
-                            read_users=users, seed=seed, rate=rate, reads=reads)
+                            read_users=users, seed=seed, rate=rate, reads=reads,
+                            history=history)
 
 
 def rows_scanned(graph: SocialGraph, posts_by_author: np.ndarray, user: int, *,
@@ -188,8 +193,13 @@ class _Twin:
         self.env = simpy.Environment()
         self.loop = simpy.Resource(self.env, capacity=1)
         self.pool = SimPool(self.env, server.pool or PoolConfig())
-        self.posts_by_author = np.zeros(graph.accounts, dtype=np.int64)
-        self.home = np.zeros(graph.accounts, dtype=np.int64)  # materialised posts per user
+        # the history: posts already there, already fanned out
+        self.posts_by_author = np.full(graph.accounts, schedule.history, dtype=np.int64)
+        pushed = graph.follower_counts <= (self.config.threshold
+                                           if self.config.approach == "hybrid" else np.inf)
+        self.home = (np.bincount(graph.edges[:, 0], weights=pushed[graph.edges[:, 1]],
+                                 minlength=graph.accounts).astype(np.int64) * schedule.history
+                     if self.config.approach != "read" else np.zeros(graph.accounts, np.int64))
         self.cached: set[int] = set()
         self.log: list[int] = []  # the "posts" topic: post indices in commit order
         self.committed = 0  # the "fanout" group's offset

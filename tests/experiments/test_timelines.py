@@ -1,0 +1,122 @@
+"""The home timelines compared live and simulated (``experiments.timelines``): the live read
+p99 orders the approaches as the simulation does, the table, the figure, and nothing left
+behind (servers, threads, temporary directories)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+import threading
+
+import matplotlib
+import numpy as np
+import pytest
+
+from atlas_sim.experiments.timelines import (
+    APPROACHES,
+    TimelineRun,
+    compare_approaches,
+    consistency_demo,
+    plot_approaches,
+)
+from atlas_sim.service import leftovers
+from atlas_sim.sim.timelines import TimelineCostModel
+
+matplotlib.use("Agg")
+
+
+def temp_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "atlas-tl-*")))
+
+
+def open_files() -> int:
+    return len(os.listdir(f"/proc/{os.getpid()}/fd"))
+
+
+@pytest.fixture(scope="module")
+def run() -> TimelineRun:
+    return compare_approaches()
+
+
+@pytest.mark.live
+def test_live_read_p99_orders_the_approaches_as_the_simulation_does(run):
+    assert set(run.live) == set(run.sim) == set(APPROACHES)
+    # the simulation's order (calibrated from this very run) wherever the live run can tell:
+    # no pair ordered the other way beyond the live p99's bootstrap interval
+    assert run.p99_contradictions() == [], (run.p99_order("live"), run.p99_order("sim"))
+    for approach in APPROACHES:  # every read answered, in both worlds
+        assert (run.live[approach].result.requests["status"] == 200).all()
+        assert len(run.sim[approach].result.requests) == run.schedule.reads
+
+
+@pytest.mark.live
+def test_the_table_compares_like_with_like(run):
+    table = run.table()
+    assert list(table["world"]) == ["live", "sim"] * 3
+    assert "home_timelines table" in table.attrs["caption"]
+    live = table[table["world"] == "live"].set_index("approach")
+    sim = table[table["world"] == "sim"].set_index("approach")
+    # the same database work per read and the same fan-out, counted in both worlds
+    assert np.allclose(live["queries_per_read"], sim["queries_per_read"], rtol=0.05)
+    assert np.allclose(live["rows_per_read"], sim["rows_per_read"], rtol=0.05)
+    assert np.allclose(live["fanout_inserts_per_post"], sim["fanout_inserts_per_post"])
+    assert live.loc["hybrid", "queries_per_read"] > live.loc["2: fan-out on write",
+                                                             "queries_per_read"]
+    assert live.loc["1: fan-out on read", "fanout_inserts_per_post"] == 0
+    # the celebrity's post reaches its followers later under fan-out on write
+    assert live.loc["2: fan-out on write", "celebrity_lag_s"] > 0
+    assert live.loc["hybrid", "celebrity_lag_s"] == 0
+    assert isinstance(run.cost, TimelineCostModel)
+    figure = plot_approaches(run)
+    assert len(figure.axes) == 2
+
+
+@pytest.mark.live
+def test_nothing_left_behind(run):
+    threads, dirs, files = threading.active_count(), temp_dirs(), open_files()
+    for _ in range(2):
+        small = compare_approaches(accounts=300, mean_followers=5, reads=30, rate=100,
+                                   posts=10, history=1, approaches=("read", "write"))
+        assert set(small.live) == {"read", "write"}
+    assert not leftovers()
+    assert threading.active_count() <= threads
+    assert temp_dirs() == dirs
+    assert open_files() <= files + 2
+
+
+@pytest.mark.live
+def test_the_outbox_keeps_every_post_a_dual_write_loses_some():
+    table = consistency_demo(lose_events=0.5, accounts=200, mean_followers=5, posts=20)
+    by = table.set_index("outbox")
+    assert by.loc[True, "lost_events"] == 0 and by.loc[True, "undelivered"] == 0
+    assert by.loc[False, "lost_events"] > 0
+    assert by.loc[False, "undelivered"] == by.loc[False, "lost_events"]
+
+
+def test_simulation_only_runs_without_a_service():
+    run = compare_approaches(accounts=300, mean_followers=5, reads=50, rate=50, posts=10,
+                             history=2, live=False)
+    assert run.live == {}
+    assert set(run.table()["world"]) == {"sim"}
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"accounts": 1}, "accounts"), ({"approaches": ("push",)}, "approaches"),
+    ({"threshold": -1}, "threshold"), ({"reads": 0}, "reads"), ({"history": -1}, "history"),
+])
+def test_bad_input_named(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        compare_approaches(live=False, **kwargs)
+
+
+@pytest.mark.live
+def test_a_flushed_cache_sends_the_reads_to_the_database(redis_url):
+    from atlas_sim.experiments.timelines import cold_cache
+
+    table = cold_cache(cache_url=redis_url, accounts=300, mean_followers=5, reads=40,
+                       rate=100, posts=10).set_index("phase")
+    assert table.loc["warm", "rebuilds"] == 0
+    assert table.loc["cold", "rebuilds"] > 0
+    assert table.loc["cold", "db_queries_per_s"] > table.loc["warm", "db_queries_per_s"]
+    assert not leftovers()

@@ -12,6 +12,11 @@ notebook                                    modules
 02 reliability: breakers and timeouts       ``breakers``
 03 scalability: load and latency            ``load``, ``percentiles``, ``queueing``,
                                             ``omission``, ``tail``
+03b the data system: home timelines         ``timelines`` (DDIA's three approaches to home
+                                            timelines, live on the store, cache and event
+                                            log beside a simulated twin), ``datasystem``
+                                            (pool exhaustion live and simulated, a crash
+                                            mid-load, consumer lag)
 live sections of 01, 02 and 03              ``live`` (the in-kernel service and its
                                             simulated twins); 03's section modules run
                                             their own live points with its helpers

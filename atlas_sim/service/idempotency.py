@@ -16,22 +16,32 @@ Item Structured Header field whose value is a String (RFC 8941), and says what a
 
 An ``X-Request-ID`` is something else: a tracing ID, new for every attempt, remembered by no one.
 
-What a store promises (``IdempotencyStore``, the protocol; ``MemoryIdempotencyStore``, the one
-Atlas has):
+What a store promises (``IdempotencyStore``, the protocol; ``MemoryIdempotencyStore``, a
+store of one instance's own, kept here; the ``Store`` of ``service.store``, where the service
+keeps its keys):
 
-* a key whose request is still being processed is never forgotten, however long it takes;
+* a key whose request is still being processed is never forgotten while its holder lives;
 * a completed (2xx) answer is kept for ``retention`` seconds after it was stored (a non-2xx
   answer is not kept, so a write that failed may be tried again with the same key);
 * at most ``capacity`` keys are held, in flight and kept together; when the store is full a new
   key is refused (``StoreFull``: the service answers 503 with ``Retry-After``) rather than a
   promised one forgotten.
 
-Keys are per instance: each service process has its own store, so a retry that reaches another
-instance (``run_load(instances=...)``) is applied again there. A store shared by every instance
-is the fix; none exists yet: issue 22 ("The data system behind the service") adds one on
-SQLite or PostgreSQL behind this protocol, with one more duty that a store in memory does not
-need: a key held by an instance that died must expire (a lease as long as the longest request,
-``HTTP_TIMEOUT``), since nobody will ever complete or abandon it.
+Where the keys live: in the instance's ``Store`` (``service.store``: in memory, SQLite or
+PostgreSQL, ``ServerConfig.store``), the same one that keeps the orders, so that an order and
+its key's answer are written in one transaction (``Store.place_order``) and neither is kept
+without the other, even when the process is killed between the two (``tests/service/
+test_crash.py``, ``experiments.datasystem.crash_demo``). Instances that name one store url
+(``StoreConfig(url=...)``; a ``Cluster``'s instances share one by default) share their keys: a
+retry that reaches another instance (``run_load(instances=...)``) replays the first answer
+there. A shared store has one duty that a store of one process does not: a key held by an
+instance that died would be in flight for ever, since nobody will complete or abandon it, so a
+hold is a lease (``StoreConfig.key_lease``, default the server's timeout, else ``HTTP_TIMEOUT``):
+a key in flight longer than its lease may be begun again, with a new token, by anyone, and the
+old holder's ``complete`` then finds its hold gone (``KeyLost``: nothing applied, 409).
+``MemoryIdempotencyStore`` remains as the protocol's reference: the contract tests run on it
+and on every ``Store`` alike (a ``ServiceState(idempotency=...)`` given one keeps its keys apart
+from its orders, in this process only).
 """
 
 from __future__ import annotations

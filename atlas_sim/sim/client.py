@@ -116,7 +116,7 @@ class Call:
             run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send,
                                               now, now - attempt.t_send, status,
                                               attempt.queue_wait, index))
-        retry_after = attempt.server.retry_after if status == _SHED else None
+        retry_after = attempt.server.retry_after if status == _SHED else attempt.retry_after
         delay = self.guarded.after_attempt(status, retry_after=retry_after)
         if delay is None:
             self.end(self.guarded.status)
@@ -173,7 +173,7 @@ class Call:
     def copy_done(self, attempt: Copy, status: int) -> None:
         """Called once per copy not cancelled: with the server's answer, or 599."""
         self.record_copy(attempt, status)
-        retry_after = attempt.server.retry_after if status == _SHED else None
+        retry_after = attempt.server.retry_after if status == _SHED else attempt.retry_after
         self.perform(self.guarded.on_answer(attempt.number, status, retry_after=retry_after))
 
     def record_copy(self, attempt: Copy, status: int) -> None:
@@ -198,10 +198,17 @@ class Call:
 
 
 class Attempt:
-    """One attempt on the wire. Answered once: by the server, or by the client giving up."""
+    """One attempt on the wire. Answered once: by the server, or by the client giving up.
 
-    __slots__ = ("answered", "call", "deadline", "number", "queue_wait", "server", "status",
-                 "t_arrive", "t_send")
+    ``retry_after``: seconds of the ``Retry-After`` the server sent with an answer other than
+    429 (whose ``Retry-After`` is the server's ``retry_after``, always sent), or None: set by
+    the handler that answers with one, the pool's 503 (``sim.pool``), as the live service's
+    ``pool_unavailable`` sends ``Retry-After`` on its 503. The client honours it as the live
+    load generator does (``RetryPolicy(honor_retry_after=True)``: a floor on the backoff); a
+    503 without one (the server down, a failed dependency call) carries none, live too."""
+
+    __slots__ = ("answered", "call", "deadline", "number", "queue_wait", "retry_after",
+                 "server", "status", "t_arrive", "t_send")
 
     def __init__(self, call: Call, number: int, t_send: float, server: Server) -> None:
         self.call = call
@@ -213,6 +220,7 @@ class Attempt:
         self.answered = False
         self.status = _OK
         self.t_arrive = t_send
+        self.retry_after: float | None = None
 
     def answer(self, status: int) -> None:
         """The server's answer; it reaches the client after the way back on the wire."""

@@ -157,6 +157,7 @@ class OrderHandler:
             self.server.run.later(hold, self.committed)
         else:  # TimedOut (psycopg_pool's PoolTimeout) or Refused (TooManyRequests)
             self.over = True
+            self.attempt.retry_after = self.server.retry_after  # sent with it, as live
             self.finish(_UNAVAILABLE)
 
     def committed(self, _event: Any) -> None:

@@ -222,6 +222,10 @@ KINDS: dict[tuple[str, str], Kind] = {
     ("03_scalability_load_and_latency", "answer_8"): TIME,  # head-of-line busy period, s
     ("03_scalability_load_and_latency", "answer_9"): SHARE,  # 1 - 0.99 ** 100
     ("03_scalability_load_and_latency", "answer_10"): COUNT,  # width where hedging's floor bites
+    ("03b_data_systems", "answer_1"): SHARE,  # Erlang C: a pool of 2 at 80% waits
+    ("03b_data_systems", "answer_2"): TIME,  # the celebrity's followers / inserts per second, s
+    ("03b_data_systems", "answer_3"): COUNT,  # the offset a restarted consumer reads first
+    ("03b_data_systems", "answer_4"): COUNT,  # lag = end offset - committed offset
 }
 CASES = sorted(KINDS)
 

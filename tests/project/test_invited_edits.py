@@ -21,7 +21,8 @@ import pytest
 from atlas_sim.experiments import live as live_module
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = {p.stem[:2]: p for p in sorted((ROOT / "notebooks" / "src").glob("0[0-3]_*.py"))}
+SOURCES = {p.stem.split("_")[0]: p
+           for p in sorted((ROOT / "notebooks" / "src").glob("0[0-3]*_*.py"))}
 VERBS = re.compile(r"\b(edit|change|try|set)\b", re.IGNORECASE)
 
 
@@ -132,6 +133,7 @@ def _panel(notebook: str, name: str) -> Callable[[], Any]:
     def make() -> Any:
         from atlas_sim.experiments import (
             breakers,
+            datasystem_panel,
             faults,
             load,
             percentiles,
@@ -142,8 +144,9 @@ def _panel(notebook: str, name: str) -> Callable[[], Any]:
         )
         modules = {"welcome": welcome, "faults": faults, "retries": retries,
                    "breakers": breakers, "load": load, "percentiles": percentiles,
-                   "queueing": queueing, "tail": tail}
-        module, function = name.split(".")
+                   "queueing": queueing, "tail": tail,
+                   "datasystem_panel": datasystem_panel}
+        module, function = name.rsplit(".", 1)
         panel = getattr(modules[module], function)
         return panel(seed=2024) if "seed" in panel.__code__.co_varnames else panel()
     return make
@@ -185,6 +188,10 @@ SLIDER_MOVES: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
         "03", "queueing.queueing_panel", [{"workers": 8, "utilisation": 0.95}]),
     "Try width 20": (
         "03", "tail.tail_panel", [{"width": 20}, {"percentile": 50.0}, {"percentile": 99.0}]),
+    "Try a pool of 3 at the same load": (
+        "03b", "datasystem_panel.pool_panel", [{"size": 3}]),
+    "Then set the rate to 60 a second with a pool of 8": (
+        "03b", "datasystem_panel.pool_panel", [{"rate": 60.0, "size": 8}]),
 }
 
 #: Sentences with one of the verbs that invite nothing (or only what a test elsewhere runs).

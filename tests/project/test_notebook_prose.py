@@ -23,7 +23,7 @@ def markdown(source: Path) -> list[str]:
 
 def readme_notebooks() -> dict[str, tuple[str, str]]:
     """The README's table of notebooks: file name -> (what it teaches, status)."""
-    rows = re.findall(r"^\| `(\d\d_\w+\.ipynb)` \| (.*?) \| (\w+) \|$",
+    rows = re.findall(r"^\| `(\d\d[a-z]?_\w+\.ipynb)` \| (.*?) \| (\w+) \|$",
                       (ROOT / "README.md").read_text(), re.MULTILINE)
     return {name: (teaches, status) for name, teaches, status in rows}
 

@@ -1,11 +1,17 @@
-"""The data system behind the service: pool exhaustion, simulated, summarised the same way as
-a live run.
+"""The data system behind the service: pool exhaustion, simulated and live, summarised the
+same way; a crash mid-load; a consumer group's lag (notebook 03b).
 
 ``pool_exhaustion_sim`` runs the simulated ``/api/orders`` (``sim.pool``: the work, then one
-transaction on a ``ConnectionPool`` driven on SimPy's clock) and ``pool_summary`` reads any
-``RunResult`` of that route, simulated or live, into one dict, so the issue's test "pool of 2,
-a slow query holding connections: wait times and acquire timeouts agree with the simulated pool
-within sampling error" compares like with like.
+transaction on a ``ConnectionPool`` driven on SimPy's clock); ``pool_exhaustion_live`` runs the
+same ``ServerConfig`` live (the service in this process, ``run_load`` on the same seeded
+arrivals, the same query-time draws), first measuring what a live transaction holds its
+connection beyond its drawn query time (``HoldCalibration``), so that its calibrated twin
+(``pool_exhaustion_twin``) models the same hold. ``pool_summary`` reads any ``RunResult`` of
+that route, simulated or live, into one dict, ``pool_intervals`` gives its sampling error and
+``pool_table`` puts simulated (with its interval), live and the closed form
+(``analysis.pool.pool_theory``) side by side, so the issue's test "pool of 2, a slow query
+holding connections: wait times and acquire timeouts agree with the simulated pool within
+sampling error" (``tests/experiments/test_pool_live.py``) compares like with like.
 
 What each world can measure:
 
@@ -14,24 +20,34 @@ quantity                    simulated (``source="sim"``)         live (``source=
 ==========================  ===================================  ===================================
 503 share (timed out or     the statuses                         the statuses
 refused at the pool)
-timed out vs refused        ``meta["pool"]``'s ``outcome``       the 503's latency: a timeout waited
-                                                                 ``pool.timeout``, a refusal none
-                                                                 (``pool=`` given: latency >= half
-                                                                 the timeout is a timeout)
-acquire waits (p50, p90,    ``meta["pool"]``'s ``wait`` of the   not in the table: pass ``waits=``
-p99, mean, share > 0)       granted (0 for a connection idle     (every granted acquire's wait, the
-                                                                 zeros of those granted at once
-                            at once)                             included: ``AsyncPool
-                                                                 .take_wait_times()`` gives the
-                                                                 queued ones only, so pad it with
-                                                                 ``acquisitions - len(waits)``
-                                                                 zeros), else NaN; ``/metrics``
-                                                                 gives their sum and count
+timed out vs refused        ``meta["pool"]``'s ``outcome``       the pool's own counts during the
+                                                                 run (``meta["pool_counts"]`` of
+                                                                 ``pool_exhaustion_live``); else
+                                                                 the 503's latency: a timeout
+                                                                 waited ``pool.timeout``, a refusal
+                                                                 none (``pool=`` given: latency >=
+                                                                 half the timeout is a timeout)
+acquire waits (p50, p90,    ``meta["pool"]``'s ``wait`` of the   ``meta["pool_waits"]``: the store's
+p99, mean, share > 0)       granted (0 for a connection idle     pool's ``take_wait_times()`` (the
+                            at once), in the order asked         queued ones, in grant order),
+                                                                 padded with a 0 for each acquire
+                                                                 granted at once; or ``waits=``;
+                                                                 else NaN. ``/metrics`` has them
+                                                                 in buckets only (and each scrape
+                                                                 drains ``take_wait_times()``), so
+                                                                 it is not scraped during the run
 latency of the 200s         the request table                    the request table
 ==========================  ===================================  ===================================
 
 A simulated run's dict also has the live-style figures (the latency split of its 503s), so a
 test may check the estimator that the live side relies on against the truth of ``meta["pool"]``.
+
+``crash_run`` / ``crash_table`` / ``crash_demo``: the service in a child process killed with
+SIGKILL mid-load (orders with ``Idempotency-Key`` from concurrent clients) and restarted on the
+same store; every key retried (``tests/service/test_crash.py`` runs it). ``consumer_lag_demo``:
+the ``"receipts"`` consumer group slowed (``slow_handler``) falls behind orders, drains, and
+after its consumers are killed and restarted resumes from its committed offset, its lag read
+from ``/metrics``.
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from ..analysis.pool import PoolModel
 from ..analysis.stats import proportion_interval
@@ -369,7 +370,11 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
       (2..1000) consecutive blocks, drawn with replacement ``resamples`` (100..100000) times
       from a generator seeded ``seed``, the percentile interval of each statistic. Blocks,
       not single waits, because consecutive waits are correlated (a queue drains slowly), as
-      batch means do for a mean (``analysis.stats.batch_means``). A live run's waits have no
+      batch means do for a mean (``analysis.stats.batch_means``). A quantile's interval is
+      widened to at least the distribution-free one of the order statistics (the ranks
+      between the binomial(n, p)'s tail quantiles: D. Hahn and W. Meeker, "Statistical
+      Intervals", 1991, chapter 5): a bootstrapped p99 never exceeds the sample's largest
+      wait, so alone it is too narrow at the tail. A live run's waits have no
       order (the pool hands them over in grant order, the waits of those granted at once as a
       count), so its blocks are of an arbitrary order: narrower than the truth; compare with
       the simulated run's intervals.
@@ -401,6 +406,13 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
         stats[i, -1] = sample.mean()
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(stats, [tail, 100 - tail], axis=0)
+    ordered = np.sort(waits)
+    n_waits = ordered.size
+    for k, p in enumerate(POOL_PERCENTILES):  # widened to the order statistics' interval
+        first = int(binom.ppf((1 - confidence) / 2, n_waits, p / 100))
+        last = int(binom.ppf(1 - (1 - confidence) / 2, n_waits, p / 100))
+        low[k] = min(low[k], ordered[max(first - 1, 0)])
+        high[k] = max(high[k], ordered[min(last, n_waits - 1)])
     out.update({name: (float(lo), float(hi)) for name, lo, hi in zip(_WAITS, low, high,
                                                                      strict=True)})
     return out

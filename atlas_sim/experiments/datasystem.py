@@ -437,9 +437,12 @@ def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None,
     and mean (milliseconds). Columns ``simulated``, ``simulated low`` and ``simulated high``
     (``pool_intervals`` of the simulated run at ``confidence``: a run of this length's
     sampling error), ``live``, ``live inside`` (True when the live figure lies in that
-    interval) and ``theory`` (``analysis.pool.pool_theory``'s model, or NaN when ``theory`` is
-    None: it holds for exponential query times only, so a constant one has no column of its
-    own). ``sim`` is ``simulate(pool_exhaustion_twin(...))`` (its ``meta["pool"]``), ``live``
+    interval, a wait's widened on each side by the live run's measured hold overhead,
+    ``meta["calibration"].hold_overhead``: a live hold varies by about that much around the
+    calibration's median, so each wait may too) and ``theory`` (``analysis.pool.pool_theory``'s
+    model, or NaN when ``theory`` is None: it holds for exponential query times only, so a
+    constant one has no column of its own). ``sim`` is
+    ``simulate(pool_exhaustion_twin(...))`` (its ``meta["pool"]``), ``live``
     ``pool_exhaustion_live(...)``'s. Raises ``ValueError`` for runs that are not
     ``RunResult``."""
     if not isinstance(sim, RunResult) or not isinstance(live, RunResult):
@@ -448,14 +451,17 @@ def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None,
     simulated, measured = pool_summary(sim, pool=pool), pool_summary(live, pool=pool)
     intervals = pool_intervals(sim, pool=pool, confidence=confidence)
     expected = _theory_row(theory) if theory is not None else {}
+    calibration = live.meta.get("calibration")
+    slack = calibration.hold_overhead if isinstance(calibration, HoldCalibration) else 0.0
     rows: dict[str, Mapping[str, Any]] = {}
     for key, label in _ROWS.items():
         scale = 100.0 if key in _SHARES else 1e3
         low, high = intervals[key]
+        pad = 0.0 if key in _SHARES else slack
         value = measured[key]
         rows[label] = {"simulated": scale * simulated[key], "simulated low": scale * low,
                        "simulated high": scale * high, "live": scale * value,
-                       "live inside": bool(low <= value <= high),
+                       "live inside": bool(low - pad <= value <= high + pad),
                        "theory": scale * expected.get(key, math.nan)}
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
     table.attrs.update(requests=(simulated["requests"], measured["requests"]),

@@ -1,11 +1,17 @@
-"""The data system behind the service: pool exhaustion, simulated, summarised the same way as
-a live run.
+"""The data system behind the service: pool exhaustion, simulated and live, summarised the
+same way; a crash mid-load; a consumer group's lag (notebook 03b).
 
 ``pool_exhaustion_sim`` runs the simulated ``/api/orders`` (``sim.pool``: the work, then one
-transaction on a ``ConnectionPool`` driven on SimPy's clock) and ``pool_summary`` reads any
-``RunResult`` of that route, simulated or live, into one dict, so the issue's test "pool of 2,
-a slow query holding connections: wait times and acquire timeouts agree with the simulated pool
-within sampling error" compares like with like.
+transaction on a ``ConnectionPool`` driven on SimPy's clock); ``pool_exhaustion_live`` runs the
+same ``ServerConfig`` live (the service in this process, ``run_load`` on the same seeded
+arrivals, the same query-time draws), first measuring what a live transaction holds its
+connection beyond its drawn query time (``HoldCalibration``), so that its calibrated twin
+(``pool_exhaustion_twin``) models the same hold. ``pool_summary`` reads any ``RunResult`` of
+that route, simulated or live, into one dict, ``pool_intervals`` gives its sampling error and
+``pool_table`` puts simulated (with its interval), live and the closed form
+(``analysis.pool.pool_theory``) side by side, so the issue's test "pool of 2, a slow query
+holding connections: wait times and acquire timeouts agree with the simulated pool within
+sampling error" (``tests/experiments/test_pool_live.py``) compares like with like.
 
 What each world can measure:
 
@@ -14,24 +20,34 @@ quantity                    simulated (``source="sim"``)         live (``source=
 ==========================  ===================================  ===================================
 503 share (timed out or     the statuses                         the statuses
 refused at the pool)
-timed out vs refused        ``meta["pool"]``'s ``outcome``       the 503's latency: a timeout waited
-                                                                 ``pool.timeout``, a refusal none
-                                                                 (``pool=`` given: latency >= half
-                                                                 the timeout is a timeout)
-acquire waits (p50, p90,    ``meta["pool"]``'s ``wait`` of the   not in the table: pass ``waits=``
-p99, mean, share > 0)       granted (0 for a connection idle     (every granted acquire's wait, the
-                                                                 zeros of those granted at once
-                            at once)                             included: ``AsyncPool
-                                                                 .take_wait_times()`` gives the
-                                                                 queued ones only, so pad it with
-                                                                 ``acquisitions - len(waits)``
-                                                                 zeros), else NaN; ``/metrics``
-                                                                 gives their sum and count
+timed out vs refused        ``meta["pool"]``'s ``outcome``       the pool's own counts during the
+                                                                 run (``meta["pool_counts"]`` of
+                                                                 ``pool_exhaustion_live``); else
+                                                                 the 503's latency: a timeout
+                                                                 waited ``pool.timeout``, a refusal
+                                                                 none (``pool=`` given: latency >=
+                                                                 half the timeout is a timeout)
+acquire waits (p50, p90,    ``meta["pool"]``'s ``wait`` of the   ``meta["pool_waits"]``: the store's
+p99, mean, share > 0)       granted (0 for a connection idle     pool's ``take_wait_times()`` (the
+                            at once), in the order asked         queued ones, in grant order),
+                                                                 padded with a 0 for each acquire
+                                                                 granted at once; or ``waits=``;
+                                                                 else NaN. ``/metrics`` has them
+                                                                 in buckets only (and each scrape
+                                                                 drains ``take_wait_times()``), so
+                                                                 it is not scraped during the run
 latency of the 200s         the request table                    the request table
 ==========================  ===================================  ===================================
 
 A simulated run's dict also has the live-style figures (the latency split of its 503s), so a
 test may check the estimator that the live side relies on against the truth of ``meta["pool"]``.
+
+``crash_run`` / ``crash_table`` / ``crash_demo``: the service in a child process killed with
+SIGKILL mid-load (orders with ``Idempotency-Key`` from concurrent clients) and restarted on the
+same store; every key retried (``tests/service/test_crash.py`` runs it). ``consumer_lag_demo``:
+the ``"receipts"`` consumer group slowed (``slow_handler``) falls behind orders, drains, and
+after its consumers are killed and restarted resumes from its committed offset, its lag read
+from ``/metrics``.
 """
 
 from __future__ import annotations
@@ -50,6 +66,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 from ..analysis.pool import PoolModel
 from ..analysis.stats import proportion_interval
@@ -353,7 +370,11 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
       (2..1000) consecutive blocks, drawn with replacement ``resamples`` (100..100000) times
       from a generator seeded ``seed``, the percentile interval of each statistic. Blocks,
       not single waits, because consecutive waits are correlated (a queue drains slowly), as
-      batch means do for a mean (``analysis.stats.batch_means``). A live run's waits have no
+      batch means do for a mean (``analysis.stats.batch_means``). A quantile's interval is
+      widened to at least the distribution-free one of the order statistics (the ranks
+      between the binomial(n, p)'s tail quantiles: D. Hahn and W. Meeker, "Statistical
+      Intervals", 1991, chapter 5): a bootstrapped p99 never exceeds the sample's largest
+      wait, so alone it is too narrow at the tail. A live run's waits have no
       order (the pool hands them over in grant order, the waits of those granted at once as a
       count), so its blocks are of an arbitrary order: narrower than the truth; compare with
       the simulated run's intervals.
@@ -385,6 +406,13 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
         stats[i, -1] = sample.mean()
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(stats, [tail, 100 - tail], axis=0)
+    ordered = np.sort(waits)
+    n_waits = ordered.size
+    for k, p in enumerate(POOL_PERCENTILES):  # widened to the order statistics' interval
+        first = int(binom.ppf((1 - confidence) / 2, n_waits, p / 100))
+        last = int(binom.ppf(1 - (1 - confidence) / 2, n_waits, p / 100))
+        low[k] = min(low[k], ordered[max(first - 1, 0)])
+        high[k] = max(high[k], ordered[min(last, n_waits - 1)])
     out.update({name: (float(lo), float(hi)) for name, lo, hi in zip(_WAITS, low, high,
                                                                      strict=True)})
     return out
@@ -409,9 +437,12 @@ def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None,
     and mean (milliseconds). Columns ``simulated``, ``simulated low`` and ``simulated high``
     (``pool_intervals`` of the simulated run at ``confidence``: a run of this length's
     sampling error), ``live``, ``live inside`` (True when the live figure lies in that
-    interval) and ``theory`` (``analysis.pool.pool_theory``'s model, or NaN when ``theory`` is
-    None: it holds for exponential query times only, so a constant one has no column of its
-    own). ``sim`` is ``simulate(pool_exhaustion_twin(...))`` (its ``meta["pool"]``), ``live``
+    interval, a wait's widened on each side by the live run's measured hold overhead,
+    ``meta["calibration"].hold_overhead``: a live hold varies by about that much around the
+    calibration's median, so each wait may too) and ``theory`` (``analysis.pool.pool_theory``'s
+    model, or NaN when ``theory`` is None: it holds for exponential query times only, so a
+    constant one has no column of its own). ``sim`` is
+    ``simulate(pool_exhaustion_twin(...))`` (its ``meta["pool"]``), ``live``
     ``pool_exhaustion_live(...)``'s. Raises ``ValueError`` for runs that are not
     ``RunResult``."""
     if not isinstance(sim, RunResult) or not isinstance(live, RunResult):
@@ -420,14 +451,17 @@ def pool_table(sim: RunResult, live: RunResult, theory: PoolModel | None = None,
     simulated, measured = pool_summary(sim, pool=pool), pool_summary(live, pool=pool)
     intervals = pool_intervals(sim, pool=pool, confidence=confidence)
     expected = _theory_row(theory) if theory is not None else {}
+    calibration = live.meta.get("calibration")
+    slack = calibration.hold_overhead if isinstance(calibration, HoldCalibration) else 0.0
     rows: dict[str, Mapping[str, Any]] = {}
     for key, label in _ROWS.items():
         scale = 100.0 if key in _SHARES else 1e3
         low, high = intervals[key]
+        pad = 0.0 if key in _SHARES else slack
         value = measured[key]
         rows[label] = {"simulated": scale * simulated[key], "simulated low": scale * low,
                        "simulated high": scale * high, "live": scale * value,
-                       "live inside": bool(low <= value <= high),
+                       "live inside": bool(low - pad <= value <= high + pad),
                        "theory": scale * expected.get(key, math.nan)}
     table = pd.DataFrame.from_dict(rows, orient="index").rename_axis("quantity")
     table.attrs.update(requests=(simulated["requests"], measured["requests"]),

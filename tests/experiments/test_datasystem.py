@@ -157,3 +157,52 @@ def test_slow_handler_and_the_demo_refuse_bad_input_by_name():
                          ({"handler_time": -1}, "handler_time"), ({"rate": 0}, "rate")):
         with pytest.raises(ValueError, match=name):
             consumer_lag_demo(**kwargs)
+
+
+# -- nothing left behind (live) ---------------------------------------------------------------
+
+def _footprint() -> tuple[int, int, int, int, list[str]]:
+    import glob
+    import os
+    import tempfile
+    import threading
+
+    from atlas_sim.service import leftovers, running_programs
+    children = len(os.listdir(f"/proc/{os.getpid()}/task"))  # threads, seen by the kernel
+    temp = len(glob.glob(os.path.join(tempfile.gettempdir(), "atlas-crash-*")))
+    processes = sum(1 for pid in os.listdir("/proc") if pid.isdigit()
+                    and _parent(pid) == os.getpid())
+    return threading.active_count(), children, processes, temp + len(running_programs()), \
+        leftovers()
+
+
+def _parent(pid: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+@pytest.mark.live
+def test_the_live_experiments_leave_no_thread_process_port_or_directory_behind():
+    from atlas_sim.experiments.datasystem import (
+        consumer_lag_demo,
+        crash_run,
+        pool_exhaustion_live,
+    )
+
+    def once() -> None:
+        crash_run(orders=10, kill_after=3, lease=0.5)
+        pool_exhaustion_live(rate=40, requests=20, pool=POOL, query_time=QUERY, seed=1,
+                             store_url="memory://footprint")
+        consumer_lag_demo(orders=10, handler_time=0.0, store_url="memory://footprint-lag")
+
+    once()  # whatever a first run starts once for good (an interpreter's own helpers)
+    before = _footprint()
+    once()
+    after = _footprint()
+    assert after[0] == before[0]  # Python threads
+    assert after[1] <= before[1]  # the kernel's (native helpers may end, none may stay)
+    assert after[-1] == []  # no Atlas server or thread still running
+    assert after[2] == 0 and after[3] == 0  # no child process, no program, no directory

@@ -56,6 +56,7 @@ def _agree(store_url: str | None) -> None:
     assert list(table.columns) == ["simulated", "simulated low", "simulated high", "live",
                                    "live inside", "theory"]
     assert table.loc["timed out (%)", "live"] == pytest.approx(100 * measured["timed_out"])
+    assert table["live inside"].all()  # the same verdict, with the same slack
 
 
 def test_pool_exhaustion_live_agrees_with_the_simulated_pool_in_memory():

@@ -204,5 +204,6 @@ def test_the_live_experiments_leave_no_thread_process_port_or_directory_behind()
     after = _footprint()
     assert after[0] == before[0]  # Python threads
     assert after[1] <= before[1]  # the kernel's (native helpers may end, none may stay)
-    assert after[-1] == []  # no Atlas server or thread still running
-    assert after[2] == 0 and after[3] == 0  # no child process, no program, no directory
+    # child processes, programs and directories: as many as before (a session's PostgreSQL,
+    # started by a fixture, may run throughout); no Atlas server or thread still running
+    assert after[2:4] == before[2:4] and after[-1] == before[-1] == []

@@ -24,7 +24,7 @@
 # 3. watch a connection pool run dry, live and simulated, against its closed form;
 # 4. follow an event through the outbox to a consumer, and see how far the consumer lags;
 # 5. run DDIA's home timelines (fan-out on read, on write, and the hybrid) on those parts,
-#    measure them beside the simulated twin, let the cache go cold, and lose a fan-out.
+#    count the database work each one does, let the cache go cold, and lose a fan-out.
 
 # %%
 SEED = 2024
@@ -247,9 +247,6 @@ plt.show()
 # * **the hybrid**: fan-out on write, except for accounts with more than a threshold of
 #   followers (here 100), whose posts are merged in at read time.
 #
-# The simulated twin runs the same graph, reads and posts, with each operation's time fitted
-# to the live service's.
-#
 # **Predict before you run.** Which approach has the lowest read p99? Which delivers the
 # celebrity's post to all its followers last?
 
@@ -257,7 +254,7 @@ plt.show()
 # NBVAL_IGNORE_OUTPUT
 run = timelines.compare_approaches(accounts=2000, mean_followers=20, threshold=100,
                                    seed=SEED, store_url=parts.store("timelines"),
-                                   cache_url=parts.cache_url)
+                                   cache_url=parts.cache_url, twin=False)
 table = run.table()
 print(table.attrs["caption"])
 table.round(2)
@@ -282,17 +279,12 @@ plt.show()
 # exact count), done in hundredths of a second. The hybrid's is 0: the celebrity is above its
 # threshold, so its post is read at read time, never fanned out.
 #
-# The simulated twin's times are fitted to the live service's operations, so its numbers are
-# close to the live ones but not equal; what the issue asks of it is the *order* of the three
-# approaches' read p99, fastest first. The last line lists each pair of approaches that the
-# live run orders against the twin beyond its own sampling error (a bootstrap interval of the
-# difference of the two p99s, in seconds): an empty list means the two worlds agree, or the
-# live run cannot tell the two apart.
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-print(f"live: {run.p99_order('live')}\nsimulated: {run.p99_order('sim')}")
-print(f"live orders beyond its sampling error against the twin: {run.p99_contradictions()}")
+# Look at the latencies last, and with suspicion. At 2,000 accounts a fan-out-on-read query
+# walks a few hundred rows, a fraction of a millisecond, while each read's trip through HTTP,
+# the service and back costs several: the three approaches' read times differ by less than
+# this machine's noise, and their order changes from run to run. The cost that separates them
+# is in the work columns, which grow with the graph; the latencies would follow only at a
+# scale this notebook cannot load in seconds.
 
 # %% [markdown]
 # ### A cold cache
@@ -401,8 +393,8 @@ check(answer_4, 60 - 40,
 #   with the database; **lag** is end offset minus committed offset, and a consumer resumes
 #   from its commit, so its work must be idempotent.
 # * The **home timelines** trade read work against write work, as notebook 03's arithmetic
-#   said; live and simulated agree on the order. A cold cache moves the read load back onto
-#   the database; a dual write loses fan-outs silently.
+#   said, and the work counts show it; at this scale the latencies cannot. A cold cache moves
+#   the read load back onto the database; a dual write loses fan-outs silently.
 #
 # **Next:** `04_scalability_overload.ipynb` (planned): load shedding, backpressure, adaptive
 # concurrency limits.

@@ -1,6 +1,8 @@
-"""The home timelines compared live and simulated (``experiments.timelines``): the live read
-p99 orders the approaches as the simulation does, the table, the figure, and nothing left
-behind (servers, threads, temporary directories)."""
+"""The home timelines compared live and simulated (``experiments.timelines``): every read
+answered in both worlds, the same work counted in both, the table, the figure, the live-only
+run the notebook shows, and nothing left behind (servers, threads, temporary directories).
+Whether the live read p99 orders the approaches as the twin does is not tested: at this scale
+it does not hold reliably (issue 22, left open)."""
 
 from __future__ import annotations
 
@@ -118,3 +120,17 @@ def test_a_flushed_cache_sends_the_reads_to_the_database(redis_url):
     assert table.loc["cold", "rebuilds"] > 0
     assert table.loc["cold", "db_queries_per_s"] > table.loc["warm", "db_queries_per_s"]
     assert not leftovers()
+
+
+@pytest.mark.live
+def test_a_live_only_run_simulates_nothing_and_tables_the_live_rows():
+    run = compare_approaches(accounts=300, mean_followers=8, posts=30, reads=60, rate=60.0,
+                             history=2, twin=False)
+    assert run.sim == {} and set(run.live) == set(APPROACHES)
+    table = run.table()
+    assert list(table["world"]) == ["live"] * 3
+    assert len(plot_approaches(run).axes) == 2
+    with pytest.raises(ValueError, match="twin=False needs live=True"):
+        compare_approaches(live=False, twin=False)
+    with pytest.raises(ValueError, match="twin must be True or False"):
+        compare_approaches(twin="no")

@@ -370,6 +370,10 @@ class SqlStore(Store):
             await self._bulk_insert(conn, "atlas_follows", ("follower", "followee"), pairs)
             await self._bulk_insert(conn, "atlas_accounts", ("id", "followers"),
                                     sorted(counts.items()))
+            # fresh statistics for the planner: after a bulk load PostgreSQL's are stale until
+            # autovacuum runs, and a plan made for empty tables walked every post per read
+            for table in ("atlas_follows", "atlas_accounts", "atlas_posts"):
+                await self._execute(conn, f"ANALYZE {table}")
         return len(pairs)
 
     async def add_post(self, author: int, text: str, *, event: bool) -> int:

@@ -170,7 +170,9 @@ class TimelineRun:
             f"{self.graph.celebrity}: {int(self.graph.follower_counts[self.graph.celebrity])} "
             f"followers); {posts} posts, then {self.schedule.reads} reads at "
             f"{self.schedule.rate:g}/s; materialised timelines in {where}; store "
-            f"{self.meta.get('store', '?')}; sim calibrated from the live run")
+            f"{self.meta.get('store', '?')}"
+            + ("; sim calibrated from the live run" if self.sim and self.live else
+               "; live only" if self.live else "; simulated only"))
         return table
 
     def p99_order(self, world: str) -> list[str]:

@@ -129,6 +129,7 @@ def test_a_live_only_run_simulates_nothing_and_tables_the_live_rows():
     assert run.sim == {} and set(run.live) == set(APPROACHES)
     table = run.table()
     assert list(table["world"]) == ["live"] * 3
+    assert table.attrs["caption"].endswith("; live only")
     assert len(plot_approaches(run).axes) == 2
     with pytest.raises(ValueError, match="twin=False needs live=True"):
         compare_approaches(live=False, twin=False)

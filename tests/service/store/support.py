@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
@@ -98,3 +98,16 @@ class ThreadedStore:
 
     async def clear(self) -> None:
         await self._there(self.store.clear())
+
+
+def run(make: Callable[..., Store], body: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
+    """``body(store)`` on a new opened store (``make(**kwargs)``, closed afterwards), in a fresh
+    event loop."""
+    async def main() -> T:
+        store = make(**kwargs)
+        await store.open()
+        try:
+            return await body(store)
+        finally:
+            await store.close()
+    return asyncio.run(main())

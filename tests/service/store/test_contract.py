@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -14,22 +13,13 @@ from atlas_sim.clocks import ManualClock
 from atlas_sim.policies.pool import PoolConfig
 from atlas_sim.service.idempotency import Begun, IdempotencyStore, Stored, StoreFull
 from atlas_sim.service.store import KeyLost, PoolRefused, PoolTimeout, Store
+from tests.service.store.support import run
 
 T = TypeVar("T")
 POOL2 = PoolConfig(size=2, max_waiting=1, timeout=10.0)
 OK = Stored("f", 200, b'{"order": 1}', "application/json")
 
 
-def run(make: Callable[..., Store], body: Callable[..., Awaitable[T]], **kwargs: Any) -> T:
-    """``body(store)`` on a new opened store (closed afterwards), in a fresh event loop."""
-    async def main() -> T:
-        store = make(**kwargs)
-        await store.open()
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-    return asyncio.run(main())
 
 
 def answer(n: int) -> Stored:

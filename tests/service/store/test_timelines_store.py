@@ -5,31 +5,20 @@ database work, and ``clear_timelines``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pytest
 
 from atlas_sim.service.store import Store
 from atlas_sim.service.store.base import POSTS
+from tests.service.store.support import run
 
 # account 0 is followed by 1, 2, 3, 4 (a "celebrity" above threshold 3); 1 follows 0, 2, 3;
 # 2 follows 0 and 3; 3 follows 2
 EDGES = [(1, 0), (2, 0), (3, 0), (4, 0), (1, 2), (1, 3), (2, 3), (3, 2)]
 
 
-def run(make_store: Callable[..., Store], body: Callable[[Store], Any]) -> Any:
-    async def main() -> Any:
-        store = make_store()
-        await store.open()
-        try:
-            return await body(store)
-        finally:
-            await store.close()
-    return asyncio.run(main())
 
 
 def test_approach_one_reads_the_newest_posts_of_the_followees_in_one_query(make_store):

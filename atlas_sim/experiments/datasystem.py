@@ -419,8 +419,8 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
 
 
 _ROWS = {"unavailable": "503 share (%)", "timed_out": "timed out (%)", "refused": "refused (%)",
-         "wait_p50": "wait p50 (ms)", "wait_p90": "wait p90 (ms)", "wait_p99": "wait p99 (ms)",
-         "wait_mean": "mean wait (ms)"}
+         "wait_p50": "granted: wait p50 (ms)", "wait_p90": "granted: wait p90 (ms)",
+         "wait_p99": "granted: wait p99 (ms)", "wait_mean": "granted: mean wait (ms)"}
 
 
 def _theory_row(theory: PoolModel) -> dict[str, float]:

@@ -209,8 +209,10 @@ class Cache:
         """``user``'s home timeline, newest first (at most ``length`` post ids): from the cache
         (a hit, ``ZRANGE ... REV``), else (a miss: the timeline is missing) from ``load()`` (the
         database), then materialised in the cache for ``config.ttl`` seconds in one
-        ``MULTI``/``EXEC`` (cache-aside). A cache error or timeout is counted in ``errors`` and
-        answered by ``load()``. Counted in ``hits``/``misses``/``errors`` as ``get_or_load``."""
+        ``MULTI``/``EXEC`` (cache-aside), and loaded once more so that a post fanned out while
+        the key was missing is not lost (``load`` runs twice on a miss). A cache error or
+        timeout is counted in ``errors`` and answered by ``load()``. Counted in
+        ``hits``/``misses``/``errors`` as ``get_or_load``."""
         key = timeline_key(user)
         if self._closed:
             self.errors += 1
@@ -233,6 +235,19 @@ class Cache:
                 pipe.zadd(key, {_SENTINEL: 0, **{str(p): p for p in posts}})
                 pipe.pexpire(key, self._ttl_ms(None))
                 await self._call(pipe.execute())
+            # A post committed after the load began was fanned out, if at all, while the key
+            # was still missing, and skipped (fan-out only touches materialised timelines): it
+            # would be missing until the TTL. Every fan-out from now on finds the key, and any
+            # post it skipped was committed before this second load, which adds it (ZADD is
+            # idempotent; trimmed as the fan-out trims). A rebuild is two queries.
+            again = await load()
+            if again != posts:
+                async with self.redis.pipeline(transaction=True) as pipe:
+                    pipe.zadd(key, {str(p): p for p in again})
+                    pipe.zremrangebyrank(key, 1, -(length + 1))
+                    await self._call(pipe.execute())
+                members = await self._call(self.redis.zrange(key, 0, length, desc=True))
+                posts = [int(str(m)) for m in members if m != _SENTINEL][:length]
         except CACHE_ERRORS as exc:
             self.write_errors += 1
             self._failed("fill", exc)

@@ -224,8 +224,11 @@ class Timelines:
                     continue  # read at read time
             if cache is not None:
                 users = await store.followers(author, operation="fanout")
-                await cache.timeline_insert(users, post, self.config.length)
-                self.fanout_inserts += len(users)
+                # the inserts really made: only materialised timelines take one; a missing
+                # timeline gets the post when it is rebuilt from the database, so the post is
+                # delivered (visible at the next read) to every follower either way
+                self.fanout_inserts += await cache.timeline_insert(users, post,
+                                                                   self.config.length)
                 delivery.delivered = len(users)
             else:
                 inserted = await store.fan_out(post, author)

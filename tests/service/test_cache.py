@@ -417,3 +417,28 @@ def test_an_order_that_does_not_exist_is_a_404_with_the_json_error_body(redis_ur
     if cache is not None:
         assert (cache.hits, cache.misses) == (0, 2)
 
+
+
+# -- home timelines: a fan-out during a rebuild --------------------------------------------------
+
+def test_a_post_fanned_out_while_a_timeline_is_rebuilt_is_not_lost(redis_url):
+    # The rebuild's query runs while the key is missing; a post committed meanwhile is fanned
+    # out to existing timelines only, so it skipped this one, and the fill wrote the older list:
+    # the post was missing until the TTL. The second load puts it in.
+    database = [7]
+
+    async def go() -> tuple[list[int], list[int]]:
+        async with cache_at(redis_url, ttl=30.0) as cache:
+            async def load() -> list[int]:
+                seen = list(reversed(database))
+                if database == [7]:  # during the first query, post 8 commits and fans out
+                    database.append(8)
+                    await cache.timeline_insert([1], 8, 50)
+                return seen
+
+            first = await cache.timeline_or_rebuild(1, 50, load)
+            again = await cache.timeline_or_rebuild(1, 50, load)
+            return first, again
+
+    first, again = asyncio.run(go())
+    assert first == [8, 7] and again == [8, 7]

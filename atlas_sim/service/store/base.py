@@ -293,7 +293,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def commit(self, group: str, topic: str, offset: int) -> None:
-        """Record that ``group`` has processed ``topic`` up to ``offset`` (>= 0)."""
+        """Record that ``group`` has processed ``topic`` up to ``offset`` (>= 0). A committed
+        offset never moves back: a lower one is ignored (the late commit of a consumer whose
+        lease another took over meanwhile would otherwise redeliver what the new holder had
+        already handled); ``clear()`` is the only way back to 0."""
 
     # -- home timelines (DDIA chapter 1, "Describing Load") ---------------------------------
     @property

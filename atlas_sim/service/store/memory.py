@@ -263,7 +263,8 @@ class MemoryStore(Store):
         check_offset(offset)
         async with self.pool.connection():
             with self._data.lock:
-                self._data.offsets[(group, topic)] = offset
+                key = (group, topic)
+                self._data.offsets[key] = max(offset, self._data.offsets.get(key, 0))
 
     # -- home timelines ----------------------------------------------------------------------
     # Each method counts the statements a SQL store would run, and the rows they read/write.

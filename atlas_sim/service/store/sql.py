@@ -202,7 +202,10 @@ class SqlStore(Store):
                     await self._slow_query(conn, hold)
                 yield conn
             except BaseException:
-                await _uninterrupted(self._execute(conn, "ROLLBACK"))
+                # the first error is the one to raise: a ROLLBACK refused (SQLite rolls back
+                # by itself after some errors) must not hide it
+                with contextlib.suppress(Exception):
+                    await _uninterrupted(self._execute(conn, "ROLLBACK"))
                 raise
             await _uninterrupted(self._execute(conn, "COMMIT"))
 
@@ -348,7 +351,8 @@ class SqlStore(Store):
         check_offset(offset)
         async with self._write() as conn:
             await self._execute(conn, "INSERT INTO atlas_offsets (grp, topic, n) VALUES (?, ?, ?) "
-                                "ON CONFLICT (grp, topic) DO UPDATE SET n = excluded.n",
+                                "ON CONFLICT (grp, topic) DO UPDATE SET n = excluded.n "
+                                "WHERE atlas_offsets.n < excluded.n",
                                 (group, topic, offset))
 
     # -- home timelines ----------------------------------------------------------------------

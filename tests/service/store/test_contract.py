@@ -170,6 +170,11 @@ def test_the_event_log_appends_reads_and_commits_offsets(make_store):
         await store.commit("h", "t", 3)
         assert (await store.committed("g", "t"), await store.committed("h", "t"),
                 await store.committed("g", "u"), await store.end_offset("t")) == (2, 3, 0, 3)
+        # a late commit (a holder whose lease was taken over) never moves an offset back
+        await store.commit("h", "t", 1)
+        assert await store.committed("h", "t") == 3
+        await store.clear()
+        assert await store.committed("h", "t") == 0
     run(make_store, body)
 
 

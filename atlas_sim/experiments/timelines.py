@@ -516,9 +516,10 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         events: the fan-out consumers (default ``EventLogConfig(poll_interval=0.02)``).
         pool: the store's connection pool (``ServerConfig.pool``; None: ``PoolConfig()``).
         twin: False: the live run only (``run.sim`` empty, the table's rows all live). The
-            twin's latencies are not yet trustworthy: its fit charges the client's and the
-            network's time to the service's one event loop, so with a busy host it queues far
-            more than the service does (issue 22, left open); its work counts are exact.
+            twin charges each request's handler time (``Server-Timing: work``) to the
+            service's loop and the rest of the client's latency as a pure delay
+            (``TimelineCostModel.round_trip``): its p50 lands near live's; its p99 lacks the
+            host's noise (a busy machine's pauses), and its work counts are exact.
 
     Returns a ``TimelineRun``; ``TimelineRun.table()`` is the comparison. ValueError naming a
     bad argument; RuntimeError when the service answers an error.

@@ -150,3 +150,24 @@ def test_a_live_only_run_simulates_nothing_and_tables_the_live_rows():
         compare_approaches(live=False, twin=False)
     with pytest.raises(ValueError, match="twin must be True or False"):
         compare_approaches(twin="no")
+
+
+def test_the_historys_home_timelines_are_each_users_newest_posts_of_its_followees():
+    from atlas_sim.experiments.timelines import _newest_per_user
+    from atlas_sim.social import SocialGraph
+
+    graph = SocialGraph.generate(accounts=120, mean_followers=6, seed=3)
+    rng = np.random.default_rng(0)
+    authors = rng.integers(0, graph.accounts, size=2000)
+    ids = rng.permutation(np.arange(1, 2001))
+    pushed = graph.follower_counts <= 8
+    users, posts = _newest_per_user(graph, ids, authors, length=7, pushed=pushed)
+    got = {(int(u), int(p)) for u, p in zip(users, posts, strict=True)}
+    want = set()
+    for user in range(graph.accounts):  # what the full join, trimmed to length, would hold
+        followees = {int(a) for a in graph.followees_of(user) if pushed[a]}
+        mine = sorted((int(i) for i, a in zip(ids, authors, strict=True) if a in followees),
+                      reverse=True)[:7]
+        want |= {(user, p) for p in mine}
+    assert got == want
+    assert len(users) <= 7 * graph.accounts

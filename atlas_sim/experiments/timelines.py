@@ -81,8 +81,10 @@ APPROACH_NAMES = {"read": "1: fan-out on read", "write": "2: fan-out on write",
 
 @dataclass(eq=False)
 class LiveTimelineRun:
-    """One live approach: ``result`` (the reads' ``RunResult``), ``users`` (each read's user,
-    by request id), ``rows_scanned`` (per read), ``post_latency`` (seconds, per post),
+    """One live approach: ``result`` (the reads' ``RunResult``; ``meta["server_work"]``: each
+    read's handler time, ``Server-Timing: work``), ``users`` (each read's user, by request
+    id), ``rows_scanned`` (per read), ``post_latency`` (seconds, per post; ``post_server``:
+    their handler times),
     ``deliveries`` (``post, author, followers, posted_at, delivered_at, lag``, seconds on the
     service's ``time.monotonic``), ``work`` (the reads' database work: per operation
     ``queries, rows_read, rows_written``, the difference across the reads phase),
@@ -100,6 +102,7 @@ class LiveTimelineRun:
     post_work: dict[str, dict[str, int]]
     reads_served: int
     view: dict[str, Any]
+    post_server: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def celebrity_lag(self) -> float:
@@ -262,20 +265,56 @@ def _load_graph(http: httpx.Client, graph_args: dict[str, Any]) -> dict[str, Any
     return _ok(http.post("/admin/timelines", json=graph_args))
 
 
-def _insert_history(store_url: str, *, accounts: int, history: int, approach: str,
-                    threshold: int) -> None:
+def _newest_per_user(graph: SocialGraph, ids: np.ndarray, authors: np.ndarray, *,
+                     length: int, pushed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's materialised home timeline after the history, computed from the graph
+    instead of joined in the database: the newest ``length`` of the posts (``ids``, by
+    ``authors``) of the accounts it follows whose ``pushed`` is True (shape (accounts,)).
+    Returns ``(users, posts)``, two int arrays of the rows to insert."""
+    order = np.lexsort((ids, authors))
+    ids, authors = ids[order], authors[order]
+    starts = np.searchsorted(authors, np.arange(graph.accounts + 1))
+    users_out: list[np.ndarray] = []
+    posts_out: list[np.ndarray] = []
+    for user in range(graph.accounts):
+        followees = graph.followees_of(user)
+        followees = followees[pushed[followees]]
+        if not len(followees):
+            continue
+        # each followee's newest ``length`` posts hold the user's newest ``length``
+        picks = [ids[max(starts[a], starts[a + 1] - length):starts[a + 1]] for a in followees]
+        candidates = np.concatenate(picks)
+        if len(candidates) > length:
+            candidates = np.partition(candidates, len(candidates) - length)[-length:]
+        users_out.append(np.full(len(candidates), user, dtype=np.int64))
+        posts_out.append(candidates.astype(np.int64))
+    if not users_out:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(users_out), np.concatenate(posts_out)
+
+
+def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approach: str,
+                    threshold: int, length: int) -> None:
     """``history`` older posts per account, written straight into the store's tables (as if
     posted and fanned out before the run: ``atlas_posts``, and under ``"write"``/``"hybrid"``
-    ``atlas_home_timelines`` for every follower, the hybrid's above-threshold authors
-    excepted), in one transaction; SQLite through ``sqlite3``, PostgreSQL through psycopg."""
+    ``atlas_home_timelines``: each user's newest ``length`` posts of the accounts it follows,
+    the hybrid's above-threshold authors excepted, computed from the graph in numpy, so the
+    load inserts ``accounts * length`` rows at most, not ``follows * history``), in one
+    transaction, then ANALYZE; SQLite through ``sqlite3``, PostgreSQL through psycopg."""
     if history == 0:
         return
+    accounts = graph.accounts
     posts = [(a, "history") for _ in range(history) for a in range(accounts)]
-    fill = ("INSERT INTO atlas_home_timelines (user_id, post) SELECT f.follower, p.id "
-            "FROM atlas_follows f JOIN atlas_posts p ON p.author = f.followee")
+    pushed = np.ones(accounts, dtype=bool)
     if approach == "hybrid":
-        fill += (" JOIN atlas_accounts a ON a.id = f.followee WHERE a.followers <= "
-                 f"{int(threshold)}")
+        pushed = np.asarray(graph.follower_counts) <= threshold
+
+    def timelines(rows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        table = np.array(rows, dtype=np.int64).reshape(-1, 2)
+        users, post_ids = _newest_per_user(graph, table[:, 0], table[:, 1], length=length,
+                                           pushed=pushed)
+        return list(zip(users.tolist(), post_ids.tolist(), strict=True))
+
     if store_url.startswith("sqlite:///"):
         import sqlite3
 
@@ -285,7 +324,9 @@ def _insert_history(store_url: str, *, accounts: int, history: int, approach: st
                 connection.executemany("INSERT INTO atlas_posts (author, text) VALUES (?, ?)",
                                        posts)
                 if approach != "read":
-                    connection.execute(fill)
+                    rows = connection.execute("SELECT id, author FROM atlas_posts").fetchall()
+                    connection.executemany("INSERT OR IGNORE INTO atlas_home_timelines "
+                                           "(user_id, post) VALUES (?, ?)", timelines(rows))
                 connection.execute("ANALYZE")  # the planner's statistics after a bulk load
             # fold the WAL back now, not in the service's first reads
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -295,18 +336,28 @@ def _insert_history(store_url: str, *, accounts: int, history: int, approach: st
         import psycopg
 
         with psycopg.connect(store_url) as pg, pg.cursor() as pg_cursor:
-            pg_cursor.executemany("INSERT INTO atlas_posts (author, text) VALUES (%s, %s)",
-                                  posts)
+            with pg_cursor.copy("COPY atlas_posts (author, text) FROM STDIN") as copy:
+                for row in posts:
+                    copy.write_row(row)
             if approach != "read":
-                pg_cursor.execute(fill)
+                pg_cursor.execute("SELECT id, author FROM atlas_posts")
+                rows = pg_cursor.fetchall()
+                with pg_cursor.copy("COPY atlas_home_timelines (user_id, post) FROM STDIN") \
+                        as copy:
+                    for pair in timelines(rows):
+                        copy.write_row(pair)
             pg_cursor.execute("ANALYZE atlas_posts, atlas_home_timelines, atlas_follows, "
                               "atlas_accounts")  # the planner's statistics after a bulk load
     else:
         raise ValueError(f"history needs a SQLite or PostgreSQL store_url, got {store_url!r}")
 
 
-def _send_posts(http: httpx.Client, schedule: TimelineSchedule) -> tuple[np.ndarray, list[int]]:
-    """The posts at their scheduled times (one at a time; late ones leave at once)."""
+def _send_posts(http: httpx.Client, schedule: TimelineSchedule,
+                server: np.ndarray | None = None) -> tuple[np.ndarray, list[int]]:
+    """The posts at their scheduled times (one at a time; late ones leave at once); each
+    post's handler time (``Server-Timing: work``, seconds) into ``server`` when given."""
+    from ..service import parse_server_timing
+
     latency = np.empty(len(schedule.post_times))
     ids = []
     start = time.monotonic()
@@ -316,9 +367,11 @@ def _send_posts(http: httpx.Client, schedule: TimelineSchedule) -> tuple[np.ndar
         if delay > 0:
             time.sleep(delay)
         t = time.monotonic()
-        ids.append(int(_ok(http.post("/api/posts", json={"author": int(author),
-                                                           "text": f"post {i}"}))["post"]))
+        response = http.post("/api/posts", json={"author": int(author), "text": f"post {i}"})
         latency[i] = time.monotonic() - t
+        ids.append(int(_ok(response)["post"]))
+        if server is not None:
+            server[i] = parse_server_timing(response.headers.get("server-timing"), "work")
     return latency, ids
 
 
@@ -332,9 +385,11 @@ def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: Serve
     with _service(config, seed=seed, name=f"atlas-timelines-{approach}") as (server, http):
         _load_graph(http, graph_args)
         assert config.store is not None and config.store.url is not None
-        _insert_history(config.store.url, accounts=graph.accounts, history=schedule.history,
-                        approach=approach, threshold=threshold)
-        post_latency, ids = _send_posts(http, schedule)
+        _insert_history(config.store.url, graph=graph, history=schedule.history,
+                        approach=approach, threshold=threshold,
+                        length=(config.timelines or TimelineConfig()).length)
+        post_server = np.full(len(schedule.post_times), np.nan)
+        post_latency, ids = _send_posts(http, schedule, post_server)
         view = _wait_for_fanout(http)
         post_work = view["database_work"]
         wanted = range(len(ids)) if approach != "read" else [schedule.celebrity_post]
@@ -372,7 +427,8 @@ def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: Serve
                         for u in read_users])
     return LiveTimelineRun(
         approach=approach, result=result, users=read_users, rows_scanned=scanned,
-        post_latency=post_latency, deliveries=deliveries, work=work, post_work=post_work,
+        post_latency=post_latency, post_server=post_server, deliveries=deliveries, work=work,
+        post_work=post_work,
         reads_served=len(users) + min(WARM_UP_CONNECTIONS, max_connections), view=view)
 
 
@@ -398,10 +454,21 @@ def _samples(live: dict[str, LiveTimelineRun]) -> pd.DataFrame:
     for approach, run in live.items():
         latency = run.result.requests.sort_values("request_id")["latency"].to_numpy(float)
         ok = run.result.requests.sort_values("request_id")["ok"].to_numpy(bool)
+        attempts = run.result.attempts
+        server_work = np.asarray(run.result.meta.get("server_work", np.full(len(attempts),
+                                                                            np.nan)), float)
+        # one attempt per read (no retries): its handler time, in request order
+        server = server_work[np.argsort(attempts["request_id"].to_numpy(), kind="stable")]
+        if len(server) != len(latency):
+            server = np.full(len(latency), np.nan)
         frames.append(pd.DataFrame({"kind": "read", "approach": approach,
-                                    "seconds": latency[ok], "rows": run.rows_scanned[ok]}))
+                                    "seconds": latency[ok], "rows": run.rows_scanned[ok],
+                                    "server": server[ok]}))
+        post_server = run.post_server if len(run.post_server) == len(run.post_latency) \
+            else np.full(len(run.post_latency), np.nan)
         frames.append(pd.DataFrame({"kind": "post", "approach": approach,
-                                    "seconds": run.post_latency, "rows": 0}))
+                                    "seconds": run.post_latency, "rows": 0,
+                                    "server": post_server}))
         if approach != "read" and len(run.deliveries):
             frames.append(pd.DataFrame({"kind": "fanout", "approach": approach,
                                         **_fanout_times(run.deliveries)}))
@@ -449,9 +516,10 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         events: the fan-out consumers (default ``EventLogConfig(poll_interval=0.02)``).
         pool: the store's connection pool (``ServerConfig.pool``; None: ``PoolConfig()``).
         twin: False: the live run only (``run.sim`` empty, the table's rows all live). The
-            twin's latencies are not yet trustworthy: its fit charges the client's and the
-            network's time to the service's one event loop, so with a busy host it queues far
-            more than the service does (issue 22, left open); its work counts are exact.
+            twin charges each request's handler time (``Server-Timing: work``) to the
+            service's loop and the rest of the client's latency as a pure delay
+            (``TimelineCostModel.round_trip``): its p50 lands near live's; its p99 lacks the
+            host's noise (a busy machine's pauses), and its work counts are exact.
 
     Returns a ``TimelineRun``; ``TimelineRun.table()`` is the comparison. ValueError naming a
     bad argument; RuntimeError when the service answers an error.

@@ -12,8 +12,12 @@ the same ``ServerConfig`` (its ``timelines``, ``pool`` and ``events``) and a cos
 
 What one request costs, as the live service spends it:
 
-* every request first takes the service's **event loop** for ``overhead`` seconds (HTTP,
-  routing, JSON: one asyncio loop, so one at a time, FIFO). The timeline routes take no work
+* every request spends ``round_trip`` seconds as a pure delay, off the service's loop (the
+  client, the network, the HTTP server's parsing: the latency the client sees beyond the
+  handler's own time, ``Server-Timing: work``), as ``experiments.live.Calibration.round_trip``
+  does for ``/api/work``;
+* then it takes the service's **event loop** for ``overhead`` seconds (routing, the handler's
+  Python, JSON: one asyncio loop, so one at a time, FIFO). The timeline routes take no work
   slot (``ServerConfig.workers`` bounds ``/api/work`` only), so the loop, not ``workers``, is
   what queues them;
 * a database statement holds one pooled connection (``sim.pool.SimPool``, the one
@@ -72,7 +76,10 @@ class TimelineCostModel:
     """Seconds each step of a timeline request costs (see the module docstring).
 
     Args:
-        overhead: per request, on the service's event loop (HTTP, routing, JSON).
+        round_trip: per request, a pure delay off the service's loop (client, network, HTTP
+            parsing): the client's latency minus the handler's own time.
+        overhead: per request, on the service's event loop (the handler's own time beyond
+            its statements).
         query_base: per approach-1 query (the join of follows and posts), its fixed part.
         per_row: per post a query walks (``rows_scanned``).
         cache_read: per materialised-timeline read (a Redis ``ZREVRANGE`` or a
@@ -85,6 +92,7 @@ class TimelineCostModel:
     """
 
     overhead: float = 0.001
+    round_trip: float = 0.0
     query_base: float = 0.0005
     per_row: float = 1e-5
     cache_read: float = 0.0003
@@ -93,7 +101,7 @@ class TimelineCostModel:
     per_insert: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("overhead", "query_base", "per_row", "cache_read", "post_insert",
+        for name in ("overhead", "round_trip", "query_base", "per_row", "cache_read", "post_insert",
                      "fanout_base", "per_insert"):
             object.__setattr__(self, name, check_real(name, getattr(self, name), low=0))
 
@@ -231,6 +239,8 @@ class _Twin:
         self.pool.release()
 
     def on_loop(self) -> Generator[Any, Any, None]:
+        if self.cost.round_trip > 0:
+            yield self.env.timeout(self.cost.round_trip)
         with self.loop.request() as slot:
             yield slot
             yield self.env.timeout(self.cost.overhead)
@@ -390,17 +400,22 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
     ``"fanout"``), ``approach`` (``"read"``, ``"write"``, ``"hybrid"``), ``seconds`` (a read's
     or a post's latency; one post's fan-out time, from when the consumer could start it to its
     last insert) and ``rows`` (a read: the posts its queries walk, ``rows_scanned``; a fan-out:
-    the followers inserted; a post: 0).
+    the followers inserted; a post: 0) and optionally ``server`` (a read's or a post's time
+    in the service's handler, its ``Server-Timing: work``; NaN where unknown).
 
     * reads: a bounded linear least-squares fit (``scipy.optimize.lsq_linear``, every
-      coefficient >= 0) of ``seconds = overhead + query_base * Q + cache_read * C + per_row *
-      rows``, with ``Q`` = 1 for an approach that queries (``"read"``, ``"hybrid"``) and ``C`` =
+      coefficient >= 0) of ``server = overhead + query_base * Q + cache_read * C + per_row *
+      rows`` (the service's own time, which its loop and pool spend), and ``round_trip`` =
+      the median of ``seconds - server`` (the rest of the client's latency, a pure delay; with
+      no ``server`` column the fit is of ``seconds`` and ``round_trip`` is 0), with ``Q`` = 1
+      for an approach that queries (``"read"``, ``"hybrid"``) and ``C`` =
       1 for one that reads a materialised timeline (``"write"``, ``"hybrid"``). Only the
       fastest ``keep`` share of each approach's reads enters the fit (the rest waited in a
       queue, which the simulation adds itself). Needs reads of at least two approaches, one of
       them ``"hybrid"`` or both others, to tell ``overhead``, ``query_base`` and ``cache_read``
       apart;
-    * posts: ``post_insert`` = the median post latency minus ``overhead``;
+    * posts: ``post_insert`` = the median post ``server`` time (else latency minus
+      ``round_trip``) minus ``overhead``;
     * fan-outs (``rows`` > 0): ``seconds = fanout_base + per_insert * rows``, the same bounded
       fit.
 
@@ -417,6 +432,12 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
     defaults = TimelineCostModel()
     fitted: dict[str, float] = {}
     reads = live_samples[live_samples["kind"] == "read"]
+    server_side = "server" in live_samples and bool(
+        np.isfinite(reads["server"].to_numpy(dtype=float)).all()) and len(reads) > 0
+    if len(reads) and server_side:
+        fitted["round_trip"] = max(0.0, float(np.median(
+            reads["seconds"].to_numpy(dtype=float) - reads["server"].to_numpy(dtype=float))))
+        reads = reads.assign(seconds=reads["server"].to_numpy(dtype=float))
     if len(reads):
         trimmed = pd.concat([group[group["seconds"] <= group["seconds"].quantile(keep)]
                              for _, group in reads.groupby("approach")])
@@ -431,7 +452,11 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
     overhead = fitted.get("overhead", defaults.overhead)
     posts = live_samples[live_samples["kind"] == "post"]
     if len(posts):
-        fitted["post_insert"] = max(0.0, float(posts["seconds"].median()) - overhead)
+        if "server" in posts and np.isfinite(posts["server"].to_numpy(dtype=float)).all():
+            post_seconds = float(posts["server"].median())
+        else:
+            post_seconds = float(posts["seconds"].median()) - fitted.get("round_trip", 0.0)
+        fitted["post_insert"] = max(0.0, post_seconds - overhead)
     fanouts = live_samples[(live_samples["kind"] == "fanout") & (live_samples["rows"] > 0)]
     if len(fanouts) >= 2:
         design = np.column_stack([np.ones(len(fanouts)), fanouts["rows"].to_numpy(dtype=float)])

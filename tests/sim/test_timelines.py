@@ -162,3 +162,39 @@ def test_bad_inputs_named(graph, schedule):
     small = SocialGraph.generate(accounts=10, mean_followers=2, seed=1)
     with pytest.raises(ValueError, match="schedule"):
         simulate_timelines(small, schedule, server=server("read"), cost=COST)
+
+
+def test_calibration_splits_the_round_trip_from_the_handlers_time():
+    rng = np.random.default_rng(2)
+    truth = dict(overhead=0.0005, query_base=0.001, cache_read=0.0004, per_row=2e-6)
+    frames = []
+    for approach, q, c in (("read", 1, 0), ("write", 0, 1), ("hybrid", 1, 1)):
+        rows = rng.integers(0, 3000, size=200) * (q > 0)
+        server = (truth["overhead"] + q * truth["query_base"] + c * truth["cache_read"]
+                  + truth["per_row"] * rows + rng.exponential(1e-5, size=200))
+        frames.append(pd.DataFrame({"kind": "read", "approach": approach,
+                                    "seconds": server + 0.004, "rows": rows, "server": server}))
+    frames.append(pd.DataFrame({"kind": "post", "approach": "write", "seconds": [0.007] * 9,
+                                "rows": 0, "server": [0.003] * 9}))
+    model = calibrate_timelines(pd.concat(frames, ignore_index=True), keep=1.0)
+    assert model.round_trip == pytest.approx(0.004, rel=0.01)
+    for name, value in truth.items():
+        assert getattr(model, name) == pytest.approx(value, rel=0.05, abs=2e-5), name
+    assert model.post_insert == pytest.approx(0.003 - model.overhead, rel=0.01)
+
+
+def test_the_round_trip_is_a_delay_not_the_loops_time(graph, schedule):
+    # the same total per read, charged to the loop or spent as a pure delay: at a rate that
+    # keeps the loop busy, only the loop's share queues
+    server = ServerConfig(timelines=TimelineConfig(approach="write"))
+    on_loop = simulate_timelines(graph, schedule, server=server,
+                                 cost=TimelineCostModel(overhead=0.012, cache_read=0.0))
+    delayed = simulate_timelines(graph, schedule, server=server,
+                                 cost=TimelineCostModel(overhead=0.002, round_trip=0.010,
+                                                        cache_read=0.0))
+    a = on_loop.result.requests["latency"].to_numpy()
+    b = delayed.result.requests["latency"].to_numpy()
+    assert np.percentile(b, 50) == pytest.approx(0.012, rel=0.2)
+    assert np.percentile(a, 99) > 1.5 * np.percentile(b, 99)
+    with pytest.raises(ValueError, match="round_trip"):
+        TimelineCostModel(round_trip=-1.0)

@@ -15,6 +15,7 @@
   simulator); ``POST /admin/reset`` does not clear it.
 * ``POST /api/posts`` ``{"author": int, "text": str}`` -> 201 ``{"post": id}``.
 * ``GET /api/timeline/{user}`` -> ``{"user", "approach", "posts": [ids, newest first]}``.
+  Both ``/api/`` routes answer ``Server-Timing: work;dur=<ms>`` (the handler's own time).
 * ``GET /admin/timelines/delivery/{post}`` -> ``{"post", "author", "followers", "posted_at",
   "delivered", "delivered_at"}`` (``time.monotonic`` seconds), 404 for a post this instance
   has no record of.
@@ -26,6 +27,7 @@ graph is 404.
 from __future__ import annotations
 
 import math
+import time
 from typing import Annotated, Any
 
 from fastapi import Path, Request
@@ -54,6 +56,15 @@ MAX_TEXT = 1000
 
 Account = Annotated[int, Path(ge=0, le=2**62, description="an account of the loaded graph")]
 PostId = Annotated[int, Path(ge=1, le=2**63 - 1, description="a post's id")]
+
+
+def _server_timing(started: float) -> str:
+    """The ``Server-Timing`` header of a timeline route (W3C Server Timing): ``work;dur=``,
+    milliseconds from the handler's start (after the body was read and checked) to its
+    answer: the store's, the cache's and the handler's own time, as ``/api/work`` reports its
+    work (``service.work.WorkReceipt.server_timing``); the load generator reads it into
+    ``RunResult.meta["server_work"]``."""
+    return f"work;dur={(time.perf_counter() - started) * 1e3:.3f}"
 
 
 def _problem(name: str, msg: str) -> dict[str, Any]:
@@ -180,9 +191,11 @@ async def post(request: Request) -> Response:
         return JSONResponse(error_body(f"no account {author}: the graph has accounts 0.."
                                        f"{graph.accounts - 1}", current_request_id()),
                             status_code=404)
+    started = time.perf_counter()
     store = await state.open_store()
     post_id = await state.timelines.post(store, author, text)
-    return JSONResponse({"post": post_id}, status_code=201)
+    return JSONResponse({"post": post_id}, status_code=201,
+                        headers={"Server-Timing": _server_timing(started)})
 
 
 @ROUTES.add("/api/timeline/{user}", ["GET"])
@@ -194,10 +207,11 @@ async def timeline(request: Request, user: Account) -> Response:
         return JSONResponse(error_body(f"no account {user}: the graph has accounts 0.."
                                        f"{graph.accounts - 1}", current_request_id()),
                             status_code=404)
+    started = time.perf_counter()
     store = await state.open_store()
     posts = await state.timelines.read(store, state.cache, user)
     return JSONResponse({"user": user, "approach": state.timelines.config.approach,
-                         "posts": posts})
+                         "posts": posts}, headers={"Server-Timing": _server_timing(started)})
 
 
 @ROUTES.add("/admin/timelines/delivery/{post}", ["GET"])

@@ -98,7 +98,8 @@ def test_pool_intervals_hold_the_run_and_pool_table_puts_the_worlds_side_by_side
     assert intervals["timed_out"][0] < summary["timed_out"] < intervals["timed_out"][1]
     table = pool_table(run, run, pool=POOL)
     assert table["live inside"].all()
-    assert table.loc["granted: wait p99 (ms)", "simulated"] == pytest.approx(1e3 * summary["wait_p99"])
+    assert table.loc["granted: wait p99 (ms)", "simulated"] == pytest.approx(
+        1e3 * summary["wait_p99"])
 
 
 @pytest.mark.parametrize(("kwargs", "name"), [

@@ -244,7 +244,7 @@ plt.show()
 #   and `posts`;
 # * **fan-out on write** (`"write"`): a post is one row and an event on topic "posts" in the
 #   same transaction (the outbox); a consumer group inserts it into each follower's home
-#   timeline, kept in the cache (a Redis sorted set, ordered by post id) or in a table of the
+#   timeline, kept in the cache (a Redis ZSET, ordered by post id) or in a table of the
 #   database. A read is one lookup. The comparison below keeps the timelines in the database's
 #   table, so that every insert and every read is counted in one place; the cold-cache
 #   experiment after it uses Redis;
@@ -284,10 +284,10 @@ plt.show()
 #
 # Look at the latencies last, and with suspicion. At 2,000 accounts a fan-out-on-read query
 # walks a few hundred rows, a fraction of a millisecond, while each read's trip through HTTP,
-# the service and back costs several: the three approaches' read times differ by less than
-# this machine's noise, and their order changes from run to run. The cost that separates them
-# is in the work columns, which grow with the graph; the latencies would follow only at a
-# scale this notebook cannot load in seconds.
+# the service and back costs several: the three approaches' read times differ by less than this
+# machine's noise, and their order is not the same from one run to the next. The cost that
+# separates them is in the work columns, which grow with the graph; the latencies would follow
+# only at a scale this notebook cannot load in seconds.
 
 # %% [markdown]
 # ### A cold cache

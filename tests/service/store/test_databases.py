@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from typing import Any
 
 import psycopg
@@ -39,6 +40,9 @@ def test_three_sqlite_stores_open_one_new_file_at_once_and_close_every_thread(tm
         assert offsets == [3 * rounds + 1, 3 * rounds + 2, 3 * rounds + 3]
         # aiosqlite: a thread per connection; none of them left (threads of earlier tests may
         # end meanwhile: only new ones count)
+        deadline = time.monotonic() + 5  # a bound on the wait, not an assertion on time
+        while not set(threading.enumerate()) <= before and time.monotonic() < deadline:
+            time.sleep(0.01)  # a worker ends a moment after its connection closed
         assert set(threading.enumerate()) <= before
     assert sorted(os.listdir(tmp_path)) == ["db.sqlite3"]  # WAL files gone with the last close
 

@@ -8,6 +8,8 @@ Two instances make the timing unambiguous: instance 0 takes 0.3 s on every reque
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 
@@ -33,8 +35,16 @@ def hedged(delay: float = DELAY, **kwargs) -> ClientPolicy:
 
 @pytest.fixture(scope="module")
 def slow_and_fast():
-    with Cluster([constant(SLOW), constant(FAST)], name="hedge-pair") as cluster:
-        yield cluster
+    # services and generator share this process: a full garbage collection of what earlier
+    # tests left stalls both, and a stall longer than SLOW - DELAY lets the slow copy win
+    # (seen once in a full run); the objects made so far are set aside meanwhile
+    gc.collect()
+    gc.freeze()
+    try:
+        with Cluster([constant(SLOW), constant(FAST)], name="hedge-pair") as cluster:
+            yield cluster
+    finally:
+        gc.unfreeze()
 
 
 def copies(run, request_id: int):

@@ -186,11 +186,9 @@ async def post(request: Request) -> Response:
                                                 f"{MAX_TEXT} characters")])
     except InvalidBody as exc:
         return _invalid("post", exc)
-    graph = state.timelines.graph
-    if graph is not None and author >= graph.accounts:
-        return JSONResponse(error_body(f"no account {author}: the graph has accounts 0.."
-                                       f"{graph.accounts - 1}", current_request_id()),
-                            status_code=404)
+    missing = _unknown_account(state, author)
+    if missing is not None:
+        return missing
     started = time.perf_counter()
     store = await state.open_store()
     post_id = await state.timelines.post(store, author, text)
@@ -202,11 +200,9 @@ async def post(request: Request) -> Response:
 async def timeline(request: Request, user: Account) -> Response:
     """``user``'s home timeline under the configured approach."""
     state = state_of(request)
-    graph = state.timelines.graph
-    if graph is not None and user >= graph.accounts:
-        return JSONResponse(error_body(f"no account {user}: the graph has accounts 0.."
-                                       f"{graph.accounts - 1}", current_request_id()),
-                            status_code=404)
+    missing = _unknown_account(state, user)
+    if missing is not None:
+        return missing
     started = time.perf_counter()
     store = await state.open_store()
     posts = await state.timelines.read(store, state.cache, user)
@@ -221,3 +217,14 @@ async def delivery(request: Request, post: PostId) -> Response:
         return JSONResponse(error_body(f"no delivery record of post {post} here",
                                        current_request_id()), status_code=404)
     return JSONResponse(record.view())
+
+
+def _unknown_account(state: Any, account: int) -> JSONResponse | None:
+    """404 naming the graph's accounts when ``account`` is not one of them; None otherwise
+    (or when no graph is loaded)."""
+    graph = state.timelines.graph
+    if graph is None or account < graph.accounts:
+        return None
+    return JSONResponse(error_body(f"no account {account}: the graph has accounts 0.."
+                                   f"{graph.accounts - 1}", current_request_id()),
+                        status_code=404)

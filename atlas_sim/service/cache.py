@@ -49,7 +49,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -203,6 +203,34 @@ class Cache:
             _TIMELINE_INSERT, len(keys), *keys, int(post), length))
         self._answered()
         return int(added)
+
+    async def timeline_fill(self, timelines: Mapping[int, Sequence[int]], length: int, *,
+                            batch: int = 500) -> int:
+        """Materialise many home timelines at once, as ``timeline_or_rebuild`` would after a
+        miss: each ``user``'s newest ``length`` post ids of ``timelines[user]`` (the sentinel
+        included, so an empty timeline is materialised too), with ``config.ttl``; ``batch``
+        users a round trip (a pipeline, not a transaction). A bulk load: the history an
+        experiment starts from, already fanned out. Returns the timelines written. Raises what
+        the cache raised (``CACHE_ERRORS``: a half-loaded cache is not a miss to hide),
+        ``ValueError`` for a ``length`` or ``batch`` below 1."""
+        for name, value in (("length", length), ("batch", batch)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self._closed:
+            raise RuntimeError("the cache is closed")
+        users = list(timelines)
+        ttl_ms = self._ttl_ms(None)
+        for start in range(0, len(users), batch):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user in users[start:start + batch]:
+                    posts = sorted((int(p) for p in timelines[user]), reverse=True)[:length]
+                    key = timeline_key(user)
+                    pipe.delete(key)
+                    pipe.zadd(key, {_SENTINEL: 0, **{str(p): p for p in posts}})
+                    pipe.pexpire(key, ttl_ms)
+                await self._call(pipe.execute())
+        self._answered()
+        return len(users)
 
     async def timeline_or_rebuild(self, user: int, length: int,
                                   load: Callable[[], Awaitable[list[int]]]) -> list[int]:

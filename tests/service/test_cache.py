@@ -442,3 +442,28 @@ def test_a_post_fanned_out_while_a_timeline_is_rebuilt_is_not_lost(redis_url):
 
     first, again = asyncio.run(go())
     assert first == [8, 7] and again == [8, 7]
+
+
+def test_a_bulk_fill_materialises_every_timeline_so_reads_hit_and_fanouts_land(redis_url):
+    async def go() -> tuple[list[int], list[int], list[int], int, int, float]:
+        async with cache_at(redis_url, ttl=30.0) as cache:
+            written = await cache.timeline_fill({1: [3, 9, 5], 2: [], 3: list(range(1, 80))}, 50,
+                                                batch=2)
+
+            async def load() -> list[int]:
+                raise AssertionError("a filled timeline is never rebuilt")
+
+            one = await cache.timeline_or_rebuild(1, 50, load)
+            two = await cache.timeline_or_rebuild(2, 50, load)  # empty, but materialised
+            added = await cache.timeline_insert([1, 2], 10, 50)
+            three = await cache.timeline_or_rebuild(3, 50, load)
+            ttl = await cache.redis.pttl("timeline:1")
+            with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+                await cache.timeline_fill({1: [1]}, 50, batch=0)
+            return one, two, three, written, added, ttl / 1e3
+
+    one, two, three, written, added, ttl = asyncio.run(go())
+    assert written == 3 and one == [9, 5, 3] and two == []
+    assert three == list(range(79, 29, -1))  # the newest 50 only
+    assert added == 2  # both timelines existed, so the fan-out reached both
+    assert 25 < ttl <= 30

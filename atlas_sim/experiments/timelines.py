@@ -294,13 +294,16 @@ def _newest_per_user(graph: SocialGraph, ids: np.ndarray, authors: np.ndarray, *
 
 
 def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approach: str,
-                    threshold: int, length: int) -> None:
+                    threshold: int, length: int, cache: CacheConfig | None = None) -> None:
     """``history`` older posts per account, written straight into the store's tables (as if
     posted and fanned out before the run: ``atlas_posts``, and under ``"write"``/``"hybrid"``
-    ``atlas_home_timelines``: each user's newest ``length`` posts of the accounts it follows,
-    the hybrid's above-threshold authors excepted, computed from the graph in numpy, so the
-    load inserts ``accounts * length`` rows at most, not ``follows * history``), in one
-    transaction, then ANALYZE; SQLite through ``sqlite3``, PostgreSQL through psycopg."""
+    the materialised timelines: each user's newest ``length`` posts of the accounts it
+    follows, the hybrid's above-threshold authors excepted, computed from the graph in numpy,
+    so the load writes ``accounts * length`` entries at most, not ``follows * history``), in
+    one transaction, then ANALYZE; SQLite through ``sqlite3``, PostgreSQL through psycopg. The
+    timelines go where the service reads them: with ``cache``, into the cache
+    (``Cache.timeline_fill``: every user's timeline materialised, the cache warm), else into
+    the store's ``atlas_home_timelines``."""
     if history == 0:
         return
     accounts = graph.accounts
@@ -308,6 +311,7 @@ def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approac
     pushed = np.ones(accounts, dtype=bool)
     if approach == "hybrid":
         pushed = np.asarray(graph.follower_counts) <= threshold
+    into_table = approach != "read" and cache is None
 
     def timelines(rows: list[tuple[int, int]]) -> list[tuple[int, int]]:
         table = np.array(rows, dtype=np.int64).reshape(-1, 2)
@@ -315,6 +319,7 @@ def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approac
                                            pushed=pushed)
         return list(zip(users.tolist(), post_ids.tolist(), strict=True))
 
+    rows: list[tuple[int, int]] = []
     if store_url.startswith("sqlite:///"):
         import sqlite3
 
@@ -325,6 +330,7 @@ def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approac
                                        posts)
                 if approach != "read":
                     rows = connection.execute("SELECT id, author FROM atlas_posts").fetchall()
+                if into_table:
                     connection.executemany("INSERT OR IGNORE INTO atlas_home_timelines "
                                            "(user_id, post) VALUES (?, ?)", timelines(rows))
                 connection.execute("ANALYZE")  # the planner's statistics after a bulk load
@@ -342,6 +348,7 @@ def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approac
             if approach != "read":
                 pg_cursor.execute("SELECT id, author FROM atlas_posts")
                 rows = pg_cursor.fetchall()
+            if into_table:
                 with pg_cursor.copy("COPY atlas_home_timelines (user_id, post) FROM STDIN") \
                         as copy:
                     for pair in timelines(rows):
@@ -350,6 +357,30 @@ def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approac
                               "atlas_accounts")  # the planner's statistics after a bulk load
     else:
         raise ValueError(f"history needs a SQLite or PostgreSQL store_url, got {store_url!r}")
+    if approach != "read" and cache is not None:
+        _fill_cache(cache, timelines(rows), accounts=accounts, length=length)
+
+
+def _fill_cache(cache: CacheConfig, pairs: list[tuple[int, int]], *, accounts: int,
+                length: int) -> None:
+    """Every user's materialised timeline (``pairs``: ``(user, post)``; a user without one
+    gets an empty timeline) into the cache at ``cache.url``."""
+    import asyncio
+
+    from ..service.cache import Cache
+
+    timelines: dict[int, list[int]] = {u: [] for u in range(accounts)}
+    for user, post in pairs:
+        timelines[user].append(post)
+
+    async def fill() -> None:
+        redis = Cache(cache, client_name="atlas-history")
+        try:
+            await redis.timeline_fill(timelines, length)
+        finally:
+            await redis.close()
+
+    asyncio.run(fill())
 
 
 def _send_posts(http: httpx.Client, schedule: TimelineSchedule,
@@ -387,7 +418,8 @@ def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: Serve
         assert config.store is not None and config.store.url is not None
         _insert_history(config.store.url, graph=graph, history=schedule.history,
                         approach=approach, threshold=threshold,
-                        length=(config.timelines or TimelineConfig()).length)
+                        length=(config.timelines or TimelineConfig()).length,
+                        cache=config.cache)
         post_server = np.full(len(schedule.post_times), np.nan)
         post_latency, ids = _send_posts(http, schedule, post_server)
         view = _wait_for_fanout(http)

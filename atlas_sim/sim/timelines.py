@@ -21,15 +21,18 @@ What one request costs, as the live service spends it:
   slot (``ServerConfig.workers`` bounds ``/api/work`` only), so the loop, not ``workers``, is
   what queues them;
 * a database statement holds one pooled connection (``sim.pool.SimPool``, the one
-  ``policies.pool.ConnectionPool`` of ``ServerConfig.pool or PoolConfig()``) for its time, and
-  the event loop too for that time (the driver's thread and the loop share one interpreter, so
-  the live service does one statement's Python work at a time);
+  ``policies.pool.ConnectionPool`` of ``ServerConfig.pool or PoolConfig()``) for its time, and,
+  for a database in the service's own process (SQLite, memory), the event loop too for that
+  time (the driver's thread and the loop share one interpreter, so the live service does one
+  statement's Python work at a time); a PostgreSQL statement runs in the server's process,
+  beside the loop;
 * ``"read"``: one query, ``query_base + per_row * scanned`` where ``scanned`` is the number of
   posts, committed before the read, of the accounts the user follows (the rows the join walks);
 * ``"write"``: one materialised-timeline read, ``cache_read`` (on a pooled connection when the
   timelines live in the store's ``home_timelines`` table; without one when they live in the
-  cache, ``cache=True``, where a user's first read is a cold miss rebuilt by approach 1's
-  query over the followees' posts);
+  cache, ``cache=True``, warm when there is a ``history`` (every user's timeline
+  materialised before the run, as the live comparison loads it), else each user's first read
+  a cold miss rebuilt by approach 1's query over the followees' posts);
 * ``"hybrid"``: the materialised read plus one query over the followees with more than
   ``threshold`` followers (``scanned`` counts their posts only);
 * a post: one transaction of ``post_insert``; under ``"write"``/``"hybrid"`` its event goes to
@@ -210,7 +213,12 @@ class _Twin:
         self.home = (np.bincount(graph.edges[:, 0], weights=pushed[graph.edges[:, 1]],
                                  minlength=graph.accounts).astype(np.int64) * schedule.history
                      if self.config.approach != "read" else np.zeros(graph.accounts, np.int64))
-        self.cached: set[int] = set()
+        # the history's timelines are materialised in the cache before the run (warm), as
+        # the live comparison fills them; without a history every first read is a miss
+        self.cached: set[int] = set(range(graph.accounts)) if cache and schedule.history else set()
+        # a database in another process (PostgreSQL) works beside the loop, not on it
+        store_url = server.store.url if server.store is not None else None
+        self.db_on_loop = not (store_url or "").startswith("postgresql://")
         self.log: list[int] = []  # the "posts" topic: post indices in commit order
         self.committed = 0  # the "fanout" group's offset
         self.work = {op: {"queries": 0, "rows_read": 0, "rows_written": 0} for op in OPERATIONS}
@@ -233,8 +241,11 @@ class _Twin:
             decision = yield self.pool.acquire()
             if isinstance(decision, Granted):
                 break
-        with self.loop.request() as slot:  # the statement's work shares the one interpreter
-            yield slot
+        if self.db_on_loop:
+            with self.loop.request() as slot:  # the statement's work shares the interpreter
+                yield slot
+                yield self.env.timeout(seconds)
+        else:
             yield self.env.timeout(seconds)
         self.pool.release()
 

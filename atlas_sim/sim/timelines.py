@@ -30,9 +30,9 @@ What one request costs, as the live service spends it:
   posts, committed before the read, of the accounts the user follows (the rows the join walks);
 * ``"write"``: one materialised-timeline read, ``cache_read`` (on a pooled connection when the
   timelines live in the store's ``home_timelines`` table; without one when they live in the
-  cache, ``cache=True``, warm when there is a ``history`` (every user's timeline
-  materialised before the run, as the live comparison loads it), else each user's first read
-  a cold miss rebuilt by approach 1's query over the followees' posts);
+  cache, ``cache=True``: warm with ``warm_cache`` (every user's timeline materialised before
+  the run, as the live comparison loads its history), else each user's first read a cold
+  miss rebuilt by approach 1's query over the followees' posts);
 * ``"hybrid"``: the materialised read plus one query over the followees with more than
   ``threshold`` followers (``scanned`` counts their posts only);
 * a post: one transaction of ``post_insert``; under ``"write"``/``"hybrid"`` its event goes to
@@ -52,6 +52,7 @@ operation, statements (``queries``), rows returned (``rows_read``) and rows inse
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,10 @@ __all__ = ["TimelineCostModel", "TimelineSchedule", "TimelineSimRun", "calibrate
            "rows_scanned", "simulate_timelines", "timeline_schedule"]
 
 OPERATIONS = ("timeline_read", "post", "fanout", "rebuild")
+#: The key after the schedule's seed of the reads' round-trip draws (``TimelineCostModel``).
+ROUND_TRIP_STREAM = 7
+#: How many quantiles of the live round trip ``calibrate_timelines`` keeps.
+ROUND_TRIP_QUANTILES = 201
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +95,12 @@ class TimelineCostModel:
         post_insert: per post's transaction (the row, and its outbox event).
         fanout_base: per post fanned out, the statement's fixed part.
         per_insert: per follower's timeline insert.
+        round_trip_quantiles: the distribution of the round trip, as quantiles at evenly
+            spaced probabilities from 0 to 1 (at least 2, non-decreasing): when given, each
+            read draws its own round trip from it (inverse transform, seeded by the
+            schedule's seed), so that the twin's tail carries the client's and network's
+            variation the live run measured, not only their median; ``()`` (the default):
+            every request pays ``round_trip``.
 
     All >= 0 and finite; ValueError naming the field otherwise.
     """
@@ -102,11 +113,29 @@ class TimelineCostModel:
     post_insert: float = 0.002
     fanout_base: float = 0.001
     per_insert: float = 1e-5
+    round_trip_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("overhead", "round_trip", "query_base", "per_row", "cache_read", "post_insert",
                      "fanout_base", "per_insert"):
             object.__setattr__(self, name, check_real(name, getattr(self, name), low=0))
+        quantiles = self.round_trip_quantiles
+        if not isinstance(quantiles, tuple | list | np.ndarray):
+            raise ValueError(f"round_trip_quantiles must be a sequence of seconds, got "
+                             f"{quantiles!r}")
+        quantiles = tuple(check_real("round_trip_quantiles", q, low=0) for q in quantiles)
+        if len(quantiles) == 1 or any(b < a for a, b in itertools.pairwise(quantiles)):
+            raise ValueError(f"round_trip_quantiles must be empty or at least 2 non-decreasing "
+                             f"values, got {quantiles!r}")
+        object.__setattr__(self, "round_trip_quantiles", quantiles)
+
+    def round_trips(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` round trips (seconds, shape (n,)): drawn from ``round_trip_quantiles`` by
+        inverse transform (linear between the quantiles), else ``round_trip`` each."""
+        if not self.round_trip_quantiles:
+            return np.full(n, self.round_trip)
+        levels = np.linspace(0.0, 1.0, len(self.round_trip_quantiles))
+        return np.interp(rng.random(n), levels, self.round_trip_quantiles)
 
 
 @dataclass(frozen=True, eq=False)
@@ -199,7 +228,7 @@ class _Twin:
     """One run's state (see ``simulate_timelines``)."""
 
     def __init__(self, graph: SocialGraph, schedule: TimelineSchedule, server: ServerConfig,
-                 cost: TimelineCostModel, cache: bool) -> None:
+                 cost: TimelineCostModel, cache: bool, warm_cache: bool) -> None:
         self.graph, self.schedule, self.cost, self.cache = graph, schedule, cost, cache
         self.config: TimelineConfig = server.timelines or TimelineConfig()
         self.events_config: EventLogConfig = server.events or EventLogConfig()
@@ -213,9 +242,9 @@ class _Twin:
         self.home = (np.bincount(graph.edges[:, 0], weights=pushed[graph.edges[:, 1]],
                                  minlength=graph.accounts).astype(np.int64) * schedule.history
                      if self.config.approach != "read" else np.zeros(graph.accounts, np.int64))
-        # the history's timelines are materialised in the cache before the run (warm), as
-        # the live comparison fills them; without a history every first read is a miss
-        self.cached: set[int] = set(range(graph.accounts)) if cache and schedule.history else set()
+        # warm: every timeline materialised in the cache before the run (as the live
+        # comparison fills the history's); cold: each user's first read is a miss
+        self.cached: set[int] = set(range(graph.accounts)) if cache and warm_cache else set()
         # a database in another process (PostgreSQL) works beside the loop, not on it
         store_url = server.store.url if server.store is not None else None
         self.db_on_loop = not (store_url or "").startswith("postgresql://")
@@ -226,6 +255,9 @@ class _Twin:
         self.posted_at = np.full(n, np.nan)
         self.delivered_at = np.full(n, np.nan)
         self.reads: list[tuple[int, float, float, int]] = []  # id, start, end, scanned
+        # each read's round trip; its own stream, so the schedule's draws stay as they were
+        self.read_round_trips = cost.round_trips(
+            len(schedule.read_times), np.random.default_rng([schedule.seed, ROUND_TRIP_STREAM]))
         self.read_phase = 0.0
 
     def count(self, op: str, queries: int = 1, read: int = 0, written: int = 0) -> None:
@@ -249,9 +281,10 @@ class _Twin:
             yield self.env.timeout(seconds)
         self.pool.release()
 
-    def on_loop(self) -> Generator[Any, Any, None]:
-        if self.cost.round_trip > 0:
-            yield self.env.timeout(self.cost.round_trip)
+    def on_loop(self, round_trip: float | None = None) -> Generator[Any, Any, None]:
+        round_trip = self.cost.round_trip if round_trip is None else round_trip
+        if round_trip > 0:
+            yield self.env.timeout(round_trip)
         with self.loop.request() as slot:
             yield slot
             yield self.env.timeout(self.cost.overhead)
@@ -305,7 +338,7 @@ class _Twin:
         start = self.env.now
         user = int(self.schedule.read_users[request_id])
         config, cost, length = self.config, self.cost, self.config.length
-        yield from self.on_loop()
+        yield from self.on_loop(float(self.read_round_trips[request_id]))
         scanned = 0
         if config.approach == "read":
             scanned = rows_scanned(self.graph, self.posts_by_author, user)
@@ -354,12 +387,14 @@ class _Twin:
 
 def simulate_timelines(graph: SocialGraph, schedule: TimelineSchedule, *,
                        server: ServerConfig, cost: TimelineCostModel,
-                       cache: bool = False) -> TimelineSimRun:
+                       cache: bool = False, warm_cache: bool = False) -> TimelineSimRun:
     """Simulate ``schedule`` on ``graph`` under ``server`` (its ``timelines``: approach,
     threshold, length; ``pool``; ``events``) with ``cost`` (see the module docstring).
     ``cache``: the materialised timelines live in a cache (no pooled connection per read, a
-    cold first read per user) instead of the store's table. Deterministic: no random draws
-    beyond the schedule's. Returns a ``TimelineSimRun``; ValueError for a bad argument."""
+    cold first read per user, unless ``warm_cache``: every user's timeline materialised before
+    the run) instead of the store's table. Deterministic: the schedule's draws, and the round
+    trips' (``cost.round_trip_quantiles``) from the schedule's seed. Returns a
+    ``TimelineSimRun``; ValueError for a bad argument."""
     if not isinstance(graph, SocialGraph):
         raise ValueError(f"graph must be a SocialGraph, got {graph!r}")
     if not isinstance(schedule, TimelineSchedule):
@@ -372,7 +407,10 @@ def simulate_timelines(graph: SocialGraph, schedule: TimelineSchedule, *,
             int(schedule.read_users.max()) >= graph.accounts:
         raise ValueError("schedule must name accounts of graph (made by timeline_schedule "
                          "for this graph)")
-    twin = _Twin(graph, schedule, server, cost, bool(cache))
+    for name, value in (("cache", cache), ("warm_cache", warm_cache)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    twin = _Twin(graph, schedule, server, cost, cache, warm_cache)
     twin.run()
     rows = sorted(twin.reads)
     ids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -417,7 +455,9 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
     * reads: a bounded linear least-squares fit (``scipy.optimize.lsq_linear``, every
       coefficient >= 0) of ``server = overhead + query_base * Q + cache_read * C + per_row *
       rows`` (the service's own time, which its loop and pool spend), and ``round_trip`` =
-      the median of ``seconds - server`` (the rest of the client's latency, a pure delay; with
+      the median of ``seconds - server`` (the rest of the client's latency, a pure delay),
+      ``round_trip_quantiles`` its ``ROUND_TRIP_QUANTILES`` quantiles, pooled over the
+      approaches (the client and the network do not depend on the approach; with
       no ``server`` column the fit is of ``seconds`` and ``round_trip`` is 0), with ``Q`` = 1
       for an approach that queries (``"read"``, ``"hybrid"``) and ``C`` =
       1 for one that reads a materialised timeline (``"write"``, ``"hybrid"``). Only the
@@ -441,13 +481,16 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
                          "seconds, rows")
     keep = check_real("keep", keep, low=0, low_open=True, high=1)
     defaults = TimelineCostModel()
-    fitted: dict[str, float] = {}
+    fitted: dict[str, Any] = {}
     reads = live_samples[live_samples["kind"] == "read"]
     server_side = "server" in live_samples and bool(
         np.isfinite(reads["server"].to_numpy(dtype=float)).all()) and len(reads) > 0
     if len(reads) and server_side:
-        fitted["round_trip"] = max(0.0, float(np.median(
-            reads["seconds"].to_numpy(dtype=float) - reads["server"].to_numpy(dtype=float))))
+        trips = np.maximum(0.0, reads["seconds"].to_numpy(dtype=float)
+                           - reads["server"].to_numpy(dtype=float))
+        fitted["round_trip"] = float(np.median(trips))
+        quantiles = np.quantile(trips, np.linspace(0.0, 1.0, ROUND_TRIP_QUANTILES))
+        fitted["round_trip_quantiles"] = tuple(float(q) for q in quantiles)
         reads = reads.assign(seconds=reads["server"].to_numpy(dtype=float))
     if len(reads):
         trimmed = pd.concat([group[group["seconds"] <= group["seconds"].quantile(keep)]

@@ -91,11 +91,6 @@ def test_the_twin_spends_the_round_trip_off_the_service_loop(run):
 
 
 @pytest.mark.live
-def test_on_sqlite_no_pair_the_twin_separates_is_ordered_the_other_way_live(run):
-    assert run.p99_contradictions() == []
-
-
-@pytest.mark.live
 def test_on_postgresql_and_redis_with_a_warm_cache_no_pair_is_ordered_the_other_way_live(
         postgres_url, redis_url):
     gc.collect()

@@ -198,3 +198,44 @@ def test_the_round_trip_is_a_delay_not_the_loops_time(graph, schedule):
     assert np.percentile(a, 99) > 1.5 * np.percentile(b, 99)
     with pytest.raises(ValueError, match="round_trip"):
         TimelineCostModel(round_trip=-1.0)
+
+
+def test_a_warm_cache_answers_every_read_without_the_database(graph, schedule):
+    run = simulate_timelines(graph, schedule, server=server("write"), cost=COST, cache=True,
+                             warm_cache=True)
+    assert run.work["rebuild"]["queries"] == 0
+    assert run.work["timeline_read"]["queries"] == 0
+    with pytest.raises(ValueError, match="warm_cache must be True or False"):
+        simulate_timelines(graph, schedule, server=server("write"), cost=COST, cache=True,
+                           warm_cache="yes")
+
+
+def test_each_read_draws_its_round_trip_from_the_measured_quantiles(graph, schedule):
+    # a uniform round trip between 2 and 12 ms, the loop nearly idle: the reads' latency
+    # quantiles are the round trip's shifted by the handler's time
+    spread = TimelineCostModel(overhead=0.0002, cache_read=0.0, round_trip=0.007,
+                               round_trip_quantiles=(0.002, 0.012))
+    write = ServerConfig(timelines=TimelineConfig(approach="write"))
+    latency = simulate_timelines(graph, schedule, server=write, cost=spread).result.requests[
+        "latency"].to_numpy()
+    for q, want in ((10, 0.003), (50, 0.007), (90, 0.011)):
+        assert np.percentile(latency, q) == pytest.approx(want + 0.0002, abs=0.0012), q
+    again = simulate_timelines(graph, schedule, server=write, cost=spread).result.requests
+    assert np.array_equal(again["latency"].to_numpy(), latency)  # seeded by the schedule
+    for bad in ((0.01,), (0.003, 0.002), (-0.001, 0.002), "fast"):
+        with pytest.raises(ValueError, match="round_trip_quantiles"):
+            TimelineCostModel(round_trip_quantiles=bad)
+
+
+def test_calibration_keeps_the_round_trips_distribution():
+    rng = np.random.default_rng(3)
+    trips = rng.uniform(0.002, 0.010, size=600)
+    server = 0.001 + rng.exponential(1e-5, size=600)
+    approaches = np.repeat(["read", "write", "hybrid"], 200)
+    frame = pd.DataFrame({"kind": "read", "approach": approaches, "seconds": server + trips,
+                          "rows": 0, "server": server})
+    model = calibrate_timelines(frame, keep=1.0)
+    quantiles = np.asarray(model.round_trip_quantiles)
+    assert len(quantiles) == 201 and np.all(np.diff(quantiles) >= 0)
+    assert quantiles[100] == pytest.approx(model.round_trip)
+    assert quantiles[[20, 100, 180]] == pytest.approx([0.0028, 0.006, 0.0092], abs=4e-4)

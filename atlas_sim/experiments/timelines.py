@@ -1,29 +1,35 @@
 """DDIA's home timelines (chapter 1, "Describing Load") measured on the live service and
-simulated by its twin, approach by approach: what notebook 03 calls.
+simulated by its twin, approach by approach: what notebook 03b calls.
 
-``compare_approaches`` runs, for each approach (``"read"``, ``"write"``, ``"hybrid"``), the live
-service (``LiveServer``) with ``ServerConfig(timelines=TimelineConfig(approach=a), store=...,
-cache=..., events=EventLogConfig(...))``: it loads the graph (``POST /admin/timelines``), sends
-the seeded posts (``POST /api/posts``, open loop at their scheduled times, one at a time), waits
-until the fan-out has caught up (``GET /admin/timelines``: ``fanout_lag`` 0), reads each post's
-delivery (``/admin/timelines/delivery/{post}``), then offers the seeded open-loop reads with the
-repository's load generator (``service.loadgen.run_load``: the same send times as the
-simulation's, each request to ``/api/timeline/{user}`` of its scheduled user), and reads the
-database work per operation before and after. Then it fits the cost model to those live
-measurements (``sim.timelines.calibrate_timelines``) and runs the simulated twin
-(``sim.timelines.simulate_timelines``) with the same graph, schedule and configs.
+``compare_approaches`` starts, for each approach (``"read"``, ``"write"``, ``"hybrid"``), the
+live service in a child process of its own (``programs.ServiceProcess``) with
+``ServerConfig(timelines=TimelineConfig(approach=a), store=..., cache=...,
+events=EventLogConfig(...))``: it loads the graph (``POST /admin/timelines``), writes the
+history straight into the store (and the cache), sends the seeded posts (``POST /api/posts``,
+open loop at their scheduled times, one at a time), waits until the fan-out has caught up
+(``GET /admin/timelines``: ``fanout_lag`` 0) and reads each post's delivery
+(``/admin/timelines/delivery/{post}``). Then the reads, in ``ROUNDS`` rounds: in each, every
+approach's service gets the same block of the seeded reads (the same users at the same
+times, one open-loop run of the repository's load generator, ``service.loadgen.run_load``),
+one approach after another, the order rotated from round to round, so that a busy spell of
+the machine falls on every approach alike; the database work per operation is read before
+and after. Then it fits the cost model to those live measurements
+(``sim.timelines.calibrate_timelines``) and runs the simulated twin
+(``sim.timelines.simulate_timelines``) with the same graph, configs and reads, the blocks one
+after another ``ROUND_GAP`` apart.
 
-How a read reaches its user with one load generator: ``run_load`` sends request ``i`` to
-``(url, *instances)[i % n]`` with the client's default router (``NextInstance``), so each
+How a read reaches its user with one load generator: ``run_load`` sends request ``j`` to
+``(url, *instances)[j % m]`` with the client's default router (``NextInstance``), so each
 request's "instance" is a base URL naming its user (``.../api/timeline/{user}?via=`` and the
-path ``"/"``, a query the route ignores). The generator's warm-up (``WARM_UP_CONNECTIONS`` GETs of
-``url + "/health"``) thus reads the first user's timeline a few times before time 0; the
-database work per read divides by those too.
+path ``"/"``, a query the route ignores); the generator's warm-up is off (each service is
+warmed by reads of its own first, not measured).
 
-Defaults: SQLite in a temporary directory per approach (``store_url`` for another database,
-whose timelines' tables each run forgets first); no cache unless ``cache_url`` is given, in
-which case the materialised timelines live in the store's ``home_timelines`` table (the table's
-caption says which). Every server is stopped and every temporary directory removed before a
+Each approach has a database of its own, since their services are up at once: by default a
+SQLite file in a temporary directory; with ``store_url``, files beside the SQLite file it
+names, or databases created on the PostgreSQL server it names, dropped after. The
+materialised timelines live in the store's ``home_timelines`` table unless ``cache_url`` is
+given, and then in Redis, a database number per approach (the table's caption says which).
+Every server is stopped and every temporary directory, file and database removed before a
 function returns, on error too.
 """
 
@@ -44,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from ..policies.pool import PoolConfig
+from ..results import RunResult
 from ..server_config import (
     CacheConfig,
     EventLogConfig,
@@ -62,6 +69,7 @@ from ..sim.timelines import (
 )
 from ..social import SocialGraph
 from ..validation import check_choice, check_int, check_real
+from ..workload import Load
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -89,8 +97,7 @@ class LiveTimelineRun:
     service's ``time.monotonic``), ``work`` (the reads' database work: per operation
     ``queries, rows_read, rows_written``, the difference across the reads phase),
     ``post_work`` (the posts phase's, fan-out included), ``reads_served`` (reads the service
-    answered in the reads phase, warm-up included), ``view`` (``GET /admin/timelines`` at the
-    end)."""
+    answered in the reads phase), ``view`` (``GET /admin/timelines`` at the end)."""
 
     approach: str
     result: Any
@@ -172,7 +179,8 @@ class TimelineRun:
             f"{self.graph.accounts} accounts, {self.graph.follows} follows (celebrity "
             f"{self.graph.celebrity}: {int(self.graph.follower_counts[self.graph.celebrity])} "
             f"followers); {posts} posts, then {self.schedule.reads} reads at "
-            f"{self.schedule.rate:g}/s; materialised timelines in {where}; store "
+            f"{self.schedule.rate:g}/s (in {ROUNDS} rounds, every approach the same reads, "
+            f"the order rotated); materialised timelines in {where}; store "
             f"{self.meta.get('store', '?')}"
             + ("; sim calibrated from the live run" if self.sim and self.live else
                "; live only" if self.live else "; simulated only"))
@@ -184,47 +192,59 @@ class TimelineRun:
         return sorted(runs, key=lambda a: float(np.percentile(
             runs[a].result.requests["latency"].to_numpy(dtype=float), 99)))
 
-    def p99_contradictions(self, *, margin: float = 0.2, confidence: float = 0.95,
-                           resamples: int = 2000,
-                           seed: int = 0) -> list[tuple[str, str, float, float]]:
-        """The pairs of approaches that the simulation separates and the live run orders the
-        other way, beyond its sampling error: ``(a, b, low, high)`` where the simulated read
-        p99 of ``b`` exceeds ``a``'s by more than ``margin`` (a share) but the ``confidence``
-        bootstrap interval (``resamples`` resamples of each approach's reads, seeded) of live
-        p99(a) - p99(b), seconds, lies above 0. Empty: the live run orders as the simulation
-        does wherever either can tell (two approaches whose costs the fit finds equal are a
-        coin toss in both worlds: a p99 of a few hundred reads moves by milliseconds when the
-        machine is busy)."""
-        margin = check_real("margin", margin, low=0)
+    def p99_pairs(self, *, confidence: float = 0.95, resamples: int = 2000,
+                  seed: int = 0) -> pd.DataFrame:
+        """Each pair of approaches ordered by read p99 in both worlds, one row per pair ``a``,
+        ``b`` (in ``APPROACHES`` order). For each world (``sim``, ``live``): ``<world>_a_ms``
+        and ``<world>_b_ms`` (the p99s), ``<world>_low_ms`` and ``<world>_high_ms`` (the
+        ``confidence`` bootstrap interval of p99(a) - p99(b): ``resamples`` resamples of each
+        approach's reads, seeded by ``seed``; the twin's reads are a sample too, of its draws)
+        and ``<world>`` (``"<"`` when the interval lies below 0, ``">"`` above, else
+        ``"tie"``: that world cannot tell them apart). ``agree``: the verdicts are the same;
+        ``contradicts``: one world says ``"<"`` and the other ``">"``.
+
+        Needs the live and the simulated runs (``compare_approaches(live=True,
+        twin=True)``); ValueError otherwise, or for a bad argument."""
         confidence = check_real("confidence", confidence, low=0, low_open=True, high=1,
                                 high_open=True)
         resamples = check_int("resamples", resamples, low=10, high=100_000)
+        both = [a for a in APPROACHES if a in self.live and a in self.sim]
+        if len(both) < 2:
+            raise ValueError("p99_pairs needs a live and a simulated run of at least two "
+                             "approaches (compare_approaches(live=True, twin=True))")
         rng = np.random.default_rng(seed)
-        order = self.p99_order("sim")
-
-        def boot(a: str) -> np.ndarray:
-            x = self.live[a].result.requests["latency"].to_numpy(dtype=float)
-            picks = rng.integers(0, len(x), size=(resamples, len(x)))
-            return np.percentile(x[picks], 99, axis=1)
-
-        p99 = {a: boot(a) for a in order if a in self.live}
-        simulated = {a: float(np.percentile(self.sim[a].result.requests["latency"], 99))
-                     for a in order}
         tail = (1.0 - confidence) / 2
-        found = []
-        for i, a in enumerate(order):
-            for b in order[i + 1:]:
-                if a in p99 and b in p99 and simulated[b] > (1.0 + margin) * simulated[a]:
-                    low, high = np.quantile(p99[a] - p99[b], [tail, 1.0 - tail])
-                    if low > 0:
-                        found.append((a, b, float(low), float(high)))
-        return found
+        p99: dict[tuple[str, str], float] = {}
+        boot: dict[tuple[str, str], np.ndarray] = {}
+        for world, runs in (("sim", self.sim), ("live", self.live)):
+            for a in both:
+                x = runs[a].result.requests["latency"].to_numpy(dtype=float)
+                p99[world, a] = float(np.percentile(x, 99))
+                boot[world, a] = np.percentile(
+                    x[rng.integers(0, len(x), size=(resamples, len(x)))], 99, axis=1)
+        rows = []
+        for i, a in enumerate(both):
+            for b in both[i + 1:]:
+                row: dict[str, Any] = {"a": a, "b": b}
+                for world in ("sim", "live"):
+                    low, high = np.quantile(boot[world, a] - boot[world, b],
+                                            [tail, 1.0 - tail])
+                    row |= {f"{world}_a_ms": 1e3 * p99[world, a],
+                            f"{world}_b_ms": 1e3 * p99[world, b],
+                            f"{world}_low_ms": 1e3 * float(low),
+                            f"{world}_high_ms": 1e3 * float(high),
+                            world: "<" if high < 0 else ">" if low > 0 else "tie"}
+                row["agree"] = row["sim"] == row["live"]
+                row["contradicts"] = {row["sim"], row["live"]} == {"<", ">"}
+                rows.append(row)
+        return pd.DataFrame(rows)
 
 
 # -- the live side -----------------------------------------------------------------------------
 @contextlib.contextmanager
 def _service(config: ServerConfig, *, seed: int, name: str) -> Iterator[tuple[Any, httpx.Client]]:
-    """A live service built from ``config``, and an HTTP client to it; both closed after."""
+    """A live service built from ``config`` in this process, and an HTTP client to it; both
+    closed after."""
     from ..config import Settings
     from ..service import LiveServer, create_app
 
@@ -406,62 +426,248 @@ def _send_posts(http: httpx.Client, schedule: TimelineSchedule,
     return latency, ids
 
 
-def _live_approach(graph: SocialGraph, schedule: TimelineSchedule, config: ServerConfig, *,
-                   graph_args: dict[str, Any], seed: int) -> LiveTimelineRun:
-    from ..service import run_load
-    from ..service.loadgen.driver import WARM_UP_CONNECTIONS
+@dataclass(eq=False)
+class _Prepared:
+    """One approach's live service after its posts phase, running until the reads are done."""
 
-    approach = (config.timelines or TimelineConfig()).approach
-    threshold = (config.timelines or TimelineConfig()).threshold
-    with _service(config, seed=seed, name=f"atlas-timelines-{approach}") as (server, http):
-        _load_graph(http, graph_args)
-        assert config.store is not None and config.store.url is not None
-        _insert_history(config.store.url, graph=graph, history=schedule.history,
-                        approach=approach, threshold=threshold,
-                        length=(config.timelines or TimelineConfig()).length,
-                        cache=config.cache)
-        post_server = np.full(len(schedule.post_times), np.nan)
-        post_latency, ids = _send_posts(http, schedule, post_server)
-        view = _wait_for_fanout(http)
-        post_work = view["database_work"]
-        wanted = range(len(ids)) if approach != "read" else [schedule.celebrity_post]
-        rows = []
-        for i in wanted:
-            d = _ok(http.get(f"/admin/timelines/delivery/{ids[i]}"))
-            lag = (d["delivered_at"] - d["posted_at"]) if d["delivered_at"] is not None \
-                else math.nan
-            rows.append({"post": ids[i], "author": d["author"], "followers": d["followers"],
-                         "posted_at": d["posted_at"], "delivered_at": d["delivered_at"],
-                         "lag": lag, "delivered": d["delivered"],
-                         "celebrity": i == schedule.celebrity_post})
-        deliveries = pd.DataFrame(rows)
-        users = schedule.read_users
-        bases = [f"{server.url}/api/timeline/{int(u)}?via=" for u in users]
+    approach: str
+    threshold: int
+    server: Any
+    http: httpx.Client
+    post_latency: np.ndarray
+    post_server: np.ndarray
+    deliveries: pd.DataFrame
+    post_work: dict[str, dict[str, int]]
+
+
+def _start_services(stack: contextlib.ExitStack, configs: dict[str, ServerConfig], *,
+                    seed: int) -> dict[str, Any]:
+    """Each approach's service in a child process of its own (``programs.ServiceProcess``:
+    read one after another, services and load generator in one process would share one
+    interpreter lock and each other's pauses), started at once (each start is mostly a wait
+    for its interpreter), stopped when ``stack`` closes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..service.programs import ServiceProcess
+
+    servers = {a: ServiceProcess(c, seed=seed, name=f"atlas-timelines-{a}", stop_timeout=2.0)
+               for a, c in configs.items()}
+    for server in servers.values():
+        stack.callback(server.stop)
+    with ThreadPoolExecutor(max_workers=len(servers)) as pool:
+        for started in [pool.submit(server.start) for server in servers.values()]:
+            started.result()
+    return servers
+
+
+def _prepare_approach(stack: contextlib.ExitStack, graph: SocialGraph,
+                      schedule: TimelineSchedule, config: ServerConfig, server: Any, *,
+                      graph_args: dict[str, Any]) -> _Prepared:
+    """On ``config``'s running service, load the graph and the history, send the posts, wait
+    for the fan-out and read every post's delivery."""
+    timeline = config.timelines or TimelineConfig()
+    approach, threshold = timeline.approach, timeline.threshold
+    http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30.0))
+    _load_graph(http, graph_args)
+    assert config.store is not None and config.store.url is not None
+    _insert_history(config.store.url, graph=graph, history=schedule.history,
+                    approach=approach, threshold=threshold, length=timeline.length,
+                    cache=config.cache)
+    post_server = np.full(len(schedule.post_times), np.nan)
+    post_latency, ids = _send_posts(http, schedule, post_server)
+    view = _wait_for_fanout(http)
+    wanted = range(len(ids)) if approach != "read" else [schedule.celebrity_post]
+    rows = []
+    for i in wanted:
+        d = _ok(http.get(f"/admin/timelines/delivery/{ids[i]}"))
+        lag = (d["delivered_at"] - d["posted_at"]) if d["delivered_at"] is not None \
+            else math.nan
+        rows.append({"post": ids[i], "author": d["author"], "followers": d["followers"],
+                     "posted_at": d["posted_at"], "delivered_at": d["delivered_at"],
+                     "lag": lag, "delivered": d["delivered"],
+                     "celebrity": i == schedule.celebrity_post})
+    return _Prepared(approach=approach, threshold=threshold, server=server, http=http,
+                     post_latency=post_latency, post_server=post_server,
+                     deliveries=pd.DataFrame(rows), post_work=view["database_work"])
+
+
+def _approach_stores(stack: contextlib.ExitStack, store_url: str | None,
+                     approaches: Sequence[str]) -> dict[str, str]:
+    """One database per approach, their services being up at once: None, a SQLite file each
+    in a temporary directory; a SQLite url, files beside it named ``<stem>-<approach>``; a
+    PostgreSQL url, databases ``<name>_tl_<approach>`` on that server, created afresh. All
+    removed when ``stack`` closes."""
+    if store_url is None:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-tl-"))
+        return {a: f"sqlite:///{directory}/timelines-{a}.db" for a in approaches}
+    if store_url.startswith("sqlite:///"):
+        import pathlib
+
+        path = pathlib.Path(store_url[len("sqlite:///"):])
+        files = {a: path.with_name(f"{path.stem}-{a}{path.suffix}") for a in approaches}
+
+        def remove() -> None:
+            for file in files.values():
+                for extra in ("", "-wal", "-shm"):
+                    pathlib.Path(f"{file}{extra}").unlink(missing_ok=True)
+
+        remove()
+        stack.callback(remove)
+        return {a: f"sqlite:///{f}" for a, f in files.items()}
+    if store_url.startswith(("postgresql://", "postgres://")):
+        import psycopg
+        from psycopg import sql
+
+        url = httpx.URL(store_url)
+        base = url.path.strip("/") or "postgres"
+        names = {a: f"{base}_tl_{a}" for a in approaches}
+
+        def run(statement: str, name: str) -> None:
+            with psycopg.connect(store_url, autocommit=True) as pg:
+                pg.execute(sql.SQL(statement).format(sql.Identifier(name)))
+
+        for name in names.values():
+            run("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+            run("CREATE DATABASE {}", name)
+            stack.callback(run, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+        return {a: str(url.copy_with(path=f"/{n}")) for a, n in names.items()}
+    raise ValueError(f"store_url must be a sqlite:/// or postgresql:// url or None, got "
+                     f"{store_url!r}")
+
+
+def _approach_caches(cache_url: str | None,
+                     approaches: Sequence[str]) -> dict[str, str | None]:
+    """One Redis database per approach on ``cache_url``'s server: the url's database number
+    plus 1, 2, 3 (modulo Redis's 16), each flushed by its service's graph load."""
+    if cache_url is None:
+        return {a: None for a in approaches}
+    url = httpx.URL(cache_url)
+    first = int(url.path.strip("/") or 0)
+    return {a: str(url.copy_with(path=f"/{(first + 1 + k) % 16}"))
+            for k, a in enumerate(approaches)}
+
+
+#: The reads go out in this many rounds; in each, every approach gets the same block of reads.
+ROUNDS = 3
+#: Seconds between two rounds in the twin's schedule (live, the other approaches' blocks run
+#: then; either way the service is idle, its queues empty, when the next block starts).
+ROUND_GAP = 1.0
+
+
+def _rounds(schedule: TimelineSchedule) -> list[tuple[range, np.ndarray]]:
+    """The reads split into ``ROUNDS`` blocks: each block's read indices and its send times
+    (seconds from the block's start, ``Load(rate=rate, requests=len(block)).schedule(seed +
+    round)``: the same for every approach)."""
+    bounds = np.linspace(0, schedule.reads, ROUNDS + 1).round().astype(int)
+    blocks = []
+    for r in range(ROUNDS):
+        indices = range(int(bounds[r]), int(bounds[r + 1]))
+        if len(indices):
+            times, _ = Load(rate=schedule.rate, requests=len(indices)).schedule(
+                schedule.seed + r)
+            blocks.append((indices, np.asarray(times)))
+    return blocks
+
+
+def _round_offsets(blocks: list[tuple[range, np.ndarray]]) -> list[float]:
+    """Where each block starts on one approach's timeline: the previous block's last send
+    plus ``ROUND_GAP``."""
+    offsets, at = [], 0.0
+    for _, times in blocks:
+        offsets.append(at)
+        at += float(times[-1]) + ROUND_GAP
+    return offsets
+
+
+def _read_times(schedule: TimelineSchedule) -> np.ndarray:
+    """Each read's send time on its approach's timeline, shape (reads,): the blocks of
+    ``_rounds`` one after another, ``_round_offsets`` apart (the twin's schedule)."""
+    blocks = _rounds(schedule)
+    return np.concatenate([times + offset for (_, times), offset in
+                           zip(blocks, _round_offsets(blocks), strict=True)])
+
+
+def _read_phase(prepared: list[_Prepared], graph: SocialGraph, schedule: TimelineSchedule
+                ) -> dict[str, LiveTimelineRun]:
+    """The reads of every approach in ``ROUNDS`` rounds: in each round every approach's
+    service gets the same block of reads (the same users at the same times), one approach
+    after another, the order rotated from round to round, so that a busy spell of the machine
+    falls on every approach alike rather than on whichever ran then. Each block is one
+    open-loop run of the load generator; an approach's blocks are joined into one
+    ``RunResult`` on the timeline of ``_read_times``."""
+    from ..service import run_load
+
+    n = len(prepared)
+    blocks = _rounds(schedule)
+    offsets = _round_offsets(blocks)
+    before = {}
+    for p in prepared:
         for u in range(0, graph.accounts, max(1, graph.accounts // WARM_UP_READS)):
-            _ok(http.get(f"/api/timeline/{u}"))  # warm the database's pages, not measured
-        before = _ok(http.get("/admin/timelines"))["database_work"]
-        # the garbage of the runs before (a whole service's) collected now, not in a
-        # collection that pauses this run's reads for a hundred milliseconds
-        gc.collect()
-        max_connections = 64
-        result = run_load(bases[0], instances=bases[1:], path="/", load=schedule.load,
-                          seed=schedule.seed, server_events=False, progress=False,
-                          max_connections=max_connections)
-        view = _ok(http.get("/admin/timelines"))
-        work = _difference(view["database_work"], before)
+            _ok(p.http.get(f"/api/timeline/{u}"))  # warm the database's pages, not measured
+        before[p.approach] = _ok(p.http.get("/admin/timelines"))["database_work"]
+    parts: dict[str, list[RunResult]] = {p.approach: [] for p in prepared}
+    # the garbage of what ran before collected now and the survivors set aside, so that no
+    # full collection pauses the generator in the middle of a block for a hundred milliseconds
+    gc.collect()
+    gc.freeze()
+    try:
+        for r, (indices, _) in enumerate(blocks):
+            for k in range(n):
+                p = prepared[(r + k) % n]
+                users = schedule.read_users[indices.start:indices.stop]
+                bases = [f"{p.server.url}/api/timeline/{int(u)}?via=" for u in users]
+                parts[p.approach].append(run_load(
+                    bases[0], instances=bases[1:], path="/",
+                    load=Load(rate=schedule.rate, requests=len(indices)),
+                    seed=schedule.seed + r, server_events=False, progress=False,
+                    max_connections=64, warm_up=False))
+    finally:
+        gc.unfreeze()
     posts_by_author = np.bincount(schedule.post_authors, minlength=graph.accounts) + \
         schedule.history
-    instance = result.attempts.sort_values("request_id")["instance"].to_numpy()
-    read_users = users[instance]
-    above = threshold if approach == "hybrid" else None
-    scanned = np.array([0 if approach == "write" else
-                        rows_scanned(graph, posts_by_author, int(u), above=above)
-                        for u in read_users])
-    return LiveTimelineRun(
-        approach=approach, result=result, users=read_users, rows_scanned=scanned,
-        post_latency=post_latency, post_server=post_server, deliveries=deliveries, work=work,
-        post_work=post_work,
-        reads_served=len(users) + min(WARM_UP_CONNECTIONS, max_connections), view=view)
+    runs = {}
+    for p in prepared:
+        view = _ok(p.http.get("/admin/timelines"))
+        result = _join_blocks(parts[p.approach], blocks, offsets)
+        instance = result.attempts.sort_values("request_id")["instance"].to_numpy()
+        read_users = schedule.read_users[instance]
+        above = p.threshold if p.approach == "hybrid" else None
+        scanned = np.array([0 if p.approach == "write" else
+                            rows_scanned(graph, posts_by_author, int(u), above=above)
+                            for u in read_users])
+        runs[p.approach] = LiveTimelineRun(
+            approach=p.approach, result=result, users=read_users, rows_scanned=scanned,
+            post_latency=p.post_latency, post_server=p.post_server, deliveries=p.deliveries,
+            work=_difference(view["database_work"], before[p.approach]),
+            post_work=p.post_work, reads_served=schedule.reads, view=view)
+    return runs
+
+
+def _join_blocks(results: list[RunResult], blocks: list[tuple[range, np.ndarray]],
+                 offsets: list[float]) -> RunResult:
+    """One approach's blocks as one run: request ids and instances made the reads' indices,
+    times moved by the block's offset, ``meta["server_work"]`` joined."""
+    requests, attempts, work = [], [], []
+    for result, (indices, _), offset in zip(results, blocks, offsets, strict=True):
+        first = indices.start
+        requests.append(result.requests.assign(
+            request_id=result.requests["request_id"] + first,
+            t_start=result.requests["t_start"] + offset,
+            t_end=result.requests["t_end"] + offset))
+        attempts.append(result.attempts.assign(
+            request_id=result.attempts["request_id"] + first,
+            instance=result.attempts["instance"] + first,
+            t_start=result.attempts["t_start"] + offset,
+            t_end=result.attempts["t_end"] + offset))
+        work.append(np.asarray(result.meta.get("server_work",
+                                               np.full(len(result.attempts), np.nan)), float))
+    last = results[-1]
+    return RunResult(requests=pd.concat(requests, ignore_index=True),
+                     attempts=pd.concat(attempts, ignore_index=True),
+                     events=last.events.iloc[:0], duration=offsets[-1] + last.duration,
+                     source=last.source,
+                     meta={**last.meta, "server_work": np.concatenate(work),
+                           "rounds": len(results)})
 
 
 def _fanout_times(deliveries: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -579,22 +785,22 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
                   "tail_index": tail_index, "seed": seed}
     live_runs: dict[str, LiveTimelineRun] = {}
     configs: dict[str, ServerConfig] = {}
+    prepared: list[_Prepared] = []
     with contextlib.ExitStack() as stack:
-        if store_url is None and live:
-            directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-tl-"))
+        if live:
+            stores = _approach_stores(stack, store_url, approaches)
+            caches = _approach_caches(cache_url, approaches)
         for approach in approaches:
-            if store_url is not None:
-                store = StoreConfig(url=store_url)
-            elif live:
-                store = StoreConfig(url=f"sqlite:///{directory}/timelines-{approach}.db")
-            else:
-                store = StoreConfig()
+            store = StoreConfig(url=stores[approach]) if live else StoreConfig()
             configs[approach] = dataclasses.replace(
-                _configs([approach], threshold=threshold, store=store, cache_url=cache_url,
+                _configs([approach], threshold=threshold, store=store,
+                         cache_url=caches[approach] if live else cache_url,
                          events=events)[approach], pool=pool)
-            if live:
-                live_runs[approach] = _live_approach(graph, schedule, configs[approach],
-                                                     graph_args=graph_args, seed=seed)
+        if live:
+            servers = _start_services(stack, configs, seed=seed)
+            prepared = [_prepare_approach(stack, graph, schedule, configs[a], servers[a],
+                                          graph_args=graph_args) for a in approaches]
+            live_runs = _read_phase(prepared, graph, schedule)
     if not twin:
         return TimelineRun(graph=graph, schedule=schedule, server=configs, live=live_runs,
                            sim={}, cost=cost or TimelineCostModel(),
@@ -607,7 +813,9 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         cost = TimelineCostModel()
     elif not isinstance(cost, TimelineCostModel):
         raise ValueError(f"cost must be a TimelineCostModel or None, got {cost!r}")
-    sim_runs = {a: simulate_timelines(graph, schedule, server=configs[a], cost=cost,
+    # the twin reads in the same blocks at the same times, one block after another
+    blocked = dataclasses.replace(schedule, read_times=_read_times(schedule))
+    sim_runs = {a: simulate_timelines(graph, blocked, server=configs[a], cost=cost,
                                       cache=cache_url is not None,
                                       warm_cache=cache_url is not None and history > 0)
                 for a in approaches}

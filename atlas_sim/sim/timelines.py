@@ -75,6 +75,8 @@ __all__ = ["TimelineCostModel", "TimelineSchedule", "TimelineSimRun", "calibrate
 OPERATIONS = ("timeline_read", "post", "fanout", "rebuild")
 #: The key after the schedule's seed of the reads' round-trip draws (``TimelineCostModel``).
 ROUND_TRIP_STREAM = 7
+#: The key after the schedule's seed of the reads' stretch draws.
+STRETCH_STREAM = 8
 #: How many quantiles of the live round trip ``calibrate_timelines`` keeps.
 ROUND_TRIP_QUANTILES = 201
 
@@ -101,6 +103,13 @@ class TimelineCostModel:
             schedule's seed), so that the twin's tail carries the client's and network's
             variation the live run measured, not only their median; ``()`` (the default):
             every request pays ``round_trip``.
+        stretch_quantiles: the distribution of how much longer than the model a read's
+            handler took, as a share of the model's time (the host's pauses: a thread waiting
+            for the interpreter, a process for a core, a statement for the database's
+            scheduler; they grow with the work a read does), as quantiles like
+            ``round_trip_quantiles``: when given, each read draws one share ``s`` and, after
+            its work ``w`` (its ``overhead``, statements and cache reads), waits ``s * w``
+            more as a pure delay (off the loop and the pool); ``()``: none.
 
     All >= 0 and finite; ValueError naming the field otherwise.
     """
@@ -114,28 +123,39 @@ class TimelineCostModel:
     fanout_base: float = 0.001
     per_insert: float = 1e-5
     round_trip_quantiles: tuple[float, ...] = ()
+    stretch_quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("overhead", "round_trip", "query_base", "per_row", "cache_read", "post_insert",
                      "fanout_base", "per_insert"):
             object.__setattr__(self, name, check_real(name, getattr(self, name), low=0))
-        quantiles = self.round_trip_quantiles
-        if not isinstance(quantiles, tuple | list | np.ndarray):
-            raise ValueError(f"round_trip_quantiles must be a sequence of seconds, got "
-                             f"{quantiles!r}")
-        quantiles = tuple(check_real("round_trip_quantiles", q, low=0) for q in quantiles)
-        if len(quantiles) == 1 or any(b < a for a, b in itertools.pairwise(quantiles)):
-            raise ValueError(f"round_trip_quantiles must be empty or at least 2 non-decreasing "
-                             f"values, got {quantiles!r}")
-        object.__setattr__(self, "round_trip_quantiles", quantiles)
+        for name in ("round_trip_quantiles", "stretch_quantiles"):
+            quantiles = getattr(self, name)
+            if not isinstance(quantiles, tuple | list | np.ndarray):
+                raise ValueError(f"{name} must be a sequence of seconds, got {quantiles!r}")
+            quantiles = tuple(check_real(name, q, low=0) for q in quantiles)
+            if len(quantiles) == 1 or any(b < a for a, b in itertools.pairwise(quantiles)):
+                raise ValueError(f"{name} must be empty or at least 2 non-decreasing values, "
+                                 f"got {quantiles!r}")
+            object.__setattr__(self, name, quantiles)
 
     def round_trips(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` round trips (seconds, shape (n,)): drawn from ``round_trip_quantiles`` by
         inverse transform (linear between the quantiles), else ``round_trip`` each."""
-        if not self.round_trip_quantiles:
-            return np.full(n, self.round_trip)
-        levels = np.linspace(0.0, 1.0, len(self.round_trip_quantiles))
-        return np.interp(rng.random(n), levels, self.round_trip_quantiles)
+        return _draw(self.round_trip_quantiles, n, rng, self.round_trip)
+
+    def stretches(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """``n`` stretches (shares, shape (n,)) from ``stretch_quantiles``, else 0."""
+        return _draw(self.stretch_quantiles, n, rng, 0.0)
+
+
+def _draw(quantiles: tuple[float, ...], n: int, rng: np.random.Generator,
+          default: float) -> np.ndarray:
+    """``n`` draws from a distribution given by its quantiles at evenly spaced probabilities
+    (inverse transform sampling, linear between them); ``default`` each when there are none."""
+    if not quantiles:
+        return np.full(n, default)
+    return np.interp(rng.random(n), np.linspace(0.0, 1.0, len(quantiles)), quantiles)
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,6 +278,9 @@ class _Twin:
         # each read's round trip; its own stream, so the schedule's draws stay as they were
         self.read_round_trips = cost.round_trips(
             len(schedule.read_times), np.random.default_rng([schedule.seed, ROUND_TRIP_STREAM]))
+        # each read's stretch, by request id
+        self.read_stretches = cost.stretches(
+            len(schedule.read_times), np.random.default_rng([schedule.seed, STRETCH_STREAM]))
         self.read_phase = 0.0
 
     def count(self, op: str, queries: int = 1, read: int = 0, written: int = 0) -> None:
@@ -340,31 +363,39 @@ class _Twin:
         config, cost, length = self.config, self.cost, self.config.length
         yield from self.on_loop(float(self.read_round_trips[request_id]))
         scanned = 0
+        work = cost.overhead  # the handler's own time, which the stretch lengthens
         if config.approach == "read":
             scanned = rows_scanned(self.graph, self.posts_by_author, user)
+            work += cost.query_base + cost.per_row * scanned
             yield from self.statement(cost.query_base + cost.per_row * scanned)
             self.count("timeline_read", read=min(length, scanned))
         else:
             at_most = config.threshold if config.approach == "hybrid" else None
             if self.cache:
                 if user in self.cached:
+                    work += cost.cache_read
                     yield self.env.timeout(cost.cache_read)
                 else:  # a cold timeline, rebuilt cache-aside by approach 1's query
                     rebuilt = rows_scanned(self.graph, self.posts_by_author, user,
                                            at_most=at_most)
                     scanned += rebuilt
+                    work += cost.query_base + cost.per_row * rebuilt
                     yield from self.statement(cost.query_base + cost.per_row * rebuilt)
                     self.count("rebuild", read=min(length, rebuilt))
                     self.cached.add(user)
             else:
+                work += cost.cache_read
                 yield from self.statement(cost.cache_read)
                 self.count("timeline_read", read=min(length, int(self.home[user])))
-            if config.approach == "hybrid":
-                above = rows_scanned(self.graph, self.posts_by_author, user,
-                                     above=config.threshold)
-                scanned += above
-                yield from self.statement(cost.query_base + cost.per_row * above)
-                self.count("timeline_read", read=min(length, above))
+        if config.approach == "hybrid":
+            above = rows_scanned(self.graph, self.posts_by_author, user, above=config.threshold)
+            scanned += above
+            work += cost.query_base + cost.per_row * above
+            yield from self.statement(cost.query_base + cost.per_row * above)
+            self.count("timeline_read", read=min(length, above))
+        stretch = float(self.read_stretches[request_id]) * work
+        if stretch > 0:  # the host's pauses, a pure delay
+            yield self.env.timeout(stretch)
         self.reads.append((request_id, start - self.read_phase, self.env.now - self.read_phase,
                            scanned))
 
@@ -457,7 +488,9 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
       rows`` (the service's own time, which its loop and pool spend), and ``round_trip`` =
       the median of ``seconds - server`` (the rest of the client's latency, a pure delay),
       ``round_trip_quantiles`` its ``ROUND_TRIP_QUANTILES`` quantiles, pooled over the
-      approaches (the client and the network do not depend on the approach; with
+      approaches (the client and the network do not depend on the approach), and
+      ``stretch_quantiles`` those of each read's ``server`` over its fitted time, less 1,
+      clipped at 0 (with
       no ``server`` column the fit is of ``seconds`` and ``round_trip`` is 0), with ``Q`` = 1
       for an approach that queries (``"read"``, ``"hybrid"``) and ``C`` =
       1 for one that reads a materialised timeline (``"write"``, ``"hybrid"``). Only the
@@ -503,6 +536,16 @@ def calibrate_timelines(live_samples: pd.DataFrame, *,
         fit = lsq_linear(design, trimmed["seconds"].to_numpy(dtype=float), bounds=(0, np.inf))
         fitted.update(zip(("overhead", "query_base", "cache_read", "per_row"),
                           (float(x) for x in fit.x), strict=True))
+        if server_side:
+            # how much longer than the fit each read's handler took, as a share of the fit
+            approach = reads["approach"].to_numpy()
+            fitted_seconds = (fit.x[0] + fit.x[1] * np.isin(approach, ("read", "hybrid"))
+                              + fit.x[2] * np.isin(approach, ("write", "hybrid"))
+                              + fit.x[3] * reads["rows"].to_numpy(dtype=float))
+            shares = np.maximum(0.0, reads["seconds"].to_numpy(dtype=float)
+                                / np.maximum(fitted_seconds, 1e-9) - 1.0)
+            fitted["stretch_quantiles"] = tuple(float(q) for q in np.quantile(
+                shares, np.linspace(0.0, 1.0, ROUND_TRIP_QUANTILES)))
     overhead = fitted.get("overhead", defaults.overhead)
     posts = live_samples[live_samples["kind"] == "post"]
     if len(posts):

@@ -1,16 +1,15 @@
 """The home timelines compared live and simulated (``experiments.timelines``): every read
 answered in both worlds, the same work counted in both, the table, the figure, the live-only
-run the notebook shows, nothing left behind (servers, threads, temporary directories), and the
-twin's p50 near live's (the handler's time on the loop, the rest a pure delay), and no pair of
-approaches that the twin separates ordered the other way by the live read p99, on SQLite and on
-the card's PostgreSQL and Redis (with the cache warm, as after a history of fan-outs). That the
-live p99 orders all three as the twin does is not tested: at a size that loads in seconds,
-approach 1's query is planned well on both databases and costs about a millisecond, within the
-noise of the HTTP round trip (issue 22, left open)"""
+run the notebook shows, nothing left behind (servers, processes, threads, temporary
+directories, databases), the twin's p50 and p99 near live's, and no pair of approaches ordered
+one way by the twin's read p99 and the other way by live's beyond its sampling error, on
+SQLite and on the card's PostgreSQL and Redis (with the cache warm, as after a history of
+fan-outs). At a size that loads in seconds the pairs are mostly ties in both worlds: approach
+1's query is planned well on both databases and costs about a millisecond, within the noise of
+the HTTP round trip."""
 
 from __future__ import annotations
 
-import gc
 import glob
 import os
 import tempfile
@@ -91,24 +90,33 @@ def test_the_twin_spends_the_round_trip_off_the_service_loop(run):
 
 
 @pytest.mark.live
+def test_the_twins_p99_lands_near_live_and_orders_no_pair_the_other_way(run):
+    # each read's round trip and each call's pause drawn from what the live run measured:
+    # the twin's tail is the live tail's, not a noiseless one (it was a third of it)
+    for approach in APPROACHES:
+        live = np.percentile(run.live[approach].result.requests["latency"], 99)
+        sim = np.percentile(run.sim[approach].result.requests["latency"], 99)
+        assert 0.5 * live < sim < 1.6 * live, approach
+    pairs = run.p99_pairs()
+    assert len(pairs) == 3 and not pairs["contradicts"].any()
+
+
+@pytest.mark.live
 def test_on_postgresql_and_redis_with_a_warm_cache_no_pair_is_ordered_the_other_way_live(
         postgres_url, redis_url):
-    gc.collect()
-    gc.freeze()  # earlier tests' objects set aside: no full collection pauses the live reads
-    try:
-        run = compare_approaches(store_url=postgres_url, cache_url=redis_url)
-    finally:
-        gc.unfreeze()
+    run = compare_approaches(store_url=postgres_url, cache_url=redis_url)
     # the timelines were materialised in Redis before the reads: no read rebuilt one
     for approach in ("write", "hybrid"):
         assert run.live[approach].work["rebuild"]["queries"] == 0
         assert run.sim[approach].work["rebuild"]["queries"] == 0
     assert run.live["write"].view["fanout_inserts"] > 0  # the fan-out reached the timelines
-    # the twin puts the cache's read first (no pooled connection, no query); live agrees
-    # wherever it can tell
-    assert run.p99_order("sim")[0] == "write"
-    assert run.p99_contradictions() == []
+    assert not run.p99_pairs()["contradicts"].any()
     assert not leftovers()
+    import psycopg  # each approach's database was dropped after
+
+    with psycopg.connect(postgres_url) as pg:
+        names = [r[0] for r in pg.execute("SELECT datname FROM pg_database").fetchall()]
+    assert not [name for name in names if "_tl_" in name]
 
 
 @pytest.mark.live

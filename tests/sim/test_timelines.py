@@ -239,3 +239,30 @@ def test_calibration_keeps_the_round_trips_distribution():
     assert len(quantiles) == 201 and np.all(np.diff(quantiles) >= 0)
     assert quantiles[100] == pytest.approx(model.round_trip)
     assert quantiles[[20, 100, 180]] == pytest.approx([0.0028, 0.006, 0.0092], abs=4e-4)
+
+
+def test_a_reads_stretch_lengthens_its_handler_time_in_proportion(graph, schedule):
+    # every read's handler work w (overhead + its statement) stretched by s = 1: 2 w in all
+    base = TimelineCostModel(overhead=0.0005, query_base=0.0015, per_row=0.0, cache_read=0.001)
+    stretched = TimelineCostModel(**{**base.__dict__, "stretch_quantiles": (1.0, 1.0)})
+    read = ServerConfig(timelines=TimelineConfig(approach="read"))
+    plain = simulate_timelines(graph, schedule, server=read, cost=base).result.requests
+    slow = simulate_timelines(graph, schedule, server=read, cost=stretched).result.requests
+    assert np.median(plain["latency"]) == pytest.approx(0.002, rel=0.05)
+    assert np.median(slow["latency"]) == pytest.approx(0.004, rel=0.05)
+    with pytest.raises(ValueError, match="stretch_quantiles"):
+        TimelineCostModel(stretch_quantiles=(2.0, 1.0))
+
+
+def test_calibration_keeps_each_reads_stretch_over_the_fit():
+    rng = np.random.default_rng(4)
+    rows = rng.integers(0, 300, size=300)
+    fitted = 0.001 + 1e-5 * rows
+    stretch = np.where(np.arange(300) % 2 == 0, 0.0, 1.0)  # half at the fit, half twice it
+    server = fitted * (1 + stretch)
+    frame = pd.DataFrame({"kind": "read", "approach": np.repeat(["read", "write", "hybrid"], 100),
+                          "seconds": server + 0.004, "rows": rows, "server": server})
+    model = calibrate_timelines(frame)
+    quantiles = np.asarray(model.stretch_quantiles)
+    assert quantiles[40] == pytest.approx(0.0, abs=0.05)
+    assert quantiles[160] == pytest.approx(1.0, abs=0.05)

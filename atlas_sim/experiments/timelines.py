@@ -723,7 +723,7 @@ def _configs(approaches: Sequence[str], *, threshold: int, store: StoreConfig | 
 
 
 def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
-                       reads: int = 300, rate: float = 75.0, posts: int = 120,
+                       reads: int = 300, rate: float = 100.0, posts: int = 120,
                        post_rate: float = 100.0, history: int = 10, seed: int = 2024,
                        threshold: int = 100,
                        live: bool = True, store_url: str | None = None,

@@ -19,9 +19,12 @@ The data system behind the service, read when ``/metrics`` is scraped (``DataSys
     atlas_api_db_pool_wait_seconds                              (histogram: granted waiters)
     atlas_api_db_pool_timeouts_total                            (counter: PoolTimeout)
     atlas_api_db_pool_refusals_total                            (counter: PoolRefused)
+    atlas_api_db_pool_replaced_total                            (counter: broken, replaced)
     atlas_api_cache_requests_total{result="hit"|"miss"|"error"} (counter; with a cache only)
     atlas_api_cache_hit_ratio                                   (gauge; NaN before a request)
-    atlas_api_event_consumer_lag{group, topic}                  (gauge; with consumers only)
+    atlas_api_event_consumer_lag{group, topic}                  (gauge; with consumers only;
+                                                                 left out when its query fails)
+    atlas_api_event_consumer_lag_failures_total                 (counter: such failures)
     atlas_api_db_queries_total{operation}                       (counter: statements run)
     atlas_api_db_rows_total{operation, direction="read"|"written"}  (counter: rows)
 
@@ -268,7 +271,7 @@ class MetricsMiddleware:
                 in_progress[0] -= 1  # after recording: a gauge at 0 means all are counted
 
 
-#: Seconds a scrape waits for the consumers' lag (a query) before showing the last one read.
+#: Seconds a scrape waits for the consumers' lag (a query) before leaving it out.
 LAG_TIMEOUT = 1.0
 
 
@@ -289,6 +292,8 @@ class DataSystemCollector(Collector):
         self._buckets = [0] * (len(BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
         self._wait_sum = 0.0
         self._lag: dict[tuple[str, str], int] = {}
+        #: Scrapes whose lag query failed or took longer than ``LAG_TIMEOUT``.
+        self.lag_failures = 0
 
     def _consumers(self, state: Any) -> list[Any]:
         """The running event consumers: the app's (``state.events``) and the home timelines'
@@ -308,6 +313,10 @@ class DataSystemCollector(Collector):
             try:
                 lag = await asyncio.wait_for(events.lag(), LAG_TIMEOUT)
             except (TimeoutError, Exception):
+                # no number rather than an old one: a stuck consumer must not show its last,
+                # perhaps small, lag; the failure is counted instead
+                self._lag = {}
+                self.lag_failures += 1
                 return
             lags.update({(str(g), str(t)): int(v) for (g, t), v in dict(lag).items()})
         self._lag = lags
@@ -317,6 +326,9 @@ class DataSystemCollector(Collector):
         if state is None:
             return
         yield from self._pool_metrics(getattr(state.store, "pool", None))
+        yield CounterMetricFamily("atlas_api_db_pool_replaced",
+                                  "Pooled database connections found broken and replaced",
+                                  value=getattr(state.store, "replaced", 0))
         cache = getattr(state, "cache", None)
         if cache is not None:
             yield from self._cache_metrics(cache)
@@ -331,6 +343,10 @@ class DataSystemCollector(Collector):
             for (group, topic), value in sorted(self._lag.items()):
                 lag.add_metric([group, topic], value)
             yield lag
+            yield CounterMetricFamily("atlas_api_event_consumer_lag_failures",
+                                      "Scrapes whose consumer-lag query failed or timed out "
+                                      "(the lag is then left out, not shown stale)",
+                                      value=self.lag_failures)
 
     def _pool_metrics(self, pool: Any) -> Iterator[Metric]:
         policy = getattr(pool, "policy", None)

@@ -231,8 +231,11 @@ def test_a_dry_pool_answers_503_with_retry_after_naming_the_pool():
 class _Events:
     def __init__(self, lag: dict[tuple[str, str], int]) -> None:
         self._lag = lag
+        self.failing = False
 
     async def lag(self) -> dict[tuple[str, str], int]:
+        if self.failing:
+            raise ConnectionError("the database went away")
         return self._lag
 
 
@@ -265,6 +268,7 @@ def test_metrics_show_the_pool_the_cache_and_the_consumer_lag():
     assert after[("atlas_api_db_pool_waiting", ())] == 0
     assert after[("atlas_api_db_pool_timeouts_total", ())] == 0
     assert after[("atlas_api_db_pool_refusals_total", ())] == 0
+    assert after[("atlas_api_db_pool_replaced_total", ())] == 0
     # two of the three orders waited for the one connection (about 0.02 and 0.04 s)
     assert after[("atlas_api_db_pool_wait_seconds_count", ())] >= 2
     assert after[("atlas_api_db_pool_wait_seconds_bucket", (("le", "+Inf"),))] >= 2
@@ -282,6 +286,23 @@ def test_metrics_show_the_pool_the_cache_and_the_consumer_lag():
 async def _scrape(app: Any) -> str:
     async with asgi(app) as client:
         return (await client.get("/metrics")).text
+
+
+def test_a_lag_that_cannot_be_read_is_left_out_and_counted_not_shown_stale():
+    app = create_app(Settings(), server=config(StoreConfig(url="memory://lagfail")))
+    state = app.state.atlas
+    state.events = _Events({("timeline", "posts"): 7})
+
+    async def run() -> tuple[str, str]:
+        async with asgi(app) as client:
+            good = (await client.get("/metrics")).text
+            state.events.failing = True
+            return good, (await client.get("/metrics")).text
+    good, failed = (_samples(t) for t in asyncio.run(run()))
+    lag = ("atlas_api_event_consumer_lag", (("group", "timeline"), ("topic", "posts")))
+    assert good[lag] == 7 and good[("atlas_api_event_consumer_lag_failures_total", ())] == 0
+    assert lag not in failed
+    assert failed[("atlas_api_event_consumer_lag_failures_total", ())] == 1
 
 
 def test_promtool_accepts_the_metrics_page():

@@ -104,6 +104,7 @@ class AsyncPool:
         self._clock = clock
         self._idle: list[Any] = list(connections)
         self._waiters: dict[int, asyncio.Future[Any]] = {}
+        self._replaced: dict[int, Any] = {}  # id(checked-out connection) -> its replacement
 
     @asynccontextmanager
     async def connection(self, timeout: float | None = None) -> AsyncIterator[Any]:
@@ -114,7 +115,16 @@ class AsyncPool:
         try:
             yield conn
         finally:
-            self._release(conn)
+            self._release(self._replaced.pop(id(conn), conn))
+
+    def replace(self, old: Any, new: Any) -> None:
+        """Put ``new`` in the place of ``old``, a connection checked out now (a broken one):
+        the block that holds ``old`` releases ``new`` in its place. ValueError when ``old`` is
+        not one of the pool's connections."""
+        if not any(c is old for c in self.connections):
+            raise ValueError("old must be one of the pool's connections")
+        self.connections = tuple(new if c is old else c for c in self.connections)
+        self._replaced[id(old)] = new
 
     async def _acquire(self, timeout: float | None) -> Any:
         decision = self.policy.acquire(timeout)

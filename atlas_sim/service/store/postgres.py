@@ -94,6 +94,9 @@ class PostgresStore(SqlStore):
             self.url, autocommit=True, application_name=APPLICATION_NAME,
             connect_timeout=self.connect_timeout, options=CONNECTION_OPTIONS)
 
+    def _is_broken(self, conn: psycopg.AsyncConnection[Any]) -> bool:
+        return bool(conn.broken or conn.closed)
+
     async def _disconnect(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.close()
 

@@ -104,6 +104,8 @@ class SqlStore(Store):
         self._pool_clock = pool_clock
         self._connections: list[Any] = []
         self._opened = False
+        #: Broken pooled connections replaced by new ones (``_replace``).
+        self.replaced = 0
 
     # -- what a backend supplies ---------------------------------------------------------------
     @abc.abstractmethod
@@ -117,6 +119,11 @@ class SqlStore(Store):
     @abc.abstractmethod
     async def _execute(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; its rows (empty for a statement that returns none)."""
+
+    def _is_broken(self, conn: Any) -> bool:
+        """Whether ``conn`` can no longer be used (its server closed it, its socket failed):
+        returned to the pool, it is replaced by a new one. Never, unless a backend says so."""
+        return False
 
     @abc.abstractmethod
     async def _create_schema(self, conn: Any) -> None:
@@ -170,7 +177,26 @@ class SqlStore(Store):
         if not self._opened:
             raise RuntimeError(f"{self!r} is not open: await store.open() first")
         async with self.pool.connection() as conn:
-            yield conn
+            try:
+                yield conn
+            finally:
+                if self._is_broken(conn):
+                    await _uninterrupted(self._replace(conn))
+
+    async def _replace(self, conn: Any) -> None:
+        """A broken pooled connection swapped for a new one, as psycopg_pool does with a
+        connection returned broken ("Connection pools": "Connection quality"), counted in
+        ``replaced``. If no new connection can be made (the database is down), the broken one
+        goes back and whoever takes it next fails and tries again."""
+        try:
+            new = await self._connect()
+        except Exception:
+            return
+        self.pool.replace(conn, new)
+        self._connections = [new if c is conn else c for c in self._connections]
+        self.replaced += 1
+        with contextlib.suppress(Exception):
+            await self._disconnect(conn)
 
     #: Whether ``place_order``'s slow query runs inside its write transaction. SQLite has one
     #: writer at a time (``BEGIN IMMEDIATE`` takes the database's write lock), so a slow query

@@ -264,3 +264,36 @@ def test_a_slow_order_on_sqlite_holds_its_connection_not_the_write_lock(tmp_path
     store = SqliteStore(tmp_path / "db.sqlite3", pool=PoolConfig(size=2))
     finished_first, error = asyncio.run(_write_beside_a_slow_order(store))
     assert finished_first and error is None
+
+
+@pytest.mark.live
+def test_a_pooled_connection_its_server_closed_is_replaced_when_it_comes_back(
+        request, postgres_url):
+    # psycopg_pool's "connection quality": a connection returned broken is discarded and a
+    # new one made; without that a pool of one would fail every call after the first error
+    make = store_maker("postgresql", request)
+
+    def terminate() -> int:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            rows = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = "
+                "current_database() AND application_name = %s", (APPLICATION_NAME,)).fetchall()
+        return len(rows)
+
+    async def main() -> tuple[int, type, int, int, int]:
+        store = make(pool=PoolConfig(size=1))
+        await store.open()
+        try:
+            first = await store.orders()
+            killed = await asyncio.to_thread(terminate)
+            with pytest.raises(psycopg.OperationalError) as failed:
+                await store.orders()  # the one call that meets the closed connection
+            after = [await store.orders() for _ in range(3)]
+            return killed, failed.type, store.replaced, first, sum(after)
+        finally:
+            await store.close()
+
+    killed, error, replaced, first, after = asyncio.run(main())
+    assert killed == 1 and error is not None
+    assert replaced == 1 and first == after == 0
+    assert _backends(postgres_url) == 0

@@ -41,7 +41,7 @@ import gc
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -197,8 +197,10 @@ class TimelineRun:
         """Each pair of approaches ordered by read p99 in both worlds, one row per pair ``a``,
         ``b`` (in ``APPROACHES`` order). For each world (``sim``, ``live``): ``<world>_a_ms``
         and ``<world>_b_ms`` (the p99s), ``<world>_low_ms`` and ``<world>_high_ms`` (the
-        ``confidence`` bootstrap interval of p99(a) - p99(b): ``resamples`` resamples of each
-        approach's reads, seeded by ``seed``; the twin's reads are a sample too, of its draws)
+        ``confidence`` bootstrap interval of p99(a) - p99(b): ``resamples`` resamples of the
+        reads, seeded by ``seed``, the same reads of both approaches in each, since read ``i``
+        is the same user at the same time in every approach; the twin's reads are a sample too,
+        of its draws)
         and ``<world>`` (``"<"`` when the interval lies below 0, ``">"`` above, else
         ``"tie"``: that world cannot tell them apart). ``agree``: the verdicts are the same;
         ``contradicts``: one world says ``"<"`` and the other ``">"``.
@@ -208,6 +210,7 @@ class TimelineRun:
         confidence = check_real("confidence", confidence, low=0, low_open=True, high=1,
                                 high_open=True)
         resamples = check_int("resamples", resamples, low=10, high=100_000)
+        seed = check_int("seed", seed, low=0)
         both = [a for a in APPROACHES if a in self.live and a in self.sim]
         if len(both) < 2:
             raise ValueError("p99_pairs needs a live and a simulated run of at least two "
@@ -217,11 +220,15 @@ class TimelineRun:
         p99: dict[tuple[str, str], float] = {}
         boot: dict[tuple[str, str], np.ndarray] = {}
         for world, runs in (("sim", self.sim), ("live", self.live)):
-            for a in both:
-                x = runs[a].result.requests["latency"].to_numpy(dtype=float)
+            # the approaches' reads are matched (read i: the same user at the same time in
+            # every approach), so each resample picks the same reads of all of them
+            columns = {a: runs[a].result.requests.sort_values("request_id")[
+                "latency"].to_numpy(dtype=float) for a in both}
+            size = min(len(x) for x in columns.values())
+            picks = rng.integers(0, size, size=(resamples, size))
+            for a, x in columns.items():
                 p99[world, a] = float(np.percentile(x, 99))
-                boot[world, a] = np.percentile(
-                    x[rng.integers(0, len(x), size=(resamples, len(x)))], 99, axis=1)
+                boot[world, a] = np.percentile(x[:size][picks], 99, axis=1)
         rows = []
         for i, a in enumerate(both):
             for b in both[i + 1:]:
@@ -340,10 +347,12 @@ def _insert_history(store_url: str, *, graph: SocialGraph, history: int, approac
         return list(zip(users.tolist(), post_ids.tolist(), strict=True))
 
     rows: list[tuple[int, int]] = []
-    if store_url.startswith("sqlite:///"):
+    if store_url.startswith("sqlite://"):
         import sqlite3
 
-        connection = sqlite3.connect(store_url[len("sqlite:///"):], timeout=30.0)
+        from ..service.store import sqlite_path
+
+        connection = sqlite3.connect(sqlite_path(store_url), timeout=30.0)
         try:
             with connection:
                 connection.executemany("INSERT INTO atlas_posts (author, text) VALUES (?, ?)",
@@ -385,9 +394,8 @@ def _fill_cache(cache: CacheConfig, pairs: list[tuple[int, int]], *, accounts: i
                 length: int) -> None:
     """Every user's materialised timeline (``pairs``: ``(user, post)``; a user without one
     gets an empty timeline) into the cache at ``cache.url``."""
-    import asyncio
-
     from ..service.cache import Cache
+    from ..service.loadgen.run import blocking
 
     timelines: dict[int, list[int]] = {u: [] for u in range(accounts)}
     for user, post in pairs:
@@ -400,7 +408,7 @@ def _fill_cache(cache: CacheConfig, pairs: list[tuple[int, int]], *, accounts: i
         finally:
             await redis.close()
 
-    asyncio.run(fill())
+    blocking(fill)()  # a notebook cell's thread already runs an event loop
 
 
 def _send_posts(http: httpx.Client, schedule: TimelineSchedule,
@@ -500,10 +508,13 @@ def _approach_stores(stack: contextlib.ExitStack, store_url: str | None,
     if store_url is None:
         directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="atlas-tl-"))
         return {a: f"sqlite:///{directory}/timelines-{a}.db" for a in approaches}
-    if store_url.startswith("sqlite:///"):
+    if store_url.startswith("sqlite://"):
         import pathlib
 
-        path = pathlib.Path(store_url[len("sqlite:///"):])
+        from ..service.store import sqlite_path
+
+        # absolute: the services run in child processes with working directories of their own
+        path = pathlib.Path(sqlite_path(store_url)).absolute()
         files = {a: path.with_name(f"{path.stem}-{a}{path.suffix}") for a in approaches}
 
         def remove() -> None:
@@ -531,20 +542,43 @@ def _approach_stores(stack: contextlib.ExitStack, store_url: str | None,
             run("CREATE DATABASE {}", name)
             stack.callback(run, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
         return {a: str(url.copy_with(path=f"/{n}")) for a, n in names.items()}
-    raise ValueError(f"store_url must be a sqlite:/// or postgresql:// url or None, got "
+    raise ValueError(f"store_url must be a sqlite:// or postgresql:// url or None, got "
                      f"{store_url!r}")
 
 
-def _approach_caches(cache_url: str | None,
-                     approaches: Sequence[str]) -> dict[str, str | None]:
+def _approach_caches(stack: contextlib.ExitStack, cache_url: str | None,
+                     approaches: Sequence[str]) -> Mapping[str, str | None]:
     """One Redis database per approach on ``cache_url``'s server: the url's database number
-    plus 1, 2, 3 (modulo Redis's 16), each flushed by its service's graph load."""
+    plus 1, 2, 3 (Redis has databases 0-15 unless configured otherwise; ValueError naming
+    ``cache_url`` when they would run past 15), each approach's timelines (``timeline:*``)
+    cleared when ``stack`` closes."""
     if cache_url is None:
         return {a: None for a in approaches}
     url = httpx.URL(cache_url)
-    first = int(url.path.strip("/") or 0)
-    return {a: str(url.copy_with(path=f"/{(first + 1 + k) % 16}"))
+    number = url.path.strip("/") or "0"
+    if not number.isdigit() or int(number) + len(approaches) > 15:
+        raise ValueError(f"cache_url must name a Redis database 0..{15 - len(approaches)} "
+                         f"(the approaches take the next {len(approaches)}), got {cache_url!r}")
+    urls = {a: str(url.copy_with(path=f"/{int(number) + 1 + k}"))
             for k, a in enumerate(approaches)}
+    for each in urls.values():
+        stack.callback(_clear_cache, each)
+    return dict(urls)
+
+
+def _clear_cache(url: str) -> None:
+    """Delete the home timelines (``timeline:*``) of the Redis database at ``url``."""
+    from ..service.cache import Cache
+    from ..service.loadgen.run import blocking
+
+    async def clear() -> None:
+        cache = Cache(CacheConfig(url=url), client_name="atlas-history")
+        try:
+            await cache.clear_timelines()
+        finally:
+            await cache.close()
+
+    blocking(clear)()
 
 
 #: The reads go out in this many rounds; in each, every approach gets the same block of reads.
@@ -554,26 +588,27 @@ ROUNDS = 3
 ROUND_GAP = 1.0
 
 
-def _rounds(schedule: TimelineSchedule) -> list[tuple[range, np.ndarray]]:
-    """The reads split into ``ROUNDS`` blocks: each block's read indices and its send times
-    (seconds from the block's start, ``Load(rate=rate, requests=len(block)).schedule(seed +
-    round)``: the same for every approach)."""
+def _rounds(schedule: TimelineSchedule) -> list[tuple[range, np.ndarray, int]]:
+    """The reads split into ``ROUNDS`` blocks (fewer when there are fewer reads): each
+    block's read indices, its send times (seconds from the block's start, ``Load(rate=rate,
+    requests=len(block)).schedule(seed)``: the same for every approach) and that seed
+    (the schedule's plus the block's number)."""
     bounds = np.linspace(0, schedule.reads, ROUNDS + 1).round().astype(int)
-    blocks = []
+    blocks: list[tuple[range, np.ndarray, int]] = []
     for r in range(ROUNDS):
         indices = range(int(bounds[r]), int(bounds[r + 1]))
         if len(indices):
-            times, _ = Load(rate=schedule.rate, requests=len(indices)).schedule(
-                schedule.seed + r)
-            blocks.append((indices, np.asarray(times)))
+            seed = schedule.seed + len(blocks)
+            times, _ = Load(rate=schedule.rate, requests=len(indices)).schedule(seed)
+            blocks.append((indices, np.asarray(times), seed))
     return blocks
 
 
-def _round_offsets(blocks: list[tuple[range, np.ndarray]]) -> list[float]:
+def _round_offsets(blocks: list[tuple[range, np.ndarray, int]]) -> list[float]:
     """Where each block starts on one approach's timeline: the previous block's last send
     plus ``ROUND_GAP``."""
     offsets, at = [], 0.0
-    for _, times in blocks:
+    for _, times, _ in blocks:
         offsets.append(at)
         at += float(times[-1]) + ROUND_GAP
     return offsets
@@ -583,7 +618,7 @@ def _read_times(schedule: TimelineSchedule) -> np.ndarray:
     """Each read's send time on its approach's timeline, shape (reads,): the blocks of
     ``_rounds`` one after another, ``_round_offsets`` apart (the twin's schedule)."""
     blocks = _rounds(schedule)
-    return np.concatenate([times + offset for (_, times), offset in
+    return np.concatenate([times + offset for (_, times, _), offset in
                            zip(blocks, _round_offsets(blocks), strict=True)])
 
 
@@ -611,7 +646,7 @@ def _read_phase(prepared: list[_Prepared], graph: SocialGraph, schedule: Timelin
     gc.collect()
     gc.freeze()
     try:
-        for r, (indices, _) in enumerate(blocks):
+        for r, (indices, _, block_seed) in enumerate(blocks):
             for k in range(n):
                 p = prepared[(r + k) % n]
                 users = schedule.read_users[indices.start:indices.stop]
@@ -619,7 +654,7 @@ def _read_phase(prepared: list[_Prepared], graph: SocialGraph, schedule: Timelin
                 parts[p.approach].append(run_load(
                     bases[0], instances=bases[1:], path="/",
                     load=Load(rate=schedule.rate, requests=len(indices)),
-                    seed=schedule.seed + r, server_events=False, progress=False,
+                    seed=block_seed, server_events=False, progress=False,
                     max_connections=64, warm_up=False))
     finally:
         gc.unfreeze()
@@ -639,16 +674,16 @@ def _read_phase(prepared: list[_Prepared], graph: SocialGraph, schedule: Timelin
             approach=p.approach, result=result, users=read_users, rows_scanned=scanned,
             post_latency=p.post_latency, post_server=p.post_server, deliveries=p.deliveries,
             work=_difference(view["database_work"], before[p.approach]),
-            post_work=p.post_work, reads_served=schedule.reads, view=view)
+            post_work=p.post_work, reads_served=int(result.requests["ok"].sum()), view=view)
     return runs
 
 
-def _join_blocks(results: list[RunResult], blocks: list[tuple[range, np.ndarray]],
+def _join_blocks(results: list[RunResult], blocks: list[tuple[range, np.ndarray, int]],
                  offsets: list[float]) -> RunResult:
     """One approach's blocks as one run: request ids and instances made the reads' indices,
     times moved by the block's offset, ``meta["server_work"]`` joined."""
     requests, attempts, work = [], [], []
-    for result, (indices, _), offset in zip(results, blocks, offsets, strict=True):
+    for result, (indices, _, _), offset in zip(results, blocks, offsets, strict=True):
         first = indices.start
         requests.append(result.requests.assign(
             request_id=result.requests["request_id"] + first,
@@ -715,9 +750,10 @@ def _samples(live: dict[str, LiveTimelineRun]) -> pd.DataFrame:
 
 def _configs(approaches: Sequence[str], *, threshold: int, store: StoreConfig | None,
              cache_url: str | None, events: EventLogConfig) -> dict[str, ServerConfig]:
+    # the experiment's timelines must outlast its run: a TTL of an hour, not the default minute
     return {a: ServerConfig(timelines=TimelineConfig(approach=a, threshold=threshold),  # type: ignore[arg-type]
                             store=store,
-                            cache=CacheConfig(url=cache_url) if cache_url else None,
+                            cache=CacheConfig(url=cache_url, ttl=3600.0) if cache_url else None,
                             events=events)
             for a in approaches}
 
@@ -746,9 +782,13 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         seed: the graph's, the schedule's and the service's seed.
         threshold: the hybrid's follower threshold (``TimelineConfig.threshold``).
         live: False: simulation only, with ``cost`` (default ``TimelineCostModel()``).
-        store_url: the database (``StoreConfig.url``); None: SQLite in a temporary directory.
-        cache_url: a Redis (``redis://...``) for the materialised timelines; None: the
-            store's ``home_timelines`` table.
+        store_url: where each approach's database goes (see the module docstring): a
+            ``sqlite://`` file's directory and name, a PostgreSQL server; None: SQLite in a
+            temporary directory. With ``live`` False, the simulated store (a PostgreSQL
+            url: statements beside the service's loop).
+        cache_url: a Redis (``redis://.../N``, N at most 12): the approaches take databases
+            N+1, N+2, N+3 for the materialised timelines; None: the store's
+            ``home_timelines`` table.
         approaches: which of ``APPROACHES`` to run.
         cost: the cost model when ``live`` is False (ignored when live: fitted).
         events: the fan-out consumers (default ``EventLogConfig(poll_interval=0.02)``).
@@ -756,11 +796,9 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
         twin: False: the live run only (``run.sim`` empty, the table's rows all live). The
             twin charges each request's handler time (``Server-Timing: work``) to the
             service's loop and the rest of the client's latency as a pure delay
-            (``TimelineCostModel.round_trip``, each read's drawn from the live run's
-            quantiles): its p50 lands near live's; its p99 carries the round trip's spread
-            but not the pauses a busy machine puts inside the handler (live handler p99 5-13
-            ms against a p50 near 1 ms on a shared two-core machine), so it sits below
-            live's; its work counts are exact.
+            (``TimelineCostModel.round_trip``), each read drawing its round trip and its
+            handler's slowdown (``stretch_quantiles``) from the live run's: its p50 and p99
+            land within a few milliseconds of live's; its work counts are exact.
 
     Returns a ``TimelineRun``; ``TimelineRun.table()`` is the comparison. ValueError naming a
     bad argument; RuntimeError when the service answers an error.
@@ -789,9 +827,9 @@ def compare_approaches(*, accounts: int = 2000, mean_followers: float = 20,
     with contextlib.ExitStack() as stack:
         if live:
             stores = _approach_stores(stack, store_url, approaches)
-            caches = _approach_caches(cache_url, approaches)
+            caches = _approach_caches(stack, cache_url, approaches)
         for approach in approaches:
-            store = StoreConfig(url=stores[approach]) if live else StoreConfig()
+            store = StoreConfig(url=stores[approach] if live else store_url)
             configs[approach] = dataclasses.replace(
                 _configs([approach], threshold=threshold, store=store,
                          cache_url=caches[approach] if live else cache_url,

@@ -267,7 +267,7 @@ class _Twin:
         self.cached: set[int] = set(range(graph.accounts)) if cache and warm_cache else set()
         # a database in another process (PostgreSQL) works beside the loop, not on it
         store_url = server.store.url if server.store is not None else None
-        self.db_on_loop = not (store_url or "").startswith("postgresql://")
+        self.db_on_loop = not (store_url or "").startswith(("postgresql://", "postgres://"))
         self.log: list[int] = []  # the "posts" topic: post indices in commit order
         self.committed = 0  # the "fanout" group's offset
         self.work = {op: {"queries": 0, "rows_read": 0, "rows_written": 0} for op in OPERATIONS}
@@ -424,7 +424,8 @@ def simulate_timelines(graph: SocialGraph, schedule: TimelineSchedule, *,
     ``cache``: the materialised timelines live in a cache (no pooled connection per read, a
     cold first read per user, unless ``warm_cache``: every user's timeline materialised before
     the run) instead of the store's table. Deterministic: the schedule's draws, and the round
-    trips' (``cost.round_trip_quantiles``) from the schedule's seed. Returns a
+    trips' and stretches' (``cost.round_trip_quantiles``, ``cost.stretch_quantiles``) from the
+    schedule's seed. Returns a
     ``TimelineSimRun``; ValueError for a bad argument."""
     if not isinstance(graph, SocialGraph):
         raise ValueError(f"graph must be a SocialGraph, got {graph!r}")

@@ -91,7 +91,7 @@ def test_the_twin_spends_the_round_trip_off_the_service_loop(run):
 
 @pytest.mark.live
 def test_the_twins_p99_lands_near_live_and_orders_no_pair_the_other_way(run):
-    # each read's round trip and each call's pause drawn from what the live run measured:
+    # each read's round trip and its handler's slowdown drawn from what the live run measured:
     # the twin's tail is the live tail's, not a noiseless one (it was a third of it)
     for approach in APPROACHES:
         live = np.percentile(run.live[approach].result.requests["latency"], 99)
@@ -219,3 +219,81 @@ def test_the_historys_home_timelines_are_each_users_newest_posts_of_its_followee
         want |= {(user, p) for p in mine}
     assert got == want
     assert len(users) <= 7 * graph.accounts
+
+
+@pytest.mark.parametrize("reads", [1, 2, 3, 300])
+def test_the_rounds_cover_every_read_once_on_the_load_generators_send_times(reads):
+    from atlas_sim.experiments.timelines import ROUND_GAP, _read_times, _rounds
+    from atlas_sim.sim.timelines import timeline_schedule
+    from atlas_sim.social import SocialGraph
+    from atlas_sim.workload import Load
+
+    graph = SocialGraph.generate(accounts=50, mean_followers=4, seed=1)
+    schedule = timeline_schedule(graph, posts=3, post_rate=10, reads=reads, rate=100, seed=9)
+    blocks = _rounds(schedule)
+    assert [i for indices, _, _ in blocks for i in indices] == list(range(reads))
+    times = _read_times(schedule)
+    assert len(times) == reads and np.all(np.diff(times) > 0)
+    start = 0.0
+    for indices, block_times, seed in blocks:  # each block what run_load sends, seed and all
+        sent, _ = Load(rate=100, requests=len(indices)).schedule(seed)
+        assert np.array_equal(block_times, sent)
+        assert np.allclose(times[indices.start:indices.stop], sent + start)
+        start += float(sent[-1]) + ROUND_GAP
+
+
+def test_joined_blocks_number_the_reads_and_their_users_in_order():
+    from atlas_sim.experiments.timelines import _join_blocks
+    from atlas_sim.results import RunResult
+
+    def block(n: int) -> RunResult:
+        ids = np.arange(n)
+        return RunResult.from_columns(
+            requests={"request_id": ids, "t_start": ids * 0.01, "t_end": ids * 0.01 + 0.002,
+                      "latency": np.full(n, 0.002), "status": np.full(n, 200),
+                      "attempts": np.ones(n, int), "ok": np.ones(n, bool)},
+            attempts={"request_id": ids, "attempt": np.ones(n, int), "t_start": ids * 0.01,
+                      "t_end": ids * 0.01 + 0.002, "latency": np.full(n, 0.002),
+                      "status": np.full(n, 200), "queue_wait": np.full(n, np.nan),
+                      "instance": ids},
+            duration=n * 0.01, source="live", meta={"server_work": np.full(n, 0.001)})
+    blocks = [(range(0, 3), np.zeros(3), 0), (range(3, 5), np.zeros(2), 1)]
+    joined = _join_blocks([block(3), block(2)], blocks, [0.0, 1.0])
+    assert joined.requests["request_id"].tolist() == [0, 1, 2, 3, 4]
+    assert joined.attempts["instance"].tolist() == [0, 1, 2, 3, 4]
+    assert joined.requests["t_start"].tolist() == pytest.approx([0, 0.01, 0.02, 1.0, 1.01])
+    assert len(joined.meta["server_work"]) == 5
+
+
+def test_the_approaches_caches_are_the_next_redis_databases_and_never_wrap():
+    import contextlib
+
+    from atlas_sim.experiments.timelines import _approach_caches
+
+    with contextlib.ExitStack() as stack:
+        assert _approach_caches(stack, None, APPROACHES) == {a: None for a in APPROACHES}
+        urls = _approach_caches(stack, "redis://127.0.0.1:1/4", ["read", "write"])
+        assert urls == {"read": "redis://127.0.0.1:1/5", "write": "redis://127.0.0.1:1/6"}
+        stack.pop_all()  # nothing to clear: no Redis listens there
+        for bad in ("redis://127.0.0.1:1/13", "redis://127.0.0.1:1/x"):
+            with pytest.raises(ValueError, match="cache_url"):
+                _approach_caches(stack, bad, APPROACHES)
+
+
+def test_sqlite_path_is_what_the_store_opens():
+    from atlas_sim.service.store import sqlite_path
+
+    assert sqlite_path("sqlite:///tmp/x.db") == "/tmp/x.db"
+    assert sqlite_path("sqlite:////tmp/x.db") == "//tmp/x.db"
+    with pytest.raises(ValueError, match="url"):
+        sqlite_path("postgresql://x")
+
+
+@pytest.mark.live
+def test_a_sqlite_store_url_names_where_the_approaches_files_go_and_they_are_removed(tmp_path):
+    run = compare_approaches(store_url=f"sqlite://{tmp_path}/t.db", accounts=200,
+                             mean_followers=4, posts=10, reads=30, rate=100, history=1,
+                             approaches=("read", "write"))
+    assert run.live["write"].reads_served == 30
+    assert list(tmp_path.iterdir()) == []  # t-read.db and t-write.db, with their WAL, gone
+    assert not leftovers()

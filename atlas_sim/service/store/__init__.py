@@ -16,7 +16,7 @@ from .base import AsyncPool, KeyLost, PoolRefused, PoolTimeout, Store
 from .memory import MemoryStore
 
 __all__ = ["AsyncPool", "KeyLost", "MemoryStore", "PoolRefused", "PoolTimeout", "Store",
-           "open_store"]
+           "open_store", "sqlite_path"]
 
 
 def open_store(config: StoreConfig | None, *, pool: PoolConfig | None, lease: float,
@@ -53,10 +53,20 @@ def open_store(config: StoreConfig | None, *, pool: PoolConfig | None, lease: fl
             return SqliteStore(None if directory is None
                                else os.path.join(directory, "atlas.sqlite3"), pool=pool,
                                retention=retention, capacity=capacity, lease=lease)
-        return SqliteStore(config.url[len("sqlite://"):], pool=pool, retention=retention,
+        return SqliteStore(sqlite_path(config.url), pool=pool, retention=retention,
                            capacity=capacity, lease=lease)
     from .postgres import PostgresStore
 
     assert config.url is not None
     return PostgresStore(config.url, pool=pool, retention=retention, capacity=capacity,
                          lease=lease)
+
+
+def sqlite_path(url: str) -> str:
+    """The file a ``sqlite://`` url names, as ``SqliteStore`` opens it: the text after
+    ``sqlite://`` (``sqlite:///tmp/x.db``: ``/tmp/x.db``; ``sqlite:///x.db``: ``/x.db``),
+    relative to the working directory of the process that opens it when it does not start
+    with ``/``. ValueError naming ``url`` for another scheme."""
+    if not isinstance(url, str) or not url.startswith("sqlite://"):
+        raise ValueError(f"url must start with sqlite://, got {url!r}")
+    return url[len("sqlite://"):]

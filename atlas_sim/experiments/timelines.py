@@ -192,8 +192,8 @@ class TimelineRun:
         return sorted(runs, key=lambda a: float(np.percentile(
             runs[a].result.requests["latency"].to_numpy(dtype=float), 99)))
 
-    def p99_pairs(self, *, confidence: float = 0.95, resamples: int = 2000,
-                  seed: int = 0) -> pd.DataFrame:
+    def p99_pairs(self, *, confidence: float = 0.95, margin: float = 0.1,
+                  resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
         """Each pair of approaches ordered by read p99 in both worlds, one row per pair ``a``,
         ``b`` (in ``APPROACHES`` order). For each world (``sim``, ``live``): ``<world>_a_ms``
         and ``<world>_b_ms`` (the p99s), ``<world>_low_ms`` and ``<world>_high_ms`` (the
@@ -201,8 +201,11 @@ class TimelineRun:
         reads, seeded by ``seed``, the same reads of both approaches in each, since read ``i``
         is the same user at the same time in every approach; the twin's reads are a sample too,
         of its draws)
-        and ``<world>`` (``"<"`` when the interval lies below 0, ``">"`` above, else
-        ``"tie"``: that world cannot tell them apart). ``agree``: the verdicts are the same;
+        and ``<world>`` (``"<"`` when the interval lies below 0 and p99(b) exceeds p99(a) by
+        more than ``margin``, a share, ``">"`` the other way, else ``"tie"``: that world cannot
+        tell them apart, or the difference is too small to matter; the twin's approaches share
+        their random draws, so without the margin it would call a tenth of a millisecond an
+        order). ``agree``: the verdicts are the same;
         ``contradicts``: one world says ``"<"`` and the other ``">"``.
 
         Needs the live and the simulated runs (``compare_approaches(live=True,
@@ -211,6 +214,7 @@ class TimelineRun:
                                 high_open=True)
         resamples = check_int("resamples", resamples, low=10, high=100_000)
         seed = check_int("seed", seed, low=0)
+        margin = check_real("margin", margin, low=0)
         both = [a for a in APPROACHES if a in self.live and a in self.sim]
         if len(both) < 2:
             raise ValueError("p99_pairs needs a live and a simulated run of at least two "
@@ -240,11 +244,22 @@ class TimelineRun:
                             f"{world}_b_ms": 1e3 * p99[world, b],
                             f"{world}_low_ms": 1e3 * float(low),
                             f"{world}_high_ms": 1e3 * float(high),
-                            world: "<" if high < 0 else ">" if low > 0 else "tie"}
+                            world: _verdict(p99[world, a], p99[world, b], low, high,
+                                            margin)}
                 row["agree"] = row["sim"] == row["live"]
                 row["contradicts"] = {row["sim"], row["live"]} == {"<", ">"}
                 rows.append(row)
         return pd.DataFrame(rows)
+
+
+def _verdict(a: float, b: float, low: float, high: float, margin: float) -> str:
+    """``"<"``, ``">"`` or ``"tie"`` for p99s ``a`` and ``b`` whose difference ``a - b`` has
+    the interval ``[low, high]`` (see ``TimelineRun.p99_pairs``)."""
+    if high < 0 and b > (1 + margin) * a:
+        return "<"
+    if low > 0 and a > (1 + margin) * b:
+        return ">"
+    return "tie"
 
 
 # -- the live side -----------------------------------------------------------------------------

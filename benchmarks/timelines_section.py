@@ -10,14 +10,15 @@ An absolute time on one machine, not a ratio: run it with nothing else on the ma
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from atlas_sim.experiments import datasystem_panel, timelines  # noqa: E402
+from atlas_sim.experiments import datasystem_panel, timelines
 
 SEED = 2024
 
@@ -42,7 +43,7 @@ def main() -> None:
     finally:
         parts.stop()
     steps = ("compare", "figure and pairs", "cold cache", "outbox", "total")
-    seconds = [b - a for a, b in zip(marks, marks[1:], strict=False)] + [marks[-1] - marks[0]]
+    seconds = [b - a for a, b in itertools.pairwise(marks)] + [marks[-1] - marks[0]]
     print(", ".join(f"{name} {s:.1f} s" for name, s in zip(steps, seconds, strict=True)))
 
 

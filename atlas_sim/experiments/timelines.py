@@ -41,7 +41,7 @@ import gc
 import math
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -409,21 +409,26 @@ def _fill_cache(cache: CacheConfig, pairs: list[tuple[int, int]], *, accounts: i
                 length: int) -> None:
     """Every user's materialised timeline (``pairs``: ``(user, post)``; a user without one
     gets an empty timeline) into the cache at ``cache.url``."""
-    from ..service.cache import Cache
-    from ..service.loadgen.run import blocking
-
     timelines: dict[int, list[int]] = {u: [] for u in range(accounts)}
     for user, post in pairs:
         timelines[user].append(post)
+    _on_cache(cache, lambda redis: redis.timeline_fill(timelines, length))
 
-    async def fill() -> None:
-        redis = Cache(cache, client_name="atlas-history")
+
+def _on_cache(config: CacheConfig, action: Callable[[Any], Awaitable[Any]]) -> None:
+    """``action(cache)`` on a ``Cache`` of ``config`` opened for it and closed after, from
+    ordinary code or a notebook cell (whose thread already runs an event loop: ``blocking``)."""
+    from ..service.cache import Cache
+    from ..service.loadgen.run import blocking
+
+    async def run() -> None:
+        cache = Cache(config, client_name="atlas-history")
         try:
-            await redis.timeline_fill(timelines, length)
+            await action(cache)
         finally:
-            await redis.close()
+            await cache.close()
 
-    blocking(fill)()  # a notebook cell's thread already runs an event loop
+    blocking(run)()
 
 
 def _send_posts(http: httpx.Client, schedule: TimelineSchedule,
@@ -548,14 +553,15 @@ def _approach_stores(stack: contextlib.ExitStack, store_url: str | None,
         base = url.path.strip("/") or "postgres"
         names = {a: f"{base}_tl_{a}" for a in approaches}
 
-        def run(statement: str, name: str) -> None:
+        def run(*statements: str) -> None:  # each statement for every name, one connection
             with psycopg.connect(store_url, autocommit=True) as pg:
-                pg.execute(sql.SQL(statement).format(sql.Identifier(name)))
+                for name in names.values():
+                    for statement in statements:
+                        pg.execute(sql.SQL(statement).format(sql.Identifier(name)))
 
-        for name in names.values():
-            run("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
-            run("CREATE DATABASE {}", name)
-            stack.callback(run, "DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+        drop = "DROP DATABASE IF EXISTS {} WITH (FORCE)"
+        run(drop, "CREATE DATABASE {}")
+        stack.callback(run, drop)
         return {a: str(url.copy_with(path=f"/{n}")) for a, n in names.items()}
     raise ValueError(f"store_url must be a sqlite:// or postgresql:// url or None, got "
                      f"{store_url!r}")
@@ -576,24 +582,9 @@ def _approach_caches(stack: contextlib.ExitStack, cache_url: str | None,
                          f"(the approaches take the next {len(approaches)}), got {cache_url!r}")
     urls = {a: str(url.copy_with(path=f"/{int(number) + 1 + k}"))
             for k, a in enumerate(approaches)}
-    for each in urls.values():
-        stack.callback(_clear_cache, each)
+    for each in urls.values():  # the approaches' timelines deleted after
+        stack.callback(_on_cache, CacheConfig(url=each), lambda cache: cache.clear_timelines())
     return dict(urls)
-
-
-def _clear_cache(url: str) -> None:
-    """Delete the home timelines (``timeline:*``) of the Redis database at ``url``."""
-    from ..service.cache import Cache
-    from ..service.loadgen.run import blocking
-
-    async def clear() -> None:
-        cache = Cache(CacheConfig(url=url), client_name="atlas-history")
-        try:
-            await cache.clear_timelines()
-        finally:
-            await cache.close()
-
-    blocking(clear)()
 
 
 #: The reads go out in this many rounds; in each, every approach gets the same block of reads.

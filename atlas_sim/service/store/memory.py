@@ -26,6 +26,7 @@ from ..idempotency import Begun, MemoryIdempotencyStore, Stored, Verdict, _Entry
 from .base import (
     POSTS,
     AsyncPool,
+    Clock,
     KeyLost,
     Store,
     check_edges,
@@ -36,7 +37,6 @@ from .base import (
 
 __all__ = ["MemoryStore"]
 
-Clock = Callable[[], float]
 
 
 class LeasedKeys(MemoryIdempotencyStore):

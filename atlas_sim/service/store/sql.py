@@ -35,6 +35,7 @@ from ..idempotency import Begun, Stored, StoreFull, Verdict
 from .base import (
     POSTS,
     AsyncPool,
+    Clock,
     KeyLost,
     Store,
     check_edges,
@@ -45,7 +46,6 @@ from .base import (
 
 __all__ = ["SqlStore"]
 
-Clock = Callable[[], float]
 Row = tuple[Any, ...]
 T = TypeVar("T")
 

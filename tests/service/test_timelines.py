@@ -143,16 +143,22 @@ def test_postgresql_store_answers_the_same_timelines(postgres_url):
     assert timelines == _expected(posts, USERS[:15])
 
 
+def _celebrity_posts(client: Any, graph: SocialGraph, text: str) -> tuple[int, dict[str, Any]]:
+    """Load the graph, post ``text`` as its celebrity, wait for the fan-out: the post's id and
+    its delivery record."""
+    client.post("/admin/timelines", json=GRAPH)
+    post = client.post("/api/posts", json={"author": graph.celebrity,
+                                           "text": text}).json()["post"]
+    _wait_for_fanout(client)
+    return post, client.get(f"/admin/timelines/delivery/{post}").json()
+
+
 def test_a_celebritys_post_is_delivered_to_every_follower(tmp_path):
     graph = _graph()
     followers = graph.followers_of(graph.celebrity).tolist()
     assert len(followers) > 40
     with _serve(_server("write", store=f"sqlite:///{tmp_path / 'atlas.db'}")) as (client, _):
-        client.post("/admin/timelines", json=GRAPH)
-        post = client.post("/api/posts", json={"author": graph.celebrity,
-                                               "text": "to all"}).json()["post"]
-        _wait_for_fanout(client)
-        delivery = client.get(f"/admin/timelines/delivery/{post}").json()
+        post, delivery = _celebrity_posts(client, graph, "to all")
         holding = [u for u in followers
                    if client.get(f"/api/timeline/{u}").json()["posts"][:1] == [post]]
     assert delivery["author"] == graph.celebrity
@@ -164,11 +170,7 @@ def test_a_celebritys_post_is_delivered_to_every_follower(tmp_path):
 def test_hybrid_reads_a_celebritys_post_at_read_time_delivered_at_commit(tmp_path):
     graph = _graph()
     with _serve(_server("hybrid", store=f"sqlite:///{tmp_path / 'atlas.db'}")) as (client, _):
-        client.post("/admin/timelines", json=GRAPH)
-        post = client.post("/api/posts", json={"author": graph.celebrity,
-                                               "text": "read me"}).json()["post"]
-        _wait_for_fanout(client)
-        delivery = client.get(f"/admin/timelines/delivery/{post}").json()
+        post, delivery = _celebrity_posts(client, graph, "read me")
         follower = int(graph.followers_of(graph.celebrity)[0])
         assert client.get(f"/api/timeline/{follower}").json()["posts"] == [post]
         view = client.get("/admin/timelines").json()

@@ -119,16 +119,27 @@ def test_a_cold_cache_rebuilds_each_users_first_read(graph, schedule):
     assert run.work["timeline_read"]["queries"] == 0
 
 
+def synthetic_reads(truth: dict[str, float], rng: np.random.Generator, *, rows: int,
+                    round_trip: float | None = None) -> list[pd.DataFrame]:
+    """200 reads per approach costing ``truth``'s model (plus a little noise), each walking
+    up to ``rows`` rows if it queries; with ``round_trip``, ``seconds`` adds it to the
+    handler's time, kept in ``server``."""
+    frames = []
+    for approach, q, c in (("read", 1, 0), ("write", 0, 1), ("hybrid", 1, 1)):
+        walked = rng.integers(0, rows, size=200) * (q > 0)
+        server = (truth["overhead"] + q * truth["query_base"] + c * truth["cache_read"]
+                  + truth["per_row"] * walked + rng.exponential(1e-5, size=200))
+        columns = {"kind": "read", "approach": approach, "seconds": server, "rows": walked}
+        if round_trip is not None:
+            columns |= {"seconds": server + round_trip, "server": server}
+        frames.append(pd.DataFrame(columns))
+    return frames
+
+
 def test_calibration_recovers_a_known_model():
     rng = np.random.default_rng(1)
     truth = dict(overhead=0.003, query_base=0.001, cache_read=0.0004, per_row=2e-5)
-    frames = []
-    for approach, q, c in (("read", 1, 0), ("write", 0, 1), ("hybrid", 1, 1)):
-        rows = rng.integers(0, 300, size=200) * (q > 0)
-        seconds = (truth["overhead"] + q * truth["query_base"] + c * truth["cache_read"]
-                   + truth["per_row"] * rows + rng.exponential(1e-5, size=200))
-        frames.append(pd.DataFrame({"kind": "read", "approach": approach, "seconds": seconds,
-                                    "rows": rows}))
+    frames = synthetic_reads(truth, rng, rows=300)
     followers = rng.integers(1, 1000, size=50)
     frames.append(pd.DataFrame({"kind": "fanout", "approach": "write",
                                 "seconds": 0.002 + 3e-5 * followers, "rows": followers}))
@@ -167,13 +178,7 @@ def test_bad_inputs_named(graph, schedule):
 def test_calibration_splits_the_round_trip_from_the_handlers_time():
     rng = np.random.default_rng(2)
     truth = dict(overhead=0.0005, query_base=0.001, cache_read=0.0004, per_row=2e-6)
-    frames = []
-    for approach, q, c in (("read", 1, 0), ("write", 0, 1), ("hybrid", 1, 1)):
-        rows = rng.integers(0, 3000, size=200) * (q > 0)
-        server = (truth["overhead"] + q * truth["query_base"] + c * truth["cache_read"]
-                  + truth["per_row"] * rows + rng.exponential(1e-5, size=200))
-        frames.append(pd.DataFrame({"kind": "read", "approach": approach,
-                                    "seconds": server + 0.004, "rows": rows, "server": server}))
+    frames = synthetic_reads(truth, rng, rows=3000, round_trip=0.004)
     frames.append(pd.DataFrame({"kind": "post", "approach": "write", "seconds": [0.007] * 9,
                                 "rows": 0, "server": [0.003] * 9}))
     model = calibrate_timelines(pd.concat(frames, ignore_index=True), keep=1.0)

@@ -104,14 +104,12 @@ class Timelines:
         self.config = config
         self.clock = clock
         self._seed = (seed, instance)
-        self.rng = np.random.default_rng([seed, instance, 22])
         self.lose_events = 0.0
         self.graph: Any = None  # the SocialGraph loaded by this instance, or None
         self.graph_view: dict[str, Any] | None = None
         self.deliveries: OrderedDict[int, Delivery] = OrderedDict()
-        self.fanout_inserts = 0
-        self.lost_events = 0
         self.own_consumers: EventConsumers | None = None  # with ServerConfig.events=None
+        self.reset()  # the counts, and the lose_events draws from the seed
 
     @property
     def fans_out(self) -> bool:
@@ -123,7 +121,7 @@ class Timelines:
         self.deliveries.clear()
         self.fanout_inserts = 0
         self.lost_events = 0
-        self.rng = np.random.default_rng([*self._seed, 22])
+        self.rng: np.random.Generator = np.random.default_rng([*self._seed, 22])
 
     def _followers(self, author: int) -> int | None:
         graph = self.graph

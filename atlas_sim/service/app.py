@@ -180,8 +180,12 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=state.metrics, router=app.router)
     app.add_middleware(TimeoutMiddleware, timeout=server.timeout)
     app.add_middleware(RequestIDMiddleware)
+    own = list(app.router.routes)  # FastAPI's: /openapi.json, /docs, /redoc
     for path, methods, endpoint, options in ROUTES:
         app.add_api_route(path, endpoint, methods=methods, **options)
+    # Ours first: the router tries routes in order, and /health, /metrics and /api/work come
+    # before FastAPI's own pages (no path of ours matches one of theirs, so no answer changes).
+    app.router.routes[:] = [r for r in app.router.routes if r not in own] + own
     return app
 
 

@@ -66,7 +66,7 @@ import weakref
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -74,6 +74,7 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -89,6 +90,7 @@ __all__ = [
     "UNMATCHED",
     "DataSystemCollector",
     "MetricsMiddleware",
+    "RequestCollector",
     "ServiceMetrics",
     "final_status",
 ]
@@ -103,27 +105,31 @@ CLIENT_CLOSED = 499
 
 
 class ServiceMetrics:
-    """The card's five metrics, and the in-progress gauge, in a registry of their own."""
+    """The card's five metrics, and the in-progress gauge, in a registry of their own.
+
+    A request is counted in two plain cells, read when the registry is collected
+    (``RequestCollector``): its count under (method, endpoint, status) and its duration in the
+    histogram's buckets under (method, endpoint). The error counters are those counts with
+    status >= 400, summed by status or class when collected, so an answer costs two list
+    updates on the event loop instead of three or four locked updates of prometheus_client
+    children (measured: about 1.5 us of the stack's 11 us). The names, labels, buckets and
+    ``_created`` series are prometheus_client's own (``tests/service/test_app.py``). Only the
+    serving loop's thread writes the cells (one app, one server); a scrape from another thread
+    reads them (each value one int or float, read under the GIL).
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.requests = Counter("atlas_api_http_requests_total", "HTTP requests answered",
-                                ["method", "endpoint", "status"], registry=r)
-        self.errors = Counter("atlas_api_http_errors_total", "HTTP answers with status >= 400",
-                              ["method", "endpoint", "status_code"], registry=r)
-        self.errors_5xx = Counter("atlas_api_http_5xx_errors_total", "HTTP 5xx answers",
-                                  ["method", "endpoint"], registry=r)
-        self.errors_4xx = Counter("atlas_api_http_4xx_errors_total", "HTTP 4xx answers",
-                                  ["method", "endpoint"], registry=r)
-        self.duration = Histogram("atlas_api_http_request_duration_seconds",
-                                  "Time from request to the end of the answer",
-                                  ["method", "endpoint"], buckets=BUCKETS, registry=r)
+        #: (method, endpoint, status) -> [count, created]
+        self.counts: dict[tuple[str, str, int], list[float]] = {}
+        #: (method, endpoint) -> [per-bucket counts (last: +Inf, not cumulative)..., sum,
+        #: created]
+        self.durations: dict[tuple[str, str], list[float]] = {}
+        r.register(RequestCollector(self))
         self.in_progress = Gauge("atlas_api_http_requests_in_progress",
                                  "HTTP requests received and not yet finished",
                                  ["method", "endpoint"], registry=r)
-        # Label children, looked up once: the keys are bounded (methods x routes x statuses).
-        self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
         self._in_progress_cells: dict[tuple[str, str], list[int]] = {}
         self.data_system: DataSystemCollector | None = None
 
@@ -156,30 +162,83 @@ class ServiceMetrics:
             self.in_progress.labels(method, endpoint).set_function(lambda: cell[0])
         return cell
 
-    def record(self, method: str, endpoint: str, status: int, seconds: float) -> None:
-        """Count one answered request."""
-        key = (method, endpoint, status)
-        children = self._children.get(key)
-        if children is None:
-            children = self._children[key] = self._make_children(method, endpoint, status)
-        requests, duration, errors, by_class = children
-        requests.inc()
-        duration.observe(seconds)
-        if errors is not None:
-            errors.inc()
-        if by_class is not None:
-            by_class.inc()
+    def cells(self, method: str, endpoint: str, status: int) -> tuple[list[float], list[float]]:
+        """(count cell, duration cell) for these labels, made on first use."""
+        count = self.counts.get((method, endpoint, status))
+        if count is None:
+            count = self.counts[(method, endpoint, status)] = [0, time.time()]
+        duration = self.durations.get((method, endpoint))
+        if duration is None:
+            duration = self.durations[(method, endpoint)] = [0] * (len(BUCKETS) + 1) + [
+                0.0, time.time()]
+        return count, duration
 
-    def _make_children(self, method: str, endpoint: str, status: int) -> tuple[Any, ...]:
-        errors = by_class = None
-        if status >= 400:
-            errors = self.errors.labels(method, endpoint, str(status))
-        if 400 <= status < 500:
-            by_class = self.errors_4xx.labels(method, endpoint)
-        elif status >= 500:
-            by_class = self.errors_5xx.labels(method, endpoint)
-        return (self.requests.labels(method, endpoint, str(status)),
-                self.duration.labels(method, endpoint), errors, by_class)
+    def record(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one answered request (``seconds``: its duration)."""
+        count = self.counts.get((method, endpoint, status))
+        duration = self.durations.get((method, endpoint))
+        if count is None or duration is None:
+            count, duration = self.cells(method, endpoint, status)
+        count[0] += 1
+        duration[bisect.bisect_left(BUCKETS, seconds)] += 1  # le: seconds <= bound
+        duration[-2] += seconds
+
+
+class RequestCollector(Collector):
+    """The card's five request metrics, from ``ServiceMetrics``' cells, in prometheus_client's
+    exposition (counters with ``_total`` and ``_created``, a histogram with cumulative
+    ``_bucket``, ``_count``, ``_sum`` and ``_created``)."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = weakref.ref(metrics)
+
+    def collect(self) -> Iterator[Metric]:
+        metrics = self._metrics()
+        counts = list(metrics.counts.items()) if metrics is not None else []
+        durations = list(metrics.durations.items()) if metrics is not None else []
+        requests = Metric("atlas_api_http_requests", "HTTP requests answered", "counter")
+        errors = Metric("atlas_api_http_errors", "HTTP answers with status >= 400", "counter")
+        by_class: dict[str, dict[tuple[str, str], list[float]]] = {"5xx": {}, "4xx": {}}
+        for (method, endpoint, status), (count, created) in counts:
+            labels = {"method": method, "endpoint": endpoint, "status": str(status)}
+            _add_counter(requests, labels, count, created)
+            if status >= 400:
+                _add_counter(errors, {"method": method, "endpoint": endpoint,
+                                      "status_code": str(status)}, count, created)
+                group = by_class["4xx" if status < 500 else "5xx"]
+                total = group.setdefault((method, endpoint), [0, created])
+                total[0] += count
+                total[1] = min(total[1], created)
+        yield requests
+        yield errors
+        for name in ("5xx", "4xx"):
+            family = Metric(f"atlas_api_http_{name}_errors", f"HTTP {name} answers", "counter")
+            for (method, endpoint), (count, created) in by_class[name].items():
+                _add_counter(family, {"method": method, "endpoint": endpoint}, count, created)
+            yield family
+        name = "atlas_api_http_request_duration_seconds"
+        histogram = Metric(name, "Time from request to the end of the answer", "histogram")
+        for (method, endpoint), cell in durations:
+            cell = list(cell)
+            labels = {"method": method, "endpoint": endpoint}
+            cumulative = 0.0
+            for bound, n in zip(_BOUNDS, cell[:-2], strict=True):
+                cumulative += n
+                histogram.add_sample(f"{name}_bucket", {**labels, "le": bound}, cumulative)
+            histogram.add_sample(f"{name}_count", labels, cumulative)
+            histogram.add_sample(f"{name}_sum", labels, cell[-2])
+            histogram.add_sample(f"{name}_created", labels, cell[-1])
+        yield histogram
+
+
+_BOUNDS = [floatToGoString(b) for b in (*BUCKETS, math.inf)]
+
+
+def _add_counter(family: Metric, labels: dict[str, str], count: float, created: float) -> None:
+    """One counter child: its ``_total`` and ``_created`` samples (the exposition shows the
+    second as a gauge family of its own, as for prometheus_client's ``Counter``)."""
+    family.add_sample(f"{family.name}_total", labels, count)
+    family.add_sample(f"{family.name}_created", labels, created)
 
 
 def route_template(route: Any) -> str | None:
@@ -238,7 +297,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        send = tracking_send(scope, send, receive)
+        if RESPONSE_STATUS not in scope:  # else an outer layer tracks the response
+            send = tracking_send(scope, send, receive)
         method = scope["method"]
         if method == "GET" and HEAD_SCOPE_KEY in scope:
             method = "HEAD"

@@ -7,10 +7,13 @@ module holds Timeout, LoopbackGuard, ErrorHandling and LoadShedding; RequestID i
 ``request_id.py`` and Metrics in ``metrics.py``.
 
 Each layer is a plain class with ``__init__(self, app, **options)`` and
-``async __call__(scope, receive, send)`` that passes non-HTTP scopes straight through (Starlette's
-``TrustedHostMiddleware`` is the model). Not ``BaseHTTPMiddleware``: that runs every layer in a
-task group with a memory stream between them, which costs a large share of throughput with five
-layers and cuts contextvars off from the handler (``benchmarks/bench_service.py`` measures it).
+``__call__(scope, receive, send)`` returning an awaitable, that passes non-HTTP scopes straight
+through (Starlette's ``TrustedHostMiddleware`` is the model). Most are coroutines; the two that
+only decide at the door (LoopbackGuard, and LoadShedding for an exempt path) return the inner
+app's own awaitable when they let a request pass, so they add no frame to its path.
+Not ``BaseHTTPMiddleware``: that runs every layer in a task group with a memory stream between
+them, which costs a large share of throughput with five layers and cuts contextvars off from
+the handler (``benchmarks/bench_service.py --teaching`` measures it).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import ipaddress
 import json
 import logging
 import traceback
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,6 +33,7 @@ from ..validation import check_int, check_real
 from .errors import send_json_error
 from .request_id import request_id_of
 from .tracking import (
+    RESPONSE_STATUS,
     client_gone,
     mark_client_gone,
     response_started,
@@ -95,7 +99,8 @@ class TimeoutMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = tracking_send(scope, send, receive)
+        if RESPONSE_STATUS not in scope:  # else an outer layer tracks the response
+            send = tracking_send(scope, send, receive)
         if self.timeout is None:
             await self._without_deadline(scope, receive, send)
             return
@@ -125,7 +130,8 @@ class TimeoutMiddleware:
                                       request_id_of(scope))
         finally:
             deadlines.pop(task, None)
-            self._expired.discard(task)
+            if self._expired:
+                self._expired.discard(task)
 
     async def _without_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
         """No server timeout: only a stopping server's cancellation is answered (503)."""
@@ -238,15 +244,24 @@ class LoopbackGuardMiddleware:
             self._accepted.add(value)
         return ok
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: a request that passes is the inner app's own awaitable, so
+        # this layer adds no frame to every request's path (only a refusal runs ``_refuse``).
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         host = None
         for name, value in scope["headers"]:
             if name == b"host":
                 host = value
                 break
+        if host is None or not self.host_allowed(host) or scope["method"] not in _SAFE_METHODS:
+            return self._refuse(scope, receive, send, host)
+        return self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send,
+                      host: bytes | None) -> None:
+        """Answer 400, 403 or 415 if the request must be refused; else pass it on (a
+        state-changing request that is allowed)."""
         if host is None or not self.host_allowed(host):
             shown = "none" if host is None else repr(host.decode("latin-1")[:100])
             await send_json_error(
@@ -315,7 +330,8 @@ class ErrorHandlingMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        send = tracking_send(scope, send, receive)
+        if RESPONSE_STATUS not in scope:  # else an outer layer tracks the response
+            send = tracking_send(scope, send, receive)
         try:
             await self.app(scope, receive, send)
         except ClientDisconnect:
@@ -383,10 +399,13 @@ class LoadSheddingMiddleware:
         self.retry_after = check_int("retry_after", retry_after, low=0)
         self._retry_after_header = (b"retry-after", str(self.retry_after).encode())
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine itself: an exempt request is the inner app's own awaitable (no frame).
         if scope["type"] != "http" or _is_exempt(scope["path"]):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
+        return self._admit(scope, receive, send)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.limiter
         if not limiter.try_acquire():
             await send_json_error(
@@ -398,7 +417,8 @@ class LoadSheddingMiddleware:
                 headers=[self._retry_after_header],
             )
             return
-        send = tracking_send(scope, send, receive)  # the status, read back from the scope
+        if RESPONSE_STATUS not in scope:  # else an outer layer tracks the response
+            send = tracking_send(scope, send, receive)  # the status, read back from the scope
         clock = asyncio.get_running_loop().time
         admitted = clock()
         dropped = True  # unless it ends with an answer below 500

@@ -15,6 +15,7 @@ import itertools
 import os
 import re
 from contextvars import ContextVar
+from typing import TypeGuard
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -68,6 +69,17 @@ def request_id_of(scope: Scope) -> str | None:
     return state.get("request_id") if isinstance(state, dict) else None
 
 
+def _plain_headers(headers: object) -> TypeGuard[list[tuple[bytes, bytes]]]:
+    """True for a list of headers without ``X-Request-ID`` (one loop, no generator: this runs
+    on every response)."""
+    if type(headers) is not list:
+        return False
+    for header in headers:  # noqa: SIM110 (a loop: all() over a generator costs more here)
+        if header[0].lower() == _HEADER:
+            return False
+    return True
+
+
 class RequestIDMiddleware:
     """Keep or create ``X-Request-ID`` and return it on every response (pure ASGI).
 
@@ -101,17 +113,18 @@ class RequestIDMiddleware:
         header = (_HEADER, rid.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind == "http.response.body":
+                if not message.get("more_body", False):
+                    scope[RESPONSE_COMPLETE] = True
+            elif kind == "http.response.start":
                 scope[RESPONSE_STATUS] = message["status"]
                 headers = message.get("headers")
-                if not isinstance(headers, list) or any(h[0].lower() == _HEADER
-                                                        for h in headers):
+                if not _plain_headers(headers):
                     # a tuple, or a handler set its own ID: build a fresh list without it
                     headers = [h for h in headers or () if h[0].lower() != _HEADER]
                     message["headers"] = headers
                 headers.append(header)  # in place, as Starlette's own middleware does
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                scope[RESPONSE_COMPLETE] = True
             await send(message)
 
         token = _request_id.set(rid)

@@ -43,6 +43,8 @@ from .store import Store, open_store
 from .timelines import Timelines
 from .work import WorkStation
 
+_INPUT_KEY = INPUT_HEADER.encode("latin-1")  # lower case, as servers give header names
+
 __all__ = ["FanoutCounts", "ServiceState", "fanout_client", "instance_streams", "key_lease",
            "store_location"]
 
@@ -235,7 +237,10 @@ class ServiceState:
         ``bad_input_rate``; a request without the header carries a good one. A server that is
         down (capacity 0) answers 503 before any handler code runs, as in the simulator."""
         try:
-            value = parse_input(request.headers.getlist(INPUT_HEADER))
+            # the raw fields, as request.headers.getlist(INPUT_HEADER) reads them, without
+            # building a Headers object on every request
+            value = parse_input([v.decode("latin-1") for k, v in request.scope["headers"]
+                                 if k == _INPUT_KEY])
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
         if value is None or not self.bad_input_rate or self.work.capacity == 0:

@@ -455,3 +455,44 @@ def test_a_dependency_without_retry_budget_or_breaker_runs_live_as_in_the_simula
     assert breaker["state"] is None and breaker["budget_tokens"] is None
     with pytest.raises(ValueError, match="with a timeout"):
         create_app(server=ServerConfig(dependency=Dependency(client=ClientPolicy())))
+
+
+def test_counts_read_at_scrape_time_give_the_cards_series():
+    # ServiceMetrics keeps plain cells and derives the error counters when collected
+    from prometheus_client import generate_latest
+
+    from atlas_sim.service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    for status, seconds in [(200, 0.003), (404, 0.3), (404, 0.005), (429, 0.01), (503, 12.0)]:
+        metrics.record("GET", "/x", status, seconds)
+    text = generate_latest(metrics.registry).decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def value(family: str, sample: str, **labels: str) -> float:
+        return next(s.value for s in families[family].samples
+                    if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
+    assert value("atlas_api_http_requests", "atlas_api_http_requests_total", status="404") == 2
+    assert value("atlas_api_http_errors", "atlas_api_http_errors_total", status_code="429") == 1
+    assert value("atlas_api_http_4xx_errors", "atlas_api_http_4xx_errors_total") == 3
+    assert value("atlas_api_http_5xx_errors", "atlas_api_http_5xx_errors_total") == 1
+    duration = "atlas_api_http_request_duration_seconds"
+    assert value(duration, duration + "_bucket", le="0.005") == 2  # le: seconds <= bound
+    assert value(duration, duration + "_bucket", le="10.0") == 4
+    assert value(duration, duration + "_bucket", le="+Inf") == 5
+    assert value(duration, duration + "_count") == 5
+    assert abs(value(duration, duration + "_sum") - 12.318) < 1e-9
+    for created in ("requests", "errors", "4xx_errors", "5xx_errors",
+                    "request_duration_seconds"):  # as prometheus_client's own Counter shows
+        assert f'atlas_api_http_{created}_created{{endpoint="/x",method="GET"' in text
+
+
+def test_fastapis_own_telemetry_is_off_unless_opentelemetry_is_set_up(monkeypatch):
+    from atlas_sim.service import create_app
+
+    app = create_app()
+    if hasattr(app, "_telemetry"):  # FastAPI >= 0.165 has a native OpenTelemetry hook
+        assert not app._telemetry["tracing"] and not app._telemetry["metrics"]
+        monkeypatch.setenv("FASTAPI_OTEL_AUTO_CONFIGURE", "true")
+        assert create_app()._telemetry["tracing"]

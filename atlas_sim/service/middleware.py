@@ -37,7 +37,6 @@ from .tracking import (
     client_gone,
     mark_client_gone,
     response_started,
-    response_status,
     tracking_send,
 )
 
@@ -424,7 +423,7 @@ class LoadSheddingMiddleware:
         dropped = True  # unless it ends with an answer below 500
         try:
             await self.app(scope, receive, send)
-            status = response_status(scope)
+            status = scope.get(RESPONSE_STATUS)  # response_status(scope), inline
             dropped = status is None or status >= 500
         finally:
             limiter.release(latency=clock() - admitted, dropped=dropped)

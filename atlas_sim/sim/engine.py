@@ -41,6 +41,7 @@ from simpy.events import Timeout
 from ..policies import Guard
 from ..results import RunResult
 from ..workload import Fault, RequestInputs, rng_streams
+from . import fastpath
 from .client import Attempt
 from .conditions import fault_windows
 from .deadlines import Deadlines
@@ -59,6 +60,8 @@ def simulate(scenario: Scenario) -> RunResult:
     """
     if not isinstance(scenario, Scenario):
         raise ValueError(f"scenario must be a Scenario, got {scenario!r}")
+    if fastpath.qualifies(scenario):
+        return fastpath.fifo_queue(scenario)  # the same tables, by recursion (sim.fastpath)
     return Run(scenario).execute()
 
 

@@ -376,7 +376,8 @@ def _record(guard: Guard, status: int, generation: int, *, spends_token: bool) -
     hedge's non-fatal one)."""
     breaker = guard.breaker
     if breaker is not None:
-        if counts_as_breaker_failure(status):
+        # counts_as_breaker_failure(status), inline: this runs once per attempt
+        if 500 <= status <= 599 and status != _BUDGET_EXHAUSTED and status != _BREAKER_OPEN:
             breaker.record_failure(generation)
         else:
             breaker.record_success(generation)

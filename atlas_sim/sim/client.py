@@ -72,7 +72,7 @@ class Call:
 
     def start(self) -> None:
         run = self.run
-        self.t_start = run.env.now
+        self.t_start = run.env._now
         if not run.hedged:
             self.send()
         else:
@@ -80,7 +80,7 @@ class Call:
 
     def send(self, _event: Any = None) -> None:
         run = self.run
-        now = run.env.now
+        now = run.env._now
         guarded = self.guarded
         if not guarded.before_attempt():
             self.end(guarded.status)
@@ -104,7 +104,7 @@ class Call:
     def attempt_done(self, attempt: Attempt, status: int) -> None:
         """Called once per attempt: with the server's answer, or 599 if the client gave up."""
         run = self.run
-        now = run.env.now
+        now = run.env._now
         outstanding = run.outstanding
         if outstanding is None:  # one instance: the recorder adds its index, 0, at the end
             run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send,
@@ -149,7 +149,7 @@ class Call:
         """Copy ``number``, just admitted, on the wire: what ``send`` does for an attempt (kept
         inline there: the one-attempt loop is the engine's hot path)."""
         run = self.run
-        now = run.env.now
+        now = run.env._now
         outstanding = run.outstanding
         if outstanding is None:
             server = run.server
@@ -179,7 +179,7 @@ class Call:
     def record_copy(self, attempt: Copy, status: int) -> None:
         """The copy is no longer in flight: its row, one fewer outstanding at its instance."""
         run = self.run
-        now = run.env.now
+        now = run.env._now
         row = (self.request_id, attempt.number, attempt.t_send, now, now - attempt.t_send,
                status, attempt.queue_wait)
         if run.outstanding is None:  # one instance: as attempt_done records it
@@ -190,7 +190,7 @@ class Call:
 
     def end(self, status: int) -> None:
         run = self.run
-        now = run.env.now
+        now = run.env._now
         run.recorder.request_rows.append((self.request_id, self.t_start, now, now - self.t_start,
                                           status, self.guarded.attempts, status == _OK))
         if self.on_end is not None:

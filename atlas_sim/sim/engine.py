@@ -8,12 +8,22 @@ breaker; clients time out, retry with backoff, and may be stopped by their budge
 Every decision a policy makes is made by the very objects of ``atlas_sim.policies``, reading the
 simulated clock ``env.now``.
 
-How it runs. The clock and the event queue are SimPy's. Arrivals and fault windows are SimPy
-processes; closed-loop clients are chains of callbacks. A request is not a process either: it
-is a small state machine (``Call``, ``Attempt``, ``Handler``) whose steps are callbacks on SimPy
-events. A plain request costs two events (its arrival and its completion) instead of the six or
-so of a process per request with a ``Resource``, and that is what lets a slider answer in a
-blink (BENCHMARKS.md).
+How it runs. The clock and the event queue are SimPy's: ``env.now``, and its heap ordered by
+time, priority and SimPy's event counter. Fault windows are a SimPy process; open-loop arrivals
+and closed-loop clients are chains of callbacks. A request is not a process either: it is a
+small state machine (``Call``, ``Attempt``, ``Handler``) whose steps are callbacks. A plain
+request costs two events (its arrival and its completion) instead of the six or so of a process
+per request with a ``Resource``, and that is what lets a slider answer in a blink
+(BENCHMARKS.md). A callback's timeout (``Run.later``) is a ``Later``, not a SimPy ``Timeout``:
+one small object pushed on SimPy's heap with SimPy's own key (``now + delay``, ``NORMAL``, the
+next event id), so it is ordered among SimPy's events exactly as a ``Timeout`` would be, without
+the callback list and the scheduling call; ``Run.execute`` steps the heap itself, calling a
+``Later``'s callback directly and handling any other event as ``Environment.step`` does.
+
+A FIFO queue without policies (``sim.fastpath.qualifies``: plain M/M/c) is not run on events
+at all: ``simulate`` computes it by the Lindley / Kiefer-Wolfowitz recursion
+(``sim.fastpath.fifo_queue``), with the same draws and the same float operations, so the same
+tables to the last bit.
 
 The actors live in modules of their own, and this one wires them: ``load`` (who sends),
 ``client`` (each call and its attempts), ``server`` (workers, queue, admission, timeouts,
@@ -33,10 +43,11 @@ the dice of the others, and a live run with the same seed sees the same arrivals
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
-from simpy.events import Timeout
+from simpy.events import NORMAL, URGENT
 
 from ..policies import Guard
 from ..results import RunResult
@@ -45,7 +56,7 @@ from . import fastpath
 from .client import Attempt
 from .conditions import fault_windows
 from .deadlines import Deadlines
-from .load import closed_loop, open_loop
+from .load import OpenLoop, closed_loop
 from .recorder import Recorder
 from .scenario import Scenario
 from .server import Server
@@ -63,6 +74,17 @@ def simulate(scenario: Scenario) -> RunResult:
     if fastpath.qualifies(scenario):
         return fastpath.fifo_queue(scenario)  # the same tables, by recursion (sim.fastpath)
     return Run(scenario).execute()
+
+
+class Later:
+    """A timeout whose one callback is called with it (``callback(later)``; ``later._value`` is
+    the value it carries): what ``Run.later`` puts on SimPy's heap instead of a ``Timeout``."""
+
+    __slots__ = ("_value", "callback")
+
+    def __init__(self, callback: Callable[[Any], None], value: Any) -> None:
+        self.callback = callback
+        self._value = value
 
 
 class Run:
@@ -97,14 +119,25 @@ class Run:
         self.outstanding: list[int] | None = [0] * n if n > 1 else None
         self.hedged = s.client.hedge is not None  # the client's calls are driven by actions
         self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
+        self._queue = self.env._queue  # SimPy's heap and its event counter (see ``later``)
+        self._eid = self.env._eid
 
     def now(self) -> float:
         """The simulated clock, as the policies read it."""
-        return self.env.now
+        return self.env._now
 
     def later(self, delay: float, callback: Callable[[Any], None], value: Any = None) -> None:
-        """Call ``callback(event)`` after ``delay`` seconds; ``event.value`` is ``value``."""
-        Timeout(self.env, delay, value).callbacks.append(callback)
+        """Call ``callback(event)`` after ``delay`` seconds (>= 0); ``event._value`` is
+        ``value``. Ordered as ``simpy.Timeout(env, delay, value)`` would be."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        env = self.env
+        heappush(self._queue, (env._now + delay, NORMAL, next(self._eid), Later(callback, value)))
+
+    def soon(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(event)`` now, before any ordinary event of this instant, as SimPy
+        starts a process (``URGENT``)."""
+        heappush(self._queue, (self.env._now, URGENT, next(self._eid), Later(callback, None)))
 
     def apply_faults(self, active: list[Fault]) -> None:
         """A fault window opened or closed: each instance applies the active faults that hit it."""
@@ -117,8 +150,26 @@ class Run:
         if s.faults:
             env.process(fault_windows(env, s.faults, self.apply_faults))
         if s.load.open_loop:
-            env.process(open_loop(self))
+            self.soon(OpenLoop(self).start)  # where env.process would start it
         else:
             closed_loop(self)
-        env.run()
+        self.step_all()
         return self.recorder.result(s, self.duration)
+
+    def step_all(self) -> None:
+        """Process every event on SimPy's heap, in its order, until none is left: a ``Later``
+        by calling its callback, any other event as ``simpy.Environment.step`` does."""
+        env = self.env
+        queue = self._queue
+        while queue:
+            env._now, _, _, event = heappop(queue)
+            if event.__class__ is Later:
+                event.callback(event)
+                continue
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc

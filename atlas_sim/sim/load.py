@@ -1,27 +1,45 @@
 """Who sends requests: open-loop arrivals on the load's schedule, or closed-loop clients that
-send, wait for the end of their request, think, and send again."""
+send, wait for the end of their request, think, and send again (both chains of callbacks)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-import simpy
 
 from .client import Call
 
 if TYPE_CHECKING:
     from .engine import Run
 
-__all__ = ["ClosedLoopClient", "closed_loop", "open_loop"]
+__all__ = ["ClosedLoopClient", "OpenLoop", "closed_loop"]
 
 
-def open_loop(run: Run) -> Generator[simpy.Event, Any, None]:
-    """A SimPy process: one call at each of the schedule's send times."""
-    env = run.env
-    for t in run.times:
-        yield env.timeout(max(0.0, t - env.now))
-        Call(run).start()
+class OpenLoop:
+    """One call at each of the schedule's send times: a chain of callbacks, each arrival
+    scheduling the next after its call has started, in the order (and so with the SimPy event
+    ids) of a process that loops ``yield env.timeout(max(0, t - env.now)); Call(run).start()``."""
+
+    __slots__ = ("next", "run", "times")
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.times = run.times
+        self.next = 0
+
+    def start(self, _event: Any = None) -> None:
+        self.wait()
+
+    def wait(self) -> None:
+        """Wait until the next send time, if any is left."""
+        i = self.next
+        if i < len(self.times):
+            self.next = i + 1
+            run = self.run
+            run.later(max(0.0, self.times[i] - run.env._now), self.send)
+
+    def send(self, _event: Any) -> None:
+        Call(self.run).start()
+        self.wait()
 
 
 def closed_loop(run: Run) -> None:
@@ -50,7 +68,7 @@ class ClosedLoopClient:
 
     def send(self, _event: Any = None) -> None:
         run = self.run
-        if run.env.now < run.duration:
+        if run.env._now < run.duration:
             Call(run, self.after).start()
 
     def after(self) -> None:

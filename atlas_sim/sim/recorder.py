@@ -51,7 +51,7 @@ class Recorder:
     def completion(self, request_id: int, attempt: int, instance: int) -> None:
         """Server instance ``instance`` finished an attempt's work (whether or not its client
         still waits)."""
-        self.server_rows.append((request_id, attempt, self.env.now, instance))
+        self.server_rows.append((request_id, attempt, self.env._now, instance))
 
     def result(self, scenario: Scenario, duration: float) -> RunResult:
         requests = _columns(self.request_rows, _REQUEST_ROW)

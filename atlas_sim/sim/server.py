@@ -124,7 +124,7 @@ class Server:
         if self.limiter is not None and not self.limiter.try_acquire():
             attempt.answer(_SHED)
             return
-        attempt.t_arrive = self.env.now
+        attempt.t_arrive = self.env._now
         rate = self.conditions.bad_input_rate
         if rate and self.run.inputs[attempt.call.request_id] < rate:
             self.leave(attempt, True)  # the handler died on what the request carries
@@ -140,7 +140,7 @@ class Server:
 
     def start(self, attempt: Attempt) -> None:
         """A worker takes ``attempt``: local work, then the dependency call if any."""
-        now = self.env.now
+        now = self.env._now
         attempt.queue_wait = now - attempt.t_arrive
         conditions = self.conditions
         work = self.draw_work() / conditions.capacity + conditions.added_latency + self.overhead
@@ -160,7 +160,7 @@ class Server:
         if self.conditions.stall and attempt.status == _OK:
             self.held[attempt] = lambda: self.finish(attempt)  # answered when the stall ends
             if self.timeout is not None:  # ... or cut off at its deadline, if that is sooner
-                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                self.run.later(attempt.t_arrive + self.timeout - self.env._now, self.cut_held,
                                attempt)
             return
         self.finish(attempt)
@@ -175,7 +175,7 @@ class Server:
         if self.conditions.stall:
             self.held[attempt] = lambda: self.transaction(attempt)
             if self.timeout is not None:
-                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                self.run.later(attempt.t_arrive + self.timeout - self.env._now, self.cut_held,
                                attempt)
             return
         self.transaction(attempt)
@@ -211,7 +211,7 @@ class Server:
         skipped, reaped, refused by the dependency's breaker, crashed) rather than served."""
         limiter = self.limiter
         if limiter is not None:
-            limiter.release(self.env.now - attempt.t_arrive, dropped)  # positional: hot path
+            limiter.release(self.env._now - attempt.t_arrive, dropped)  # positional: hot path
 
     def release(self, attempt: Attempt, dropped: bool) -> None:
         """A worker finished ``attempt``."""
@@ -228,7 +228,7 @@ class Server:
         done_by = -math.inf  # when a queued attempt started now would be done, if we care
         if self.drop_expired:
             conditions = self.conditions
-            done_by = (self.env.now + self.mean_work / conditions.capacity
+            done_by = (self.env._now + self.mean_work / conditions.capacity
                        + conditions.added_latency)
         while queue:
             attempt = queue.pop()
@@ -249,14 +249,14 @@ class Server:
         head, timeout = self.queue.oldest(), self.timeout
         assert timeout is not None  # armed only when there is a server timeout
         self.reaper_armed = True
-        self.run.later(max(0.0, head.t_arrive + timeout - self.env.now), self.reap)
+        self.run.later(max(0.0, head.t_arrive + timeout - self.env._now), self.reap)
 
     def reap(self, _event: Any) -> None:
         """Answer 504 to queued attempts that reached the server timeout before a worker."""
         self.reaper_armed = False
         timeout = self.timeout
         assert timeout is not None
-        queue, deadline = self.queue, self.env.now - timeout + EPS
+        queue, deadline = self.queue, self.env._now - timeout + EPS
         while queue and queue.oldest().t_arrive <= deadline:
             attempt = queue.pop_oldest()
             self.leave(attempt, True)

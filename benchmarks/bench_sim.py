@@ -121,8 +121,9 @@ def measure(task: str, seed: int) -> float:
 # -- the canonical scenarios, digested -------------------------------------------------------
 
 def _scenarios() -> Iterator[tuple[str, Any]]:
-    from atlas_sim.server_config import ServerConfig
-    from atlas_sim.sim import Scenario
+    from atlas_sim.policies import ClientPolicy, HedgePolicy, PoolConfig, RetryPolicy
+    from atlas_sim.server_config import Dependency, ServerConfig, StoreConfig
+    from atlas_sim.sim import Fault, Scenario
     from atlas_sim.sim import scenarios as sc
     from atlas_sim.workload import Distribution, Load
 
@@ -148,6 +149,27 @@ def _scenarios() -> Iterator[tuple[str, Any]]:
     yield "D/D/2 with a step, ties", Scenario(
         load=Load(rate=20.0, duration=20.0, process="constant", steps=((5.0, 40.0),)),
         server=ServerConfig(workers=2, service_time=Distribution(mean=0.1, kind="constant")))
+    # beyond the canonical ones: every other path of the engine
+    yield "hedged, 2 instances", plain.replace(
+        instances=2, client=ClientPolicy(timeout=1.0, hedge=HedgePolicy(delay=0.05)))
+    yield "retry_storm, round trip", sc.retry_storm("budget").replace(round_trip=0.02)
+    yield "full_stack, stall, bad inputs, drop_expired", sc.full_stack(3000, seed=4).replace(
+        {"faults": (Fault(start=2.0, end=3.0, stall=True, name="stall"),
+                    Fault(start=5.0, end=6.0, bad_input_rate=0.3, name="bad inputs")),
+         "server.drop_expired": True})
+    yield "/api/orders with a pool", Scenario(
+        load=Load(rate=40.0, duration=20.0), path="/api/orders", seed=3,
+        server=ServerConfig(workers=4, service_time=Distribution(mean=0.02), timeout=2.0,
+                            store=StoreConfig(query_time=Distribution(mean=0.05)),
+                            pool=PoolConfig(size=2, timeout=0.5)))
+    yield "/api/compose", Scenario(
+        load=Load(rate=40.0, duration=20.0), path="/api/compose", seed=2,
+        server=ServerConfig(dependency=Dependency(latency=Distribution(mean=0.02),
+                                                  error_rate=0.05)))
+    yield "closed loop, thinking", Scenario(
+        load=Load(clients=20, think_time=0.1, duration=20.0),
+        server=ServerConfig(workers=2, service_time=Distribution(mean=0.01)),
+        client=ClientPolicy(timeout=0.5, retry=RetryPolicy(max_attempts=3)), seed=7)
     yield "M/G/3 lognormal with a step", Scenario(
         load=Load(rate=50.0, duration=30.0, steps=((10.0, 70.0),)),
         server=ServerConfig(workers=3, service_time=Distribution(mean=0.05, kind="lognormal",

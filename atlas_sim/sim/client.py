@@ -78,7 +78,7 @@ class Call:
         else:
             self.start_hedged()
 
-    def send(self, _event: Any = None) -> None:
+    def send(self, _value: Any = None) -> None:
         run = self.run
         now = run.env._now
         guarded = self.guarded
@@ -97,7 +97,7 @@ class Call:
             attempt.deadline = now + run.client_timeout
             run.client_deadlines.add(attempt.deadline, attempt)
         if run.half_trip:
-            run.later(run.half_trip, server.arrive, attempt)  # on the wire to the server
+            run.later(run.half_trip, server.submit, attempt)  # on the wire to the server
         else:
             server.submit(attempt)
 
@@ -162,13 +162,13 @@ class Call:
             attempt.deadline = now + run.client_timeout
             run.client_deadlines.add(attempt.deadline, attempt)
         if run.half_trip:
-            run.later(run.half_trip, server.arrive, attempt)
+            run.later(run.half_trip, server.submit, attempt)
         else:
             server.submit(attempt)
 
-    def on_timer(self, event: Any) -> None:
-        """The timer of a ``Wait`` fired: the next copy is due (unless the call moved on)."""
-        self.perform(self.guarded.on_timer(event._value))
+    def on_timer(self, wait: Wait) -> None:
+        """The timer of ``wait`` fired: the next copy is due (unless the call moved on)."""
+        self.perform(self.guarded.on_timer(wait))
 
     def copy_done(self, attempt: Copy, status: int) -> None:
         """Called once per copy not cancelled: with the server's answer, or 599."""
@@ -226,12 +226,9 @@ class Attempt:
         """The server's answer; it reaches the client after the way back on the wire."""
         half_trip = self.call.run.half_trip
         if half_trip:
-            self.call.run.later(half_trip, self.arrive, status)
+            self.call.run.later(half_trip, self.settle, status)  # on the wire back
         else:
             self.settle(status)
-
-    def arrive(self, event: Any) -> None:
-        self.settle(event._value)
 
     def time_out(self) -> None:
         """The client's deadline passed without an answer: it gives up (599)."""

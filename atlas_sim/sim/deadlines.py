@@ -42,7 +42,7 @@ class Deadlines:
         self.armed = True
         self.run.later(max(0.0, deadline - self.run.env._now), self.fire)
 
-    def fire(self, _event: Any) -> None:
+    def fire(self, _value: Any) -> None:
         self.armed = False
         pending, now = self.pending, self.run.env._now + EPS
         while pending:

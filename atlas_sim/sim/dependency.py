@@ -88,7 +88,7 @@ class Handler:
             server.handler_deadlines.add(self.attempt.t_arrive + server.timeout, self)
         server.run.later(work, self.call)
 
-    def call(self, _event: Any = None) -> None:
+    def call(self, _value: Any = None) -> None:
         if self.finished:
             return
         dep = self.server.dependency
@@ -117,13 +117,13 @@ class Handler:
         if latency < math.inf:  # else it hangs: only the server timeout can end it
             self.server.run.later(latency, self.call_done, status)
 
-    def call_done(self, event: Any) -> None:
+    def call_done(self, status: int) -> None:
         if self.finished:
             return  # the attempt already timed out; its outcome was recorded then
         self.in_call = False
         guarded = self.guarded
         assert guarded is not None
-        delay = guarded.after_attempt(event._value)
+        delay = guarded.after_attempt(status)
         if delay is None:
             self.finish(_OK if guarded.status == _OK else _UNAVAILABLE)
         else:

@@ -14,11 +14,12 @@ and closed-loop clients are chains of callbacks. A request is not a process eith
 small state machine (``Call``, ``Attempt``, ``Handler``) whose steps are callbacks. A plain
 request costs two events (its arrival and its completion) instead of the six or so of a process
 per request with a ``Resource``, and that is what lets a slider answer in a blink
-(BENCHMARKS.md). A callback's timeout (``Run.later``) is a ``Later``, not a SimPy ``Timeout``:
-one small object pushed on SimPy's heap with SimPy's own key (``now + delay``, ``NORMAL``, the
-next event id), so it is ordered among SimPy's events exactly as a ``Timeout`` would be, without
-the callback list and the scheduling call; ``Run.execute`` steps the heap itself, calling a
-``Later``'s callback directly and handling any other event as ``Environment.step`` does.
+(BENCHMARKS.md). A callback's timeout (``Run.later``) is not a SimPy ``Timeout`` but a pair
+``(callback, value)`` pushed on SimPy's heap with SimPy's own key (``now + delay``, ``NORMAL``,
+the next event id), so it is ordered among SimPy's events exactly as a ``Timeout`` would be,
+without an event object, its callback list and the scheduling call; ``Run.step_all`` steps the
+heap itself, calling ``callback(value)`` for a pair and handling any other event (the fault
+windows' process, the connection pool's events) as ``Environment.step`` does.
 
 A FIFO queue without policies (``sim.fastpath.qualifies``: plain M/M/c) is not run on events
 at all: ``simulate`` computes it by the Lindley / Kiefer-Wolfowitz recursion
@@ -76,17 +77,6 @@ def simulate(scenario: Scenario) -> RunResult:
     return Run(scenario).execute()
 
 
-class Later:
-    """A timeout whose one callback is called with it (``callback(later)``; ``later._value`` is
-    the value it carries): what ``Run.later`` puts on SimPy's heap instead of a ``Timeout``."""
-
-    __slots__ = ("_value", "callback")
-
-    def __init__(self, callback: Callable[[Any], None], value: Any) -> None:
-        self.callback = callback
-        self._value = value
-
-
 class Run:
     """Everything one ``simulate`` call needs: the environment, the streams, the actors, the
     records; the actors reach each other through it."""
@@ -127,17 +117,16 @@ class Run:
         return self.env._now
 
     def later(self, delay: float, callback: Callable[[Any], None], value: Any = None) -> None:
-        """Call ``callback(event)`` after ``delay`` seconds (>= 0); ``event._value`` is
-        ``value``. Ordered as ``simpy.Timeout(env, delay, value)`` would be."""
+        """Call ``callback(value)`` after ``delay`` seconds (>= 0), ordered among the other
+        events as ``simpy.Timeout(env, delay, value)`` would be (see the module docstring)."""
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
-        env = self.env
-        heappush(self._queue, (env._now + delay, NORMAL, next(self._eid), Later(callback, value)))
+        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), (callback, value)))
 
     def soon(self, callback: Callable[[Any], None]) -> None:
-        """Call ``callback(event)`` now, before any ordinary event of this instant, as SimPy
+        """Call ``callback(None)`` now, before any ordinary event of this instant, as SimPy
         starts a process (``URGENT``)."""
-        heappush(self._queue, (self.env._now, URGENT, next(self._eid), Later(callback, None)))
+        heappush(self._queue, (self.env._now, URGENT, next(self._eid), (callback, None)))
 
     def apply_faults(self, active: list[Fault]) -> None:
         """A fault window opened or closed: each instance applies the active faults that hit it."""
@@ -157,14 +146,15 @@ class Run:
         return self.recorder.result(s, self.duration)
 
     def step_all(self) -> None:
-        """Process every event on SimPy's heap, in its order, until none is left: a ``Later``
-        by calling its callback, any other event as ``simpy.Environment.step`` does."""
+        """Process every event on SimPy's heap, in its order, until none is left: a pair of
+        ``later`` by calling ``callback(value)``, any other event as ``Environment.step``
+        does."""
         env = self.env
         queue = self._queue
         while queue:
             env._now, _, _, event = heappop(queue)
-            if event.__class__ is Later:
-                event.callback(event)
+            if event.__class__ is tuple:
+                event[0](event[1])
                 continue
             callbacks, event.callbacks = event.callbacks, None
             for callback in callbacks:

@@ -26,7 +26,7 @@ class OpenLoop:
         self.times = run.times
         self.next = 0
 
-    def start(self, _event: Any = None) -> None:
+    def start(self, _value: Any = None) -> None:
         self.wait()
 
     def wait(self) -> None:
@@ -37,7 +37,7 @@ class OpenLoop:
             run = self.run
             run.later(max(0.0, self.times[i] - run.env._now), self.send)
 
-    def send(self, _event: Any) -> None:
+    def send(self, _value: Any) -> None:
         Call(self.run).start()
         self.wait()
 
@@ -66,7 +66,7 @@ class ClosedLoopClient:
         else:
             self.run.later(self.think(), self.send)
 
-    def send(self, _event: Any = None) -> None:
+    def send(self, _value: Any = None) -> None:
         run = self.run
         if run.env._now < run.duration:
             Call(run, self.after).start()

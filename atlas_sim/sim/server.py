@@ -111,10 +111,6 @@ class Server:
         if (was_down or was_stalled) and conditions.capacity > 0 and not conditions.stall:
             self.resume()
 
-    def arrive(self, event: Any) -> None:
-        """An attempt reaches the server after its way there on the wire."""
-        self.submit(event._value)
-
     def submit(self, attempt: Attempt) -> None:
         """An attempt arrives: refuse it (503 down, 429 shed), crash on its input (500), start
         it, or queue it."""
@@ -155,8 +151,7 @@ class Server:
             work = attempt.t_arrive + timeout - now
         self.run.later(work, self.done, attempt)
 
-    def done(self, event: Any) -> None:
-        attempt = event._value
+    def done(self, attempt: Attempt) -> None:
         if self.conditions.stall and attempt.status == _OK:
             self.held[attempt] = lambda: self.finish(attempt)  # answered when the stall ends
             if self.timeout is not None:  # ... or cut off at its deadline, if that is sooner
@@ -165,10 +160,9 @@ class Server:
             return
         self.finish(attempt)
 
-    def work_done(self, event: Any) -> None:
+    def work_done(self, attempt: Attempt) -> None:
         """``/api/orders``: the work is over; the slot is given back and the transaction
         starts (or, cut off by the server timeout or held by a stall, as ``done``)."""
-        attempt = event._value
         if attempt.status != _OK:
             self.finish(attempt)  # 504 during the work: no transaction
             return
@@ -192,9 +186,8 @@ class Server:
             self.run.recorder.completion(attempt.call.request_id, attempt.number, self.index)
         attempt.answer(attempt.status)
 
-    def cut_held(self, event: Any) -> None:
+    def cut_held(self, attempt: Attempt) -> None:
         """The server timeout of an attempt held by a stall: 504, as the live Timeout layer."""
-        attempt = event._value
         if self.held.pop(attempt, None) is not None:
             attempt.status = _SERVER_TIMEOUT
             self.finish(attempt)
@@ -251,7 +244,7 @@ class Server:
         self.reaper_armed = True
         self.run.later(max(0.0, head.t_arrive + timeout - self.env._now), self.reap)
 
-    def reap(self, _event: Any) -> None:
+    def reap(self, _value: Any) -> None:
         """Answer 504 to queued attempts that reached the server timeout before a worker."""
         self.reaper_armed = False
         timeout = self.timeout

@@ -605,8 +605,20 @@ class GuardedCall:
         guard = self._guard
         ok = 200 <= status < 300
         retryable = status in guard._retry_on
-        _record(guard, status, self._generation, spends_token=retryable)
+        # _record(guard, status, self._generation, spends_token=retryable), inline: the engine
+        # calls this once per attempt
+        breaker = guard.breaker
+        if breaker is not None:
+            if 500 <= status <= 599 and status != _BUDGET_EXHAUSTED and status != _BREAKER_OPEN:
+                breaker.record_failure(self._generation)
+            else:
+                breaker.record_success(self._generation)
         budget = guard.budget
+        if budget is not None:
+            if ok:
+                budget.record_success()
+            elif retryable:
+                budget.record_failure()
         retry = guard.retry
         if ok or not retryable or retry is None or self.attempts >= retry.max_attempts:
             self.status = status

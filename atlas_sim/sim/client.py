@@ -68,11 +68,10 @@ class Call:
         self.request_id = run.next_request_id
         run.next_request_id += 1
         self.guarded: GuardedCall = run.client_guard.call(self.request_id)
-        self.t_start = 0.0
+        self.t_start = run.env._now  # made when it starts (``start``, or the open loop's send)
 
     def start(self) -> None:
         run = self.run
-        self.t_start = run.env._now
         if not run.hedged:
             self.send()
         else:
@@ -94,8 +93,11 @@ class Call:
             server = run.servers[index]
         attempt = Attempt(self, guarded.attempts, now, server)
         if run.client_timeout is not None:
-            attempt.deadline = now + run.client_timeout
-            run.client_deadlines.add(attempt.deadline, attempt)
+            deadline = attempt.deadline = now + run.client_timeout
+            deadlines = run.client_deadlines  # deadlines.add(deadline, attempt), inline
+            deadlines.pending.append((deadline, attempt))
+            if not deadlines.armed:
+                deadlines.arm(deadline)
         if run.half_trip:
             run.later(run.half_trip, server.submit, attempt)  # on the wire to the server
         else:
@@ -117,9 +119,15 @@ class Call:
                                               now, now - attempt.t_send, status,
                                               attempt.queue_wait, index))
         retry_after = attempt.server.retry_after if status == _SHED else attempt.retry_after
-        delay = self.guarded.after_attempt(status, retry_after=retry_after)
-        if delay is None:
-            self.end(self.guarded.status)
+        guarded = self.guarded
+        delay = guarded.after_attempt(status, retry_after=retry_after)
+        if delay is None:  # done: end(guarded.status), inline (once per request)
+            status = guarded.status
+            run.recorder.request_rows.append((self.request_id, self.t_start, now,
+                                              now - self.t_start, status, guarded.attempts,
+                                              status == _OK))
+            if self.on_end is not None:
+                self.on_end()
         else:
             run.later(delay, self.send)
 
@@ -227,8 +235,9 @@ class Attempt:
         half_trip = self.call.run.half_trip
         if half_trip:
             self.call.run.later(half_trip, self.settle, status)  # on the wire back
-        else:
-            self.settle(status)
+        elif not self.answered:  # settle(status), inline: once per attempt
+            self.answered = True
+            self.call.attempt_done(self, status)
 
     def time_out(self) -> None:
         """The client's deadline passed without an answer: it gives up (599)."""
@@ -249,6 +258,13 @@ class Copy(Attempt):
     goes to ``Call.copy_done``, unless the copy was cancelled first."""
 
     __slots__ = ()
+
+    def answer(self, status: int) -> None:
+        half_trip = self.call.run.half_trip
+        if half_trip:
+            self.call.run.later(half_trip, self.settle, status)
+        else:
+            self.settle(status)
 
     def settle(self, status: int) -> None:
         if not self.answered:

@@ -38,8 +38,19 @@ class OpenLoop:
             run.later(max(0.0, self.times[i] - run.env._now), self.send)
 
     def send(self, _value: Any) -> None:
-        Call(self.run).start()
-        self.wait()
+        """A send time: the call starts, then the wait for the next (``wait``, inline: this
+        runs once per request)."""
+        run = self.run
+        call = Call(run)
+        if run.hedged:
+            call.start_hedged()
+        else:
+            call.send()
+        i = self.next
+        if i < len(self.times):
+            self.next = i + 1
+            delay = self.times[i] - run.env._now
+            run.later(delay if delay > 0.0 else 0.0, self.send)  # max(0.0, delay), exactly
 
 
 def closed_loop(run: Run) -> None:

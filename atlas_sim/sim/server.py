@@ -90,6 +90,11 @@ class Server:
                 self.mean_work += store.query_time.mean
             self.done = self.work_done  # type: ignore[method-assign]  # then the transaction
         self.reaper_armed = False
+        # where a worker's work ends: ``done`` (``work_done`` on /api/orders), or straight to
+        # ``finish`` when no fault can stall this instance (``done`` then always finishes)
+        can_stall = any(f.stall and f.applies_to(index) for f in s.faults)
+        self.work_ends: Callable[[Attempt], None] = (self.done if can_stall or orders
+                                                     else self.finish)
         self.dependency = (DependencyClient(run, dep, streams, index, share_all=compose)
                            if dep is not None else None)
         self.handler_deadlines = Deadlines(run, is_done=Handler.is_finished,
@@ -149,7 +154,7 @@ class Server:
         if timeout is not None and attempt.queue_wait + work > timeout:
             attempt.status = _SERVER_TIMEOUT  # cut off at the deadline; the work is dropped
             work = attempt.t_arrive + timeout - now
-        self.run.later(work, self.done, attempt)
+        self.run.later(work, self.work_ends, attempt)
 
     def done(self, attempt: Attempt) -> None:
         if self.conditions.stall and attempt.status == _OK:
@@ -180,11 +185,20 @@ class Server:
         OrderHandler(self, attempt).start(self.draw_query())
 
     def finish(self, attempt: Attempt) -> None:
-        """``attempt``'s work is over: free its worker and answer."""
-        self.release(attempt, attempt.status != _OK)
-        if attempt.status == _OK:
-            self.run.recorder.completion(attempt.call.request_id, attempt.number, self.index)
-        attempt.answer(attempt.status)
+        """``attempt``'s work is over: free its worker and answer (``release``, then the
+        recorder's ``completion`` if it was served, inline: once per request)."""
+        status = attempt.status
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.release(self.env._now - attempt.t_arrive, status != _OK)
+        if self.queue:
+            self.take_next()
+        else:  # what take_next does when nothing waits
+            self.free += 1
+        if status == _OK:
+            self.run.recorder.server_rows.append((attempt.call.request_id, attempt.number,
+                                                  self.env._now, self.index))
+        attempt.answer(status)
 
     def cut_held(self, attempt: Attempt) -> None:
         """The server timeout of an attempt held by a stall: 504, as the live Timeout layer."""
@@ -207,10 +221,15 @@ class Server:
             limiter.release(self.env._now - attempt.t_arrive, dropped)  # positional: hot path
 
     def release(self, attempt: Attempt, dropped: bool) -> None:
-        """A worker finished ``attempt``."""
-        if self.limiter is not None:
-            self.leave(attempt, dropped)
-        self.take_next()
+        """A worker finished ``attempt``: the limiter is told (``leave``), the worker takes the
+        next."""
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.release(self.env._now - attempt.t_arrive, dropped)  # leave(), inline
+        if self.queue:
+            self.take_next()
+        else:  # what take_next does when nothing waits
+            self.free += 1
 
     def take_next(self) -> None:
         """A worker is available: start the next queued attempt, or idle."""

@@ -109,7 +109,8 @@ class Run:
         self.outstanding: list[int] | None = [0] * n if n > 1 else None
         self.hedged = s.client.hedge is not None  # the client's calls are driven by actions
         self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
-        self._queue = self.env._queue  # SimPy's heap and its event counter (see ``later``)
+        # SimPy's heap (its events, and the pairs of ``later``) and its event counter
+        self._queue: list[Any] = self.env._queue
         self._eid = self.env._eid
 
     def now(self) -> float:

@@ -61,11 +61,12 @@ class Recorder:
         else:
             attempts = _columns(self.attempt_rows, _ATTEMPT_ROW)
         by_time = np.lexsort((attempts["attempt"], attempts["request_id"], attempts["t_start"]))
+        fields = attempts.dtype.names or ()
         pool = pool_table(self.pool_rows) if scenario.path == "/api/orders" else None
         return run_result(
             scenario, duration,
             requests={name: requests[name][order] for name in REQUEST_COLUMNS},
-            attempts={name: (attempts[name][by_time] if name in attempts.dtype.names
+            attempts={name: (attempts[name][by_time] if name in fields
                              else np.zeros(len(by_time), dtype=np.int64))
                       for name in ATTEMPT_COLUMNS},
             events=self.event_rows,
@@ -99,8 +100,8 @@ def run_result(scenario: Scenario, duration: float, *, requests: dict[str, np.nd
     meta: dict[str, object] = {
         "scenario": scenario, "seed": scenario.seed,
         "loop": "open" if scenario.load.open_loop else "closed",
-        "server_log": pd.DataFrame({name: np.asarray(server_log[name], dtype=dtype)
-                                    for name, dtype in _SERVER_ROW.descr}),
+        "server_log": pd.DataFrame({name: np.asarray(server_log[name], dtype=_SERVER_ROW[name])
+                                    for name in ("request_id", "attempt", "time", "instance")}),
     }
     if pool is not None:
         meta["pool"] = pool

@@ -405,18 +405,18 @@ class GuardedCall:
     def __init__(self, guard: Guard, request: int = 0) -> None:
         self._guard = guard
         self.request = request
-        self._hedge = guard.hedge
+        hedge = self._hedge = guard.hedge
         self._delays: Iterator[float] | None = None
-        self._generation = 0
-        hedged = guard.hedge is not None
-        # hedged: each copy's breaker generation (by copy - 1), the copies not yet answered
-        self._gens: list[int] = [] if hedged else _NO_GENS
-        self._in_flight: set[int] = set() if hedged else _NO_COPIES
-        self._refused = 0  # hedged: 596 or 597 once a further copy was refused
-        self.attempts = 0
-        self.status = 0
-        self.winner = 0
+        # _refused, hedged: 596 or 597 once a further copy was refused
+        self._generation = self._refused = self.attempts = self.status = self.winner = 0
         self.cancelled: tuple[int, ...] = ()
+        # hedged: each copy's breaker generation (by copy - 1), the copies not yet answered
+        if hedge is None:
+            self._gens: list[int] = _NO_GENS
+            self._in_flight: set[int] = _NO_COPIES
+        else:
+            self._gens = []
+            self._in_flight = set()
 
     @property
     def done(self) -> bool:

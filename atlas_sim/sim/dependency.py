@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from simpy.events import NORMAL
 
 from ..policies import GuardedCall, Status
 
@@ -86,7 +88,8 @@ class Handler:
         server = self.server
         if server.timeout is not None:
             server.handler_deadlines.add(self.attempt.t_arrive + server.timeout, self)
-        server.run.later(work, self.call)
+        run = server.run  # run.later(work, self.call), inline: once per dependency call
+        heappush(run._queue, (server.env._now + work, NORMAL, next(run._eid), (self.call, None)))
 
     def call(self, _value: Any = None) -> None:
         if self.finished:
@@ -115,7 +118,9 @@ class Handler:
             latency, status = dep.timeout, _CLIENT_TIMEOUT  # the call's own timeout
         self.in_call = True
         if latency < math.inf:  # else it hangs: only the server timeout can end it
-            self.server.run.later(latency, self.call_done, status)
+            run = self.server.run  # run.later(latency, self.call_done, status), inline
+            heappush(run._queue, (self.server.env._now + latency, NORMAL, next(run._eid),
+                                  (self.call_done, status)))
 
     def call_done(self, status: int) -> None:
         if self.finished:

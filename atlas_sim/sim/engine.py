@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop, heappush
+from operator import attrgetter
 from typing import Any
 
 import simpy
@@ -100,7 +101,7 @@ class Run:
         else:
             assert load.duration is not None  # Scenario checks it
             self.duration = load.duration
-        self.client_deadlines = Deadlines(self, is_done=Attempt.is_answered,
+        self.client_deadlines = Deadlines(self, is_done=attrgetter("answered"),
                                           expire=Attempt.time_out)
         self.servers = [Server(self, config, k) for k, config in enumerate(s.configs)]
         self.server = self.servers[0]

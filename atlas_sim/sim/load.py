@@ -4,7 +4,10 @@ send, wait for the end of their request, think, and send again (both chains of c
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappush
 from typing import TYPE_CHECKING, Any
+
+from simpy.events import NORMAL
 
 from .client import Call
 
@@ -49,8 +52,10 @@ class OpenLoop:
         i = self.next
         if i < len(self.times):
             self.next = i + 1
-            delay = self.times[i] - run.env._now
-            run.later(delay if delay > 0.0 else 0.0, self.send)  # max(0.0, delay), exactly
+            now = run.env._now
+            delay = self.times[i] - now  # max(0.0, delay) exactly, and run.later inline:
+            heappush(run._queue, (now + (delay if delay > 0.0 else 0.0), NORMAL,
+                                  next(run._eid), (self.send, None)))
 
 
 def closed_loop(run: Run) -> None:

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from heapq import heappush
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+from simpy.events import NORMAL
 
 from ..policies import PoolConfig, Status
 from ..server_config import ServerConfig
@@ -97,7 +101,7 @@ class Server:
                                                      else self.finish)
         self.dependency = (DependencyClient(run, dep, streams, index, share_all=compose)
                            if dep is not None else None)
-        self.handler_deadlines = Deadlines(run, is_done=Handler.is_finished,
+        self.handler_deadlines = Deadlines(run, is_done=attrgetter("finished"),
                                            expire=Handler.time_out)
         # answers held by a stall, oldest first: attempt or handler -> what answers it
         self.held: dict[Any, Callable[[], None]] = {}
@@ -154,7 +158,8 @@ class Server:
         if timeout is not None and attempt.queue_wait + work > timeout:
             attempt.status = _SERVER_TIMEOUT  # cut off at the deadline; the work is dropped
             work = attempt.t_arrive + timeout - now
-        self.run.later(work, self.work_ends, attempt)
+        run = self.run  # run.later(work, self.work_ends, attempt), inline: once per request
+        heappush(run._queue, (now + work, NORMAL, next(run._eid), (self.work_ends, attempt)))
 
     def done(self, attempt: Attempt) -> None:
         if self.conditions.stall and attempt.status == _OK:

@@ -15,7 +15,8 @@ decisions, picked once when it starts:
 * the actions (``start``, ``on_answer``, ``on_timer`` returning ``Send``, ``Wait``, ``Cancel``,
   ``Done``), when the client hedges (``ClientPolicy(hedge=HedgePolicy(...))``;
   ``start_hedged``, ``perform``, ``copy_done``, ``on_timer``): a ``Wait`` is one timer
-  (``Run.later``) that calls ``on_timer`` (a stale one is the call's to ignore, so none is ever cancelled).
+  (``Run.later``) that calls ``on_timer`` (a stale one is the call's to ignore, so none is
+  ever cancelled).
   Each copy is an attempt of its own (a ``Copy``): routed by ``GuardedCall.route`` (with
   ``NextInstance`` a hedge goes to the next instance), counted in the run's ``outstanding``
   while in flight, given the client's timeout (599), and a row in ``attempts``; the request's

@@ -5,7 +5,6 @@ and faults drawn as the live stand-in database draws them."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
@@ -28,16 +27,26 @@ _SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
 _CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
 
 
-def _uniforms(rng: np.random.Generator, block: int = 4096) -> Callable[[], float]:
-    """Uniform(0, 1) draws one at a time, made in blocks (numpy is fast in bulk)."""
-    buffer: list[float] = []
+class Uniforms:
+    """Uniform(0, 1) draws one at a time, made in blocks (numpy is fast in bulk): the next is
+    ``draws.buffer.pop() if draws.buffer else draws.refill()`` (what ``draws()`` does; the hot
+    paths write it out, which saves a call per draw)."""
 
-    def draw() -> float:
-        if not buffer:
-            buffer.extend(reversed(rng.random(block).tolist()))
-        return buffer.pop()
+    __slots__ = ("block", "buffer", "rng")
 
-    return draw
+    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
+        self.rng = rng
+        self.block = block
+        self.buffer: list[float] = []  # the block's draws, the next one last
+
+    def refill(self) -> float:
+        """The buffer is empty: draw the next block, and hand out its first number."""
+        self.buffer.extend(reversed(self.rng.random(self.block).tolist()))
+        return self.buffer.pop()
+
+    def __call__(self) -> float:
+        buffer = self.buffer
+        return buffer.pop() if buffer else self.refill()
 
 
 class DependencyClient:
@@ -60,9 +69,9 @@ class DependencyClient:
         stream = streams["dependency"]
         coins, shares, slow = stream.spawn(3)
         self.draw_latency = dep.latency.sampler(stream)
-        self.draw_coin = _uniforms(coins)
-        self.draw_uniform = _uniforms(shares)
-        self.draw_slow = _uniforms(slow)
+        self.draw_coin = Uniforms(coins)
+        self.draw_uniform = Uniforms(shares)
+        self.draw_slow = Uniforms(slow)
         # one breaker per instance: "dependency" when there is one, "dependency k" otherwise
         name = "dependency" if run.scenario.instances == 1 else f"dependency {index}"
         self.guard = dep.client.guard(clock=run.now, rng=streams["server"],
@@ -105,9 +114,10 @@ class Handler:
         error_rate = conditions.dependency_error_rate
         if error_rate is None:
             error_rate = dep.error_rate
-        failed = dep.draw_coin() < error_rate
+        coins, slow = dep.draw_coin.buffer, dep.draw_slow.buffer  # one draw of each, inline
+        failed = (coins.pop() if coins else dep.draw_coin.refill()) < error_rate
         latency = dep.draw_latency() + conditions.dependency_added_latency
-        if dep.draw_slow() < conditions.dependency_slow_rate:
+        if (slow.pop() if slow else dep.draw_slow.refill()) < conditions.dependency_slow_rate:
             latency = max(latency, conditions.dependency_slow_latency)
         status = _OK
         if conditions.dependency_outage:  # silence, whatever the coin said, as live

@@ -150,8 +150,10 @@ class Server:
         conditions = self.conditions
         work = self.draw_work() / conditions.capacity + conditions.added_latency + self.overhead
         dependency = self.dependency
-        if dependency is not None and (dependency.share == 1.0
-                                       or dependency.draw_uniform() < dependency.share):
+        if dependency is not None and (
+                dependency.share == 1.0
+                or (dependency.draw_uniform.buffer.pop() if dependency.draw_uniform.buffer
+                    else dependency.draw_uniform.refill()) < dependency.share):
             Handler(self, attempt).start(work)
             return
         timeout = self.timeout

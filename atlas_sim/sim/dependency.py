@@ -95,8 +95,12 @@ class Handler:
 
     def start(self, work: float) -> None:
         server = self.server
-        if server.timeout is not None:
-            server.handler_deadlines.add(self.attempt.t_arrive + server.timeout, self)
+        if server.timeout is not None:  # server.handler_deadlines.add(...), inline
+            deadline = self.attempt.t_arrive + server.timeout
+            deadlines = server.handler_deadlines
+            deadlines.pending.append((deadline, self))
+            if not deadlines.armed:
+                deadlines.arm(deadline)
         run = server.run  # run.later(work, self.call), inline: once per dependency call
         heappush(run._queue, (server.env._now + work, NORMAL, next(run._eid), (self.call, None)))
 
@@ -168,7 +172,13 @@ class Handler:
             return
         self.finished = True
         server, attempt = self.server, self.attempt
-        server.release(attempt, status != _OK)
+        limiter = server.limiter  # server.release(attempt, status != _OK), inline
+        if limiter is not None:
+            limiter.release(server.env._now - attempt.t_arrive, status != _OK)
+        if server.queue:
+            server.take_next()
+        else:
+            server.free += 1
         if status == _OK:  # the recorder's completion(), inline
             server.run.recorder.server_rows.append((attempt.call.request_id, attempt.number,
                                                     server.env._now, server.index))

@@ -534,7 +534,9 @@ class GuardedCall:
             if not breaker.allow():
                 self.status = _BREAKER_OPEN
                 return False
-            self._generation = breaker.generation
+            # breaker.generation, read directly: allow() said True, so the breaker is not OPEN
+            # and the property would not _refresh (a call saved per attempt)
+            self._generation = breaker._generation
         self.attempts += 1
         return True
 

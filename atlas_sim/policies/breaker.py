@@ -111,6 +111,10 @@ class BreakerConfig:
         return CircuitBreaker.from_config(self, clock=clock)
 
 
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+
+
 class CircuitBreaker:
     """A circuit breaker driven by an injected clock.
 
@@ -175,6 +179,7 @@ class CircuitBreaker:
         # failures * den >= num * n, exact however large the window
         rate = decimal_fraction(self.config.failure_rate_threshold)
         self._rate_num, self._rate_den = rate.numerator, rate.denominator
+        self._rate_mode = self.config.mode == "failure_rate"
 
     @classmethod
     def from_config(cls, config: BreakerConfig, *, clock: Clock) -> CircuitBreaker:
@@ -203,7 +208,8 @@ class CircuitBreaker:
     @property
     def generation(self) -> int:
         """A number that changes with every state change (see the class docstring)."""
-        self._refresh()
+        if self._state is _OPEN:  # only an open circuit can change by itself (_refresh)
+            self._refresh()
         return self._generation
 
     @property
@@ -224,6 +230,8 @@ class CircuitBreaker:
 
     def allow(self) -> bool:
         """May a call go through now? In HALF_OPEN, admitting a call makes it a probe."""
+        if self._state is _CLOSED:  # the common case; _refresh changes only an OPEN state
+            return True
         self._refresh()
         if self._state is BreakerState.CLOSED:
             return True
@@ -236,12 +244,15 @@ class CircuitBreaker:
 
     def record_success(self, generation: int | None = None) -> None:
         """An admitted call succeeded."""
-        if not self._current(generation):
-            return
         state = self._state
-        if state is BreakerState.CLOSED:
+        if state is _OPEN:
+            self._refresh()
+            state = self._state
+        if generation is not None and generation != self._generation:
+            return  # from before the last change of state: it says nothing now
+        if state is _CLOSED:
             self._consecutive_failures = 0
-            if self.config.mode == "failure_rate":
+            if self._rate_mode:
                 self._push(False)
                 self._check_failure_rate()
         elif state is BreakerState.HALF_OPEN:
@@ -253,12 +264,15 @@ class CircuitBreaker:
 
     def record_failure(self, generation: int | None = None) -> None:
         """An admitted call failed (an error or a timeout)."""
-        if not self._current(generation):
-            return
         state = self._state
-        if state is BreakerState.CLOSED:
+        if state is _OPEN:
+            self._refresh()
+            state = self._state
+        if generation is not None and generation != self._generation:
+            return
+        if state is _CLOSED:
             c = self.config
-            if c.mode == "consecutive":
+            if not self._rate_mode:
                 self._consecutive_failures += 1
                 if self._consecutive_failures >= c.failure_threshold:
                     self._open(f"{self._consecutive_failures} consecutive failures")

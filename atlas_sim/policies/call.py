@@ -376,7 +376,8 @@ def _record(guard: Guard, status: int, generation: int, *, spends_token: bool) -
     hedge's non-fatal one)."""
     breaker = guard.breaker
     if breaker is not None:
-        if counts_as_breaker_failure(status):
+        # counts_as_breaker_failure(status), inline: this runs once per attempt
+        if 500 <= status <= 599 and status != _BUDGET_EXHAUSTED and status != _BREAKER_OPEN:
             breaker.record_failure(generation)
         else:
             breaker.record_success(generation)
@@ -404,18 +405,18 @@ class GuardedCall:
     def __init__(self, guard: Guard, request: int = 0) -> None:
         self._guard = guard
         self.request = request
-        self._hedge = guard.hedge
+        hedge = self._hedge = guard.hedge
         self._delays: Iterator[float] | None = None
-        self._generation = 0
-        hedged = guard.hedge is not None
-        # hedged: each copy's breaker generation (by copy - 1), the copies not yet answered
-        self._gens: list[int] = [] if hedged else _NO_GENS
-        self._in_flight: set[int] = set() if hedged else _NO_COPIES
-        self._refused = 0  # hedged: 596 or 597 once a further copy was refused
-        self.attempts = 0
-        self.status = 0
-        self.winner = 0
+        # _refused, hedged: 596 or 597 once a further copy was refused
+        self._generation = self._refused = self.attempts = self.status = self.winner = 0
         self.cancelled: tuple[int, ...] = ()
+        # hedged: each copy's breaker generation (by copy - 1), the copies not yet answered
+        if hedge is None:
+            self._gens: list[int] = _NO_GENS
+            self._in_flight: set[int] = _NO_COPIES
+        else:
+            self._gens = []
+            self._in_flight = set()
 
     @property
     def done(self) -> bool:
@@ -533,7 +534,9 @@ class GuardedCall:
             if not breaker.allow():
                 self.status = _BREAKER_OPEN
                 return False
-            self._generation = breaker.generation
+            # breaker.generation, read directly: allow() said True, so the breaker is not OPEN
+            # and the property would not _refresh (a call saved per attempt)
+            self._generation = breaker._generation
         self.attempts += 1
         return True
 
@@ -604,8 +607,20 @@ class GuardedCall:
         guard = self._guard
         ok = 200 <= status < 300
         retryable = status in guard._retry_on
-        _record(guard, status, self._generation, spends_token=retryable)
+        # _record(guard, status, self._generation, spends_token=retryable), inline: the engine
+        # calls this once per attempt
+        breaker = guard.breaker
+        if breaker is not None:
+            if 500 <= status <= 599 and status != _BUDGET_EXHAUSTED and status != _BREAKER_OPEN:
+                breaker.record_failure(self._generation)
+            else:
+                breaker.record_success(self._generation)
         budget = guard.budget
+        if budget is not None:
+            if ok:
+                budget.record_success()
+            elif retryable:
+                budget.record_failure()
         retry = guard.retry
         if ok or not retryable or retry is None or self.attempts >= retry.max_attempts:
             self.status = status

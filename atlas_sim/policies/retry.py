@@ -122,7 +122,8 @@ class RetryBudget:
 
     def record_success(self) -> None:
         """An attempt succeeded: earn ``token_ratio`` tokens back."""
-        self._milli = min(self._max, self._milli + self._ratio)
+        milli = self._milli + self._ratio  # min(max, milli), without the builtin's call
+        self._milli = milli if milli < self._max else self._max
 
     def record_failure(self) -> None:
         """An attempt failed: spend one token (never below zero)."""

@@ -14,8 +14,9 @@ decisions, picked once when it starts:
   the hot path of the engine, so the hedged loop below costs it one test in ``start``.
 * the actions (``start``, ``on_answer``, ``on_timer`` returning ``Send``, ``Wait``, ``Cancel``,
   ``Done``), when the client hedges (``ClientPolicy(hedge=HedgePolicy(...))``;
-  ``start_hedged``, ``perform``, ``copy_done``, ``on_timer``): a ``Wait`` is one SimPy timeout
-  that calls ``on_timer`` (a stale one is the call's to ignore, so none is ever cancelled).
+  ``start_hedged``, ``perform``, ``copy_done``, ``on_timer``): a ``Wait`` is one timer
+  (``Run.later``) that calls ``on_timer`` (a stale one is the call's to ignore, so none is
+  ever cancelled).
   Each copy is an attempt of its own (a ``Copy``): routed by ``GuardedCall.route`` (with
   ``NextInstance`` a hedge goes to the next instance), counted in the run's ``outstanding``
   while in flight, given the client's timeout (599), and a row in ``attempts``; the request's
@@ -68,19 +69,18 @@ class Call:
         self.request_id = run.next_request_id
         run.next_request_id += 1
         self.guarded: GuardedCall = run.client_guard.call(self.request_id)
-        self.t_start = 0.0
+        self.t_start = run.env._now  # made when it starts (``start``, or the open loop's send)
 
     def start(self) -> None:
         run = self.run
-        self.t_start = run.env.now
         if not run.hedged:
             self.send()
         else:
             self.start_hedged()
 
-    def send(self, _event: Any = None) -> None:
+    def send(self, _value: Any = None) -> None:
         run = self.run
-        now = run.env.now
+        now = run.env._now
         guarded = self.guarded
         if not guarded.before_attempt():
             self.end(guarded.status)
@@ -94,17 +94,20 @@ class Call:
             server = run.servers[index]
         attempt = Attempt(self, guarded.attempts, now, server)
         if run.client_timeout is not None:
-            attempt.deadline = now + run.client_timeout
-            run.client_deadlines.add(attempt.deadline, attempt)
+            deadline = attempt.deadline = now + run.client_timeout
+            deadlines = run.client_deadlines  # deadlines.add(deadline, attempt), inline
+            deadlines.pending.append((deadline, attempt))
+            if not deadlines.armed:
+                deadlines.arm(deadline)
         if run.half_trip:
-            run.later(run.half_trip, server.arrive, attempt)  # on the wire to the server
+            run.later(run.half_trip, server.submit, attempt)  # on the wire to the server
         else:
             server.submit(attempt)
 
     def attempt_done(self, attempt: Attempt, status: int) -> None:
         """Called once per attempt: with the server's answer, or 599 if the client gave up."""
         run = self.run
-        now = run.env.now
+        now = run.env._now
         outstanding = run.outstanding
         if outstanding is None:  # one instance: the recorder adds its index, 0, at the end
             run.recorder.attempt_rows.append((self.request_id, attempt.number, attempt.t_send,
@@ -117,9 +120,15 @@ class Call:
                                               now, now - attempt.t_send, status,
                                               attempt.queue_wait, index))
         retry_after = attempt.server.retry_after if status == _SHED else attempt.retry_after
-        delay = self.guarded.after_attempt(status, retry_after=retry_after)
-        if delay is None:
-            self.end(self.guarded.status)
+        guarded = self.guarded
+        delay = guarded.after_attempt(status, retry_after=retry_after)
+        if delay is None:  # done: end(guarded.status), inline (once per request)
+            status = guarded.status
+            run.recorder.request_rows.append((self.request_id, self.t_start, now,
+                                              now - self.t_start, status, guarded.attempts,
+                                              status == _OK))
+            if self.on_end is not None:
+                self.on_end()
         else:
             run.later(delay, self.send)
 
@@ -149,7 +158,7 @@ class Call:
         """Copy ``number``, just admitted, on the wire: what ``send`` does for an attempt (kept
         inline there: the one-attempt loop is the engine's hot path)."""
         run = self.run
-        now = run.env.now
+        now = run.env._now
         outstanding = run.outstanding
         if outstanding is None:
             server = run.server
@@ -162,13 +171,13 @@ class Call:
             attempt.deadline = now + run.client_timeout
             run.client_deadlines.add(attempt.deadline, attempt)
         if run.half_trip:
-            run.later(run.half_trip, server.arrive, attempt)
+            run.later(run.half_trip, server.submit, attempt)
         else:
             server.submit(attempt)
 
-    def on_timer(self, event: Any) -> None:
-        """The timer of a ``Wait`` fired: the next copy is due (unless the call moved on)."""
-        self.perform(self.guarded.on_timer(event._value))
+    def on_timer(self, wait: Wait) -> None:
+        """The timer of ``wait`` fired: the next copy is due (unless the call moved on)."""
+        self.perform(self.guarded.on_timer(wait))
 
     def copy_done(self, attempt: Copy, status: int) -> None:
         """Called once per copy not cancelled: with the server's answer, or 599."""
@@ -179,7 +188,7 @@ class Call:
     def record_copy(self, attempt: Copy, status: int) -> None:
         """The copy is no longer in flight: its row, one fewer outstanding at its instance."""
         run = self.run
-        now = run.env.now
+        now = run.env._now
         row = (self.request_id, attempt.number, attempt.t_send, now, now - attempt.t_send,
                status, attempt.queue_wait)
         if run.outstanding is None:  # one instance: as attempt_done records it
@@ -190,7 +199,7 @@ class Call:
 
     def end(self, status: int) -> None:
         run = self.run
-        now = run.env.now
+        now = run.env._now
         run.recorder.request_rows.append((self.request_id, self.t_start, now, now - self.t_start,
                                           status, self.guarded.attempts, status == _OK))
         if self.on_end is not None:
@@ -226,12 +235,10 @@ class Attempt:
         """The server's answer; it reaches the client after the way back on the wire."""
         half_trip = self.call.run.half_trip
         if half_trip:
-            self.call.run.later(half_trip, self.arrive, status)
-        else:
-            self.settle(status)
-
-    def arrive(self, event: Any) -> None:
-        self.settle(event._value)
+            self.call.run.later(half_trip, self.settle, status)  # on the wire back
+        elif not self.answered:  # settle(status), inline: once per attempt
+            self.answered = True
+            self.call.attempt_done(self, status)
 
     def time_out(self) -> None:
         """The client's deadline passed without an answer: it gives up (599)."""
@@ -252,6 +259,13 @@ class Copy(Attempt):
     goes to ``Call.copy_done``, unless the copy was cancelled first."""
 
     __slots__ = ()
+
+    def answer(self, status: int) -> None:
+        half_trip = self.call.run.half_trip
+        if half_trip:
+            self.call.run.later(half_trip, self.settle, status)
+        else:
+            self.settle(status)
 
     def settle(self, status: int) -> None:
         if not self.answered:

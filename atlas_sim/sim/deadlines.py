@@ -40,11 +40,11 @@ class Deadlines:
 
     def arm(self, deadline: float) -> None:
         self.armed = True
-        self.run.later(max(0.0, deadline - self.run.env.now), self.fire)
+        self.run.later(max(0.0, deadline - self.run.env._now), self.fire)
 
-    def fire(self, _event: Any) -> None:
+    def fire(self, _value: Any) -> None:
         self.armed = False
-        pending, now = self.pending, self.run.env.now + EPS
+        pending, now = self.pending, self.run.env._now + EPS
         while pending:
             deadline, item = pending[0]
             if self.is_done(item):

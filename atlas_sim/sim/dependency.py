@@ -5,10 +5,11 @@ and faults drawn as the live stand-in database draws them."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from heapq import heappush
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from simpy.events import NORMAL
 
 from ..policies import GuardedCall, Status
 
@@ -26,16 +27,26 @@ _SERVER_TIMEOUT = int(Status.GATEWAY_TIMEOUT)
 _CLIENT_TIMEOUT = int(Status.CLIENT_TIMEOUT)
 
 
-def _uniforms(rng: np.random.Generator, block: int = 4096) -> Callable[[], float]:
-    """Uniform(0, 1) draws one at a time, made in blocks (numpy is fast in bulk)."""
-    buffer: list[float] = []
+class Uniforms:
+    """Uniform(0, 1) draws one at a time, made in blocks (numpy is fast in bulk): the next is
+    ``draws.buffer.pop() if draws.buffer else draws.refill()`` (what ``draws()`` does; the hot
+    paths write it out, which saves a call per draw)."""
 
-    def draw() -> float:
-        if not buffer:
-            buffer.extend(reversed(rng.random(block).tolist()))
-        return buffer.pop()
+    __slots__ = ("block", "buffer", "rng")
 
-    return draw
+    def __init__(self, rng: np.random.Generator, block: int = 4096) -> None:
+        self.rng = rng
+        self.block = block
+        self.buffer: list[float] = []  # the block's draws, the next one last
+
+    def refill(self) -> float:
+        """The buffer is empty: draw the next block, and hand out its first number."""
+        self.buffer.extend(reversed(self.rng.random(self.block).tolist()))
+        return self.buffer.pop()
+
+    def __call__(self) -> float:
+        buffer = self.buffer
+        return buffer.pop() if buffer else self.refill()
 
 
 class DependencyClient:
@@ -58,9 +69,9 @@ class DependencyClient:
         stream = streams["dependency"]
         coins, shares, slow = stream.spawn(3)
         self.draw_latency = dep.latency.sampler(stream)
-        self.draw_coin = _uniforms(coins)
-        self.draw_uniform = _uniforms(shares)
-        self.draw_slow = _uniforms(slow)
+        self.draw_coin = Uniforms(coins)
+        self.draw_uniform = Uniforms(shares)
+        self.draw_slow = Uniforms(slow)
         # one breaker per instance: "dependency" when there is one, "dependency k" otherwise
         name = "dependency" if run.scenario.instances == 1 else f"dependency {index}"
         self.guard = dep.client.guard(clock=run.now, rng=streams["server"],
@@ -84,11 +95,16 @@ class Handler:
 
     def start(self, work: float) -> None:
         server = self.server
-        if server.timeout is not None:
-            server.handler_deadlines.add(self.attempt.t_arrive + server.timeout, self)
-        server.run.later(work, self.call)
+        if server.timeout is not None:  # server.handler_deadlines.add(...), inline
+            deadline = self.attempt.t_arrive + server.timeout
+            deadlines = server.handler_deadlines
+            deadlines.pending.append((deadline, self))
+            if not deadlines.armed:
+                deadlines.arm(deadline)
+        run = server.run  # run.later(work, self.call), inline: once per dependency call
+        heappush(run._queue, (server.env._now + work, NORMAL, next(run._eid), (self.call, None)))
 
-    def call(self, _event: Any = None) -> None:
+    def call(self, _value: Any = None) -> None:
         if self.finished:
             return
         dep = self.server.dependency
@@ -102,9 +118,10 @@ class Handler:
         error_rate = conditions.dependency_error_rate
         if error_rate is None:
             error_rate = dep.error_rate
-        failed = dep.draw_coin() < error_rate
+        coins, slow = dep.draw_coin.buffer, dep.draw_slow.buffer  # one draw of each, inline
+        failed = (coins.pop() if coins else dep.draw_coin.refill()) < error_rate
         latency = dep.draw_latency() + conditions.dependency_added_latency
-        if dep.draw_slow() < conditions.dependency_slow_rate:
+        if (slow.pop() if slow else dep.draw_slow.refill()) < conditions.dependency_slow_rate:
             latency = max(latency, conditions.dependency_slow_latency)
         status = _OK
         if conditions.dependency_outage:  # silence, whatever the coin said, as live
@@ -115,15 +132,17 @@ class Handler:
             latency, status = dep.timeout, _CLIENT_TIMEOUT  # the call's own timeout
         self.in_call = True
         if latency < math.inf:  # else it hangs: only the server timeout can end it
-            self.server.run.later(latency, self.call_done, status)
+            run = self.server.run  # run.later(latency, self.call_done, status), inline
+            heappush(run._queue, (self.server.env._now + latency, NORMAL, next(run._eid),
+                                  (self.call_done, status)))
 
-    def call_done(self, event: Any) -> None:
+    def call_done(self, status: int) -> None:
         if self.finished:
             return  # the attempt already timed out; its outcome was recorded then
         self.in_call = False
         guarded = self.guarded
         assert guarded is not None
-        delay = guarded.after_attempt(event._value)
+        delay = guarded.after_attempt(status)
         if delay is None:
             self.finish(_OK if guarded.status == _OK else _UNAVAILABLE)
         else:
@@ -152,8 +171,15 @@ class Handler:
         if self.finished:
             return
         self.finished = True
-        self.server.release(self.attempt, status != _OK)
-        if status == _OK:
-            self.server.run.recorder.completion(self.attempt.call.request_id,
-                                                self.attempt.number, self.server.index)
-        self.attempt.answer(status)
+        server, attempt = self.server, self.attempt
+        limiter = server.limiter  # server.release(attempt, status != _OK), inline
+        if limiter is not None:
+            limiter.release(server.env._now - attempt.t_arrive, status != _OK)
+        if server.queue:
+            server.take_next()
+        else:
+            server.free += 1
+        if status == _OK:  # the recorder's completion(), inline
+            server.run.recorder.server_rows.append((attempt.call.request_id, attempt.number,
+                                                    server.env._now, server.index))
+        attempt.answer(status)

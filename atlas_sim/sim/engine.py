@@ -8,12 +8,23 @@ breaker; clients time out, retry with backoff, and may be stopped by their budge
 Every decision a policy makes is made by the very objects of ``atlas_sim.policies``, reading the
 simulated clock ``env.now``.
 
-How it runs. The clock and the event queue are SimPy's. Arrivals and fault windows are SimPy
-processes; closed-loop clients are chains of callbacks. A request is not a process either: it
-is a small state machine (``Call``, ``Attempt``, ``Handler``) whose steps are callbacks on SimPy
-events. A plain request costs two events (its arrival and its completion) instead of the six or
-so of a process per request with a ``Resource``, and that is what lets a slider answer in a
-blink (BENCHMARKS.md).
+How it runs. The clock and the event queue are SimPy's: ``env.now``, and its heap ordered by
+time, priority and SimPy's event counter. Fault windows are a SimPy process; open-loop arrivals
+and closed-loop clients are chains of callbacks. A request is not a process either: it is a
+small state machine (``Call``, ``Attempt``, ``Handler``) whose steps are callbacks. A plain
+request costs two events (its arrival and its completion) instead of the six or so of a process
+per request with a ``Resource``, and that is what lets a slider answer in a blink
+(BENCHMARKS.md). A callback's timeout (``Run.later``) is not a SimPy ``Timeout`` but a pair
+``(callback, value)`` pushed on SimPy's heap with SimPy's own key (``now + delay``, ``NORMAL``,
+the next event id), so it is ordered among SimPy's events exactly as a ``Timeout`` would be,
+without an event object, its callback list and the scheduling call; ``Run.step_all`` steps the
+heap itself, calling ``callback(value)`` for a pair and handling any other event (the fault
+windows' process, the connection pool's events) as ``Environment.step`` does.
+
+A FIFO queue without policies (``sim.fastpath.qualifies``: plain M/M/c) is not run on events
+at all: ``simulate`` computes it by the Lindley / Kiefer-Wolfowitz recursion
+(``sim.fastpath.fifo_queue``), with the same draws and the same float operations, so the same
+tables to the last bit.
 
 The actors live in modules of their own, and this one wires them: ``load`` (who sends),
 ``client`` (each call and its attempts), ``server`` (workers, queue, admission, timeouts,
@@ -33,18 +44,21 @@ the dice of the others, and a live run with the same seed sees the same arrivals
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop, heappush
+from operator import attrgetter
 from typing import Any
 
 import simpy
-from simpy.events import Timeout
+from simpy.events import NORMAL, URGENT
 
 from ..policies import Guard
 from ..results import RunResult
 from ..workload import Fault, RequestInputs, rng_streams
+from . import fastpath
 from .client import Attempt
 from .conditions import fault_windows
 from .deadlines import Deadlines
-from .load import closed_loop, open_loop
+from .load import OpenLoop, closed_loop
 from .recorder import Recorder
 from .scenario import Scenario
 from .server import Server
@@ -59,6 +73,8 @@ def simulate(scenario: Scenario) -> RunResult:
     """
     if not isinstance(scenario, Scenario):
         raise ValueError(f"scenario must be a Scenario, got {scenario!r}")
+    if fastpath.qualifies(scenario):
+        return fastpath.fifo_queue(scenario)  # the same tables, by recursion (sim.fastpath)
     return Run(scenario).execute()
 
 
@@ -85,7 +101,7 @@ class Run:
         else:
             assert load.duration is not None  # Scenario checks it
             self.duration = load.duration
-        self.client_deadlines = Deadlines(self, is_done=Attempt.is_answered,
+        self.client_deadlines = Deadlines(self, is_done=attrgetter("answered"),
                                           expire=Attempt.time_out)
         self.servers = [Server(self, config, k) for k, config in enumerate(s.configs)]
         self.server = self.servers[0]
@@ -94,14 +110,25 @@ class Run:
         self.outstanding: list[int] | None = [0] * n if n > 1 else None
         self.hedged = s.client.hedge is not None  # the client's calls are driven by actions
         self.inputs = RequestInputs(s.seed)  # what each request carries, by request id
+        # SimPy's heap (its events, and the pairs of ``later``) and its event counter
+        self._queue: list[Any] = self.env._queue
+        self._eid = self.env._eid
 
     def now(self) -> float:
         """The simulated clock, as the policies read it."""
-        return self.env.now
+        return self.env._now
 
     def later(self, delay: float, callback: Callable[[Any], None], value: Any = None) -> None:
-        """Call ``callback(event)`` after ``delay`` seconds; ``event.value`` is ``value``."""
-        Timeout(self.env, delay, value).callbacks.append(callback)
+        """Call ``callback(value)`` after ``delay`` seconds (>= 0), ordered among the other
+        events as ``simpy.Timeout(env, delay, value)`` would be (see the module docstring)."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), (callback, value)))
+
+    def soon(self, callback: Callable[[Any], None]) -> None:
+        """Call ``callback(None)`` now, before any ordinary event of this instant, as SimPy
+        starts a process (``URGENT``)."""
+        heappush(self._queue, (self.env._now, URGENT, next(self._eid), (callback, None)))
 
     def apply_faults(self, active: list[Fault]) -> None:
         """A fault window opened or closed: each instance applies the active faults that hit it."""
@@ -114,8 +141,27 @@ class Run:
         if s.faults:
             env.process(fault_windows(env, s.faults, self.apply_faults))
         if s.load.open_loop:
-            env.process(open_loop(self))
+            self.soon(OpenLoop(self).start)  # where env.process would start it
         else:
             closed_loop(self)
-        env.run()
+        self.step_all()
         return self.recorder.result(s, self.duration)
+
+    def step_all(self) -> None:
+        """Process every event on SimPy's heap, in its order, until none is left: a pair of
+        ``later`` by calling ``callback(value)``, any other event as ``Environment.step``
+        does."""
+        env = self.env
+        queue = self._queue
+        while queue:
+            env._now, _, _, event = heappop(queue)
+            if event.__class__ is tuple:
+                event[0](event[1])
+                continue
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                exc = type(event._value)(*event._value.args)
+                exc.__cause__ = event._value
+                raise exc

@@ -14,10 +14,10 @@ import pandas as pd
 import simpy
 
 from ..policies import BreakerTransition
-from ..results import RunResult
+from ..results import ATTEMPT_COLUMNS, REQUEST_COLUMNS, RunResult
 from .scenario import Scenario
 
-__all__ = ["POOL_COLUMNS", "Recorder", "pool_table"]
+__all__ = ["POOL_COLUMNS", "Recorder", "planned_events", "pool_table", "run_result"]
 
 
 class Recorder:
@@ -37,13 +37,8 @@ class Recorder:
         self.pool_rows: list[tuple] = []  # each pool acquire on /api/orders (sim.pool)
 
     def plan(self, scenario: Scenario) -> None:
-        """The events known in advance: each fault's window and each step of the load."""
-        for f in scenario.faults:
-            self.event_rows.append((f.start, "fault", f.name, "start", f.describe()))
-            if f.end < math.inf:  # a fault without an end lasts until the run is over
-                self.event_rows.append((f.end, "fault", f.name, "end", ""))
-        for t, rate in scenario.load.steps:
-            self.event_rows.append((t, "load", "rate", f"{rate:g}", "load step"))
+        """The events known in advance (``planned_events``)."""
+        self.event_rows.extend(planned_events(scenario))
 
     def breaker(self, name: str) -> Callable[[BreakerTransition], None]:
         """A breaker listener that writes breaker ``name``'s transitions to the events table."""
@@ -56,35 +51,62 @@ class Recorder:
     def completion(self, request_id: int, attempt: int, instance: int) -> None:
         """Server instance ``instance`` finished an attempt's work (whether or not its client
         still waits)."""
-        self.server_rows.append((request_id, attempt, self.env.now, instance))
+        self.server_rows.append((request_id, attempt, self.env._now, instance))
 
     def result(self, scenario: Scenario, duration: float) -> RunResult:
-        requests = _columns(self.request_rows, 7)
-        order = np.argsort(requests[0], kind="stable")
-        meta = {"scenario": scenario, "seed": scenario.seed,
-                "loop": "open" if scenario.load.open_loop else "closed",
-                "server_log": pd.DataFrame(self.server_rows,
-                                           columns=["request_id", "attempt", "time",
-                                                    "instance"])}
-        if scenario.path == "/api/orders":
-            meta["pool"] = pool_table(self.pool_rows)
-        attempts = _columns(self.attempt_rows, 8)
-        if len(attempts) == 7:  # one instance: its rows leave out the index, which is 0
-            attempts.append(np.zeros(len(attempts[0]), dtype=np.int64))
-        by_time = np.lexsort((attempts[1], attempts[0], attempts[2]))
-        return RunResult.from_columns(
-            requests={name: col[order] for name, col in zip(
-                ("request_id", "t_start", "t_end", "latency", "status", "attempts", "ok"),
-                requests, strict=True)},
-            attempts={name: col[by_time] for name, col in zip(
-                ("request_id", "attempt", "t_start", "t_end", "latency", "status", "queue_wait",
-                 "instance"),
-                attempts, strict=True)},
+        requests = _columns(self.request_rows, _REQUEST_ROW)
+        order = np.argsort(requests["request_id"], kind="stable")
+        if len(self.attempt_rows) and len(self.attempt_rows[0]) == 7:
+            attempts = _columns(self.attempt_rows, _ATTEMPT_ROW_ONE)  # one instance: index 0
+        else:
+            attempts = _columns(self.attempt_rows, _ATTEMPT_ROW)
+        by_time = np.lexsort((attempts["attempt"], attempts["request_id"], attempts["t_start"]))
+        fields = attempts.dtype.names or ()
+        pool = pool_table(self.pool_rows) if scenario.path == "/api/orders" else None
+        return run_result(
+            scenario, duration,
+            requests={name: requests[name][order] for name in REQUEST_COLUMNS},
+            attempts={name: (attempts[name][by_time] if name in fields
+                             else np.zeros(len(by_time), dtype=np.int64))
+                      for name in ATTEMPT_COLUMNS},
             events=self.event_rows,
-            duration=duration,
-            source="sim",
-            meta=meta,
+            server_log=_columns(self.server_rows, _SERVER_ROW),
+            pool=pool,
         )
+
+
+def planned_events(scenario: Scenario) -> list[tuple]:
+    """The event rows known before a run starts: each fault's window and each step of the
+    load."""
+    rows: list[tuple] = []
+    for f in scenario.faults:
+        rows.append((f.start, "fault", f.name, "start", f.describe()))
+        if f.end < math.inf:  # a fault without an end lasts until the run is over
+            rows.append((f.end, "fault", f.name, "end", ""))
+    for t, rate in scenario.load.steps:
+        rows.append((t, "load", "rate", f"{rate:g}", "load step"))
+    return rows
+
+
+def run_result(scenario: Scenario, duration: float, *, requests: dict[str, np.ndarray],
+               attempts: dict[str, np.ndarray], events: list[tuple],
+               server_log: np.ndarray | dict[str, np.ndarray],
+               pool: pd.DataFrame | None = None) -> RunResult:
+    """The ``RunResult`` of a simulated run from its columns (``REQUEST_COLUMNS`` and
+    ``ATTEMPT_COLUMNS``, each in the tables' order), its event rows, the server log's columns
+    (``request_id, attempt, time, instance``, in the order the work ended) and, on
+    ``/api/orders``, the pool table: what the event engine and the fast path
+    (``sim.fastpath``) both hand back."""
+    meta: dict[str, object] = {
+        "scenario": scenario, "seed": scenario.seed,
+        "loop": "open" if scenario.load.open_loop else "closed",
+        "server_log": pd.DataFrame({name: np.asarray(server_log[name], dtype=_SERVER_ROW[name])
+                                    for name in ("request_id", "attempt", "time", "instance")}),
+    }
+    if pool is not None:
+        meta["pool"] = pool
+    return RunResult.from_columns(requests=requests, attempts=attempts, events=events,
+                                  duration=duration, source="sim", meta=meta)
 
 
 #: The columns of ``meta["pool"]`` (see ``sim.pool``).
@@ -100,8 +122,19 @@ def pool_table(rows: list[tuple]) -> pd.DataFrame:
                          "time": "float64", "wait": "float64", "outcome": "object"})
 
 
-def _columns(rows: list[tuple], width: int) -> list[np.ndarray]:
-    """The rows' columns as arrays: ``width`` of them for no rows, else as many as a row has."""
-    if not rows:
-        return [np.empty(0) for _ in range(width)]
-    return [np.asarray(col) for col in zip(*rows, strict=True)]
+# The rows the actors append, as numpy record types: ``np.fromiter`` turns a list of tuples into
+# one record array in a single pass (the columns are then views), far faster than transposing
+# the rows in Python and converting each column.
+_REQUEST_ROW = np.dtype([("request_id", "i8"), ("t_start", "f8"), ("t_end", "f8"),
+                         ("latency", "f8"), ("status", "i8"), ("attempts", "i8"), ("ok", "?")])
+_ATTEMPT_ROW = np.dtype([("request_id", "i8"), ("attempt", "i8"), ("t_start", "f8"),
+                         ("t_end", "f8"), ("latency", "f8"), ("status", "i8"),
+                         ("queue_wait", "f8"), ("instance", "i8")])
+_ATTEMPT_ROW_ONE = np.dtype(_ATTEMPT_ROW.descr[:-1])  # one instance: rows leave out the index
+_SERVER_ROW = np.dtype([("request_id", "i8"), ("attempt", "i8"), ("time", "f8"),
+                        ("instance", "i8")])
+
+
+def _columns(rows: list[tuple], dtype: np.dtype) -> np.ndarray:
+    """The rows as one record array of ``dtype`` (a column is ``array[name]``)."""
+    return np.fromiter(rows, dtype=dtype, count=len(rows))

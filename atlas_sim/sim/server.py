@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from heapq import heappush
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+from simpy.events import NORMAL
 
 from ..policies import PoolConfig, Status
 from ..server_config import ServerConfig
@@ -90,9 +94,14 @@ class Server:
                 self.mean_work += store.query_time.mean
             self.done = self.work_done  # type: ignore[method-assign]  # then the transaction
         self.reaper_armed = False
+        # where a worker's work ends: ``done`` (``work_done`` on /api/orders), or straight to
+        # ``finish`` when no fault can stall this instance (``done`` then always finishes)
+        can_stall = any(f.stall and f.applies_to(index) for f in s.faults)
+        self.work_ends: Callable[[Attempt], None] = (self.done if can_stall or orders
+                                                     else self.finish)
         self.dependency = (DependencyClient(run, dep, streams, index, share_all=compose)
                            if dep is not None else None)
-        self.handler_deadlines = Deadlines(run, is_done=Handler.is_finished,
+        self.handler_deadlines = Deadlines(run, is_done=attrgetter("finished"),
                                            expire=Handler.time_out)
         # answers held by a stall, oldest first: attempt or handler -> what answers it
         self.held: dict[Any, Callable[[], None]] = {}
@@ -111,10 +120,6 @@ class Server:
         if (was_down or was_stalled) and conditions.capacity > 0 and not conditions.stall:
             self.resume()
 
-    def arrive(self, event: Any) -> None:
-        """An attempt reaches the server after its way there on the wire."""
-        self.submit(event._value)
-
     def submit(self, attempt: Attempt) -> None:
         """An attempt arrives: refuse it (503 down, 429 shed), crash on its input (500), start
         it, or queue it."""
@@ -124,7 +129,7 @@ class Server:
         if self.limiter is not None and not self.limiter.try_acquire():
             attempt.answer(_SHED)
             return
-        attempt.t_arrive = self.env.now
+        attempt.t_arrive = self.env._now
         rate = self.conditions.bad_input_rate
         if rate and self.run.inputs[attempt.call.request_id] < rate:
             self.leave(attempt, True)  # the handler died on what the request carries
@@ -140,42 +145,43 @@ class Server:
 
     def start(self, attempt: Attempt) -> None:
         """A worker takes ``attempt``: local work, then the dependency call if any."""
-        now = self.env.now
+        now = self.env._now
         attempt.queue_wait = now - attempt.t_arrive
         conditions = self.conditions
         work = self.draw_work() / conditions.capacity + conditions.added_latency + self.overhead
         dependency = self.dependency
-        if dependency is not None and (dependency.share == 1.0
-                                       or dependency.draw_uniform() < dependency.share):
+        if dependency is not None and (
+                dependency.share == 1.0
+                or (dependency.draw_uniform.buffer.pop() if dependency.draw_uniform.buffer
+                    else dependency.draw_uniform.refill()) < dependency.share):
             Handler(self, attempt).start(work)
             return
         timeout = self.timeout
         if timeout is not None and attempt.queue_wait + work > timeout:
             attempt.status = _SERVER_TIMEOUT  # cut off at the deadline; the work is dropped
             work = attempt.t_arrive + timeout - now
-        self.run.later(work, self.done, attempt)
+        run = self.run  # run.later(work, self.work_ends, attempt), inline: once per request
+        heappush(run._queue, (now + work, NORMAL, next(run._eid), (self.work_ends, attempt)))
 
-    def done(self, event: Any) -> None:
-        attempt = event._value
+    def done(self, attempt: Attempt) -> None:
         if self.conditions.stall and attempt.status == _OK:
             self.held[attempt] = lambda: self.finish(attempt)  # answered when the stall ends
             if self.timeout is not None:  # ... or cut off at its deadline, if that is sooner
-                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                self.run.later(attempt.t_arrive + self.timeout - self.env._now, self.cut_held,
                                attempt)
             return
         self.finish(attempt)
 
-    def work_done(self, event: Any) -> None:
+    def work_done(self, attempt: Attempt) -> None:
         """``/api/orders``: the work is over; the slot is given back and the transaction
         starts (or, cut off by the server timeout or held by a stall, as ``done``)."""
-        attempt = event._value
         if attempt.status != _OK:
             self.finish(attempt)  # 504 during the work: no transaction
             return
         if self.conditions.stall:
             self.held[attempt] = lambda: self.transaction(attempt)
             if self.timeout is not None:
-                self.run.later(attempt.t_arrive + self.timeout - self.env.now, self.cut_held,
+                self.run.later(attempt.t_arrive + self.timeout - self.env._now, self.cut_held,
                                attempt)
             return
         self.transaction(attempt)
@@ -186,15 +192,23 @@ class Server:
         OrderHandler(self, attempt).start(self.draw_query())
 
     def finish(self, attempt: Attempt) -> None:
-        """``attempt``'s work is over: free its worker and answer."""
-        self.release(attempt, attempt.status != _OK)
-        if attempt.status == _OK:
-            self.run.recorder.completion(attempt.call.request_id, attempt.number, self.index)
-        attempt.answer(attempt.status)
+        """``attempt``'s work is over: free its worker and answer (``release``, then the
+        recorder's ``completion`` if it was served, inline: once per request)."""
+        status = attempt.status
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.release(self.env._now - attempt.t_arrive, status != _OK)
+        if self.queue:
+            self.take_next()
+        else:  # what take_next does when nothing waits
+            self.free += 1
+        if status == _OK:
+            self.run.recorder.server_rows.append((attempt.call.request_id, attempt.number,
+                                                  self.env._now, self.index))
+        attempt.answer(status)
 
-    def cut_held(self, event: Any) -> None:
+    def cut_held(self, attempt: Attempt) -> None:
         """The server timeout of an attempt held by a stall: 504, as the live Timeout layer."""
-        attempt = event._value
         if self.held.pop(attempt, None) is not None:
             attempt.status = _SERVER_TIMEOUT
             self.finish(attempt)
@@ -211,13 +225,18 @@ class Server:
         skipped, reaped, refused by the dependency's breaker, crashed) rather than served."""
         limiter = self.limiter
         if limiter is not None:
-            limiter.release(self.env.now - attempt.t_arrive, dropped)  # positional: hot path
+            limiter.release(self.env._now - attempt.t_arrive, dropped)  # positional: hot path
 
     def release(self, attempt: Attempt, dropped: bool) -> None:
-        """A worker finished ``attempt``."""
-        if self.limiter is not None:
-            self.leave(attempt, dropped)
-        self.take_next()
+        """A worker finished ``attempt``: the limiter is told (``leave``), the worker takes the
+        next."""
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.release(self.env._now - attempt.t_arrive, dropped)  # leave(), inline
+        if self.queue:
+            self.take_next()
+        else:  # what take_next does when nothing waits
+            self.free += 1
 
     def take_next(self) -> None:
         """A worker is available: start the next queued attempt, or idle."""
@@ -228,7 +247,7 @@ class Server:
         done_by = -math.inf  # when a queued attempt started now would be done, if we care
         if self.drop_expired:
             conditions = self.conditions
-            done_by = (self.env.now + self.mean_work / conditions.capacity
+            done_by = (self.env._now + self.mean_work / conditions.capacity
                        + conditions.added_latency)
         while queue:
             attempt = queue.pop()
@@ -249,14 +268,14 @@ class Server:
         head, timeout = self.queue.oldest(), self.timeout
         assert timeout is not None  # armed only when there is a server timeout
         self.reaper_armed = True
-        self.run.later(max(0.0, head.t_arrive + timeout - self.env.now), self.reap)
+        self.run.later(max(0.0, head.t_arrive + timeout - self.env._now), self.reap)
 
-    def reap(self, _event: Any) -> None:
+    def reap(self, _value: Any) -> None:
         """Answer 504 to queued attempts that reached the server timeout before a worker."""
         self.reaper_armed = False
         timeout = self.timeout
         assert timeout is not None
-        queue, deadline = self.queue, self.env.now - timeout + EPS
+        queue, deadline = self.queue, self.env._now - timeout + EPS
         while queue and queue.oldest().t_arrive <= deadline:
             attempt = queue.pop_oldest()
             self.leave(attempt, True)

@@ -56,8 +56,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import brentq
 
 from ..policies.pool import PoolConfig
 from ..validation import check_int, check_real
@@ -101,6 +99,8 @@ def _quantile_from_cdf(cdf: object, p: float, high: float) -> float:
         return 0.0
     while f(high) < p:
         high *= 2
+    from scipy.optimize import brentq  # on first use: see analysis/__init__.py
+
     return float(brentq(lambda t: f(t) - p, 0.0, high, xtol=1e-12))
 
 
@@ -214,6 +214,8 @@ class FiniteWaitingPool:
 
     def wait_cdf(self, t: float) -> float:
         """P(wait <= t) of the admitted arrivals, t >= 0."""
+        from scipy import stats
+
         weights, stages = self._waiting_mix()
         scale = 1.0 / (self.size * self.service_rate)
         tail = float((weights * stats.gamma.sf(max(t, 0.0), stages, scale=scale)).sum())

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from ..server_config import WORKERS_RENAMED
 from ..validation import check_int, check_real, renamed_fields
@@ -127,6 +126,8 @@ class MMc:
         high = 1.0
         while self.tail(high) > 1 - p:
             high *= 2
+        from scipy.optimize import brentq  # on first use: see analysis/__init__.py
+
         return brentq(lambda t: self.tail(t) - (1 - p), 0.0, high, xtol=1e-12)
 
 

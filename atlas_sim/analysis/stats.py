@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
 
 from ..validation import check_choice, check_int, check_real
 
@@ -65,6 +64,8 @@ def replications(values: Sequence[float] | np.ndarray, confidence: float = 0.95)
     x = np.asarray(values, dtype=float)
     check_int("number of values", x.size, low=2)
     check_real("confidence", confidence, low=0, high=1, low_open=True, high_open=True)
+    from scipy import stats  # on first use: see analysis/__init__.py
+
     t = stats.t.ppf(0.5 + confidence / 2, df=x.size - 1)
     return Interval(float(x.mean()), float(t * x.std(ddof=1) / np.sqrt(x.size)), confidence)
 
@@ -102,5 +103,7 @@ def proportion_interval(count: int, n: int, confidence: float = 0.95) -> tuple[f
     n = check_int("n", n, low=1)
     count = check_int("count", count, low=0, high=n)
     check_real("confidence", confidence, low=0, high=1, low_open=True, high_open=True)
+    from scipy import stats  # on first use: see analysis/__init__.py
+
     ci = stats.binomtest(count, n).proportion_ci(confidence_level=confidence, method="wilson")
     return float(ci.low), float(ci.high)

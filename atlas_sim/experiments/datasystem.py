@@ -66,7 +66,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-from scipy.stats import binom
 
 from ..analysis.pool import PoolModel
 from ..analysis.stats import proportion_interval
@@ -406,6 +405,8 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
         stats[i, -1] = sample.mean()
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(stats, [tail, 100 - tail], axis=0)
+    from scipy.stats import binom  # on first use: see analysis/__init__.py
+
     ordered = np.sort(waits)
     n_waits = ordered.size
     for k, p in enumerate(POOL_PERCENTILES):  # widened to the order statistics' interval

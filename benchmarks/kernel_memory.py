@@ -148,6 +148,7 @@ class NotebookMemory:
     cells: list[CellMemory] = field(default_factory=list)
     children: dict[int, tuple[str, int]] = field(default_factory=dict)
     loaded: list[str] = field(default_factory=list)  # of WATCHED, imported by the end
+    who: dict[str, list[str]] = field(default_factory=dict)  # --who-imports: the stacks
 
 
 def first_line(source: str) -> str:
@@ -158,10 +159,27 @@ def first_line(source: str) -> str:
     return source.strip().splitlines()[0][:70] if source.strip() else ""
 
 
-def measure(path: Path, root: Path, interval: float) -> NotebookMemory:
+#: A cell put first with ``--who-imports``: an audit hook that keeps, for each watched module,
+#: the atlas_sim lines that led to its first import (an import inside a function shows here).
+WHO_IMPORTS = """import sys as _sys, traceback as _tb
+_atlas_who = {}
+def _atlas_hook(event, args, _watch=%r):
+    if event == "import" and args[0] in _watch and args[0] not in _atlas_who:
+        _atlas_who[args[0]] = [f"{f.filename.split('/atlas_sim/')[-1]}:{f.lineno} {f.name}"
+                               for f in _tb.extract_stack()
+                               if "atlas_sim" in f.filename or "ipykernel" in f.filename][-6:]
+_sys.addaudithook(_atlas_hook)"""
+WHO_PROBE = "import json as _json\nprint('ATLAS-WHO', _json.dumps(_atlas_who))"
+
+
+def measure(path: Path, root: Path, interval: float,
+            who_imports: tuple[str, ...] = ()) -> NotebookMemory:
     """Execute the notebook at ``path`` in a fresh kernel whose ``PYTHONPATH`` is ``root``."""
     notebook = jupytext.read(path) if path.suffix == ".py" else nbformat.read(path, 4)
     result = NotebookMemory(name=path.stem, root=str(root))
+    if who_imports:  # (an audit hook cannot be removed: it slows every import a little)
+        notebook.cells.insert(0, nbformat.v4.new_code_cell(WHO_IMPORTS % (who_imports,)))
+        notebook.cells.append(nbformat.v4.new_code_cell(WHO_PROBE))
     notebook.cells.append(nbformat.v4.new_code_cell(PROBE))
     os.environ["PYTHONPATH"] = str(root)  # the kernel inherits this process's environment
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT, startup_timeout=120,
@@ -187,11 +205,13 @@ def measure(path: Path, root: Path, interval: float) -> NotebookMemory:
         poll_in_steps(kernel.iopub_channel)
 
     def executed(cell: Any, cell_index: int, execute_reply: Any) -> None:
-        if cell.source == PROBE:  # not a notebook cell: read what it printed
+        if cell.source in (PROBE, WHO_PROBE):  # not a notebook cell: read what it printed
             for output in cell.get("outputs", []):
                 for line in output.get("text", "").splitlines():
                     if line.startswith("ATLAS-LOADED "):
                         result.loaded = json.loads(line.removeprefix("ATLAS-LOADED "))
+                    if line.startswith("ATLAS-WHO "):
+                        result.who = json.loads(line.removeprefix("ATLAS-WHO "))
             return
         now = status(state["pid"])
         last = state["last"]
@@ -254,10 +274,14 @@ def report(result: NotebookMemory, top: int) -> str:
             break
         lines.append(f"| {cell.index} | {mib(cell.raised)} | {mib(cell.grew)} | {mib(cell.rss)} "
                      f"| {mib(cell.hwm)} | `{cell.first_line}` |")
+    for module, stack in result.who.items():
+        lines.append(f"first import of {module}: " + " <- ".join(reversed(stack)))
     if result.children:
-        lines += ["", "child processes (not the kernel), each one's peak:",
+        ranked = sorted(result.children.items(), key=lambda kv: -kv[1][1])
+        lines += ["", f"child processes (not the kernel): {len(ranked)}, the largest {top} "
+                  "by their own peak (a PostgreSQL backend's includes shared buffers):",
                   "| pid | peak MiB | command |", "|---|---|---|"]
-        for pid, (cmd, hwm) in sorted(result.children.items(), key=lambda kv: -kv[1][1]):
+        for pid, (cmd, hwm) in ranked[:top]:
             lines.append(f"| {pid} | {mib(hwm)} | `{cmd[:90]}` |")
     else:
         lines.append("\nno child processes seen")
@@ -275,6 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ipynb", action="store_true",
                         help="execute the committed .ipynb rather than the source")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
+    parser.add_argument("--who-imports", default="",
+                        help="comma-separated modules (scipy.stats,redis): show which "
+                             "atlas_sim code first imported each")
     args = parser.parse_args(argv)
     root = args.root.resolve()
     if args.ipynb:
@@ -288,7 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"no notebooks matched {args.names or '*'} under {root}")
     results = []
     for path in paths:
-        result = measure(path, root, args.interval)
+        result = measure(path, root, args.interval,
+                         tuple(m for m in args.who_imports.split(",") if m))
         results.append(result)
         print(report(result, args.top), flush=True)
         print(flush=True)

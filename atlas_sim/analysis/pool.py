@@ -61,6 +61,7 @@ from ..policies.pool import PoolConfig
 from ..validation import check_int, check_real
 from ..workload import Distribution
 from .queueing import erlang_c
+from .stats import gamma_sf
 
 __all__ = ["FiniteWaitingPool", "MMcPool", "PoolModel", "TimeoutPool", "boots_tijms",
            "pool_theory"]
@@ -214,11 +215,9 @@ class FiniteWaitingPool:
 
     def wait_cdf(self, t: float) -> float:
         """P(wait <= t) of the admitted arrivals, t >= 0."""
-        from scipy import stats
-
         weights, stages = self._waiting_mix()
         scale = 1.0 / (self.size * self.service_rate)
-        tail = float((weights * stats.gamma.sf(max(t, 0.0), stages, scale=scale)).sum())
+        tail = float((weights * gamma_sf(max(t, 0.0), stages, scale=scale)).sum())
         return 1.0 - tail
 
     def wait_quantile(self, p: float) -> float:

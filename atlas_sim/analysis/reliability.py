@@ -35,6 +35,7 @@ import math
 import numpy as np
 
 from ..validation import check_int, check_real
+from .stats import binom_pmf
 
 __all__ = ["annualised_failure_rate", "down_at_once", "failures_per_unit_time", "loss_probability",
            "mttf_from_afr"]
@@ -57,9 +58,7 @@ def down_at_once(n: int, mttf: float, mttr: float) -> np.ndarray:
     n = check_int("n", n, low=1)
     mttf = check_real("mttf", mttf, low=0, low_open=True)
     mttr = check_real("mttr", mttr, low=0)
-    from scipy.stats import binom  # on first use: see analysis/__init__.py
-
-    return binom.pmf(np.arange(n + 1), n, mttr / (mttf + mttr))
+    return binom_pmf(np.arange(n + 1), n, mttr / (mttf + mttr))
 
 
 def annualised_failure_rate(mttf_hours: float) -> float:

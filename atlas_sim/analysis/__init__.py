@@ -7,7 +7,10 @@ SciPy is imported where it is used, inside the function, never at module level (
 ``social`` and in ``experiments``): ``scipy.stats``, ``scipy.optimize``, ``scipy.linalg`` and
 ``scipy.special`` together cost a notebook's kernel about 60 MiB of resident memory, and a
 notebook that calls none of them (00, 02) need not pay it (issue 23;
-``benchmarks/kernel_memory.py``). The first call pays the import once (about 0.3-1 s).
+``benchmarks/kernel_memory.py``). The first call pays the import once (about 0.3-1 s). The
+notebooks need no ``scipy.stats`` and, but for 03b's calibration, no ``scipy.optimize``:
+``stats`` computes the distribution functions from ``scipy.special`` as ``scipy.stats`` does,
+and ``queueing.brentq`` is SciPy's root finder step for step, both equal to the last bit.
 """
 
 from __future__ import annotations

@@ -1,17 +1,22 @@
 """The distribution functions of ``analysis.stats`` give ``scipy.stats``'s numbers to the last
-bit, and using them (and the rest of ``analysis``) never imports ``scipy.stats``, whose import
-costs a notebook's kernel about 35 MiB (issue 23)."""
+bit, ``analysis.queueing.brentq`` gives ``scipy.optimize.brentq``'s roots to the last bit, and
+using them (and the rest of ``analysis``) never imports ``scipy.stats`` or ``scipy.optimize``,
+whose imports cost a notebook's kernel about 60 MiB (issue 23)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 from scipy import stats
 
+from atlas_sim.analysis.pool import FiniteWaitingPool
+from atlas_sim.analysis.queueing import MMc, brentq
 from atlas_sim.analysis.stats import (
     binom_pmf,
     binom_ppf,
@@ -64,7 +69,7 @@ def test_replications_interval_unchanged() -> None:
     assert replications(x).half_width == float(t * x.std(ddof=1) / np.sqrt(17))
 
 
-def test_analysis_never_imports_scipy_stats() -> None:
+def test_analysis_never_imports_scipy_stats_or_optimize() -> None:
     code = textwrap.dedent("""
         import sys
         import numpy as np
@@ -77,6 +82,7 @@ def test_analysis_never_imports_scipy_stats() -> None:
         replications([1.0, 2.0, 4.0]); batch_means(np.arange(100.0), batches=5, scale="log")
         proportion_interval(3, 40); down_at_once(10, 100.0, 1.0)
         loss_probability(3, 100.0, 1.0, 1000.0)
+        MMc(arrival_rate=9.0, service_rate=10.0, workers=1).quantile(0.99)
         FiniteWaitingPool(arrival_rate=40.0, service_rate=12.0, size=4,
                           max_waiting=5).wait_cdf(0.05)
         FollowerDistribution()
@@ -85,3 +91,42 @@ def test_analysis_never_imports_scipy_stats() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def _brentq_cases() -> list[tuple[str, Callable[[float], float], float, float, float]]:
+    rng = np.random.default_rng(7)
+    cases: list[tuple[str, Callable[[float], float], float, float, float]] = []
+    for workers in (1, 2, 8):
+        for rho in (0.3, 0.8, 0.95, 0.99):
+            model = MMc(arrival_rate=rho * workers * 10.0, service_rate=10.0, workers=workers)
+            for p in (0.5, 0.9, 0.99, 0.999):
+                cases.append((f"MMc c={workers} rho={rho} p={p}",
+                              lambda t, m=model, p=p: m.tail(t) - (1 - p), 0.0, 64.0, 1e-12))
+    pool = FiniteWaitingPool(arrival_rate=40.0, service_rate=12.0, size=4, max_waiting=5)
+    for p in (0.1, 0.5, 0.9, 0.99):
+        cases.append((f"pool p={p}", lambda t, p=p: pool.wait_cdf(t) - p, 0.0, 4.0, 1e-12))
+    for i in range(40):
+        a, b, c = rng.normal(size=3)
+        cases.append((f"cubic {i}", lambda x, a=a, b=b, c=c: x**3 + a * x**2 + b * x + c,
+                      -20.0, 20.0, 2e-12))
+    cases.append(("exp", lambda x: math.exp(x) - 5.0, -3.0, 7.0, 2e-12))
+    cases.append(("step-like", lambda x: math.atan(1e4 * (x - 0.123)), -1.0, 1.0, 2e-12))
+    return cases
+
+
+def test_brentq_is_scipy_optimize_to_the_bit() -> None:
+    from scipy.optimize import brentq as scipy_brentq
+
+    for name, f, a, b, xtol in _brentq_cases():
+        if np.sign(f(a)) == np.sign(f(b)):
+            continue
+        assert brentq(f, a, b, xtol=xtol) == scipy_brentq(f, a, b, xtol=xtol), name
+
+
+def test_brentq_refuses_as_scipy_does() -> None:
+    with pytest.raises(ValueError, match="different signs"):
+        brentq(lambda x: x * x + 1, -1.0, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        brentq(lambda x: math.nan if x > 0.5 else -1.0, 0.0, 1.0)
+    with pytest.raises(RuntimeError, match="converge"):
+        brentq(lambda x: math.atan(1e4 * (x - 0.123)), -1.0, 1.0, maxiter=3)

@@ -50,9 +50,17 @@ MIB = 1024 * 1024
 WATCHED = ("scipy.special", "scipy.linalg", "scipy.optimize", "scipy.stats", "pandas",
            "matplotlib.pyplot", "fastapi", "uvicorn", "httpx", "redis", "psycopg", "aiosqlite",
            "prometheus_client", "hdrh", "ipywidgets", "simpy", "dask", "distributed", "PIL")
-#: A cell appended to each notebook: which of ``WATCHED`` the kernel has imported by the end.
-PROBE = ("import json as _json, sys as _sys\nprint('ATLAS-LOADED', "
-         f"_json.dumps([_m for _m in {WATCHED!r} if _m in _sys.modules]))")
+#: A cell appended to each notebook: which of ``WATCHED`` the kernel has imported by the end,
+#: and how much resident memory a full garbage collection, then ``malloc_trim``, give back
+#: (garbage that only a full collection frees: cycles such as closed figures; then freed heap
+#: memory glibc had kept). Run after the last measured cell, so it changes no number above.
+PROBE = f"""import ctypes as _ct, gc as _gc, json as _json, sys as _sys
+def _rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+_before = _rss(); _gc.collect(); _collected = _rss()
+_ct.CDLL("libc.so.6").malloc_trim(0)
+print("ATLAS-LOADED", _json.dumps([_m for _m in {WATCHED!r} if _m in _sys.modules]))
+print("ATLAS-GC", _json.dumps([_before, _collected, _rss()]))"""
 
 
 def status(pid: int) -> dict[str, int]:
@@ -149,6 +157,7 @@ class NotebookMemory:
     children: dict[int, tuple[str, int]] = field(default_factory=dict)
     loaded: list[str] = field(default_factory=list)  # of WATCHED, imported by the end
     who: dict[str, list[str]] = field(default_factory=dict)  # --who-imports: the stacks
+    gc: list[int] = field(default_factory=list)  # RSS at the end, after gc, after malloc_trim
 
 
 def first_line(source: str) -> str:
@@ -210,6 +219,8 @@ def measure(path: Path, root: Path, interval: float,
                 for line in output.get("text", "").splitlines():
                     if line.startswith("ATLAS-LOADED "):
                         result.loaded = json.loads(line.removeprefix("ATLAS-LOADED "))
+                    if line.startswith("ATLAS-GC "):
+                        result.gc = json.loads(line.removeprefix("ATLAS-GC "))
                     if line.startswith("ATLAS-WHO "):
                         result.who = json.loads(line.removeprefix("ATLAS-WHO "))
             return
@@ -265,10 +276,14 @@ def report(result: NotebookMemory, top: int) -> str:
     lines = [f"## {result.name}  (root {result.root}; {result.seconds:.0f} s)",
              f"kernel: ready {mib(result.start_rss)} MiB, peak (VmHWM) {mib(result.peak)} MiB, "
              f"at the end (VmRSS) {mib(result.final_rss)} MiB",
-             f"imported by the end: {', '.join(result.loaded) or '?'}",
-             "", f"cells that raised the kernel's peak most (top {top}):",
-             "| cell | raised peak MiB | RSS change MiB | RSS after MiB | peak after MiB | code |",
-             "|---|---|---|---|---|---|"]
+             f"imported by the end: {', '.join(result.loaded) or '?'}"]
+    if len(result.gc) == 3:
+        before, collected, trimmed = result.gc
+        lines.append(f"at the end, a full gc.collect() frees {mib(before - collected)} MiB of "
+                     f"RSS, then malloc_trim {mib(collected - trimmed)} MiB")
+    lines += ["", f"cells that raised the kernel's peak most (top {top}):",
+              "| cell | raised peak MiB | RSS change MiB | RSS after MiB | peak after MiB | code |",
+              "|---|---|---|---|---|---|"]
     for cell in sorted(result.cells, key=lambda c: -c.raised)[:top]:
         if cell.raised <= 0:
             break
@@ -329,6 +344,7 @@ def main(argv: list[str] | None = None) -> None:
         args.json.write_text(json.dumps([
             {"name": r.name, "root": r.root, "start_rss": r.start_rss, "peak": r.peak,
              "final_rss": r.final_rss, "seconds": r.seconds, "loaded": r.loaded,
+             "gc": r.gc, "who": r.who,
              "cells": [vars(c) for c in r.cells],
              "children": {str(pid): {"cmd": cmd, "hwm": hwm}
                           for pid, (cmd, hwm) in r.children.items()}} for r in results],

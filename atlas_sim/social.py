@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.special import exprel
 
 from .validation import check_int, check_real
 
@@ -43,6 +42,8 @@ def _power_integral(a: float, b: float, exponent: float) -> float:
     too: ``a ** (1 - exponent) * L * exprel((1 - exponent) * L)`` with ``L = ln(b / a)``."""
     if b <= a:
         return 0.0
+    from scipy.special import exprel  # on first use: see analysis/__init__.py
+
     span = math.log(b / a)
     return float(a ** (1.0 - exponent) * span * exprel((1.0 - exponent) * span))
 

@@ -2,6 +2,15 @@
 latency recording, the home-timeline load model, coordinated omission in closed form, and plots.
 
 What reads runs works on ``RunResult`` tables, whichever world (simulated or live) made them.
+
+SciPy is imported where it is used, inside the function, never at module level (here, in
+``social`` and in ``experiments``): ``scipy.stats``, ``scipy.optimize``, ``scipy.linalg`` and
+``scipy.special`` together cost a notebook's kernel about 60 MiB of resident memory, and a
+notebook that calls none of them (00, 02) need not pay it (issue 23;
+``benchmarks/kernel_memory.py``). The first call pays the import once (about 0.3-1 s). The
+notebooks need no ``scipy.stats`` and, but for 03b's calibration, no ``scipy.optimize``:
+``stats`` computes the distribution functions from ``scipy.special`` as ``scipy.stats`` does,
+and ``queueing.brentq`` is SciPy's root finder step for step, both equal to the last bit.
 """
 
 from __future__ import annotations

@@ -56,13 +56,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy import stats
-from scipy.optimize import brentq
 
 from ..policies.pool import PoolConfig
 from ..validation import check_int, check_real
 from ..workload import Distribution
-from .queueing import erlang_c
+from .queueing import brentq, erlang_c
+from .stats import gamma_sf
 
 __all__ = ["FiniteWaitingPool", "MMcPool", "PoolModel", "TimeoutPool", "boots_tijms",
            "pool_theory"]
@@ -216,7 +215,7 @@ class FiniteWaitingPool:
         """P(wait <= t) of the admitted arrivals, t >= 0."""
         weights, stages = self._waiting_mix()
         scale = 1.0 / (self.size * self.service_rate)
-        tail = float((weights * stats.gamma.sf(max(t, 0.0), stages, scale=scale)).sum())
+        tail = float((weights * gamma_sf(max(t, 0.0), stages, scale=scale)).sum())
         return 1.0 - tail
 
     def wait_quantile(self, p: float) -> float:

@@ -33,10 +33,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import expm
-from scipy.stats import binom
 
 from ..validation import check_int, check_real
+from .stats import binom_pmf
 
 __all__ = ["annualised_failure_rate", "down_at_once", "failures_per_unit_time", "loss_probability",
            "mttf_from_afr"]
@@ -59,7 +58,7 @@ def down_at_once(n: int, mttf: float, mttr: float) -> np.ndarray:
     n = check_int("n", n, low=1)
     mttf = check_real("mttf", mttf, low=0, low_open=True)
     mttr = check_real("mttr", mttr, low=0)
-    return binom.pmf(np.arange(n + 1), n, mttr / (mttf + mttr))
+    return binom_pmf(np.arange(n + 1), n, mttr / (mttf + mttr))
 
 
 def annualised_failure_rate(mttf_hours: float) -> float:
@@ -101,5 +100,7 @@ def loss_probability(replicas: int, mttf: float, mttr: float, horizon: float, *,
             q[k, k - 1] += k * mu
         q[k, r] += shock
         q[k, k] = -q[k].sum()
+    from scipy.linalg import expm  # on first use: see analysis/__init__.py
+
     state = expm(q * horizon)[0]
     return float(min(1.0, max(0.0, state[r])))

@@ -66,10 +66,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
-from scipy.stats import binom
 
 from ..analysis.pool import PoolModel
-from ..analysis.stats import proportion_interval
+from ..analysis.stats import binom_ppf, proportion_interval
 from ..config import Settings
 from ..policies import ClientPolicy, PoolConfig, Status
 from ..results import RunResult
@@ -409,8 +408,8 @@ def pool_intervals(result: RunResult, *, pool: PoolConfig | None = None,
     ordered = np.sort(waits)
     n_waits = ordered.size
     for k, p in enumerate(POOL_PERCENTILES):  # widened to the order statistics' interval
-        first = int(binom.ppf((1 - confidence) / 2, n_waits, p / 100))
-        last = int(binom.ppf(1 - (1 - confidence) / 2, n_waits, p / 100))
+        first = binom_ppf((1 - confidence) / 2, n_waits, p / 100)
+        last = binom_ppf(1 - (1 - confidence) / 2, n_waits, p / 100)
         low[k] = min(low[k], ordered[max(first - 1, 0)])
         high[k] = max(high[k], ordered[min(last, n_waits - 1)])
     out.update({name: (float(lo), float(hi)) for name, lo, hi in zip(_WAITS, low, high,

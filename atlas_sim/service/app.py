@@ -33,7 +33,6 @@ from ..config import Settings
 from ..server_config import ServerConfig
 from ..validation import check_int, refuse_renamed
 from .bodies import MAX_JSON_DEPTH, MAX_NUMBER_CHARS, InvalidBody, parse_json_body
-from .cache import open_cache
 from .dependency import FaultyDependency
 from .errors import error_body, install_error_handlers
 from .eventlog import RECEIPTS, EventConsumers, order_receipts
@@ -234,7 +233,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     except BaseException as exc:  # LiveServer's start() names it
         state.startup_error = exc
         raise
-    state.cache = await open_cache(state.server.cache)  # None: no cache (said in one line)
+    if state.server.cache is not None:  # redis-py is imported only for a cache: ~7 MiB of
+        # every notebook kernel that runs a service without one (issue 23)
+        from .cache import open_cache
+
+        state.cache = await open_cache(state.server.cache)  # None: Redis not reached (logged)
     if state.server.events is not None:
         handlers = {RECEIPTS: order_receipts(state)}
         if state.server.timelines is not None and state.timelines.fans_out:

@@ -16,7 +16,7 @@ from atlas_sim.policies import (
     RetryPolicy,
 )
 from atlas_sim.server_config import ServerConfig
-from atlas_sim.sim.fanout import CANCELLED, fanout
+from atlas_sim.sim.fanout import CANCELLED, fanout, fanout_latency
 from atlas_sim.workload import Distribution
 
 FAST = Distribution(mean=0.01)
@@ -179,3 +179,18 @@ def test_the_engines_dependency_call_sends_one_attempt_at_a_time_and_refuses_a_h
     with pytest.raises(ValueError, match=r"client\.hedge must be None"):
         Scenario(load=Load(rate=1.0, duration=1.0),
                  server=ServerConfig(dependency=Dependency(client=hedging)))
+
+
+@pytest.mark.parametrize("width", [1, 7, 100])
+def test_fanout_latency_is_the_runs_request_latency(width: int) -> None:
+    """``fanout_latency`` gives the plain run's request latencies without its tables."""
+    run = fanout(width, 0.02, requests=500, fast=FAST, slow_latency=SLOW, seed=11)
+    latency = fanout_latency(width, 0.02, requests=500, fast=FAST, slow_latency=SLOW, seed=11)
+    assert np.array_equal(latency, run.requests["latency"].to_numpy())
+
+
+def test_fanout_latency_checks_as_fanout_does() -> None:
+    with pytest.raises(ValueError, match="width"):
+        fanout_latency(0)
+    with pytest.raises(ValueError, match="fast"):
+        fanout_latency(3, fast=0.01)  # type: ignore[arg-type]

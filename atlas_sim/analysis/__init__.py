@@ -9,8 +9,8 @@ SciPy is imported where it is used, inside the function, never at module level (
 notebook that calls none of them (00, 02) need not pay it (issue 23;
 ``benchmarks/kernel_memory.py``). The first call pays the import once (about 0.3-1 s). The
 notebooks need no ``scipy.stats`` and, but for 03b's calibration, no ``scipy.optimize``:
-``stats`` computes the distribution functions from ``scipy.special`` as ``scipy.stats`` does,
-and ``queueing.brentq`` is SciPy's root finder step for step, both equal to the last bit.
+``stats`` computes the distribution functions from ``scipy.special`` as ``scipy.stats`` does
+(equal to the last bit), and ``queueing.crossing`` inverts the closed-form CDFs by bisection.
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ import numpy as np
 from ..policies.pool import PoolConfig
 from ..validation import check_int, check_real
 from ..workload import Distribution
-from .queueing import brentq, erlang_c
+from .queueing import crossing, erlang_c
 from .stats import gamma_sf
 
 __all__ = ["FiniteWaitingPool", "MMcPool", "PoolModel", "TimeoutPool", "boots_tijms",
@@ -100,7 +100,7 @@ def _quantile_from_cdf(cdf: object, p: float, high: float) -> float:
         return 0.0
     while f(high) < p:
         high *= 2
-    return float(brentq(lambda t: f(t) - p, 0.0, high, xtol=1e-12))
+    return crossing(f, p, 0.0, high)
 
 
 def _check(arrival_rate: float, service_rate: float, size: int) -> None:

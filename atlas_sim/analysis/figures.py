@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ from matplotlib.text import Annotation
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 __all__ = [
+    "LAYOUT_CACHE",
     "PANEL_DPI",
     "STATE_COLORS",
     "BreakerTraceFigure",
@@ -65,6 +67,8 @@ __all__ = [
 
 #: Dots per inch of a panel's figure, as the panel renders it to PNG.
 PANEL_DPI = 90
+#: How many solved layouts an ``InPlaceFigure`` keeps (by ``layout_key``; a few floats each).
+LAYOUT_CACHE = 64
 #: Background colours of the three breaker states: calm, cautious, alarmed.
 STATE_COLORS = {"closed": "#dcefd6", "half_open": "#fbe7a6", "open": "#f5c0c0"}
 FAULT_COLOR = "#616161"
@@ -121,24 +125,84 @@ def _tick_labels(axis: Any) -> tuple[str, ...]:
     return tuple(_shape_of(t) for t in texts if t)
 
 
+def _ticks_key(axis: Any) -> tuple[str, ...]:
+    """What of an axis's tick labels can move the margins: their widths across the axis (a
+    y axis's widest label sets its margin; its first and last overhang the ends by half a
+    text height, the same for any text) and their overhang along it (an x axis's first and
+    last labels stick out by half their width; every label is one text high). Rotated
+    labels take room both ways: then all three count."""
+    labels = _tick_labels(axis)
+    if not labels:
+        return ()
+    ticks = axis.majorTicks
+    rotated = bool(ticks) and ticks[0].label1.get_rotation() % 180 != 0
+    widest = max(labels, key=len)
+    if rotated:
+        return (widest, labels[0], labels[-1])
+    return (labels[0], labels[-1]) if axis.axis_name == "x" else (widest,)
+
+
+def _title_key(text: Any, room: float, renderer: Any) -> Hashable:
+    """A title as the layout sees it: its number of lines (its height) and, only when it is
+    wider than ``room`` (pixels: its axes' or figure's width), its shape; a title that fits
+    sets no side margin, whatever it says."""
+    words = text.get_text()
+    if not words or not text.get_visible():
+        return ""
+    lines = words.count("\n") + 1
+    if renderer is not None and text.get_window_extent(renderer).width <= room:
+        return ("fits", lines)
+    return ("wider", _shape_of(words))
+
+
+def _renderer(figure: Figure) -> Any:
+    """The figure's Agg renderer (text sizes come from its metrics cache), or None."""
+    get = getattr(figure.canvas, "get_renderer", None)
+    return get() if callable(get) else None
+
+
 def layout_key(figure: Figure) -> Hashable:
     """What constrained layout's answer depends on, in a form cheap to compare: each axes'
-    titles, axis labels and legend texts, the widest, first and last tick label of each axis
-    (the widest sets a margin, the first and last overhang the ends), and the suptitle; digits
-    count as one width. Two figures with equal keys need the same margins."""
-    parts: list[Any] = [_shape_of(figure.get_suptitle())]
+    axis labels, its titles' line counts (and their shapes where wider than the axes), the
+    texts of a legend placed outside it (one inside, anchored to the axes, takes no margin),
+    the tick labels that can set a margin (``_ticks_key``), and the suptitle as a title of
+    the figure; digits count as one width. Two figures with equal keys need the same
+    margins."""
+    renderer = _renderer(figure)
+    parts: list[Any] = [_title_key(figure._suptitle, figure.bbox.width, renderer)
+                        if figure._suptitle is not None else ""]
     for ax in figure.axes:
-        ticks = []
-        for axis in (ax.xaxis, ax.yaxis):
-            labels = _tick_labels(axis)
-            ticks.append((max(labels, key=len), labels[0], labels[-1]) if labels else ())
         legend = ax.get_legend()
+        outside = legend is not None and legend.get_bbox_to_anchor() is not ax.bbox
         parts.append((
-            tuple(_shape_of(ax.get_title(loc)) for loc in ("left", "center", "right")),
-            _shape_of(ax.get_xlabel()), _shape_of(ax.get_ylabel()), tuple(ticks),
-            tuple(_shape_of(t.get_text()) for t in legend.get_texts()) if legend else None,
+            tuple(_title_key(title, ax.bbox.width, renderer)
+                  for title in (ax._left_title, ax.title, ax._right_title)),
+            _shape_of(ax.get_xlabel()), _shape_of(ax.get_ylabel()),
+            (_ticks_key(ax.xaxis), _ticks_key(ax.yaxis)),
+            tuple(_shape_of(t.get_text()) for t in legend.get_texts()) if outside else None,
         ))
     return tuple(parts)
+
+
+def _layout_state(figure: Figure) -> tuple[Any, ...]:
+    """Where constrained layout put things: each axes' position, and the figure's
+    suptitle, supxlabel and supylabel (position and vertical alignment)."""
+    texts = [(text, text.get_position(), text.get_verticalalignment())
+             for text in (figure._suptitle, figure._supxlabel, figure._supylabel)
+             if text is not None]
+    return tuple((ax, ax.get_position(original=True).frozen(),
+                  ax.get_position(original=False).frozen()) for ax in figure.axes), \
+        tuple(texts)
+
+
+def _restore_layout(state: tuple[Any, ...]) -> None:
+    axes, texts = state
+    for ax, original, active in axes:
+        ax._set_position(original, which="original")
+        ax._set_position(active, which="active")
+    for text, position, alignment in texts:
+        text.set_position(position)
+        text.set_verticalalignment(alignment)
 
 
 class InPlaceFigure:
@@ -152,7 +216,10 @@ class InPlaceFigure:
     never shown by a notebook's inline backend and never piles up in pyplot's list;
     ``pyplot=True`` (for static cells) makes it with ``plt.subplots``, shown by
     ``plt.show()``. ``freeze_layout`` (default: ``not pyplot``) solves the layout once and
-    then only when ``layout_key`` changes; ``layouts`` counts the solves.
+    then only when ``layout_key`` changes, to a key not seen since the figure was built (a
+    layout solved before, for a key seen again, is put back: a slider moved back and forth
+    lays out nothing); ``layouts`` counts the solves, ``LAYOUT_CACHE`` bounds the layouts
+    kept.
     """
 
     def __init__(self, *, pyplot: bool = False, freeze_layout: bool | None = None) -> None:
@@ -163,6 +230,7 @@ class InPlaceFigure:
         self._shape: Hashable = None
         self._engine: Any = None
         self._key: Hashable = None
+        self._solved: OrderedDict[Hashable, tuple[Any, ...]] = OrderedDict()
 
     # -- what subclasses write --
 
@@ -185,6 +253,7 @@ class InPlaceFigure:
         if self.figure is None or shape != self._shape:
             self.figure = self.build(results)
             self._shape, self._engine, self._key = shape, None, None
+            self._solved = OrderedDict()
         self.update(results)
         if self.freeze_layout:
             self._settle_layout()
@@ -228,10 +297,22 @@ class InPlaceFigure:
                 self.freeze_layout = False
                 return
             figure.set_layout_engine(None)  # no engine: savefig draws once, and lays out nothing
-        if layout_key(figure) != self._key:
+        key = layout_key(figure)
+        if key == self._key:
+            return
+        state = self._solved.get(key)
+        if state is not None:
+            _restore_layout(state)
+            self._solved.move_to_end(key)
+        else:
             self._engine.execute(figure)
-            self._key = layout_key(figure)  # after: the number of ticks follows the axes' size
             self.layouts += 1
+            state = _layout_state(figure)
+            self._solved[key] = state
+        self._key = layout_key(figure)  # after: the number of ticks follows the axes' size
+        self._solved[self._key] = state
+        while len(self._solved) > LAYOUT_CACHE:
+            self._solved.popitem(last=False)
 
 
 # -- shading that moves -------------------------------------------------------------------

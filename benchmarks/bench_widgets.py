@@ -24,9 +24,11 @@ notebooks' panels; ``--json FILE`` writes the rows. ``--against DIR`` is the A/B
 machine: each round runs this script once with ``PYTHONPATH=DIR`` (a base checkout, e.g.
 /work/wt-base) and once with this checkout, alternating, and prints both per panel.
 
-``--profile "02 retry storm"`` prints cProfile's top functions over the moves of one panel,
-in place. What the browser adds (comm round trip, JupyterLab rendering the output, the image
-decoded and painted) is measured by the browser tests: ``build/browser/timings.json``.
+``--png`` times the PNG encoding of each panel's figure as ``savefig`` did it and as
+``render_png`` does it. ``--profile "02 retry storm"`` prints cProfile's top functions over
+the moves of one panel, in place. What the browser adds (comm round trip, JupyterLab
+rendering the output, the image decoded and painted) is measured by the browser tests:
+``build/browser/timings.json``.
 """
 
 from __future__ import annotations
@@ -274,6 +276,36 @@ def against(base: str, names: list[str], rounds: int) -> None:
         print_summary(f"{label} ({base if label == 'base' else here})", summarise(found))
 
 
+def png_encodings(rounds: int) -> None:
+    """Each panel's figure encoded as ``savefig`` did (RGBA, zlib level 6) and as
+    ``render_png`` does (RGB, ``PNG_COMPRESS_LEVEL``), interleaved, ``rounds`` times: median
+    ms and KB."""
+    from PIL import Image
+
+    from atlas_sim.widgets import PNG_COMPRESS_LEVEL
+
+    def encode(rgba: np.ndarray, mode: str, level: int) -> tuple[float, int]:
+        started = time.perf_counter()
+        pixels = rgba if mode == "RGBA" else np.ascontiguousarray(rgba[..., :3])
+        out = io.BytesIO()
+        Image.fromarray(pixels, mode).save(out, format="png", compress_level=level)
+        return time.perf_counter() - started, len(out.getvalue())
+
+    ways = (("RGBA", 6), ("RGB", PNG_COMPRESS_LEVEL))
+    print(f"{'panel':<22}" + "".join(f"{f'{m} level {lv}':>22}" for m, lv in ways))
+    for name, make in PANELS.items():
+        figure = make().update().figure
+        render_png(figure)
+        rgba = np.asarray(figure.canvas.buffer_rgba()).copy()
+        seen: dict[tuple[str, int], list[tuple[float, int]]] = {way: [] for way in ways}
+        for _ in range(rounds):
+            for way in ways:
+                seen[way].append(encode(rgba, *way))
+        cells = [f"{1000 * statistics.median(t for t, _ in seen[w]):10.1f} ms "
+                 f"{seen[w][0][1] / 1024:5.0f} KB" for w in ways]
+        print(f"{name:<22}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=9)
@@ -286,7 +318,12 @@ def main() -> None:
     parser.add_argument("--json", help="with --sliders: write every move's steps here")
     parser.add_argument("--against", metavar="DIR",
                         help="with --sliders: A/B against the checkout DIR, rounds alternated")
+    parser.add_argument("--png", action="store_true",
+                        help="PNG encodings of each panel's figure: savefig's and render_png's")
     args = parser.parse_args()
+    if args.png:
+        png_encodings(args.rounds * 3)
+        return
     if args.profile:
         profile(args.profile, args.moves)
         return

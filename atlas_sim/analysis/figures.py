@@ -9,8 +9,12 @@ drawing. An ``InPlaceFigure`` instead
 * puts each new result on the existing artists (``update``: ``set_data``, ``set_offsets``,
   ``set_verts``, new heights) and sets the limits from the data, as autoscaling would, and
 * keeps the layout fixed: constrained layout is solved on the first draw and again only when
-  a text that sizes the margins changes (see ``layout_key``); in between the figure has no
-  layout engine, so a draw is one pass.
+  a text that sizes the margins changes (see ``layout_key``), and a layout solved before is
+  put back when its key comes again; in between the figure has no layout engine, so a draw
+  is one pass, and
+* is drawn on a ``PanelCanvas``, whose renderer takes a text's glyphs from a cache when the
+  same text is drawn again at the same sub-pixel offset (matplotlib 3.11 lays out and renders
+  every glyph of every text at each draw; the pixels are the same).
 
 ``draw(results)`` does all three and returns the figure: the same ``Figure`` object each time,
 unless ``shape(results)`` says the results need other axes (say, another number of runs),
@@ -30,15 +34,16 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font, RenderMode
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Annotation
 from matplotlib.ticker import FuncFormatter, LogLocator
@@ -52,6 +57,7 @@ __all__ = [
     "ComparisonFigure",
     "FaultBars",
     "InPlaceFigure",
+    "PanelCanvas",
     "StateShading",
     "TimeseriesFigure",
     "VerticalBands",
@@ -101,6 +107,112 @@ def plain_log_ticks(axis: Any) -> None:
     axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
     axis.set_minor_locator(LogLocator(base=10.0, subs=(2.0, 5.0)))
     axis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if decades() < 2 else ""))
+
+
+# -- text drawn from a cache ---------------------------------------------------------------
+
+#: How many texts' glyphs (and layouts) the panel canvases keep (``PanelCanvas``): a text's
+#: glyphs take a few hundred bytes.
+TEXT_CACHE = 2048
+
+
+def _font_key(prop: Any) -> tuple[Any, ...]:
+    return (tuple(prop.get_family()), prop.get_style(), prop.get_variant(), prop.get_weight(),
+            prop.get_stretch(), prop.get_size_in_points(), prop.get_file(),
+            prop.get_math_fontfamily())
+
+
+class _TextCachingRenderer(RendererAgg):
+    """Agg's renderer, drawing a plain text's glyphs from a cache when the same text (string,
+    font, angle) is drawn again at the same sub-pixel offset: the same glyph bitmaps, drawn
+    one by one where Agg draws them, so the pixels are Agg's own. Matplotlib 3.11 lays out and
+    renders every glyph of every text anew at each draw (a tick label, a legend entry); a
+    slider move redraws mostly texts that did not move. A text laid out before but at another
+    offset skips the layout (``FT2Font._layout``) and renders its glyphs. Mathtext, TeX and
+    texts drawn without antialiasing go to Agg unchanged."""
+
+    #: Shared by every panel canvas (a glyph's bitmap depends on the text, the font, the
+    #: angle, the offset and the dpi, not on the figure), at most ``TEXT_CACHE`` texts each.
+    _glyphs: ClassVar[OrderedDict[Hashable, list[tuple[np.ndarray, int, int]]]] = OrderedDict()
+    _layouts: ClassVar[OrderedDict[Hashable, list[tuple[Any, int, float, float]]]] = \
+        OrderedDict()
+
+    def draw_text(self, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
+                  ismath: Any = False, mtext: Any = None) -> None:
+        if ismath or not gc.get_antialiased():
+            return super().draw_text(gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+        features = mtext.get_fontfeatures() if mtext is not None else None
+        language = mtext.get_language() if mtext is not None else None
+        # FreeType draws at whole pixels plus an offset in 1/64 px: a text moved by whole
+        # pixels has the same glyph bitmaps, moved
+        up = self.height - y  # FreeType's y is upwards
+        left, bottom = math.floor(x), math.floor(up)
+        font = _font_key(prop)
+        flags = get_hinting_flag()
+        layout_key = (s, font, features and tuple(features), language, flags)
+        key = (layout_key, angle, x - left, up - bottom, self.dpi)
+        glyphs = self._glyphs.get(key)
+        if glyphs is None:
+            glyphs = self._render(s, layout_key, prop, x - left, up - bottom, angle, flags,
+                                  features, language)
+            self._glyphs[key] = glyphs
+            if len(self._glyphs) > TEXT_CACHE:
+                self._glyphs.popitem(last=False)
+        height = int(self.height)
+        draw = self._renderer.draw_text_image
+        for buffer, dx, top in glyphs:
+            draw(buffer, left + dx, height - (bottom + top) + buffer.shape[0], 0, gc)
+
+    def _render(self, s: str, layout_key: Hashable, prop: Any, x: float, up: float,
+                angle: float, flags: Any, features: Any,
+                language: Any) -> list[tuple[np.ndarray, int, int]]:
+        """The glyphs of a text whose origin is ``(x, up)`` pixels (0 <= x, up < 1; up is
+        FreeType's y, upwards), as Agg's ``_draw_text_glyphs_and_boxes`` renders them: each
+        glyph's bitmap (a copy), its left and its top."""
+        items = self._layouts.get(layout_key)
+        if items is None:
+            ft = self._prepare_font(prop)
+            items = [(item.ft_object, item.glyph_index, item.x, item.y)
+                     for item in ft._layout(s, flags=flags, features=features,
+                                            language=language)]
+            self._layouts[layout_key] = items
+            if len(self._layouts) > TEXT_CACHE:
+                self._layouts.popitem(last=False)
+        size = prop.get_size_in_points()
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
+        glyphs = []
+        for ft, index, dx, dy in items:
+            ft.set_size(size, self.dpi)
+            ft._set_transform(matrix, [round(0x40 * (x + dx * cos - dy * sin)),
+                                       round(0x40 * (up + dx * sin + dy * cos))])
+            bitmap = ft._render_glyph(index, flags, RenderMode.NORMAL)
+            glyphs.append((np.array(bitmap.buffer), bitmap.left, bitmap.top))
+        return glyphs
+
+
+#: Whether this matplotlib draws text glyph by glyph as ``_TextCachingRenderer`` expects
+#: (3.11's Agg); if not, panels draw with Agg as it is.
+_CACHEABLE_TEXT = all(hasattr(cls, name) for cls, name in (
+    (RendererAgg, "_draw_text_glyphs_and_boxes"), (RendererAgg, "_prepare_font"),
+    (FT2Font, "_layout"), (FT2Font, "_render_glyph"), (FT2Font, "_set_transform")))
+
+
+class PanelCanvas(FigureCanvasAgg):
+    """The Agg canvas of a panel's figure, drawing its texts through a cache of their glyphs
+    (``_TextCachingRenderer``; Agg's own renderer where this matplotlib draws text
+    otherwise). ``widgets.render_png`` draws a panel's figure made on Agg's plain canvas on
+    this one."""
+
+    def get_renderer(self) -> Any:
+        if not _CACHEABLE_TEXT:
+            return super().get_renderer()
+        w, h = self.get_width_height(physical=True)
+        key = w, h, self.figure.dpi
+        if self._lastKey != key:
+            self.renderer = _TextCachingRenderer(w, h, self.figure.dpi)
+            self._lastKey = key
+        return self.renderer
 
 
 # -- the layout, solved once -------------------------------------------------------------
@@ -169,17 +281,20 @@ def layout_key(figure: Figure) -> Hashable:
     the figure; digits count as one width. Two figures with equal keys need the same
     margins."""
     renderer = _renderer(figure)
-    parts: list[Any] = [_title_key(figure._suptitle, figure.bbox.width, renderer)
-                        if figure._suptitle is not None else ""]
+    suptitle = getattr(figure, "_suptitle", None)
+    parts: list[Any] = [_title_key(suptitle, figure.bbox.width, renderer)
+                        if suptitle is not None else ""]
     for ax in figure.axes:
         legend = ax.get_legend()
         outside = legend is not None and legend.get_bbox_to_anchor() is not ax.bbox
         parts.append((
             tuple(_title_key(title, ax.bbox.width, renderer)
-                  for title in (ax._left_title, ax.title, ax._right_title)),
+                  for title in (getattr(ax, "_left_title", None), ax.title,
+                                getattr(ax, "_right_title", None)) if title is not None),
             _shape_of(ax.get_xlabel()), _shape_of(ax.get_ylabel()),
             (_ticks_key(ax.xaxis), _ticks_key(ax.yaxis)),
-            tuple(_shape_of(t.get_text()) for t in legend.get_texts()) if outside else None,
+            tuple(_shape_of(t.get_text()) for t in legend.get_texts())
+            if outside and legend is not None else None,
         ))
     return tuple(parts)
 
@@ -188,7 +303,8 @@ def _layout_state(figure: Figure) -> tuple[Any, ...]:
     """Where constrained layout put things: each axes' position, and the figure's
     suptitle, supxlabel and supylabel (position and vertical alignment)."""
     texts = [(text, text.get_position(), text.get_verticalalignment())
-             for text in (figure._suptitle, figure._supxlabel, figure._supylabel)
+             for text in (getattr(figure, name, None)
+                          for name in ("_suptitle", "_supxlabel", "_supylabel"))
              if text is not None]
     return tuple((ax, ax.get_position(original=True).frozen(),
                   ax.get_position(original=False).frozen()) for ax in figure.axes), \
@@ -265,7 +381,7 @@ class InPlaceFigure:
         if self.pyplot:
             return plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **options)
         figure = Figure(figsize=figsize, dpi=PANEL_DPI, layout="constrained")
-        FigureCanvasAgg(figure)
+        PanelCanvas(figure)
         return figure, figure.subplots(nrows, ncols, **options)
 
     def axes_or_new(self, ax: Any, *, figsize: tuple[float, float]) -> tuple[Figure, Any]:

@@ -1,6 +1,6 @@
 """How fast do the notebooks' slider panels answer? One slider move, kernel side, by phase.
 
-For every panel of notebooks 00-03, one slider (the panel's first) is moved step by step
+For every panel of notebooks 00-03b, one slider (the panel's first) is moved step by step
 through values not seen before (so nothing comes from the panel's cache), as a reader moves it,
 and each move is timed by phase with ``time.perf_counter``:
 
@@ -15,9 +15,20 @@ and each move is timed by phase with ``time.perf_counter``:
 
 Run: .venv/bin/python benchmarks/bench_widgets.py [--moves N] [--profile PANEL]
 
-``--profile "02 retry storm"`` prints cProfile's top functions over the moves of one panel,
-in place. What the browser adds (comm round trip, JupyterLab rendering the output, the image
-decoded and painted) is measured by the browser tests: ``build/browser/timings.json``.
+``--sliders`` instead moves every slider of every panel as the browser tests do (Reset, then
+one arrow-key step from the defaults: right, or left at the maximum; a control the test sets
+first, set first), through the panel's own widget code (``Panel._show``, no kernel), and prints
+the kernel's steps as the draw log has them (``Panel.last_draw``: run, figure, table, png,
+send, total; median over ``--rounds`` fresh panels). ``--notebooks 03 03b`` keeps those
+notebooks' panels; ``--json FILE`` writes the rows. ``--against DIR`` is the A/B for a quiet
+machine: each round runs this script once with ``PYTHONPATH=DIR`` (a base checkout, e.g.
+/work/wt-base) and once with this checkout, alternating, and prints both per panel.
+
+``--png`` times the PNG encoding of each panel's figure as ``savefig`` did it and as
+``render_png`` does it. ``--profile "02 retry storm"`` prints cProfile's top functions over
+the moves of one panel, in place. What the browser adds (comm round trip, JupyterLab
+rendering the output, the image decoded and painted) is measured by the browser tests:
+``build/browser/timings.json``.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ from matplotlib.image import imsave
 
 from atlas_sim.experiments import (
     breakers,
+    datasystem_panel,
     faults,
     load,
     omission,
@@ -74,6 +86,7 @@ PANELS: dict[str, Callable[[], Panel]] = {
     "03 omission": omission.omission_panel,
     "03 queueing": queueing.queueing_panel,
     "03 tail at scale": tail.tail_panel,
+    "03b pool": datasystem_panel.pool_panel,
 }
 PHASES = ("run", "table", "figure", "png", "encode", "message")
 
@@ -169,13 +182,163 @@ def profile(name: str, moves: int) -> None:
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
 
 
+# -- every slider, as the browser tests move it -------------------------------------------
+
+#: Controls the browser tests set before moving a slider (tests/browser's SETTINGS_FIRST, by
+#: parameter name): slider -> [(control, value)].
+SETTINGS_FIRST: dict[str, list[tuple[str, Any]]] = {
+    "window_size": [("mode", "failure_rate")],
+    "token_ratio": [("error_rate", 0.3)],
+}
+DRAW_STEPS = ("run", "figure", "table", "png", "send", "total")
+
+
+def browser_moves(name: str, make: Callable[[], Panel]) -> list[dict[str, Any]]:
+    """Each slider of a new panel moved as the browser test moves it: Reset (the defaults, from
+    the cache), any setting the test makes first, then one step right (left at the maximum),
+    through the widgets' own callbacks; the draw log's steps (``Panel.last_draw``) of that
+    move, in seconds, one dict per slider."""
+    panel = make()
+    panel.widget()  # the first draw, as the cell that shows the panel
+    rows = []
+    for slider, control in panel.controls.items():
+        if control.kind not in ("int", "float"):
+            continue
+        assert control.step is not None and control.high is not None
+        panel._show(panel.reset)  # the Reset button
+        for other, value in SETTINGS_FIRST.get(slider, ()):
+            if other in panel._widgets:
+                panel._widgets[other].value = value
+        widget = panel._widgets[slider]
+        step = -control.step if widget.value + control.step > control.high + 1e-9 \
+            else control.step
+        value = widget.value + step
+        widget.value = int(value) if control.kind == "int" else round(value, 10)
+        rows.append({"panel": name, "slider": slider,
+                     **{k: panel.last_draw.get(k) for k in ("cached", *DRAW_STEPS)}})
+    plt.close("all")
+    return rows
+
+
+def sliders(names: list[str], rounds: int) -> list[dict[str, Any]]:
+    """``browser_moves`` for the panels ``names``, ``rounds`` times (a new panel each round,
+    so nothing is cached from the round before), rounds interleaved across panels."""
+    rows: list[dict[str, Any]] = []
+    for round_ in range(rounds):
+        for name in names:
+            rows += [{**row, "round": round_} for row in browser_moves(name, PANELS[name])]
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per panel, the median over its moves (all sliders, all rounds) of each draw step (s),
+    and per notebook (the panel names' first word) the median and 90th percentile of total."""
+    out: dict[str, dict[str, float]] = {}
+    for key in dict.fromkeys([r["panel"] for r in rows] + [r["panel"].split()[0] for r in rows]):
+        mine = [r for r in rows if r["panel"] == key or r["panel"].split()[0] == key]
+        totals = sorted(r["total"] for r in mine)
+        out[key] = {step: statistics.median(r[step] for r in mine) for step in DRAW_STEPS}
+        out[key]["p90"] = (statistics.quantiles(totals, n=10, method="inclusive")[8]
+                           if len(totals) > 1 else totals[0])
+        out[key]["moves"] = len(mine)
+    return out
+
+
+def print_summary(label: str, summary: dict[str, dict[str, float]]) -> None:
+    print(f"{label}: kernel steps of one slider move as the browser tests make it, "
+          "median ms (p90 of total)")
+    print(f"{'panel':<22}{'moves':>6}" + "".join(f"{s:>8}" for s in (*DRAW_STEPS, "p90")))
+    for name, row in summary.items():
+        print(f"{name:<22}{row['moves']:>6}"
+              + "".join(f"{1000 * row[s]:8.1f}" for s in (*DRAW_STEPS, "p90")))
+
+
+def against(base: str, names: list[str], rounds: int) -> None:
+    """The A/B: this script with ``--sliders --json`` under ``PYTHONPATH=base`` and under this
+    checkout, one round each in turn, ``rounds`` times; both summaries printed."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parents[1]
+    rows: dict[str, list[dict[str, Any]]] = {"base": [], "this": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(rounds):
+            for label, root in (("base", base), ("this", str(here))):
+                out = Path(tmp) / f"{label}-{round_}.json"
+                subprocess.run([sys.executable, __file__, "--sliders", "--rounds", "1",
+                                "--json", str(out), "--notebooks", *names],
+                               env={**os.environ, "PYTHONPATH": root, "MPLBACKEND": "Agg"},
+                               cwd=root, check=True, stdout=subprocess.DEVNULL)
+                rows[label] += json.loads(out.read_text())
+    for label, found in rows.items():
+        print_summary(f"{label} ({base if label == 'base' else here})", summarise(found))
+
+
+def png_encodings(rounds: int) -> None:
+    """Each panel's figure encoded as ``savefig`` did (RGBA, zlib level 6) and as
+    ``render_png`` does (RGB, ``PNG_COMPRESS_LEVEL``), interleaved, ``rounds`` times: median
+    ms and KB."""
+    from PIL import Image
+
+    from atlas_sim.widgets import PNG_COMPRESS_LEVEL
+
+    def encode(rgba: np.ndarray, mode: str, level: int) -> tuple[float, int]:
+        started = time.perf_counter()
+        pixels = rgba if mode == "RGBA" else np.ascontiguousarray(rgba[..., :3])
+        out = io.BytesIO()
+        Image.fromarray(pixels, mode).save(out, format="png", compress_level=level)
+        return time.perf_counter() - started, len(out.getvalue())
+
+    ways = (("RGBA", 6), ("RGB", PNG_COMPRESS_LEVEL))
+    print(f"{'panel':<22}" + "".join(f"{f'{m} level {lv}':>22}" for m, lv in ways))
+    for name, make in PANELS.items():
+        figure = make().update().figure
+        render_png(figure)
+        rgba = np.asarray(figure.canvas.buffer_rgba()).copy()
+        seen: dict[tuple[str, int], list[tuple[float, int]]] = {way: [] for way in ways}
+        for _ in range(rounds):
+            for way in ways:
+                seen[way].append(encode(rgba, *way))
+        cells = [f"{1000 * statistics.median(t for t, _ in seen[w]):10.1f} ms "
+                 f"{seen[w][0][1] / 1024:5.0f} KB" for w in ways]
+        print(f"{name:<22}" + "".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--moves", type=int, default=9)
     parser.add_argument("--profile", choices=sorted(PANELS))
+    parser.add_argument("--sliders", action="store_true",
+                        help="every slider, one step from the defaults, as the browser tests")
+    parser.add_argument("--notebooks", nargs="*", default=None,
+                        help="with --sliders: only these notebooks' panels (00 01 02 03 03b)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", help="with --sliders: write every move's steps here")
+    parser.add_argument("--against", metavar="DIR",
+                        help="with --sliders: A/B against the checkout DIR, rounds alternated")
+    parser.add_argument("--png", action="store_true",
+                        help="PNG encodings of each panel's figure: savefig's and render_png's")
     args = parser.parse_args()
+    if args.png:
+        png_encodings(args.rounds * 3)
+        return
     if args.profile:
         profile(args.profile, args.moves)
+        return
+    if args.sliders:
+        names = [n for n in PANELS if args.notebooks is None or n.split()[0] in args.notebooks]
+        if args.against:
+            against(args.against, args.notebooks or sorted({n.split()[0] for n in PANELS}),
+                    args.rounds)
+            return
+        rows = sliders(names, args.rounds)
+        if args.json:
+            with open(args.json, "w", encoding="utf-8") as out:
+                json.dump(rows, out)
+        print(f"load average {os.getloadavg()[0]:.2f}")
+        print_summary("this checkout", summarise(rows))
         return
     print(f"python {platform.python_version()}, matplotlib {matplotlib.__version__}, "
           f"{platform.machine()}, load average {os.getloadavg()[0]:.2f}; median of "

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from atlas_sim.analysis import plot_latency_cdf
@@ -139,6 +140,32 @@ def test_panel_figures_render_to_png_once():
 
     png = render_png(make_panel().update().figure)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("pyplot", [False, True])
+def test_render_png_gives_the_pixels_savefig_gives(pyplot):
+    import io
+
+    from PIL import Image
+
+    from atlas_sim.analysis.figures import TimeseriesFigure
+    from atlas_sim.sim import simulate
+    from atlas_sim.sim.scenarios import dependency_outage
+    from atlas_sim.widgets import render_png
+
+    figure = TimeseriesFigure(1.0, pyplot=pyplot).draw(simulate(dependency_outage(True, seed=1)))
+    if pyplot:  # constrained layout, solved at each draw, settles after the first two
+        for _ in range(2):
+            figure.savefig(io.BytesIO(), format="png", dpi=90)
+    saved = io.BytesIO()
+    figure.savefig(saved, format="png", dpi=90)
+    drawn = render_png(figure)
+    if not pyplot:  # a panel's figure (at 90 dpi): no alpha channel, it is opaque
+        assert Image.open(io.BytesIO(drawn)).mode == "RGB"
+    pixels = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB")) for png in
+              (saved.getvalue(), drawn)]
+    assert pixels[0].shape == pixels[1].shape and np.array_equal(*pixels)
+    plt.close("all")
 
 
 def test_a_displayed_panel_carries_the_widget_and_a_static_figure_and_table():

@@ -9,8 +9,12 @@ drawing. An ``InPlaceFigure`` instead
 * puts each new result on the existing artists (``update``: ``set_data``, ``set_offsets``,
   ``set_verts``, new heights) and sets the limits from the data, as autoscaling would, and
 * keeps the layout fixed: constrained layout is solved on the first draw and again only when
-  a text that sizes the margins changes (see ``layout_key``); in between the figure has no
-  layout engine, so a draw is one pass.
+  a text that sizes the margins changes (see ``layout_key``), and a layout solved before is
+  put back when its key comes again; in between the figure has no layout engine, so a draw
+  is one pass, and
+* is drawn on a ``PanelCanvas``, whose renderer takes a text's glyphs from a cache when the
+  same text is drawn again at the same sub-pixel offset (matplotlib 3.11 lays out and renders
+  every glyph of every text at each draw; the pixels are the same).
 
 ``draw(results)`` does all three and returns the figure: the same ``Figure`` object each time,
 unless ``shape(results)`` says the results need other axes (say, another number of runs),
@@ -28,21 +32,24 @@ from __future__ import annotations
 
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
+from matplotlib.ft2font import FT2Font, RenderMode
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Annotation
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 __all__ = [
+    "LAYOUT_CACHE",
     "PANEL_DPI",
     "STATE_COLORS",
     "BreakerTraceFigure",
@@ -50,6 +57,7 @@ __all__ = [
     "ComparisonFigure",
     "FaultBars",
     "InPlaceFigure",
+    "PanelCanvas",
     "StateShading",
     "TimeseriesFigure",
     "VerticalBands",
@@ -65,6 +73,8 @@ __all__ = [
 
 #: Dots per inch of a panel's figure, as the panel renders it to PNG.
 PANEL_DPI = 90
+#: How many solved layouts an ``InPlaceFigure`` keeps (by ``layout_key``; a few floats each).
+LAYOUT_CACHE = 64
 #: Background colours of the three breaker states: calm, cautious, alarmed.
 STATE_COLORS = {"closed": "#dcefd6", "half_open": "#fbe7a6", "open": "#f5c0c0"}
 FAULT_COLOR = "#616161"
@@ -99,6 +109,112 @@ def plain_log_ticks(axis: Any) -> None:
     axis.set_minor_formatter(FuncFormatter(lambda x, _: f"{x:g}" if decades() < 2 else ""))
 
 
+# -- text drawn from a cache ---------------------------------------------------------------
+
+#: How many texts' glyphs (and layouts) the panel canvases keep (``PanelCanvas``): a text's
+#: glyphs take a few hundred bytes.
+TEXT_CACHE = 2048
+
+
+def _font_key(prop: Any) -> tuple[Any, ...]:
+    return (tuple(prop.get_family()), prop.get_style(), prop.get_variant(), prop.get_weight(),
+            prop.get_stretch(), prop.get_size_in_points(), prop.get_file(),
+            prop.get_math_fontfamily())
+
+
+class _TextCachingRenderer(RendererAgg):
+    """Agg's renderer, drawing a plain text's glyphs from a cache when the same text (string,
+    font, angle) is drawn again at the same sub-pixel offset: the same glyph bitmaps, drawn
+    one by one where Agg draws them, so the pixels are Agg's own. Matplotlib 3.11 lays out and
+    renders every glyph of every text anew at each draw (a tick label, a legend entry); a
+    slider move redraws mostly texts that did not move. A text laid out before but at another
+    offset skips the layout (``FT2Font._layout``) and renders its glyphs. Mathtext, TeX and
+    texts drawn without antialiasing go to Agg unchanged."""
+
+    #: Shared by every panel canvas (a glyph's bitmap depends on the text, the font, the
+    #: angle, the offset and the dpi, not on the figure), at most ``TEXT_CACHE`` texts each.
+    _glyphs: ClassVar[OrderedDict[Hashable, list[tuple[np.ndarray, int, int]]]] = OrderedDict()
+    _layouts: ClassVar[OrderedDict[Hashable, list[tuple[Any, int, float, float]]]] = \
+        OrderedDict()
+
+    def draw_text(self, gc: Any, x: float, y: float, s: str, prop: Any, angle: float,
+                  ismath: Any = False, mtext: Any = None) -> None:
+        if ismath or not gc.get_antialiased():
+            return super().draw_text(gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+        features = mtext.get_fontfeatures() if mtext is not None else None
+        language = mtext.get_language() if mtext is not None else None
+        # FreeType draws at whole pixels plus an offset in 1/64 px: a text moved by whole
+        # pixels has the same glyph bitmaps, moved
+        up = self.height - y  # FreeType's y is upwards
+        left, bottom = math.floor(x), math.floor(up)
+        font = _font_key(prop)
+        flags = get_hinting_flag()
+        layout_key = (s, font, features and tuple(features), language, flags)
+        key = (layout_key, angle, x - left, up - bottom, self.dpi)
+        glyphs = self._glyphs.get(key)
+        if glyphs is None:
+            glyphs = self._render(s, layout_key, prop, x - left, up - bottom, angle, flags,
+                                  features, language)
+            self._glyphs[key] = glyphs
+            if len(self._glyphs) > TEXT_CACHE:
+                self._glyphs.popitem(last=False)
+        height = int(self.height)
+        draw = self._renderer.draw_text_image
+        for buffer, dx, top in glyphs:
+            draw(buffer, left + dx, height - (bottom + top) + buffer.shape[0], 0, gc)
+
+    def _render(self, s: str, layout_key: Hashable, prop: Any, x: float, up: float,
+                angle: float, flags: Any, features: Any,
+                language: Any) -> list[tuple[np.ndarray, int, int]]:
+        """The glyphs of a text whose origin is ``(x, up)`` pixels (0 <= x, up < 1; up is
+        FreeType's y, upwards), as Agg's ``_draw_text_glyphs_and_boxes`` renders them: each
+        glyph's bitmap (a copy), its left and its top."""
+        items = self._layouts.get(layout_key)
+        if items is None:
+            ft = self._prepare_font(prop)
+            items = [(item.ft_object, item.glyph_index, item.x, item.y)
+                     for item in ft._layout(s, flags=flags, features=features,
+                                            language=language)]
+            self._layouts[layout_key] = items
+            if len(self._layouts) > TEXT_CACHE:
+                self._layouts.popitem(last=False)
+        size = prop.get_size_in_points()
+        cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
+        matrix = (0x10000 * np.array([[cos, -sin], [sin, cos]])).round().astype(int)
+        glyphs = []
+        for ft, index, dx, dy in items:
+            ft.set_size(size, self.dpi)
+            ft._set_transform(matrix, [round(0x40 * (x + dx * cos - dy * sin)),
+                                       round(0x40 * (up + dx * sin + dy * cos))])
+            bitmap = ft._render_glyph(index, flags, RenderMode.NORMAL)
+            glyphs.append((np.array(bitmap.buffer), bitmap.left, bitmap.top))
+        return glyphs
+
+
+#: Whether this matplotlib draws text glyph by glyph as ``_TextCachingRenderer`` expects
+#: (3.11's Agg); if not, panels draw with Agg as it is.
+_CACHEABLE_TEXT = all(hasattr(cls, name) for cls, name in (
+    (RendererAgg, "_draw_text_glyphs_and_boxes"), (RendererAgg, "_prepare_font"),
+    (FT2Font, "_layout"), (FT2Font, "_render_glyph"), (FT2Font, "_set_transform")))
+
+
+class PanelCanvas(FigureCanvasAgg):
+    """The Agg canvas of a panel's figure, drawing its texts through a cache of their glyphs
+    (``_TextCachingRenderer``; Agg's own renderer where this matplotlib draws text
+    otherwise). ``widgets.render_png`` draws a panel's figure made on Agg's plain canvas on
+    this one."""
+
+    def get_renderer(self) -> Any:
+        if not _CACHEABLE_TEXT:
+            return super().get_renderer()
+        w, h = self.get_width_height(physical=True)
+        key = w, h, self.figure.dpi
+        if self._lastKey != key:
+            self.renderer = _TextCachingRenderer(w, h, self.figure.dpi)
+            self._lastKey = key
+        return self.renderer
+
+
 # -- the layout, solved once -------------------------------------------------------------
 
 def _shape_of(text: str) -> str:
@@ -121,24 +237,88 @@ def _tick_labels(axis: Any) -> tuple[str, ...]:
     return tuple(_shape_of(t) for t in texts if t)
 
 
+def _ticks_key(axis: Any) -> tuple[str, ...]:
+    """What of an axis's tick labels can move the margins: their widths across the axis (a
+    y axis's widest label sets its margin; its first and last overhang the ends by half a
+    text height, the same for any text) and their overhang along it (an x axis's first and
+    last labels stick out by half their width; every label is one text high). Rotated
+    labels take room both ways: then all three count."""
+    labels = _tick_labels(axis)
+    if not labels:
+        return ()
+    ticks = axis.majorTicks
+    rotated = bool(ticks) and ticks[0].label1.get_rotation() % 180 != 0
+    widest = max(labels, key=len)
+    if rotated:
+        return (widest, labels[0], labels[-1])
+    return (labels[0], labels[-1]) if axis.axis_name == "x" else (widest,)
+
+
+def _title_key(text: Any, room: float, renderer: Any) -> Hashable:
+    """A title as the layout sees it: its number of lines (its height) and, only when it is
+    wider than ``room`` (pixels: its axes' or figure's width), its shape; a title that fits
+    sets no side margin, whatever it says."""
+    words = text.get_text()
+    if not words or not text.get_visible():
+        return ""
+    lines = words.count("\n") + 1
+    if renderer is not None and text.get_window_extent(renderer).width <= room:
+        return ("fits", lines)
+    return ("wider", _shape_of(words))
+
+
+def _renderer(figure: Figure) -> Any:
+    """The figure's Agg renderer (text sizes come from its metrics cache), or None."""
+    get = getattr(figure.canvas, "get_renderer", None)
+    return get() if callable(get) else None
+
+
 def layout_key(figure: Figure) -> Hashable:
     """What constrained layout's answer depends on, in a form cheap to compare: each axes'
-    titles, axis labels and legend texts, the widest, first and last tick label of each axis
-    (the widest sets a margin, the first and last overhang the ends), and the suptitle; digits
-    count as one width. Two figures with equal keys need the same margins."""
-    parts: list[Any] = [_shape_of(figure.get_suptitle())]
+    axis labels, its titles' line counts (and their shapes where wider than the axes), the
+    texts of a legend placed outside it (one inside, anchored to the axes, takes no margin),
+    the tick labels that can set a margin (``_ticks_key``), and the suptitle as a title of
+    the figure; digits count as one width. Two figures with equal keys need the same
+    margins."""
+    renderer = _renderer(figure)
+    suptitle = getattr(figure, "_suptitle", None)
+    parts: list[Any] = [_title_key(suptitle, figure.bbox.width, renderer)
+                        if suptitle is not None else ""]
     for ax in figure.axes:
-        ticks = []
-        for axis in (ax.xaxis, ax.yaxis):
-            labels = _tick_labels(axis)
-            ticks.append((max(labels, key=len), labels[0], labels[-1]) if labels else ())
         legend = ax.get_legend()
+        outside = legend is not None and legend.get_bbox_to_anchor() is not ax.bbox
         parts.append((
-            tuple(_shape_of(ax.get_title(loc)) for loc in ("left", "center", "right")),
-            _shape_of(ax.get_xlabel()), _shape_of(ax.get_ylabel()), tuple(ticks),
-            tuple(_shape_of(t.get_text()) for t in legend.get_texts()) if legend else None,
+            tuple(_title_key(title, ax.bbox.width, renderer)
+                  for title in (getattr(ax, "_left_title", None), ax.title,
+                                getattr(ax, "_right_title", None)) if title is not None),
+            _shape_of(ax.get_xlabel()), _shape_of(ax.get_ylabel()),
+            (_ticks_key(ax.xaxis), _ticks_key(ax.yaxis)),
+            tuple(_shape_of(t.get_text()) for t in legend.get_texts())
+            if outside and legend is not None else None,
         ))
     return tuple(parts)
+
+
+def _layout_state(figure: Figure) -> tuple[Any, ...]:
+    """Where constrained layout put things: each axes' position, and the figure's
+    suptitle, supxlabel and supylabel (position and vertical alignment)."""
+    texts = [(text, text.get_position(), text.get_verticalalignment())
+             for text in (getattr(figure, name, None)
+                          for name in ("_suptitle", "_supxlabel", "_supylabel"))
+             if text is not None]
+    return tuple((ax, ax.get_position(original=True).frozen(),
+                  ax.get_position(original=False).frozen()) for ax in figure.axes), \
+        tuple(texts)
+
+
+def _restore_layout(state: tuple[Any, ...]) -> None:
+    axes, texts = state
+    for ax, original, active in axes:
+        ax._set_position(original, which="original")
+        ax._set_position(active, which="active")
+    for text, position, alignment in texts:
+        text.set_position(position)
+        text.set_verticalalignment(alignment)
 
 
 class InPlaceFigure:
@@ -152,7 +332,10 @@ class InPlaceFigure:
     never shown by a notebook's inline backend and never piles up in pyplot's list;
     ``pyplot=True`` (for static cells) makes it with ``plt.subplots``, shown by
     ``plt.show()``. ``freeze_layout`` (default: ``not pyplot``) solves the layout once and
-    then only when ``layout_key`` changes; ``layouts`` counts the solves.
+    then only when ``layout_key`` changes, to a key not seen since the figure was built (a
+    layout solved before, for a key seen again, is put back: a slider moved back and forth
+    lays out nothing); ``layouts`` counts the solves, ``LAYOUT_CACHE`` bounds the layouts
+    kept.
     """
 
     def __init__(self, *, pyplot: bool = False, freeze_layout: bool | None = None) -> None:
@@ -163,6 +346,7 @@ class InPlaceFigure:
         self._shape: Hashable = None
         self._engine: Any = None
         self._key: Hashable = None
+        self._solved: OrderedDict[Hashable, tuple[Any, ...]] = OrderedDict()
 
     # -- what subclasses write --
 
@@ -185,6 +369,7 @@ class InPlaceFigure:
         if self.figure is None or shape != self._shape:
             self.figure = self.build(results)
             self._shape, self._engine, self._key = shape, None, None
+            self._solved = OrderedDict()
         self.update(results)
         if self.freeze_layout:
             self._settle_layout()
@@ -196,7 +381,7 @@ class InPlaceFigure:
         if self.pyplot:
             return plt.subplots(nrows, ncols, figsize=figsize, layout="constrained", **options)
         figure = Figure(figsize=figsize, dpi=PANEL_DPI, layout="constrained")
-        FigureCanvasAgg(figure)
+        PanelCanvas(figure)
         return figure, figure.subplots(nrows, ncols, **options)
 
     def axes_or_new(self, ax: Any, *, figsize: tuple[float, float]) -> tuple[Figure, Any]:
@@ -228,10 +413,22 @@ class InPlaceFigure:
                 self.freeze_layout = False
                 return
             figure.set_layout_engine(None)  # no engine: savefig draws once, and lays out nothing
-        if layout_key(figure) != self._key:
+        key = layout_key(figure)
+        if key == self._key:
+            return
+        state = self._solved.get(key)
+        if state is not None:
+            _restore_layout(state)
+            self._solved.move_to_end(key)
+        else:
             self._engine.execute(figure)
-            self._key = layout_key(figure)  # after: the number of ticks follows the axes' size
             self.layouts += 1
+            state = _layout_state(figure)
+            self._solved[key] = state
+        self._key = layout_key(figure)  # after: the number of ticks follows the axes' size
+        self._solved[self._key] = state
+        while len(self._solved) > LAYOUT_CACHE:
+            self._solved.popitem(last=False)
 
 
 # -- shading that moves -------------------------------------------------------------------

@@ -26,9 +26,9 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..analysis.figures import InPlaceFigure
 from ..analysis.pool import pool_theory
 from ..policies import PoolConfig
 from ..service import leftovers as service_leftovers
@@ -42,6 +42,7 @@ from .datasystem import pool_exhaustion_scenario, pool_summary
 __all__ = [
     "POOL_PANEL_REQUESTS",
     "DataParts",
+    "PoolWaitsFigure",
     "cold_cache_or_why_not",
     "consumer_lag_summary",
     "crash_demo",
@@ -95,26 +96,46 @@ def pool_panel_table(results: dict[str, Any]) -> pd.DataFrame:
 
 def plot_pool_waits(results: dict[str, Any]) -> Figure:
     """The acquire waits of the granted orders: the simulated share waiting longer than t
-    (steps) beside the closed form's (line), t up to the timeout."""
-    pool: PoolConfig = results["pool"]
-    waits = np.sort(results["waits"])
-    theory = results["theory"]
-    figure = Figure(figsize=(6.4, 3.4), layout="constrained")
-    FigureCanvasAgg(figure)  # off pyplot's books, drawable (as analysis.figures does)
-    ax = figure.add_subplot()
-    t = np.linspace(0.0, pool.timeout, 200)
-    tail = [1.0 - theory.wait_cdf(x) for x in t]  # of the granted, as the simulated
-    if waits.size:
-        shown = 1.0 - np.searchsorted(waits, t, side="right") / waits.size
-        ax.step(1000 * t, 100 * shown, where="post", label="simulated")
-    ax.plot(1000 * t, 100 * np.asarray(tail), "--", label="theory (M/M/c+D)")
-    ax.set_xlabel("acquire wait t (ms)")
-    ax.set_ylabel("granted orders waiting > t (%)")
-    ax.set_ylim(0, 100)
-    ax.set_xlim(0, 1000 * pool.timeout)
-    ax.set_title(f"Pool of {pool.size}, timeout {1000 * pool.timeout:.0f} ms")
-    ax.legend(loc="upper right")
-    return figure
+    (steps) beside the closed form's (line), t up to the timeout. Drawn by
+    ``PoolWaitsFigure``, which the pool panel updates in place."""
+    return PoolWaitsFigure().draw(results)
+
+
+class PoolWaitsFigure(InPlaceFigure):
+    """``plot_pool_waits``'s figure, outside pyplot. Results: ``pool_panel_run``'s dict."""
+
+    def build(self, results: dict[str, Any]) -> Figure:
+        figure, ax = self.subplots(figsize=(6.4, 3.4))
+        self.ax = ax
+        (self.simulated,) = ax.step([], [], where="post", label="simulated")
+        (self.theory,) = ax.plot([], [], "--", label="theory (M/M/c+D)")
+        ax.set_xlabel("acquire wait t (ms)")
+        ax.set_ylabel("granted orders waiting > t (%)")
+        ax.set_ylim(0, 100)
+        self.legend_labels: tuple[str, ...] | None = None
+        return figure
+
+    def update(self, results: dict[str, Any]) -> None:
+        pool: PoolConfig = results["pool"]
+        waits = np.sort(results["waits"])
+        theory = results["theory"]
+        ax = self.ax
+        t = np.linspace(0.0, pool.timeout, 200)
+        tail = [1.0 - theory.wait_cdf(x) for x in t]  # of the granted, as the simulated
+        if waits.size:
+            shown = 1.0 - np.searchsorted(waits, t, side="right") / waits.size
+            self.simulated.set_data(1000 * t, 100 * shown)
+        else:  # no order granted: no simulated curve, and none in the legend
+            self.simulated.set_data([], [])
+        self.simulated.set_visible(bool(waits.size))
+        self.theory.set_data(1000 * t, 100 * np.asarray(tail))
+        ax.set_xlim(0, 1000 * pool.timeout)
+        ax.set_title(f"Pool of {pool.size}, timeout {1000 * pool.timeout:.0f} ms")
+        handles = [line for line in (self.simulated, self.theory) if line.get_visible()]
+        labels = tuple(str(line.get_label()) for line in handles)
+        if labels != self.legend_labels:
+            self.legend_labels = labels
+            ax.legend(handles=handles, loc="upper right")
 
 
 def pool_panel(*, requests: int = POOL_PANEL_REQUESTS, seed: int = 0) -> Panel:
@@ -134,7 +155,7 @@ def pool_panel(*, requests: int = POOL_PANEL_REQUESTS, seed: int = 0) -> Panel:
          Control.slider("rate", 5.0, 60.0, 30.0, step=1.0, label="orders per second"),
          Control.slider("query_ms", 20.0, 200.0, 80.0, step=10.0,
                         label="slow query, mean (ms)")],
-        plot_pool_waits, table=pool_panel_table,
+        PoolWaitsFigure(), table=pool_panel_table,
         title="A connection pool: simulated against M/M/c+D",
     )
 

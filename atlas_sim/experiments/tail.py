@@ -18,6 +18,8 @@ The backend: the service's dependency, 5 ms on average (exponential); a slow cal
 
 from __future__ import annotations
 
+import dataclasses
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -170,17 +172,26 @@ def hedging_requests(width: int) -> int:
 
 def hedging_comparison(width: int = HEDGE_WIDTH, *, slow_rate: float = 0.01,
                        percentile: float = 95.0, requests: int | None = None,
-                       seed: int = 0) -> dict[str, RunResult]:
+                       seed: int = 0,
+                       plain: RunResult | None = None) -> dict[str, RunResult]:
     """Simulated fan-out of ``width`` calls, without and with hedging after the
     ``percentile`` of one call's latency: ``{"no hedging": ..., "hedged": ...}``, each of
     ``requests`` user requests (default ``hedging_requests(width)``). Both see the same first
-    copies (the same draws); ``meta`` records the model, the delay and ``requests``."""
+    copies (the same draws); ``meta`` records the model, the delay and ``requests``.
+
+    ``plain``: the run without hedging of an earlier call with the same ``width``,
+    ``slow_rate``, ``requests`` and ``seed`` (it does not depend on ``percentile``), reused
+    instead of simulated again: the tail panel passes it when only the hedge delay moves. The
+    result holds a copy of it with its own ``meta``."""
     if requests is None:
         requests = hedging_requests(width)
     model = tail_model(slow_rate)
     delay = hedge_delay_at(model, percentile)
-    plain = fanout(width, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
-                   seed=seed)
+    if plain is None:
+        plain = fanout(width, slow_rate, requests=requests, fast=FAST,
+                       slow_latency=SLOW_LATENCY, seed=seed)
+    else:
+        plain = dataclasses.replace(plain, meta=dict(plain.meta))
     hedged = fanout(width, slow_rate, requests=requests, fast=FAST, slow_latency=SLOW_LATENCY,
                     seed=seed, client=ClientPolicy(hedge=HedgePolicy(delay=delay)))
     for run, d in ((plain, None), (hedged, delay)):
@@ -454,9 +465,19 @@ def tail_panel(*, seed: int = 0, requests: int | None = None) -> Panel:
     that at any setting the panel shows what ``hedge_table(hedging_comparison(...,
     seed=seed))`` shows for it."""
 
+    plain_runs: OrderedDict[tuple[int, float], RunResult] = OrderedDict()  # the last few
+
     def run(width: int, slow_rate: float, percentile: float) -> dict[str, RunResult]:
-        return hedging_comparison(width, slow_rate=slow_rate, percentile=percentile,
-                                  requests=requests, seed=seed)
+        # the run without hedging does not depend on the percentile: a move of the hedge
+        # delay alone simulates only the hedged run
+        key = (width, slow_rate)
+        results = hedging_comparison(width, slow_rate=slow_rate, percentile=percentile,
+                                     requests=requests, seed=seed, plain=plain_runs.get(key))
+        plain_runs[key] = results["no hedging"]
+        plain_runs.move_to_end(key)
+        while len(plain_runs) > 4:
+            plain_runs.popitem(last=False)
+        return results
 
     def table(results: dict[str, RunResult]) -> pd.DataFrame:
         hedged, plain = results["hedged"], results["no hedging"]

@@ -160,3 +160,29 @@ def test_a_line_cut_to_the_view_ends_where_it_crosses_the_limits():
     x, y = clip_to_view([0, 1, 2, 3], [0.5, 0.2, 20, -5], 0.0, 10.0, steps=True)
     assert np.allclose(x, [0, 1, 2, np.nan, 3, 3, np.nan], equal_nan=True)
     assert np.allclose(y, [0.5, 0.2, 10, np.nan, 10, 0, np.nan], equal_nan=True)
+
+
+def test_a_panel_canvas_draws_the_pixels_agg_draws_texts_moved_and_changed():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from atlas_sim.analysis.figures import PanelCanvas
+
+    def pixels(canvas_class: type, figure: Figure) -> np.ndarray:
+        canvas_class(figure)
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba()).copy()
+
+    figure = Figure(figsize=(5, 3), dpi=90)
+    ax = figure.subplots()
+    (line,) = ax.plot([0, 1], [0, 1], label="a line")
+    ax.legend(loc="upper left")
+    ax.set_ylabel("rotated label")
+    note = ax.annotate("note", (0.3, 0.5), rotation=30)
+    ax.set_title("$x^2$ and plain text")  # mathtext goes to Agg as it is
+    for step in range(3):  # the same texts again, then moved by fractions of a pixel, changed
+        line.set_data([0, 1 + step * 0.37], [0, 2 + step])
+        ax.relim()
+        ax.autoscale_view()
+        note.set_text(f"note {step}" if step else "note")
+        note.xy = (0.3 + 0.013 * step, 0.5)
+        assert np.array_equal(pixels(PanelCanvas, figure), pixels(FigureCanvasAgg, figure))

@@ -97,6 +97,33 @@ def test_hdr_percentiles_are_within_the_stated_precision(figures):
         assert exact <= value <= exact * (1 + 10.0 ** -figures) + 1, p
 
 
+@pytest.mark.parametrize("figures", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("unit", [1e-6, 1e-3])
+def test_hdr_recording_in_one_pass_leaves_what_recording_each_value_leaves(figures, unit):
+    from hdrh.histogram import HdrHistogram
+
+    from atlas_sim.analysis.percentiles import _counts_index
+
+    rng = np.random.default_rng(figures)
+    x = np.concatenate([rng.lognormal(np.log(0.02), 1.5, 5_000), [0.0, 1e-7, 3599.0],
+                        rng.uniform(0, 0.002, 50)])
+    recorder = HdrRecorder.of(x, significant_figures=figures, unit=unit)
+    one_by_one = HdrHistogram(1, round(3600.0 / unit), figures)
+    values = np.rint(x / unit).astype(np.int64)
+    for value in values.tolist():
+        one_by_one.record_value(value)
+    got = recorder.histogram
+    assert list(got.counts) == list(one_by_one.counts)
+    assert (got.total_count, got.min_value, got.max_value) == (
+        one_by_one.total_count, one_by_one.min_value, one_by_one.max_value)
+    assert _counts_index(got, values).tolist() == [one_by_one._counts_index_for(v)
+                                                   for v in values.tolist()]
+    # one value, and two in one bucket: the smallest and the largest still come out right
+    for sample in ([0.5], [0.5, 0.5000001]):
+        assert HdrRecorder.of(sample).histogram.max_value == round(max(sample) * 1e6)
+        assert HdrRecorder.of(sample).histogram.min_value == round(min(sample) * 1e6)
+
+
 def test_hdr_at_three_figures_matches_numpys_exact_percentiles_within_a_thousandth():
     x = np.random.default_rng(3).lognormal(np.log(0.05), 1.0, 20_000)
     ps = [50, 90, 95, 99, 99.9]

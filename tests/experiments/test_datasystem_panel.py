@@ -136,3 +136,16 @@ def test_the_crash_demo_runs_from_a_thread_that_already_runs_an_event_loop(monke
     monkeypatch.setattr(datasystem, "crash_demo", failing)
     with pytest.raises(ValueError, match="seed"):
         asyncio.run(cell())
+
+
+def test_the_panel_redraws_its_figure_in_place_as_a_new_one_would_show_it():
+    from atlas_sim.experiments.datasystem_panel import plot_pool_waits
+    from tests.analysis.test_figures import snapshot
+
+    panel = pool_panel(requests=300)
+    first = panel.update().figure
+    for move in ({"size": 8}, {"timeout": 1.2}, {"rate": 5.0}, {"size": 1, "rate": 60.0}):
+        view = panel.update(**move)
+        assert view.figure is first  # the same figure, new data on it
+        assert snapshot(view.figure) == snapshot(plot_pool_waits(view.results))
+    plt.close("all")

@@ -38,7 +38,15 @@ INSTALLER ?= uv
 UV_VERSION ?= 0.13.10
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on
 
-# $(call install,EXTRAS): Atlas with EXTRAS, editable, into $(VENV), timed; one shell line.
+# Bytecode: the reader's set-up leaves each module to be compiled on its first import (the first
+# JupyterLab start and the first notebook's imports then take a few seconds more, once; .venv
+# stays smaller); under PYTHONDONTWRITEBYTECODE nothing would ever be kept, so uv compiles all up
+# front, as it does for the test set-up, whose many kernels and processes start at once.
+LAB_UV_OPTIONS := $(if $(PYTHONDONTWRITEBYTECODE),--compile-bytecode)
+TEST_UV_OPTIONS := --compile-bytecode
+
+# $(call install,EXTRAS,UV_OPTIONS): Atlas with EXTRAS, editable, into $(VENV), timed; one
+# shell line.
 install = start=$$(date +%s); status=1; \
 	if [ "$(INSTALLER)" = uv ]; then \
 		uv_dir=$$(mktemp -d); \
@@ -46,7 +54,7 @@ install = start=$$(date +%s); status=1; \
 		if $(BIN)/python -m pip install --quiet --disable-pip-version-check --target "$$uv_dir" \
 				"uv==$(UV_VERSION)"; then \
 			echo "[2/2] Installing Atlas with '.[$(1)]' and what it needs, with uv"; \
-			"$$uv_dir/bin/uv" pip install --python $(BIN)/python -e '.[$(1)]' && status=0 \
+			"$$uv_dir/bin/uv" pip install --python $(BIN)/python $(2) -e '.[$(1)]' && status=0 \
 				|| echo "uv failed (above); installing with pip instead"; \
 		else echo "uv could not be fetched (above); installing with pip instead, slower"; fi; \
 		rm -rf "$$uv_dir"; \
@@ -66,12 +74,12 @@ $(BIN)/python:
 
 $(LAB_STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing Atlas and JupyterLab into $(VENV) (first run, or pyproject.toml changed): about a minute, with progress below"
-	@$(call install,lab)
+	@$(call install,lab,$(LAB_UV_OPTIONS))
 	@touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	@echo "Installing Atlas, JupyterLab and the test tools into $(VENV) (first run, or pyproject.toml changed): a minute or two, with progress below"
-	@$(call install,lab$(comma)test)
+	@$(call install,lab$(comma)test,$(TEST_UV_OPTIONS))
 	@touch $@ $(LAB_STAMP)
 
 # The notebook sources (notebooks/src/) are hidden from JupyterLab's file browser: a reader opens

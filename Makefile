@@ -31,9 +31,9 @@ export ATLAS_BROWSER_ARTEFACTS ?= $(CURDIR)/build/browser
 # The installer. uv (Astral's installer, a binary wheel from PyPI) resolves, downloads and
 # installs in parallel, shows its progress, and leaves Python to compile a module's bytecode on
 # its first import instead of compiling all ~7,700 files up front (the README gives the times
-# and sizes measured). pip fetches uv into a
-# throwaway folder first (a few seconds; it is not kept in .venv). Where uv cannot be fetched, or
-# its install fails, pip does the same install; INSTALLER=pip chooses pip from the start.
+# and sizes measured). pip fetches uv into a throwaway folder first (a few seconds; uv is not
+# kept in .venv). Where uv cannot be fetched, or its install fails, pip does the same install,
+# with its progress bar; INSTALLER=pip chooses pip from the start.
 INSTALLER ?= uv
 UV_VERSION ?= 0.13.10
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --progress-bar on

@@ -43,6 +43,9 @@ import jupytext
 import nbformat
 from nbclient import NotebookClient
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from build_notebooks import poll_in_steps  # the build's guard against missed wake-ups
+
 HERE = Path(__file__).resolve().parents[1]
 CELL_TIMEOUT = 300  # seconds: generous, a busy shared machine is slow
 MIB = 1024 * 1024
@@ -249,26 +252,6 @@ def measure(path: Path, root: Path, interval: float,
     client.execute()
     result.seconds = time.perf_counter() - began
     return result
-
-
-def poll_in_steps(channel: Any, step: float = 1.0) -> None:
-    """As ``tools/build_notebooks.py``: wait for kernel messages in short polls (a missed
-    wake-up otherwise costs a whole cell timeout)."""
-    from queue import Empty
-
-    get_msg = channel.get_msg
-
-    async def stepped(timeout: float | None = None) -> dict[str, Any]:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            left = step if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                return await get_msg(timeout=min(step, left))
-            except Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise
-
-    channel.get_msg = stepped
 
 
 def report(result: NotebookMemory, top: int) -> str:

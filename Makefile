@@ -49,7 +49,7 @@ TEST_UV_OPTIONS := --compile-bytecode
 # shell line.
 install = start=$$(date +%s); status=1; \
 	if [ "$(INSTALLER)" = uv ]; then \
-		uv_dir=$$(mktemp -d); \
+		uv_dir=$$(mktemp -d); trap 'rm -rf "$$uv_dir"' EXIT; trap 'exit 130' INT TERM; \
 		echo "[1/2] Fetching the installer uv $(UV_VERSION) from PyPI (a few seconds)"; \
 		if $(BIN)/python -m pip install --quiet --disable-pip-version-check --target "$$uv_dir" \
 				"uv==$(UV_VERSION)"; then \

@@ -36,17 +36,23 @@ from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from typing import Any, ClassVar
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib import font_manager
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg, get_hinting_flag
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
-from matplotlib.ft2font import FT2Font, RenderMode
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.text import Annotation
 from matplotlib.ticker import FuncFormatter, LogLocator
+
+try:  # matplotlib 3.11's text internals, which _TextCachingRenderer uses; else Agg as it is
+    from matplotlib.ft2font import FT2Font, RenderMode
+except ImportError:  # pragma: no cover - an older or newer matplotlib
+    FT2Font = RenderMode = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "LAYOUT_CACHE",
@@ -117,9 +123,14 @@ TEXT_CACHE = 2048
 
 
 def _font_key(prop: Any) -> tuple[Any, ...]:
+    """What decides a text's glyphs besides its string: the properties, the font file they
+    resolve to now (``findfont`` reads the rcParams, so a new ``font.sans-serif`` list or
+    style gives a new key) and the rcParams that change the hinting and kerning."""
+    rc = matplotlib.rcParams
     return (tuple(prop.get_family()), prop.get_style(), prop.get_variant(), prop.get_weight(),
             prop.get_stretch(), prop.get_size_in_points(), prop.get_file(),
-            prop.get_math_fontfamily())
+            prop.get_math_fontfamily(), font_manager.findfont(prop),
+            rc["text.hinting"], rc["text.hinting_factor"], rc["text.kerning_factor"])
 
 
 class _TextCachingRenderer(RendererAgg):
@@ -129,7 +140,10 @@ class _TextCachingRenderer(RendererAgg):
     renders every glyph of every text anew at each draw (a tick label, a legend entry); a
     slider move redraws mostly texts that did not move. A text laid out before but at another
     offset skips the layout (``FT2Font._layout``) and renders its glyphs. Mathtext, TeX and
-    texts drawn without antialiasing go to Agg unchanged."""
+    texts drawn without antialiasing go to Agg unchanged.
+
+    The caches are shared by every panel canvas and not locked: draw on one thread at a time,
+    as matplotlib's Agg renderer and its shared ``FT2Font`` objects require anyway."""
 
     #: Shared by every panel canvas (a glyph's bitmap depends on the text, the font, the
     #: angle, the offset and the dpi, not on the figure), at most ``TEXT_CACHE`` texts each.
@@ -149,7 +163,7 @@ class _TextCachingRenderer(RendererAgg):
         left, bottom = math.floor(x), math.floor(up)
         font = _font_key(prop)
         flags = get_hinting_flag()
-        layout_key = (s, font, features and tuple(features), language, flags)
+        layout_key = (s, font, features and tuple(features), language, flags, self.dpi)
         key = (layout_key, angle, x - left, up - bottom, self.dpi)
         glyphs = self._glyphs.get(key)
         if glyphs is None:
@@ -193,7 +207,7 @@ class _TextCachingRenderer(RendererAgg):
 
 #: Whether this matplotlib draws text glyph by glyph as ``_TextCachingRenderer`` expects
 #: (3.11's Agg); if not, panels draw with Agg as it is.
-_CACHEABLE_TEXT = all(hasattr(cls, name) for cls, name in (
+_CACHEABLE_TEXT = FT2Font is not None and all(hasattr(cls, name) for cls, name in (
     (RendererAgg, "_draw_text_glyphs_and_boxes"), (RendererAgg, "_prepare_font"),
     (FT2Font, "_layout"), (FT2Font, "_render_glyph"), (FT2Font, "_set_transform")))
 

@@ -67,6 +67,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -227,18 +228,27 @@ class RequestCollector(Collector):
                 histogram.add_sample(f"{name}_bucket", {**labels, "le": bound}, cumulative)
             histogram.add_sample(f"{name}_count", labels, cumulative)
             histogram.add_sample(f"{name}_sum", labels, cell[-2])
-            histogram.add_sample(f"{name}_created", labels, cell[-1])
+            if _use_created():
+                histogram.add_sample(f"{name}_created", labels, cell[-1])
         yield histogram
 
 
 _BOUNDS = [floatToGoString(b) for b in (*BUCKETS, math.inf)]
 
 
+def _use_created() -> bool:
+    """Whether prometheus_client shows ``_created`` series now: not after
+    ``disable_created_metrics()`` or with ``PROMETHEUS_DISABLE_CREATED_SERIES=true``, which its
+    own ``Counter`` and ``Histogram`` obey (read from the same flag, at scrape time)."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))
+
+
 def _add_counter(family: Metric, labels: dict[str, str], count: float, created: float) -> None:
     """One counter child: its ``_total`` and ``_created`` samples (the exposition shows the
     second as a gauge family of its own, as for prometheus_client's ``Counter``)."""
     family.add_sample(f"{family.name}_total", labels, count)
-    family.add_sample(f"{family.name}_created", labels, created)
+    if _use_created():
+        family.add_sample(f"{family.name}_created", labels, created)
 
 
 def route_template(route: Any) -> str | None:

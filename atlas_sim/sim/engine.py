@@ -130,7 +130,7 @@ class Run:
         """Call ``callback(value)`` after ``delay`` seconds (>= 0), ordered among the other
         events as ``simpy.Timeout(env, delay, value)`` would be (see the module docstring)."""
         if delay < 0:
-            raise ValueError(f"Negative delay {delay}")
+            raise ValueError(f"delay must be >= 0 s, got {delay!r}")
         heappush(self._queue, (self.env._now + delay, NORMAL, next(self._eid), (callback, value)))
 
     def soon(self, callback: Callable[[Any], None]) -> None:
@@ -157,8 +157,12 @@ class Run:
 
     def step_all(self) -> None:
         """Process every event on SimPy's heap, in its order, until none is left: a pair of
-        ``later`` by calling ``callback(value)``, any other event as ``Environment.step``
-        does."""
+        ``later`` by calling ``callback(value)``, any other event (a fault window, the pool) as
+        SimPy 4.1's ``Environment.step`` processes one, which it must match for those events
+        to behave as in SimPy: the clock set to the event's time, its callbacks run once, and
+        a failed event nobody defused raised again as a copy chained to the original (SimPy's
+        documented rule for unhandled failures). Relies on SimPy's private ``_queue``,
+        ``_eid`` and ``_now``, hence the pin below 4.2 in pyproject.toml."""
         env = self.env
         queue = self._queue
         while queue:

@@ -186,3 +186,27 @@ def test_a_panel_canvas_draws_the_pixels_agg_draws_texts_moved_and_changed():
         note.set_text(f"note {step}" if step else "note")
         note.xy = (0.3 + 0.013 * step, 0.5)
         assert np.array_equal(pixels(PanelCanvas, figure), pixels(FigureCanvasAgg, figure))
+
+
+def test_a_panel_canvas_draws_agg_s_pixels_at_a_second_dpi_and_after_a_font_change():
+    # the caches are shared by every panel canvas: a text drawn at 90 dpi, then at 150, then
+    # with another sans-serif font, must not come back with the first draw's layout or glyphs
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from atlas_sim.analysis.figures import PanelCanvas
+
+    def pixels(canvas_class: type, dpi: float) -> np.ndarray:
+        figure = Figure(figsize=(4, 2), dpi=dpi)
+        ax = figure.subplots()
+        ax.set_title("the same words at two sizes")
+        ax.set_xlabel("latency (ms)")
+        canvas_class(figure)
+        figure.canvas.draw()
+        return np.asarray(figure.canvas.buffer_rgba()).copy()
+
+    for dpi in (90, 150, 90):
+        assert np.array_equal(pixels(PanelCanvas, dpi), pixels(FigureCanvasAgg, dpi)), dpi
+    with matplotlib.rc_context({"font.sans-serif": ["DejaVu Serif"],
+                                "font.family": "sans-serif"}):
+        assert np.array_equal(pixels(PanelCanvas, 90), pixels(FigureCanvasAgg, 90))

@@ -488,6 +488,23 @@ def test_counts_read_at_scrape_time_give_the_cards_series():
         assert f'atlas_api_http_{created}_created{{endpoint="/x",method="GET"' in text
 
 
+def test_created_series_go_when_prometheus_client_is_told_to_drop_them(monkeypatch):
+    # prometheus_client.disable_created_metrics() (or PROMETHEUS_DISABLE_CREATED_SERIES=true)
+    # drops _created from its own Counter and Histogram; the scrape-time metrics follow it
+    from prometheus_client import Counter, generate_latest
+    from prometheus_client import metrics as prometheus_metrics
+
+    from atlas_sim.service.metrics import ServiceMetrics
+
+    metrics = ServiceMetrics()
+    metrics.record("GET", "/x", 500, 0.01)
+    Counter("own", "prometheus_client's own", registry=metrics.registry).inc()
+    assert "_created" in generate_latest(metrics.registry).decode()
+    monkeypatch.setattr(prometheus_metrics, "_use_created", False)
+    text = generate_latest(metrics.registry).decode()
+    assert "_created" not in text and "atlas_api_http_5xx_errors_total" in text
+
+
 def test_fastapis_own_telemetry_is_off_unless_opentelemetry_is_set_up(monkeypatch):
     from atlas_sim.service import create_app
 
